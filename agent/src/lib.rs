@@ -1,1 +1,120 @@
-pub fn x(){}
+//! `faultline-agent` is the node daemon of faultline. It dials out to the
+//! coordinator over one `AgentLink.Connect` stream, says who it is (labels,
+//! addresses, capabilities), and injects the faults it is sent, each under a
+//! lease: if the coordinator stops renewing it, the agent restores the fault
+//! on its own. It never needs an inbound port.
+//!
+//! Layout:
+//! - [`backoff`]: capped exponential backoff with jitter for reconnects.
+//! - [`link`]: the agent side of the stream: Hello, heartbeats, commands, statuses.
+//! - [`table`]: the task that owns every applied fault, its lease and its restore.
+//! - [`faults`]: one module per fault kind (`kill`).
+//! - [`process`]: the process boundary (list, signal), real and fakeable.
+//! - [`node`]: facts about this node (hostname, addresses).
+
+pub mod backoff;
+pub mod faults;
+pub mod link;
+pub mod node;
+pub mod process;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::v1;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::backoff::Backoff;
+use crate::faults::Protection;
+use crate::link::Identity;
+use crate::process::{ProcessTable, SystemProcessTable};
+use crate::table::{FaultTable, TableConfig};
+
+/// The agent's version, sent in Hello.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Fault kinds this build can run.
+pub const CAPABILITIES: &[&str] = &["kill"];
+
+/// Everything the agent needs to run.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// Coordinator URL, e.g. `http://127.0.0.1:7700`.
+    pub coordinator: String,
+    /// Unique id in the fleet. By default, the hostname.
+    pub agent_id: String,
+    /// Labels experiments select on, e.g. `zone=a`.
+    pub labels: BTreeMap<String, String>,
+    /// Lease used when the coordinator sends none. By default, 15 s.
+    pub default_lease: Duration,
+    /// Longest lease accepted. By default, 60 s.
+    pub max_lease: Duration,
+    /// First reconnect delay. By default, 200 ms.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay. By default, 10 s.
+    pub backoff_max: Duration,
+    /// Process names a kill must never signal, in addition to pid 1, the
+    /// agent and its parent. By default, `sshd`.
+    pub protected_names: Vec<String>,
+    /// The process boundary. By default, the real process table.
+    pub processes: Arc<dyn ProcessTable>,
+}
+
+impl AgentConfig {
+    /// Defaults for an agent connecting to `coordinator`.
+    pub fn new(coordinator: impl Into<String>) -> Self {
+        Self {
+            coordinator: coordinator.into(),
+            agent_id: node::hostname(),
+            labels: BTreeMap::new(),
+            default_lease: Duration::from_secs(15),
+            max_lease: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            protected_names: vec!["sshd".into()],
+            processes: Arc::new(SystemProcessTable::new()),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` fires; then restores every fault it holds
+/// and returns.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let (table, table_task) = FaultTable::spawn(
+        TableConfig {
+            default_lease: config.default_lease,
+            max_lease: config.max_lease,
+            protection: Protection::for_this_process(config.protected_names.clone()),
+            processes: config.processes.clone(),
+        },
+        status_tx,
+    );
+    let identity = Identity {
+        hello: v1::Hello {
+            agent_id: config.agent_id.clone(),
+            hostname: node::hostname(),
+            labels: config.labels.clone().into_iter().collect(),
+            addresses: node::addresses(),
+            capabilities: CAPABILITIES.iter().map(|s| s.to_string()).collect(),
+            version: VERSION.to_string(),
+            pid: std::process::id(),
+        },
+    };
+    let statuses = Arc::new(Mutex::new(status_rx));
+    let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    info!(agent_id = %config.agent_id, coordinator = %config.coordinator, "agent starting");
+    link::reconnect_loop(backoff, &shutdown, || {
+        link::session(&config.coordinator, &identity, &table, statuses.clone(), &shutdown)
+    })
+    .await;
+    // If shutdown came while disconnected, nothing restored yet: do it now.
+    table.restore_all("agent shutting down").await;
+    drop(table);
+    let _ = table_task.await;
+    info!(agent_id = %config.agent_id, "agent stopped; every fault restored");
+}

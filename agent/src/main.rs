@@ -1,1 +1,78 @@
-fn main(){}
+//! `faultline-agent`: the node daemon. Parses flags, sets up tracing and
+//! signal handling, and hands over to [`faultline_agent::run`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// faultline node agent: dials the coordinator, injects faults under a lease,
+/// and always restores them.
+#[derive(Parser, Debug)]
+#[command(name = "faultline-agent", version)]
+struct Args {
+    /// Coordinator URL to dial, e.g. http://10.0.0.5:7700.
+    #[arg(long, env = "FAULTLINE_COORDINATOR")]
+    coordinator: String,
+    /// Unique agent id. Default: the hostname.
+    #[arg(long)]
+    id: Option<String>,
+    /// Label as key=value; repeat for several (e.g. --label zone=a --label role=api).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Process name a kill must never signal (in addition to pid 1, the agent, its parent and sshd).
+    #[arg(long = "protect", value_name = "NAME")]
+    protect: Vec<String>,
+    /// Longest lease accepted from the coordinator.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    max_lease: Duration,
+}
+
+fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in raw {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label {l:?}: expected KEY=VALUE, e.g. --label zone=a");
+        };
+        if k.is_empty() {
+            bail!("--label {l:?}: the key is empty");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = faultline_agent::AgentConfig::new(args.coordinator);
+    if let Some(id) = args.id {
+        config.agent_id = id;
+    }
+    config.labels = parse_labels(&args.labels)?;
+    config.protected_names.extend(args.protect);
+    config.max_lease = args.max_lease;
+
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        s.cancel();
+        anyhow::Ok(())
+    });
+    faultline_agent::run(config, shutdown).await;
+    Ok(())
+}

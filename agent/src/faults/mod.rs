@@ -1,0 +1,5 @@
+//! Fault kinds, one per file.
+
+pub mod kill;
+
+pub use kill::{AppliedKill, KillSpec, Protection};

@@ -1,0 +1,389 @@
+//! The fault table: the one task that owns every fault this agent applied.
+//!
+//! Link handlers send it [`Command`]s; it applies faults, restores them on
+//! request, on `RestoreAll`, when a lease runs out, and when the agent shuts
+//! down. Every state change goes out as a `FaultStatus` on an unbounded
+//! channel the link drains, so statuses produced while the coordinator is
+//! unreachable (a lease expiry, typically) are delivered after reconnecting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::{now_unix_ms, v1};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::faults::{kill, AppliedKill, KillSpec, Protection};
+use crate::process::ProcessTable;
+
+/// What the table is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    Inject {
+        fault_id: String,
+        run_id: String,
+        spec: v1::FaultSpec,
+        /// Requested lease; capped by [`TableConfig::max_lease`]. Zero means
+        /// [`TableConfig::default_lease`].
+        lease: Duration,
+    },
+    Restore {
+        fault_id: String,
+    },
+    RestoreAll {
+        reason: String,
+        /// Answered once every fault is restored.
+        done: Option<oneshot::Sender<()>>,
+    },
+    Renew {
+        fault_ids: Vec<String>,
+        lease: Duration,
+    },
+}
+
+/// Settings of the fault table.
+#[derive(Clone)]
+pub struct TableConfig {
+    /// Lease used when the coordinator asks for none. By default, 15 s.
+    pub default_lease: Duration,
+    /// Longest lease the agent accepts, so a buggy or malicious coordinator
+    /// cannot switch the dead-man switch off. By default, 60 s.
+    pub max_lease: Duration,
+    /// Processes a kill never signals.
+    pub protection: Protection,
+    /// The process boundary (real or fake).
+    pub processes: Arc<dyn ProcessTable>,
+}
+
+enum Applied {
+    Kill(AppliedKill),
+}
+
+struct Active {
+    run_id: String,
+    deadline: Instant,
+    applied: Applied,
+}
+
+/// Handle to the running table task.
+#[derive(Clone)]
+pub struct FaultTable {
+    tx: mpsc::Sender<Command>,
+    active: Arc<AtomicU32>,
+}
+
+impl FaultTable {
+    /// Starts the table task. Statuses go to `status_tx`.
+    pub fn spawn(
+        config: TableConfig,
+        status_tx: mpsc::UnboundedSender<v1::FaultStatus>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(256);
+        let active = Arc::new(AtomicU32::new(0));
+        let task = tokio::spawn(run(config, rx, status_tx, active.clone()));
+        (Self { tx, active }, task)
+    }
+
+    /// Sends a command; false if the table has stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Restores every fault and waits until done.
+    pub async fn restore_all(&self, reason: &str) {
+        let (done, wait) = oneshot::channel();
+        if self
+            .send(Command::RestoreAll {
+                reason: reason.to_string(),
+                done: Some(done),
+            })
+            .await
+        {
+            let _ = wait.await;
+        }
+    }
+
+    /// Number of faults currently applied.
+    pub fn active_faults(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+fn status(
+    fault_id: &str,
+    run_id: &str,
+    state: v1::FaultState,
+    detail: String,
+    backend: &str,
+    observation: Option<v1::observation::Kind>,
+) -> v1::FaultStatus {
+    v1::FaultStatus {
+        fault_id: fault_id.to_string(),
+        run_id: run_id.to_string(),
+        state: state as i32,
+        detail,
+        backend: backend.to_string(),
+        at_unix_ms: now_unix_ms(),
+        observation: observation.map(|k| v1::Observation { kind: Some(k) }),
+    }
+}
+
+async fn run(
+    config: TableConfig,
+    mut rx: mpsc::Receiver<Command>,
+    out: mpsc::UnboundedSender<v1::FaultStatus>,
+    active_count: Arc<AtomicU32>,
+) {
+    let mut active: HashMap<String, Active> = HashMap::new();
+    loop {
+        active_count.store(active.len() as u32, Ordering::Relaxed);
+        let next_deadline = active.values().map(|a| a.deadline).min();
+        let cmd = tokio::select! {
+            cmd = rx.recv() => cmd,
+            _ = sleep_until_opt(next_deadline) => {
+                let now = Instant::now();
+                let expired: Vec<String> = active
+                    .iter()
+                    .filter(|(_, a)| a.deadline <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in expired {
+                    if let Some(a) = active.remove(&id) {
+                        warn!(fault_id = %id, run_id = %a.run_id, "lease expired, restoring on our own");
+                        let _ = out.send(restore(&id, a, v1::FaultState::Expired, "lease expired: no renewal from the coordinator".into()).await);
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(cmd) = cmd else {
+            // Every sender is gone: the agent is shutting down.
+            for (id, a) in active.drain() {
+                let _ = out.send(restore(&id, a, v1::FaultState::Restored, "agent shutting down".into()).await);
+            }
+            break;
+        };
+        match cmd {
+            Command::Inject {
+                fault_id,
+                run_id,
+                spec,
+                lease,
+            } => {
+                if let Some(a) = active.get(&fault_id) {
+                    // Re-delivery of an inject we already applied: ack again.
+                    let _ = out.send(status(&fault_id, &a.run_id, v1::FaultState::Injected, "already injected".into(), "", None));
+                    continue;
+                }
+                let lease = match lease {
+                    d if d.is_zero() => config.default_lease,
+                    d => d.min(config.max_lease),
+                };
+                let (st, applied) = inject(&config, &fault_id, &run_id, spec);
+                let _ = out.send(st);
+                if let Some(applied) = applied {
+                    active.insert(
+                        fault_id,
+                        Active {
+                            run_id,
+                            deadline: Instant::now() + lease,
+                            applied,
+                        },
+                    );
+                }
+            }
+            Command::Restore { fault_id } => match active.remove(&fault_id) {
+                Some(a) => {
+                    let _ = out.send(restore(&fault_id, a, v1::FaultState::Restored, "restored on request".into()).await);
+                }
+                None => {
+                    // Already gone (expired, or restored twice): say so, so the
+                    // coordinator's wait for an ack ends.
+                    let _ = out.send(status(&fault_id, "", v1::FaultState::Restored, "not active on this agent (already restored)".into(), "", None));
+                }
+            },
+            Command::RestoreAll { reason, done } => {
+                info!(count = active.len(), %reason, "restoring every fault");
+                for (id, a) in active.drain() {
+                    let _ = out.send(restore(&id, a, v1::FaultState::Restored, format!("restore all: {reason}")).await);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Command::Renew { fault_ids, lease } => {
+                let lease = if lease.is_zero() { config.default_lease } else { lease.min(config.max_lease) };
+                let deadline = Instant::now() + lease;
+                for id in fault_ids {
+                    if let Some(a) = active.get_mut(&id) {
+                        a.deadline = deadline;
+                    }
+                }
+            }
+        }
+    }
+    active_count.store(0, Ordering::Relaxed);
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn inject(config: &TableConfig, fault_id: &str, run_id: &str, spec: v1::FaultSpec) -> (v1::FaultStatus, Option<Applied>) {
+    let refused = |why: String| status(fault_id, run_id, v1::FaultState::Refused, why, "", None);
+    match spec.kind {
+        None => (refused("fault spec has no kind; this agent supports: kill".into()), None),
+        Some(v1::fault_spec::Kind::Kill(k)) => {
+            let spec = match KillSpec::try_from(k) {
+                Ok(s) => s,
+                Err(e) => return (refused(e.to_string()), None),
+            };
+            match kill::apply(spec, config.processes.clone(), &config.protection) {
+                Ok(applied) => {
+                    info!(%fault_id, %run_id, summary = %applied.summary, "kill injected");
+                    let st = status(
+                        fault_id,
+                        run_id,
+                        v1::FaultState::Injected,
+                        applied.summary.clone(),
+                        "signal",
+                        Some(v1::observation::Kind::Kill(applied.observation())),
+                    );
+                    (st, Some(Applied::Kill(applied)))
+                }
+                Err(e) => {
+                    let state = if e.is_refusal() { v1::FaultState::Refused } else { v1::FaultState::Failed };
+                    warn!(%fault_id, %run_id, err = %e, "kill not injected");
+                    (status(fault_id, run_id, state, e.to_string(), "signal", None), None)
+                }
+            }
+        }
+    }
+}
+
+async fn restore(fault_id: &str, a: Active, state: v1::FaultState, why: String) -> v1::FaultStatus {
+    match a.applied {
+        Applied::Kill(k) => {
+            let obs = k.restore().await;
+            let detail = match (obs.reappeared_after_ms, obs.reappeared_pid) {
+                (Some(ms), Some(pid)) => format!("{why}; a matching process (pid {pid}) reappeared {ms} ms after the kill"),
+                _ => format!("{why}; no matching process reappeared"),
+            };
+            status(fault_id, &a.run_id, state, detail, "signal", Some(v1::observation::Kind::Kill(obs)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{self, ProcInfo};
+    use nix::sys::signal::Signal;
+    use std::sync::Mutex;
+
+    struct OneProc(Mutex<Vec<ProcInfo>>);
+    impl ProcessTable for OneProc {
+        fn list(&self) -> process::Result<Vec<ProcInfo>> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn signal(&self, pid: u32, _: Signal) -> process::Result<()> {
+            self.0.lock().unwrap().retain(|p| p.pid != pid);
+            Ok(())
+        }
+    }
+
+    fn table() -> (FaultTable, mpsc::UnboundedReceiver<v1::FaultStatus>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let procs = vec![ProcInfo {
+            pid: 4242,
+            ppid: 1,
+            name: "victim".into(),
+            cmdline: "victim".into(),
+            uid: Some(0),
+            zombie: false,
+        }];
+        let (t, _) = FaultTable::spawn(
+            TableConfig {
+                default_lease: Duration::from_secs(5),
+                max_lease: Duration::from_secs(10),
+                protection: Protection::default(),
+                processes: Arc::new(OneProc(Mutex::new(procs))),
+            },
+            tx,
+        );
+        (t, rx)
+    }
+
+    fn kill_victim() -> v1::FaultSpec {
+        v1::FaultSpec {
+            kind: Some(v1::fault_spec::Kind::Kill(v1::KillSpec {
+                name: "victim".into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lease_expiry_restores_without_the_coordinator() {
+        let (t, mut rx) = table();
+        t.send(Command::Inject {
+            fault_id: "f1".into(),
+            run_id: "r1".into(),
+            spec: kill_victim(),
+            lease: Duration::from_secs(3),
+        })
+        .await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Injected);
+        // A renewal pushes the deadline out; without further renewals it expires.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        t.send(Command::Renew {
+            fault_ids: vec!["f1".into()],
+            lease: Duration::from_secs(3),
+        })
+        .await;
+        let start = Instant::now();
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Expired);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(2900) && waited <= Duration::from_millis(3200), "{waited:?}");
+        assert_eq!(t.active_faults(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_are_capped_by_the_agent() {
+        let (t, mut rx) = table();
+        let start = Instant::now();
+        t.send(Command::Inject {
+            fault_id: "f1".into(),
+            run_id: "r1".into(),
+            spec: kill_victim(),
+            lease: Duration::from_secs(3600),
+        })
+        .await;
+        assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
+        assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Expired);
+        assert!(start.elapsed() <= Duration::from_secs(11));
+    }
+
+    #[tokio::test]
+    async fn unknown_spec_is_refused_with_a_reason() {
+        let (t, mut rx) = table();
+        t.send(Command::Inject {
+            fault_id: "f1".into(),
+            run_id: "r1".into(),
+            spec: v1::FaultSpec { kind: None },
+            lease: Duration::ZERO,
+        })
+        .await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Refused);
+        assert!(st.detail.contains("supports"), "{}", st.detail);
+    }
+}
