@@ -1,1 +1,44 @@
+//! `faultline-coordinator` plans and runs hypothesis-driven chaos
+//! experiments. It serves `AgentLink` (agents dial in and receive faults) and
+//! `Control` (clients submit runs and read reports), measures a baseline
+//! with probes, injects faults within a blast radius, always restores them,
+//! and reports each run against its baseline. It also holds the `faultline`
+//! CLI, including local mode: an in-process coordinator and agent over
+//! loopback gRPC.
+//!
+//! Layout:
+//! - [`experiment`]: experiment domain types and the YAML parser.
+//! - [`planner`]: target selection and blast-radius checks.
+//! - [`engine`]: the run engine, phase by phase.
+//! - [`probes`]: http, tcp and command probes and their sampler.
+//! - [`stats`]: sample statistics (success rate, percentiles).
+//! - [`verdict`]: tolerance checks.
+//! - [`report`]: the report model (JSON) and its Markdown rendering.
+//! - [`registry`]: connected agents and status routing.
+//! - [`runs`]: runs in flight and finished.
+//! - [`link`]: the `AgentLink` service.
+//! - [`control`]: the `Control` service.
+//! - [`server`]: serving both services with graceful shutdown.
+//! - [`outcome`]: phases, outcomes and exit codes.
+//! - [`local`]: local mode (in-process coordinator + agent).
+//! - [`cli`]: the `faultline` command line, one subcommand per file.
 
+pub mod cli;
+pub mod control;
+pub mod engine;
+pub mod experiment;
+pub mod link;
+#[cfg(feature = "local")]
+pub mod local;
+pub mod outcome;
+pub mod planner;
+pub mod probes;
+pub mod registry;
+pub mod report;
+pub mod runs;
+pub mod server;
+pub mod stats;
+pub mod verdict;
+
+pub use outcome::{Outcome, Phase};
+pub use server::Coordinator;

@@ -1,0 +1,66 @@
+//! `faultline agents`: the agents connected to a coordinator.
+
+use faultline_proto::{now_unix_ms, v1};
+
+use super::common::{self, eprint_err, DEFAULT_COORDINATOR};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Coordinator URL.
+    #[arg(long, default_value = DEFAULT_COORDINATOR)]
+    pub coordinator: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn main(a: Args) -> i32 {
+    let mut c = match common::control(&a.coordinator).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprint_err(e);
+            return 5;
+        }
+    };
+    let agents = match c.list_agents(v1::ListAgentsRequest {}).await {
+        Ok(r) => r.into_inner().agents,
+        Err(s) => {
+            eprint_err(s.message());
+            return common::status_exit(&s);
+        }
+    };
+    if a.json {
+        let v: Vec<serde_json::Value> = agents
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "agent_id": a.agent_id, "hostname": a.hostname, "labels": a.labels,
+                    "addresses": a.addresses, "capabilities": a.capabilities, "version": a.version,
+                    "active_faults": a.active_faults, "last_heartbeat_unix_ms": a.last_heartbeat_unix_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return 0;
+    }
+    if agents.is_empty() {
+        println!("no agents connected to {}", a.coordinator);
+        return 0;
+    }
+    println!("{:<24} {:<20} {:<30} {:<12} {:>6} {:>10}", "AGENT", "HOST", "LABELS", "CAPS", "FAULTS", "HEARTBEAT");
+    let now = now_unix_ms();
+    for ag in agents {
+        let mut labels: Vec<String> = ag.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        println!(
+            "{:<24} {:<20} {:<30} {:<12} {:>6} {:>9.1}s",
+            ag.agent_id,
+            ag.hostname,
+            labels.join(","),
+            ag.capabilities.join(","),
+            ag.active_faults,
+            now.saturating_sub(ag.last_heartbeat_unix_ms) as f64 / 1000.0
+        );
+    }
+    0
+}

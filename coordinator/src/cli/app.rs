@@ -1,0 +1,49 @@
+//! Flag definitions and dispatch.
+
+use clap::{Parser, Subcommand};
+
+use super::*;
+
+/// faultline: hypothesis-driven chaos experiments with a baseline, a blast
+/// radius, and a guaranteed restore.
+#[derive(Parser, Debug)]
+#[command(name = "faultline", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run an experiment and print its report (local mode without --coordinator).
+    Run(run::Args),
+    /// Check an experiment file without running it.
+    Validate(validate::Args),
+    /// Show which agents each fault would hit and the blast-radius headroom.
+    Plan(plan::Args),
+    /// Run the coordinator (gRPC: AgentLink for agents, Control for clients).
+    Serve(serve::Args),
+    /// List the agents connected to a coordinator.
+    Agents(agents::Args),
+    /// Abort a run: restore its faults now.
+    Abort(abort::Args),
+    /// Run the kill demo: a supervised HTTP service, killed and measured.
+    Demo(demo::Args),
+    /// The demo's HTTP service (started by `faultline demo`).
+    #[command(hide = true)]
+    DemoService(demo_service::Args),
+}
+
+/// Runs the CLI and returns the process exit code.
+pub async fn main_with(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run(a) => run::main(a).await,
+        Command::Validate(a) => validate::main(a),
+        Command::Plan(a) => plan::main(a).await,
+        Command::Serve(a) => serve::main(a).await,
+        Command::Agents(a) => agents::main(a).await,
+        Command::Abort(a) => abort::main(a).await,
+        Command::Demo(a) => demo::main(a).await,
+        Command::DemoService(a) => demo_service::main(a).await,
+    }
+}

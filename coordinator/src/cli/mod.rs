@@ -1,0 +1,14 @@
+//! The `faultline` command line, one subcommand per file.
+
+pub mod abort;
+pub mod agents;
+pub mod app;
+pub mod common;
+pub mod demo;
+pub mod demo_service;
+pub mod plan;
+pub mod run;
+pub mod serve;
+pub mod validate;
+
+pub use app::{main_with, Cli};

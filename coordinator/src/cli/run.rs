@@ -1,0 +1,261 @@
+//! `faultline run FILE`: run an experiment, show live progress on stderr and
+//! print the report on stdout. Without `--coordinator` it runs in local mode.
+//! Ctrl-C aborts the run (faults are restored) and still prints the report;
+//! a second Ctrl-C exits at once and leaves the rest to the agents' leases.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use faultline_proto::v1;
+
+use super::common::{self, eprint_err, key_values, Source};
+use crate::outcome::Outcome;
+use crate::report::{self, Report};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Experiment file (YAML).
+    pub file: String,
+    /// Coordinator URL; without it, run in local mode (in-process coordinator and agent).
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Value for a ${var} placeholder, as KEY=VALUE; repeatable.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Local mode only: label of the in-process agent, as KEY=VALUE; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Also write the report as RUN_ID.json and RUN_ID.md into this directory.
+    #[arg(long)]
+    pub report_dir: Option<String>,
+    /// Report format on stdout.
+    #[arg(long, default_value = "md", value_parser = ["md", "json"])]
+    pub format: String,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// What `run` (and `demo`) need, already read.
+pub struct RunOpts {
+    pub source: Source,
+    pub coordinator: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub report_dir: Option<String>,
+    pub format: String,
+    pub quiet: bool,
+}
+
+pub async fn main(a: Args) -> i32 {
+    let source = match Source::read(&a.file, &a.vars) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint_err(e);
+            return Outcome::Invalid.exit_code();
+        }
+    };
+    let labels = match key_values("--label", &a.labels) {
+        Ok(l) => l,
+        Err(e) => {
+            eprint_err(e);
+            return Outcome::Invalid.exit_code();
+        }
+    };
+    if a.coordinator.is_some() && !labels.is_empty() {
+        eprint_err("--label applies to the local agent and cannot be combined with --coordinator (label the remote agents with faultline-agent --label)");
+        return Outcome::Invalid.exit_code();
+    }
+    execute(RunOpts {
+        source,
+        coordinator: a.coordinator,
+        labels,
+        report_dir: a.report_dir,
+        format: a.format,
+        quiet: a.quiet,
+    })
+    .await
+}
+
+/// Runs the experiment and returns the exit code.
+pub async fn execute(o: RunOpts) -> i32 {
+    // Validate before anything starts, so a bad file costs nothing.
+    if let Err(e) = o.source.parse() {
+        eprint_err(e);
+        return Outcome::Invalid.exit_code();
+    }
+    #[cfg(feature = "local")]
+    let mut local = None;
+    let url = match &o.coordinator {
+        Some(u) => u.clone(),
+        None => {
+            #[cfg(feature = "local")]
+            {
+                match crate::local::Local::start(o.labels.clone()).await {
+                    Ok(l) => {
+                        let url = l.url.clone();
+                        if !o.quiet {
+                            eprintln!("faultline: local mode: coordinator on {url}, agent for this host connected");
+                        }
+                        local = Some(l);
+                        url
+                    }
+                    Err(e) => {
+                        eprint_err(e);
+                        return Outcome::Error.exit_code();
+                    }
+                }
+            }
+            #[cfg(not(feature = "local"))]
+            {
+                eprint_err("this build has no local mode: pass --coordinator URL");
+                return Outcome::Error.exit_code();
+            }
+        }
+    };
+    let code = submit_and_follow(&url, &o).await;
+    #[cfg(feature = "local")]
+    if let Some(l) = local {
+        l.stop().await;
+    }
+    code
+}
+
+async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
+    let mut client = match common::control(url).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprint_err(e);
+            return Outcome::Error.exit_code();
+        }
+    };
+    let mut stream = match client
+        .submit_run(v1::SubmitRunRequest {
+            source: Some(o.source.to_wire()),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            eprint_err(s.message());
+            return common::status_exit(&s);
+        }
+    };
+    let mut progress = Progress { quiet: o.quiet };
+    let mut run_id = String::new();
+    let mut interrupts = 0;
+    loop {
+        let msg = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                if interrupts > 1 || run_id.is_empty() {
+                    eprint_err("second interrupt: exiting now; agents restore what is left when their leases expire");
+                    return Outcome::Aborted.exit_code();
+                }
+                eprint_err(format!("interrupt: aborting run {run_id} and restoring its faults (Ctrl-C again to exit at once)"));
+                let reason = format!("Ctrl-C on faultline run (pid {})", std::process::id());
+                if let Err(s) = client.abort(v1::AbortRequest { run_id: run_id.clone(), reason }).await {
+                    eprint_err(format!("abort failed: {}", s.message()));
+                }
+                continue;
+            }
+            m = stream.message() => m,
+        };
+        let ev = match msg {
+            Ok(Some(ev)) => ev,
+            Ok(None) => {
+                eprint_err("the coordinator closed the run's event stream before the run finished");
+                return Outcome::Error.exit_code();
+            }
+            Err(s) => {
+                eprint_err(format!("lost the coordinator while following the run: {}", s.message()));
+                return Outcome::Error.exit_code();
+            }
+        };
+        run_id = ev.run_id.clone();
+        if let Some(v1::run_event::Event::Finished(f)) = &ev.event {
+            progress.show(&ev);
+            return finish(f, o);
+        }
+        progress.show(&ev);
+    }
+}
+
+fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
+    let report: Report = match serde_json::from_str(&f.report_json) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(format!("the coordinator sent a report this CLI cannot read: {e}"));
+            return Outcome::Error.exit_code();
+        }
+    };
+    let md = report::render_markdown(&report);
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    if let Some(dir) = &o.report_dir {
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(format!("{dir}/{}.json", report.run_id), &json)?;
+            std::fs::write(format!("{dir}/{}.md", report.run_id), &md)?;
+            Ok(())
+        };
+        match write() {
+            Ok(()) => eprintln!("faultline: report written to {dir}/{}.{{json,md}}", report.run_id),
+            Err(e) => eprint_err(format!("cannot write the report into {dir}: {e}")),
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = match o.format.as_str() {
+        "json" => writeln!(out, "{json}"),
+        _ => write!(out, "{md}"),
+    };
+    f.exit_code
+}
+
+/// Live progress lines on stderr.
+struct Progress {
+    quiet: bool,
+}
+
+impl Progress {
+    fn show(&mut self, ev: &v1::RunEvent) {
+        if self.quiet {
+            return;
+        }
+        use v1::run_event::Event;
+        let t = format!("[{:>6.1}s]", ev.elapsed_ms as f64 / 1000.0);
+        let line = match &ev.event {
+            Some(Event::Started(s)) => format!(
+                "{t} run {} of {:?} started (about {:.0}s of probing planned)",
+                ev.run_id,
+                s.experiment,
+                s.planned_ms as f64 / 1000.0
+            ),
+            Some(Event::Phase(p)) if p.planned_ms > 0 => {
+                format!("{t} ▶ {} ({:.1}s)", p.phase, p.planned_ms as f64 / 1000.0)
+            }
+            Some(Event::Phase(p)) => format!("{t} ▶ {}", p.phase),
+            Some(Event::Probe(p)) => {
+                let pct = if p.samples == 0 { 0.0 } else { f64::from(p.successes) * 100.0 / f64::from(p.samples) };
+                let last = if p.last_error.is_empty() {
+                    format!("last {:.1}ms", p.last_latency_us as f64 / 1000.0)
+                } else {
+                    format!("last error: {}", p.last_error)
+                };
+                format!("{t}   {:<8} {}: {}/{} ok ({pct:.0}%), {last}", p.phase, p.probe, p.successes, p.samples)
+            }
+            Some(Event::Fault(f)) => match &f.status {
+                Some(s) => format!(
+                    "{t}   fault {} on {}: {} — {}",
+                    s.fault_id,
+                    f.agent_id,
+                    s.state().as_str_name().trim_start_matches("FAULT_STATE_").to_lowercase(),
+                    s.detail
+                ),
+                None => return,
+            },
+            Some(Event::Log(l)) => format!("{t}   {}", l.message),
+            Some(Event::Finished(f)) => format!("{t} ■ {} (exit {}): {}", f.outcome, f.exit_code, f.reason),
+            None => return,
+        };
+        eprintln!("{line}");
+    }
+}

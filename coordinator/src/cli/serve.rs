@@ -1,0 +1,63 @@
+//! `faultline serve`: run the coordinator until SIGINT/SIGTERM, then abort
+//! and restore every run in flight before exiting.
+
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use super::common::eprint_err;
+use crate::server::Coordinator;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on for agents and clients.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Allow a non-loopback address without TLS. TLS is not implemented yet,
+    /// so anyone who can reach the port can drive the agents: only use this
+    /// on a network you trust.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+pub async fn main(a: Args) -> i32 {
+    if !a.listen.ip().is_loopback() && !a.insecure {
+        eprint_err(format!(
+            "refusing to listen on {} without TLS: anyone reaching it could inject faults. Listen on 127.0.0.1, or pass --insecure on a trusted network",
+            a.listen
+        ));
+        return 2;
+    }
+    let listener = match tokio::net::TcpListener::bind(a.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprint_err(format!("cannot listen on {}: {e}", a.listen));
+            return 5;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        s.cancel();
+    });
+    eprintln!("faultline: coordinator listening on {}", a.listen);
+    match Coordinator::new().serve(listener, shutdown).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprint_err(format!("coordinator failed: {e}"));
+            5
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The `Control` service: what the CLI, CI and schedules call.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use faultline_proto::v1::{self, control_server::Control};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::engine::{self, RunInput};
+use crate::experiment::{self, Experiment};
+use crate::outcome::Outcome;
+use crate::planner;
+use crate::registry::Registry;
+use crate::report;
+use crate::runs::Runs;
+
+/// Errors of Control calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("request has no experiment source")]
+    NoSource,
+    #[error("{0}")]
+    Parse(#[from] experiment::ParseError),
+    #[error("{0}")]
+    Plan(#[from] planner::Error),
+    #[error("no run {0} on this coordinator")]
+    UnknownRun(String),
+    #[error("run {0} has not finished yet; its report is available when it ends")]
+    RunInFlight(String),
+    #[error("report format {0:?}: use json or md")]
+    Format(String),
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let msg = e.to_string();
+        match e {
+            Error::NoSource | Error::Parse(_) | Error::Format(_) => Status::invalid_argument(msg),
+            Error::Plan(p) if p.outcome() == Outcome::Invalid => Status::invalid_argument(msg),
+            Error::Plan(_) => Status::failed_precondition(msg),
+            Error::UnknownRun(_) => Status::not_found(msg),
+            Error::RunInFlight(_) => Status::failed_precondition(msg),
+            Error::ShuttingDown => Status::unavailable(msg),
+        }
+    }
+}
+
+pub struct ControlService {
+    pub registry: Arc<Registry>,
+    pub runs: Arc<Runs>,
+    /// Cancelled at coordinator shutdown; every run holds a child token.
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
+    let src = src.ok_or(Error::NoSource)?;
+    let vars: HashMap<String, String> = src.vars.into_iter().collect();
+    let name = if src.name.is_empty() { "<experiment>".to_string() } else { src.name };
+    Ok((experiment::parse(&name, &src.yaml, &vars)?, name))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    type SubmitRunStream = EventStream;
+
+    async fn submit_run(&self, req: Request<v1::SubmitRunRequest>) -> Result<Response<EventStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown.into());
+        }
+        let (exp, source_name) = parse_source(req.into_inner().source)?;
+        let run_id = engine::new_run_id();
+        let cancel = self.shutdown.child_token();
+        let reason: engine::AbortReason = Arc::new(Mutex::new(None));
+        self.runs.start(&run_id, &exp.name, cancel.clone(), reason.clone());
+        info!(run_id = %run_id, experiment = %exp.name, "run submitted");
+        let (tx, rx) = mpsc::channel(1024);
+        let registry = self.registry.clone();
+        let runs = self.runs.clone();
+        self.tracker.spawn(async move {
+            let out = engine::execute(RunInput {
+                run_id: run_id.clone(),
+                experiment: exp,
+                source_name,
+                registry,
+                events: tx.clone(),
+                cancel,
+                abort_reason: reason,
+            })
+            .await;
+            let r = out.report;
+            let finished = v1::RunFinished {
+                outcome: r.outcome.to_string(),
+                exit_code: r.exit_code,
+                reason: r.reason.clone(),
+                report_json: serde_json::to_string(&r).unwrap_or_default(),
+            };
+            let elapsed_ms = r.duration_ms;
+            runs.finish(&run_id, r);
+            let _ = tx
+                .send(v1::RunEvent {
+                    run_id,
+                    elapsed_ms,
+                    event: Some(v1::run_event::Event::Finished(finished)),
+                })
+                .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+
+    async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
+        let (exp, _) = parse_source(req.into_inner().source)?;
+        let plan = planner::plan(&exp, &self.registry.agents()).map_err(Error::from)?;
+        Ok(Response::new(v1::PlanResponse {
+            experiment: exp.name.clone(),
+            faults: plan
+                .faults
+                .iter()
+                .map(|pf| v1::PlannedFault {
+                    fault_id: pf.fault.name.clone(),
+                    kind: pf.fault.kind.name().into(),
+                    agent_ids: pf.targets.iter().map(|t| t.agent_id.clone()).collect(),
+                    matching_agents: pf.matching as u32,
+                    summary: pf.fault.kind.summary(),
+                })
+                .collect(),
+            limits: plan.limits,
+        }))
+    }
+
+    async fn abort(&self, req: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
+        let r = req.into_inner();
+        let reason = if r.reason.is_empty() { "operator abort".to_string() } else { r.reason };
+        let found = self.runs.abort(&r.run_id, &reason);
+        if found {
+            info!(run_id = %r.run_id, %reason, "run aborted");
+        }
+        Ok(Response::new(v1::AbortResponse { found }))
+    }
+
+    async fn list_agents(&self, _: Request<v1::ListAgentsRequest>) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        Ok(Response::new(v1::ListAgentsResponse {
+            agents: self.registry.agents().iter().map(|a| a.to_wire()).collect(),
+        }))
+    }
+
+    async fn list_runs(&self, _: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
+        Ok(Response::new(v1::ListRunsResponse { runs: self.runs.list() }))
+    }
+
+    async fn get_report(&self, req: Request<v1::GetReportRequest>) -> Result<Response<v1::GetReportResponse>, Status> {
+        let r = req.into_inner();
+        let Some(rep) = self.runs.report(&r.run_id) else {
+            return Err(if self.runs.is_known(&r.run_id) {
+                Error::RunInFlight(r.run_id).into()
+            } else {
+                Error::UnknownRun(r.run_id).into()
+            });
+        };
+        let text = match r.format.as_str() {
+            "" | "json" => serde_json::to_string_pretty(&*rep).unwrap_or_default(),
+            "md" | "markdown" => report::render_markdown(&rep),
+            other => return Err(Error::Format(other.to_string()).into()),
+        };
+        Ok(Response::new(v1::GetReportResponse { report: text }))
+    }
+}

@@ -1,0 +1,867 @@
+//! The run engine: plan → baseline → steady? → inject → observe → restore →
+//! recover → verdict → report.
+//!
+//! The shape of [`execute`] guarantees the one property that matters most:
+//! once anything may have been injected, the restore phase runs, whatever
+//! happened in between (a refused injection, an operator abort, Ctrl-C on the
+//! CLI, coordinator shutdown). A target whose restore is not acknowledged is
+//! reported as such; the agent's lease restores it on its own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faultline_proto::{now_unix_ms, v1};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::experiment::{Experiment, FaultKind};
+use crate::outcome::{Outcome, Phase};
+use crate::planner::{self, Plan};
+use crate::probes;
+use crate::registry::{Registry, StatusFromAgent};
+use crate::report::*;
+use crate::stats::{PhaseStats, Sample};
+use crate::verdict::{self, Check};
+
+/// How long to wait for every target to acknowledge an inject or a restore.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many consecutive healthy samples of every probe end the recover phase.
+pub const RECOVERY_STREAK: usize = 3;
+
+/// Why a run is being aborted, filled in by whoever cancels it.
+pub type AbortReason = Arc<Mutex<Option<String>>>;
+
+/// Everything a run needs.
+pub struct RunInput {
+    pub run_id: String,
+    pub experiment: Experiment,
+    pub source_name: String,
+    pub registry: Arc<Registry>,
+    pub events: mpsc::Sender<v1::RunEvent>,
+    pub cancel: CancellationToken,
+    pub abort_reason: AbortReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetState {
+    Pending,
+    Injected,
+    Refused,
+    Failed,
+    Restored,
+    Expired,
+}
+
+impl TargetState {
+    fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Pending => "pending",
+            TargetState::Injected => "injected",
+            TargetState::Refused => "refused",
+            TargetState::Failed => "failed",
+            TargetState::Restored => "restored",
+            TargetState::Expired => "expired",
+        }
+    }
+}
+
+/// One fault on one agent, as the run tracks it.
+struct Target {
+    fault_id: String,
+    agent_id: String,
+    hostname: String,
+    state: TargetState,
+    backend: String,
+    detail: String,
+    injected_at_ms: Option<u64>,
+    restored_at_ms: Option<u64>,
+    restored_by: Option<String>,
+    restore_sent: bool,
+    killed: Vec<KilledProcess>,
+    reappeared: Option<(u64, u32)>,
+}
+
+struct Ctx {
+    run_id: String,
+    start: Instant,
+    events: mpsc::Sender<v1::RunEvent>,
+    phase_tx: watch::Sender<Phase>,
+    phases: Vec<PhaseSpan>,
+}
+
+impl Ctx {
+    fn elapsed_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    async fn emit(&self, event: v1::run_event::Event) {
+        // A client that went away does not stop the run.
+        let _ = self
+            .events
+            .send(v1::RunEvent {
+                run_id: self.run_id.clone(),
+                elapsed_ms: self.elapsed_ms(),
+                event: Some(event),
+            })
+            .await;
+    }
+
+    async fn log(&self, message: String) {
+        info!(run_id = %self.run_id, "{message}");
+        self.emit(v1::run_event::Event::Log(v1::LogLine { message })).await;
+    }
+
+    async fn enter(&mut self, phase: Phase, planned: Duration) {
+        let now = self.elapsed_ms();
+        if let Some(last) = self.phases.last_mut() {
+            last.end_ms = now;
+        }
+        self.phases.push(PhaseSpan {
+            phase,
+            start_ms: now,
+            end_ms: now,
+        });
+        self.phase_tx.send_replace(phase);
+        info!(run_id = %self.run_id, %phase, "phase");
+        self.emit(v1::run_event::Event::Phase(v1::PhaseChanged {
+            phase: phase.to_string(),
+            planned_ms: planned.as_millis() as u64,
+        }))
+        .await;
+    }
+
+    fn close_phases(&mut self) {
+        let now = self.elapsed_ms();
+        if let Some(last) = self.phases.last_mut() {
+            last.end_ms = now;
+        }
+    }
+}
+
+/// Result of a run.
+pub struct RunOutput {
+    pub report: Report,
+}
+
+/// Runs one experiment to completion and returns its report.
+pub async fn execute(input: RunInput) -> RunOutput {
+    let span = info_span!("run", run_id = %input.run_id, experiment = %input.experiment.name);
+    execute_inner(input).instrument(span).await
+}
+
+struct Verdict {
+    outcome: Outcome,
+    reason: String,
+}
+
+async fn execute_inner(input: RunInput) -> RunOutput {
+    let RunInput {
+        run_id,
+        experiment: exp,
+        source_name,
+        registry,
+        events,
+        cancel,
+        abort_reason,
+    } = input;
+    let started_at = rfc3339_now();
+    let (phase_tx, phase_rx) = watch::channel(Phase::Validate);
+    let mut ctx = Ctx {
+        run_id: run_id.clone(),
+        start: Instant::now(),
+        events,
+        phase_tx,
+        phases: Vec::new(),
+    };
+    ctx.emit(v1::run_event::Event::Started(v1::RunStarted {
+        experiment: exp.name.clone(),
+        planned_ms: (exp.baseline + exp.duration + exp.recovery).as_millis() as u64,
+    }))
+    .await;
+    ctx.enter(Phase::Validate, Duration::ZERO).await;
+    let mut status_rx = registry.subscribe(&run_id);
+    let mut targets: Vec<Target> = Vec::new();
+    let mut fault_ids: Vec<String> = Vec::new();
+    let mut inject_at_ms: Option<u64> = None;
+    let mut steady_checks: Vec<Vec<Option<Check>>> = vec![Vec::new(); exp.hypothesis.probes.len()];
+
+    // ---- plan ----
+    ctx.enter(Phase::Plan, Duration::ZERO).await;
+    let plan = planner::plan(&exp, &registry.agents());
+    let probe_stop = CancellationToken::new();
+    let mut samples: probes::Samples = Arc::new(Mutex::new(vec![Vec::new(); exp.hypothesis.probes.len()]));
+    let mut verdict: Option<Verdict> = None;
+
+    let plan: Option<Plan> = match plan {
+        Ok(p) => {
+            for pf in &p.faults {
+                let ids: Vec<&str> = pf.targets.iter().map(|t| t.agent_id.as_str()).collect();
+                ctx.log(format!(
+                    "plan: {} {} on {} of {} matching agent(s): {}",
+                    pf.fault.name,
+                    pf.fault.kind.name(),
+                    pf.targets.len(),
+                    pf.matching,
+                    ids.join(", ")
+                ))
+                .await;
+            }
+            Some(p)
+        }
+        Err(e) => {
+            warn!(run_id = %run_id, err = %e, "plan refused");
+            verdict = Some(Verdict {
+                outcome: e.outcome(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    };
+
+    if let Some(plan) = &plan {
+        // ---- baseline ----
+        let (s, _tasks) = probes::start(&exp.hypothesis.probes, ctx.start, phase_rx.clone(), probe_stop.clone());
+        samples = s;
+        ctx.enter(Phase::Baseline, exp.baseline).await;
+        if !wait_with_progress(&mut ctx, &exp, &samples, exp.baseline, &cancel, None).await {
+            verdict = Some(aborted(&abort_reason, "during the baseline; nothing was injected"));
+        }
+
+        // ---- steady? ----
+        if verdict.is_none() {
+            ctx.enter(Phase::Steady, Duration::ZERO).await;
+            let baseline_stats = phase_stats(&samples, &exp, &[Phase::Baseline]);
+            let mut problems = Vec::new();
+            for (i, probe) in exp.hypothesis.probes.iter().enumerate() {
+                for t in &probe.tolerances {
+                    let c = match t {
+                        crate::experiment::Tolerance::RelativeLatency { .. } => None,
+                        _ => Some(verdict::check(t, &baseline_stats[i], &baseline_stats[i])),
+                    };
+                    if let Some(c) = &c {
+                        if !c.passed {
+                            problems.push(format!("{}: {t}: measured {}", probe.name, c.measured));
+                        }
+                    }
+                    steady_checks[i].push(c);
+                }
+                if baseline_stats[i].samples == 0 {
+                    problems.push(format!("{}: no sample completed during the baseline", probe.name));
+                }
+            }
+            if !problems.is_empty() {
+                verdict = Some(Verdict {
+                    outcome: Outcome::NotSteady,
+                    reason: format!(
+                        "the baseline already violates the hypothesis, so nothing was injected: {}",
+                        problems.join("; ")
+                    ),
+                });
+            } else {
+                ctx.log("steady state holds: every tolerance is met by the baseline".into()).await;
+            }
+        }
+
+        // ---- inject ----
+        if verdict.is_none() {
+            ctx.enter(Phase::Inject, Duration::ZERO).await;
+            for pf in &plan.faults {
+                let fault_id = format!("{run_id}-{}", pf.index + 1);
+                fault_ids.push(fault_id.clone());
+                for agent in &pf.targets {
+                    let mut t = Target {
+                        fault_id: fault_id.clone(),
+                        agent_id: agent.agent_id.clone(),
+                        hostname: agent.hostname.clone(),
+                        state: TargetState::Pending,
+                        backend: String::new(),
+                        detail: String::new(),
+                        injected_at_ms: None,
+                        restored_at_ms: None,
+                        restored_by: None,
+                        restore_sent: false,
+                        killed: Vec::new(),
+                        reappeared: None,
+                    };
+                    let msg = v1::CoordinatorMessage {
+                        msg: Some(v1::coordinator_message::Msg::Inject(v1::Inject {
+                            fault_id: fault_id.clone(),
+                            run_id: run_id.clone(),
+                            spec: Some(spec_to_wire(&pf.fault.kind)),
+                            lease_ms: exp.lease.as_millis() as u64,
+                        })),
+                    };
+                    if let Err(e) = registry.send(&agent.agent_id, msg) {
+                        t.state = TargetState::Failed;
+                        t.detail = e;
+                    }
+                    targets.push(t);
+                }
+            }
+            let acked = wait_for_acks(&mut ctx, &mut targets, &mut status_rx, &cancel, |t| {
+                t.state != TargetState::Pending
+            })
+            .await;
+            for t in targets.iter_mut().filter(|t| t.state == TargetState::Pending) {
+                t.state = TargetState::Failed;
+                t.detail = format!("no inject acknowledgement within {}s", ACK_TIMEOUT.as_secs());
+            }
+            inject_at_ms = targets.iter().filter_map(|t| t.injected_at_ms).min();
+            let bad: Vec<String> = targets
+                .iter()
+                .filter(|t| matches!(t.state, TargetState::Refused | TargetState::Failed))
+                .map(|t| format!("agent {} {} fault {}: {}", t.agent_id, t.state.as_str(), t.fault_id, t.detail))
+                .collect();
+            if !acked && cancel.is_cancelled() {
+                verdict = Some(aborted(&abort_reason, "during injection"));
+            } else if !bad.is_empty() {
+                verdict = Some(Verdict {
+                    outcome: Outcome::Error,
+                    reason: format!(
+                        "injection failed, so every injected target was restored: {}",
+                        bad.join("; ")
+                    ),
+                });
+            }
+        }
+
+        // ---- observe ----
+        if verdict.is_none() {
+            ctx.enter(Phase::Observe, exp.duration).await;
+            let renew = Renewal { lease: exp.lease };
+            if !wait_with_progress(&mut ctx, &exp, &samples, exp.duration, &cancel, Some((&registry, &mut targets, &mut status_rx, &renew))).await {
+                verdict = Some(aborted(&abort_reason, "while faults were injected"));
+            }
+        }
+
+        // ---- restore: always, once anything may have been injected ----
+        if !targets.is_empty() {
+            ctx.enter(Phase::Restore, Duration::ZERO).await;
+            restore(&mut ctx, &registry, &mut targets, &mut status_rx).await;
+        }
+
+        // ---- recover ----
+        if verdict.is_none() {
+            ctx.enter(Phase::Recover, exp.recovery).await;
+            let baseline_stats = phase_stats(&samples, &exp, &[Phase::Baseline]);
+            let deadline = Instant::now() + exp.recovery;
+            let step = exp.hypothesis.probes.iter().map(|p| p.interval).min().unwrap_or(Duration::from_secs(1));
+            let mut progress = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+            loop {
+                if recovered_now(&samples, &exp, &baseline_stats) {
+                    ctx.log("hypothesis holds again".into()).await;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => {
+                        verdict = Some(aborted(&abort_reason, "during recovery (faults were already restored)"));
+                        break;
+                    }
+                    _ = tokio::time::sleep(step.min(deadline.saturating_duration_since(Instant::now()))) => {}
+                    _ = progress.tick() => emit_progress(&ctx, &exp, &samples, Phase::Recover).await,
+                }
+                drain_statuses(&ctx, &mut targets, &mut status_rx).await;
+            }
+        }
+    }
+
+    // ---- verdict ----
+    probe_stop.cancel();
+    ctx.enter(Phase::Verdict, Duration::ZERO).await;
+    drain_statuses(&ctx, &mut targets, &mut status_rx).await;
+    registry.unsubscribe(&run_id);
+    let all_samples: Vec<Vec<Sample>> = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let probes = probe_reports(&exp, &all_samples, &steady_checks, inject_at_ms, verdict.is_none() && plan.is_some());
+    let verdict = verdict.unwrap_or_else(|| judge(&exp, &probes));
+    ctx.enter(Phase::Report, Duration::ZERO).await;
+    ctx.close_phases();
+    let aborted_by = (verdict.outcome == Outcome::Aborted)
+        .then(|| abort_reason.lock().ok().and_then(|r| r.clone()))
+        .flatten();
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        run_id: run_id.clone(),
+        experiment: ExperimentInfo {
+            name: exp.name.clone(),
+            description: exp.description.clone(),
+            hypothesis: exp.hypothesis.description.clone(),
+            source: source_name,
+            baseline_ms: exp.baseline.as_millis() as u64,
+            duration_ms: exp.duration.as_millis() as u64,
+            recovery_ms: exp.recovery.as_millis() as u64,
+        },
+        outcome: verdict.outcome,
+        exit_code: verdict.outcome.exit_code(),
+        reason: verdict.reason,
+        started_at,
+        finished_at: rfc3339_now(),
+        duration_ms: ctx.elapsed_ms(),
+        aborted_by,
+        phases: ctx.phases.clone(),
+        probes,
+        faults: fault_reports(&exp, &fault_ids, &targets),
+    };
+    info!(run_id = %run_id, outcome = %report.outcome, "run finished");
+    RunOutput { report }
+}
+
+fn aborted(reason: &AbortReason, when: &str) -> Verdict {
+    let who = reason
+        .lock()
+        .ok()
+        .and_then(|r| r.clone())
+        .unwrap_or_else(|| "coordinator shutdown".into());
+    Verdict {
+        outcome: Outcome::Aborted,
+        reason: format!("aborted {when}: {who}"),
+    }
+}
+
+struct Renewal {
+    lease: Duration,
+}
+
+type ObserveState<'a> = (
+    &'a Registry,
+    &'a mut Vec<Target>,
+    &'a mut mpsc::UnboundedReceiver<StatusFromAgent>,
+    &'a Renewal,
+);
+
+/// Waits `len` while sending progress once a second; during observe also
+/// renews leases and records fault statuses. False if cancelled.
+async fn wait_with_progress(
+    ctx: &mut Ctx,
+    exp: &Experiment,
+    samples: &probes::Samples,
+    len: Duration,
+    cancel: &CancellationToken,
+    mut observe: Option<ObserveState<'_>>,
+) -> bool {
+    let phase = *ctx.phase_tx.borrow();
+    let end = Instant::now() + len;
+    let mut progress = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+    let renew_every = observe
+        .as_ref()
+        .map(|o| (o.3.lease / 3).max(Duration::from_millis(200)))
+        .unwrap_or(Duration::from_secs(3600));
+    let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep_until(end) => {
+                emit_progress(ctx, exp, samples, phase).await;
+                return true;
+            }
+            _ = progress.tick() => emit_progress(ctx, exp, samples, phase).await,
+            _ = renew.tick() => {
+                if let Some((registry, targets, _, r)) = observe.as_mut() {
+                    let mut by_agent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+                    for t in targets.iter().filter(|t| t.state == TargetState::Injected) {
+                        by_agent.entry(&t.agent_id).or_default().push(t.fault_id.clone());
+                    }
+                    for (agent, ids) in by_agent {
+                        let msg = v1::CoordinatorMessage {
+                            msg: Some(v1::coordinator_message::Msg::LeaseRenewal(v1::LeaseRenewal {
+                                fault_ids: ids,
+                                lease_ms: r.lease.as_millis() as u64,
+                            })),
+                        };
+                        if let Err(e) = registry.send(agent, msg) {
+                            warn!(agent_id = %agent, err = %e, "lease renewal not sent");
+                        }
+                    }
+                }
+            }
+            Some(st) = recv_opt(observe.as_mut().map(|o| &mut *o.2)) => {
+                if let Some((_, targets, _, _)) = observe.as_mut() {
+                    apply_status(ctx, targets, st).await;
+                }
+            }
+        }
+    }
+}
+
+async fn recv_opt(rx: Option<&mut mpsc::UnboundedReceiver<StatusFromAgent>>) -> Option<StatusFromAgent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn emit_progress(ctx: &Ctx, exp: &Experiment, samples: &probes::Samples, phase: Phase) {
+    let snapshot: Vec<(u32, u32, u64, String)> = match samples.lock() {
+        Ok(all) => all
+            .iter()
+            .map(|s| {
+                let in_phase: Vec<&Sample> = s.iter().filter(|x| x.phase == phase).collect();
+                let ok = in_phase.iter().filter(|x| x.ok).count() as u32;
+                let last = in_phase.last();
+                (
+                    in_phase.len() as u32,
+                    ok,
+                    last.map(|l| (l.latency_ms * 1000.0) as u64).unwrap_or(0),
+                    last.and_then(|l| l.error.clone()).unwrap_or_default(),
+                )
+            })
+            .collect(),
+        Err(_) => return,
+    };
+    for (probe, (n, ok, lat, err)) in exp.hypothesis.probes.iter().zip(snapshot) {
+        ctx.emit(v1::run_event::Event::Probe(v1::ProbeProgress {
+            probe: probe.name.clone(),
+            phase: phase.to_string(),
+            samples: n,
+            successes: ok,
+            last_latency_us: lat,
+            last_error: err,
+        }))
+        .await;
+    }
+}
+
+/// Records a status from an agent on the matching target.
+async fn apply_status(ctx: &Ctx, targets: &mut [Target], st: StatusFromAgent) {
+    let s = &st.status;
+    let Some(t) = targets
+        .iter_mut()
+        .find(|t| t.fault_id == s.fault_id && t.agent_id == st.agent_id)
+    else {
+        return;
+    };
+    let at = ctx.elapsed_ms();
+    t.detail = s.detail.clone();
+    if !s.backend.is_empty() {
+        t.backend = s.backend.clone();
+    }
+    if let Some(v1::Observation {
+        kind: Some(v1::observation::Kind::Kill(k)),
+    }) = &s.observation
+    {
+        if !k.killed.is_empty() {
+            t.killed = k
+                .killed
+                .iter()
+                .map(|p| KilledProcess {
+                    pid: p.pid,
+                    name: p.name.clone(),
+                    cmdline: p.cmdline.clone(),
+                })
+                .collect();
+        }
+        if let (Some(ms), Some(pid)) = (k.reappeared_after_ms, k.reappeared_pid) {
+            t.reappeared = Some((ms, pid));
+        }
+    }
+    match s.state() {
+        v1::FaultState::Injected => {
+            t.state = TargetState::Injected;
+            t.injected_at_ms.get_or_insert(at);
+        }
+        v1::FaultState::Refused => t.state = TargetState::Refused,
+        v1::FaultState::Failed => {
+            // A failed restore leaves the fault in place: keep it injected so
+            // the report says so.
+            if t.state == TargetState::Pending {
+                t.state = TargetState::Failed;
+            } else {
+                t.restored_by = Some(format!("restore failed: {}", s.detail));
+            }
+        }
+        v1::FaultState::Restored => {
+            t.state = TargetState::Restored;
+            t.restored_at_ms = Some(at);
+            t.restored_by.get_or_insert_with(|| "coordinator".into());
+        }
+        v1::FaultState::Expired => {
+            t.state = TargetState::Expired;
+            t.restored_at_ms = Some(at);
+            t.restored_by = Some("lease expiry".into());
+        }
+        v1::FaultState::Unspecified => {}
+    }
+    ctx.emit(v1::run_event::Event::Fault(v1::FaultEvent {
+        agent_id: st.agent_id.clone(),
+        status: Some(st.status),
+    }))
+    .await;
+}
+
+async fn drain_statuses(ctx: &Ctx, targets: &mut [Target], rx: &mut mpsc::UnboundedReceiver<StatusFromAgent>) {
+    while let Ok(st) = rx.try_recv() {
+        apply_status(ctx, targets, st).await;
+    }
+}
+
+/// Waits until `done` holds for every target, ACK_TIMEOUT passes, or
+/// `cancel` fires (false in the last two cases).
+async fn wait_for_acks(
+    ctx: &mut Ctx,
+    targets: &mut [Target],
+    rx: &mut mpsc::UnboundedReceiver<StatusFromAgent>,
+    cancel: &CancellationToken,
+    done: impl Fn(&Target) -> bool,
+) -> bool {
+    let deadline = Instant::now() + ACK_TIMEOUT;
+    loop {
+        if targets.iter().all(&done) {
+            return true;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep_until(deadline) => return false,
+            st = rx.recv() => match st {
+                Some(st) => apply_status(ctx, targets, st).await,
+                None => return false,
+            },
+        }
+    }
+}
+
+/// Sends Restore for every target that may hold a fault and waits for acks.
+async fn restore(
+    ctx: &mut Ctx,
+    registry: &Registry,
+    targets: &mut [Target],
+    rx: &mut mpsc::UnboundedReceiver<StatusFromAgent>,
+) {
+    drain_statuses(ctx, targets, rx).await;
+    for t in targets.iter_mut() {
+        if matches!(t.state, TargetState::Injected | TargetState::Pending) {
+            let msg = v1::CoordinatorMessage {
+                msg: Some(v1::coordinator_message::Msg::Restore(v1::Restore {
+                    fault_id: t.fault_id.clone(),
+                    run_id: ctx.run_id.clone(),
+                })),
+            };
+            match registry.send(&t.agent_id, msg) {
+                Ok(()) => t.restore_sent = true,
+                Err(e) => {
+                    t.restored_by = Some(format!("unconfirmed: {e}; the agent restores it when its lease expires"));
+                }
+            }
+        }
+    }
+    // Restores are never cancelled: an abort must not stop its own cleanup.
+    let never = CancellationToken::new();
+    let ok = wait_for_acks(ctx, targets, rx, &never, |t| {
+        !t.restore_sent || matches!(t.state, TargetState::Restored | TargetState::Expired)
+    })
+    .await;
+    if !ok {
+        for t in targets.iter_mut().filter(|t| t.restore_sent && !matches!(t.state, TargetState::Restored | TargetState::Expired)) {
+            t.restored_by = Some(format!(
+                "unconfirmed: no restore acknowledgement within {}s; the agent restores it when its lease expires",
+                ACK_TIMEOUT.as_secs()
+            ));
+        }
+    }
+    let n = targets.iter().filter(|t| t.state == TargetState::Restored || t.state == TargetState::Expired).count();
+    ctx.log(format!("restore: {n} of {} target(s) confirmed restored", targets.len())).await;
+}
+
+fn phase_stats(samples: &probes::Samples, exp: &Experiment, phases: &[Phase]) -> Vec<PhaseStats> {
+    let all = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    (0..exp.hypothesis.probes.len())
+        .map(|i| PhaseStats::of(all.get(i).into_iter().flatten().filter(|s| phases.contains(&s.phase))))
+        .collect()
+}
+
+/// True when the last RECOVERY_STREAK samples taken since restore of every
+/// probe are healthy.
+fn recovered_now(samples: &probes::Samples, exp: &Experiment, baseline: &[PhaseStats]) -> bool {
+    let Ok(all) = samples.lock() else { return false };
+    exp.hypothesis.probes.iter().enumerate().all(|(i, p)| {
+        let after: Vec<&Sample> = all[i]
+            .iter()
+            .filter(|s| matches!(s.phase, Phase::Restore | Phase::Recover))
+            .collect();
+        after.len() >= RECOVERY_STREAK
+            && after[after.len() - RECOVERY_STREAK..]
+                .iter()
+                .all(|s| verdict::healthy(s, &p.tolerances, &baseline[i]))
+    })
+}
+
+fn probe_reports(
+    exp: &Experiment,
+    all: &[Vec<Sample>],
+    steady: &[Vec<Option<Check>>],
+    inject_at_ms: Option<u64>,
+    evaluate_during: bool,
+) -> Vec<ProbeReport> {
+    exp.hypothesis
+        .probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let s = all.get(i).cloned().unwrap_or_default();
+            let of = |phases: &[Phase]| PhaseStats::of(s.iter().filter(|x| phases.contains(&x.phase)));
+            let baseline = of(&[Phase::Baseline]);
+            let during = of(&[Phase::Observe]);
+            let recovery = of(&[Phase::Restore, Phase::Recover]);
+            let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+            let delta = Delta {
+                success_rate_points: (during.success_rate - baseline.success_rate) * 100.0,
+                p50_ms: diff(during.p50_ms, baseline.p50_ms),
+                p90_ms: diff(during.p90_ms, baseline.p90_ms),
+                p99_ms: diff(during.p99_ms, baseline.p99_ms),
+                max_ms: diff(during.max_ms, baseline.max_ms),
+            };
+            let after: Vec<&Sample> = match inject_at_ms {
+                Some(t0) => s
+                    .iter()
+                    .filter(|x| x.at_ms >= t0 && matches!(x.phase, Phase::Observe | Phase::Restore | Phase::Recover))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut errors = BTreeMap::new();
+            for x in &after {
+                if let Some(e) = &x.error {
+                    *errors.entry(e.clone()).or_insert(0u32) += 1;
+                }
+            }
+            let healthy: Vec<bool> = after.iter().map(|x| verdict::healthy(x, &p.tolerances, &baseline)).collect();
+            let last_bad = healthy.iter().rposition(|h| !h);
+            let (degraded, recovered, ttr) = match last_bad {
+                None => (false, true, None),
+                Some(j) if j + 1 < after.len() => (
+                    true,
+                    true,
+                    inject_at_ms.map(|t0| after[j + 1].at_ms.saturating_sub(t0)),
+                ),
+                Some(_) => (true, false, None),
+            };
+            let tolerances = p
+                .tolerances
+                .iter()
+                .enumerate()
+                .map(|(k, t)| ToleranceReport {
+                    tolerance: t.to_string(),
+                    steady: steady.get(i).and_then(|v| v.get(k)).cloned().flatten(),
+                    during: evaluate_during.then(|| verdict::check(t, &during, &baseline)),
+                })
+                .collect();
+            ProbeReport {
+                name: p.name.clone(),
+                kind: p.kind.name().into(),
+                target: p.kind.target(),
+                interval_ms: p.interval.as_millis() as u64,
+                baseline,
+                during,
+                recovery,
+                delta,
+                degraded,
+                recovered,
+                time_to_recovery_ms: ttr,
+                errors,
+                tolerances,
+                samples: s,
+            }
+        })
+        .collect()
+}
+
+/// The verdict of a run that got through observe and recover.
+fn judge(exp: &Experiment, probes: &[ProbeReport]) -> Verdict {
+    let mut violated = Vec::new();
+    for p in probes {
+        for t in &p.tolerances {
+            if let Some(c) = t.during.as_ref().filter(|c| !c.passed) {
+                violated.push(format!("{}: {} (measured {})", p.name, t.tolerance, c.measured));
+            }
+        }
+    }
+    let unrecovered: Vec<&str> = probes.iter().filter(|p| !p.recovered).map(|p| p.name.as_str()).collect();
+    if !violated.is_empty() {
+        return Verdict {
+            outcome: Outcome::Failed,
+            reason: format!("hypothesis violated during the fault: {}", violated.join("; ")),
+        };
+    }
+    if !unrecovered.is_empty() {
+        return Verdict {
+            outcome: Outcome::Failed,
+            reason: format!(
+                "hypothesis held during the fault but {} did not recover within the {}s recovery window",
+                unrecovered.join(", "),
+                exp.recovery.as_secs_f64()
+            ),
+        };
+    }
+    Verdict {
+        outcome: Outcome::Passed,
+        reason: "hypothesis held during the fault and after restore".into(),
+    }
+}
+
+fn fault_reports(exp: &Experiment, fault_ids: &[String], targets: &[Target]) -> Vec<FaultReport> {
+    exp.faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let fault_id = fault_ids.get(i).cloned().unwrap_or_default();
+            FaultReport {
+                fault_id: fault_id.clone(),
+                name: f.name.clone(),
+                kind: f.kind.name().into(),
+                summary: f.kind.summary(),
+                targets: targets
+                    .iter()
+                    .filter(|t| !fault_id.is_empty() && t.fault_id == fault_id)
+                    .map(|t| TargetReport {
+                        agent_id: t.agent_id.clone(),
+                        hostname: t.hostname.clone(),
+                        state: t.state.as_str().into(),
+                        backend: t.backend.clone(),
+                        injected_at_ms: t.injected_at_ms,
+                        restored_at_ms: t.restored_at_ms,
+                        restored_by: t.restored_by.clone(),
+                        detail: t.detail.clone(),
+                        killed: t.killed.clone(),
+                        reappeared_after_ms: t.reappeared.map(|r| r.0),
+                        reappeared_pid: t.reappeared.map(|r| r.1),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The wire form of a fault's parameters.
+pub fn spec_to_wire(kind: &FaultKind) -> v1::FaultSpec {
+    match kind {
+        FaultKind::Kill(k) => v1::FaultSpec {
+            kind: Some(v1::fault_spec::Kind::Kill(v1::KillSpec {
+                name: k.name.clone().unwrap_or_default(),
+                cmdline_regex: k.cmdline.clone().unwrap_or_default(),
+                pid: k.pid.unwrap_or(0),
+                user: k.user.clone().unwrap_or_default(),
+                signal: k.signal,
+                count: k.count.unwrap_or(0),
+            })),
+        },
+    }
+}
+
+/// Current time as RFC 3339 UTC.
+pub fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now_unix_ms().to_string())
+}
+
+/// A new run id: sortable by time, unique by a random suffix.
+pub fn new_run_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    let stamp = now.format(&fmt).unwrap_or_default();
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("r{stamp}-{}", &rand[..6])
+}

@@ -1,0 +1,259 @@
+//! Domain types of an experiment, as the planner and the run engine see them.
+//! They can only be built by [`super::parse`], so they are always complete
+//! and valid.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use regex::Regex;
+
+/// A hypothesis-driven chaos experiment.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// Short identifier, shown in reports and run lists.
+    pub name: String,
+    pub description: String,
+    pub hypothesis: Hypothesis,
+    /// How long probes run before anything is injected, to measure normal.
+    pub baseline: Duration,
+    /// How long faults stay injected (the observe phase).
+    pub duration: Duration,
+    /// Longest wait after restore for the hypothesis to hold again.
+    pub recovery: Duration,
+    pub faults: Vec<Fault>,
+    pub blast_radius: BlastRadius,
+    /// Lease sent with every fault; the agent restores on its own if it is
+    /// not renewed in time.
+    pub lease: Duration,
+}
+
+/// What must stay true while faults are injected.
+#[derive(Debug, Clone)]
+pub struct Hypothesis {
+    pub description: String,
+    pub probes: Vec<Probe>,
+}
+
+/// One way of measuring the system, sampled at `interval` in every phase.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub kind: ProbeKind,
+    pub tolerances: Vec<Tolerance>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    Http(HttpProbe),
+    Tcp(TcpProbe),
+    Command(CommandProbe),
+}
+
+impl ProbeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeKind::Http(_) => "http",
+            ProbeKind::Tcp(_) => "tcp",
+            ProbeKind::Command(_) => "command",
+        }
+    }
+
+    /// What the probe measures, for reports.
+    pub fn target(&self) -> String {
+        match self {
+            ProbeKind::Http(h) => format!("{} {}", h.method, h.url),
+            ProbeKind::Tcp(t) => t.address.clone(),
+            ProbeKind::Command(c) => c.run.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpProbe {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Statuses that count as success; empty means any 2xx.
+    pub expect_status: Vec<u16>,
+    pub body_match: Option<Regex>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpProbe {
+    /// host:port to connect to.
+    pub address: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandProbe {
+    /// Shell command, run with `sh -c` on the coordinator's host.
+    pub run: String,
+    pub exit_code: i32,
+    pub stdout_match: Option<Regex>,
+}
+
+/// Which latency statistic a tolerance bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Percentile {
+    P50,
+    P90,
+    P99,
+    Max,
+}
+
+impl fmt::Display for Percentile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Percentile::P50 => "p50",
+            Percentile::P90 => "p90",
+            Percentile::P99 => "p99",
+            Percentile::Max => "max",
+        })
+    }
+}
+
+/// A bound the probe's samples must respect for the hypothesis to hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tolerance {
+    /// At least this fraction (0..=1) of samples succeed.
+    SuccessRate { min: f64 },
+    /// The percentile of successful samples' latency stays at or under `max`.
+    Latency { percentile: Percentile, max: Duration },
+    /// The percentile stays at or under `factor` × baseline + `plus`.
+    RelativeLatency {
+        percentile: Percentile,
+        factor: f64,
+        plus: Duration,
+    },
+}
+
+impl fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tolerance::SuccessRate { min } => write!(f, "success rate >= {:.1}%", min * 100.0),
+            Tolerance::Latency { percentile, max } => {
+                write!(f, "{percentile} latency <= {}", fmt_duration(*max))
+            }
+            Tolerance::RelativeLatency {
+                percentile,
+                factor,
+                plus,
+            } => write!(
+                f,
+                "{percentile} latency <= {factor} x baseline {percentile} + {}",
+                fmt_duration(*plus)
+            ),
+        }
+    }
+}
+
+/// Formats a duration the way experiment files write them (`250ms`, `1.5s`).
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1000.0 {
+        format!("{}ms", (ms * 10.0).round() / 10.0)
+    } else {
+        format!("{}s", (ms / 100.0).round() / 10.0)
+    }
+}
+
+/// A fault and where to inject it.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Name of the fault within the experiment (default: its kind and index).
+    pub name: String,
+    pub targets: Targets,
+    pub kind: FaultKind,
+}
+
+/// Which agents a fault goes to.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// Every label must match; empty selects every connected agent.
+    pub labels: BTreeMap<String, String>,
+    pub mode: Mode,
+}
+
+/// How many of the matching agents are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    All,
+    Count(u32),
+    Percent(f64),
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::All => f.write_str("all"),
+            Mode::Count(n) => write!(f, "count {n}"),
+            Mode::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum FaultKind {
+    Kill(KillFault),
+}
+
+impl FaultKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::Kill(_) => "kill",
+        }
+    }
+
+    /// The parameters in words, for plans and reports.
+    pub fn summary(&self) -> String {
+        match self {
+            FaultKind::Kill(k) => {
+                let mut parts = vec![format!("signal {}", k.signal_name)];
+                if let Some(n) = &k.name {
+                    parts.push(format!("name={n}"));
+                }
+                if let Some(c) = &k.cmdline {
+                    parts.push(format!("cmdline=~/{c}/"));
+                }
+                if let Some(p) = k.pid {
+                    parts.push(format!("pid={p}"));
+                }
+                if let Some(u) = &k.user {
+                    parts.push(format!("user={u}"));
+                }
+                parts.push(match k.count {
+                    Some(n) => format!("count={n}"),
+                    None => "count=all".into(),
+                });
+                parts.join(" ")
+            }
+        }
+    }
+}
+
+/// Parameters of a `kill` fault.
+#[derive(Debug, Clone)]
+pub struct KillFault {
+    pub name: Option<String>,
+    /// Regular expression on the command line (already checked to compile).
+    pub cmdline: Option<String>,
+    pub pid: Option<u32>,
+    pub user: Option<String>,
+    pub signal: i32,
+    pub signal_name: String,
+    /// How many matching processes per agent; `None` means all.
+    pub count: Option<u32>,
+}
+
+/// Limits the experiment puts on itself, checked at plan time.
+#[derive(Debug, Clone, Default)]
+pub struct BlastRadius {
+    /// Most agents any one fault may target.
+    pub max_targets: Option<u32>,
+    /// Most agents as a percentage of the agents matching the selector.
+    pub max_percent: Option<f64>,
+}

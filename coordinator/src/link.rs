@@ -1,0 +1,93 @@
+//! The coordinator's side of `AgentLink.Connect`.
+//!
+//! The first message must be Hello; the coordinator answers Welcome and
+//! registers the agent. After that, heartbeats update the registry and fault
+//! statuses are routed to the run that owns the fault. When the stream ends
+//! the agent is removed; its faults stay under their leases.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::v1::{self, agent_link_server::AgentLink};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::registry::{AgentInfo, Registry};
+
+/// How often agents heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long an agent has to send Hello after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AgentLinkService {
+    pub registry: Arc<Registry>,
+    pub shutdown: CancellationToken,
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<v1::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkService {
+    type ConnectStream = OutStream;
+
+    async fn connect(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<OutStream>, Status> {
+        let peer = req.remote_addr();
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10s of opening AgentLink.Connect"))??;
+        let hello = match first.and_then(|m| m.msg) {
+            Some(v1::agent_message::Msg::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("the first message on AgentLink.Connect must be Hello")),
+        };
+        let info = AgentInfo::from_hello(hello).map_err(Status::invalid_argument)?;
+        let agent_id = info.agent_id.clone();
+        let (tx, rx) = mpsc::channel(1024);
+        let welcome = v1::CoordinatorMessage {
+            msg: Some(v1::coordinator_message::Msg::Welcome(v1::Welcome {
+                heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
+                coordinator_version: env!("CARGO_PKG_VERSION").into(),
+            })),
+        };
+        tx.try_send(welcome).map_err(|_| Status::internal("cannot queue Welcome"))?;
+        info!(agent_id = %agent_id, ?peer, labels = ?info.labels, "agent connected");
+        let conn = self.registry.add(info, tx);
+        let registry = self.registry.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = inbound.message() => m,
+                };
+                match msg {
+                    Ok(Some(v1::AgentMessage { msg: Some(m) })) => match m {
+                        v1::agent_message::Msg::Heartbeat(h) => registry.heartbeat(&agent_id, h.active_faults),
+                        v1::agent_message::Msg::FaultStatus(st) => registry.route(&agent_id, st),
+                        v1::agent_message::Msg::Hello(_) => warn!(agent_id = %agent_id, "ignoring a second Hello"),
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!(agent_id = %agent_id, err = %e, "agent stream broke");
+                        break;
+                    }
+                }
+            }
+            registry.remove(&agent_id, conn);
+            info!(agent_id = %agent_id, "agent disconnected");
+        });
+        let shutdown = self.shutdown.clone();
+        // End the outbound stream on shutdown so agents see it close.
+        let out = ReceiverStream::new(rx)
+            .map(Ok)
+            .take_until(Box::pin(async move { shutdown.cancelled().await }));
+        Ok(Response::new(Box::pin(out)))
+    }
+}

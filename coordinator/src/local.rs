@@ -1,0 +1,80 @@
+//! Local mode: an in-process coordinator on a loopback port and an
+//! in-process agent for this host, talking real gRPC to each other. Nothing
+//! to deploy, and the same code paths as a fleet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::Coordinator;
+
+/// A running local coordinator + agent.
+pub struct Local {
+    /// URL of the in-process coordinator.
+    pub url: String,
+    pub coordinator: Coordinator,
+    server_stop: CancellationToken,
+    agent_stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    agent: tokio::task::JoinHandle<()>,
+}
+
+/// Errors starting local mode.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind a loopback port for the local coordinator: {0}")]
+    Bind(std::io::Error),
+    #[error("the local agent did not connect within {0:?}")]
+    AgentTimeout(Duration),
+}
+
+impl Local {
+    /// Starts both and waits until the agent is registered.
+    pub async fn start(labels: BTreeMap<String, String>) -> Result<Local, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::Bind)?;
+        let addr = listener.local_addr().map_err(Error::Bind)?;
+        let url = format!("http://{addr}");
+        let coordinator = Coordinator::new();
+        let server_stop = CancellationToken::new();
+        let c = coordinator.clone();
+        let s = server_stop.clone();
+        let server = tokio::spawn(async move {
+            if let Err(e) = c.serve(listener, s).await {
+                tracing::error!(err = %e, "local coordinator failed");
+            }
+        });
+        let mut cfg = faultline_agent::AgentConfig::new(url.clone());
+        let mut all = BTreeMap::from([("host".to_string(), faultline_agent::node::hostname())]);
+        all.extend(labels);
+        cfg.labels = all;
+        cfg.backoff_initial = Duration::from_millis(20);
+        let agent_stop = CancellationToken::new();
+        let agent = tokio::spawn(faultline_agent::run(cfg, agent_stop.clone()));
+        let wait = Duration::from_secs(10);
+        if !coordinator.registry.wait_for(1, wait).await {
+            agent_stop.cancel();
+            server_stop.cancel();
+            return Err(Error::AgentTimeout(wait));
+        }
+        Ok(Local {
+            url,
+            coordinator,
+            server_stop,
+            agent_stop,
+            server,
+            agent,
+        })
+    }
+
+    /// Stops the agent (which restores anything it still holds and reports
+    /// it while the coordinator still listens), then the coordinator (which
+    /// aborts any run still in flight).
+    pub async fn stop(self) {
+        self.agent_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.agent).await;
+        self.server_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(40), self.server).await;
+    }
+}

@@ -1,0 +1,249 @@
+//! Planning: choosing the agents each fault goes to, within the blast radius.
+//!
+//! Selection is deterministic: matching agents sorted by id, the first N
+//! taken. `faultline plan` therefore shows exactly what `faultline run` will
+//! do with the same fleet. Everything here runs before anything is injected.
+
+use std::collections::BTreeMap;
+
+use crate::experiment::{Experiment, Fault, Mode};
+use crate::outcome::Outcome;
+use crate::registry::AgentInfo;
+
+/// Why a plan was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum Error {
+    /// No connected agent carries the selector's labels.
+    #[error("fault {fault:?}: no connected agent matches labels {selector}; {known}")]
+    NoMatch { fault: String, selector: String, known: String },
+    /// Fewer agents than the fault asks for.
+    #[error("fault {fault:?}: needs {wanted} agents but only {matching} match labels {selector}")]
+    TooFew {
+        fault: String,
+        selector: String,
+        wanted: u32,
+        matching: usize,
+    },
+    /// A target cannot run this fault kind.
+    #[error("fault {fault:?}: agent {agent} cannot run {kind} faults (it supports: {supports})")]
+    Capability {
+        fault: String,
+        agent: String,
+        kind: String,
+        supports: String,
+    },
+    /// A percent of the matching agents rounds down to nothing.
+    #[error("fault {fault:?}: {percent}% of {matching} matching agents rounds down to 0 targets; raise targets.percent or use mode count")]
+    ZeroTargets { fault: String, percent: f64, matching: usize },
+    /// A blast-radius limit refused the plan.
+    #[error("blast radius refused fault {fault:?}: {limit}")]
+    BlastRadius { fault: String, limit: String },
+}
+
+impl Error {
+    /// The run outcome this refusal leads to: a limit refused the run
+    /// (invalid, exit 2) or agents are missing (error, exit 5).
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Error::BlastRadius { .. } | Error::ZeroTargets { .. } => Outcome::Invalid,
+            Error::NoMatch { .. } | Error::TooFew { .. } | Error::Capability { .. } => Outcome::Error,
+        }
+    }
+}
+
+/// Targets of one fault.
+#[derive(Debug, Clone)]
+pub struct PlannedFault {
+    /// Position in the experiment's `faults` list.
+    pub index: usize,
+    pub fault: Fault,
+    pub targets: Vec<AgentInfo>,
+    /// Agents matching the selector before the mode was applied.
+    pub matching: usize,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub faults: Vec<PlannedFault>,
+    /// Every limit that applied, with its headroom, in words.
+    pub limits: Vec<String>,
+}
+
+fn fmt_labels(l: &BTreeMap<String, String>) -> String {
+    if l.is_empty() {
+        return "{} (any agent)".into();
+    }
+    format!(
+        "{{{}}}",
+        l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn known_labels(agents: &[AgentInfo]) -> String {
+    if agents.is_empty() {
+        return "no agent is connected (start faultline-agent on the target nodes, or use local mode)".into();
+    }
+    let mut lines = Vec::new();
+    for a in agents {
+        lines.push(format!("{} {}", a.agent_id, fmt_labels(&a.labels)));
+    }
+    format!("connected agents have labels: {}", lines.join("; "))
+}
+
+/// Plans `exp` over the connected `agents`.
+pub fn plan(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
+    let mut out = Vec::new();
+    let mut limits = Vec::new();
+    for (index, fault) in exp.faults.iter().enumerate() {
+        let selector = fmt_labels(&fault.targets.labels);
+        let mut matching: Vec<&AgentInfo> = agents
+            .iter()
+            .filter(|a| fault.targets.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+            .collect();
+        matching.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        if matching.is_empty() {
+            return Err(Error::NoMatch {
+                fault: fault.name.clone(),
+                selector,
+                known: known_labels(agents),
+            });
+        }
+        let n = match fault.targets.mode {
+            Mode::All => matching.len(),
+            Mode::Count(c) => {
+                if c as usize > matching.len() {
+                    return Err(Error::TooFew {
+                        fault: fault.name.clone(),
+                        selector,
+                        wanted: c,
+                        matching: matching.len(),
+                    });
+                }
+                c as usize
+            }
+            Mode::Percent(p) => {
+                let n = (matching.len() as f64 * p / 100.0).floor() as usize;
+                if n == 0 {
+                    return Err(Error::ZeroTargets {
+                        fault: fault.name.clone(),
+                        percent: p,
+                        matching: matching.len(),
+                    });
+                }
+                n
+            }
+        };
+        let targets: Vec<AgentInfo> = matching.iter().take(n).map(|a| (*a).clone()).collect();
+        let kind = fault.kind.name();
+        if let Some(a) = targets.iter().find(|a| !a.capabilities.iter().any(|c| c == kind || c.starts_with(&format!("{kind}:")))) {
+            return Err(Error::Capability {
+                fault: fault.name.clone(),
+                agent: a.agent_id.clone(),
+                kind: kind.to_string(),
+                supports: a.capabilities.join(", "),
+            });
+        }
+        if let Some(max) = exp.blast_radius.max_targets {
+            if targets.len() > max as usize {
+                return Err(Error::BlastRadius {
+                    fault: fault.name.clone(),
+                    limit: format!("{} targets exceed blast_radius.max_targets {max}", targets.len()),
+                });
+            }
+            limits.push(format!(
+                "blast_radius.max_targets {max}: fault {:?} targets {} (headroom {})",
+                fault.name,
+                targets.len(),
+                max as usize - targets.len()
+            ));
+        }
+        if let Some(maxp) = exp.blast_radius.max_percent {
+            let pct = targets.len() as f64 * 100.0 / matching.len() as f64;
+            if pct > maxp + 1e-9 {
+                return Err(Error::BlastRadius {
+                    fault: fault.name.clone(),
+                    limit: format!(
+                        "{} of {} matching agents is {pct:.1}%, over blast_radius.max_percent {maxp}%",
+                        targets.len(),
+                        matching.len()
+                    ),
+                });
+            }
+            limits.push(format!(
+                "blast_radius.max_percent {maxp}%: fault {:?} targets {pct:.1}% of {} matching (headroom {:.1} points)",
+                fault.name,
+                matching.len(),
+                maxp - pct
+            ));
+        }
+        out.push(PlannedFault {
+            index,
+            fault: fault.clone(),
+            targets,
+            matching: matching.len(),
+        });
+    }
+    if limits.is_empty() {
+        limits.push("no blast_radius set in the experiment: every selected agent is targeted".into());
+    }
+    Ok(Plan { faults: out, limits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn agent(id: &str, zone: &str) -> AgentInfo {
+        AgentInfo {
+            agent_id: id.into(),
+            hostname: id.into(),
+            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+            addresses: vec![],
+            capabilities: vec!["kill".into()],
+            version: "t".into(),
+            pid: 1,
+            connected_at_unix_ms: 0,
+            last_heartbeat_unix_ms: 0,
+            active_faults: 0,
+        }
+    }
+
+    fn exp(targets: &str, blast: &str) -> Experiment {
+        let src = format!(
+            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{ address: \"127.0.0.1:1\" }}\nduration: 1s\nfaults:\n  - targets: {targets}\n    kill: {{ name: x }}\n{blast}"
+        );
+        crate::experiment::parse("t.yaml", &src, &HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn no_match_lists_the_labels_agents_have() {
+        let err = plan(&exp("{ labels: { zone: z } }", ""), &[agent("a1", "a"), agent("b1", "b")]).unwrap_err();
+        assert_eq!(err.outcome(), Outcome::Error);
+        let msg = err.to_string();
+        assert!(msg.contains("{zone=z}") && msg.contains("a1 {zone=a}") && msg.contains("b1 {zone=b}"), "{msg}");
+    }
+
+    #[test]
+    fn percent_rounds_down_and_zero_is_refused() {
+        let fleet = [agent("a1", "a"), agent("a2", "a"), agent("a3", "a")];
+        let p = plan(&exp("{ percent: 70 }", ""), &fleet).unwrap();
+        assert_eq!(p.faults[0].targets.len(), 2);
+        let err = plan(&exp("{ percent: 10 }", ""), &fleet).unwrap_err();
+        assert!(matches!(err, Error::ZeroTargets { .. }), "{err}");
+        assert_eq!(err.outcome(), Outcome::Invalid);
+    }
+
+    #[test]
+    fn blast_radius_refuses_with_the_limit() {
+        let fleet = [agent("a1", "a"), agent("a2", "a")];
+        let err = plan(&exp("{ mode: all }", "blast_radius: { max_targets: 1 }\n"), &fleet).unwrap_err();
+        assert!(err.to_string().contains("max_targets 1"), "{err}");
+        let err = plan(&exp("{ mode: all }", "blast_radius: { max_percent: 50 }\n"), &fleet).unwrap_err();
+        assert!(err.to_string().contains("max_percent 50"), "{err}");
+        let ok = plan(&exp("{ count: 1 }", "blast_radius: { max_targets: 1, max_percent: 50 }\n"), &fleet).unwrap();
+        assert_eq!(ok.faults[0].targets[0].agent_id, "a1");
+        assert_eq!(ok.limits.len(), 2);
+    }
+}

@@ -1,0 +1,86 @@
+//! Samples every probe of a hypothesis at its interval, through every phase
+//! of a run, tagging each sample with the phase it was taken in.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::experiment::{Probe, ProbeKind};
+use crate::outcome::Phase;
+use crate::stats::Sample;
+
+/// Samples of every probe, indexed like the hypothesis' probes.
+pub type Samples = Arc<Mutex<Vec<Vec<Sample>>>>;
+
+/// Runs one check of `probe`.
+pub async fn check_once(client: &reqwest::Client, probe: &Probe) -> Result<(), String> {
+    let fut = async {
+        match &probe.kind {
+            ProbeKind::Http(h) => super::http::check(client, h, probe.timeout).await,
+            ProbeKind::Tcp(t) => super::tcp::check(t, probe.timeout).await,
+            ProbeKind::Command(c) => super::command::check(c, probe.timeout).await,
+        }
+    };
+    // Belt and braces: every kind has its own timeout, this bounds them all.
+    match tokio::time::timeout(probe.timeout + Duration::from_millis(50), fut).await {
+        Ok(r) => r,
+        Err(_) => Err("timeout".into()),
+    }
+}
+
+/// Starts one sampling task per probe; they stop when `stop` fires.
+pub fn start(
+    probes: &[Probe],
+    run_start: Instant,
+    phase: watch::Receiver<Phase>,
+    stop: CancellationToken,
+) -> (Samples, Vec<tokio::task::JoinHandle<()>>) {
+    let samples: Samples = Arc::new(Mutex::new(vec![Vec::new(); probes.len()]));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("faultline/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default();
+    let tasks = probes
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, probe)| {
+            let samples = samples.clone();
+            let phase = phase.clone();
+            let stop = stop.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(probe.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                    let at = run_start.elapsed();
+                    let ph = *phase.borrow();
+                    let t0 = Instant::now();
+                    let result = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        r = check_once(&client, &probe) => r,
+                    };
+                    let sample = Sample {
+                        at_ms: at.as_millis() as u64,
+                        phase: ph,
+                        ok: result.is_ok(),
+                        latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                        error: result.err(),
+                    };
+                    if let Ok(mut all) = samples.lock() {
+                        all[i].push(sample);
+                    }
+                }
+            })
+        })
+        .collect();
+    (samples, tasks)
+}

@@ -1,0 +1,220 @@
+//! The agent registry: who is connected, what they said about themselves,
+//! and the channel to send each one commands.
+//!
+//! State sits behind a `std::sync::Mutex` that is never held across an
+//! `.await`: every method copies what it needs out and returns. Fault
+//! statuses are routed to the run that owns the fault by `run_id`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use faultline_proto::{now_unix_ms, v1};
+use tokio::sync::{mpsc, watch};
+
+/// What the coordinator knows about a connected agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentInfo {
+    pub agent_id: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub addresses: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub version: String,
+    pub pid: u32,
+    pub connected_at_unix_ms: u64,
+    pub last_heartbeat_unix_ms: u64,
+    pub active_faults: u32,
+}
+
+impl AgentInfo {
+    /// Builds the registry entry from a Hello, rejecting unusable ones.
+    pub fn from_hello(h: v1::Hello) -> Result<Self, String> {
+        if h.agent_id.trim().is_empty() {
+            return Err("Hello.agent_id is empty: start the agent with --id or give the host a name".into());
+        }
+        if h.agent_id.len() > 253 || h.agent_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!("Hello.agent_id {:?}: use at most 253 printable characters without spaces", h.agent_id));
+        }
+        let now = now_unix_ms();
+        Ok(Self {
+            agent_id: h.agent_id,
+            hostname: h.hostname,
+            labels: h.labels.into_iter().collect(),
+            addresses: h.addresses,
+            capabilities: h.capabilities,
+            version: h.version,
+            pid: h.pid,
+            connected_at_unix_ms: now,
+            last_heartbeat_unix_ms: now,
+            active_faults: 0,
+        })
+    }
+
+    pub fn to_wire(&self) -> v1::AgentInfo {
+        v1::AgentInfo {
+            agent_id: self.agent_id.clone(),
+            hostname: self.hostname.clone(),
+            labels: self.labels.clone().into_iter().collect(),
+            addresses: self.addresses.clone(),
+            capabilities: self.capabilities.clone(),
+            version: self.version.clone(),
+            connected_at_unix_ms: self.connected_at_unix_ms,
+            last_heartbeat_unix_ms: self.last_heartbeat_unix_ms,
+            active_faults: self.active_faults,
+            pid: self.pid,
+        }
+    }
+}
+
+/// A fault status from one agent.
+#[derive(Debug, Clone)]
+pub struct StatusFromAgent {
+    pub agent_id: String,
+    pub status: v1::FaultStatus,
+}
+
+struct Entry {
+    info: AgentInfo,
+    conn: u64,
+    tx: mpsc::Sender<v1::CoordinatorMessage>,
+}
+
+#[derive(Default)]
+struct Inner {
+    agents: HashMap<String, Entry>,
+    runs: HashMap<String, mpsc::UnboundedSender<StatusFromAgent>>,
+}
+
+/// Connected agents and the routes of fault statuses to runs.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    next_conn: AtomicU64,
+    /// Bumped on every connect and disconnect, so waiters can watch it.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            next_conn: AtomicU64::new(1),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps half-updated
+        // (every update is a single insert/remove), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Adds an agent; a reconnect with the same id replaces the old stream.
+    /// Returns the connection number to pass to [`Registry::remove`].
+    pub fn add(&self, info: AgentInfo, tx: mpsc::Sender<v1::CoordinatorMessage>) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.lock().agents.insert(info.agent_id.clone(), Entry { info, conn, tx });
+        self.bump();
+        conn
+    }
+
+    /// Removes the agent if `conn` is still its current connection.
+    pub fn remove(&self, agent_id: &str, conn: u64) {
+        let mut inner = self.lock();
+        if inner.agents.get(agent_id).is_some_and(|e| e.conn == conn) {
+            inner.agents.remove(agent_id);
+            drop(inner);
+            self.bump();
+        }
+    }
+
+    pub fn heartbeat(&self, agent_id: &str, active_faults: u32) {
+        if let Some(e) = self.lock().agents.get_mut(agent_id) {
+            e.info.last_heartbeat_unix_ms = now_unix_ms();
+            e.info.active_faults = active_faults;
+        }
+    }
+
+    /// Every connected agent, sorted by id.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        let mut v: Vec<AgentInfo> = self.lock().agents.values().map(|e| e.info.clone()).collect();
+        v.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        v
+    }
+
+    /// Queues `msg` for `agent_id`. Fails if the agent is not connected or
+    /// its queue is full (a wedged stream).
+    pub fn send(&self, agent_id: &str, msg: v1::CoordinatorMessage) -> Result<(), String> {
+        let tx = self
+            .lock()
+            .agents
+            .get(agent_id)
+            .map(|e| e.tx.clone())
+            .ok_or_else(|| format!("agent {agent_id} is not connected"))?;
+        tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => format!("agent {agent_id}: command queue full"),
+            mpsc::error::TrySendError::Closed(_) => format!("agent {agent_id} disconnected"),
+        })
+    }
+
+    /// Routes fault statuses with this `run_id` to the returned receiver
+    /// until [`Registry::unsubscribe`].
+    pub fn subscribe(&self, run_id: &str) -> mpsc::UnboundedReceiver<StatusFromAgent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().runs.insert(run_id.to_string(), tx);
+        rx
+    }
+
+    pub fn unsubscribe(&self, run_id: &str) {
+        self.lock().runs.remove(run_id);
+    }
+
+    /// Delivers a status to the run that owns the fault. Statuses without a
+    /// run id (e.g. the ack of a restore of an already-gone fault) go to the
+    /// run whose fault id prefix matches.
+    pub fn route(&self, agent_id: &str, status: v1::FaultStatus) {
+        let inner = self.lock();
+        let route = inner.runs.get(&status.run_id).or_else(|| {
+            inner
+                .runs
+                .iter()
+                .find(|(run, _)| status.fault_id.starts_with(run.as_str()))
+                .map(|(_, tx)| tx)
+        });
+        if let Some(tx) = route {
+            let _ = tx.send(StatusFromAgent {
+                agent_id: agent_id.to_string(),
+                status,
+            });
+        }
+    }
+
+    /// Watches connects and disconnects.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Waits until at least `n` agents are connected or `timeout` passes.
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> bool {
+        let mut rx = self.changes();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.lock().agents.len() >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return self.lock().agents.len() >= n;
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Markdown rendering of a report, for terminals and PR comments.
+
+use std::fmt::Write;
+
+use super::model::*;
+use crate::stats::PhaseStats;
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}ms")).unwrap_or_else(|| "–".into())
+}
+
+fn signed_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:+.1}ms")).unwrap_or_else(|| "–".into())
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+fn stats_row(out: &mut String, probe: &str, phase: &str, s: &PhaseStats) {
+    let _ = writeln!(
+        out,
+        "| {probe} | {phase} | {} | {:.1}% | {} | {} | {} | {} |",
+        s.samples,
+        s.success_rate * 100.0,
+        ms(s.p50_ms),
+        ms(s.p90_ms),
+        ms(s.p99_ms),
+        ms(s.max_ms)
+    );
+}
+
+/// Renders `r` as Markdown.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# faultline: {} — {}\n",
+        r.experiment.name,
+        r.outcome.as_str().to_uppercase()
+    );
+    let _ = writeln!(
+        o,
+        "Run `{}` from `{}`, started {}, took {}, exit code {}.\n",
+        r.run_id,
+        r.experiment.source,
+        r.started_at,
+        secs(r.duration_ms),
+        r.exit_code
+    );
+    let _ = writeln!(o, "**Outcome:** {} — {}\n", r.outcome, r.reason);
+    if let Some(by) = &r.aborted_by {
+        let _ = writeln!(o, "**Aborted by:** {by}\n");
+    }
+    if !r.experiment.hypothesis.is_empty() {
+        let _ = writeln!(o, "**Hypothesis:** {}\n", r.experiment.hypothesis);
+    }
+
+    let _ = writeln!(o, "## Probes\n");
+    let _ = writeln!(o, "| probe | phase | samples | success | p50 | p90 | p99 | max |");
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|");
+    for p in &r.probes {
+        stats_row(&mut o, &p.name, "baseline", &p.baseline);
+        stats_row(&mut o, "", "during", &p.during);
+        stats_row(&mut o, "", "recovery", &p.recovery);
+    }
+    let _ = writeln!(o);
+    for p in &r.probes {
+        let _ = writeln!(o, "**{}** ({} {}):", p.name, p.kind, p.target);
+        if p.during.samples > 0 {
+            let _ = writeln!(
+                o,
+                "- during vs baseline: success {:+.1} points, p50 {}, p99 {}",
+                p.delta.success_rate_points,
+                signed_ms(p.delta.p50_ms),
+                signed_ms(p.delta.p99_ms)
+            );
+        }
+        let ttr = match (p.degraded, p.recovered, p.time_to_recovery_ms) {
+            (false, _, _) => "not degraded".to_string(),
+            (true, true, Some(t)) => format!("degraded, recovered {} after the first injection", secs(t)),
+            (true, _, _) => "degraded and **did not recover** before the run ended".to_string(),
+        };
+        let _ = writeln!(o, "- time to recovery: {ttr}");
+        if !p.errors.is_empty() {
+            let errs: Vec<String> = p.errors.iter().map(|(e, n)| format!("{e} ×{n}")).collect();
+            let _ = writeln!(o, "- errors after injection: {}", errs.join(", "));
+        }
+        let _ = writeln!(o);
+    }
+
+    let _ = writeln!(o, "## Tolerances\n");
+    let _ = writeln!(o, "| probe | tolerance | baseline | during | verdict |");
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for p in &r.probes {
+        for t in &p.tolerances {
+            let cell = |c: &Option<crate::verdict::Check>| match c {
+                Some(c) => format!("{} ({} {})", c.measured, if c.passed { "within" } else { "outside" }, c.allowed),
+                None => "–".into(),
+            };
+            let verdict = match (&t.steady, &t.during) {
+                (Some(s), _) if !s.passed => "not steady",
+                (_, Some(d)) if !d.passed => "**violated**",
+                (_, Some(_)) => "held",
+                _ => "not evaluated",
+            };
+            let _ = writeln!(o, "| {} | {} | {} | {} | {} |", p.name, t.tolerance, cell(&t.steady), cell(&t.during), verdict);
+        }
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "## Faults\n");
+    if r.faults.iter().all(|f| f.targets.is_empty()) {
+        let _ = writeln!(o, "Nothing was injected.\n");
+    }
+    for f in &r.faults {
+        let _ = writeln!(o, "**{}** `{}` ({}: {})\n", f.name, f.fault_id, f.kind, f.summary);
+        if f.targets.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "| agent | state | backend | injected | restored | restored by | detail |");
+        let _ = writeln!(o, "|---|---|---|---:|---:|---|---|");
+        for t in &f.targets {
+            let at = |v: Option<u64>| v.map(secs).unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                t.agent_id,
+                t.state,
+                t.backend,
+                at(t.injected_at_ms),
+                at(t.restored_at_ms),
+                t.restored_by.as_deref().unwrap_or("–"),
+                t.detail.replace('|', "\\|")
+            );
+        }
+        for t in &f.targets {
+            for k in &t.killed {
+                let _ = writeln!(o, "- {}: killed pid {} ({}) `{}`", t.agent_id, k.pid, k.name, k.cmdline);
+            }
+            if let (Some(ms), Some(pid)) = (t.reappeared_after_ms, t.reappeared_pid) {
+                let _ = writeln!(o, "- {}: a matching process reappeared after {} (pid {pid})", t.agent_id, secs(ms));
+            } else if !t.killed.is_empty() {
+                let _ = writeln!(o, "- {}: no matching process reappeared while the fault was active", t.agent_id);
+            }
+        }
+        let _ = writeln!(o);
+    }
+
+    let _ = writeln!(o, "## Timeline\n");
+    let _ = writeln!(o, "| phase | start | end |");
+    let _ = writeln!(o, "|---|---:|---:|");
+    for p in &r.phases {
+        let _ = writeln!(o, "| {} | {} | {} |", p.phase, secs(p.start_ms), secs(p.end_ms));
+    }
+    o
+}

@@ -1,0 +1,152 @@
+//! The report of a run. Field names are stable: the JSON form is a contract
+//! for CI scripts and dashboards (documented in the README). Add fields,
+//! never rename or remove them; bump `schema_version` if meaning changes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{Outcome, Phase};
+use crate::stats::{PhaseStats, Sample};
+use crate::verdict::Check;
+
+/// Version of the report format.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub experiment: ExperimentInfo,
+    pub outcome: Outcome,
+    /// Exit code of `faultline run` for this outcome.
+    pub exit_code: i32,
+    /// One line explaining the outcome.
+    pub reason: String,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    /// Set when the run was aborted: who or what aborted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_by: Option<String>,
+    pub phases: Vec<PhaseSpan>,
+    pub probes: Vec<ProbeReport>,
+    pub faults: Vec<FaultReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentInfo {
+    pub name: String,
+    pub description: String,
+    pub hypothesis: String,
+    /// File the experiment came from.
+    pub source: String,
+    pub baseline_ms: u64,
+    pub duration_ms: u64,
+    pub recovery_ms: u64,
+}
+
+/// When a phase started and ended, in ms since the run started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseSpan {
+    pub phase: Phase,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub name: String,
+    /// http, tcp or command.
+    pub kind: String,
+    /// URL, address or command.
+    pub target: String,
+    pub interval_ms: u64,
+    /// Samples taken before anything was injected.
+    pub baseline: PhaseStats,
+    /// Samples taken while faults were injected (observe phase).
+    pub during: PhaseStats,
+    /// Samples taken after restore (restore and recover phases).
+    pub recovery: PhaseStats,
+    pub delta: Delta,
+    /// True if any sample after injection was unhealthy (failed, or over a
+    /// latency limit).
+    pub degraded: bool,
+    /// True if the probe was healthy at the end of the run.
+    pub recovered: bool,
+    /// From the first injection to the first sample of the final unbroken run
+    /// of healthy samples. Absent if the probe never degraded or never
+    /// recovered.
+    pub time_to_recovery_ms: Option<u64>,
+    /// Error messages seen after injection, with counts.
+    pub errors: BTreeMap<String, u32>,
+    pub tolerances: Vec<ToleranceReport>,
+    /// Every sample, in order.
+    pub samples: Vec<Sample>,
+}
+
+/// During minus baseline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Delta {
+    /// Percentage points.
+    pub success_rate_points: f64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToleranceReport {
+    /// The tolerance in words, e.g. "success rate >= 95.0%".
+    pub tolerance: String,
+    /// Checked against the baseline (absent for tolerances relative to the
+    /// baseline itself).
+    pub steady: Option<Check>,
+    /// Checked against the samples taken during the fault; absent when the
+    /// run stopped before injecting.
+    pub during: Option<Check>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultReport {
+    pub fault_id: String,
+    pub name: String,
+    pub kind: String,
+    /// The parameters in words.
+    pub summary: String,
+    pub targets: Vec<TargetReport>,
+}
+
+/// One fault on one agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub agent_id: String,
+    pub hostname: String,
+    /// Last known state: pending, injected, refused, failed, restored, expired.
+    pub state: String,
+    /// Implementation used by the agent.
+    pub backend: String,
+    pub injected_at_ms: Option<u64>,
+    pub restored_at_ms: Option<u64>,
+    /// "coordinator" (restore phase), "lease expiry", or why it is unconfirmed.
+    pub restored_by: Option<String>,
+    /// Agent's own words on the last state change.
+    pub detail: String,
+    /// Kill only: processes signalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub killed: Vec<KilledProcess>,
+    /// Kill only: time from the kill until a matching process reappeared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reappeared_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reappeared_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KilledProcess {
+    pub pid: u32,
+    pub name: String,
+    pub cmdline: String,
+}

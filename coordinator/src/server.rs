@@ -1,0 +1,72 @@
+//! Serving both gRPC services on one listener, with graceful shutdown that
+//! restores every run before the process goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::v1::{agent_link_server::AgentLinkServer, control_server::ControlServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::control::ControlService;
+use crate::link::AgentLinkService;
+use crate::registry::Registry;
+use crate::runs::Runs;
+
+/// How long shutdown waits for runs to restore and finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Shared coordinator state.
+#[derive(Clone, Default)]
+pub struct Coordinator {
+    pub registry: Arc<Registry>,
+    pub runs: Arc<Runs>,
+}
+
+impl Coordinator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves AgentLink and Control on `listener` until `shutdown` fires.
+    /// Runs in flight are aborted and restored before this returns.
+    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+        let addr = listener.local_addr().ok();
+        let runs_token = CancellationToken::new();
+        let links_token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let link = AgentLinkService {
+            registry: self.registry.clone(),
+            shutdown: links_token.clone(),
+        };
+        let control = ControlService {
+            registry: self.registry.clone(),
+            runs: self.runs.clone(),
+            shutdown: runs_token.clone(),
+            tracker: tracker.clone(),
+        };
+        info!(?addr, "coordinator listening");
+        let t = tracker.clone();
+        let signal = async move {
+            shutdown.cancelled().await;
+            info!("coordinator shutting down: aborting and restoring runs in flight");
+            runs_token.cancel();
+            t.close();
+            if tokio::time::timeout(SHUTDOWN_GRACE, t.wait()).await.is_err() {
+                warn!("runs did not finish within the shutdown grace; agents' leases restore what is left");
+            }
+            // Only now let go of the agents: restores needed their streams.
+            links_token.cancel();
+        };
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(AgentLinkServer::new(link))
+            .add_service(ControlServer::new(control))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await
+    }
+}
