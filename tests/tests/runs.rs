@@ -1,0 +1,253 @@
+//! End-to-end runs: a real coordinator and agents in this process over
+//! loopback gRPC, real probes, real signals to processes these tests start.
+
+use std::time::Duration;
+
+use faultline_coordinator::Outcome;
+use faultline_proto::v1;
+use faultline_tests::*;
+use tokio_util::sync::CancellationToken;
+
+const TEST_HTTP: &str = env!("CARGO_BIN_EXE_faultline-test-http");
+
+/// An experiment probing `port` over HTTP and killing processes matching
+/// `cmdline` on agents with `selector`.
+fn experiment(port: u16, cmdline: &str, selector: &str, success: &str, duration: &str) -> String {
+    format!(
+        r#"name: e2e
+hypothesis:
+  description: the probed service answers
+  probes:
+    - name: web
+      interval: 50ms
+      timeout: 300ms
+      http: {{ url: "http://127.0.0.1:{port}/health" }}
+      tolerances:
+        - success_rate: "{success}"
+        - latency: {{ percentile: p99, max: 250ms }}
+baseline: 500ms
+duration: {duration}
+recovery: 1500ms
+faults:
+  - name: kill-it
+    targets: {{ labels: {selector} }}
+    kill: {{ cmdline: '{cmdline}' }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_run_passes_when_the_probed_service_is_unaffected() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut victim = sleeper();
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+
+    let r = h
+        .run(&experiment(port, &victim.cmdline_regex, "{ zone: a }", "99%", "1s"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.report.outcome, Outcome::Passed, "{}", r.report.reason);
+    assert_eq!(r.exit_code, 0);
+    let t = &r.report.faults[0].targets[0];
+    assert_eq!(t.agent_id, "node-a");
+    assert_eq!(t.state, "restored");
+    assert_eq!(t.killed.len(), 1);
+    assert_eq!(t.killed[0].pid, victim.pid());
+    assert!(victim.wait_exit(Duration::from_secs(2)), "the sleeper was killed");
+    let p = &r.report.probes[0];
+    assert!(p.baseline.samples >= 5 && p.during.samples >= 10, "{:?} {:?}", p.baseline, p.during);
+    assert!(!p.degraded);
+    // Every phase ran, in order.
+    let phases: Vec<String> = r.report.phases.iter().map(|p| p.phase.as_str().to_string()).collect();
+    assert_eq!(
+        phases,
+        ["validate", "plan", "baseline", "steady", "inject", "observe", "restore", "recover", "verdict", "report"]
+    );
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_probed_service_fails_the_hypothesis() {
+    let (mut server, port) = http_server(TEST_HTTP);
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("role", "web")]).await;
+
+    let r = h
+        .run(&experiment(port, &server.cmdline_regex, "{ role: web }", "90%", "1s"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.report.outcome, Outcome::Failed, "{}", r.report.reason);
+    assert_eq!(r.exit_code, 1);
+    assert!(server.wait_exit(Duration::from_secs(2)));
+    let p = &r.report.probes[0];
+    assert_eq!(p.baseline.success_rate, 1.0);
+    assert_eq!(p.during.successes, 0, "{:?}", p.during);
+    assert!(p.degraded && !p.recovered && p.time_to_recovery_ms.is_none());
+    assert!(p.errors.contains_key("connection refused"), "{:?}", p.errors);
+    let during = p.tolerances[0].during.as_ref().unwrap();
+    assert!(!during.passed && during.measured.starts_with("0.0%"), "{during:?}");
+    assert!(r.report.reason.contains("success rate"), "{}", r.report.reason);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsteady_baseline_stops_before_injecting_anything() {
+    let mut victim = sleeper();
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+
+    let r = h
+        .run(&experiment(closed_port(), &victim.cmdline_regex, "{ zone: a }", "90%", "1s"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.report.outcome, Outcome::NotSteady, "{}", r.report.reason);
+    assert_eq!(r.exit_code, 4);
+    assert!(r.report.reason.contains("nothing was injected"), "{}", r.report.reason);
+    assert!(r.report.faults.iter().all(|f| f.targets.is_empty()));
+    assert!(!r.events.iter().any(|e| matches!(e.event, Some(v1::run_event::Event::Fault(_)))));
+    assert!(!victim.exited(), "the victim must still be running");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selector_matching_no_agent_is_an_error_that_lists_known_labels() {
+    let victim = sleeper();
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+    h.add_agent("node-b", &[("zone", "b"), ("role", "db")]).await;
+
+    let r = h
+        .run(&experiment(closed_port(), &victim.cmdline_regex, "{ zone: z }", "90%", "1s"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.report.outcome, Outcome::Error);
+    assert_eq!(r.exit_code, 5);
+    let reason = &r.report.reason;
+    assert!(reason.contains("{zone=z}"), "{reason}");
+    assert!(reason.contains("node-a {zone=a}") && reason.contains("node-b {role=db, zone=b}"), "{reason}");
+    drop(victim);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_file_and_unknown_field_are_rejected_with_line_and_column() {
+    let h = Harness::start().await;
+    let mut c = h.control().await;
+    let bad = c
+        .submit_run(v1::SubmitRunRequest {
+            source: Some(source("name: [unclosed\nduration: 1s\n", &[])),
+        })
+        .await
+        .err()
+        .expect("malformed file refused");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("test.yaml:"), "{}", bad.message());
+
+    let yaml = experiment(1, "x", "{}", "90%", "1s").replace("      interval: 50ms", "      intervals: 50ms");
+    let unknown = c
+        .submit_run(v1::SubmitRunRequest {
+            source: Some(source(&yaml, &[])),
+        })
+        .await
+        .err()
+        .expect("unknown field refused");
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+    assert!(unknown.message().starts_with("test.yaml:6:7:"), "{}", unknown.message());
+    assert!(unknown.message().contains("unknown field `intervals`"), "{}", unknown.message());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_never_touches_protected_pids() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+    // pid 1 and this very process (which hosts the agent) are protected.
+    for (pid, why) in [(1u32, "pid 1"), (std::process::id(), "agent itself")] {
+        let yaml = experiment(port, "x", "{}", "90%", "1s").replace("kill: { cmdline: 'x' }", &format!("kill: {{ pid: {pid} }}"));
+        let r = h.run(&yaml, &[]).await.unwrap();
+        assert_eq!(r.report.outcome, Outcome::Error, "{}", r.report.reason);
+        assert_eq!(r.exit_code, 5);
+        let t = &r.report.faults[0].targets[0];
+        assert_eq!(t.state, "refused");
+        assert!(t.detail.contains(why), "{}", t.detail);
+        assert!(r.report.reason.contains("node-a refused"), "{}", r.report.reason);
+    }
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_ends_the_run_aborted_and_restores() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let yaml = experiment(port, &victim.cmdline_regex, "{}", "90%", "30s");
+    let mut c = h.control().await;
+    let mut stream = c
+        .submit_run(v1::SubmitRunRequest { source: Some(source(&yaml, &[])) })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut run_id;
+    let mut aborted_at = None;
+    let report = loop {
+        let ev = stream.message().await.unwrap().expect("events until finished");
+        run_id = ev.run_id.clone();
+        match &ev.event {
+            Some(v1::run_event::Event::Phase(p)) if p.phase == "observe" => {
+                let found = c
+                    .abort(v1::AbortRequest { run_id: run_id.clone(), reason: "test abort".into() })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .found;
+                assert!(found);
+                aborted_at = Some(std::time::Instant::now());
+            }
+            Some(v1::run_event::Event::Finished(f)) => break f.clone(),
+            _ => {}
+        }
+    };
+    assert!(aborted_at.unwrap().elapsed() < Duration::from_secs(10));
+    assert_eq!(report.outcome, "aborted");
+    assert_eq!(report.exit_code, 3);
+    let r: faultline_coordinator::report::Report = serde_json::from_str(&report.report_json).unwrap();
+    assert_eq!(r.aborted_by.as_deref(), Some("test abort"));
+    assert_eq!(r.faults[0].targets[0].state, "restored");
+    // The run is over: aborting again finds nothing.
+    let again = c.abort(v1::AbortRequest { run_id, reason: String::new() }).await.unwrap().into_inner();
+    assert!(!again.found);
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_reconnects_after_the_coordinator_restarts() {
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+    let addr = h.addr.to_string();
+    h.stop_coordinator().await;
+    let agents = h.take_agents();
+    drop(h);
+
+    let mut h2 = Harness::start_on(&addr).await;
+    assert!(
+        h2.coordinator.registry.wait_for(1, Duration::from_secs(15)).await,
+        "agent did not reconnect to the restarted coordinator"
+    );
+    let a = &h2.coordinator.registry.agents()[0];
+    assert_eq!(a.agent_id, "node-a");
+    assert_eq!(a.labels, labels(&[("zone", "a")]));
+    for (stop, task) in agents {
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    h2.stop_coordinator().await;
+}
