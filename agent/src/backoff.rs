@@ -80,7 +80,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(1000), Duration::from_secs(1));
         for _ in 0..100 {
             let d = b.next_delay();
-            assert!(d <= Duration::from_millis(1000) && d >= Duration::from_millis(800), "{d:?}");
+            assert!(
+                d <= Duration::from_millis(1000) && d >= Duration::from_millis(800),
+                "{d:?}"
+            );
         }
     }
 }

@@ -23,9 +23,15 @@ use crate::table::{Command, FaultTable};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid coordinator address {url:?}: {source}")]
-    Address { url: String, source: tonic::transport::Error },
+    Address {
+        url: String,
+        source: tonic::transport::Error,
+    },
     #[error("cannot reach the coordinator at {url}: {source}")]
-    Dial { url: String, source: tonic::transport::Error },
+    Dial {
+        url: String,
+        source: tonic::transport::Error,
+    },
     #[error("coordinator refused the agent: {0}")]
     Refused(tonic::Status),
     #[error("stream to the coordinator broke: {0}")]
@@ -121,7 +127,9 @@ async fn session_inner(
     let (tx, rx) = mpsc::channel::<v1::AgentMessage>(256);
     let send = |msg| v1::AgentMessage { msg: Some(msg) };
     // The channel has room: this cannot block.
-    let _ = tx.send(send(v1::agent_message::Msg::Hello(identity.hello.clone()))).await;
+    let _ = tx
+        .send(send(v1::agent_message::Msg::Hello(identity.hello.clone())))
+        .await;
     let mut inbound = client
         .connect(ReceiverStream::new(rx))
         .await
@@ -224,9 +232,15 @@ mod tests {
                 calls.push(start.elapsed().as_millis() as u64);
                 match calls.len() {
                     // The fourth attempt gets in, then the stream breaks.
-                    4 => SessionEnd::Lost { established: true, error: "broke".into() },
+                    4 => SessionEnd::Lost {
+                        established: true,
+                        error: "broke".into(),
+                    },
                     8 => SessionEnd::Shutdown,
-                    _ => SessionEnd::Lost { established: false, error: "refused".into() },
+                    _ => SessionEnd::Lost {
+                        established: false,
+                        error: "refused".into(),
+                    },
                 }
             }
         })
@@ -246,7 +260,10 @@ mod tests {
         let start = Instant::now();
         let backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(60)).with_jitter(0.0);
         reconnect_loop(backoff, &shutdown, || async {
-            SessionEnd::Lost { established: false, error: "down".into() }
+            SessionEnd::Lost {
+                established: false,
+                error: "down".into(),
+            }
         })
         .await;
         assert_eq!(start.elapsed().as_secs(), 1);

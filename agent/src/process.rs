@@ -124,10 +124,6 @@ impl ProcessTable for SystemProcessTable {
             signal,
             source: nix::Error::EINVAL,
         })?;
-        nix::sys::signal::kill(Pid::from_raw(raw), signal).map_err(|source| Error::Signal {
-            pid,
-            signal,
-            source,
-        })
+        nix::sys::signal::kill(Pid::from_raw(raw), signal).map_err(|source| Error::Signal { pid, signal, source })
     }
 }

@@ -175,7 +175,14 @@ async fn run(
             } => {
                 if let Some(a) = active.get(&fault_id) {
                     // Re-delivery of an inject we already applied: ack again.
-                    let _ = out.send(status(&fault_id, &a.run_id, v1::FaultState::Injected, "already injected".into(), "", None));
+                    let _ = out.send(status(
+                        &fault_id,
+                        &a.run_id,
+                        v1::FaultState::Injected,
+                        "already injected".into(),
+                        "",
+                        None,
+                    ));
                     continue;
                 }
                 let lease = match lease {
@@ -197,12 +204,20 @@ async fn run(
             }
             Command::Restore { fault_id } => match active.remove(&fault_id) {
                 Some(a) => {
-                    let _ = out.send(restore(&fault_id, a, v1::FaultState::Restored, "restored on request".into()).await);
+                    let _ =
+                        out.send(restore(&fault_id, a, v1::FaultState::Restored, "restored on request".into()).await);
                 }
                 None => {
                     // Already gone (expired, or restored twice): say so, so the
                     // coordinator's wait for an ack ends.
-                    let _ = out.send(status(&fault_id, "", v1::FaultState::Restored, "not active on this agent (already restored)".into(), "", None));
+                    let _ = out.send(status(
+                        &fault_id,
+                        "",
+                        v1::FaultState::Restored,
+                        "not active on this agent (already restored)".into(),
+                        "",
+                        None,
+                    ));
                 }
             },
             Command::RestoreAll { reason, done } => {
@@ -215,7 +230,11 @@ async fn run(
                 }
             }
             Command::Renew { fault_ids, lease } => {
-                let lease = if lease.is_zero() { config.default_lease } else { lease.min(config.max_lease) };
+                let lease = if lease.is_zero() {
+                    config.default_lease
+                } else {
+                    lease.min(config.max_lease)
+                };
                 let deadline = Instant::now() + lease;
                 for id in fault_ids {
                     if let Some(a) = active.get_mut(&id) {
@@ -235,10 +254,18 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-fn inject(config: &TableConfig, fault_id: &str, run_id: &str, spec: v1::FaultSpec) -> (v1::FaultStatus, Option<Applied>) {
+fn inject(
+    config: &TableConfig,
+    fault_id: &str,
+    run_id: &str,
+    spec: v1::FaultSpec,
+) -> (v1::FaultStatus, Option<Applied>) {
     let refused = |why: String| status(fault_id, run_id, v1::FaultState::Refused, why, "", None);
     match spec.kind {
-        None => (refused("fault spec has no kind; this agent supports: kill".into()), None),
+        None => (
+            refused("fault spec has no kind; this agent supports: kill".into()),
+            None,
+        ),
         Some(v1::fault_spec::Kind::Kill(k)) => {
             let spec = match KillSpec::try_from(k) {
                 Ok(s) => s,
@@ -258,7 +285,11 @@ fn inject(config: &TableConfig, fault_id: &str, run_id: &str, spec: v1::FaultSpe
                     (st, Some(Applied::Kill(applied)))
                 }
                 Err(e) => {
-                    let state = if e.is_refusal() { v1::FaultState::Refused } else { v1::FaultState::Failed };
+                    let state = if e.is_refusal() {
+                        v1::FaultState::Refused
+                    } else {
+                        v1::FaultState::Failed
+                    };
                     warn!(%fault_id, %run_id, err = %e, "kill not injected");
                     (status(fault_id, run_id, state, e.to_string(), "signal", None), None)
                 }
@@ -272,10 +303,19 @@ async fn restore(fault_id: &str, a: Active, state: v1::FaultState, why: String) 
         Applied::Kill(k) => {
             let obs = k.restore().await;
             let detail = match (obs.reappeared_after_ms, obs.reappeared_pid) {
-                (Some(ms), Some(pid)) => format!("{why}; a matching process (pid {pid}) reappeared {ms} ms after the kill"),
+                (Some(ms), Some(pid)) => {
+                    format!("{why}; a matching process (pid {pid}) reappeared {ms} ms after the kill")
+                }
                 _ => format!("{why}; no matching process reappeared"),
             };
-            status(fault_id, &a.run_id, state, detail, "signal", Some(v1::observation::Kind::Kill(obs)))
+            status(
+                fault_id,
+                &a.run_id,
+                state,
+                detail,
+                "signal",
+                Some(v1::observation::Kind::Kill(obs)),
+            )
         }
     }
 }
@@ -352,7 +392,10 @@ mod tests {
         let st = rx.recv().await.unwrap();
         assert_eq!(st.state(), v1::FaultState::Expired);
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(2900) && waited <= Duration::from_millis(3200), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(2900) && waited <= Duration::from_millis(3200),
+            "{waited:?}"
+        );
         assert_eq!(t.active_faults(), 0);
     }
 

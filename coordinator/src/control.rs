@@ -66,7 +66,11 @@ pub struct ControlService {
 fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
     let src = src.ok_or(Error::NoSource)?;
     let vars: HashMap<String, String> = src.vars.into_iter().collect();
-    let name = if src.name.is_empty() { "<experiment>".to_string() } else { src.name };
+    let name = if src.name.is_empty() {
+        "<experiment>".to_string()
+    } else {
+        src.name
+    };
     Ok((experiment::parse(&name, &src.yaml, &vars)?, name))
 }
 
@@ -142,7 +146,11 @@ impl Control for ControlService {
 
     async fn abort(&self, req: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
         let r = req.into_inner();
-        let reason = if r.reason.is_empty() { "operator abort".to_string() } else { r.reason };
+        let reason = if r.reason.is_empty() {
+            "operator abort".to_string()
+        } else {
+            r.reason
+        };
         let found = self.runs.abort(&r.run_id, &reason);
         if found {
             info!(run_id = %r.run_id, %reason, "run aborted");

@@ -261,7 +261,8 @@ async fn execute_inner(input: RunInput) -> RunOutput {
                     ),
                 });
             } else {
-                ctx.log("steady state holds: every tolerance is met by the baseline".into()).await;
+                ctx.log("steady state holds: every tolerance is met by the baseline".into())
+                    .await;
             }
         }
 
@@ -313,7 +314,15 @@ async fn execute_inner(input: RunInput) -> RunOutput {
             let bad: Vec<String> = targets
                 .iter()
                 .filter(|t| matches!(t.state, TargetState::Refused | TargetState::Failed))
-                .map(|t| format!("agent {} {} fault {}: {}", t.agent_id, t.state.as_str(), t.fault_id, t.detail))
+                .map(|t| {
+                    format!(
+                        "agent {} {} fault {}: {}",
+                        t.agent_id,
+                        t.state.as_str(),
+                        t.fault_id,
+                        t.detail
+                    )
+                })
                 .collect();
             if !acked && cancel.is_cancelled() {
                 verdict = Some(aborted(&abort_reason, "during injection"));
@@ -332,7 +341,16 @@ async fn execute_inner(input: RunInput) -> RunOutput {
         if verdict.is_none() {
             ctx.enter(Phase::Observe, exp.duration).await;
             let renew = Renewal { lease: exp.lease };
-            if !wait_with_progress(&mut ctx, &exp, &samples, exp.duration, &cancel, Some((&registry, &mut targets, &mut status_rx, &renew))).await {
+            if !wait_with_progress(
+                &mut ctx,
+                &exp,
+                &samples,
+                exp.duration,
+                &cancel,
+                Some((&registry, &mut targets, &mut status_rx, &renew)),
+            )
+            .await
+            {
                 verdict = Some(aborted(&abort_reason, "while faults were injected"));
             }
         }
@@ -348,8 +366,15 @@ async fn execute_inner(input: RunInput) -> RunOutput {
             ctx.enter(Phase::Recover, exp.recovery).await;
             let baseline_stats = phase_stats(&samples, &exp, &[Phase::Baseline]);
             let deadline = Instant::now() + exp.recovery;
-            let step = exp.hypothesis.probes.iter().map(|p| p.interval).min().unwrap_or(Duration::from_secs(1));
-            let mut progress = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+            let step = exp
+                .hypothesis
+                .probes
+                .iter()
+                .map(|p| p.interval)
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            let mut progress =
+                tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
             loop {
                 if recovered_now(&samples, &exp, &baseline_stats) {
                     ctx.log("hypothesis holds again".into()).await;
@@ -377,7 +402,13 @@ async fn execute_inner(input: RunInput) -> RunOutput {
     drain_statuses(&ctx, &mut targets, &mut status_rx).await;
     registry.unsubscribe(&run_id);
     let all_samples: Vec<Vec<Sample>> = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    let probes = probe_reports(&exp, &all_samples, &steady_checks, inject_at_ms, verdict.is_none() && plan.is_some());
+    let probes = probe_reports(
+        &exp,
+        &all_samples,
+        &steady_checks,
+        inject_at_ms,
+        verdict.is_none() && plan.is_some(),
+    );
     let verdict = verdict.unwrap_or_else(|| judge(&exp, &probes));
     ctx.enter(Phase::Report, Duration::ZERO).await;
     ctx.close_phases();
@@ -643,7 +674,9 @@ async fn restore(
             match registry.send(&t.agent_id, msg) {
                 Ok(()) => t.restore_sent = true,
                 Err(e) => {
-                    t.restored_by = Some(format!("unconfirmed: {e}; the agent restores it when its lease expires"));
+                    t.restored_by = Some(format!(
+                        "unconfirmed: {e}; the agent restores it when its lease expires"
+                    ));
                 }
             }
         }
@@ -655,15 +688,25 @@ async fn restore(
     })
     .await;
     if !ok {
-        for t in targets.iter_mut().filter(|t| t.restore_sent && !matches!(t.state, TargetState::Restored | TargetState::Expired)) {
+        for t in targets
+            .iter_mut()
+            .filter(|t| t.restore_sent && !matches!(t.state, TargetState::Restored | TargetState::Expired))
+        {
             t.restored_by = Some(format!(
                 "unconfirmed: no restore acknowledgement within {}s; the agent restores it when its lease expires",
                 ACK_TIMEOUT.as_secs()
             ));
         }
     }
-    let n = targets.iter().filter(|t| t.state == TargetState::Restored || t.state == TargetState::Expired).count();
-    ctx.log(format!("restore: {n} of {} target(s) confirmed restored", targets.len())).await;
+    let n = targets
+        .iter()
+        .filter(|t| t.state == TargetState::Restored || t.state == TargetState::Expired)
+        .count();
+    ctx.log(format!(
+        "restore: {n} of {} target(s) confirmed restored",
+        targets.len()
+    ))
+    .await;
 }
 
 fn phase_stats(samples: &probes::Samples, exp: &Experiment, phases: &[Phase]) -> Vec<PhaseStats> {
@@ -727,15 +770,16 @@ fn probe_reports(
                     *errors.entry(e.clone()).or_insert(0u32) += 1;
                 }
             }
-            let healthy: Vec<bool> = after.iter().map(|x| verdict::healthy(x, &p.tolerances, &baseline)).collect();
+            let healthy: Vec<bool> = after
+                .iter()
+                .map(|x| verdict::healthy(x, &p.tolerances, &baseline))
+                .collect();
             let last_bad = healthy.iter().rposition(|h| !h);
             let (degraded, recovered, ttr) = match last_bad {
                 None => (false, true, None),
-                Some(j) if j + 1 < after.len() => (
-                    true,
-                    true,
-                    inject_at_ms.map(|t0| after[j + 1].at_ms.saturating_sub(t0)),
-                ),
+                Some(j) if j + 1 < after.len() => {
+                    (true, true, inject_at_ms.map(|t0| after[j + 1].at_ms.saturating_sub(t0)))
+                }
                 Some(_) => (true, false, None),
             };
             let tolerances = p
@@ -778,7 +822,11 @@ fn judge(exp: &Experiment, probes: &[ProbeReport]) -> Verdict {
             }
         }
     }
-    let unrecovered: Vec<&str> = probes.iter().filter(|p| !p.recovered).map(|p| p.name.as_str()).collect();
+    let unrecovered: Vec<&str> = probes
+        .iter()
+        .filter(|p| !p.recovered)
+        .map(|p| p.name.as_str())
+        .collect();
     if !violated.is_empty() {
         return Verdict {
             outcome: Outcome::Failed,

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use faultline_proto::v1::{self, agent_link_server::AgentLink};
 use futures::Stream;
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -44,7 +44,11 @@ impl AgentLink for AgentLinkService {
             .map_err(|_| Status::deadline_exceeded("no Hello within 10s of opening AgentLink.Connect"))??;
         let hello = match first.and_then(|m| m.msg) {
             Some(v1::agent_message::Msg::Hello(h)) => h,
-            _ => return Err(Status::invalid_argument("the first message on AgentLink.Connect must be Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on AgentLink.Connect must be Hello",
+                ))
+            }
         };
         let info = AgentInfo::from_hello(hello).map_err(Status::invalid_argument)?;
         let agent_id = info.agent_id.clone();
@@ -55,7 +59,8 @@ impl AgentLink for AgentLinkService {
                 coordinator_version: env!("CARGO_PKG_VERSION").into(),
             })),
         };
-        tx.try_send(welcome).map_err(|_| Status::internal("cannot queue Welcome"))?;
+        tx.try_send(welcome)
+            .map_err(|_| Status::internal("cannot queue Welcome"))?;
         info!(agent_id = %agent_id, ?peer, labels = ?info.labels, "agent connected");
         let conn = self.registry.add(info, tx);
         let registry = self.registry.clone();

@@ -15,7 +15,11 @@ use crate::registry::AgentInfo;
 pub enum Error {
     /// No connected agent carries the selector's labels.
     #[error("fault {fault:?}: no connected agent matches labels {selector}; {known}")]
-    NoMatch { fault: String, selector: String, known: String },
+    NoMatch {
+        fault: String,
+        selector: String,
+        known: String,
+    },
     /// Fewer agents than the fault asks for.
     #[error("fault {fault:?}: needs {wanted} agents but only {matching} match labels {selector}")]
     TooFew {
@@ -34,7 +38,11 @@ pub enum Error {
     },
     /// A percent of the matching agents rounds down to nothing.
     #[error("fault {fault:?}: {percent}% of {matching} matching agents rounds down to 0 targets; raise targets.percent or use mode count")]
-    ZeroTargets { fault: String, percent: f64, matching: usize },
+    ZeroTargets {
+        fault: String,
+        percent: f64,
+        matching: usize,
+    },
     /// A blast-radius limit refused the plan.
     #[error("blast radius refused fault {fault:?}: {limit}")]
     BlastRadius { fault: String, limit: String },
@@ -136,7 +144,11 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
         };
         let targets: Vec<AgentInfo> = matching.iter().take(n).map(|a| (*a).clone()).collect();
         let kind = fault.kind.name();
-        if let Some(a) = targets.iter().find(|a| !a.capabilities.iter().any(|c| c == kind || c.starts_with(&format!("{kind}:")))) {
+        if let Some(a) = targets.iter().find(|a| {
+            !a.capabilities
+                .iter()
+                .any(|c| c == kind || c.starts_with(&format!("{kind}:")))
+        }) {
             return Err(Error::Capability {
                 fault: fault.name.clone(),
                 agent: a.agent_id.clone(),
@@ -219,10 +231,17 @@ mod tests {
 
     #[test]
     fn no_match_lists_the_labels_agents_have() {
-        let err = plan(&exp("{ labels: { zone: z } }", ""), &[agent("a1", "a"), agent("b1", "b")]).unwrap_err();
+        let err = plan(
+            &exp("{ labels: { zone: z } }", ""),
+            &[agent("a1", "a"), agent("b1", "b")],
+        )
+        .unwrap_err();
         assert_eq!(err.outcome(), Outcome::Error);
         let msg = err.to_string();
-        assert!(msg.contains("{zone=z}") && msg.contains("a1 {zone=a}") && msg.contains("b1 {zone=b}"), "{msg}");
+        assert!(
+            msg.contains("{zone=z}") && msg.contains("a1 {zone=a}") && msg.contains("b1 {zone=b}"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -242,7 +261,11 @@ mod tests {
         assert!(err.to_string().contains("max_targets 1"), "{err}");
         let err = plan(&exp("{ mode: all }", "blast_radius: { max_percent: 50 }\n"), &fleet).unwrap_err();
         assert!(err.to_string().contains("max_percent 50"), "{err}");
-        let ok = plan(&exp("{ count: 1 }", "blast_radius: { max_targets: 1, max_percent: 50 }\n"), &fleet).unwrap();
+        let ok = plan(
+            &exp("{ count: 1 }", "blast_radius: { max_targets: 1, max_percent: 50 }\n"),
+            &fleet,
+        )
+        .unwrap();
         assert_eq!(ok.faults[0].targets[0].agent_id, "a1");
         assert_eq!(ok.limits.len(), 2);
     }

@@ -34,7 +34,10 @@ impl AgentInfo {
             return Err("Hello.agent_id is empty: start the agent with --id or give the host a name".into());
         }
         if h.agent_id.len() > 253 || h.agent_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!("Hello.agent_id {:?}: use at most 253 printable characters without spaces", h.agent_id));
+            return Err(format!(
+                "Hello.agent_id {:?}: use at most 253 printable characters without spaces",
+                h.agent_id
+            ));
         }
         let now = now_unix_ms();
         Ok(Self {
@@ -123,7 +126,9 @@ impl Registry {
     /// Returns the connection number to pass to [`Registry::remove`].
     pub fn add(&self, info: AgentInfo, tx: mpsc::Sender<v1::CoordinatorMessage>) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.lock().agents.insert(info.agent_id.clone(), Entry { info, conn, tx });
+        self.lock()
+            .agents
+            .insert(info.agent_id.clone(), Entry { info, conn, tx });
         self.bump();
         conn
     }

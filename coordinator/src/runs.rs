@@ -85,7 +85,10 @@ impl Runs {
             .map(|(id, e)| v1::RunSummary {
                 run_id: id.clone(),
                 experiment: e.experiment.clone(),
-                status: e.outcome.map(|o| o.as_str().to_string()).unwrap_or_else(|| "running".into()),
+                status: e
+                    .outcome
+                    .map(|o| o.as_str().to_string())
+                    .unwrap_or_else(|| "running".into()),
                 started_at_unix_ms: e.started_unix_ms,
                 finished_at_unix_ms: e.finished_unix_ms,
             })

@@ -33,7 +33,11 @@ impl Coordinator {
 
     /// Serves AgentLink and Control on `listener` until `shutdown` fires.
     /// Runs in flight are aborted and restored before this returns.
-    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
         let addr = listener.local_addr().ok();
         let runs_token = CancellationToken::new();
         let links_token = CancellationToken::new();

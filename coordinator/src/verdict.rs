@@ -42,7 +42,12 @@ pub fn check(t: &Tolerance, stats: &PhaseStats, baseline: &PhaseStats) -> Check 
             measured: if stats.samples == 0 {
                 "no samples".into()
             } else {
-                format!("{:.1}% ({}/{})", stats.success_rate * 100.0, stats.successes, stats.samples)
+                format!(
+                    "{:.1}% ({}/{})",
+                    stats.success_rate * 100.0,
+                    stats.successes,
+                    stats.samples
+                )
             },
             allowed: format!(">= {:.1}%", min * 100.0),
         },

@@ -162,7 +162,10 @@ pub fn source(yaml: &str, vars: &[(&str, &str)]) -> v1::ExperimentSource {
     v1::ExperimentSource {
         name: "test.yaml".into(),
         yaml: yaml.into(),
-        vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
     }
 }
 

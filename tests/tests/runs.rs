@@ -45,7 +45,10 @@ async fn kill_run_passes_when_the_probed_service_is_unaffected() {
     h.add_agent("node-a", &[("zone", "a")]).await;
 
     let r = h
-        .run(&experiment(port, &victim.cmdline_regex, "{ zone: a }", "99%", "1s"), &[])
+        .run(
+            &experiment(port, &victim.cmdline_regex, "{ zone: a }", "99%", "1s"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(r.report.outcome, Outcome::Passed, "{}", r.report.reason);
@@ -57,7 +60,12 @@ async fn kill_run_passes_when_the_probed_service_is_unaffected() {
     assert_eq!(t.killed[0].pid, victim.pid());
     assert!(victim.wait_exit(Duration::from_secs(2)), "the sleeper was killed");
     let p = &r.report.probes[0];
-    assert!(p.baseline.samples >= 5 && p.during.samples >= 10, "{:?} {:?}", p.baseline, p.during);
+    assert!(
+        p.baseline.samples >= 5 && p.during.samples >= 10,
+        "{:?} {:?}",
+        p.baseline,
+        p.during
+    );
     assert!(!p.degraded);
     // Every phase ran, in order.
     let phases: Vec<String> = r.report.phases.iter().map(|p| p.phase.as_str().to_string()).collect();
@@ -76,7 +84,10 @@ async fn killing_the_probed_service_fails_the_hypothesis() {
     h.add_agent("node-a", &[("role", "web")]).await;
 
     let r = h
-        .run(&experiment(port, &server.cmdline_regex, "{ role: web }", "90%", "1s"), &[])
+        .run(
+            &experiment(port, &server.cmdline_regex, "{ role: web }", "90%", "1s"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(r.report.outcome, Outcome::Failed, "{}", r.report.reason);
@@ -100,14 +111,20 @@ async fn unsteady_baseline_stops_before_injecting_anything() {
     h.add_agent("node-a", &[("zone", "a")]).await;
 
     let r = h
-        .run(&experiment(closed_port(), &victim.cmdline_regex, "{ zone: a }", "90%", "1s"), &[])
+        .run(
+            &experiment(closed_port(), &victim.cmdline_regex, "{ zone: a }", "90%", "1s"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(r.report.outcome, Outcome::NotSteady, "{}", r.report.reason);
     assert_eq!(r.exit_code, 4);
     assert!(r.report.reason.contains("nothing was injected"), "{}", r.report.reason);
     assert!(r.report.faults.iter().all(|f| f.targets.is_empty()));
-    assert!(!r.events.iter().any(|e| matches!(e.event, Some(v1::run_event::Event::Fault(_)))));
+    assert!(!r
+        .events
+        .iter()
+        .any(|e| matches!(e.event, Some(v1::run_event::Event::Fault(_)))));
     assert!(!victim.exited(), "the victim must still be running");
     h.stop().await;
 }
@@ -120,14 +137,20 @@ async fn selector_matching_no_agent_is_an_error_that_lists_known_labels() {
     h.add_agent("node-b", &[("zone", "b"), ("role", "db")]).await;
 
     let r = h
-        .run(&experiment(closed_port(), &victim.cmdline_regex, "{ zone: z }", "90%", "1s"), &[])
+        .run(
+            &experiment(closed_port(), &victim.cmdline_regex, "{ zone: z }", "90%", "1s"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(r.report.outcome, Outcome::Error);
     assert_eq!(r.exit_code, 5);
     let reason = &r.report.reason;
     assert!(reason.contains("{zone=z}"), "{reason}");
-    assert!(reason.contains("node-a {zone=a}") && reason.contains("node-b {role=db, zone=b}"), "{reason}");
+    assert!(
+        reason.contains("node-a {zone=a}") && reason.contains("node-b {role=db, zone=b}"),
+        "{reason}"
+    );
     drop(victim);
     h.stop().await;
 }
@@ -141,8 +164,8 @@ async fn malformed_file_and_unknown_field_are_rejected_with_line_and_column() {
             source: Some(source("name: [unclosed\nduration: 1s\n", &[])),
         })
         .await
-        .err()
-        .expect("malformed file refused");
+        .map(|_| ())
+        .expect_err("malformed file refused");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().starts_with("test.yaml:"), "{}", bad.message());
 
@@ -152,11 +175,15 @@ async fn malformed_file_and_unknown_field_are_rejected_with_line_and_column() {
             source: Some(source(&yaml, &[])),
         })
         .await
-        .err()
-        .expect("unknown field refused");
+        .map(|_| ())
+        .expect_err("unknown field refused");
     assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
     assert!(unknown.message().starts_with("test.yaml:6:7:"), "{}", unknown.message());
-    assert!(unknown.message().contains("unknown field `intervals`"), "{}", unknown.message());
+    assert!(
+        unknown.message().contains("unknown field `intervals`"),
+        "{}",
+        unknown.message()
+    );
     h.stop().await;
 }
 
@@ -168,7 +195,8 @@ async fn kill_never_touches_protected_pids() {
     h.add_agent("node-a", &[("zone", "a")]).await;
     // pid 1 and this very process (which hosts the agent) are protected.
     for (pid, why) in [(1u32, "pid 1"), (std::process::id(), "agent itself")] {
-        let yaml = experiment(port, "x", "{}", "90%", "1s").replace("kill: { cmdline: 'x' }", &format!("kill: {{ pid: {pid} }}"));
+        let yaml = experiment(port, "x", "{}", "90%", "1s")
+            .replace("kill: { cmdline: 'x' }", &format!("kill: {{ pid: {pid} }}"));
         let r = h.run(&yaml, &[]).await.unwrap();
         assert_eq!(r.report.outcome, Outcome::Error, "{}", r.report.reason);
         assert_eq!(r.exit_code, 5);
@@ -191,7 +219,9 @@ async fn abort_ends_the_run_aborted_and_restores() {
     let yaml = experiment(port, &victim.cmdline_regex, "{}", "90%", "30s");
     let mut c = h.control().await;
     let mut stream = c
-        .submit_run(v1::SubmitRunRequest { source: Some(source(&yaml, &[])) })
+        .submit_run(v1::SubmitRunRequest {
+            source: Some(source(&yaml, &[])),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -203,7 +233,10 @@ async fn abort_ends_the_run_aborted_and_restores() {
         match &ev.event {
             Some(v1::run_event::Event::Phase(p)) if p.phase == "observe" => {
                 let found = c
-                    .abort(v1::AbortRequest { run_id: run_id.clone(), reason: "test abort".into() })
+                    .abort(v1::AbortRequest {
+                        run_id: run_id.clone(),
+                        reason: "test abort".into(),
+                    })
                     .await
                     .unwrap()
                     .into_inner()
@@ -222,7 +255,14 @@ async fn abort_ends_the_run_aborted_and_restores() {
     assert_eq!(r.aborted_by.as_deref(), Some("test abort"));
     assert_eq!(r.faults[0].targets[0].state, "restored");
     // The run is over: aborting again finds nothing.
-    let again = c.abort(v1::AbortRequest { run_id, reason: String::new() }).await.unwrap().into_inner();
+    let again = c
+        .abort(v1::AbortRequest {
+            run_id,
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!again.found);
     h.stop().await;
     stop.cancel();

@@ -74,10 +74,7 @@ impl TryFrom<v1::KillSpec> for KillSpec {
     fn try_from(w: v1::KillSpec) -> Result<Self, Error> {
         let cmdline = match w.cmdline_regex.as_str() {
             "" => None,
-            re => Some(
-                Regex::new(re)
-                    .map_err(|e| Error::InvalidSpec(format!("cmdline regex {re:?}: {e}")))?,
-            ),
+            re => Some(Regex::new(re).map_err(|e| Error::InvalidSpec(format!("cmdline regex {re:?}: {e}")))?),
         };
         let name = Some(w.name).filter(|s| !s.is_empty());
         let pid = Some(w.pid).filter(|p| *p != 0);
@@ -88,8 +85,7 @@ impl TryFrom<v1::KillSpec> for KillSpec {
         }
         let signal = match w.signal {
             0 => Signal::SIGKILL,
-            n => Signal::try_from(n)
-                .map_err(|_| Error::InvalidSpec(format!("unknown signal number {n}")))?,
+            n => Signal::try_from(n).map_err(|_| Error::InvalidSpec(format!("unknown signal number {n}")))?,
         };
         Ok(KillSpec {
             name,
@@ -144,11 +140,7 @@ impl Protection {
     /// pid 1, this process and its parent, plus `names`.
     pub fn for_this_process(names: Vec<String>) -> Self {
         Self {
-            pids: vec![
-                1,
-                std::process::id(),
-                nix::unistd::getppid().as_raw() as u32,
-            ],
+            pids: vec![1, std::process::id(), nix::unistd::getppid().as_raw() as u32],
             names,
         }
     }
@@ -246,11 +238,7 @@ fn resolve_uid(spec: &KillSpec) -> Result<Option<u32>, Error> {
 }
 
 /// Selects and signals processes, then starts the restart watcher.
-pub fn apply(
-    spec: KillSpec,
-    table: Arc<dyn ProcessTable>,
-    protection: &Protection,
-) -> Result<AppliedKill, Error> {
+pub fn apply(spec: KillSpec, table: Arc<dyn ProcessTable>, protection: &Protection) -> Result<AppliedKill, Error> {
     let uid = resolve_uid(&spec)?;
     let procs = table.list()?;
     let sel = select(&procs, &spec, uid, protection);
@@ -284,7 +272,10 @@ pub fn apply(
     if killed.is_empty() {
         return Err(match failures.into_iter().next() {
             Some(f) => Error::Process(process::Error::List(f)),
-            None => Error::NoMatch(format!("{} (matching processes exited before the signal)", spec.describe())),
+            None => Error::NoMatch(format!(
+                "{} (matching processes exited before the signal)",
+                spec.describe()
+            )),
         });
     }
     let mut summary = format!(
@@ -417,7 +408,11 @@ mod tests {
 
     #[test]
     fn count_limits_the_oldest_first() {
-        let procs = vec![proc(30, 1, "w", "worker"), proc(10, 1, "w", "worker"), proc(20, 1, "w", "worker")];
+        let procs = vec![
+            proc(30, 1, "w", "worker"),
+            proc(10, 1, "w", "worker"),
+            proc(20, 1, "w", "worker"),
+        ];
         let sel = select(&procs, &spec(Some("w"), None, 2), None, &Protection::default());
         assert_eq!(sel.chosen.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![10, 20]);
         assert_eq!(sel.matching.len(), 3);
@@ -456,9 +451,13 @@ mod tests {
             procs: Mutex::new(vec![proc(1, 0, "init", "/sbin/init")]),
             signalled: Mutex::new(vec![]),
         });
-        let err = apply(spec(Some("init"), None, 0), table.clone(), &Protection::for_this_process(vec![]))
-            .err()
-            .unwrap();
+        let err = apply(
+            spec(Some("init"), None, 0),
+            table.clone(),
+            &Protection::for_this_process(vec![]),
+        )
+        .err()
+        .unwrap();
         assert!(err.is_refusal(), "{err}");
         assert!(err.to_string().contains("pid 1"), "{err}");
         assert!(table.signalled.lock().unwrap().is_empty());

@@ -47,7 +47,10 @@ pub async fn main(a: Args) -> i32 {
         println!("no agents connected to {}", a.coordinator);
         return 0;
     }
-    println!("{:<24} {:<20} {:<30} {:<12} {:>6} {:>10}", "AGENT", "HOST", "LABELS", "CAPS", "FAULTS", "HEARTBEAT");
+    println!(
+        "{:<24} {:<20} {:<30} {:<12} {:>6} {:>10}",
+        "AGENT", "HOST", "LABELS", "CAPS", "FAULTS", "HEARTBEAT"
+    );
     let now = now_unix_ms();
     for ag in agents {
         let mut labels: Vec<String> = ag.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -45,7 +45,9 @@ pub async fn main(a: Args) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
-            eprint_err(format!("cannot locate the faultline binary to start the demo service: {e}"));
+            eprint_err(format!(
+                "cannot locate the faultline binary to start the demo service: {e}"
+            ));
             return Outcome::Error.exit_code();
         }
     };

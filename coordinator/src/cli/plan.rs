@@ -22,7 +22,8 @@ pub struct Args {
 }
 
 pub async fn main(a: Args) -> i32 {
-    let (source, labels) = match Source::read(&a.file, &a.vars).and_then(|s| Ok((s, key_values("--label", &a.labels)?))) {
+    let (source, labels) = match Source::read(&a.file, &a.vars).and_then(|s| Ok((s, key_values("--label", &a.labels)?)))
+    {
         Ok(x) => x,
         Err(e) => {
             eprint_err(e);
@@ -63,7 +64,12 @@ pub async fn main(a: Args) -> i32 {
             eprint_err(e);
             Outcome::Error.exit_code()
         }
-        Ok(mut c) => match c.plan(v1::PlanRequest { source: Some(source.to_wire()) }).await {
+        Ok(mut c) => match c
+            .plan(v1::PlanRequest {
+                source: Some(source.to_wire()),
+            })
+            .await
+        {
             Err(s) => {
                 eprint_err(s.message());
                 common::status_exit(&s)

@@ -234,20 +234,30 @@ impl Progress {
             }
             Some(Event::Phase(p)) => format!("{t} ▶ {}", p.phase),
             Some(Event::Probe(p)) => {
-                let pct = if p.samples == 0 { 0.0 } else { f64::from(p.successes) * 100.0 / f64::from(p.samples) };
+                let pct = if p.samples == 0 {
+                    0.0
+                } else {
+                    f64::from(p.successes) * 100.0 / f64::from(p.samples)
+                };
                 let last = if p.last_error.is_empty() {
                     format!("last {:.1}ms", p.last_latency_us as f64 / 1000.0)
                 } else {
                     format!("last error: {}", p.last_error)
                 };
-                format!("{t}   {:<8} {}: {}/{} ok ({pct:.0}%), {last}", p.phase, p.probe, p.successes, p.samples)
+                format!(
+                    "{t}   {:<8} {}: {}/{} ok ({pct:.0}%), {last}",
+                    p.phase, p.probe, p.successes, p.samples
+                )
             }
             Some(Event::Fault(f)) => match &f.status {
                 Some(s) => format!(
                     "{t}   fault {} on {}: {} — {}",
                     s.fault_id,
                     f.agent_id,
-                    s.state().as_str_name().trim_start_matches("FAULT_STATE_").to_lowercase(),
+                    s.state()
+                        .as_str_name()
+                        .trim_start_matches("FAULT_STATE_")
+                        .to_lowercase(),
                     s.detail
                 ),
                 None => return,

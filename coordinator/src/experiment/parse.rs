@@ -99,9 +99,7 @@ fn substitute(file: &str, source: &str, vars: &HashMap<String, String>) -> Resul
             };
             let name = &after[..end];
             match vars.get(name) {
-                Some(v) if v.contains('\n') => {
-                    return Err(err(format!("value of variable {name} contains a newline")))
-                }
+                Some(v) if v.contains('\n') => return Err(err(format!("value of variable {name} contains a newline"))),
                 Some(v) => out.push_str(v),
                 None => {
                     let mut known: Vec<&str> = vars.keys().map(String::as_str).collect();
@@ -200,14 +198,26 @@ impl RawExperiment {
         let mut names = std::collections::HashSet::new();
         for p in &self.hypothesis.probes {
             if !names.insert(p.name.clone()) {
-                return Err(at("hypothesis", format!("hypothesis.probes: probe name {:?} is used twice; names must be unique", p.name)));
+                return Err(at(
+                    "hypothesis",
+                    format!(
+                        "hypothesis.probes: probe name {:?} is used twice; names must be unique",
+                        p.name
+                    ),
+                ));
             }
         }
         if self.faults.is_empty() {
             return Err(at("faults", "faults: at least one fault is needed".into()));
         }
         let baseline = self.baseline.map(|d| d.0).unwrap_or(DEFAULT_BASELINE);
-        let slowest = self.hypothesis.probes.iter().map(|p| p.interval).max().unwrap_or(DEFAULT_INTERVAL);
+        let slowest = self
+            .hypothesis
+            .probes
+            .iter()
+            .map(|p| p.interval)
+            .max()
+            .unwrap_or(DEFAULT_INTERVAL);
         if baseline < slowest {
             return Err(at(
                 "baseline",
@@ -223,11 +233,17 @@ impl RawExperiment {
         }
         if let Some(p) = self.blast_radius.max_percent {
             if !(p > 0.0 && p <= 100.0) {
-                return Err(at("blast_radius", format!("blast_radius.max_percent: {p} is not within (0, 100]")));
+                return Err(at(
+                    "blast_radius",
+                    format!("blast_radius.max_percent: {p} is not within (0, 100]"),
+                ));
             }
         }
         if self.blast_radius.max_targets == Some(0) {
-            return Err(at("blast_radius", "blast_radius.max_targets: 0 would refuse every run; use at least 1".into()));
+            return Err(at(
+                "blast_radius",
+                "blast_radius.max_targets: 0 would refuse every run; use at least 1".into(),
+            ));
         }
         let lease = self.lease.map(|d| d.0).unwrap_or(DEFAULT_LEASE);
         if lease < Duration::from_secs(1) {
@@ -339,7 +355,9 @@ impl TryFrom<RawProbe> for Probe {
                 )));
             }
             if let Some(bad) = h.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
-                return Err(ctx(format!("http.expect_status: {bad} is not an HTTP status (100-599)")));
+                return Err(ctx(format!(
+                    "http.expect_status: {bad} is not an HTTP status (100-599)"
+                )));
             }
             ProbeKind::Http(HttpProbe {
                 method,
@@ -347,7 +365,11 @@ impl TryFrom<RawProbe> for Probe {
                 headers: h.headers,
                 body: h.body,
                 expect_status: h.expect_status,
-                body_match: h.body_match.map(|re| compile("http.body_match", &re)).transpose().map_err(&ctx)?,
+                body_match: h
+                    .body_match
+                    .map(|re| compile("http.body_match", &re))
+                    .transpose()
+                    .map_err(&ctx)?,
             })
         } else if let Some(t) = r.tcp {
             if !t.address.contains(':') {
@@ -361,7 +383,11 @@ impl TryFrom<RawProbe> for Probe {
             ProbeKind::Command(CommandProbe {
                 run: c.run,
                 exit_code: c.exit_code,
-                stdout_match: c.stdout_match.map(|re| compile("command.stdout_match", &re)).transpose().map_err(&ctx)?,
+                stdout_match: c
+                    .stdout_match
+                    .map(|re| compile("command.stdout_match", &re))
+                    .transpose()
+                    .map_err(&ctx)?,
             })
         } else {
             unreachable!("exactly one kind was checked above")
@@ -370,7 +396,10 @@ impl TryFrom<RawProbe> for Probe {
         if interval < Duration::from_millis(10) {
             return Err(ctx("interval: must be at least 10ms".into()));
         }
-        let timeout = r.timeout.map(|d| d.0).unwrap_or(DEFAULT_TIMEOUT.min(interval.max(Duration::from_millis(100))));
+        let timeout = r
+            .timeout
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_TIMEOUT.min(interval.max(Duration::from_millis(100))));
         if timeout.is_zero() {
             return Err(ctx("timeout: must be more than 0s".into()));
         }
@@ -434,7 +463,9 @@ impl TryFrom<RawTolerance> for Tolerance {
                     }
                 };
                 if !(0.0..=1.0).contains(&min) {
-                    return Err(format!("tolerance success_rate {min}: must be within 0..1 (or 0%..100%)"));
+                    return Err(format!(
+                        "tolerance success_rate {min}: must be within 0..1 (or 0%..100%)"
+                    ));
                 }
                 Ok(Tolerance::SuccessRate { min })
             }
@@ -445,7 +476,9 @@ impl TryFrom<RawTolerance> for Tolerance {
                     "p99" => Percentile::P99,
                     "max" => Percentile::Max,
                     other => {
-                        return Err(format!("tolerance latency.percentile {other:?}: use one of p50, p90, p99, max"))
+                        return Err(format!(
+                            "tolerance latency.percentile {other:?}: use one of p50, p90, p99, max"
+                        ))
                     }
                 };
                 match (l.max, l.factor, l.plus) {
@@ -534,7 +567,11 @@ const SIGNALS: &[(&str, i32)] = &[
 
 fn parse_signal(s: &str) -> Result<(i32, String), String> {
     let up = s.trim().to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up.clone() } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up.clone()
+    } else {
+        format!("SIG{up}")
+    };
     if let Some((n, num)) = SIGNALS.iter().find(|(n, _)| *n == name) {
         return Ok((*num, n.to_string()));
     }
@@ -575,11 +612,14 @@ impl TryFrom<RawFault> for Fault {
             }
         };
         let Some(k) = r.kill else {
-            return Err(ctx("set the fault kind: kill (the only kind this version supports)".into()));
+            return Err(ctx(
+                "set the fault kind: kill (the only kind this version supports)".into()
+            ));
         };
         if k.name.is_none() && k.cmdline.is_none() && k.pid.is_none() {
             return Err(ctx(
-                "kill: set at least one of name, cmdline or pid (a user alone would match every process of that user)".into(),
+                "kill: set at least one of name, cmdline or pid (a user alone would match every process of that user)"
+                    .into(),
             ));
         }
         if let Some(re) = &k.cmdline {
@@ -662,7 +702,10 @@ faults:
         assert_eq!((err.line, err.column), (7, 7), "{err}");
         let msg = err.to_string();
         assert!(msg.starts_with("e.yaml:7:7: "), "{msg}");
-        assert!(msg.contains("unknown field `intervall`") && msg.contains("`interval`"), "{msg}");
+        assert!(
+            msg.contains("unknown field `intervall`") && msg.contains("`interval`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -688,13 +731,21 @@ faults:
     #[test]
     fn semantic_errors_name_the_field_and_the_fix() {
         let cases = [
-            ("        - success_rate: \"90%\"", "        - success_rate: 1.5", "within 0..1"),
+            (
+                "        - success_rate: \"90%\"",
+                "        - success_rate: 1.5",
+                "within 0..1",
+            ),
             ("percentile: p99, max", "percentile: p95, max", "p50, p90, p99, max"),
             ("signal: TERM", "signal: BOOM", "kill.signal"),
             ("duration: 5s", "duration: 5 parsecs", "invalid duration"),
             ("mode: count, count: 1", "mode: some", "targets.mode"),
             ("url: http://", "url: https://", "https is not supported"),
-            ("baseline: 2s", "baseline: 10ms", "shorter than the slowest probe interval"),
+            (
+                "baseline: 2s",
+                "baseline: 10ms",
+                "shorter than the slowest probe interval",
+            ),
         ];
         for (from, to, want) in cases {
             let src = GOOD.replace(from, to);

@@ -95,7 +95,12 @@ pub fn render(r: &Report) -> String {
     for p in &r.probes {
         for t in &p.tolerances {
             let cell = |c: &Option<crate::verdict::Check>| match c {
-                Some(c) => format!("{} ({} {})", c.measured, if c.passed { "within" } else { "outside" }, c.allowed),
+                Some(c) => format!(
+                    "{} ({} {})",
+                    c.measured,
+                    if c.passed { "within" } else { "outside" },
+                    c.allowed
+                ),
                 None => "–".into(),
             };
             let verdict = match (&t.steady, &t.during) {
@@ -104,7 +109,15 @@ pub fn render(r: &Report) -> String {
                 (_, Some(_)) => "held",
                 _ => "not evaluated",
             };
-            let _ = writeln!(o, "| {} | {} | {} | {} | {} |", p.name, t.tolerance, cell(&t.steady), cell(&t.during), verdict);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                p.name,
+                t.tolerance,
+                cell(&t.steady),
+                cell(&t.during),
+                verdict
+            );
         }
     }
     let _ = writeln!(o);
@@ -118,7 +131,10 @@ pub fn render(r: &Report) -> String {
         if f.targets.is_empty() {
             continue;
         }
-        let _ = writeln!(o, "| agent | state | backend | injected | restored | restored by | detail |");
+        let _ = writeln!(
+            o,
+            "| agent | state | backend | injected | restored | restored by | detail |"
+        );
         let _ = writeln!(o, "|---|---|---|---:|---:|---|---|");
         for t in &f.targets {
             let at = |v: Option<u64>| v.map(secs).unwrap_or_else(|| "–".into());
@@ -139,9 +155,18 @@ pub fn render(r: &Report) -> String {
                 let _ = writeln!(o, "- {}: killed pid {} ({}) `{}`", t.agent_id, k.pid, k.name, k.cmdline);
             }
             if let (Some(ms), Some(pid)) = (t.reappeared_after_ms, t.reappeared_pid) {
-                let _ = writeln!(o, "- {}: a matching process reappeared after {} (pid {pid})", t.agent_id, secs(ms));
+                let _ = writeln!(
+                    o,
+                    "- {}: a matching process reappeared after {} (pid {pid})",
+                    t.agent_id,
+                    secs(ms)
+                );
             } else if !t.killed.is_empty() {
-                let _ = writeln!(o, "- {}: no matching process reappeared while the fault was active", t.agent_id);
+                let _ = writeln!(
+                    o,
+                    "- {}: no matching process reappeared while the fault was active",
+                    t.agent_id
+                );
             }
         }
         let _ = writeln!(o);

@@ -1,0 +1,116 @@
+//! The `faultline` binary as users run it: exit codes, messages, the demo.
+
+use std::process::{Command, Output};
+
+const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+const EXPERIMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
+
+fn faultline(args: &[&str]) -> Output {
+    Command::new(FAULTLINE)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run faultline")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_shipped_kill_experiment() {
+    let out = faultline(&["validate", &format!("{EXPERIMENTS}/kill.yaml"), "--var", "port=8080"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("valid"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn unknown_field_exits_2_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.yaml");
+    let src = std::fs::read_to_string(format!("{EXPERIMENTS}/kill.yaml"))
+        .unwrap()
+        .replace("      interval: 100ms", "      intervl: 100ms");
+    std::fs::write(&path, src).unwrap();
+    let p = path.to_str().unwrap();
+    for cmd in ["validate", "run"] {
+        let out = faultline(&[cmd, p, "--var", "port=1"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("{p}:")) && err.contains("unknown field `intervl`"),
+            "{err}"
+        );
+        assert!(err.contains("expected one of"), "{err}");
+    }
+}
+
+#[test]
+fn missing_variable_exits_2_and_says_which_flag_to_pass() {
+    let out = faultline(&["validate", &format!("{EXPERIMENTS}/kill.yaml")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--var port=VALUE"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn local_run_with_no_matching_agent_exits_5_and_lists_labels() {
+    // The local agent has no service=demo label, so nothing matches; the
+    // run stops at plan and never touches a process.
+    let out = faultline(&[
+        "run",
+        &format!("{EXPERIMENTS}/kill.yaml"),
+        "--var",
+        "port=1",
+        "--label",
+        "zone=x",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("{service=demo}") && err.contains("zone=x"), "{err}");
+    assert!(text(&out.stdout).contains("ERROR"), "the report is still printed");
+}
+
+#[test]
+fn unreachable_coordinator_exits_5() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = faultline(&["agents", "--coordinator", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        text(&out.stderr).contains("cannot reach the coordinator"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_tls() {
+    let out = faultline(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--insecure"), "{}", text(&out.stderr));
+}
+
+/// The README's first command: a supervised service is killed, errors show
+/// up while it is down, and it recovers.
+#[test]
+fn demo_kills_the_supervised_service_and_reports_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = faultline(&["demo", "--format", "json", "--report-dir", dir.path().to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(r["outcome"], "passed");
+    let probe = &r["probes"][0];
+    assert!(probe["errors"]["connection refused"].as_u64().unwrap() > 0, "{probe}");
+    assert_eq!(probe["degraded"], true);
+    assert!(probe["time_to_recovery_ms"].as_u64().unwrap() > 0);
+    let target = &r["faults"][0]["targets"][0];
+    assert_eq!(target["killed"].as_array().unwrap().len(), 1);
+    assert!(target["reappeared_after_ms"].as_u64().unwrap() >= 900, "{target}");
+    assert!(err.contains("▶ observe") && err.contains("restarting in"), "{err}");
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 2, "json and md written");
+}
