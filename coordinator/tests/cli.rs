@@ -114,3 +114,111 @@ fn demo_kills_the_supervised_service_and_reports_recovery() {
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(files.len(), 2, "json and md written");
 }
+
+#[test]
+fn plan_shows_targets_and_limits_without_injecting() {
+    let out = faultline(&[
+        "plan",
+        &format!("{EXPERIMENTS}/kill.yaml"),
+        "--var",
+        "port=1",
+        "--label",
+        "service=demo",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("1 of 1 matching agent(s)"), "{s}");
+    assert!(
+        s.contains("blast_radius.max_targets 1") && s.contains("headroom 0"),
+        "{s}"
+    );
+}
+
+/// Ctrl-C during observe: the run is aborted, its fault restored, the report
+/// printed, and the exit code is 3.
+#[test]
+fn ctrl_c_aborts_restores_and_still_reports() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    // A process of our own, with a command line unique to this test run.
+    let marker = format!("0.{:06}", std::process::id() % 1_000_000);
+    let mut victim = Command::new("sleep").args(["300", &marker]).spawn().unwrap();
+    let file = dir.path().join("long.yaml");
+    std::fs::write(
+        &file,
+        r#"name: long
+hypothesis:
+  probes:
+    - name: self
+      interval: 100ms
+      command: { run: "true" }
+      tolerances: [ { success_rate: 1.0 } ]
+baseline: 300ms
+duration: 60s
+faults:
+  - kill: { cmdline: '^sleep 300 MARKER$' }
+"#
+        .replace("MARKER", &marker.replace('.', "\\.")),
+    )
+    .unwrap();
+    let mut child = Command::new(FAULTLINE)
+        .args(["run", file.to_str().unwrap(), "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) => {
+                let observing = l.contains("▶ observe");
+                seen.push(l);
+                if observing {
+                    break;
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("▶ observe")), "{seen:#?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "aborting took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report printed after Ctrl-C");
+    assert_eq!(r["outcome"], "aborted");
+    assert!(
+        r["aborted_by"].as_str().unwrap().contains("Ctrl-C"),
+        "{}",
+        r["aborted_by"]
+    );
+    assert_eq!(r["faults"][0]["targets"][0]["state"], "restored");
+    let killed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        matches!(victim.try_wait(), Ok(Some(_)))
+    });
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(killed, "the run killed our sleeper before it was aborted");
+}

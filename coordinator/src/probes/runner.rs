@@ -84,3 +84,58 @@ pub fn start(
         .collect();
     (samples, tasks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::{CommandProbe, TcpProbe};
+
+    fn probe(kind: ProbeKind) -> Probe {
+        Probe {
+            name: "p".into(),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            kind,
+            tolerances: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn command_probe_checks_exit_code_and_stdout() {
+        let c = reqwest::Client::new();
+        let ok = probe(ProbeKind::Command(CommandProbe {
+            run: "echo ready".into(),
+            exit_code: 0,
+            stdout_match: Some(regex::Regex::new("^ready").unwrap()),
+        }));
+        assert_eq!(check_once(&c, &ok).await, Ok(()));
+        let bad = probe(ProbeKind::Command(CommandProbe {
+            run: "exit 3".into(),
+            exit_code: 0,
+            stdout_match: None,
+        }));
+        assert_eq!(check_once(&c, &bad).await, Err("exit code 3, expected 0".into()));
+        let slow = probe(ProbeKind::Command(CommandProbe {
+            run: "sleep 5".into(),
+            exit_code: 0,
+            stdout_match: None,
+        }));
+        assert_eq!(check_once(&c, &slow).await, Err("timeout".into()));
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_tells_open_from_refused() {
+        let c = reqwest::Client::new();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = probe(ProbeKind::Tcp(TcpProbe {
+            address: l.local_addr().unwrap().to_string(),
+        }));
+        assert_eq!(check_once(&c, &open).await, Ok(()));
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let closed = probe(ProbeKind::Tcp(TcpProbe {
+            address: format!("127.0.0.1:{port}"),
+        }));
+        assert_eq!(check_once(&c, &closed).await, Err("connection refused".into()));
+    }
+}
