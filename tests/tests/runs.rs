@@ -291,3 +291,25 @@ async fn agent_reconnects_after_the_coordinator_restarts() {
     }
     h2.stop_coordinator().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_while_the_run_observes() {
+    // Observe lasts 2.5 leases: without renewals the agent would restore the
+    // fault on its own ("expired"); with them the coordinator restores it.
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let yaml = format!(
+        "{}lease: 1s\n",
+        experiment(port, &victim.cmdline_regex, "{}", "90%", "2500ms")
+    );
+    let r = h.run(&yaml, &[]).await.unwrap();
+    assert_eq!(r.report.outcome, Outcome::Passed, "{}", r.report.reason);
+    let t = &r.report.faults[0].targets[0];
+    assert_eq!(t.state, "restored");
+    assert_eq!(t.restored_by.as_deref(), Some("coordinator"));
+    h.stop().await;
+    stop.cancel();
+}

@@ -17,12 +17,9 @@ pub struct Args {
 }
 
 pub async fn main(a: Args) -> i32 {
-    let mut c = match common::control(&a.coordinator).await {
+    let mut c = match common::control_or_exit(&a.coordinator).await {
         Ok(c) => c,
-        Err(e) => {
-            eprint_err(e);
-            return 5;
-        }
+        Err(code) => return code,
     };
     match c
         .abort(v1::AbortRequest {

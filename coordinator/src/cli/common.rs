@@ -82,3 +82,108 @@ pub fn status_exit(s: &tonic::Status) -> i32 {
         _ => Outcome::Error.exit_code(),
     }
 }
+
+/// Flags shared by subcommands that take an experiment and a coordinator.
+#[derive(clap::Args, Debug)]
+pub struct ExperimentArgs {
+    /// Experiment file (YAML).
+    pub file: String,
+    /// Coordinator URL; without it, use local mode (in-process coordinator and agent).
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Value for a ${var} placeholder, as KEY=VALUE; repeatable.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Local mode only: label of the in-process agent, as KEY=VALUE; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+impl ExperimentArgs {
+    /// Reads and validates the file and the labels; on error prints it and
+    /// returns the exit code (2).
+    pub fn load(&self) -> Result<(Source, BTreeMap<String, String>), i32> {
+        let fail = |e: String| {
+            eprint_err(e);
+            Outcome::Invalid.exit_code()
+        };
+        let source = Source::read(&self.file, &self.vars).map_err(fail)?;
+        let labels = key_values("--label", &self.labels).map_err(fail)?;
+        if self.coordinator.is_some() && !labels.is_empty() {
+            return Err(fail(
+                "--label applies to the local agent and cannot be combined with --coordinator (label remote agents with faultline-agent --label)".into(),
+            ));
+        }
+        source.parse().map_err(|e| fail(e.to_string()))?;
+        Ok((source, labels))
+    }
+}
+
+/// Where to send Control calls: a given coordinator, or a local one started
+/// here (stopped by [`Target::stop`]).
+pub struct Target {
+    pub url: String,
+    #[cfg(feature = "local")]
+    local: Option<crate::local::Local>,
+}
+
+impl Target {
+    /// Uses `coordinator`, or starts local mode with `labels`. On error
+    /// prints it and returns the exit code (5).
+    pub async fn open(
+        coordinator: Option<String>,
+        labels: BTreeMap<String, String>,
+        quiet: bool,
+    ) -> Result<Target, i32> {
+        if let Some(url) = coordinator {
+            return Ok(Target {
+                url,
+                #[cfg(feature = "local")]
+                local: None,
+            });
+        }
+        #[cfg(feature = "local")]
+        {
+            match crate::local::Local::start(labels).await {
+                Ok(l) => {
+                    if !quiet {
+                        eprintln!(
+                            "faultline: local mode: coordinator on {}, agent for this host connected",
+                            l.url
+                        );
+                    }
+                    Ok(Target {
+                        url: l.url.clone(),
+                        local: Some(l),
+                    })
+                }
+                Err(e) => {
+                    eprint_err(e);
+                    Err(Outcome::Error.exit_code())
+                }
+            }
+        }
+        #[cfg(not(feature = "local"))]
+        {
+            let _ = (labels, quiet);
+            eprint_err("this build has no local mode: pass --coordinator URL");
+            Err(Outcome::Error.exit_code())
+        }
+    }
+
+    /// Stops local mode, if it was started.
+    pub async fn stop(self) {
+        #[cfg(feature = "local")]
+        if let Some(l) = self.local {
+            l.stop().await;
+        }
+    }
+}
+
+/// Dials the Control service; on error prints it and returns exit code 5.
+pub async fn control_or_exit(url: &str) -> Result<ControlClient<Channel>, i32> {
+    control(url).await.map_err(|e| {
+        eprint_err(e);
+        Outcome::Error.exit_code()
+    })
+}

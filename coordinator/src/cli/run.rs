@@ -8,23 +8,14 @@ use std::io::Write;
 
 use faultline_proto::v1;
 
-use super::common::{self, eprint_err, key_values, Source};
+use super::common::{self, eprint_err, ExperimentArgs, Source, Target};
 use crate::outcome::Outcome;
 use crate::report::{self, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Experiment file (YAML).
-    pub file: String,
-    /// Coordinator URL; without it, run in local mode (in-process coordinator and agent).
-    #[arg(long)]
-    pub coordinator: Option<String>,
-    /// Value for a ${var} placeholder, as KEY=VALUE; repeatable.
-    #[arg(long = "var", value_name = "KEY=VALUE")]
-    pub vars: Vec<String>,
-    /// Local mode only: label of the in-process agent, as KEY=VALUE; repeatable.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
     /// Also write the report as RUN_ID.json and RUN_ID.md into this directory.
     #[arg(long)]
     pub report_dir: Option<String>,
@@ -47,27 +38,13 @@ pub struct RunOpts {
 }
 
 pub async fn main(a: Args) -> i32 {
-    let source = match Source::read(&a.file, &a.vars) {
-        Ok(s) => s,
-        Err(e) => {
-            eprint_err(e);
-            return Outcome::Invalid.exit_code();
-        }
+    let (source, labels) = match a.experiment.load() {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-    let labels = match key_values("--label", &a.labels) {
-        Ok(l) => l,
-        Err(e) => {
-            eprint_err(e);
-            return Outcome::Invalid.exit_code();
-        }
-    };
-    if a.coordinator.is_some() && !labels.is_empty() {
-        eprint_err("--label applies to the local agent and cannot be combined with --coordinator (label the remote agents with faultline-agent --label)");
-        return Outcome::Invalid.exit_code();
-    }
     execute(RunOpts {
         source,
-        coordinator: a.coordinator,
+        coordinator: a.experiment.coordinator,
         labels,
         report_dir: a.report_dir,
         format: a.format,
@@ -83,50 +60,19 @@ pub async fn execute(o: RunOpts) -> i32 {
         eprint_err(e);
         return Outcome::Invalid.exit_code();
     }
-    #[cfg(feature = "local")]
-    let mut local = None;
-    let url = match &o.coordinator {
-        Some(u) => u.clone(),
-        None => {
-            #[cfg(feature = "local")]
-            {
-                match crate::local::Local::start(o.labels.clone()).await {
-                    Ok(l) => {
-                        let url = l.url.clone();
-                        if !o.quiet {
-                            eprintln!("faultline: local mode: coordinator on {url}, agent for this host connected");
-                        }
-                        local = Some(l);
-                        url
-                    }
-                    Err(e) => {
-                        eprint_err(e);
-                        return Outcome::Error.exit_code();
-                    }
-                }
-            }
-            #[cfg(not(feature = "local"))]
-            {
-                eprint_err("this build has no local mode: pass --coordinator URL");
-                return Outcome::Error.exit_code();
-            }
-        }
+    let target = match Target::open(o.coordinator.clone(), o.labels.clone(), o.quiet).await {
+        Ok(t) => t,
+        Err(code) => return code,
     };
-    let code = submit_and_follow(&url, &o).await;
-    #[cfg(feature = "local")]
-    if let Some(l) = local {
-        l.stop().await;
-    }
+    let code = submit_and_follow(&target.url, &o).await;
+    target.stop().await;
     code
 }
 
 async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
-    let mut client = match common::control(url).await {
+    let mut client = match common::control_or_exit(url).await {
         Ok(c) => c,
-        Err(e) => {
-            eprint_err(e);
-            return Outcome::Error.exit_code();
-        }
+        Err(code) => return code,
     };
     let mut stream = match client
         .submit_run(v1::SubmitRunRequest {
