@@ -483,14 +483,21 @@ async fn wait_with_progress(
         .map(|o| (o.3.lease / 3).max(Duration::from_millis(200)))
         .unwrap_or(Duration::from_secs(3600));
     let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
+    let mut last_progress = Instant::now();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return false,
             _ = tokio::time::sleep_until(end) => {
-                emit_progress(ctx, exp, samples, phase).await;
+                // A final tally, unless a periodic one just went out.
+                if last_progress.elapsed() > Duration::from_millis(300) {
+                    emit_progress(ctx, exp, samples, phase).await;
+                }
                 return true;
             }
-            _ = progress.tick() => emit_progress(ctx, exp, samples, phase).await,
+            _ = progress.tick() => {
+                emit_progress(ctx, exp, samples, phase).await;
+                last_progress = Instant::now();
+            }
             _ = renew.tick() => {
                 if let Some((registry, targets, _, r)) = observe.as_mut() {
                     let mut by_agent: BTreeMap<&str, Vec<String>> = BTreeMap::new();

@@ -86,7 +86,11 @@ async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
             return common::status_exit(&s);
         }
     };
-    let mut progress = Progress { quiet: o.quiet };
+    let mut progress = Progress {
+        quiet: o.quiet,
+        phase_start_ms: 0,
+        phase_planned_ms: 0,
+    };
     let mut run_id = String::new();
     let mut interrupts = 0;
     loop {
@@ -159,14 +163,22 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
 /// Live progress lines on stderr.
 struct Progress {
     quiet: bool,
+    /// When the current phase started and how long it is planned to last
+    /// (ms), to show elapsed/planned on probe lines.
+    phase_start_ms: u64,
+    phase_planned_ms: u64,
 }
 
 impl Progress {
     fn show(&mut self, ev: &v1::RunEvent) {
+        use v1::run_event::Event;
+        if let Some(Event::Phase(p)) = &ev.event {
+            self.phase_start_ms = ev.elapsed_ms;
+            self.phase_planned_ms = p.planned_ms;
+        }
         if self.quiet {
             return;
         }
-        use v1::run_event::Event;
         let t = format!("[{:>6.1}s]", ev.elapsed_ms as f64 / 1000.0);
         let line = match &ev.event {
             Some(Event::Started(s)) => format!(
@@ -190,8 +202,21 @@ impl Progress {
                 } else {
                     format!("last error: {}", p.last_error)
                 };
+                let window = if self.phase_planned_ms > 0 {
+                    let into = ev
+                        .elapsed_ms
+                        .saturating_sub(self.phase_start_ms)
+                        .min(self.phase_planned_ms);
+                    format!(
+                        " {:.1}s/{:.1}s",
+                        into as f64 / 1000.0,
+                        self.phase_planned_ms as f64 / 1000.0
+                    )
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{t}   {:<8} {}: {}/{} ok ({pct:.0}%), {last}",
+                    "{t}   {}{window} {}: {}/{} ok ({pct:.0}%), {last}",
                     p.phase, p.probe, p.successes, p.samples
                 )
             }
