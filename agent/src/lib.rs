@@ -8,7 +8,7 @@
 //! - [`backoff`]: capped exponential backoff with jitter for reconnects.
 //! - [`link`]: the agent side of the stream: Hello, heartbeats, commands, statuses.
 //! - [`table`]: the task that owns every applied fault, its lease and its restore.
-//! - [`faults`]: one module per fault kind (`kill`).
+//! - [`faults`]: one module per fault kind (`kill`, `disk_fill`).
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
 //! - [`node`]: facts about this node (hostname, addresses).
 
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::backoff::Backoff;
-use crate::faults::Protection;
+use crate::faults::{FillPolicy, Protection};
 use crate::link::Identity;
 use crate::process::{ProcessTable, SystemProcessTable};
 use crate::table::{FaultTable, TableConfig};
@@ -38,7 +38,7 @@ use crate::table::{FaultTable, TableConfig};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Fault kinds this build can run.
-pub const CAPABILITIES: &[&str] = &["kill"];
+pub const CAPABILITIES: &[&str] = &["kill", "disk_fill"];
 
 /// Everything the agent needs to run.
 #[derive(Clone)]
@@ -62,6 +62,9 @@ pub struct AgentConfig {
     pub protected_names: Vec<String>,
     /// The process boundary. By default, the real process table.
     pub processes: Arc<dyn ProcessTable>,
+    /// Where disk fills may go (none by default) and how full they may
+    /// leave a filesystem (95 % by default).
+    pub fill: FillPolicy,
 }
 
 impl AgentConfig {
@@ -77,6 +80,7 @@ impl AgentConfig {
             backoff_max: Duration::from_secs(10),
             protected_names: vec!["sshd".into()],
             processes: Arc::new(SystemProcessTable::new()),
+            fill: FillPolicy::default(),
         }
     }
 }
@@ -91,6 +95,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
             max_lease: config.max_lease,
             protection: Protection::for_this_process(config.protected_names.clone()),
             processes: config.processes.clone(),
+            fill: config.fill.clone(),
         },
         status_tx,
     );

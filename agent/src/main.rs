@@ -25,6 +25,13 @@ struct Args {
     /// Process name a kill must never signal (in addition to pid 1, the agent, its parent and sshd).
     #[arg(long = "protect", value_name = "NAME")]
     protect: Vec<String>,
+    /// Directory disk fills may target (and everything below it); repeatable.
+    /// Without it every disk_fill is refused.
+    #[arg(long = "allow-fill", value_name = "DIR")]
+    allow_fill: Vec<std::path::PathBuf>,
+    /// Highest used percentage a disk fill may leave behind.
+    #[arg(long, default_value_t = 95.0)]
+    max_fill_used_percent: f64,
     /// Longest lease accepted from the coordinator.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     max_lease: Duration,
@@ -58,6 +65,8 @@ async fn main() -> anyhow::Result<()> {
     config.labels = parse_labels(&args.labels)?;
     config.protected_names.extend(args.protect);
     config.max_lease = args.max_lease;
+    config.fill.allowed = args.allow_fill;
+    config.fill.max_used_percent = args.max_fill_used_percent;
 
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

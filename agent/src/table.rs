@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::faults::{kill, AppliedKill, KillSpec, Protection};
+use crate::faults::{disk_fill, kill, AppliedFill, AppliedKill, DiskFillSpec, FillPolicy, KillSpec, Protection};
 use crate::process::ProcessTable;
 
 /// What the table is asked to do.
@@ -56,10 +56,13 @@ pub struct TableConfig {
     pub protection: Protection,
     /// The process boundary (real or fake).
     pub processes: Arc<dyn ProcessTable>,
+    /// Where disk fills may go and how full they may leave a filesystem.
+    pub fill: FillPolicy,
 }
 
 enum Applied {
     Kill(AppliedKill),
+    DiskFill(AppliedFill),
 }
 
 struct Active {
@@ -263,9 +266,40 @@ fn inject(
     let refused = |why: String| status(fault_id, run_id, v1::FaultState::Refused, why, "", None);
     match spec.kind {
         None => (
-            refused("fault spec has no kind; this agent supports: kill".into()),
+            refused("fault spec has no kind; this agent supports: kill, disk_fill".into()),
             None,
         ),
+        Some(v1::fault_spec::Kind::DiskFill(d)) => {
+            let result = DiskFillSpec::try_from(d).and_then(|spec| disk_fill::apply(fault_id, &spec, &config.fill));
+            match result {
+                Ok(applied) => {
+                    let o = &applied.observation;
+                    let detail = format!(
+                        "allocated {} bytes in {} with {} ({:.1}% -> {:.1}% used)",
+                        o.bytes, o.file, o.method, o.used_percent_before, o.used_percent_after
+                    );
+                    info!(%fault_id, %run_id, %detail, "disk_fill injected");
+                    let st = status(
+                        fault_id,
+                        run_id,
+                        v1::FaultState::Injected,
+                        detail,
+                        &o.method,
+                        Some(v1::observation::Kind::DiskFill(o.clone())),
+                    );
+                    (st, Some(Applied::DiskFill(applied)))
+                }
+                Err(e) => {
+                    let state = if e.is_refusal() {
+                        v1::FaultState::Refused
+                    } else {
+                        v1::FaultState::Failed
+                    };
+                    warn!(%fault_id, %run_id, err = %e, "disk_fill not injected");
+                    (status(fault_id, run_id, state, e.to_string(), "fallocate", None), None)
+                }
+            }
+        }
         Some(v1::fault_spec::Kind::Kill(k)) => {
             let spec = match KillSpec::try_from(k) {
                 Ok(s) => s,
@@ -300,6 +334,28 @@ fn inject(
 
 async fn restore(fault_id: &str, a: Active, state: v1::FaultState, why: String) -> v1::FaultStatus {
     match a.applied {
+        Applied::DiskFill(f) => match f.restore() {
+            Ok(o) => {
+                let detail = format!("{why}; removed {}", o.file);
+                let method = o.method.clone();
+                status(
+                    fault_id,
+                    &a.run_id,
+                    state,
+                    detail,
+                    &method,
+                    Some(v1::observation::Kind::DiskFill(o)),
+                )
+            }
+            Err(e) => status(
+                fault_id,
+                &a.run_id,
+                v1::FaultState::Failed,
+                format!("{why}; {e}"),
+                "fallocate",
+                None,
+            ),
+        },
         Applied::Kill(k) => {
             let obs = k.restore().await;
             let detail = match (obs.reappeared_after_ms, obs.reappeared_pid) {
@@ -354,6 +410,7 @@ mod tests {
                 max_lease: Duration::from_secs(10),
                 protection: Protection::default(),
                 processes: Arc::new(OneProc(Mutex::new(procs))),
+                fill: FillPolicy::default(),
             },
             tx,
         );

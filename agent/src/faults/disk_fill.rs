@@ -1,0 +1,330 @@
+//! `disk_fill` fault: allocate one file, `.faultline-fill-<fault_id>`, in a
+//! directory, so the filesystem runs short of space; restore unlinks it.
+//!
+//! `fallocate` reserves the blocks without writing them, so even gigabytes
+//! are filled in milliseconds; filesystems without it (some network and
+//! FUSE filesystems) get zeros written in 1 MiB chunks instead. The file name
+//! carries the fault id so the agent only ever removes files it created.
+//!
+//! Safety: the directory must be under one of the agent's allowed paths
+//! (none by default: every fill is refused until the operator allows a
+//! path), and the fill is refused if it would leave the filesystem more than
+//! the agent's maximum used percentage full.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use faultline_proto::v1;
+
+/// Bytes written per chunk by the write fallback.
+const CHUNK: usize = 1 << 20;
+
+/// Errors of the disk_fill fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid disk_fill spec: {0}")]
+    InvalidSpec(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("cannot fill {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Error {
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::Refused(_))
+    }
+}
+
+/// How much to fill.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Bytes(u64),
+    UsedPercent(f64),
+    LeaveFree(u64),
+}
+
+/// A validated fill request.
+#[derive(Debug, Clone)]
+pub struct DiskFillSpec {
+    pub path: PathBuf,
+    pub amount: Amount,
+}
+
+impl TryFrom<v1::DiskFillSpec> for DiskFillSpec {
+    type Error = Error;
+
+    fn try_from(w: v1::DiskFillSpec) -> Result<Self, Error> {
+        if w.path.is_empty() {
+            return Err(Error::InvalidSpec("path is empty".into()));
+        }
+        let set = [w.size_bytes > 0, w.target_used_percent > 0.0, w.leave_free_bytes > 0];
+        let amount = match set {
+            [true, false, false] => Amount::Bytes(w.size_bytes),
+            [false, true, false] if w.target_used_percent <= 100.0 => Amount::UsedPercent(w.target_used_percent),
+            [false, true, false] => {
+                return Err(Error::InvalidSpec(format!(
+                    "target_used_percent {} is over 100",
+                    w.target_used_percent
+                )))
+            }
+            [false, false, true] => Amount::LeaveFree(w.leave_free_bytes),
+            _ => {
+                return Err(Error::InvalidSpec(
+                    "set exactly one of size_bytes, target_used_percent, leave_free_bytes".into(),
+                ))
+            }
+        };
+        Ok(DiskFillSpec {
+            path: PathBuf::from(w.path),
+            amount,
+        })
+    }
+}
+
+/// Where fills may go and how full they may make a filesystem.
+#[derive(Debug, Clone)]
+pub struct FillPolicy {
+    /// Directories (and everything below them) fills may target. By
+    /// default, none: fills are refused until the operator allows a path.
+    pub allowed: Vec<PathBuf>,
+    /// Highest used percentage a fill may leave behind. By default, 95 %.
+    pub max_used_percent: f64,
+}
+
+impl Default for FillPolicy {
+    fn default() -> Self {
+        Self {
+            allowed: Vec::new(),
+            max_used_percent: 95.0,
+        }
+    }
+}
+
+/// Size of a filesystem, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Space {
+    pub total: u64,
+    /// Available to unprivileged users (what applications see).
+    pub available: u64,
+    pub used: u64,
+}
+
+impl Space {
+    /// Reads the filesystem holding `path`.
+    pub fn of(path: &Path) -> Result<Space, Error> {
+        let st = nix::sys::statvfs::statvfs(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        let frag = st.fragment_size() as u64;
+        let total = st.blocks() as u64 * frag;
+        let free = st.blocks_free() as u64 * frag;
+        Ok(Space {
+            total,
+            available: st.blocks_available() as u64 * frag,
+            used: total.saturating_sub(free),
+        })
+    }
+
+    pub fn used_percent(&self, extra: u64) -> f64 {
+        if self.total == 0 {
+            return 100.0;
+        }
+        (self.used + extra) as f64 * 100.0 / self.total as f64
+    }
+}
+
+/// Bytes to allocate for `amount` on a filesystem of `space`.
+pub fn bytes_for(amount: Amount, space: Space) -> Result<u64, Error> {
+    let n = match amount {
+        Amount::Bytes(n) => n,
+        Amount::UsedPercent(p) => {
+            let target = (space.total as f64 * p / 100.0) as u64;
+            if target <= space.used {
+                return Err(Error::Refused(format!(
+                    "the filesystem is already {:.1}% used, at or above the requested {p}%",
+                    space.used_percent(0)
+                )));
+            }
+            target - space.used
+        }
+        Amount::LeaveFree(keep) => {
+            if space.available <= keep {
+                return Err(Error::Refused(format!(
+                    "only {} bytes are available, not more than the {keep} to leave free",
+                    space.available
+                )));
+            }
+            space.available - keep
+        }
+    };
+    if n > space.available {
+        return Err(Error::Refused(format!(
+            "{n} bytes requested but only {} are available",
+            space.available
+        )));
+    }
+    Ok(n)
+}
+
+/// A fill that is in place.
+#[derive(Debug)]
+pub struct AppliedFill {
+    pub observation: v1::DiskFillObservation,
+    file: PathBuf,
+}
+
+impl AppliedFill {
+    /// Unlinks the fill file.
+    pub fn restore(self) -> Result<v1::DiskFillObservation, Error> {
+        match std::fs::remove_file(&self.file) {
+            Ok(()) => Ok(self.observation),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self.observation),
+            Err(source) => Err(Error::Io {
+                path: self.file,
+                source,
+            }),
+        }
+    }
+}
+
+/// The fill file's name for `fault_id`.
+pub fn fill_file_name(fault_id: &str) -> String {
+    format!(".faultline-fill-{fault_id}")
+}
+
+/// Checks the policy, sizes and allocates the fill file.
+pub fn apply(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result<AppliedFill, Error> {
+    if fault_id.is_empty() || fault_id.contains('/') || fault_id.starts_with('.') {
+        return Err(Error::InvalidSpec(format!("fault id {fault_id:?} cannot name a file")));
+    }
+    let dir = spec
+        .path
+        .canonicalize()
+        .map_err(|e| Error::Refused(format!("path {}: {e}", spec.path.display())))?;
+    if !dir.is_dir() {
+        return Err(Error::Refused(format!("path {} is not a directory", dir.display())));
+    }
+    let allowed = policy
+        .allowed
+        .iter()
+        .filter_map(|a| a.canonicalize().ok())
+        .any(|a| dir.starts_with(&a));
+    if !allowed {
+        return Err(Error::Refused(format!(
+            "path {} is outside the agent's allowed fill paths ({}); start the agent with --allow-fill DIR",
+            dir.display(),
+            if policy.allowed.is_empty() {
+                "none allowed".to_string()
+            } else {
+                policy
+                    .allowed
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )));
+    }
+    let space = Space::of(&dir)?;
+    let bytes = bytes_for(spec.amount, space)?;
+    let after = space.used_percent(bytes);
+    if after > policy.max_used_percent + 1e-9 {
+        return Err(Error::Refused(format!(
+            "the fill would leave {} {after:.1}% used, over the agent's maximum of {}%",
+            dir.display(),
+            policy.max_used_percent
+        )));
+    }
+    let file = dir.join(fill_file_name(fault_id));
+    let io = |source| Error::Io {
+        path: file.clone(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .map_err(io)?;
+    let method = match nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, bytes as i64) {
+        Ok(()) => "fallocate",
+        Err(nix::errno::Errno::EOPNOTSUPP) => {
+            let zeros = vec![0u8; CHUNK];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                if let Err(e) = f.write_all(&zeros[..n]) {
+                    let _ = std::fs::remove_file(&file);
+                    return Err(io(e));
+                }
+                left -= n as u64;
+            }
+            "write"
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            return Err(io(e.into()));
+        }
+    };
+    Ok(AppliedFill {
+        observation: v1::DiskFillObservation {
+            file: file.display().to_string(),
+            bytes,
+            method: method.into(),
+            used_percent_before: space.used_percent(0),
+            used_percent_after: Space::of(&dir).map(|s| s.used_percent(0)).unwrap_or(after),
+        },
+        file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn space(used: u64, avail: u64) -> Space {
+        Space {
+            total: 10 * GIB,
+            available: avail,
+            used,
+        }
+    }
+
+    #[test]
+    fn amounts_are_sized_against_the_filesystem() {
+        let s = space(4 * GIB, 6 * GIB);
+        assert_eq!(bytes_for(Amount::Bytes(GIB), s).unwrap(), GIB);
+        assert_eq!(bytes_for(Amount::UsedPercent(50.0), s).unwrap(), GIB);
+        assert_eq!(bytes_for(Amount::LeaveFree(GIB), s).unwrap(), 5 * GIB);
+        assert!(bytes_for(Amount::UsedPercent(30.0), s).unwrap_err().is_refusal());
+        assert!(bytes_for(Amount::Bytes(7 * GIB), s).unwrap_err().is_refusal());
+    }
+
+    #[test]
+    fn a_path_outside_the_allowed_list_is_refused_before_writing() {
+        let dir = std::env::temp_dir();
+        let spec = DiskFillSpec {
+            path: dir.clone(),
+            amount: Amount::Bytes(1),
+        };
+        let err = apply("f-1", &spec, &FillPolicy::default()).unwrap_err();
+        assert!(err.is_refusal() && err.to_string().contains("--allow-fill"), "{err}");
+        assert!(!dir.join(fill_file_name("f-1")).exists());
+    }
+
+    #[test]
+    fn spec_needs_exactly_one_amount() {
+        let err = DiskFillSpec::try_from(v1::DiskFillSpec {
+            path: "/tmp".into(),
+            size_bytes: 1,
+            leave_free_bytes: 1,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.is_refusal(), "{err}");
+    }
+}
