@@ -270,66 +270,77 @@ fn inject(
             None,
         ),
         Some(v1::fault_spec::Kind::DiskFill(d)) => {
+            let backend = "fallocate";
             let result = DiskFillSpec::try_from(d).and_then(|spec| disk_fill::apply(fault_id, &spec, &config.fill));
             match result {
                 Ok(applied) => {
-                    let o = &applied.observation;
+                    let o = applied.observation.clone();
                     let detail = format!(
                         "allocated {} bytes in {} with {} ({:.1}% -> {:.1}% used)",
                         o.bytes, o.file, o.method, o.used_percent_before, o.used_percent_after
                     );
-                    info!(%fault_id, %run_id, %detail, "disk_fill injected");
-                    let st = status(
+                    let method = o.method.clone();
+                    let obs = v1::observation::Kind::DiskFill(o);
+                    injected(
                         fault_id,
                         run_id,
-                        v1::FaultState::Injected,
+                        "disk_fill",
                         detail,
-                        &o.method,
-                        Some(v1::observation::Kind::DiskFill(o.clone())),
-                    );
-                    (st, Some(Applied::DiskFill(applied)))
+                        &method,
+                        obs,
+                        Applied::DiskFill(applied),
+                    )
                 }
-                Err(e) => {
-                    let state = if e.is_refusal() {
-                        v1::FaultState::Refused
-                    } else {
-                        v1::FaultState::Failed
-                    };
-                    warn!(%fault_id, %run_id, err = %e, "disk_fill not injected");
-                    (status(fault_id, run_id, state, e.to_string(), "fallocate", None), None)
-                }
+                Err(e) => not_injected(fault_id, run_id, "disk_fill", e.is_refusal(), e.to_string(), backend),
             }
         }
         Some(v1::fault_spec::Kind::Kill(k)) => {
-            let spec = match KillSpec::try_from(k) {
-                Ok(s) => s,
-                Err(e) => return (refused(e.to_string()), None),
-            };
-            match kill::apply(spec, config.processes.clone(), &config.protection) {
+            let backend = "signal";
+            let result =
+                KillSpec::try_from(k).and_then(|spec| kill::apply(spec, config.processes.clone(), &config.protection));
+            match result {
                 Ok(applied) => {
-                    info!(%fault_id, %run_id, summary = %applied.summary, "kill injected");
-                    let st = status(
-                        fault_id,
-                        run_id,
-                        v1::FaultState::Injected,
-                        applied.summary.clone(),
-                        "signal",
-                        Some(v1::observation::Kind::Kill(applied.observation())),
-                    );
-                    (st, Some(Applied::Kill(applied)))
+                    let obs = v1::observation::Kind::Kill(applied.observation());
+                    let detail = applied.summary.clone();
+                    injected(fault_id, run_id, "kill", detail, backend, obs, Applied::Kill(applied))
                 }
-                Err(e) => {
-                    let state = if e.is_refusal() {
-                        v1::FaultState::Refused
-                    } else {
-                        v1::FaultState::Failed
-                    };
-                    warn!(%fault_id, %run_id, err = %e, "kill not injected");
-                    (status(fault_id, run_id, state, e.to_string(), "signal", None), None)
-                }
+                Err(e) => not_injected(fault_id, run_id, "kill", e.is_refusal(), e.to_string(), backend),
             }
         }
     }
+}
+
+/// The status and table entry of a fault that was applied.
+fn injected(
+    fault_id: &str,
+    run_id: &str,
+    kind: &str,
+    detail: String,
+    backend: &str,
+    obs: v1::observation::Kind,
+    applied: Applied,
+) -> (v1::FaultStatus, Option<Applied>) {
+    info!(%fault_id, %run_id, %kind, %detail, "fault injected");
+    let st = status(fault_id, run_id, v1::FaultState::Injected, detail, backend, Some(obs));
+    (st, Some(applied))
+}
+
+/// The status of a fault that was refused (nothing touched) or failed.
+fn not_injected(
+    fault_id: &str,
+    run_id: &str,
+    kind: &str,
+    refusal: bool,
+    err: String,
+    backend: &str,
+) -> (v1::FaultStatus, Option<Applied>) {
+    let state = if refusal {
+        v1::FaultState::Refused
+    } else {
+        v1::FaultState::Failed
+    };
+    warn!(%fault_id, %run_id, %kind, %err, "fault not injected");
+    (status(fault_id, run_id, state, err, backend, None), None)
 }
 
 async fn restore(fault_id: &str, a: Active, state: v1::FaultState, why: String) -> v1::FaultStatus {

@@ -340,14 +340,18 @@ async fn execute_inner(input: RunInput) -> RunOutput {
         // ---- observe ----
         if verdict.is_none() {
             ctx.enter(Phase::Observe, exp.duration).await;
-            let renew = Renewal { lease: exp.lease };
             if !wait_with_progress(
                 &mut ctx,
                 &exp,
                 &samples,
                 exp.duration,
                 &cancel,
-                Some((&registry, &mut targets, &mut status_rx, &renew)),
+                Some(Observe {
+                    registry: &registry,
+                    targets: &mut targets,
+                    statuses: &mut status_rx,
+                    lease: exp.lease,
+                }),
             )
             .await
             {
@@ -454,16 +458,14 @@ fn aborted(reason: &AbortReason, when: &str) -> Verdict {
     }
 }
 
-struct Renewal {
+/// What the observe phase does besides waiting: renew leases and record
+/// fault statuses.
+struct Observe<'a> {
+    registry: &'a Registry,
+    targets: &'a mut Vec<Target>,
+    statuses: &'a mut mpsc::UnboundedReceiver<StatusFromAgent>,
     lease: Duration,
 }
-
-type ObserveState<'a> = (
-    &'a Registry,
-    &'a mut Vec<Target>,
-    &'a mut mpsc::UnboundedReceiver<StatusFromAgent>,
-    &'a Renewal,
-);
 
 /// Waits `len` while sending progress once a second; during observe also
 /// renews leases and records fault statuses. False if cancelled.
@@ -473,14 +475,14 @@ async fn wait_with_progress(
     samples: &probes::Samples,
     len: Duration,
     cancel: &CancellationToken,
-    mut observe: Option<ObserveState<'_>>,
+    mut observe: Option<Observe<'_>>,
 ) -> bool {
     let phase = *ctx.phase_tx.borrow();
     let end = Instant::now() + len;
     let mut progress = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
     let renew_every = observe
         .as_ref()
-        .map(|o| (o.3.lease / 3).max(Duration::from_millis(200)))
+        .map(|o| (o.lease / 3).max(Duration::from_millis(200)))
         .unwrap_or(Duration::from_secs(3600));
     let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
     let mut last_progress = Instant::now();
@@ -499,27 +501,27 @@ async fn wait_with_progress(
                 last_progress = Instant::now();
             }
             _ = renew.tick() => {
-                if let Some((registry, targets, _, r)) = observe.as_mut() {
+                if let Some(o) = observe.as_ref() {
                     let mut by_agent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-                    for t in targets.iter().filter(|t| t.state == TargetState::Injected) {
+                    for t in o.targets.iter().filter(|t| t.state == TargetState::Injected) {
                         by_agent.entry(&t.agent_id).or_default().push(t.fault_id.clone());
                     }
                     for (agent, ids) in by_agent {
                         let msg = v1::CoordinatorMessage {
                             msg: Some(v1::coordinator_message::Msg::LeaseRenewal(v1::LeaseRenewal {
                                 fault_ids: ids,
-                                lease_ms: r.lease.as_millis() as u64,
+                                lease_ms: o.lease.as_millis() as u64,
                             })),
                         };
-                        if let Err(e) = registry.send(agent, msg) {
+                        if let Err(e) = o.registry.send(agent, msg) {
                             warn!(agent_id = %agent, err = %e, "lease renewal not sent");
                         }
                     }
                 }
             }
-            Some(st) = recv_opt(observe.as_mut().map(|o| &mut *o.2)) => {
-                if let Some((_, targets, _, _)) = observe.as_mut() {
-                    apply_status(ctx, targets, st).await;
+            Some(st) = recv_opt(observe.as_mut().map(|o| &mut *o.statuses)) => {
+                if let Some(o) = observe.as_mut() {
+                    apply_status(ctx, o.targets, st).await;
                 }
             }
         }
