@@ -8,18 +8,27 @@
 //! - [`backoff`]: capped exponential backoff with jitter for reconnects.
 //! - [`link`]: the agent side of the stream: Hello, heartbeats, commands, statuses.
 //! - [`table`]: the task that owns every applied fault, its lease and its restore.
-//! - [`faults`]: one module per fault kind (`kill`, `disk_fill`).
+//! - [`faults`]: one module per fault kind (`kill`, `disk_fill`, `latency`, `block`).
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
+//! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
+//! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
+//! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids, verdicts).
+//! - [`cidr`]: IP networks as `addr/prefix`.
 //! - [`node`]: facts about this node (hostname, addresses).
 
 pub mod backoff;
+pub mod cidr;
 pub mod faults;
+pub mod firewall;
 pub mod link;
+pub mod nfqueue;
 pub mod node;
 pub mod process;
+pub mod qdisc;
 pub mod table;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::backoff::Backoff;
-use crate::faults::{FillPolicy, Protection};
+use crate::faults::latency::Allowed;
+use crate::faults::{Backends, FillPolicy, Protection};
+use crate::firewall::{Exempt, Firewall, SystemFirewall};
 use crate::link::Identity;
 use crate::process::{ProcessTable, SystemProcessTable};
 use crate::table::{FaultTable, TableConfig};
@@ -37,7 +48,8 @@ use crate::table::{FaultTable, TableConfig};
 /// The agent's version, sent in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Fault kinds this build can run.
+/// Fault kinds this build runs on any node; `latency:<backend>` and
+/// `block` are added when the node has what they need.
 pub const CAPABILITIES: &[&str] = &["kill", "disk_fill"];
 
 /// Everything the agent needs to run.
@@ -65,6 +77,11 @@ pub struct AgentConfig {
     /// Where disk fills may go (none by default) and how full they may
     /// leave a filesystem (95 % by default).
     pub fill: FillPolicy,
+    /// Which latency backends may be used. By default, whichever works
+    /// (netem where the kernel has it, else nfqueue).
+    pub latency_backend: Allowed,
+    /// Whether block faults may use nftables. By default, yes if `nft` is installed.
+    pub block: bool,
 }
 
 impl AgentConfig {
@@ -81,14 +98,48 @@ impl AgentConfig {
             protected_names: vec!["sshd".into()],
             processes: Arc::new(SystemProcessTable::new()),
             fill: FillPolicy::default(),
+            latency_backend: Allowed::Auto,
+            block: true,
         }
     }
+}
+
+/// The coordinator's IP addresses, from its URL, so network faults never
+/// cut the agent's control channel.
+pub fn coordinator_addresses(url: &str) -> Vec<IpAddr> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let hostport = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut ips: Vec<IpAddr> = hostport
+        .to_socket_addrs()
+        .map(|a| a.map(|s| s.ip()).collect())
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// Runs the agent until `shutdown` fires; then restores every fault it holds
 /// and returns.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
     let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let latency = Backends::detect(config.latency_backend, std::path::Path::new("/"));
+    for (name, why) in &latency.missing {
+        info!(backend = name, reason = %why, "latency backend unavailable");
+    }
+    let fw = SystemFirewall::detect();
+    let block: Option<Arc<dyn Firewall>> = (config.block && fw.has_nft()).then(|| Arc::new(fw) as Arc<dyn Firewall>);
+    let exempt = Exempt::new(coordinator_addresses(&config.coordinator));
+    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|s| s.to_string()).collect();
+    capabilities.extend(latency.capabilities());
+    if block.is_some() {
+        capabilities.push("block".into());
+    }
+    info!(capabilities = %capabilities.join(","), exempt = ?exempt.coordinator, "node probed");
     let (table, table_task) = FaultTable::spawn(
         TableConfig {
             default_lease: config.default_lease,
@@ -96,6 +147,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
             protection: Protection::for_this_process(config.protected_names.clone()),
             processes: config.processes.clone(),
             fill: config.fill.clone(),
+            latency,
+            block,
+            exempt,
         },
         status_tx,
     );
@@ -105,7 +159,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
             hostname: node::hostname(),
             labels: config.labels.clone().into_iter().collect(),
             addresses: node::addresses(),
-            capabilities: CAPABILITIES.iter().map(|s| s.to_string()).collect(),
+            capabilities,
             version: VERSION.to_string(),
             pid: std::process::id(),
         },

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use faultline_agent::faults::latency::Allowed;
 use tokio_util::sync::CancellationToken;
 
 /// faultline node agent: dials the coordinator, injects faults under a lease,
@@ -32,6 +33,13 @@ struct Args {
     /// Highest used percentage a disk fill may leave behind.
     #[arg(long, default_value_t = 95.0)]
     max_fill_used_percent: f64,
+    /// Latency backend: auto (netem where the kernel has it, else nfqueue),
+    /// netem, nfqueue, or none (refuse every latency fault).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "netem", "nfqueue", "none"])]
+    latency_backend: String,
+    /// Refuse every block fault, even where nft is installed.
+    #[arg(long)]
+    no_block: bool,
     /// Longest lease accepted from the coordinator.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     max_lease: Duration,
@@ -67,6 +75,13 @@ async fn main() -> anyhow::Result<()> {
     config.max_lease = args.max_lease;
     config.fill.allowed = args.allow_fill;
     config.fill.max_used_percent = args.max_fill_used_percent;
+    config.latency_backend = match args.latency_backend.as_str() {
+        "netem" => Allowed::Netem,
+        "nfqueue" => Allowed::Nfqueue,
+        "none" => Allowed::None,
+        _ => Allowed::Auto,
+    };
+    config.block = !args.no_block;
 
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

@@ -16,7 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::faults::{disk_fill, kill, AppliedFill, AppliedKill, DiskFillSpec, FillPolicy, KillSpec, Protection};
+use crate::faults::{
+    block, disk_fill, kill, latency, AppliedBlock, AppliedFill, AppliedKill, AppliedLatency, Backends, BlockSpec,
+    DiskFillSpec, FillPolicy, KillSpec, LatencySpec, Protection,
+};
+use crate::firewall::{Exempt, Firewall};
 use crate::process::ProcessTable;
 
 /// What the table is asked to do.
@@ -58,11 +62,38 @@ pub struct TableConfig {
     pub processes: Arc<dyn ProcessTable>,
     /// Where disk fills may go and how full they may leave a filesystem.
     pub fill: FillPolicy,
+    /// Latency backends that work on this node.
+    pub latency: Backends,
+    /// nftables for block faults; `None` when `nft` is not installed.
+    pub block: Option<Arc<dyn Firewall>>,
+    /// Traffic no network fault touches (the coordinator, SSH).
+    pub exempt: Exempt,
+}
+
+impl TableConfig {
+    /// A table with no network backends: kill and disk_fill only.
+    pub fn basic(processes: Arc<dyn ProcessTable>) -> Self {
+        Self {
+            default_lease: Duration::from_secs(15),
+            max_lease: Duration::from_secs(60),
+            protection: Protection::default(),
+            processes,
+            fill: FillPolicy::default(),
+            latency: Backends::default(),
+            block: None,
+            exempt: Exempt::default(),
+        }
+    }
 }
 
 enum Applied {
     Kill(AppliedKill),
     DiskFill(AppliedFill),
+    Latency {
+        backend: &'static str,
+        applied: Box<dyn AppliedLatency>,
+    },
+    Block(AppliedBlock),
 }
 
 struct Active {
@@ -266,9 +297,66 @@ fn inject(
     let refused = |why: String| status(fault_id, run_id, v1::FaultState::Refused, why, "", None);
     match spec.kind {
         None => (
-            refused("fault spec has no kind; this agent supports: kill, disk_fill".into()),
+            refused("fault spec has no kind; this agent supports: kill, disk_fill, latency, block".into()),
             None,
         ),
+        Some(v1::fault_spec::Kind::Latency(l)) => {
+            let result = LatencySpec::try_from(l).and_then(|spec| {
+                let backend = config.latency.choose(spec.backend)?;
+                let applied = backend.apply(fault_id, &spec, &config.exempt)?;
+                Ok((spec, backend.name(), applied))
+            });
+            match result {
+                Ok((spec, backend, applied)) => {
+                    let objects = applied.objects();
+                    let detail = format!(
+                        "delaying by {} ms ± {} ms, {}% loss, with {backend}: {}",
+                        spec.delay.as_millis(),
+                        spec.jitter.as_millis(),
+                        spec.loss_percent,
+                        objects.join(", ")
+                    );
+                    let obs = v1::observation::Kind::Latency(latency::observation(objects, &Default::default()));
+                    injected(
+                        fault_id,
+                        run_id,
+                        "latency",
+                        detail,
+                        backend,
+                        obs,
+                        Applied::Latency { backend, applied },
+                    )
+                }
+                Err(e) => not_injected(fault_id, run_id, "latency", e.is_refusal(), e.to_string(), ""),
+            }
+        }
+        Some(v1::fault_spec::Kind::Block(b)) => {
+            let result = BlockSpec::try_from(b).and_then(|spec| {
+                let fw = config.block.clone().ok_or_else(|| {
+                    block::Error::Refused("nft is not installed on this node, so it cannot block traffic".into())
+                })?;
+                block::apply(fw, fault_id, &spec, &config.exempt)
+            });
+            match result {
+                Ok(applied) => {
+                    let detail = format!(
+                        "dropping traffic to and from {} peer network(s) with nftables table inet {}",
+                        applied.peers, applied.table
+                    );
+                    let obs = v1::observation::Kind::Block(applied.observation());
+                    injected(
+                        fault_id,
+                        run_id,
+                        "block",
+                        detail,
+                        "nftables",
+                        obs,
+                        Applied::Block(applied),
+                    )
+                }
+                Err(e) => not_injected(fault_id, run_id, "block", e.is_refusal(), e.to_string(), "nftables"),
+            }
+        }
         Some(v1::fault_spec::Kind::DiskFill(d)) => {
             let backend = "fallocate";
             let result = DiskFillSpec::try_from(d).and_then(|spec| disk_fill::apply(fault_id, &spec, &config.fill));
@@ -345,6 +433,54 @@ fn not_injected(
 
 async fn restore(fault_id: &str, a: Active, state: v1::FaultState, why: String) -> v1::FaultStatus {
     match a.applied {
+        Applied::Latency { backend, applied } => {
+            let objects = applied.objects();
+            match applied.restore() {
+                Ok(c) => status(
+                    fault_id,
+                    &a.run_id,
+                    state,
+                    format!(
+                        "{why}; removed {}; {} packets delayed, {} dropped",
+                        objects.join(", "),
+                        c.delayed,
+                        c.dropped
+                    ),
+                    backend,
+                    Some(v1::observation::Kind::Latency(latency::observation(objects, &c))),
+                ),
+                Err(e) => status(
+                    fault_id,
+                    &a.run_id,
+                    v1::FaultState::Failed,
+                    format!("{why}; {e}"),
+                    backend,
+                    None,
+                ),
+            }
+        }
+        Applied::Block(b) => {
+            let obs = b.observation();
+            let table = b.table.clone();
+            match b.restore() {
+                Ok(()) => status(
+                    fault_id,
+                    &a.run_id,
+                    state,
+                    format!("{why}; deleted nftables table inet {table}"),
+                    "nftables",
+                    Some(v1::observation::Kind::Block(obs)),
+                ),
+                Err(e) => status(
+                    fault_id,
+                    &a.run_id,
+                    v1::FaultState::Failed,
+                    format!("{why}; {e}"),
+                    "nftables",
+                    None,
+                ),
+            }
+        }
         Applied::DiskFill(f) => match f.restore() {
             Ok(o) => {
                 let detail = format!("{why}; removed {}", o.file);
@@ -419,9 +555,7 @@ mod tests {
             TableConfig {
                 default_lease: Duration::from_secs(5),
                 max_lease: Duration::from_secs(10),
-                protection: Protection::default(),
-                processes: Arc::new(OneProc(Mutex::new(procs))),
-                fill: FillPolicy::default(),
+                ..TableConfig::basic(Arc::new(OneProc(Mutex::new(procs))))
             },
             tx,
         );

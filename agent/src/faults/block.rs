@@ -1,0 +1,301 @@
+//! `block` fault: drop traffic between this node and a set of peers — a zone
+//! outage or a network partition, seen from one side.
+//!
+//! One nftables table per fault, `inet faultline_<fault id>`, with an
+//! `input` and an `output` chain, loaded with one `nft -f` transaction so the
+//! block is all there or not at all; restore deletes the table. The chains
+//! accept loopback, the coordinator's addresses and SSH before any drop, so
+//! the agent keeps its control channel (restores and lease renewals still
+//! arrive) and an operator can still log in. Packets are dropped, not
+//! rejected, as a dead zone would: peers see timeouts.
+//!
+//! Forwarded traffic (the node as a router) is not blocked.
+
+use std::sync::Arc;
+
+use faultline_proto::v1;
+
+use crate::cidr::Cidr;
+use crate::firewall::{Exempt, Firewall};
+
+/// Errors of the block fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid block spec: {0}")]
+    InvalidSpec(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("nftables: {0}")]
+    Nft(#[from] crate::firewall::Error),
+}
+
+impl Error {
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::Refused(_))
+    }
+}
+
+/// Result of the block fault.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which way packets are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+    Both,
+}
+
+/// A validated block request.
+#[derive(Debug, Clone)]
+pub struct BlockSpec {
+    pub peers: Vec<Cidr>,
+    pub ports: Vec<u16>,
+    pub direction: Direction,
+}
+
+impl TryFrom<v1::BlockSpec> for BlockSpec {
+    type Error = Error;
+
+    fn try_from(w: v1::BlockSpec) -> Result<Self> {
+        if w.peers.is_empty() {
+            return Err(Error::InvalidSpec(
+                "no peers: give zones that have agents, or CIDRs".into(),
+            ));
+        }
+        let peers = w
+            .peers
+            .iter()
+            .map(|p| p.parse::<Cidr>().map_err(Error::InvalidSpec))
+            .collect::<Result<Vec<_>>>()?;
+        let ports = w
+            .ports
+            .iter()
+            .map(|p| match u16::try_from(*p) {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(Error::InvalidSpec(format!("ports: {p} is not a port (1-65535)"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let direction = match w.direction.as_str() {
+            "" | "both" => Direction::Both,
+            "in" => Direction::In,
+            "out" => Direction::Out,
+            d => return Err(Error::InvalidSpec(format!("direction {d:?}: use in, out or both"))),
+        };
+        Ok(Self {
+            peers,
+            ports,
+            direction,
+        })
+    }
+}
+
+/// The nftables table name of a fault: `faultline_` plus the fault id with
+/// every character nft identifiers do not allow replaced by `_`.
+pub fn table_name(fault_id: &str) -> String {
+    let id: String = fault_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("faultline_{id}")
+}
+
+fn set(cidrs: &[&Cidr]) -> String {
+    let items: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+/// The `nft -f` script that creates the fault's table.
+pub fn install_script(spec: &BlockSpec, exempt: &Exempt, table: &str) -> String {
+    let v4: Vec<&Cidr> = spec.peers.iter().filter(|c| c.is_ipv4()).collect();
+    let v6: Vec<&Cidr> = spec.peers.iter().filter(|c| !c.is_ipv4()).collect();
+    let ports = spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    let chain = |name: &str, hook: &str, lo: &str, dir: &str| {
+        let mut s = format!("  chain {name} {{\n    type filter hook {hook} priority -10; policy accept;\n");
+        s += &format!("    {lo} \"lo\" accept\n");
+        for c in &exempt.coordinator {
+            let fam = if c.is_ipv4() { "ip" } else { "ip6" };
+            s += &format!("    {fam} {dir} {c} accept\n");
+        }
+        for p in &exempt.tcp_ports {
+            s += &format!("    tcp dport {p} accept\n    tcp sport {p} accept\n");
+        }
+        for (fam, peers) in [("ip", &v4), ("ip6", &v6)] {
+            if peers.is_empty() {
+                continue;
+            }
+            if ports.is_empty() {
+                s += &format!("    {fam} {dir} {} drop\n", set(peers));
+            } else {
+                for end in ["dport", "sport"] {
+                    s += &format!(
+                        "    {fam} {dir} {} meta l4proto {{ tcp, udp }} th {end} {{ {ports} }} drop\n",
+                        set(peers)
+                    );
+                }
+            }
+        }
+        s += "  }\n";
+        s
+    };
+    let mut s = format!("table inet {table} {{\n");
+    if matches!(spec.direction, Direction::In | Direction::Both) {
+        s += &chain("input", "input", "iifname", "saddr");
+    }
+    if matches!(spec.direction, Direction::Out | Direction::Both) {
+        s += &chain("output", "output", "oifname", "daddr");
+    }
+    s += "}\n";
+    s
+}
+
+/// A block in place.
+pub struct AppliedBlock {
+    firewall: Arc<dyn Firewall>,
+    pub table: String,
+    pub peers: usize,
+}
+
+impl AppliedBlock {
+    pub fn observation(&self) -> v1::BlockObservation {
+        v1::BlockObservation {
+            table: format!("inet {}", self.table),
+            peers: self.peers as u32,
+        }
+    }
+
+    /// Deletes the table (and with it every rule of the fault).
+    pub fn restore(self) -> Result<()> {
+        self.firewall
+            .nft_apply(&format!("delete table inet {}\n", self.table))
+            .map_err(Error::from)
+    }
+}
+
+/// Installs the block.
+pub fn apply(firewall: Arc<dyn Firewall>, fault_id: &str, spec: &BlockSpec, exempt: &Exempt) -> Result<AppliedBlock> {
+    let table = table_name(fault_id);
+    if firewall.nft_tables()?.iter().any(|(f, n)| f == "inet" && *n == table) {
+        return Err(Error::Refused(format!(
+            "nftables table inet {table} already exists; is fault {fault_id} already injected?"
+        )));
+    }
+    firewall.nft_apply(&install_script(spec, exempt, &table))?;
+    Ok(AppliedBlock {
+        firewall,
+        table,
+        peers: spec.peers.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::{self, Family};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct FakeNft {
+        scripts: Mutex<Vec<String>>,
+        tables: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Firewall for FakeNft {
+        fn iptables_restore(&self, _: Family, _: &str) -> firewall::Result<()> {
+            unreachable!()
+        }
+        fn iptables_chains(&self, _: Family, _: &str) -> firewall::Result<Vec<String>> {
+            unreachable!()
+        }
+        fn nft_apply(&self, script: &str) -> firewall::Result<()> {
+            self.scripts.lock().unwrap().push(script.to_string());
+            Ok(())
+        }
+        fn nft_tables(&self) -> firewall::Result<Vec<(String, String)>> {
+            Ok(self.tables.lock().unwrap().clone())
+        }
+    }
+
+    fn spec(direction: Direction, ports: Vec<u16>) -> BlockSpec {
+        BlockSpec {
+            peers: vec![
+                "10.9.0.2".parse().unwrap(),
+                "10.9.0.0/29".parse().unwrap(),
+                "fd00::2".parse().unwrap(),
+            ],
+            ports,
+            direction,
+        }
+    }
+
+    #[test]
+    fn script_accepts_control_traffic_before_dropping_peers() {
+        let exempt = Exempt::new(vec!["10.9.0.1".parse().unwrap()]);
+        let s = install_script(&spec(Direction::Out, vec![]), &exempt, "faultline_r1_1");
+        assert_eq!(
+            s,
+            "table inet faultline_r1_1 {\n  chain output {\n    type filter hook output priority -10; policy accept;\n\
+             \x20   oifname \"lo\" accept\n    ip daddr 10.9.0.1 accept\n    tcp dport 22 accept\n    tcp sport 22 accept\n\
+             \x20   ip daddr { 10.9.0.2/32, 10.9.0.0/29 } drop\n    ip6 daddr { fd00::2/128 } drop\n  }\n}\n"
+        );
+    }
+
+    #[test]
+    fn both_directions_and_ports_make_two_chains_matching_either_end() {
+        let s = install_script(&spec(Direction::Both, vec![80, 443]), &Exempt::default(), "t");
+        assert!(s.contains("chain input") && s.contains("chain output"), "{s}");
+        assert!(s.contains("ip saddr { 10.9.0.2/32, 10.9.0.0/29 } meta l4proto { tcp, udp } th dport { 80, 443 } drop"));
+        assert!(s.contains("th sport { 80, 443 } drop"));
+    }
+
+    #[test]
+    fn table_names_are_nft_identifiers() {
+        assert_eq!(
+            table_name("r20261123-144000-abc123-1"),
+            "faultline_r20261123_144000_abc123_1"
+        );
+    }
+
+    #[test]
+    fn apply_refuses_an_existing_table_and_restore_deletes_only_its_own() {
+        let fw = Arc::new(FakeNft::default());
+        fw.tables.lock().unwrap().push(("inet".into(), "faultline_r1_1".into()));
+        let e = apply(fw.clone(), "r1-1", &spec(Direction::Both, vec![]), &Exempt::default())
+            .err()
+            .unwrap();
+        assert!(e.is_refusal() && e.to_string().contains("already exists"), "{e}");
+        assert!(fw.scripts.lock().unwrap().is_empty());
+        let b = apply(fw.clone(), "r1-2", &spec(Direction::Both, vec![]), &Exempt::default()).unwrap();
+        b.restore().unwrap();
+        assert_eq!(
+            fw.scripts.lock().unwrap().last().unwrap(),
+            "delete table inet faultline_r1_2\n"
+        );
+    }
+
+    #[test]
+    fn specs_without_peers_or_with_bad_values_are_refused() {
+        for (w, want) in [
+            (v1::BlockSpec::default(), "no peers"),
+            (
+                v1::BlockSpec {
+                    peers: vec!["10.0.0.1".into()],
+                    direction: "sideways".into(),
+                    ..Default::default()
+                },
+                "direction",
+            ),
+            (
+                v1::BlockSpec {
+                    peers: vec!["10.0.0.1".into()],
+                    ports: vec![0],
+                    ..Default::default()
+                },
+                "not a port",
+            ),
+        ] {
+            let e = BlockSpec::try_from(w).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+}

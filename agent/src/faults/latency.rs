@@ -1,0 +1,465 @@
+//! `latency` fault: delay (and optionally drop) packets leaving the node.
+//!
+//! Two backends implement [`LatencyBackend`]:
+//! - [`netem`]: the kernel's `sch_netem` qdisc, attached under a `prio` qdisc
+//!   with u32 filters for the scope. Precise and cheap, but only where the
+//!   kernel has the module.
+//! - [`nfqueue`]: an iptables rule hands matching packets to a userspace
+//!   queue that gives each one its verdict after delay ± jitter. Works on
+//!   any kernel with the xt `NFQUEUE` target, at the cost of one netlink
+//!   round trip per packet.
+//!
+//! The agent detects at start which backends work ([`Backends::detect`]),
+//! advertises them as capabilities (`latency:netem`, `latency:nfqueue`) and
+//! refuses a latency fault it has no backend for, before touching anything.
+
+pub mod netem;
+pub mod nfqueue;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::v1;
+
+use crate::cidr::Cidr;
+use crate::firewall::{Exempt, Firewall, SystemFirewall};
+use crate::qdisc::SystemTc;
+
+/// Longest delay accepted; more is almost certainly a typo (ms vs s).
+pub const MAX_DELAY: Duration = Duration::from_secs(10);
+/// Most ports per list (the iptables multiport limit).
+pub const MAX_PORTS: usize = 15;
+
+/// Errors of the latency fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid latency spec: {0}")]
+    InvalidSpec(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{backend} backend: {message}")]
+    Backend { backend: &'static str, message: String },
+}
+
+impl Error {
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::Refused(_))
+    }
+}
+
+/// Result of the latency fault.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which packets a latency fault affects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Protocol {
+    /// IP protocol number for IPv4 (ICMPv6 differs: see [`Protocol::number_v6`]).
+    pub fn number(self) -> Option<u8> {
+        match self {
+            Protocol::Any => None,
+            Protocol::Tcp => Some(6),
+            Protocol::Udp => Some(17),
+            Protocol::Icmp => Some(1),
+        }
+    }
+
+    pub fn number_v6(self) -> Option<u8> {
+        match self {
+            Protocol::Icmp => Some(58),
+            p => p.number(),
+        }
+    }
+}
+
+/// Which backend the coordinator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Netem,
+    Nfqueue,
+}
+
+/// A validated latency request.
+#[derive(Debug, Clone)]
+pub struct LatencySpec {
+    pub delay: Duration,
+    pub jitter: Duration,
+    /// 0..=100.
+    pub loss_percent: f64,
+    pub interface: Option<String>,
+    /// Empty means any destination.
+    pub destinations: Vec<Cidr>,
+    pub dst_ports: Vec<u16>,
+    pub src_ports: Vec<u16>,
+    pub protocol: Protocol,
+    pub backend: Choice,
+}
+
+fn ports(what: &str, raw: &[u32]) -> Result<Vec<u16>> {
+    if raw.len() > MAX_PORTS {
+        return Err(Error::InvalidSpec(format!("{what}: at most {MAX_PORTS} ports")));
+    }
+    raw.iter()
+        .map(|p| match u16::try_from(*p) {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(Error::InvalidSpec(format!("{what}: {p} is not a port (1-65535)"))),
+        })
+        .collect()
+}
+
+/// Checks an interface name the way the kernel would (IFNAMSIZ, no `/`).
+pub fn valid_interface(name: &str) -> bool {
+    !name.is_empty() && name.len() < 16 && !name.contains(['/', ' ', '\t', '\n', ':']) && name != "." && name != ".."
+}
+
+impl TryFrom<v1::LatencySpec> for LatencySpec {
+    type Error = Error;
+
+    fn try_from(w: v1::LatencySpec) -> Result<Self> {
+        let delay = Duration::from_micros(w.delay_us);
+        let jitter = Duration::from_micros(w.jitter_us);
+        if delay > MAX_DELAY {
+            return Err(Error::InvalidSpec(format!(
+                "delay {} ms is over the {} s maximum",
+                delay.as_millis(),
+                MAX_DELAY.as_secs()
+            )));
+        }
+        if jitter > delay {
+            return Err(Error::InvalidSpec(format!(
+                "jitter {} ms is larger than the delay {} ms",
+                jitter.as_millis(),
+                delay.as_millis()
+            )));
+        }
+        if !(0.0..=100.0).contains(&w.loss_percent) {
+            return Err(Error::InvalidSpec(format!(
+                "loss {}% is not within 0..100",
+                w.loss_percent
+            )));
+        }
+        if delay.is_zero() && w.loss_percent == 0.0 {
+            return Err(Error::InvalidSpec(
+                "neither delay nor loss is set: nothing to inject".into(),
+            ));
+        }
+        let interface = match w.interface.as_str() {
+            "" => None,
+            i if valid_interface(i) => Some(i.to_string()),
+            i => {
+                return Err(Error::InvalidSpec(format!(
+                    "interface {i:?} is not a valid interface name"
+                )))
+            }
+        };
+        let destinations = w
+            .destinations
+            .iter()
+            .map(|d| d.parse::<Cidr>().map_err(Error::InvalidSpec))
+            .collect::<Result<Vec<_>>>()?;
+        let protocol = match w.protocol.to_ascii_lowercase().as_str() {
+            "" | "any" | "all" => Protocol::Any,
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "icmp" => Protocol::Icmp,
+            p => {
+                return Err(Error::InvalidSpec(format!(
+                    "protocol {p:?}: use tcp, udp, icmp or leave it empty"
+                )))
+            }
+        };
+        let dst_ports = ports("dst_ports", &w.dst_ports)?;
+        let src_ports = ports("src_ports", &w.src_ports)?;
+        if protocol == Protocol::Icmp && !(dst_ports.is_empty() && src_ports.is_empty()) {
+            return Err(Error::InvalidSpec("icmp has no ports; drop the port lists".into()));
+        }
+        let backend = match w.backend.as_str() {
+            "" | "auto" => Choice::Auto,
+            "netem" => Choice::Netem,
+            "nfqueue" => Choice::Nfqueue,
+            b => return Err(Error::InvalidSpec(format!("backend {b:?}: use netem, nfqueue or auto"))),
+        };
+        Ok(Self {
+            delay,
+            jitter,
+            loss_percent: w.loss_percent,
+            interface,
+            destinations,
+            dst_ports,
+            src_ports,
+            protocol,
+            backend,
+        })
+    }
+}
+
+impl LatencySpec {
+    /// Whether the fault applies to IPv4 / IPv6 packets.
+    pub fn families(&self) -> (bool, bool) {
+        if self.destinations.is_empty() {
+            (true, true)
+        } else {
+            (
+                self.destinations.iter().any(|d| d.is_ipv4()),
+                self.destinations.iter().any(|d| !d.is_ipv4()),
+            )
+        }
+    }
+}
+
+/// What a restored latency fault reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub delayed: u64,
+    pub dropped: u64,
+}
+
+/// One way of delaying packets.
+pub trait LatencyBackend: Send + Sync {
+    /// "netem" or "nfqueue".
+    fn name(&self) -> &'static str;
+    /// Applies the fault; everything it creates carries `fault_id`.
+    fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>>;
+}
+
+/// A latency fault in place.
+pub trait AppliedLatency: Send {
+    /// The kernel objects it owns, for reports and logs.
+    fn objects(&self) -> Vec<String>;
+    /// Removes everything it created.
+    fn restore(self: Box<Self>) -> Result<Counters>;
+}
+
+/// The backends that work on this node, and why the others do not.
+#[derive(Clone, Default)]
+pub struct Backends {
+    pub netem: Option<Arc<dyn LatencyBackend>>,
+    pub nfqueue: Option<Arc<dyn LatencyBackend>>,
+    /// Why a backend is unavailable, for refusals: `(name, reason)`.
+    pub missing: Vec<(&'static str, String)>,
+}
+
+/// Which backends the operator allows (`--latency-backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    Auto,
+    Netem,
+    Nfqueue,
+    None,
+}
+
+impl Backends {
+    /// Probes this node: netem needs `tc` and the `sch_netem` module (loaded,
+    /// built in, or installed); nfqueue needs `iptables-restore` and a
+    /// bindable NFQUEUE netlink socket. `root` is `/` except in tests.
+    pub fn detect(allowed: Allowed, root: &std::path::Path) -> Self {
+        let mut b = Backends::default();
+        if allowed == Allowed::None {
+            b.missing.push(("netem", "disabled with --latency-backend none".into()));
+            b.missing
+                .push(("nfqueue", "disabled with --latency-backend none".into()));
+            return b;
+        }
+        if matches!(allowed, Allowed::Auto | Allowed::Netem) {
+            let tc = SystemTc::detect();
+            match (tc.installed(), netem::kernel_has_netem(root)) {
+                (true, true) => b.netem = Some(Arc::new(netem::Netem::new(Arc::new(tc), root))),
+                (false, _) => b.missing.push(("netem", "tc is not installed".into())),
+                (true, false) => b.missing.push(("netem", "the kernel has no sch_netem module".into())),
+            }
+        } else {
+            b.missing
+                .push(("netem", "disabled with --latency-backend nfqueue".into()));
+        }
+        if matches!(allowed, Allowed::Auto | Allowed::Nfqueue) {
+            let fw = SystemFirewall::detect();
+            if !fw.has_iptables(crate::firewall::Family::V4) {
+                b.missing
+                    .push(("nfqueue", "iptables-restore/iptables-save are not installed".into()));
+            } else if let Err(e) = nfqueue::probe_queue() {
+                b.missing
+                    .push(("nfqueue", format!("cannot bind an NFQUEUE socket: {e}")));
+            } else {
+                let fw: Arc<dyn Firewall> = Arc::new(fw);
+                b.nfqueue = Some(Arc::new(nfqueue::Nfqueue::new(fw)));
+            }
+        } else {
+            b.missing
+                .push(("nfqueue", "disabled with --latency-backend netem".into()));
+        }
+        b
+    }
+
+    /// Capabilities to advertise, e.g. `latency:nfqueue`.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut c = Vec::new();
+        if self.netem.is_some() {
+            c.push("latency:netem".into());
+        }
+        if self.nfqueue.is_some() {
+            c.push("latency:nfqueue".into());
+        }
+        c
+    }
+
+    /// The backend for `choice`, or a refusal that says why none fits.
+    pub fn choose(&self, choice: Choice) -> Result<Arc<dyn LatencyBackend>> {
+        let why = |name: &str| {
+            self.missing
+                .iter()
+                .filter(|(n, _)| name.is_empty() || *n == name)
+                .map(|(n, r)| format!("{n}: {r}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match choice {
+            Choice::Auto => self
+                .netem
+                .clone()
+                .or_else(|| self.nfqueue.clone())
+                .ok_or_else(|| Error::Refused(format!("this agent has no working latency backend ({})", why("")))),
+            Choice::Netem => self
+                .netem
+                .clone()
+                .ok_or_else(|| Error::Refused(format!("the netem backend is not available here ({})", why("netem")))),
+            Choice::Nfqueue => self.nfqueue.clone().ok_or_else(|| {
+                Error::Refused(format!(
+                    "the nfqueue backend is not available here ({})",
+                    why("nfqueue")
+                ))
+            }),
+        }
+    }
+}
+
+/// A short, stable hash of a fault id, for kernel names with length limits.
+pub fn short_hash(fault_id: &str) -> u32 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    fault_id
+        .bytes()
+        .fold(0x811c9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// Addresses a latency or block fault must never touch, as networks.
+pub fn exempt_hosts(exempt: &Exempt) -> Vec<Cidr> {
+    exempt.coordinator.iter().map(|ip: &IpAddr| Cidr::host(*ip)).collect()
+}
+
+/// What a latency status carries.
+pub fn observation(objects: Vec<String>, counters: &Counters) -> v1::LatencyObservation {
+    v1::LatencyObservation {
+        objects,
+        packets_delayed: counters.delayed,
+        packets_dropped: counters.dropped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> v1::LatencySpec {
+        v1::LatencySpec {
+            delay_us: 100_000,
+            destinations: vec!["10.0.0.2".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_spec_converts() {
+        let s = LatencySpec::try_from(wire()).unwrap();
+        assert_eq!(s.delay, Duration::from_millis(100));
+        assert_eq!(s.destinations[0].to_string(), "10.0.0.2/32");
+        assert_eq!(s.families(), (true, false));
+        assert_eq!(s.backend, Choice::Auto);
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_reason() {
+        let cases: Vec<(v1::LatencySpec, &str)> = vec![
+            (v1::LatencySpec { delay_us: 0, ..wire() }, "nothing to inject"),
+            (
+                v1::LatencySpec {
+                    jitter_us: 200_000,
+                    ..wire()
+                },
+                "jitter",
+            ),
+            (
+                v1::LatencySpec {
+                    loss_percent: 150.0,
+                    ..wire()
+                },
+                "loss",
+            ),
+            (
+                v1::LatencySpec {
+                    destinations: vec!["zone-b".into()],
+                    ..wire()
+                },
+                "not an IP address",
+            ),
+            (
+                v1::LatencySpec {
+                    dst_ports: vec![70000],
+                    ..wire()
+                },
+                "not a port",
+            ),
+            (
+                v1::LatencySpec {
+                    protocol: "icmp".into(),
+                    dst_ports: vec![80],
+                    ..wire()
+                },
+                "icmp has no ports",
+            ),
+            (
+                v1::LatencySpec {
+                    interface: "eth0; rm".into(),
+                    ..wire()
+                },
+                "interface",
+            ),
+            (
+                v1::LatencySpec {
+                    backend: "ebpf".into(),
+                    ..wire()
+                },
+                "backend",
+            ),
+        ];
+        for (w, want) in cases {
+            let e = LatencySpec::try_from(w).unwrap_err();
+            assert!(e.is_refusal());
+            assert!(e.to_string().contains(want), "{e} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn no_backend_means_a_refusal_naming_each_reason() {
+        let b = Backends::detect(Allowed::None, std::path::Path::new("/nonexistent"));
+        assert!(b.capabilities().is_empty());
+        let e = b.choose(Choice::Auto).err().unwrap();
+        assert!(e.is_refusal());
+        let msg = e.to_string();
+        assert!(msg.contains("no working latency backend"), "{msg}");
+        assert!(msg.contains("netem: disabled"), "{msg}");
+        assert!(msg.contains("nfqueue: disabled"), "{msg}");
+    }
+
+    #[test]
+    fn short_hash_is_stable() {
+        assert_eq!(short_hash("r1-1"), short_hash("r1-1"));
+        assert_ne!(short_hash("r1-1"), short_hash("r1-2"));
+    }
+}

@@ -1,0 +1,445 @@
+//! The netem latency backend.
+//!
+//! The fault replaces the interface's root qdisc — only if that is the
+//! kernel's default (handle `0:`), never a qdisc someone configured — with
+//! its own tree:
+//!
+//! ```text
+//! prio fa<h>: (4 bands)        handle derived from the fault id
+//!  ├─ bands 1-3: normal traffic (default priomap)
+//!  └─ band 4 ── netem fb<h>:   delay ± jitter, loss
+//! ```
+//!
+//! u32 filters send the exempt traffic (coordinator, SSH) to band 1 first,
+//! then the fault's scope to band 4. Restore deletes the root qdisc only if
+//! it still carries the fault's handle; the kernel then puts its default
+//! back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{exempt_hosts, short_hash, AppliedLatency, Counters, Error, LatencyBackend, LatencySpec, Result};
+use crate::firewall::Exempt;
+use crate::qdisc::{Filter, Parent, QdiscKind, Tc};
+
+/// Major handles of faultline's prio qdiscs are `fa00`..`faff`.
+const OWN_PRIO: u16 = 0xfa00;
+/// ... and of their netem children `fb00`..`fbff`.
+const OWN_NETEM: u16 = 0xfb00;
+const BANDS: u8 = 4;
+const NETEM_BAND: u16 = 4;
+const NORMAL_BAND: u16 = 1;
+
+/// Whether the kernel under `root` has `sch_netem`: loaded, built in, or
+/// installed as a module the kernel loads on first use.
+pub fn kernel_has_netem(root: &Path) -> bool {
+    if root.join("sys/module/sch_netem").exists() {
+        return true;
+    }
+    let Ok(release) = std::fs::read_to_string(root.join("proc/sys/kernel/osrelease")) else {
+        return false;
+    };
+    let modules = root.join("lib/modules").join(release.trim());
+    let builtin = std::fs::read_to_string(modules.join("modules.builtin")).unwrap_or_default();
+    if builtin.lines().any(|l| l.ends_with("/sch_netem.ko")) {
+        return true;
+    }
+    let dir = modules.join("kernel/net/sched");
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("sch_netem.ko"))
+        })
+        .unwrap_or(false)
+}
+
+/// The interface of the IPv4 default route, from `<root>/proc/net/route`.
+pub fn default_route_interface(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("proc/net/route")).ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.get(1) == Some(&"00000000") && w.get(7) == Some(&"00000000")).then(|| w[0].to_string())
+    })
+}
+
+/// The netem backend over a [`Tc`] boundary.
+pub struct Netem {
+    tc: Arc<dyn Tc>,
+    root: PathBuf,
+}
+
+impl Netem {
+    pub fn new(tc: Arc<dyn Tc>, root: &Path) -> Self {
+        Self {
+            tc,
+            root: root.to_path_buf(),
+        }
+    }
+}
+
+struct Applied {
+    tc: Arc<dyn Tc>,
+    dev: String,
+    handle: u16,
+}
+
+impl AppliedLatency for Applied {
+    fn objects(&self) -> Vec<String> {
+        vec![format!("qdisc prio {:x}: + netem on {}", self.handle, self.dev)]
+    }
+
+    fn restore(self: Box<Self>) -> Result<Counters> {
+        let err = |message: String| Error::Backend {
+            backend: "netem",
+            message,
+        };
+        match self.tc.root_qdisc(&self.dev).map_err(|e| err(e.to_string()))? {
+            Some(q) if q.handle == self.handle => {
+                self.tc.delete_root(&self.dev).map_err(|e| err(e.to_string()))?;
+                Ok(Counters::default())
+            }
+            // Someone replaced or removed our qdisc: not ours to delete.
+            Some(q) => Err(err(format!(
+                "the root qdisc of {} is now {} {:x}:, not ours ({:x}:); left it alone",
+                self.dev, q.kind, q.handle, self.handle
+            ))),
+            None => Ok(Counters::default()),
+        }
+    }
+}
+
+impl LatencyBackend for Netem {
+    fn name(&self) -> &'static str {
+        "netem"
+    }
+
+    fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>> {
+        let err = |message: String| Error::Backend {
+            backend: "netem",
+            message,
+        };
+        let dev = match &spec.interface {
+            Some(i) => i.clone(),
+            None => default_route_interface(&self.root).ok_or_else(|| {
+                Error::Refused("netem needs an interface and this node has no IPv4 default route; set interface".into())
+            })?,
+        };
+        let low = (short_hash(fault_id) & 0xff) as u16;
+        let handle = OWN_PRIO | low;
+        match self.tc.root_qdisc(&dev).map_err(|e| err(e.to_string()))? {
+            Some(q) if q.handle & 0xff00 == OWN_PRIO => {
+                return Err(Error::Refused(format!(
+                    "another faultline latency fault (qdisc {:x}:) already holds the root qdisc of {dev}",
+                    q.handle
+                )))
+            }
+            Some(q) if q.handle != 0 => {
+                return Err(Error::Refused(format!(
+                    "the root qdisc of {dev} is {} {:x}:, which faultline did not create; refusing to replace it",
+                    q.kind, q.handle
+                )))
+            }
+            _ => {}
+        }
+        self.tc
+            .add_qdisc(&dev, Parent::Root, handle, &QdiscKind::Prio { bands: BANDS })
+            .map_err(|e| err(e.to_string()))?;
+        let applied = Applied {
+            tc: self.tc.clone(),
+            dev: dev.clone(),
+            handle,
+        };
+        let build = || -> Result<()> {
+            self.tc
+                .add_qdisc(
+                    &dev,
+                    Parent::Class(handle, NETEM_BAND),
+                    OWN_NETEM | low,
+                    &QdiscKind::Netem {
+                        delay: spec.delay,
+                        jitter: spec.jitter,
+                        loss_percent: spec.loss_percent,
+                    },
+                )
+                .map_err(|e| err(e.to_string()))?;
+            for f in filters(spec, exempt) {
+                let prio = if f.band == NORMAL_BAND { 1 } else { 10 };
+                self.tc
+                    .add_filter(&dev, handle, prio, &f)
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = build() {
+            // Deleting our root removes the netem child and filters with it.
+            let _ = Box::new(applied).restore();
+            return Err(e);
+        }
+        Ok(Box::new(applied))
+    }
+}
+
+/// Filters in the order they are added: exemptions to the normal band,
+/// then the scope to the netem band.
+fn filters(spec: &LatencySpec, exempt: &Exempt) -> Vec<Filter> {
+    let mut out = Vec::new();
+    for h in exempt_hosts(exempt) {
+        out.push(Filter {
+            v6: !h.is_ipv4(),
+            dst: Some(h),
+            protocol: None,
+            dport: None,
+            sport: None,
+            band: NORMAL_BAND,
+        });
+    }
+    for p in &exempt.tcp_ports {
+        for v6 in [false, true] {
+            for (dport, sport) in [(Some(*p), None), (None, Some(*p))] {
+                out.push(Filter {
+                    v6,
+                    dst: None,
+                    protocol: Some(6),
+                    dport,
+                    sport,
+                    band: NORMAL_BAND,
+                });
+            }
+        }
+    }
+    let (v4, v6) = spec.families();
+    let opt = |v: &[u16]| -> Vec<Option<u16>> {
+        if v.is_empty() {
+            vec![None]
+        } else {
+            v.iter().copied().map(Some).collect()
+        }
+    };
+    for fam_v6 in [false, true] {
+        if (fam_v6 && !v6) || (!fam_v6 && !v4) {
+            continue;
+        }
+        let dsts: Vec<_> = if spec.destinations.is_empty() {
+            vec![None]
+        } else {
+            spec.destinations
+                .iter()
+                .filter(|d| d.is_ipv4() != fam_v6)
+                .copied()
+                .map(Some)
+                .collect()
+        };
+        for dst in &dsts {
+            for dport in opt(&spec.dst_ports) {
+                for sport in opt(&spec.src_ports) {
+                    out.push(Filter {
+                        v6: fam_v6,
+                        dst: *dst,
+                        protocol: if fam_v6 {
+                            spec.protocol.number_v6()
+                        } else {
+                            spec.protocol.number()
+                        },
+                        dport,
+                        sport,
+                        band: NETEM_BAND,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::latency::{Choice, Protocol};
+    use crate::qdisc::{self, Qdisc};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Records typed tc calls and keeps a model of each device's root.
+    #[derive(Default)]
+    struct FakeTc {
+        calls: Mutex<Vec<String>>,
+        roots: Mutex<std::collections::HashMap<String, Qdisc>>,
+        fail_filters: bool,
+    }
+
+    impl Tc for FakeTc {
+        fn root_qdisc(&self, dev: &str) -> qdisc::Result<Option<Qdisc>> {
+            Ok(self.roots.lock().unwrap().get(dev).cloned())
+        }
+        fn add_qdisc(&self, dev: &str, parent: Parent, handle: u16, kind: &QdiscKind) -> qdisc::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(qdisc::qdisc_args(dev, parent, handle, kind).join(" "));
+            if parent == Parent::Root {
+                let kind = match kind {
+                    QdiscKind::Prio { .. } => "prio",
+                    QdiscKind::Netem { .. } => "netem",
+                };
+                self.roots.lock().unwrap().insert(
+                    dev.into(),
+                    Qdisc {
+                        kind: kind.into(),
+                        handle,
+                    },
+                );
+            }
+            Ok(())
+        }
+        fn add_filter(&self, dev: &str, parent: u16, prio: u16, f: &Filter) -> qdisc::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(qdisc::filter_args(dev, parent, prio, f).join(" "));
+            if self.fail_filters {
+                return Err(qdisc::Error::Failed {
+                    args: "filter".into(),
+                    stderr: "RTNETLINK answers: Invalid argument".into(),
+                });
+            }
+            Ok(())
+        }
+        fn delete_root(&self, dev: &str) -> qdisc::Result<()> {
+            self.calls.lock().unwrap().push(format!("qdisc del dev {dev} root"));
+            self.roots.lock().unwrap().remove(dev);
+            Ok(())
+        }
+    }
+
+    fn spec() -> LatencySpec {
+        LatencySpec {
+            delay: Duration::from_millis(100),
+            jitter: Duration::ZERO,
+            loss_percent: 0.0,
+            interface: Some("eth0".into()),
+            destinations: vec!["10.9.0.2".parse().unwrap()],
+            dst_ports: vec![],
+            src_ports: vec![],
+            protocol: Protocol::Any,
+            backend: Choice::Netem,
+        }
+    }
+
+    fn netem(tc: Arc<FakeTc>) -> Netem {
+        Netem::new(tc, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn netem_builds_its_own_tree_and_restore_removes_only_it() {
+        let tc = Arc::new(FakeTc::default());
+        let exempt = Exempt::new(vec!["10.9.0.1".parse().unwrap()]);
+        let applied = netem(tc.clone()).apply("r1-1", &spec(), &exempt).unwrap();
+        let calls = tc.calls.lock().unwrap().clone();
+        let h = OWN_PRIO | (short_hash("r1-1") & 0xff) as u16;
+        assert_eq!(
+            calls[0],
+            format!("qdisc add dev eth0 root handle {h:x}: prio bands 4 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1")
+        );
+        assert!(calls[1].contains(&format!("parent {h:x}:4")) && calls[1].contains("netem delay 100000us"));
+        assert!(calls[2].contains("match ip dst 10.9.0.1/32 flowid") && calls[2].ends_with(":1"));
+        let last = calls.last().unwrap();
+        assert!(
+            last.contains("prio 10 u32 match ip dst 10.9.0.2/32") && last.ends_with(":4"),
+            "{last}"
+        );
+        applied.restore().unwrap();
+        assert_eq!(tc.calls.lock().unwrap().last().unwrap(), "qdisc del dev eth0 root");
+        assert!(tc.roots.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn netem_refuses_a_root_qdisc_it_does_not_own() {
+        let tc = Arc::new(FakeTc::default());
+        tc.roots.lock().unwrap().insert(
+            "eth0".into(),
+            Qdisc {
+                kind: "htb".into(),
+                handle: 1,
+            },
+        );
+        let e = netem(tc.clone())
+            .apply("r1-1", &spec(), &Exempt::default())
+            .err()
+            .unwrap();
+        assert!(e.is_refusal());
+        assert!(e.to_string().contains("htb 1:, which faultline did not create"), "{e}");
+        assert!(tc.calls.lock().unwrap().is_empty(), "nothing may be touched");
+    }
+
+    #[test]
+    fn netem_replaces_the_kernel_default_but_not_another_fault() {
+        let tc = Arc::new(FakeTc::default());
+        tc.roots.lock().unwrap().insert(
+            "eth0".into(),
+            Qdisc {
+                kind: "noqueue".into(),
+                handle: 0,
+            },
+        );
+        let first = netem(tc.clone()).apply("r1-1", &spec(), &Exempt::default()).unwrap();
+        let e = netem(tc.clone())
+            .apply("r2-1", &spec(), &Exempt::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("another faultline latency fault"), "{e}");
+        first.restore().unwrap();
+    }
+
+    #[test]
+    fn restore_leaves_a_qdisc_that_is_no_longer_ours() {
+        let tc = Arc::new(FakeTc::default());
+        let applied = netem(tc.clone()).apply("r1-1", &spec(), &Exempt::default()).unwrap();
+        tc.roots.lock().unwrap().insert(
+            "eth0".into(),
+            Qdisc {
+                kind: "fq".into(),
+                handle: 0x8001,
+            },
+        );
+        let e = applied.restore().unwrap_err();
+        assert!(e.to_string().contains("left it alone"), "{e}");
+        assert!(!tc.calls.lock().unwrap().iter().any(|c| c.contains(" del ")));
+    }
+
+    #[test]
+    fn a_failed_filter_rolls_the_tree_back() {
+        let tc = Arc::new(FakeTc {
+            fail_filters: true,
+            ..Default::default()
+        });
+        let e = netem(tc.clone())
+            .apply("r1-1", &spec(), &Exempt::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("Invalid argument"), "{e}");
+        assert_eq!(tc.calls.lock().unwrap().last().unwrap(), "qdisc del dev eth0 root");
+        assert!(tc.roots.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn detection_reads_the_module_tree_under_a_root() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!kernel_has_netem(dir.path()));
+        std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(dir.path().join("proc/sys/kernel/osrelease"), "6.1.0-test\n").unwrap();
+        let m = dir.path().join("lib/modules/6.1.0-test/kernel/net/sched");
+        std::fs::create_dir_all(&m).unwrap();
+        assert!(!kernel_has_netem(dir.path()));
+        std::fs::write(m.join("sch_netem.ko.xz"), "").unwrap();
+        assert!(kernel_has_netem(dir.path()));
+        std::fs::create_dir_all(dir.path().join("proc/net")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/net/route"),
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth0\t0009000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+             eth1\t00000000\t0109000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+        )
+        .unwrap();
+        assert_eq!(default_route_interface(dir.path()).as_deref(), Some("eth1"));
+    }
+}
