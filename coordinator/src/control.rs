@@ -137,7 +137,15 @@ impl Control for ControlService {
                     kind: pf.fault.kind.name().into(),
                     agent_ids: pf.targets.iter().map(|t| t.agent_id.clone()).collect(),
                     matching_agents: pf.matching as u32,
-                    summary: pf.fault.kind.summary(),
+                    summary: {
+                        let mut s = pf.fault.kind.summary();
+                        for (t, peers) in pf.targets.iter().zip(&pf.peers) {
+                            if !peers.is_empty() {
+                                s += &format!("; on {}: peers {}", t.agent_id, peers.join(", "));
+                            }
+                        }
+                        s
+                    },
                 })
                 .collect(),
             limits: plan.limits,

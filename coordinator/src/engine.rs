@@ -82,6 +82,12 @@ struct Target {
     restore_sent: bool,
     killed: Vec<KilledProcess>,
     reappeared: Option<(u64, u32)>,
+    /// Network faults: resolved peer networks sent to the agent.
+    peers: Vec<String>,
+    /// Kernel objects the agent created (chain, queue, qdisc, table).
+    objects: Vec<String>,
+    /// Latency via nfqueue: packets delayed and dropped, known at restore.
+    packets: Option<(u64, u64)>,
 }
 
 struct Ctx {
@@ -272,7 +278,7 @@ async fn execute_inner(input: RunInput) -> RunOutput {
             for pf in &plan.faults {
                 let fault_id = format!("{run_id}-{}", pf.index + 1);
                 fault_ids.push(fault_id.clone());
-                for agent in &pf.targets {
+                for (ti, agent) in pf.targets.iter().enumerate() {
                     let mut t = Target {
                         fault_id: fault_id.clone(),
                         agent_id: agent.agent_id.clone(),
@@ -286,12 +292,18 @@ async fn execute_inner(input: RunInput) -> RunOutput {
                         restore_sent: false,
                         killed: Vec::new(),
                         reappeared: None,
+                        peers: pf.peers.get(ti).cloned().unwrap_or_default(),
+                        objects: Vec::new(),
+                        packets: None,
                     };
                     let msg = v1::CoordinatorMessage {
                         msg: Some(v1::coordinator_message::Msg::Inject(v1::Inject {
                             fault_id: fault_id.clone(),
                             run_id: run_id.clone(),
-                            spec: Some(spec_to_wire(&pf.fault.kind)),
+                            spec: Some(spec_to_wire(
+                                &pf.fault.kind,
+                                pf.peers.get(ti).map(Vec::as_slice).unwrap_or(&[]),
+                            )),
                             lease_ms: exp.lease.as_millis() as u64,
                         })),
                     };
@@ -579,6 +591,16 @@ async fn apply_status(ctx: &Ctx, targets: &mut [Target], st: StatusFromAgent) {
     t.detail = s.detail.clone();
     if !s.backend.is_empty() {
         t.backend = s.backend.clone();
+    }
+    match s.observation.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(v1::observation::Kind::Latency(l)) => {
+            t.objects = l.objects.clone();
+            if s.state() != v1::FaultState::Injected {
+                t.packets = Some((l.packets_delayed, l.packets_dropped));
+            }
+        }
+        Some(v1::observation::Kind::Block(b)) => t.objects = vec![format!("nftables table {}", b.table)],
+        _ => {}
     }
     if let Some(v1::Observation {
         kind: Some(v1::observation::Kind::Kill(k)),
@@ -884,6 +906,10 @@ fn fault_reports(exp: &Experiment, fault_ids: &[String], targets: &[Target]) -> 
                         killed: t.killed.clone(),
                         reappeared_after_ms: t.reappeared.map(|r| r.0),
                         reappeared_pid: t.reappeared.map(|r| r.1),
+                        peers: t.peers.clone(),
+                        objects: t.objects.clone(),
+                        packets_delayed: t.packets.map(|p| p.0),
+                        packets_dropped: t.packets.map(|p| p.1),
                     })
                     .collect(),
             }
@@ -891,9 +917,31 @@ fn fault_reports(exp: &Experiment, fault_ids: &[String], targets: &[Target]) -> 
         .collect()
 }
 
-/// The wire form of a fault's parameters.
-pub fn spec_to_wire(kind: &FaultKind) -> v1::FaultSpec {
+/// The wire form of a fault's parameters; `peers` are the resolved peer
+/// networks of this target (network faults only).
+pub fn spec_to_wire(kind: &FaultKind, peers: &[String]) -> v1::FaultSpec {
+    let ports = |p: &[u16]| p.iter().map(|p| *p as u32).collect::<Vec<u32>>();
     match kind {
+        FaultKind::Latency(l) => v1::FaultSpec {
+            kind: Some(v1::fault_spec::Kind::Latency(v1::LatencySpec {
+                delay_us: l.delay.as_micros() as u64,
+                jitter_us: l.jitter.as_micros() as u64,
+                loss_percent: l.loss_percent,
+                interface: l.interface.clone().unwrap_or_default(),
+                destinations: peers.to_vec(),
+                dst_ports: ports(&l.dst_ports),
+                src_ports: ports(&l.src_ports),
+                protocol: l.protocol.clone().unwrap_or_default(),
+                backend: l.backend.clone().unwrap_or_default(),
+            })),
+        },
+        FaultKind::Block(b) => v1::FaultSpec {
+            kind: Some(v1::fault_spec::Kind::Block(v1::BlockSpec {
+                peers: peers.to_vec(),
+                ports: ports(&b.ports),
+                direction: b.direction.clone(),
+            })),
+        },
         FaultKind::Kill(k) => v1::FaultSpec {
             kind: Some(v1::fault_spec::Kind::Kill(v1::KillSpec {
                 name: k.name.clone().unwrap_or_default(),

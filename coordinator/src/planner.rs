@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::experiment::{Experiment, Fault, Mode};
+use crate::experiment::{Experiment, Fault, Mode, Peers, ZONE_LABEL};
 use crate::outcome::Outcome;
 use crate::registry::AgentInfo;
 
@@ -43,6 +43,18 @@ pub enum Error {
         percent: f64,
         matching: usize,
     },
+    /// A zone named in a fault's peers has no connected agent.
+    #[error("fault {fault:?}: zone {zone:?} has no connected agent (label zone={zone}); known zones: {known}")]
+    EmptyZone { fault: String, zone: String, known: String },
+    /// A network fault's peers resolve to no address for a target.
+    #[error(
+        "fault {fault:?}: the peers {peers} resolve to no address other than agent {agent}'s own; nothing to act on"
+    )]
+    NoPeers {
+        fault: String,
+        agent: String,
+        peers: String,
+    },
     /// A blast-radius limit refused the plan.
     #[error("blast radius refused fault {fault:?}: {limit}")]
     BlastRadius { fault: String, limit: String },
@@ -54,7 +66,11 @@ impl Error {
     pub fn outcome(&self) -> Outcome {
         match self {
             Error::BlastRadius { .. } | Error::ZeroTargets { .. } => Outcome::Invalid,
-            Error::NoMatch { .. } | Error::TooFew { .. } | Error::Capability { .. } => Outcome::Error,
+            Error::NoMatch { .. }
+            | Error::TooFew { .. }
+            | Error::Capability { .. }
+            | Error::EmptyZone { .. }
+            | Error::NoPeers { .. } => Outcome::Error,
         }
     }
 }
@@ -68,6 +84,55 @@ pub struct PlannedFault {
     pub targets: Vec<AgentInfo>,
     /// Agents matching the selector before the mode was applied.
     pub matching: usize,
+    /// Network faults: for each target (same order), the peer networks its
+    /// zones and CIDRs resolve to, without the target's own addresses.
+    /// Empty for other kinds, and for a latency fault to any destination.
+    pub peers: Vec<Vec<String>>,
+}
+
+/// Resolves `peers` for `target`: every address reported by agents whose
+/// zone label is one of the zones (the target itself left out), then the
+/// CIDRs as written.
+fn resolve_peers(fault: &Fault, peers: &Peers, target: &AgentInfo, agents: &[AgentInfo]) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = Vec::new();
+    for zone in &peers.zones {
+        let members: Vec<&AgentInfo> = agents
+            .iter()
+            .filter(|a| a.labels.get(ZONE_LABEL) == Some(zone))
+            .collect();
+        if members.is_empty() {
+            let mut known: Vec<&str> = agents
+                .iter()
+                .filter_map(|a| a.labels.get(ZONE_LABEL).map(String::as_str))
+                .collect();
+            known.sort_unstable();
+            known.dedup();
+            return Err(Error::EmptyZone {
+                fault: fault.name.clone(),
+                zone: zone.clone(),
+                known: if known.is_empty() {
+                    "none (no agent has a zone label)".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        }
+        for m in members.into_iter().filter(|m| m.agent_id != target.agent_id) {
+            out.extend(m.addresses.iter().cloned());
+        }
+    }
+    out.retain(|a| !target.addresses.contains(a));
+    out.extend(peers.cidrs.iter().cloned());
+    out.sort();
+    out.dedup();
+    if out.is_empty() && !peers.is_empty() {
+        return Err(Error::NoPeers {
+            fault: fault.name.clone(),
+            agent: target.agent_id.clone(),
+            peers: peers.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// The whole plan.
@@ -143,19 +208,28 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
             }
         };
         let targets: Vec<AgentInfo> = matching.iter().take(n).map(|a| (*a).clone()).collect();
-        let kind = fault.kind.name();
-        if let Some(a) = targets.iter().find(|a| {
-            !a.capabilities
-                .iter()
-                .any(|c| c == kind || c.starts_with(&format!("{kind}:")))
-        }) {
+        if let Some(a) = targets.iter().find(|a| !fault.kind.runs_on(&a.capabilities)) {
+            let kind = match &fault.kind {
+                crate::experiment::FaultKind::Latency(l) => match &l.backend {
+                    Some(b) => format!("latency (backend {b})"),
+                    None => "latency".into(),
+                },
+                k => k.name().to_string(),
+            };
             return Err(Error::Capability {
                 fault: fault.name.clone(),
                 agent: a.agent_id.clone(),
-                kind: kind.to_string(),
+                kind,
                 supports: a.capabilities.join(", "),
             });
         }
+        let peers = match fault.kind.peers() {
+            Some(p) => targets
+                .iter()
+                .map(|t| resolve_peers(fault, p, t, agents))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
         if let Some(max) = exp.blast_radius.max_targets {
             if targets.len() > max as usize {
                 return Err(Error::BlastRadius {
@@ -194,6 +268,7 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
             fault: fault.clone(),
             targets,
             matching: matching.len(),
+            peers,
         });
     }
     if limits.is_empty() {
@@ -268,5 +343,79 @@ mod tests {
         .unwrap();
         assert_eq!(ok.faults[0].targets[0].agent_id, "a1");
         assert_eq!(ok.limits.len(), 2);
+    }
+
+    fn net_agent(id: &str, zone: &str, addr: &str, caps: &[&str]) -> AgentInfo {
+        AgentInfo {
+            addresses: vec![addr.into()],
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            ..agent(id, zone)
+        }
+    }
+
+    fn net_exp(fault: &str) -> Experiment {
+        let src = format!(
+            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{ address: \"127.0.0.1:1\" }}\nduration: 1s\nfaults:\n  - name: f\n    targets: {{ labels: {{ zone: b }} }}\n    {fault}\n"
+        );
+        crate::experiment::parse("t.yaml", &src, &HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn zones_resolve_to_the_addresses_of_their_agents_without_the_target() {
+        let fleet = [
+            net_agent("a1", "a", "10.9.0.2", &["block"]),
+            net_agent("b1", "b", "10.9.0.3", &["block"]),
+            net_agent("b2", "b", "10.9.0.4", &["block"]),
+            net_agent("c1", "c", "10.9.0.5", &["block"]),
+        ];
+        let p = plan(
+            &net_exp("block: { peers: { zones: [a, b, c], cidrs: [192.0.2.0/24] } }"),
+            &fleet,
+        )
+        .unwrap();
+        let pf = &p.faults[0];
+        assert_eq!(pf.targets.len(), 2);
+        // b1 is cut off from a, c, the other b host and the CIDR, not from itself.
+        assert_eq!(pf.peers[0], vec!["10.9.0.2", "10.9.0.4", "10.9.0.5", "192.0.2.0/24"]);
+        assert_eq!(pf.peers[1], vec!["10.9.0.2", "10.9.0.3", "10.9.0.5", "192.0.2.0/24"]);
+    }
+
+    #[test]
+    fn an_empty_zone_is_an_error_not_an_unscoped_fault() {
+        let fleet = [net_agent("b1", "b", "10.9.0.3", &["latency:nfqueue"])];
+        let err = plan(&net_exp("latency: { delay: 10ms, to: { zones: [x] } }"), &fleet).unwrap_err();
+        assert_eq!(err.outcome(), Outcome::Error);
+        assert!(
+            err.to_string().contains("zone \"x\" has no connected agent") && err.to_string().contains("known zones: b"),
+            "{err}"
+        );
+        // A zone holding only the target resolves to nothing: refused too.
+        let err = plan(&net_exp("latency: { delay: 10ms, to: { zones: [b] } }"), &fleet).unwrap_err();
+        assert!(matches!(err, Error::NoPeers { .. }), "{err}");
+    }
+
+    #[test]
+    fn latency_needs_a_backend_capability_and_the_requested_backend() {
+        let fleet = [
+            net_agent("a1", "a", "10.9.0.2", &["kill"]),
+            net_agent("b1", "b", "10.9.0.3", &["kill"]),
+        ];
+        let err = plan(&net_exp("latency: { delay: 10ms, to: { zones: [a] } }"), &fleet).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot run latency faults (it supports: kill)"),
+            "{err}"
+        );
+        let fleet = [
+            net_agent("a1", "a", "10.9.0.2", &[]),
+            net_agent("b1", "b", "10.9.0.3", &["latency:nfqueue"]),
+        ];
+        assert!(plan(&net_exp("latency: { delay: 10ms, to: { zones: [a] } }"), &fleet).is_ok());
+        let err = plan(
+            &net_exp("latency: { delay: 10ms, backend: netem, to: { zones: [a] } }"),
+            &fleet,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("latency (backend netem)"), "{err}");
     }
 }

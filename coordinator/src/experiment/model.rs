@@ -199,18 +199,77 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone)]
 pub enum FaultKind {
     Kill(KillFault),
+    Latency(LatencyFault),
+    Block(BlockFault),
 }
 
 impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::Kill(_) => "kill",
+            FaultKind::Latency(_) => "latency",
+            FaultKind::Block(_) => "block",
+        }
+    }
+
+    /// Whether an agent advertising `caps` can run this fault: the kind
+    /// itself (`kill`), or the kind with the requested backend
+    /// (`latency:nfqueue`), or with any backend when none is requested.
+    pub fn runs_on(&self, caps: &[String]) -> bool {
+        let kind = self.name();
+        match self {
+            FaultKind::Latency(LatencyFault { backend: Some(b), .. }) => {
+                caps.iter().any(|c| *c == format!("{kind}:{b}"))
+            }
+            _ => caps.iter().any(|c| c == kind || c.starts_with(&format!("{kind}:"))),
+        }
+    }
+
+    /// Peers the coordinator resolves to addresses for each target.
+    pub fn peers(&self) -> Option<&Peers> {
+        match self {
+            FaultKind::Latency(l) => Some(&l.to),
+            FaultKind::Block(b) => Some(&b.peers),
+            FaultKind::Kill(_) => None,
         }
     }
 
     /// The parameters in words, for plans and reports.
     pub fn summary(&self) -> String {
         match self {
+            FaultKind::Latency(l) => {
+                let mut parts = vec![format!("delay {}", fmt_duration(l.delay))];
+                if !l.jitter.is_zero() {
+                    parts.push(format!("jitter {}", fmt_duration(l.jitter)));
+                }
+                if l.loss_percent > 0.0 {
+                    parts.push(format!("loss {}%", l.loss_percent));
+                }
+                parts.push(format!("to {}", l.to));
+                if let Some(i) = &l.interface {
+                    parts.push(format!("via {i}"));
+                }
+                if let Some(p) = &l.protocol {
+                    parts.push(p.clone());
+                }
+                if !l.dst_ports.is_empty() {
+                    parts.push(format!("ports {}", join(&l.dst_ports)));
+                }
+                if !l.src_ports.is_empty() {
+                    parts.push(format!("source ports {}", join(&l.src_ports)));
+                }
+                if let Some(b) = &l.backend {
+                    parts.push(format!("backend {b}"));
+                }
+                parts.join(" ")
+            }
+            FaultKind::Block(b) => {
+                let mut s = format!("drop {} traffic with {}", b.direction, b.peers);
+                if !b.ports.is_empty() {
+                    s += &format!(" on ports {}", join(&b.ports));
+                }
+                s
+            }
             FaultKind::Kill(k) => {
                 let mut parts = vec![format!("signal {}", k.signal_name)];
                 if let Some(n) = &k.name {
@@ -233,6 +292,73 @@ impl FaultKind {
             }
         }
     }
+}
+
+fn join(ports: &[u16]) -> String {
+    ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Remote ends of a network fault: zones (agents whose `zone` label is one
+/// of them, resolved to the addresses those agents reported) and networks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Peers {
+    pub zones: Vec<String>,
+    /// Networks as written (already checked to parse), e.g. `10.0.0.0/8`.
+    pub cidrs: Vec<String>,
+}
+
+impl Peers {
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty() && self.cidrs.is_empty()
+    }
+}
+
+impl fmt::Display for Peers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.zones.is_empty() {
+            parts.push(format!("zones {}", self.zones.join(",")));
+        }
+        if !self.cidrs.is_empty() {
+            parts.push(self.cidrs.join(","));
+        }
+        if parts.is_empty() {
+            f.write_str("any destination")
+        } else {
+            f.write_str(&parts.join(" + "))
+        }
+    }
+}
+
+/// Label whose value names an agent's zone.
+pub const ZONE_LABEL: &str = "zone";
+
+/// Parameters of a `latency` fault (egress of the target).
+#[derive(Debug, Clone)]
+pub struct LatencyFault {
+    pub delay: Duration,
+    pub jitter: Duration,
+    /// Percent of matching packets dropped, 0..=100.
+    pub loss_percent: f64,
+    pub interface: Option<String>,
+    /// Destinations; empty means any.
+    pub to: Peers,
+    pub dst_ports: Vec<u16>,
+    pub src_ports: Vec<u16>,
+    /// tcp, udp or icmp; `None` means any.
+    pub protocol: Option<String>,
+    /// netem or nfqueue; `None` lets the agent choose.
+    pub backend: Option<String>,
+}
+
+/// Parameters of a `block` fault.
+#[derive(Debug, Clone)]
+pub struct BlockFault {
+    /// Never empty.
+    pub peers: Peers,
+    pub ports: Vec<u16>,
+    /// in, out or both.
+    pub direction: String,
 }
 
 /// Parameters of a `kill` fault.

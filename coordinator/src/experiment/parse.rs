@@ -516,6 +516,167 @@ struct RawFault {
     #[serde(default)]
     targets: RawTargets,
     kill: Option<RawKill>,
+    latency: Option<RawLatencyFault>,
+    block: Option<RawBlock>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPeers {
+    #[serde(default)]
+    zones: Vec<String>,
+    #[serde(default)]
+    cidrs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLatencyFault {
+    delay: Option<Dur>,
+    jitter: Option<Dur>,
+    loss: Option<RawRate>,
+    interface: Option<String>,
+    #[serde(default)]
+    to: RawPeers,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    source_ports: Vec<u16>,
+    protocol: Option<String>,
+    backend: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    #[serde(default)]
+    peers: RawPeers,
+    #[serde(default)]
+    ports: Vec<u16>,
+    direction: Option<String>,
+}
+
+/// Checks `addr` or `addr/prefix`.
+fn check_cidr(what: &str, c: &str) -> Result<(), String> {
+    let (a, p) = match c.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (c, None),
+    };
+    let Ok(ip) = a.parse::<std::net::IpAddr>() else {
+        return Err(format!("{what}: {c:?} is not an IP address or CIDR (e.g. 10.0.0.0/24)"));
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if let Some(p) = p {
+        if !matches!(p.parse::<u8>(), Ok(n) if n <= max) {
+            return Err(format!("{what}: {c:?} has a prefix outside 0..={max}"));
+        }
+    }
+    Ok(())
+}
+
+fn peers(what: &str, r: RawPeers) -> Result<Peers, String> {
+    for c in &r.cidrs {
+        check_cidr(&format!("{what}.cidrs"), c)?;
+    }
+    if let Some(z) = r.zones.iter().find(|z| z.trim().is_empty()) {
+        return Err(format!("{what}.zones: {z:?} is not a zone name"));
+    }
+    Ok(Peers {
+        zones: r.zones,
+        cidrs: r.cidrs,
+    })
+}
+
+fn check_ports(what: &str, ports: &[u16]) -> Result<(), String> {
+    if ports.contains(&0) {
+        return Err(format!("{what}: 0 is not a port (1-65535)"));
+    }
+    if ports.len() > 15 {
+        return Err(format!("{what}: at most 15 ports"));
+    }
+    Ok(())
+}
+
+fn latency_fault(l: RawLatencyFault) -> Result<LatencyFault, String> {
+    let delay = l.delay.map(|d| d.0).unwrap_or(Duration::ZERO);
+    let jitter = l.jitter.map(|d| d.0).unwrap_or(Duration::ZERO);
+    let loss_percent = match l.loss {
+        None => 0.0,
+        Some(RawRate::Fraction(f)) => f,
+        Some(RawRate::Text(t)) => match t.trim().strip_suffix('%').map(|p| p.trim().parse::<f64>()) {
+            Some(Ok(p)) => p,
+            _ => return Err(format!("latency.loss {t:?}: write a percentage, e.g. \"10%\" or 10")),
+        },
+    };
+    if !(0.0..=100.0).contains(&loss_percent) {
+        return Err(format!("latency.loss {loss_percent}: must be within 0..100 (percent)"));
+    }
+    if delay.is_zero() && loss_percent == 0.0 {
+        return Err("latency: set delay (e.g. delay: 100ms) and/or loss (e.g. loss: \"10%\")".into());
+    }
+    if delay > Duration::from_secs(10) {
+        return Err(format!("latency.delay {}: at most 10s", fmt_duration(delay)));
+    }
+    if jitter > delay {
+        return Err(format!(
+            "latency.jitter {} is larger than the delay {}",
+            fmt_duration(jitter),
+            fmt_duration(delay)
+        ));
+    }
+    if let Some(i) = &l.interface {
+        if i.is_empty() || i.len() > 15 || i.contains(['/', ' ', ':']) {
+            return Err(format!("latency.interface {i:?} is not an interface name"));
+        }
+    }
+    let protocol = match l.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("any") | Some("all") => None,
+        Some(p @ ("tcp" | "udp" | "icmp")) => Some(p.to_string()),
+        Some(p) => {
+            return Err(format!(
+                "latency.protocol {p:?}: use tcp, udp or icmp (or leave it out for any)"
+            ))
+        }
+    };
+    check_ports("latency.ports", &l.ports)?;
+    check_ports("latency.source_ports", &l.source_ports)?;
+    if protocol.as_deref() == Some("icmp") && !(l.ports.is_empty() && l.source_ports.is_empty()) {
+        return Err("latency: icmp has no ports; remove ports/source_ports or use tcp/udp".into());
+    }
+    let backend = match l.backend.as_deref() {
+        None | Some("auto") => None,
+        Some(b @ ("netem" | "nfqueue")) => Some(b.to_string()),
+        Some(b) => return Err(format!("latency.backend {b:?}: use netem, nfqueue or auto")),
+    };
+    Ok(LatencyFault {
+        delay,
+        jitter,
+        loss_percent,
+        interface: l.interface,
+        to: peers("latency.to", l.to)?,
+        dst_ports: l.ports,
+        src_ports: l.source_ports,
+        protocol,
+        backend,
+    })
+}
+
+fn block_fault(b: RawBlock) -> Result<BlockFault, String> {
+    let peers = peers("block.peers", b.peers)?;
+    if peers.is_empty() {
+        return Err("block.peers: set zones (e.g. zones: [b]) and/or cidrs (e.g. cidrs: [10.0.2.0/24])".into());
+    }
+    check_ports("block.ports", &b.ports)?;
+    let direction = match b.direction.as_deref() {
+        None => "both".to_string(),
+        Some(d @ ("in" | "out" | "both")) => d.to_string(),
+        Some(d) => return Err(format!("block.direction {d:?}: use in, out or both")),
+    };
+    Ok(BlockFault {
+        peers,
+        ports: b.ports,
+        direction,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -611,10 +772,29 @@ impl TryFrom<RawFault> for Fault {
                 ))
             }
         };
-        let Some(k) = r.kill else {
+        let kinds = [r.kill.is_some(), r.latency.is_some(), r.block.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(ctx(
-                "set the fault kind: kill (the only kind this version supports)".into()
+                "set exactly one fault kind: kill, latency or block (disk_fill is not in experiment files yet)".into(),
             ));
+        }
+        let targets = Targets { labels: t.labels, mode };
+        if let Some(l) = r.latency {
+            return Ok(Fault {
+                name: r.name.unwrap_or_default(),
+                targets,
+                kind: FaultKind::Latency(latency_fault(l).map_err(&ctx)?),
+            });
+        }
+        if let Some(b) = r.block {
+            return Ok(Fault {
+                name: r.name.unwrap_or_default(),
+                targets,
+                kind: FaultKind::Block(block_fault(b).map_err(&ctx)?),
+            });
+        }
+        let Some(k) = r.kill else {
+            unreachable!("exactly one kind was checked above")
         };
         if k.name.is_none() && k.cmdline.is_none() && k.pid.is_none() {
             return Err(ctx(
@@ -635,7 +815,7 @@ impl TryFrom<RawFault> for Fault {
         };
         Ok(Fault {
             name: r.name.unwrap_or_default(),
-            targets: Targets { labels: t.labels, mode },
+            targets,
             kind: FaultKind::Kill(KillFault {
                 name: k.name,
                 cmdline: k.cmdline,
@@ -689,7 +869,9 @@ faults:
         assert_eq!(p.interval, Duration::from_millis(100));
         assert_eq!(p.tolerances[0], Tolerance::SuccessRate { min: 0.9 });
         assert!(matches!(&p.kind, ProbeKind::Http(h) if h.url == "http://127.0.0.1:8080/health"));
-        let FaultKind::Kill(k) = &e.faults[0].kind;
+        let FaultKind::Kill(k) = &e.faults[0].kind else {
+            panic!("expected a kill fault")
+        };
         assert_eq!(k.cmdline.as_deref(), Some("demo --port 8080"));
         assert_eq!((k.signal, k.signal_name.as_str()), (15, "SIGTERM"));
         assert_eq!(e.faults[0].targets.mode, Mode::Count(1));
@@ -753,6 +935,82 @@ faults:
             let err = parse("e.yaml", &src, &vars()).unwrap_err();
             assert!(err.line > 0, "{err}");
             assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+    }
+
+    fn with_fault(fault: &str) -> String {
+        format!(
+            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{ address: \"127.0.0.1:1\" }}\nduration: 1s\nfaults:\n  - name: f\n{fault}"
+        )
+    }
+
+    #[test]
+    fn parses_latency_and_block_faults() {
+        let src = with_fault(
+            "    latency:\n      delay: 100ms\n      jitter: 5ms\n      loss: \"2.5%\"\n      to: { zones: [a], cidrs: [10.0.0.0/8] }\n      ports: [80]\n      protocol: TCP\n      backend: nfqueue\n",
+        );
+        let e = parse("t.yaml", &src, &vars()).unwrap();
+        let FaultKind::Latency(l) = &e.faults[0].kind else {
+            panic!("expected latency")
+        };
+        assert_eq!(
+            (l.delay, l.jitter, l.loss_percent),
+            (Duration::from_millis(100), Duration::from_millis(5), 2.5)
+        );
+        assert_eq!(l.to.zones, vec!["a"]);
+        assert_eq!(l.protocol.as_deref(), Some("tcp"));
+        assert_eq!(
+            e.faults[0].kind.summary(),
+            "delay 100ms jitter 5ms loss 2.5% to zones a + 10.0.0.0/8 tcp ports 80 backend nfqueue"
+        );
+        let src = with_fault("    block:\n      peers: { zones: [a, c] }\n      direction: in\n");
+        let e = parse("t.yaml", &src, &vars()).unwrap();
+        assert_eq!(e.faults[0].kind.summary(), "drop in traffic with zones a,c");
+    }
+
+    #[test]
+    fn network_fault_mistakes_name_the_field_and_the_fix() {
+        for (fault, want) in [
+            ("    latency: { jitter: 0ms }\n", "set delay"),
+            (
+                "    latency: { delay: 10ms, jitter: 20ms }\n",
+                "jitter 20ms is larger than the delay",
+            ),
+            ("    latency: { delay: 10ms, loss: \"150%\" }\n", "within 0..100"),
+            (
+                "    latency: { delay: 10ms, to: { cidrs: [10.0.0.0/40] } }\n",
+                "prefix outside",
+            ),
+            (
+                "    latency: { delay: 10ms, to: { cidrs: [zone-a] } }\n",
+                "not an IP address",
+            ),
+            ("    latency: { delay: 10ms, protocol: sctp }\n", "use tcp, udp or icmp"),
+            (
+                "    latency: { delay: 10ms, backend: ebpf }\n",
+                "use netem, nfqueue or auto",
+            ),
+            (
+                "    latency: { delay: 10ms, protocol: icmp, ports: [80] }\n",
+                "icmp has no ports",
+            ),
+            (
+                "    latency: { delay: 10ms, to: { hosts: [a] } }\n",
+                "unknown field `hosts`",
+            ),
+            ("    block: { ports: [80] }\n", "block.peers: set zones"),
+            (
+                "    block: { peers: { zones: [a] }, direction: sideways }\n",
+                "use in, out or both",
+            ),
+            (
+                "    block: { peers: { zones: [a] } }\n    kill: { name: x }\n",
+                "exactly one fault kind",
+            ),
+        ] {
+            let err = parse("t.yaml", &with_fault(fault), &vars()).unwrap_err();
+            assert!(err.line > 0, "{err} should have a position");
+            assert!(err.to_string().contains(want), "{err} should contain {want}");
         }
     }
 }

@@ -151,6 +151,15 @@ pub fn render(r: &Report) -> String {
             );
         }
         for t in &f.targets {
+            if !t.peers.is_empty() {
+                let _ = writeln!(o, "- {}: peers {}", t.agent_id, t.peers.join(", "));
+            }
+            if !t.objects.is_empty() {
+                let _ = writeln!(o, "- {}: kernel objects {}", t.agent_id, t.objects.join("; "));
+            }
+            if let (Some(d), Some(x)) = (t.packets_delayed, t.packets_dropped) {
+                let _ = writeln!(o, "- {}: {d} packets delayed, {x} dropped", t.agent_id);
+            }
             for k in &t.killed {
                 let _ = writeln!(o, "- {}: killed pid {} ({}) `{}`", t.agent_id, k.pid, k.name, k.cmdline);
             }

@@ -142,6 +142,19 @@ pub struct TargetReport {
     pub reappeared_after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reappeared_pid: Option<u32>,
+    /// Latency and block: the peer networks the coordinator resolved
+    /// (zones to agent addresses, plus CIDRs) and sent to this agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Latency and block: kernel objects the agent created for the fault.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+    /// Latency with the nfqueue backend: packets delayed / dropped while
+    /// the fault was in place (reported at restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_delayed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_dropped: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
