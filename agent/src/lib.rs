@@ -70,7 +70,9 @@ pub struct AgentConfig {
     /// Longest reconnect delay. By default, 10 s.
     pub backoff_max: Duration,
     /// Process names a kill must never signal, in addition to pid 1, the
-    /// agent and its parent. By default, `sshd`.
+    /// agent and its parent. By default, `sshd` and `faultline-agent`: other
+    /// agents on the node (or in other network namespaces of it, which share
+    /// its process table) hold faults that only they can restore.
     pub protected_names: Vec<String>,
     /// The process boundary. By default, the real process table.
     pub processes: Arc<dyn ProcessTable>,
@@ -95,7 +97,7 @@ impl AgentConfig {
             max_lease: Duration::from_secs(60),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
-            protected_names: vec!["sshd".into()],
+            protected_names: vec!["sshd".into(), "faultline-agent".into()],
             processes: Arc::new(SystemProcessTable::new()),
             fill: FillPolicy::default(),
             latency_backend: Allowed::Auto,

@@ -23,7 +23,7 @@ struct Args {
     /// Label as key=value; repeat for several (e.g. --label zone=a --label role=api).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Process name a kill must never signal (in addition to pid 1, the agent, its parent and sshd).
+    /// Process name a kill must never signal (in addition to pid 1, the agent, its parent, sshd and faultline-agent).
     #[arg(long = "protect", value_name = "NAME")]
     protect: Vec<String>,
     /// Directory disk fills may target (and everything below it); repeatable.

@@ -7,6 +7,10 @@
 //! - [`Harness`]: coordinator + agents on loopback, submit runs, read reports.
 //! - [`ChildGuard`]: a child process killed and reaped on drop.
 //! - [`sleeper`], [`http_server`], [`serve_http_in_process`]: things to kill and to probe.
+//! - [`lab`]: hosts in network namespaces running the real agent binary, for
+//!   network faults and crash tests.
+
+pub mod lab;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -83,6 +87,16 @@ impl Harness {
 
     /// Submits an experiment and follows it to the end.
     pub async fn run(&self, yaml: &str, vars: &[(&str, &str)]) -> Result<RunResult, tonic::Status> {
+        self.run_observed(yaml, vars, None).await
+    }
+
+    /// Like [`Harness::run`], also copying every event to `watch` as it arrives.
+    pub async fn run_observed(
+        &self,
+        yaml: &str,
+        vars: &[(&str, &str)],
+        watch: Option<tokio::sync::mpsc::UnboundedSender<v1::RunEvent>>,
+    ) -> Result<RunResult, tonic::Status> {
         let mut client = self.control().await;
         let mut stream = client
             .submit_run(v1::SubmitRunRequest {
@@ -95,6 +109,9 @@ impl Harness {
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("test: no run event for 60s"))??
         {
+            if let Some(w) = &watch {
+                let _ = w.send(ev.clone());
+            }
             if let Some(v1::run_event::Event::Finished(f)) = &ev.event {
                 let report: Report = serde_json::from_str(&f.report_json).expect("report json");
                 assert_eq!(report.exit_code, f.exit_code);

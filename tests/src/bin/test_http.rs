@@ -1,15 +1,23 @@
 //! `faultline-test-http`: a real HTTP server process for end-to-end tests.
-//! Binds a free port on 127.0.0.1, prints it on stdout, and answers every
-//! request with `200 ok`. Tests kill it to see a probe fail. `--tag X` only
-//! makes the command line unique so a test can select exactly this process.
+//! Binds `--listen ADDR` (by default a free port on 127.0.0.1), prints the
+//! port on stdout, and answers every request with `200 ok`. Tests kill it to
+//! see a probe fail. `--tag X` only makes the command line unique so a test
+//! can select exactly this process.
 
 use std::io::{Read, Write};
 
 fn main() {
-    let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
+    let args: Vec<String> = std::env::args().collect();
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or("127.0.0.1:0");
+    let listener = match std::net::TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("faultline-test-http: cannot bind 127.0.0.1:0: {e}");
+            eprintln!("faultline-test-http: cannot bind {listen}: {e}");
             std::process::exit(1);
         }
     };

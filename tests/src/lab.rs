@@ -1,0 +1,607 @@
+//! The namespace lab: several hosts on one machine, each a network namespace
+//! running the real `faultline-agent` binary and a small HTTP service, joined
+//! by a bridge in a hub namespace where the coordinator listens.
+//!
+//! ```text
+//!   hub netns <id>-hub: bridge br0 10.77.0.1/24, coordinator (this process)
+//!      ├── veth ── netns <id>-a: eth0 10.77.0.11, agent (zone=a), http :8080
+//!      ├── veth ── netns <id>-b: eth0 10.77.0.12, agent (zone=b), http :8080
+//!      └── ...
+//! ```
+//!
+//! Nothing is added to the machine's own network namespace: every link,
+//! address, rule and route lives in namespaces the lab created, so the
+//! subnet can be the same in every lab and labs run in parallel. The
+//! coordinator runs in this test process on a tokio runtime whose threads
+//! have entered the hub namespace (`setns` is per thread), so its listener
+//! and its probes live there too. [`Lab`]'s `Drop` stops the processes and
+//! deletes the namespaces, also on panic.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faultline_proto::v1;
+use tokio::sync::mpsc;
+
+use crate::{ChildGuard, Harness, RunResult};
+
+/// The lab's subnet; the hub (coordinator) is `.1`, hosts start at `.11`.
+pub const SUBNET_PREFIX: &str = "10.77.0";
+/// Port of every host's HTTP service.
+pub const HTTP_PORT: u16 = 8080;
+
+/// True when this process may build a lab. Without root it prints why and
+/// returns false, unless `CI=true`, where skipping is a failure.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root for network namespaces, and CI=true forbids skipping"
+    );
+    eprintln!("skipping {test}: needs root for network namespaces");
+    false
+}
+
+/// One host of the lab.
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    /// Short name, also the agent id and its `host` label.
+    pub name: String,
+    /// Value of the agent's `zone` label.
+    pub zone: String,
+    /// The host's network namespace.
+    pub netns: String,
+    pub ip: Ipv4Addr,
+}
+
+impl LabHost {
+    /// The host's HTTP service.
+    pub fn http(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip, HTTP_PORT)
+    }
+}
+
+/// How to start one host.
+pub struct HostSpec {
+    pub name: String,
+    pub zone: String,
+    /// Extra flags for its agent, e.g. `--latency-backend none`.
+    pub agent_args: Vec<String>,
+}
+
+impl HostSpec {
+    pub fn new(name: &str, zone: &str) -> Self {
+        Self {
+            name: name.into(),
+            zone: zone.into(),
+            agent_args: Vec::new(),
+        }
+    }
+
+    pub fn agent_arg(mut self, arg: &str) -> Self {
+        self.agent_args.push(arg.into());
+        self
+    }
+}
+
+/// A running lab. See the module docs.
+pub struct Lab {
+    /// Unique per lab: prefix of every namespace name.
+    pub id: String,
+    pub hub: String,
+    pub hosts: Vec<LabHost>,
+    pub coordinator: Option<Arc<Harness>>,
+    /// How long building the lab took (namespaces, links, processes, agents registered).
+    pub setup_time: Duration,
+    runtime: Option<tokio::runtime::Runtime>,
+    agents: BTreeMap<String, ChildGuard>,
+    agent_args: BTreeMap<String, Vec<String>>,
+    services: Vec<ChildGuard>,
+    namespaces: Vec<String>,
+    logs: tempfile::TempDir,
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ip: {e} (install iproute2)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Output of `cmd` run inside `netns` (stdout and stderr).
+pub fn in_netns(netns: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["netns", "exec", netns];
+    args.extend_from_slice(cmd);
+    match Command::new("ip").args(&args).stdin(Stdio::null()).output() {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("cannot run ip netns exec: {e}"),
+    }
+}
+
+/// Moves the calling thread into network namespace `netns`.
+fn enter_netns(netns: &str) -> std::io::Result<()> {
+    let f = File::open(format!("/run/netns/{netns}"))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+}
+
+/// A binary of this build, `target/<profile>/<name>`: the directory above
+/// the test executable's (`target/<profile>/deps/`), where `cargo test
+/// --workspace` puts every workspace binary. The environment variable
+/// `env` overrides.
+fn built_bin(name: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --workspace --bins` (cargo test --workspace does), or set {env}",
+        bin.display()
+    );
+    bin
+}
+
+/// The real `faultline-agent` binary.
+pub fn agent_bin() -> PathBuf {
+    built_bin("faultline-agent", "FAULTLINE_AGENT_BIN")
+}
+
+fn unique_id() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "fl{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Lab {
+    /// A lab with one host per `(name, zone)`, default agents.
+    pub fn new(hosts: &[(&str, &str)]) -> Lab {
+        Self::build(hosts.iter().map(|(n, z)| HostSpec::new(n, z)).collect())
+    }
+
+    /// A lab with the given hosts. Panics (after cleaning up) if any step
+    /// fails; call [`root_or_skip`] first.
+    pub fn build(specs: Vec<HostSpec>) -> Lab {
+        let started = Instant::now();
+        let id = unique_id();
+        let hub = format!("{id}-hub");
+        let mut lab = Lab {
+            id: id.clone(),
+            hub: hub.clone(),
+            hosts: Vec::new(),
+            coordinator: None,
+            setup_time: Duration::ZERO,
+            runtime: None,
+            agents: BTreeMap::new(),
+            agent_args: BTreeMap::new(),
+            services: Vec::new(),
+            namespaces: Vec::new(),
+            logs: tempfile::tempdir().expect("log dir"),
+        };
+        if let Err(e) = lab.wire(&specs) {
+            panic!("building lab {id}: {e}");
+        }
+        // The coordinator, on runtime threads inside the hub namespace.
+        let hub_ns = hub.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name(format!("{id}-hub"))
+            .on_thread_start(move || {
+                if let Err(e) = enter_netns(&hub_ns) {
+                    panic!("entering the hub namespace {hub_ns}: {e}");
+                }
+            })
+            .build()
+            .expect("hub runtime");
+        let listen = format!("{SUBNET_PREFIX}.1:0");
+        let harness = runtime
+            .block_on(runtime.spawn(async move { Harness::start_on(&listen).await }))
+            .expect("start coordinator");
+        lab.coordinator = Some(Arc::new(harness));
+        lab.runtime = Some(runtime);
+        for s in &specs {
+            lab.agent_args.insert(s.name.clone(), s.agent_args.clone());
+            lab.start_agent(&s.name);
+        }
+        lab.wait_agents(specs.len());
+        lab.setup_time = started.elapsed();
+        lab
+    }
+
+    fn wire(&mut self, specs: &[HostSpec]) -> Result<(), String> {
+        ip(&["netns", "add", &self.hub])?;
+        self.namespaces.push(self.hub.clone());
+        ip(&["-n", &self.hub, "link", "set", "lo", "up"])?;
+        ip(&["-n", &self.hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &self.hub,
+            "addr",
+            "add",
+            &format!("{SUBNET_PREFIX}.1/24"),
+            "dev",
+            "br0",
+        ])?;
+        ip(&["-n", &self.hub, "link", "set", "br0", "up"])?;
+        for (i, s) in specs.iter().enumerate() {
+            let netns = format!("{}-{}", self.id, s.name);
+            let addr = Ipv4Addr::new(10, 77, 0, 11 + i as u8);
+            ip(&["netns", "add", &netns])?;
+            self.namespaces.push(netns.clone());
+            let veth = format!("v{i}");
+            ip(&[
+                "-n", &self.hub, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ])?;
+            ip(&["-n", &self.hub, "link", "set", &veth, "master", "br0", "up"])?;
+            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+            ip(&[
+                "-n",
+                &netns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{SUBNET_PREFIX}.1"),
+            ])?;
+            let tag = format!("{}-{}", self.id, s.name);
+            let listen = format!("{addr}:{HTTP_PORT}");
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &netns])
+                .arg(built_bin("faultline-test-http", "FAULTLINE_TEST_HTTP_BIN"))
+                .args(["--listen", &listen, "--tag", &tag])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("starting the http service on {}: {e}", s.name))?;
+            let mut line = String::new();
+            if let Some(out) = child.stdout.take() {
+                use std::io::BufRead;
+                let _ = std::io::BufReader::new(out).read_line(&mut line);
+            }
+            self.services.push(ChildGuard {
+                child,
+                cmdline_regex: format!("faultline-test-http --listen {listen} --tag {tag}$"),
+            });
+            if line.trim() != HTTP_PORT.to_string() {
+                return Err(format!("http service on {} did not start (printed {line:?})", s.name));
+            }
+            self.hosts.push(LabHost {
+                name: s.name.clone(),
+                zone: s.zone.clone(),
+                netns,
+                ip: addr,
+            });
+        }
+        Ok(())
+    }
+
+    /// The coordinator's URL as agents see it.
+    pub fn coordinator_url(&self) -> String {
+        self.harness().url.clone()
+    }
+
+    /// The in-process coordinator.
+    pub fn harness(&self) -> &Arc<Harness> {
+        self.coordinator.as_ref().expect("coordinator")
+    }
+
+    pub fn host(&self, name: &str) -> &LabHost {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no lab host {name}"))
+    }
+
+    /// The agent's log file.
+    pub fn agent_log(&self, name: &str) -> PathBuf {
+        self.logs.path().join(format!("agent-{name}.log"))
+    }
+
+    /// Starts (or restarts) the agent of host `name` in its namespace.
+    pub fn start_agent(&mut self, name: &str) {
+        let h = self.host(name).clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.agent_log(name))
+            .expect("agent log");
+        let url = self.coordinator_url();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.netns])
+            .arg(agent_bin())
+            .args(["--coordinator", &url, "--id", &h.name])
+            .args([
+                "--label",
+                &format!("zone={}", h.zone),
+                "--label",
+                &format!("host={}", h.name),
+            ])
+            .args(self.agent_args.get(name).cloned().unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        self.agents.insert(
+            name.to_string(),
+            ChildGuard {
+                child,
+                cmdline_regex: format!("faultline-agent --coordinator {url} --id {}", h.name),
+            },
+        );
+    }
+
+    /// Sends SIGKILL to the agent of `name` (no chance to restore).
+    pub fn kill_agent(&mut self, name: &str) {
+        if let Some(mut a) = self.agents.remove(name) {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+        }
+    }
+
+    fn wait_agents(&self, n: usize) {
+        let h = self.harness().clone();
+        let ok = self.block_on(async move { h.coordinator.registry.wait_for(n, Duration::from_secs(20)).await });
+        if !ok {
+            let logs: Vec<String> = self
+                .hosts
+                .iter()
+                .map(|h| {
+                    format!(
+                        "--- agent {} ---\n{}",
+                        h.name,
+                        std::fs::read_to_string(self.agent_log(&h.name)).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!(
+                "lab {}: {n} agents did not register within 20s\n{}",
+                self.id,
+                logs.join("\n")
+            );
+        }
+    }
+
+    /// Runs `fut` on the hub runtime (inside the hub namespace) and waits.
+    pub fn block_on<F>(&self, fut: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let rt = self.runtime.as_ref().expect("runtime");
+        rt.block_on(rt.spawn(fut)).expect("lab task panicked")
+    }
+
+    /// Submits an experiment; its events arrive on the returned watch.
+    pub fn submit(&self, yaml: &str) -> RunWatch {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let h = self.harness().clone();
+        let yaml = yaml.to_string();
+        let rt = self.runtime.as_ref().expect("runtime");
+        let done = rt.spawn(async move { h.run_observed(&yaml, &[], Some(tx)).await });
+        RunWatch {
+            events: rx,
+            done: Some(done),
+            handle: rt.handle().clone(),
+        }
+    }
+
+    /// TCP connect times from host `from` to `to`: one sample every `gap`,
+    /// `n` samples; `None` for a connect that failed or took over `timeout`.
+    /// Runs on a thread inside `from`'s namespace.
+    pub fn connect_samples(
+        &self,
+        from: &str,
+        to: SocketAddrV4,
+        n: usize,
+        gap: Duration,
+        timeout: Duration,
+    ) -> Vec<Option<Duration>> {
+        let netns = self.host(from).netns.clone();
+        std::thread::spawn(move || {
+            enter_netns(&netns).expect("enter host namespace");
+            (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    let r = TcpStream::connect_timeout(&SocketAddr::V4(to), timeout)
+                        .ok()
+                        .map(|_| t.elapsed());
+                    std::thread::sleep(gap.saturating_sub(t.elapsed()));
+                    r
+                })
+                .collect()
+        })
+        .join()
+        .expect("sampling thread")
+    }
+
+    /// faultline objects left on any host: iptables chains, nftables
+    /// tables, qdiscs, NFQUEUE queues. Empty when the lab is clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in &self.hosts {
+            for tool in ["iptables-legacy-save", "ip6tables-legacy-save", "iptables-nft-save"] {
+                let s = in_netns(&h.netns, &[tool]);
+                for l in s.lines().filter(|l| l.contains("faultline")) {
+                    out.push(format!("{}: {tool}: {l}", h.name));
+                }
+            }
+            let s = in_netns(&h.netns, &["nft", "list", "tables"]);
+            for l in s.lines().filter(|l| l.contains("faultline")) {
+                out.push(format!("{}: nft: {l}", h.name));
+            }
+            let s = ip(&["-n", &h.netns, "qdisc", "show"]).unwrap_or_default();
+            for l in s.lines().filter(|l| l.contains("netem") || l.contains(" prio fa")) {
+                out.push(format!("{}: qdisc: {l}", h.name));
+            }
+            let s = in_netns(&h.netns, &["cat", "/proc/net/netfilter/nfnetlink_queue"]);
+            for l in s.lines().filter(|l| !l.trim().is_empty()) {
+                out.push(format!("{}: nfqueue: {l}", h.name));
+            }
+        }
+        out
+    }
+
+    /// Asserts that no faultline object is left on any host.
+    pub fn assert_clean(&self) {
+        let left = self.leftovers();
+        assert!(left.is_empty(), "lab {} is not clean:\n{}", self.id, left.join("\n"));
+    }
+
+    /// Stops every agent (SIGTERM: they restore what they hold) and waits.
+    pub fn stop_agents(&mut self) {
+        for (_, a) in self.agents.iter_mut() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(a.pid() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for (_, mut a) in std::mem::take(&mut self.agents) {
+            a.wait_exit(Duration::from_secs(10));
+        }
+    }
+
+    /// Tears the lab down and returns how long that took.
+    pub fn teardown(mut self) -> Duration {
+        let t = Instant::now();
+        self.shutdown();
+        t.elapsed()
+    }
+
+    fn shutdown(&mut self) {
+        self.stop_agents();
+        self.services.clear();
+        if let Some(h) = self.coordinator.take() {
+            if let Some(rt) = self.runtime.as_ref() {
+                if let Ok(mut h) = Arc::try_unwrap(h) {
+                    let _ = rt.block_on(rt.spawn(async move {
+                        h.stop_coordinator().await;
+                    }));
+                }
+            }
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for h in &self.hosts {
+                let log = std::fs::read_to_string(self.agent_log(&h.name)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!(
+                    "--- lab {} agent {} (last lines) ---\n{}",
+                    self.id,
+                    h.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        self.shutdown();
+    }
+}
+
+/// A run in progress.
+pub struct RunWatch {
+    events: mpsc::UnboundedReceiver<v1::RunEvent>,
+    done: Option<tokio::task::JoinHandle<Result<RunResult, tonic::Status>>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl RunWatch {
+    /// Waits until the run enters `phase`; false if it ended first or
+    /// `limit` passed.
+    pub fn wait_phase(&mut self, phase: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let events = &mut self.events;
+        self.handle.block_on(async {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, events.recv()).await {
+                    Ok(Some(ev)) => {
+                        if let Some(v1::run_event::Event::Phase(p)) = &ev.event {
+                            if p.phase == phase {
+                                return true;
+                            }
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+        })
+    }
+
+    /// Waits for the run's end.
+    pub fn finish(mut self) -> RunResult {
+        let done = self.done.take().expect("run");
+        self.handle
+            .block_on(done)
+            .expect("run task")
+            .expect("run ended with a gRPC error")
+    }
+}
+
+/// Median of the successful samples.
+pub fn median(samples: &[Option<Duration>]) -> Option<Duration> {
+    let mut ok: Vec<Duration> = samples.iter().flatten().copied().collect();
+    if ok.is_empty() {
+        return None;
+    }
+    ok.sort();
+    Some(ok[(ok.len() - 1) / 2])
+}
+
+/// The nearest-rank percentile `p` (0..=100) of the successful samples.
+pub fn percentile(samples: &[Option<Duration>], p: f64) -> Option<Duration> {
+    let mut ok: Vec<Duration> = samples.iter().flatten().copied().collect();
+    if ok.is_empty() {
+        return None;
+    }
+    ok.sort();
+    let rank = ((p / 100.0) * ok.len() as f64).ceil().max(1.0) as usize;
+    Some(ok[rank.min(ok.len()) - 1])
+}
+
+/// Share of samples that succeeded.
+pub fn success_rate(samples: &[Option<Duration>]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.iter().filter(|s| s.is_some()).count() as f64 / samples.len() as f64
+}
