@@ -404,11 +404,20 @@ impl Lab {
 
     /// Submits an experiment; its events arrive on the returned watch.
     pub fn submit(&self, yaml: &str) -> RunWatch {
+        self.submit_with(yaml, &[])
+    }
+
+    /// Submits an experiment with `--var` values.
+    pub fn submit_with(&self, yaml: &str, vars: &[(&str, &str)]) -> RunWatch {
         let (tx, rx) = mpsc::unbounded_channel();
         let h = self.harness().clone();
         let yaml = yaml.to_string();
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let rt = self.runtime.as_ref().expect("runtime");
-        let done = rt.spawn(async move { h.run_observed(&yaml, &[], Some(tx)).await });
+        let done = rt.spawn(async move {
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            h.run_observed(&yaml, &vars, Some(tx)).await
+        });
         RunWatch {
             events: rx,
             done: Some(done),

@@ -234,3 +234,73 @@ fn a_refusal_on_one_target_rolls_back_the_targets_that_injected() {
     assert!(kill.detail.contains("protected"), "{}", kill.detail);
     lab.assert_clean();
 }
+
+#[test]
+fn the_example_experiments_run_against_the_lab() {
+    if !root_or_skip("the_example_experiments_run_against_the_lab") {
+        return;
+    }
+    let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).expect("example file");
+    let url = format!("http://{}/", lab.host("a").http());
+
+    let mut run = lab.submit_with(
+        &read("latency.yaml"),
+        &[("url", url.as_str()), ("slow_zone", "b"), ("client_zone", "a")],
+    );
+    assert!(run.wait_phase("observe", PHASE_WAIT));
+    let during = lab.connect_samples(
+        "a",
+        lab.host("b").http(),
+        20,
+        Duration::from_millis(150),
+        Duration::from_secs(1),
+    );
+    let result = run.finish();
+    assert_eq!(result.exit_code, 0, "latency.yaml: {}", result.report.reason);
+    let p50 = ms(median(&during));
+    assert!(
+        (85.0..=125.0).contains(&p50),
+        "a -> b p50 {p50:.1} ms with 100 ms ± 10 ms"
+    );
+
+    let result = lab
+        .submit_with(
+            &read("zone-outage.yaml"),
+            &[("url", url.as_str()), ("zone", "b"), ("other_zones", "a,c")],
+        )
+        .finish();
+    assert_eq!(result.exit_code, 0, "zone-outage.yaml: {}", result.report.reason);
+    assert_eq!(result.report.faults[0].targets[0].state, "restored");
+    lab.assert_clean();
+}
+
+#[test]
+fn a_lab_that_panics_removes_its_namespaces_and_processes() {
+    if !root_or_skip("a_lab_that_panics_removes_its_namespaces_and_processes") {
+        return;
+    }
+    let id = std::sync::Mutex::new(String::new());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+        *id.lock().unwrap() = lab.id.clone();
+        panic!("deliberate panic with a live lab");
+    }));
+    assert!(outcome.is_err());
+    let id = id.into_inner().unwrap();
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let netns = String::from_utf8_lossy(&netns.stdout);
+    assert!(!netns.contains(&format!("{id}-")), "namespaces left: {netns}");
+    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        !ps.lines()
+            .any(|l| l.contains(&format!("--tag {id}-"))
+                || l.contains("--coordinator http://10.77.0.1:") && l.contains(&id)),
+        "processes left: {ps}"
+    );
+}

@@ -288,8 +288,9 @@ impl Backends {
                 b.missing
                     .push(("nfqueue", format!("cannot bind an NFQUEUE socket: {e}")));
             } else {
+                let ipv6 = fw.has_iptables(crate::firewall::Family::V6);
                 let fw: Arc<dyn Firewall> = Arc::new(fw);
-                b.nfqueue = Some(Arc::new(nfqueue::Nfqueue::new(fw)));
+                b.nfqueue = Some(Arc::new(nfqueue::Nfqueue::new(fw, ipv6)));
             }
         } else {
             b.missing

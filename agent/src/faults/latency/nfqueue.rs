@@ -72,11 +72,14 @@ pub fn chain_name(fault_id: &str) -> String {
 /// The real NFQUEUE backend.
 pub struct Nfqueue {
     firewall: Arc<dyn Firewall>,
+    /// Whether ip6tables is installed: a fault to any destination then
+    /// covers IPv6 too (an IPv6 destination without it fails loudly).
+    ipv6: bool,
 }
 
 impl Nfqueue {
-    pub fn new(firewall: Arc<dyn Firewall>) -> Self {
-        Self { firewall }
+    pub fn new(firewall: Arc<dyn Firewall>, ipv6: bool) -> Self {
+        Self { firewall, ipv6 }
     }
 }
 
@@ -411,7 +414,7 @@ impl LatencyBackend for Nfqueue {
         if v4 {
             families.push(Family::V4);
         }
-        if v6 && !spec.destinations.is_empty() {
+        if v6 && (self.ipv6 || !spec.destinations.is_empty()) {
             families.push(Family::V6);
         }
         let mut applied = Applied {
@@ -545,7 +548,7 @@ mod tests {
             return;
         }
         let fw = Arc::new(FailingFirewall(Mutex::new(vec![])));
-        let b = Nfqueue::new(fw.clone());
+        let b = Nfqueue::new(fw.clone(), false);
         let e = b
             .apply("t-1", &spec(&["10.9.0.2"], &[], Protocol::Tcp), &Exempt::default())
             .err()
