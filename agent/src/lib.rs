@@ -13,6 +13,7 @@
 //! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
 //! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
 //! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids, verdicts).
+//! - [`journal`]: the undo journal and the start-up sweep of orphaned objects.
 //! - [`cidr`]: IP networks as `addr/prefix`.
 //! - [`node`]: facts about this node (hostname, addresses).
 
@@ -20,6 +21,7 @@ pub mod backoff;
 pub mod cidr;
 pub mod faults;
 pub mod firewall;
+pub mod journal;
 pub mod link;
 pub mod nfqueue;
 pub mod node;
@@ -29,13 +31,14 @@ pub mod table;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_proto::v1;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::faults::latency::Allowed;
@@ -84,6 +87,45 @@ pub struct AgentConfig {
     pub latency_backend: Allowed,
     /// Whether block faults may use nftables. By default, yes if `nft` is installed.
     pub block: bool,
+    /// Where the undo journal lives; one directory per agent (it is
+    /// locked). By default, `/var/lib/faultline-agent/<agent id>` as root,
+    /// else `$HOME/.local/state/faultline-agent/<agent id>`.
+    pub state_dir: PathBuf,
+    /// Whether start-up also removes faultline objects that no journal
+    /// record names (left by an agent whose state directory was lost).
+    /// Right for the one agent of a node; off for an in-process agent that
+    /// may share the node with a real one. By default, on.
+    pub sweep_orphans: bool,
+}
+
+/// The default state directory for `agent_id`.
+pub fn default_state_dir(agent_id: &str) -> PathBuf {
+    let base = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/faultline-agent")
+    } else {
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".local/state/faultline-agent"),
+            None => std::env::temp_dir().join(format!("faultline-agent-{}", nix::unistd::geteuid())),
+        }
+    };
+    let safe: String = agent_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.join(safe)
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
 }
 
 impl AgentConfig {
@@ -102,6 +144,8 @@ impl AgentConfig {
             fill: FillPolicy::default(),
             latency_backend: Allowed::Auto,
             block: true,
+            state_dir: default_state_dir(&node::hostname()),
+            sweep_orphans: true,
         }
     }
 }
@@ -126,8 +170,11 @@ pub fn coordinator_addresses(url: &str) -> Vec<IpAddr> {
 }
 
 /// Runs the agent until `shutdown` fires; then restores every fault it holds
-/// and returns.
-pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
+/// and returns. Before it dials the coordinator it restores whatever its
+/// undo journal lists and sweeps orphaned faultline objects; it fails only
+/// if its state directory cannot be used (it will not inject without one).
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let journal = Arc::new(journal::Journal::open(&config.state_dir)?);
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let latency = Backends::detect(config.latency_backend, std::path::Path::new("/"));
     for (name, why) in &latency.missing {
@@ -142,6 +189,31 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
         capabilities.push("block".into());
     }
     info!(capabilities = %capabilities.join(","), exempt = ?exempt.coordinator, "node probed");
+    // Put the node back before registering: faults a previous run of this
+    // agent left (it died without restoring), then orphans.
+    let cleaner = journal::Cleaner {
+        firewall: Some(Arc::new(SystemFirewall::detect())),
+        tc: Some(Arc::new(qdisc::SystemTc::detect())),
+    };
+    let (cleaned, restored) = journal::recover(&journal, &cleaner, &config.fill.allowed, config.sweep_orphans);
+    for line in &cleaned {
+        warn!(state_dir = %config.state_dir.display(), "{line}");
+    }
+    for rec in restored {
+        // Tell the run that owned it, if the coordinator still tracks it.
+        let _ = status_tx.send(v1::FaultStatus {
+            fault_id: rec.fault_id.clone(),
+            run_id: rec.run_id.clone(),
+            state: v1::FaultState::Restored as i32,
+            detail: format!(
+                "restored from the undo journal when the agent restarted (it had stopped without restoring {} fault {})",
+                rec.kind, rec.fault_id
+            ),
+            backend: String::new(),
+            at_unix_ms: faultline_proto::now_unix_ms(),
+            observation: None,
+        });
+    }
     let (table, table_task) = FaultTable::spawn(
         TableConfig {
             default_lease: config.default_lease,
@@ -152,6 +224,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
             latency,
             block,
             exempt,
+            journal: Some(journal.clone()),
         },
         status_tx,
     );
@@ -164,6 +237,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
             capabilities,
             version: VERSION.to_string(),
             pid: std::process::id(),
+            cleaned,
         },
     };
     let statuses = Arc::new(Mutex::new(status_rx));
@@ -178,4 +252,5 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
     drop(table);
     let _ = table_task.await;
     info!(agent_id = %config.agent_id, "agent stopped; every fault restored");
+    Ok(())
 }

@@ -37,6 +37,14 @@ struct Args {
     /// netem, nfqueue, or none (refuse every latency fault).
     #[arg(long, default_value = "auto", value_parser = ["auto", "netem", "nfqueue", "none"])]
     latency_backend: String,
+    /// Directory for the undo journal (locked: one per agent). Default:
+    /// /var/lib/faultline-agent/<id> as root, else ~/.local/state/faultline-agent/<id>.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Do not remove faultline objects at start that no journal record names
+    /// (use when several agents share one network namespace).
+    #[arg(long)]
+    no_sweep: bool,
     /// Refuse every block fault, even where nft is installed.
     #[arg(long)]
     no_block: bool,
@@ -70,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(id) = args.id {
         config.agent_id = id;
     }
+    config.state_dir = args
+        .state_dir
+        .unwrap_or_else(|| faultline_agent::default_state_dir(&config.agent_id));
+    config.sweep_orphans = !args.no_sweep;
     config.labels = parse_labels(&args.labels)?;
     config.protected_names.extend(args.protect);
     config.max_lease = args.max_lease;
@@ -95,6 +107,6 @@ async fn main() -> anyhow::Result<()> {
         s.cancel();
         anyhow::Ok(())
     });
-    faultline_agent::run(config, shutdown).await;
+    faultline_agent::run(config, shutdown).await?;
     Ok(())
 }

@@ -74,6 +74,8 @@ pub trait Tc: Send + Sync {
     fn add_filter(&self, dev: &str, parent: u16, prio: u16, filter: &Filter) -> Result<()>;
     /// Deletes the root qdisc of `dev` (the kernel puts its default back).
     fn delete_root(&self, dev: &str) -> Result<()>;
+    /// The root qdisc of every interface, as `(dev, qdisc)`.
+    fn roots(&self) -> Result<Vec<(String, Qdisc)>>;
 }
 
 /// Runs the real `tc`.
@@ -117,6 +119,17 @@ pub fn parse_root(out: &str) -> Option<Qdisc> {
         let handle = u16::from_str_radix(major, 16).ok()?;
         Some(Qdisc { kind, handle })
     })
+}
+
+/// Parses `tc qdisc show` (all interfaces) for every root qdisc.
+pub fn parse_roots(out: &str) -> Vec<(String, Qdisc)> {
+    out.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let dev = w.iter().position(|x| *x == "dev").and_then(|i| w.get(i + 1))?;
+            parse_root(l).map(|q| (dev.to_string(), q))
+        })
+        .collect()
 }
 
 fn us(d: Duration) -> String {
@@ -229,6 +242,10 @@ impl Tc for SystemTc {
         self.run(&["qdisc".into(), "del".into(), "dev".into(), dev.into(), "root".into()])
             .map(|_| ())
     }
+
+    fn roots(&self) -> Result<Vec<(String, Qdisc)>> {
+        Ok(parse_roots(&self.run(&["qdisc".into(), "show".into()])?))
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +268,14 @@ mod tests {
             Some(("prio".into(), 0xfa12))
         );
         assert_eq!(parse_root(""), None);
+        let all = "qdisc noqueue 0: dev lo root refcnt 2\nqdisc prio fa12: dev eth0 root refcnt 2 bands 4\nqdisc netem fb12: dev eth0 parent fa12:4 limit 1000\n";
+        assert_eq!(
+            parse_roots(all)
+                .into_iter()
+                .map(|(d, q)| (d, q.handle))
+                .collect::<Vec<_>>(),
+            vec![("lo".to_string(), 0), ("eth0".to_string(), 0xfa12)]
+        );
     }
 
     #[test]

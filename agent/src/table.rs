@@ -21,6 +21,7 @@ use crate::faults::{
     DiskFillSpec, FillPolicy, KillSpec, LatencySpec, Protection,
 };
 use crate::firewall::{Exempt, Firewall};
+use crate::journal::{Journal, Object, Record};
 use crate::process::ProcessTable;
 
 /// What the table is asked to do.
@@ -68,6 +69,9 @@ pub struct TableConfig {
     pub block: Option<Arc<dyn Firewall>>,
     /// Traffic no network fault touches (the coordinator, SSH).
     pub exempt: Exempt,
+    /// Where undo records go before a fault is applied. `None` only in
+    /// unit tests of the table itself.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl TableConfig {
@@ -82,6 +86,7 @@ impl TableConfig {
             latency: Backends::default(),
             block: None,
             exempt: Exempt::default(),
+            journal: None,
         }
     }
 }
@@ -187,7 +192,7 @@ async fn run(
                 for id in expired {
                     if let Some(a) = active.remove(&id) {
                         warn!(fault_id = %id, run_id = %a.run_id, "lease expired, restoring on our own");
-                        let _ = out.send(restore(&id, a, v1::FaultState::Expired, "lease expired: no renewal from the coordinator".into()).await);
+                        let _ = out.send(restore(config.journal.as_ref(), &id, a, v1::FaultState::Expired, "lease expired: no renewal from the coordinator".into()).await);
                     }
                 }
                 continue;
@@ -196,7 +201,16 @@ async fn run(
         let Some(cmd) = cmd else {
             // Every sender is gone: the agent is shutting down.
             for (id, a) in active.drain() {
-                let _ = out.send(restore(&id, a, v1::FaultState::Restored, "agent shutting down".into()).await);
+                let _ = out.send(
+                    restore(
+                        config.journal.as_ref(),
+                        &id,
+                        a,
+                        v1::FaultState::Restored,
+                        "agent shutting down".into(),
+                    )
+                    .await,
+                );
             }
             break;
         };
@@ -238,8 +252,16 @@ async fn run(
             }
             Command::Restore { fault_id } => match active.remove(&fault_id) {
                 Some(a) => {
-                    let _ =
-                        out.send(restore(&fault_id, a, v1::FaultState::Restored, "restored on request".into()).await);
+                    let _ = out.send(
+                        restore(
+                            config.journal.as_ref(),
+                            &fault_id,
+                            a,
+                            v1::FaultState::Restored,
+                            "restored on request".into(),
+                        )
+                        .await,
+                    );
                 }
                 None => {
                     // Already gone (expired, or restored twice): say so, so the
@@ -257,7 +279,16 @@ async fn run(
             Command::RestoreAll { reason, done } => {
                 info!(count = active.len(), %reason, "restoring every fault");
                 for (id, a) in active.drain() {
-                    let _ = out.send(restore(&id, a, v1::FaultState::Restored, format!("restore all: {reason}")).await);
+                    let _ = out.send(
+                        restore(
+                            config.journal.as_ref(),
+                            &id,
+                            a,
+                            v1::FaultState::Restored,
+                            format!("restore all: {reason}"),
+                        )
+                        .await,
+                    );
                 }
                 if let Some(done) = done {
                     let _ = done.send(());
@@ -288,7 +319,86 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// What a fault will create, known before it touches anything, for its
+/// undo record. `Ok(None)`: nothing to undo (kill). `Err`: the fault cannot
+/// be planned (bad spec, no backend), reported as its refusal.
+fn undo_objects(
+    config: &TableConfig,
+    fault_id: &str,
+    spec: &v1::FaultSpec,
+) -> Result<Option<(String, Vec<Object>)>, String> {
+    match &spec.kind {
+        Some(v1::fault_spec::Kind::DiskFill(d)) => {
+            let dir = std::path::Path::new(&d.path);
+            let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            Ok(Some((
+                "disk_fill".into(),
+                vec![Object::File {
+                    path: dir.join(disk_fill::fill_file_name(fault_id)),
+                }],
+            )))
+        }
+        Some(v1::fault_spec::Kind::Block(_)) => Ok(Some((
+            "block".into(),
+            vec![Object::NftTable {
+                family: "inet".into(),
+                name: block::table_name(fault_id),
+            }],
+        ))),
+        Some(v1::fault_spec::Kind::Latency(l)) => {
+            let spec = LatencySpec::try_from(l.clone()).map_err(|e| e.to_string())?;
+            let backend = config.latency.choose(spec.backend).map_err(|e| e.to_string())?;
+            let objects = backend.plan(fault_id, &spec).map_err(|e| e.to_string())?;
+            Ok(Some(("latency".into(), objects)))
+        }
+        Some(v1::fault_spec::Kind::Kill(_)) | None => Ok(None),
+    }
+}
+
+/// Writes the undo record, applies the fault, and drops the record again
+/// if nothing was applied.
 fn inject(
+    config: &TableConfig,
+    fault_id: &str,
+    run_id: &str,
+    spec: v1::FaultSpec,
+) -> (v1::FaultStatus, Option<Applied>) {
+    let Some(journal) = &config.journal else {
+        return inject_now(config, fault_id, run_id, spec);
+    };
+    match undo_objects(config, fault_id, &spec) {
+        Ok(Some((kind, objects))) => {
+            let rec = Record {
+                fault_id: fault_id.to_string(),
+                run_id: run_id.to_string(),
+                kind: kind.clone(),
+                created_unix_ms: now_unix_ms(),
+                objects,
+            };
+            if let Err(e) = journal.write(&rec) {
+                return not_injected(
+                    fault_id,
+                    run_id,
+                    &kind,
+                    false,
+                    format!("cannot write the undo journal, so nothing was injected: {e}"),
+                    "",
+                );
+            }
+            let (st, applied) = inject_now(config, fault_id, run_id, spec);
+            if applied.is_none() {
+                if let Err(e) = journal.remove(fault_id) {
+                    warn!(%fault_id, err = %e, "cannot delete the undo record of a fault that was not applied");
+                }
+            }
+            (st, applied)
+        }
+        // Planning failed: inject_now reports the same problem as a refusal.
+        Ok(None) | Err(_) => inject_now(config, fault_id, run_id, spec),
+    }
+}
+
+fn inject_now(
     config: &TableConfig,
     fault_id: &str,
     run_id: &str,
@@ -431,7 +541,27 @@ fn not_injected(
     (status(fault_id, run_id, state, err, backend, None), None)
 }
 
-async fn restore(fault_id: &str, a: Active, state: v1::FaultState, why: String) -> v1::FaultStatus {
+/// Restores a fault and, once it is gone, deletes its undo record; a
+/// failed restore keeps the record so the next agent start retries it.
+async fn restore(
+    journal: Option<&Arc<Journal>>,
+    fault_id: &str,
+    a: Active,
+    state: v1::FaultState,
+    why: String,
+) -> v1::FaultStatus {
+    let st = restore_now(fault_id, a, state, why).await;
+    if st.state() != v1::FaultState::Failed {
+        if let Some(j) = journal {
+            if let Err(e) = j.remove(fault_id) {
+                warn!(%fault_id, err = %e, "restored, but cannot delete the undo record");
+            }
+        }
+    }
+    st
+}
+
+async fn restore_now(fault_id: &str, a: Active, state: v1::FaultState, why: String) -> v1::FaultStatus {
     match a.applied {
         Applied::Latency { backend, applied } => {
             let objects = applied.objects();

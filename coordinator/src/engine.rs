@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::experiment::{Experiment, FaultKind};
+use crate::experiment::{Experiment, FaultKind, FillAmount};
 use crate::outcome::{Outcome, Phase};
 use crate::planner::{self, Plan};
 use crate::probes;
@@ -600,6 +600,12 @@ async fn apply_status(ctx: &Ctx, targets: &mut [Target], st: StatusFromAgent) {
             }
         }
         Some(v1::observation::Kind::Block(b)) => t.objects = vec![format!("nftables table {}", b.table)],
+        Some(v1::observation::Kind::DiskFill(d)) => {
+            t.objects = vec![format!(
+                "file {} ({} bytes by {}, filesystem {:.1}% -> {:.1}% used)",
+                d.file, d.bytes, d.method, d.used_percent_before, d.used_percent_after
+            )]
+        }
         _ => {}
     }
     if let Some(v1::Observation {
@@ -639,7 +645,14 @@ async fn apply_status(ctx: &Ctx, targets: &mut [Target], st: StatusFromAgent) {
         v1::FaultState::Restored => {
             t.state = TargetState::Restored;
             t.restored_at_ms = Some(at);
-            t.restored_by.get_or_insert_with(|| "coordinator".into());
+            let by = if t.restore_sent {
+                "coordinator".to_string()
+            } else {
+                // The agent restored it without being asked: restarted from
+                // its undo journal, shut down, or told to restore all.
+                format!("agent: {}", s.detail)
+            };
+            t.restored_by.get_or_insert(by);
         }
         v1::FaultState::Expired => {
             t.state = TargetState::Expired;
@@ -922,6 +935,21 @@ fn fault_reports(exp: &Experiment, fault_ids: &[String], targets: &[Target]) -> 
 pub fn spec_to_wire(kind: &FaultKind, peers: &[String]) -> v1::FaultSpec {
     let ports = |p: &[u16]| p.iter().map(|p| *p as u32).collect::<Vec<u32>>();
     match kind {
+        FaultKind::DiskFill(d) => {
+            let (size_bytes, target_used_percent, leave_free_bytes) = match d.amount {
+                FillAmount::Bytes(b) => (b, 0.0, 0),
+                FillAmount::UsedPercent(p) => (0, p, 0),
+                FillAmount::LeaveFree(b) => (0, 0.0, b),
+            };
+            v1::FaultSpec {
+                kind: Some(v1::fault_spec::Kind::DiskFill(v1::DiskFillSpec {
+                    path: d.path.clone(),
+                    size_bytes,
+                    target_used_percent,
+                    leave_free_bytes,
+                })),
+            }
+        }
         FaultKind::Latency(l) => v1::FaultSpec {
             kind: Some(v1::fault_spec::Kind::Latency(v1::LatencySpec {
                 delay_us: l.delay.as_micros() as u64,

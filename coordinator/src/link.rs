@@ -62,6 +62,9 @@ impl AgentLink for AgentLinkService {
         tx.try_send(welcome)
             .map_err(|_| Status::internal("cannot queue Welcome"))?;
         info!(agent_id = %agent_id, ?peer, labels = ?info.labels, "agent connected");
+        for line in &info.cleaned {
+            tracing::warn!(agent_id = %agent_id, "agent cleaned up at start: {line}");
+        }
         let conn = self.registry.add(info, tx);
         let registry = self.registry.clone();
         let shutdown = self.shutdown.clone();

@@ -18,7 +18,7 @@ pub struct Local {
     server_stop: CancellationToken,
     agent_stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
-    agent: tokio::task::JoinHandle<()>,
+    agent: tokio::task::JoinHandle<Result<(), faultline_agent::StartError>>,
 }
 
 /// Errors starting local mode.
@@ -50,6 +50,16 @@ impl Local {
         all.extend(labels);
         cfg.labels = all;
         cfg.backoff_initial = Duration::from_millis(20);
+        // The in-process agent may share this node with a real agent, so it
+        // only restores what its own journal lists (no orphan sweep). Its
+        // journal is per user and host; a second local run at the same time
+        // gets a private one.
+        cfg.sweep_orphans = false;
+        cfg.state_dir = faultline_agent::default_state_dir(&format!("local-{}", faultline_agent::node::hostname()));
+        if let Err(faultline_agent::journal::Error::Locked(_)) = faultline_agent::journal::Journal::open(&cfg.state_dir)
+        {
+            cfg.state_dir = std::env::temp_dir().join(format!("faultline-local-{}", std::process::id()));
+        }
         let agent_stop = CancellationToken::new();
         let agent = tokio::spawn(faultline_agent::run(cfg, agent_stop.clone()));
         let wait = Duration::from_secs(10);

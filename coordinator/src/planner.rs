@@ -294,6 +294,7 @@ mod tests {
             connected_at_unix_ms: 0,
             last_heartbeat_unix_ms: 0,
             active_faults: 0,
+            cleaned: vec![],
         }
     }
 

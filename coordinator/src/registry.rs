@@ -25,6 +25,8 @@ pub struct AgentInfo {
     pub connected_at_unix_ms: u64,
     pub last_heartbeat_unix_ms: u64,
     pub active_faults: u32,
+    /// What the agent cleaned up at start (undo journal, orphans).
+    pub cleaned: Vec<String>,
 }
 
 impl AgentInfo {
@@ -51,6 +53,7 @@ impl AgentInfo {
             connected_at_unix_ms: now,
             last_heartbeat_unix_ms: now,
             active_faults: 0,
+            cleaned: h.cleaned,
         })
     }
 
@@ -66,6 +69,7 @@ impl AgentInfo {
             last_heartbeat_unix_ms: self.last_heartbeat_unix_ms,
             active_faults: self.active_faults,
             pid: self.pid,
+            cleaned: self.cleaned.clone(),
         }
     }
 }

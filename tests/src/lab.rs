@@ -339,6 +339,8 @@ impl Lab {
             .args(["netns", "exec", &h.netns])
             .arg(agent_bin())
             .args(["--coordinator", &url, "--id", &h.name])
+            .arg("--state-dir")
+            .arg(self.logs.path().join(format!("state-{name}")))
             .args([
                 "--label",
                 &format!("zone={}", h.zone),
@@ -359,6 +361,39 @@ impl Lab {
                 cmdline_regex: format!("faultline-agent --coordinator {url} --id {}", h.name),
             },
         );
+    }
+
+    /// Pid of the agent process of `name`, if running.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.agents.get(name).map(|a| a.pid())
+    }
+
+    /// Waits until the coordinator lists agent `name` with process `pid`
+    /// (a restarted agent has registered); returns its registry entry.
+    pub fn wait_registered(
+        &self,
+        name: &str,
+        pid: u32,
+        limit: Duration,
+    ) -> Option<faultline_coordinator::registry::AgentInfo> {
+        let h = self.harness().clone();
+        let name = name.to_string();
+        self.block_on(async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            while tokio::time::Instant::now() < deadline {
+                if let Some(a) = h
+                    .coordinator
+                    .registry
+                    .agents()
+                    .into_iter()
+                    .find(|a| a.agent_id == name && a.pid == pid)
+                {
+                    return Some(a);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            None
+        })
     }
 
     /// Sends SIGKILL to the agent of `name` (no chance to restore).
@@ -613,4 +648,36 @@ pub fn success_rate(samples: &[Option<Duration>]) -> f64 {
         return 0.0;
     }
     samples.iter().filter(|s| s.is_some()).count() as f64 / samples.len() as f64
+}
+
+/// A small tmpfs mounted on a temporary directory, for disk fills that must
+/// never touch a real filesystem; unmounted on drop.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts `size_mib` MiB. Needs root.
+    pub fn mount(size_mib: u32) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("tmpfs mount point");
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size_mib}m,mode=0700").as_str()),
+        )
+        .expect("mount tmpfs");
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
 }

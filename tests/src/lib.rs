@@ -75,8 +75,19 @@ impl Harness {
         cfg.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         cfg.backoff_initial = Duration::from_millis(50);
         cfg.backoff_max = Duration::from_millis(500);
+        // Its own journal, kept for as long as the agent task runs; no sweep:
+        // in-process agents share the machine's namespace with other tests.
+        let state = tempfile::tempdir().expect("agent state dir");
+        cfg.state_dir = state.path().to_path_buf();
+        cfg.sweep_orphans = false;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(faultline_agent::run(cfg, stop.clone()));
+        let agent_stop = stop.clone();
+        let task = tokio::spawn(async move {
+            let _state = state;
+            if let Err(e) = faultline_agent::run(cfg, agent_stop).await {
+                panic!("agent failed to start: {e}");
+            }
+        });
         self.agents.push((stop, task));
         let want = self.agents.len();
         assert!(

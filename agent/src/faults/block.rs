@@ -204,7 +204,7 @@ mod tests {
         fn iptables_restore(&self, _: Family, _: &str) -> firewall::Result<()> {
             unreachable!()
         }
-        fn iptables_chains(&self, _: Family, _: &str) -> firewall::Result<Vec<String>> {
+        fn iptables_save(&self, _: Family, _: &str) -> firewall::Result<String> {
             unreachable!()
         }
         fn nft_apply(&self, script: &str) -> firewall::Result<()> {

@@ -226,6 +226,9 @@ pub struct Counters {
 pub trait LatencyBackend: Send + Sync {
     /// "netem" or "nfqueue".
     fn name(&self) -> &'static str;
+    /// What [`LatencyBackend::apply`] will create, for the undo journal,
+    /// computed before anything is touched.
+    fn plan(&self, fault_id: &str, spec: &LatencySpec) -> Result<Vec<crate::journal::Object>>;
     /// Applies the fault; everything it creates carries `fault_id`.
     fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>>;
 }

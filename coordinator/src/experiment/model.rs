@@ -201,6 +201,7 @@ pub enum FaultKind {
     Kill(KillFault),
     Latency(LatencyFault),
     Block(BlockFault),
+    DiskFill(DiskFillFault),
 }
 
 impl FaultKind {
@@ -209,6 +210,7 @@ impl FaultKind {
             FaultKind::Kill(_) => "kill",
             FaultKind::Latency(_) => "latency",
             FaultKind::Block(_) => "block",
+            FaultKind::DiskFill(_) => "disk_fill",
         }
     }
 
@@ -230,13 +232,18 @@ impl FaultKind {
         match self {
             FaultKind::Latency(l) => Some(&l.to),
             FaultKind::Block(b) => Some(&b.peers),
-            FaultKind::Kill(_) => None,
+            FaultKind::Kill(_) | FaultKind::DiskFill(_) => None,
         }
     }
 
     /// The parameters in words, for plans and reports.
     pub fn summary(&self) -> String {
         match self {
+            FaultKind::DiskFill(d) => match d.amount {
+                FillAmount::Bytes(b) => format!("fill {} with {}", d.path, fmt_bytes(b)),
+                FillAmount::UsedPercent(p) => format!("fill {} until its filesystem is {p}% used", d.path),
+                FillAmount::LeaveFree(b) => format!("fill {} until {} are left free", d.path, fmt_bytes(b)),
+            },
             FaultKind::Latency(l) => {
                 let mut parts = vec![format!("delay {}", fmt_duration(l.delay))];
                 if !l.jitter.is_zero() {
@@ -359,6 +366,40 @@ pub struct BlockFault {
     pub ports: Vec<u16>,
     /// in, out or both.
     pub direction: String,
+}
+
+/// How much a disk fill allocates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FillAmount {
+    Bytes(u64),
+    /// Until the filesystem is this full (0 < p <= 100).
+    UsedPercent(f64),
+    /// Until only this many bytes are available.
+    LeaveFree(u64),
+}
+
+/// Parameters of a `disk_fill` fault.
+#[derive(Debug, Clone)]
+pub struct DiskFillFault {
+    /// Directory on the filesystem to fill (absolute).
+    pub path: String,
+    pub amount: FillAmount,
+}
+
+/// `1.5 GiB`-style sizes for reports.
+pub fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{:.1} {}", v, UNITS[i])
+    }
 }
 
 /// Parameters of a `kill` fault.

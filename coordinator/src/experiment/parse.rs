@@ -518,6 +518,85 @@ struct RawFault {
     kill: Option<RawKill>,
     latency: Option<RawLatencyFault>,
     block: Option<RawBlock>,
+    disk_fill: Option<RawDiskFill>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiskFill {
+    path: String,
+    size: Option<RawSize>,
+    used: Option<RawRate>,
+    leave_free: Option<RawSize>,
+}
+
+/// A size: a number of bytes, or text with a unit (`512MiB`, `2 GB`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    N(u64),
+    Text(String),
+}
+
+/// Parses `RawSize` into bytes.
+fn parse_size(what: &str, s: &RawSize) -> Result<u64, String> {
+    let t = match s {
+        RawSize::N(n) => return Ok(*n),
+        RawSize::Text(t) => t.trim(),
+    };
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{what} {t:?}: unknown unit; write e.g. 512MiB, 2GB or a number of bytes"
+            ))
+        }
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok((n * mult as f64) as u64),
+        _ => Err(format!("{what} {t:?}: write a positive size, e.g. 512MiB")),
+    }
+}
+
+fn disk_fill_fault(d: RawDiskFill) -> Result<DiskFillFault, String> {
+    if !d.path.starts_with('/') {
+        return Err(format!("disk_fill.path {:?}: must be an absolute path", d.path));
+    }
+    let amount = match (&d.size, &d.used, &d.leave_free) {
+        (Some(s), None, None) => FillAmount::Bytes(parse_size("disk_fill.size", s)?),
+        (None, Some(u), None) => {
+            let p = match u {
+                RawRate::Fraction(f) => *f,
+                RawRate::Text(t) => t
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .ok_or_else(|| format!("disk_fill.used {t:?}: write a percentage, e.g. \"90%\""))?,
+            };
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(format!("disk_fill.used {p}: must be within (0, 100] percent"));
+            }
+            FillAmount::UsedPercent(p)
+        }
+        (None, None, Some(l)) => FillAmount::LeaveFree(parse_size("disk_fill.leave_free", l)?),
+        _ => {
+            return Err(
+                "disk_fill: set exactly one of size (e.g. 1GiB), used (e.g. \"90%\") or leave_free (e.g. 100MiB)"
+                    .into(),
+            )
+        }
+    };
+    Ok(DiskFillFault { path: d.path, amount })
 }
 
 #[derive(Deserialize, Default)]
@@ -772,13 +851,25 @@ impl TryFrom<RawFault> for Fault {
                 ))
             }
         };
-        let kinds = [r.kill.is_some(), r.latency.is_some(), r.block.is_some()];
+        let kinds = [
+            r.kill.is_some(),
+            r.latency.is_some(),
+            r.block.is_some(),
+            r.disk_fill.is_some(),
+        ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(ctx(
-                "set exactly one fault kind: kill, latency or block (disk_fill is not in experiment files yet)".into(),
+                "set exactly one fault kind: kill, latency, block or disk_fill".into()
             ));
         }
         let targets = Targets { labels: t.labels, mode };
+        if let Some(d) = r.disk_fill {
+            return Ok(Fault {
+                name: r.name.unwrap_or_default(),
+                targets,
+                kind: FaultKind::DiskFill(disk_fill_fault(d).map_err(&ctx)?),
+            });
+        }
         if let Some(l) = r.latency {
             return Ok(Fault {
                 name: r.name.unwrap_or_default(),
@@ -963,6 +1054,12 @@ faults:
             e.faults[0].kind.summary(),
             "delay 100ms jitter 5ms loss 2.5% to zones a + 10.0.0.0/8 tcp ports 80 backend nfqueue"
         );
+        let src = with_fault("    disk_fill: { path: /var/lib/app, size: 1.5GiB }\n");
+        let e = parse("t.yaml", &src, &vars()).unwrap();
+        assert_eq!(e.faults[0].kind.summary(), "fill /var/lib/app with 1.5 GiB");
+        let src = with_fault("    disk_fill: { path: /var/lib/app, used: \"90%\" }\n");
+        let e = parse("t.yaml", &src, &vars()).unwrap();
+        assert!(matches!(&e.faults[0].kind, FaultKind::DiskFill(d) if d.amount == FillAmount::UsedPercent(90.0)));
         let src = with_fault("    block:\n      peers: { zones: [a, c] }\n      direction: in\n");
         let e = parse("t.yaml", &src, &vars()).unwrap();
         assert_eq!(e.faults[0].kind.summary(), "drop in traffic with zones a,c");

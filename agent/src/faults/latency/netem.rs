@@ -75,6 +75,17 @@ impl Netem {
             root: root.to_path_buf(),
         }
     }
+
+    /// The interface and the prio handle a fault will use.
+    fn placement(&self, fault_id: &str, spec: &LatencySpec) -> Result<(String, u16)> {
+        let dev = match &spec.interface {
+            Some(i) => i.clone(),
+            None => default_route_interface(&self.root).ok_or_else(|| {
+                Error::Refused("netem needs an interface and this node has no IPv4 default route; set interface".into())
+            })?,
+        };
+        Ok((dev, OWN_PRIO | (short_hash(fault_id) & 0xff) as u16))
+    }
 }
 
 struct Applied {
@@ -113,19 +124,18 @@ impl LatencyBackend for Netem {
         "netem"
     }
 
+    fn plan(&self, fault_id: &str, spec: &LatencySpec) -> Result<Vec<crate::journal::Object>> {
+        let (dev, handle) = self.placement(fault_id, spec)?;
+        Ok(vec![crate::journal::Object::Qdisc { dev, handle }])
+    }
+
     fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>> {
         let err = |message: String| Error::Backend {
             backend: "netem",
             message,
         };
-        let dev = match &spec.interface {
-            Some(i) => i.clone(),
-            None => default_route_interface(&self.root).ok_or_else(|| {
-                Error::Refused("netem needs an interface and this node has no IPv4 default route; set interface".into())
-            })?,
-        };
-        let low = (short_hash(fault_id) & 0xff) as u16;
-        let handle = OWN_PRIO | low;
+        let (dev, handle) = self.placement(fault_id, spec)?;
+        let low = handle & 0xff;
         match self.tc.root_qdisc(&dev).map_err(|e| err(e.to_string()))? {
             Some(q) if q.handle & 0xff00 == OWN_PRIO => {
                 return Err(Error::Refused(format!(
@@ -308,6 +318,9 @@ mod tests {
             self.calls.lock().unwrap().push(format!("qdisc del dev {dev} root"));
             self.roots.lock().unwrap().remove(dev);
             Ok(())
+        }
+        fn roots(&self) -> qdisc::Result<Vec<(String, Qdisc)>> {
+            Ok(self.roots.lock().unwrap().clone().into_iter().collect())
         }
     }
 

@@ -364,6 +364,18 @@ impl LatencyBackend for Nfqueue {
         "nfqueue"
     }
 
+    fn plan(&self, fault_id: &str, _spec: &LatencySpec) -> Result<Vec<crate::journal::Object>> {
+        // Both families: removal of a chain that is not there is a no-op.
+        Ok([false, true]
+            .into_iter()
+            .map(|ipv6| crate::journal::Object::IptablesChain {
+                ipv6,
+                table: TABLE.into(),
+                chain: chain_name(fault_id),
+            })
+            .collect())
+    }
+
     fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>> {
         let backend_err = |message: String| Error::Backend {
             backend: "nfqueue",
@@ -371,8 +383,8 @@ impl LatencyBackend for Nfqueue {
         };
         let chain = chain_name(fault_id);
         // Refuse rather than adopt a chain we did not make in this life.
-        if let Ok(chains) = self.firewall.iptables_chains(Family::V4, TABLE) {
-            if chains.contains(&chain) {
+        if let Ok(save) = self.firewall.iptables_save(Family::V4, TABLE) {
+            if crate::firewall::chains(&save).contains(&chain) {
                 return Err(Error::Refused(format!(
                     "iptables chain {chain} already exists; is fault {fault_id} already injected?"
                 )));
@@ -517,8 +529,8 @@ mod tests {
                 stderr: "No chain/target/match by that name".into(),
             })
         }
-        fn iptables_chains(&self, _: Family, _: &str) -> firewall::Result<Vec<String>> {
-            Ok(vec![])
+        fn iptables_save(&self, _: Family, _: &str) -> firewall::Result<String> {
+            Ok(String::new())
         }
         fn nft_apply(&self, _: &str) -> firewall::Result<()> {
             unreachable!()

@@ -1,0 +1,463 @@
+//! The undo journal and the orphan sweep: how an agent puts its node back
+//! after it died without restoring (kill -9, OOM, power loss).
+//!
+//! Before a fault touches the node, the agent writes an undo record — the
+//! kernel objects and files the fault is about to create — to its state
+//! directory: written to a temporary file, `fsync`ed, renamed over the final
+//! name, and the directory `fsync`ed. Rename is atomic, so after a crash a
+//! record is either whole or absent, never half-written; and because it is
+//! durable *before* the first change, no change can exist without its record.
+//! After a successful restore the record is deleted.
+//!
+//! On start, before it registers with the coordinator, the agent removes
+//! everything its records list, then sweeps for orphans: any object that
+//! carries faultline's naming (iptables chain `faultline-*`, nftables table
+//! `faultline_*`, root qdisc with a `fa00`-`faff` handle, fill file
+//! `.faultline-fill-*` in an allowed fill directory). Removal is idempotent:
+//! an object already gone is fine.
+//!
+//! The state directory is locked (`flock`) while the agent runs, so two
+//! agents never restore each other's live faults.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::firewall::{self, Family, Firewall};
+use crate::qdisc::Tc;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("state directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("state directory {0} is in use by another faultline agent (it holds the lock); give each agent its own --state-dir")]
+    Locked(PathBuf),
+    #[error("undo record {path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// Result of the journal.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Something a fault creates on the node, named so it can be found and
+/// removed later without any other state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Object {
+    /// An iptables chain and every rule jumping to it.
+    IptablesChain {
+        ipv6: bool,
+        table: String,
+        chain: String,
+    },
+    /// A root qdisc with this major handle.
+    Qdisc {
+        dev: String,
+        handle: u16,
+    },
+    NftTable {
+        family: String,
+        name: String,
+    },
+    File {
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::IptablesChain { ipv6, table, chain } => {
+                write!(
+                    f,
+                    "{} {table} chain {chain}",
+                    if *ipv6 { "ip6tables" } else { "iptables" }
+                )
+            }
+            Object::Qdisc { dev, handle } => write!(f, "qdisc {handle:x}: on {dev}"),
+            Object::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
+            Object::File { path } => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// One fault's undo record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub fault_id: String,
+    pub run_id: String,
+    pub kind: String,
+    pub created_unix_ms: u64,
+    /// What the fault creates; removing all of them undoes it.
+    pub objects: Vec<Object>,
+}
+
+/// The journal in a state directory, locked for this agent.
+pub struct Journal {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The file name of a fault's record (fault ids are made filename-safe).
+fn record_name(fault_id: &str) -> String {
+    let safe: String = fault_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("undo-{safe}.json")
+}
+
+impl Journal {
+    /// Opens (creating, mode 0700) `dir` and locks it.
+    pub fn open(dir: &Path) -> Result<Journal> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        }
+        let lock_path = dir.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        let lock = Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| Error::Locked(dir.to_path_buf()))?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `rec` durably: temp file, fsync, rename, fsync of the directory.
+    pub fn write(&self, rec: &Record) -> Result<()> {
+        let name = record_name(&rec.fault_id);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let path = self.dir.join(&name);
+        let json = serde_json::to_vec_pretty(rec).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&json).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(())
+    }
+
+    /// Deletes the record of `fault_id` (durably); absent is fine.
+    pub fn remove(&self, fault_id: &str) -> Result<()> {
+        let path = self.dir.join(record_name(fault_id));
+        match fs::remove_file(&path) {
+            Ok(()) => File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Every record, plus the files that could not be read as one.
+    pub fn load(&self) -> Result<(Vec<Record>, Vec<Error>)> {
+        let mut recs = Vec::new();
+        let mut bad = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let entry = entry.map_err(io(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".undo-") && name.ends_with(".tmp") {
+                // A write that crashed before its rename: the fault was
+                // never applied (records are durable before any change).
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            if !(name.starts_with("undo-") && name.ends_with(".json")) {
+                continue;
+            }
+            let path = entry.path();
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(r) => recs.push(r),
+                Err(message) => bad.push(Error::Corrupt { path, message }),
+            }
+        }
+        recs.sort_by(|a, b| a.fault_id.cmp(&b.fault_id));
+        Ok((recs, bad))
+    }
+}
+
+/// Removes objects through the real (or fake) boundaries.
+#[derive(Clone, Default)]
+pub struct Cleaner {
+    pub firewall: Option<Arc<dyn Firewall>>,
+    pub tc: Option<Arc<dyn Tc>>,
+}
+
+/// Prefixes that mark faultline's kernel objects and files.
+pub const CHAIN_PREFIX: &str = "faultline-";
+pub const NFT_PREFIX: &str = "faultline_";
+pub const FILL_PREFIX: &str = ".faultline-fill-";
+/// Major handles of faultline's qdiscs.
+pub fn is_own_qdisc_handle(handle: u16) -> bool {
+    handle & 0xff00 == 0xfa00
+}
+
+impl Cleaner {
+    /// Removes `obj` if it is there; true if something was removed.
+    pub fn remove(&self, obj: &Object) -> Result<bool, String> {
+        match obj {
+            Object::IptablesChain { ipv6, table, chain } => {
+                let fw = self.firewall.as_ref().ok_or("no iptables on this node")?;
+                let fam = if *ipv6 { Family::V6 } else { Family::V4 };
+                let save = match fw.iptables_save(fam, table) {
+                    Ok(s) => s,
+                    // No ip6tables (or no table): nothing of ours can be there.
+                    Err(firewall::Error::Missing { .. }) => return Ok(false),
+                    Err(e) => return Err(e.to_string()),
+                };
+                match firewall::remove_chain_script(&save, table, chain) {
+                    None => Ok(false),
+                    Some(script) => fw
+                        .iptables_restore(fam, &script)
+                        .map(|_| true)
+                        .map_err(|e| e.to_string()),
+                }
+            }
+            Object::NftTable { family, name } => {
+                let fw = self.firewall.as_ref().ok_or("no nftables on this node")?;
+                let tables = match fw.nft_tables() {
+                    Ok(t) => t,
+                    Err(firewall::Error::Missing { .. }) => return Ok(false),
+                    Err(e) => return Err(e.to_string()),
+                };
+                if !tables.iter().any(|(f, n)| f == family && n == name) {
+                    return Ok(false);
+                }
+                fw.nft_apply(&format!("delete table {family} {name}\n"))
+                    .map(|_| true)
+                    .map_err(|e| e.to_string())
+            }
+            Object::Qdisc { dev, handle } => {
+                let tc = self.tc.as_ref().ok_or("no tc on this node")?;
+                match tc.root_qdisc(dev) {
+                    Ok(Some(q)) if q.handle == *handle => tc.delete_root(dev).map(|_| true).map_err(|e| e.to_string()),
+                    // Gone, replaced by someone else's, or the device is gone.
+                    _ => Ok(false),
+                }
+            }
+            Object::File { path } => match fs::remove_file(path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+        }
+    }
+
+    /// Every faultline object on the node: chains, tables, qdiscs, and fill
+    /// files in `fill_dirs`.
+    pub fn find_orphans(&self, fill_dirs: &[PathBuf]) -> Vec<Object> {
+        let mut out = Vec::new();
+        if let Some(fw) = &self.firewall {
+            for (fam, ipv6) in [(Family::V4, false), (Family::V6, true)] {
+                if let Ok(save) = fw.iptables_save(fam, "mangle") {
+                    for chain in firewall::chains(&save)
+                        .into_iter()
+                        .filter(|c| c.starts_with(CHAIN_PREFIX))
+                    {
+                        out.push(Object::IptablesChain {
+                            ipv6,
+                            table: "mangle".into(),
+                            chain,
+                        });
+                    }
+                }
+            }
+            if let Ok(tables) = fw.nft_tables() {
+                for (family, name) in tables.into_iter().filter(|(_, n)| n.starts_with(NFT_PREFIX)) {
+                    out.push(Object::NftTable { family, name });
+                }
+            }
+        }
+        if let Some(tc) = &self.tc {
+            if let Ok(roots) = tc.roots() {
+                for (dev, q) in roots.into_iter().filter(|(_, q)| is_own_qdisc_handle(q.handle)) {
+                    out.push(Object::Qdisc { dev, handle: q.handle });
+                }
+            }
+        }
+        for dir in fill_dirs {
+            let Ok(rd) = fs::read_dir(dir) else { continue };
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(FILL_PREFIX) {
+                    out.push(Object::File { path: e.path() });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Restores everything in `journal`, then removes orphans (unless `sweep` is
+/// off). Returns one line per thing done, for the log and for Hello, and the
+/// records that were restored (so their runs can be told).
+pub fn recover(journal: &Journal, cleaner: &Cleaner, fill_dirs: &[PathBuf], sweep: bool) -> (Vec<String>, Vec<Record>) {
+    let mut lines = Vec::new();
+    let mut restored = Vec::new();
+    let (records, bad) = match journal.load() {
+        Ok(x) => x,
+        Err(e) => {
+            lines.push(format!("cannot read the undo journal: {e}"));
+            (Vec::new(), Vec::new())
+        }
+    };
+    for e in bad {
+        lines.push(format!("skipped an unreadable undo record: {e}"));
+    }
+    for rec in records {
+        let mut ok = true;
+        for obj in &rec.objects {
+            match cleaner.remove(obj) {
+                Ok(true) => lines.push(format!("restored {} fault {}: removed {obj}", rec.kind, rec.fault_id)),
+                Ok(false) => {}
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("could not remove {obj} of fault {}: {e}", rec.fault_id));
+                }
+            }
+        }
+        if ok {
+            if let Err(e) = journal.remove(&rec.fault_id) {
+                lines.push(format!("could not delete the undo record of {}: {e}", rec.fault_id));
+            }
+            if !lines.iter().any(|l| l.contains(&format!("fault {}:", rec.fault_id))) {
+                lines.push(format!(
+                    "undo record of {} fault {} found; its objects were already gone",
+                    rec.kind, rec.fault_id
+                ));
+            }
+            restored.push(rec);
+        }
+    }
+    if sweep {
+        for obj in cleaner.find_orphans(fill_dirs) {
+            match cleaner.remove(&obj) {
+                Ok(true) => lines.push(format!("removed orphaned {obj}")),
+                Ok(false) => {}
+                Err(e) => lines.push(format!("could not remove orphaned {obj}: {e}")),
+            }
+        }
+    }
+    (lines, restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, objects: Vec<Object>) -> Record {
+        Record {
+            fault_id: id.into(),
+            run_id: "r1".into(),
+            kind: "disk_fill".into(),
+            created_unix_ms: 1,
+            objects,
+        }
+    }
+
+    #[test]
+    fn records_are_written_whole_read_back_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let r = rec(
+            "r1-1",
+            vec![Object::File {
+                path: "/x/.faultline-fill-r1-1".into(),
+            }],
+        );
+        j.write(&r).unwrap();
+        // No temporary file is left behind by a completed write.
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        assert_eq!(j.load().unwrap().0, vec![r]);
+        j.remove("r1-1").unwrap();
+        j.remove("r1-1").unwrap();
+        assert!(j.load().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_second_agent_cannot_open_a_locked_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let _j = Journal::open(dir.path()).unwrap();
+        let e = Journal::open(dir.path()).err().unwrap();
+        assert!(matches!(e, Error::Locked(_)), "{e}");
+        assert!(e.to_string().contains("--state-dir"));
+    }
+
+    #[test]
+    fn recovery_restores_records_skips_corrupt_ones_and_drops_torn_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fill_dir = tempfile::tempdir().unwrap();
+        let fill = fill_dir.path().join(".faultline-fill-r1-1");
+        fs::write(&fill, b"x").unwrap();
+        let orphan = fill_dir.path().join(".faultline-fill-r0-9");
+        fs::write(&orphan, b"x").unwrap();
+        let unrelated = fill_dir.path().join("data.db");
+        fs::write(&unrelated, b"x").unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.write(&rec("r1-1", vec![Object::File { path: fill.clone() }]))
+            .unwrap();
+        fs::write(dir.path().join("undo-broken.json"), b"{not json").unwrap();
+        fs::write(dir.path().join(".undo-r1-2.json.tmp"), b"{\"fault_id\":").unwrap();
+
+        let (lines, restored) = recover(&j, &Cleaner::default(), &[fill_dir.path().to_path_buf()], true);
+        let text = lines.join("\n");
+        assert!(!fill.exists() && !orphan.exists(), "{text}");
+        assert!(unrelated.exists(), "only faultline's files are removed");
+        assert_eq!(restored.len(), 1);
+        assert!(text.contains("restored disk_fill fault r1-1: removed file"), "{text}");
+        assert!(text.contains("removed orphaned file"), "{text}");
+        assert!(text.contains("unreadable undo record"), "{text}");
+        assert!(!dir.path().join(".undo-r1-2.json.tmp").exists());
+        assert!(j.load().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn sweep_off_leaves_unjournaled_objects_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let fill_dir = tempfile::tempdir().unwrap();
+        let orphan = fill_dir.path().join(".faultline-fill-r0-9");
+        fs::write(&orphan, b"x").unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let (lines, _) = recover(&j, &Cleaner::default(), &[fill_dir.path().to_path_buf()], false);
+        assert!(lines.is_empty() && orphan.exists());
+    }
+}
