@@ -302,8 +302,12 @@ async fn run(
                 };
                 let deadline = Instant::now() + lease;
                 for id in fault_ids {
-                    if let Some(a) = active.get_mut(&id) {
-                        a.deadline = deadline;
+                    match active.get_mut(&id) {
+                        Some(a) => {
+                            a.deadline = deadline;
+                            tracing::debug!(fault_id = %id, lease_ms = lease.as_millis() as u64, "lease renewed");
+                        }
+                        None => tracing::debug!(fault_id = %id, "renewal for a fault this agent does not hold"),
                     }
                 }
             }

@@ -93,6 +93,20 @@ impl HostSpec {
     }
 }
 
+/// Where the lab's coordinator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorMode {
+    /// In this test process (on hub-namespace threads): fast, and tests can
+    /// read its registry directly.
+    InProcess,
+    /// A real `faultline serve` process in the hub namespace, on port
+    /// [`PROCESS_COORDINATOR_PORT`], so a test can `kill -9` it.
+    Process,
+}
+
+/// Port of the coordinator in [`CoordinatorMode::Process`].
+pub const PROCESS_COORDINATOR_PORT: u16 = 7700;
+
 /// A running lab. See the module docs.
 pub struct Lab {
     /// Unique per lab: prefix of every namespace name.
@@ -100,6 +114,9 @@ pub struct Lab {
     pub hub: String,
     pub hosts: Vec<LabHost>,
     pub coordinator: Option<Arc<Harness>>,
+    /// The `faultline serve` process in [`CoordinatorMode::Process`].
+    pub coordinator_process: Option<ChildGuard>,
+    coordinator_url: String,
     /// How long building the lab took (namespaces, links, processes, agents registered).
     pub setup_time: Duration,
     runtime: Option<tokio::runtime::Runtime>,
@@ -188,6 +205,11 @@ impl Lab {
     /// A lab with the given hosts. Panics (after cleaning up) if any step
     /// fails; call [`root_or_skip`] first.
     pub fn build(specs: Vec<HostSpec>) -> Lab {
+        Self::build_with(specs, CoordinatorMode::InProcess)
+    }
+
+    /// A lab with the given hosts and coordinator.
+    pub fn build_with(specs: Vec<HostSpec>, mode: CoordinatorMode) -> Lab {
         let started = Instant::now();
         let id = unique_id();
         let hub = format!("{id}-hub");
@@ -196,6 +218,8 @@ impl Lab {
             hub: hub.clone(),
             hosts: Vec::new(),
             coordinator: None,
+            coordinator_process: None,
+            coordinator_url: String::new(),
             setup_time: Duration::ZERO,
             runtime: None,
             agents: BTreeMap::new(),
@@ -220,12 +244,21 @@ impl Lab {
             })
             .build()
             .expect("hub runtime");
-        let listen = format!("{SUBNET_PREFIX}.1:0");
-        let harness = runtime
-            .block_on(runtime.spawn(async move { Harness::start_on(&listen).await }))
-            .expect("start coordinator");
-        lab.coordinator = Some(Arc::new(harness));
-        lab.runtime = Some(runtime);
+        match mode {
+            CoordinatorMode::InProcess => {
+                let listen = format!("{SUBNET_PREFIX}.1:0");
+                let harness = runtime
+                    .block_on(runtime.spawn(async move { Harness::start_on(&listen).await }))
+                    .expect("start coordinator");
+                lab.coordinator_url = harness.url.clone();
+                lab.coordinator = Some(Arc::new(harness));
+                lab.runtime = Some(runtime);
+            }
+            CoordinatorMode::Process => {
+                lab.runtime = Some(runtime);
+                lab.start_coordinator_process();
+            }
+        }
         for s in &specs {
             lab.agent_args.insert(s.name.clone(), s.agent_args.clone());
             lab.start_agent(&s.name);
@@ -306,7 +339,98 @@ impl Lab {
 
     /// The coordinator's URL as agents see it.
     pub fn coordinator_url(&self) -> String {
-        self.harness().url.clone()
+        self.coordinator_url.clone()
+    }
+
+    /// Starts `faultline serve` in the hub namespace and waits until it
+    /// accepts connections.
+    pub fn start_coordinator_process(&mut self) {
+        let listen = format!("{SUBNET_PREFIX}.1:{PROCESS_COORDINATOR_PORT}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.path().join("coordinator.log"))
+            .expect("coordinator log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.hub])
+            .arg(built_bin("faultline", "FAULTLINE_BIN"))
+            .args(["serve", "--listen", &listen, "--insecure"])
+            .env("FAULTLINE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn faultline serve");
+        self.coordinator_process = Some(ChildGuard {
+            child,
+            cmdline_regex: format!("faultline serve --listen {listen} --insecure$"),
+        });
+        self.coordinator_url = format!("http://{listen}");
+        let addr: SocketAddr = listen.parse().expect("addr");
+        let hub = self.hub.clone();
+        let up = std::thread::spawn(move || {
+            enter_netns(&hub).expect("enter hub");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+        .join()
+        .expect("wait thread");
+        assert!(up, "faultline serve did not listen on {listen}");
+    }
+
+    /// SIGKILLs the `faultline serve` process (no chance to restore).
+    pub fn kill_coordinator_process(&mut self) {
+        if let Some(mut c) = self.coordinator_process.take() {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+        }
+    }
+
+    /// Connected agents as the coordinator lists them (over gRPC, so it
+    /// works in both modes).
+    pub fn list_agents(&self) -> Vec<v1::AgentInfo> {
+        let url = self.coordinator_url();
+        self.block_on(async move {
+            let Ok(ch) = tonic::transport::Endpoint::from_shared(url)
+                .expect("url")
+                .connect()
+                .await
+            else {
+                return Vec::new();
+            };
+            let mut c = v1::control_client::ControlClient::new(ch);
+            c.list_agents(v1::ListAgentsRequest {})
+                .await
+                .map(|r| r.into_inner().agents)
+                .unwrap_or_default()
+        })
+    }
+
+    /// Runs `faultline run FILE --coordinator URL` in the hub namespace as
+    /// a child process (the CLI, as a CI job would), with its report
+    /// written to stdout.
+    pub fn run_cli(&self, file: &std::path::Path) -> ChildGuard {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.hub])
+            .arg(built_bin("faultline", "FAULTLINE_BIN"))
+            .arg("run")
+            .arg(file)
+            .args(["--coordinator", &self.coordinator_url(), "--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn faultline run");
+        ChildGuard {
+            child,
+            cmdline_regex: String::new(),
+        }
     }
 
     /// The in-process coordinator.
@@ -348,7 +472,7 @@ impl Lab {
                 &format!("host={}", h.name),
             ])
             .args(self.agent_args.get(name).cloned().unwrap_or_default())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("LAB_AGENT_LOG").unwrap_or("info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -369,31 +493,20 @@ impl Lab {
     }
 
     /// Waits until the coordinator lists agent `name` with process `pid`
-    /// (a restarted agent has registered); returns its registry entry.
-    pub fn wait_registered(
-        &self,
-        name: &str,
-        pid: u32,
-        limit: Duration,
-    ) -> Option<faultline_coordinator::registry::AgentInfo> {
-        let h = self.harness().clone();
-        let name = name.to_string();
-        self.block_on(async move {
-            let deadline = tokio::time::Instant::now() + limit;
-            while tokio::time::Instant::now() < deadline {
-                if let Some(a) = h
-                    .coordinator
-                    .registry
-                    .agents()
-                    .into_iter()
-                    .find(|a| a.agent_id == name && a.pid == pid)
-                {
-                    return Some(a);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+    /// (a restarted agent has registered); returns its entry.
+    pub fn wait_registered(&self, name: &str, pid: u32, limit: Duration) -> Option<v1::AgentInfo> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(a) = self
+                .list_agents()
+                .into_iter()
+                .find(|a| a.agent_id == name && a.pid == pid)
+            {
+                return Some(a);
             }
-            None
-        })
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// Sends SIGKILL to the agent of `name` (no chance to restore).
@@ -405,8 +518,15 @@ impl Lab {
     }
 
     fn wait_agents(&self, n: usize) {
-        let h = self.harness().clone();
-        let ok = self.block_on(async move { h.coordinator.registry.wait_for(n, Duration::from_secs(20)).await });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ok = false;
+        while Instant::now() < deadline {
+            if self.list_agents().len() >= n {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if !ok {
             let logs: Vec<String> = self
                 .hosts
@@ -454,6 +574,7 @@ impl Lab {
             h.run_observed(&yaml, &vars, Some(tx)).await
         });
         RunWatch {
+            run_id: None,
             events: rx,
             done: Some(done),
             handle: rt.handle().clone(),
@@ -545,6 +666,7 @@ impl Lab {
     fn shutdown(&mut self) {
         self.stop_agents();
         self.services.clear();
+        self.coordinator_process.take();
         if let Some(h) = self.coordinator.take() {
             if let Some(rt) = self.runtime.as_ref() {
                 if let Ok(mut h) = Arc::try_unwrap(h) {
@@ -583,6 +705,7 @@ impl Drop for Lab {
 
 /// A run in progress.
 pub struct RunWatch {
+    run_id: Option<String>,
     events: mpsc::UnboundedReceiver<v1::RunEvent>,
     done: Option<tokio::task::JoinHandle<Result<RunResult, tonic::Status>>>,
     handle: tokio::runtime::Handle,
@@ -594,11 +717,15 @@ impl RunWatch {
     pub fn wait_phase(&mut self, phase: &str, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let events = &mut self.events;
+        let run_id = &mut self.run_id;
         self.handle.block_on(async {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, events.recv()).await {
                     Ok(Some(ev)) => {
+                        if run_id.is_none() && !ev.run_id.is_empty() {
+                            *run_id = Some(ev.run_id.clone());
+                        }
                         if let Some(v1::run_event::Event::Phase(p)) = &ev.event {
                             if p.phase == phase {
                                 return true;
@@ -609,6 +736,11 @@ impl RunWatch {
                 }
             }
         })
+    }
+
+    /// The run's id, once an event has been seen (after [`RunWatch::wait_phase`]).
+    pub fn run_id(&self) -> Option<String> {
+        self.run_id.clone()
     }
 
     /// Waits for the run's end.

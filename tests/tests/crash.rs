@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use faultline_tests::lab::{root_or_skip, HostSpec, Lab, Tmpfs};
+use faultline_coordinator::outcome::{Outcome, Phase};
+use faultline_tests::lab::{root_or_skip, CoordinatorMode, HostSpec, Lab, Tmpfs};
 
 const PHASE_WAIT: Duration = Duration::from_secs(30);
 
@@ -100,6 +101,214 @@ fn agent_killed_mid_fault_restores_everything_before_it_registers_again() {
             "{}: restored by {:?}",
             f.name,
             t.restored_by
+        );
+    }
+    lab.assert_clean();
+}
+
+/// Latency and a block on every host of a three-host lab.
+fn faults_everywhere(duration: &str, lease: &str) -> String {
+    format!(
+        r#"name: faults-everywhere
+hypothesis:
+  probes:
+    - name: a-http
+      interval: 200ms
+      http: {{ url: "http://10.77.0.11:8080/" }}
+baseline: 1s
+duration: {duration}
+recovery: 2s
+lease: {lease}
+faults:
+  - name: slow-all
+    targets: {{ mode: all }}
+    latency: {{ delay: 20ms, to: {{ cidrs: [10.77.0.0/24] }}, backend: nfqueue }}
+  - name: cut-test-net
+    targets: {{ mode: all }}
+    block: {{ peers: {{ cidrs: [192.0.2.0/24] }} }}
+"#
+    )
+}
+
+/// Hosts that still hold a faultline object.
+fn dirty_hosts(lab: &Lab) -> Vec<String> {
+    let mut hosts: Vec<String> = lab
+        .leftovers()
+        .iter()
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// Waits until every host holds a fault; panics after `limit`.
+fn wait_all_dirty(lab: &Lab, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if dirty_hosts(lab).len() == lab.hosts.len() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("faults never reached every host: {:?}", lab.leftovers());
+}
+
+/// Polls until no host holds a faultline object; returns when each host
+/// became clean, measured from `since`.
+fn wait_clean(lab: &Lab, since: Instant, limit: Duration) -> Vec<(String, Duration)> {
+    let mut clean_at: Vec<(String, Duration)> = Vec::new();
+    while since.elapsed() < limit {
+        let dirty = dirty_hosts(lab);
+        for h in &lab.hosts {
+            if !dirty.contains(&h.name) && !clean_at.iter().any(|(n, _)| *n == h.name) {
+                clean_at.push((h.name.clone(), since.elapsed()));
+            }
+        }
+        if dirty.is_empty() {
+            return clean_at;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("hosts still dirty after {limit:?}: {:?}", lab.leftovers());
+}
+
+#[test]
+fn coordinator_killed_mid_run_every_agent_restores_within_its_lease() {
+    if !root_or_skip("coordinator_killed_mid_run_every_agent_restores_within_its_lease") {
+        return;
+    }
+    let mut lab = Lab::build_with(
+        vec![
+            HostSpec::new("a", "a"),
+            HostSpec::new("b", "b"),
+            HostSpec::new("c", "c"),
+        ],
+        CoordinatorMode::Process,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("everywhere.yaml");
+    std::fs::write(&file, faults_everywhere("60s", "3s")).unwrap();
+    let _cli = lab.run_cli(&file);
+    wait_all_dirty(&lab, Duration::from_secs(20));
+
+    let killed = Instant::now();
+    lab.kill_coordinator_process();
+    let clean = wait_clean(&lab, killed, Duration::from_secs(15));
+    let last = clean.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    eprintln!("coordinator kill -9 -> restored by lease expiry (lease 3s): per host {clean:?}; last {last:?}");
+    // Restored within the lease (3 s from the last renewal, sent every 1 s)
+    // plus the agent's timer and the check's polling.
+    assert!(last <= Duration::from_millis(3500), "last host clean after {last:?}");
+    lab.assert_clean();
+}
+
+#[test]
+fn cut_control_traffic_makes_the_agent_restore_by_lease_expiry() {
+    if !root_or_skip("cut_control_traffic_makes_the_agent_restore_by_lease_expiry") {
+        return;
+    }
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let mut run = lab.submit(&three_faults_on_b("/nonexistent-no-fill", "12s", "3s").replace(
+        "  - name: fill-b\n    targets: { labels: { host: b } }\n    disk_fill: { path: /nonexistent-no-fill, used: \"50%\" }\n",
+        "",
+    ));
+    assert!(run.wait_phase("observe", PHASE_WAIT));
+    assert_eq!(dirty_hosts(&lab), vec!["b"]);
+    // The test's own table (not named faultline, so the agent never
+    // removes it) drops b's traffic with the coordinator both ways.
+    let port = lab.coordinator_url().rsplit(':').next().unwrap().to_string();
+    let cut = format!(
+        "table inet labcut {{\n chain o {{ type filter hook output priority 0; ip daddr 10.77.0.1 tcp dport {port} drop; }}\n chain i {{ type filter hook input priority 0; ip saddr 10.77.0.1 tcp sport {port} drop; }}\n}}\n"
+    );
+    let netns = lab.host("b").netns.clone();
+    let apply = |script: &str| {
+        let mut c = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success(), "nft {script}");
+    };
+    let t = Instant::now();
+    apply(&cut);
+    let clean = wait_clean(&lab, t, Duration::from_secs(10));
+    let b_clean = clean
+        .iter()
+        .find(|(h, _)| h == "b")
+        .map(|(_, d)| *d)
+        .unwrap_or_default();
+    eprintln!("control traffic cut -> b restored by lease expiry (lease 3s) {b_clean:?} after the cut");
+    // The last renewal before the cut was at most one renewal period (1 s)
+    // before it, so the lease runs out within 3 s of the cut.
+    assert!(b_clean <= Duration::from_millis(3500), "{b_clean:?}");
+    apply("delete table inet labcut\n");
+    let result = run.finish();
+    for f in &result.report.faults {
+        assert_eq!(
+            f.targets[0].restored_by.as_deref(),
+            Some("lease expiry"),
+            "{}: {:?}",
+            f.name,
+            f.targets[0]
+        );
+    }
+    lab.assert_clean();
+}
+
+#[test]
+fn abort_restores_faults_on_three_hosts() {
+    if !root_or_skip("abort_restores_faults_on_three_hosts") {
+        return;
+    }
+    let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);
+    let mut run = lab.submit(&faults_everywhere("60s", "10s"));
+    assert!(run.wait_phase("observe", PHASE_WAIT));
+    assert_eq!(dirty_hosts(&lab).len(), 3);
+    let run_id = run.run_id().expect("run id");
+    let h = lab.harness().clone();
+    let t = Instant::now();
+    let found = lab.block_on(async move {
+        let mut c = h.control().await;
+        c.abort(faultline_proto::v1::AbortRequest {
+            run_id,
+            reason: "abort test".into(),
+        })
+        .await
+        .map(|r| r.into_inner().found)
+    });
+    assert!(matches!(found, Ok(true)), "{found:?}");
+    let result = run.finish();
+    let wall = t.elapsed();
+    let observe_end = result
+        .report
+        .phases
+        .iter()
+        .find(|p| p.phase == Phase::Observe)
+        .map(|p| p.end_ms)
+        .unwrap();
+    let last_ack = result
+        .report
+        .faults
+        .iter()
+        .flat_map(|f| &f.targets)
+        .filter_map(|t| t.restored_at_ms)
+        .max()
+        .unwrap();
+    eprintln!(
+        "abort -> 6 restores on 3 hosts acknowledged {} ms after the abort took effect; abort call -> run finished {wall:?}",
+        last_ack.saturating_sub(observe_end)
+    );
+    assert_eq!(result.exit_code, 3);
+    assert_eq!(result.report.outcome, Outcome::Aborted);
+    assert!(result.report.aborted_by.as_deref().unwrap_or("").contains("abort test"));
+    for t in result.report.faults.iter().flat_map(|f| &f.targets) {
+        assert_eq!(
+            (t.state.as_str(), t.restored_by.as_deref()),
+            ("restored", Some("coordinator")),
+            "{t:?}"
         );
     }
     lab.assert_clean();
