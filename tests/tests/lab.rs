@@ -304,3 +304,48 @@ fn a_lab_that_panics_removes_its_namespaces_and_processes() {
         "processes left: {ps}"
     );
 }
+
+#[test]
+fn two_runs_stack_latency_on_one_host_and_each_restore_removes_only_its_own() {
+    if !root_or_skip("two_runs_stack_latency_on_one_host_and_each_restore_removes_only_its_own") {
+        return;
+    }
+    let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);
+    let b = lab.host("b").http();
+    let (gap, timeout) = (Duration::from_millis(100), Duration::from_secs(1));
+    let mut long = lab.submit(&experiment(
+        "slow-to-a",
+        "14s",
+        "  - name: slow-b-to-a\n    targets: { labels: { host: b } }\n    latency: { delay: 100ms, to: { zones: [a] } }\n",
+    ));
+    assert!(long.wait_phase("observe", PHASE_WAIT));
+    let mut short = lab.submit(&experiment(
+        "slow-to-c",
+        "4s",
+        "  - name: slow-b-to-c\n    targets: { labels: { host: b } }\n    latency: { delay: 50ms, to: { zones: [c] } }\n",
+    ));
+    assert!(short.wait_phase("observe", PHASE_WAIT));
+    let both_ab = median(&lab.connect_samples("a", b, 10, gap, timeout));
+    let both_cb = median(&lab.connect_samples("c", b, 10, gap, timeout));
+    let chains_both = lab.leftovers().iter().filter(|l| l.contains("iptables-legacy-save: :faultline-")).count();
+    let short_result = short.finish();
+    let after_short_ab = median(&lab.connect_samples("a", b, 10, gap, timeout));
+    let after_short_cb = median(&lab.connect_samples("c", b, 10, gap, timeout));
+    let chains_one = lab.leftovers().iter().filter(|l| l.contains("iptables-legacy-save: :faultline-")).count();
+    let long_result = long.finish();
+    eprintln!(
+        "stacked: a->b {:.1} ms, c->b {:.1} ms ({chains_both} chains); after the short run: a->b {:.1} ms, c->b {:.1} ms ({chains_one} chain)",
+        ms(both_ab),
+        ms(both_cb),
+        ms(after_short_ab),
+        ms(after_short_cb)
+    );
+    assert_eq!(short_result.exit_code, 0, "{}", short_result.report.reason);
+    assert_eq!(long_result.exit_code, 0, "{}", long_result.report.reason);
+    assert_eq!((chains_both, chains_one), (2, 1));
+    assert!((95.0..=115.0).contains(&ms(both_ab)), "a->b with both faults");
+    assert!((45.0..=65.0).contains(&ms(both_cb)), "c->b with both faults");
+    assert!((95.0..=115.0).contains(&ms(after_short_ab)), "a->b keeps its delay");
+    assert!(ms(after_short_cb) < 10.0, "c->b back to normal");
+    lab.assert_clean();
+}
