@@ -18,6 +18,7 @@ use crate::engine::{self, RunInput};
 use crate::experiment::{self, Experiment};
 use crate::outcome::Outcome;
 use crate::planner;
+use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::report;
 use crate::runs::Runs;
@@ -39,6 +40,8 @@ pub enum Error {
     Format(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    #[error("the coordinator is stopped ({0}); no run starts until `faultline resume`")]
+    Stopped(String),
 }
 
 impl From<Error> for Status {
@@ -51,6 +54,7 @@ impl From<Error> for Status {
             Error::UnknownRun(_) => Status::not_found(msg),
             Error::RunInFlight(_) => Status::failed_precondition(msg),
             Error::ShuttingDown => Status::unavailable(msg),
+            Error::Stopped(_) => Status::failed_precondition(msg),
         }
     }
 }
@@ -58,6 +62,7 @@ impl From<Error> for Status {
 pub struct ControlService {
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
+    pub policy: Arc<Policy>,
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -84,8 +89,12 @@ impl Control for ControlService {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown.into());
         }
+        if let Some(why) = self.runs.stopped() {
+            return Err(Error::Stopped(why).into());
+        }
         let (exp, source_name) = parse_source(req.into_inner().source)?;
         let run_id = engine::new_run_id();
+        let running = self.runs.in_flight();
         let cancel = self.shutdown.child_token();
         let reason: engine::AbortReason = Arc::new(Mutex::new(None));
         self.runs.start(&run_id, &exp.name, cancel.clone(), reason.clone());
@@ -93,6 +102,7 @@ impl Control for ControlService {
         let (tx, rx) = mpsc::channel(1024);
         let registry = self.registry.clone();
         let runs = self.runs.clone();
+        let policy = self.policy.clone();
         self.tracker.spawn(async move {
             let out = engine::execute(RunInput {
                 run_id: run_id.clone(),
@@ -102,6 +112,8 @@ impl Control for ControlService {
                 events: tx.clone(),
                 cancel,
                 abort_reason: reason,
+                policy,
+                running,
             })
             .await;
             let r = out.report;
@@ -126,7 +138,16 @@ impl Control for ControlService {
 
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         let (exp, _) = parse_source(req.into_inner().source)?;
-        let plan = planner::plan(&exp, &self.registry.agents()).map_err(Error::from)?;
+        let plan = planner::plan(
+            &exp,
+            &self.registry.agents(),
+            &planner::Context {
+                policy: &self.policy,
+                now: time::OffsetDateTime::now_utc(),
+                running: self.runs.in_flight(),
+            },
+        )
+        .map_err(Error::from)?;
         Ok(Response::new(v1::PlanResponse {
             experiment: exp.name.clone(),
             faults: plan
@@ -164,6 +185,43 @@ impl Control for ControlService {
             info!(run_id = %r.run_id, %reason, "run aborted");
         }
         Ok(Response::new(v1::AbortResponse { found }))
+    }
+
+    async fn stop(&self, req: Request<v1::StopRequest>) -> Result<Response<v1::StopResponse>, Status> {
+        let r = req.into_inner();
+        let when = engine::rfc3339_now();
+        let reason = if r.reason.is_empty() {
+            format!("emergency stop at {when}")
+        } else {
+            format!("emergency stop at {when}: {}", r.reason)
+        };
+        let aborted_runs = self.runs.stop(&reason);
+        // Belt and braces: every agent restores everything it holds, also
+        // faults whose run is already gone.
+        let mut agents_told = 0;
+        for a in self.registry.agents() {
+            let msg = v1::CoordinatorMessage {
+                msg: Some(v1::coordinator_message::Msg::RestoreAll(v1::RestoreAll {
+                    reason: reason.clone(),
+                })),
+            };
+            if self.registry.send(&a.agent_id, msg).is_ok() {
+                agents_told += 1;
+            }
+        }
+        tracing::warn!(%reason, runs = aborted_runs.len(), agents_told, "emergency stop");
+        Ok(Response::new(v1::StopResponse {
+            aborted_runs,
+            agents_told,
+        }))
+    }
+
+    async fn resume(&self, _: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
+        let was_stopped = self.runs.resume();
+        if was_stopped {
+            info!("resumed after an emergency stop: runs may start again");
+        }
+        Ok(Response::new(v1::ResumeResponse { was_stopped }))
     }
 
     async fn list_agents(&self, _: Request<v1::ListAgentsRequest>) -> Result<Response<v1::ListAgentsResponse>, Status> {

@@ -20,6 +20,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::experiment::{Experiment, FaultKind, FillAmount};
 use crate::outcome::{Outcome, Phase};
 use crate::planner::{self, Plan};
+use crate::policy::Policy;
 use crate::probes;
 use crate::registry::{Registry, StatusFromAgent};
 use crate::report::*;
@@ -43,6 +44,10 @@ pub struct RunInput {
     pub events: mpsc::Sender<v1::RunEvent>,
     pub cancel: CancellationToken,
     pub abort_reason: AbortReason,
+    /// The coordinator's policy.
+    pub policy: Arc<Policy>,
+    /// Other runs in flight when this one was submitted.
+    pub running: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +177,8 @@ async fn execute_inner(input: RunInput) -> RunOutput {
         events,
         cancel,
         abort_reason,
+        policy,
+        running,
     } = input;
     let started_at = rfc3339_now();
     let (phase_tx, phase_rx) = watch::channel(Phase::Validate);
@@ -196,7 +203,15 @@ async fn execute_inner(input: RunInput) -> RunOutput {
 
     // ---- plan ----
     ctx.enter(Phase::Plan, Duration::ZERO).await;
-    let plan = planner::plan(&exp, &registry.agents());
+    let plan = planner::plan(
+        &exp,
+        &registry.agents(),
+        &planner::Context {
+            policy: &policy,
+            now: time::OffsetDateTime::now_utc(),
+            running,
+        },
+    );
     let probe_stop = CancellationToken::new();
     let mut samples: probes::Samples = Arc::new(Mutex::new(vec![Vec::new(); exp.hypothesis.probes.len()]));
     let mut verdict: Option<Verdict> = None;

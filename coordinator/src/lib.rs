@@ -9,6 +9,7 @@
 //! Layout:
 //! - [`experiment`]: experiment domain types and the YAML parser.
 //! - [`planner`]: target selection and blast-radius checks.
+//! - [`policy`]: the coordinator's policy file (fleet-wide limits).
 //! - [`engine`]: the run engine, phase by phase.
 //! - [`probes`]: http, tcp and command probes and their sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
@@ -32,6 +33,7 @@ pub mod link;
 pub mod local;
 pub mod outcome;
 pub mod planner;
+pub mod policy;
 pub mod probes;
 pub mod registry;
 pub mod report;

@@ -25,6 +25,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Runs {
     inner: Mutex<BTreeMap<String, Entry>>,
+    /// Set by an emergency stop: why and when; new runs are refused.
+    stopped: Mutex<Option<String>>,
 }
 
 impl Runs {
@@ -54,6 +56,34 @@ impl Runs {
             e.outcome = Some(report.outcome);
             e.report = Some(Arc::new(report));
         }
+    }
+
+    /// Runs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.lock().values().filter(|e| e.outcome.is_none()).count()
+    }
+
+    /// Emergency stop: refuse new runs and abort every run in flight;
+    /// returns the ids of the aborted runs.
+    pub fn stop(&self, reason: &str) -> Vec<String> {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        let ids: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.outcome.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter().filter(|id| self.abort(id, reason)).collect()
+    }
+
+    /// Ends an emergency stop; false if there was none.
+    pub fn resume(&self) -> bool {
+        self.stopped.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+    }
+
+    /// Why the coordinator is stopped, if it is.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Aborts a run in flight; false if there is none with that id.

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::control::ControlService;
 use crate::link::AgentLinkService;
+use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::runs::Runs;
 
@@ -24,11 +25,21 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Coordinator {
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
+    /// Fleet-wide limits every run is planned within.
+    pub policy: Arc<Policy>,
 }
 
 impl Coordinator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A coordinator that plans every run within `policy`.
+    pub fn with_policy(policy: Policy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            ..Self::default()
+        }
     }
 
     /// Serves AgentLink and Control on `listener` until `shutdown` fires.
@@ -49,6 +60,7 @@ impl Coordinator {
         let control = ControlService {
             registry: self.registry.clone(),
             runs: self.runs.clone(),
+            policy: self.policy.clone(),
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
         };

@@ -327,11 +327,19 @@ fn two_runs_stack_latency_on_one_host_and_each_restore_removes_only_its_own() {
     assert!(short.wait_phase("observe", PHASE_WAIT));
     let both_ab = median(&lab.connect_samples("a", b, 10, gap, timeout));
     let both_cb = median(&lab.connect_samples("c", b, 10, gap, timeout));
-    let chains_both = lab.leftovers().iter().filter(|l| l.contains("iptables-legacy-save: :faultline-")).count();
+    let chains_both = lab
+        .leftovers()
+        .iter()
+        .filter(|l| l.contains("iptables-legacy-save: :faultline-"))
+        .count();
     let short_result = short.finish();
     let after_short_ab = median(&lab.connect_samples("a", b, 10, gap, timeout));
     let after_short_cb = median(&lab.connect_samples("c", b, 10, gap, timeout));
-    let chains_one = lab.leftovers().iter().filter(|l| l.contains("iptables-legacy-save: :faultline-")).count();
+    let chains_one = lab
+        .leftovers()
+        .iter()
+        .filter(|l| l.contains("iptables-legacy-save: :faultline-"))
+        .count();
     let long_result = long.finish();
     eprintln!(
         "stacked: a->b {:.1} ms, c->b {:.1} ms ({chains_both} chains); after the short run: a->b {:.1} ms, c->b {:.1} ms ({chains_one} chain)",

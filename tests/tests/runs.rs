@@ -313,3 +313,63 @@ async fn leases_are_renewed_while_the_run_observes() {
     h.stop().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_stop_aborts_runs_and_refuses_new_ones_until_resume() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let yaml = experiment(port, &victim.cmdline_regex, "{}", "90%", "30s");
+    let mut c = h.control().await;
+    let mut stream = c
+        .submit_run(v1::SubmitRunRequest {
+            source: Some(source(&yaml, &[])),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stopped = None;
+    let finished = loop {
+        let ev = stream.message().await.unwrap().expect("events until finished");
+        match &ev.event {
+            Some(v1::run_event::Event::Phase(p)) if p.phase == "observe" && stopped.is_none() => {
+                let r = c
+                    .stop(v1::StopRequest {
+                        reason: "pager went off".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.aborted_runs, vec![ev.run_id.clone()]);
+                assert_eq!(r.agents_told, 1);
+                stopped = Some(std::time::Instant::now());
+            }
+            Some(v1::run_event::Event::Finished(f)) => break f.clone(),
+            _ => {}
+        }
+    };
+    assert_eq!((finished.outcome.as_str(), finished.exit_code), ("aborted", 3));
+    let r: faultline_coordinator::report::Report = serde_json::from_str(&finished.report_json).unwrap();
+    let by = r.aborted_by.unwrap_or_default();
+    assert!(
+        by.starts_with("emergency stop at ") && by.ends_with(": pager went off"),
+        "{by}"
+    );
+    assert_eq!(r.faults[0].targets[0].state, "restored");
+
+    // Stopped: a new run is refused before anything happens.
+    let refused = h.run(&yaml, &[]).await.err().expect("refused while stopped");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("faultline resume"), "{}", refused.message());
+
+    assert!(c.resume(v1::ResumeRequest {}).await.unwrap().into_inner().was_stopped);
+    assert!(!c.resume(v1::ResumeRequest {}).await.unwrap().into_inner().was_stopped);
+    let second = sleeper();
+    let short = experiment(port, &second.cmdline_regex, "{}", "90%", "200ms");
+    let r = h.run(&short, &[]).await.expect("runs again after resume");
+    assert_eq!(r.report.outcome, Outcome::Passed, "{}", r.report.reason);
+    h.stop().await;
+    stop.cancel();
+}

@@ -27,6 +27,10 @@ pub enum Command {
     Agents(agents::Args),
     /// Abort a run: restore its faults now.
     Abort(abort::Args),
+    /// Emergency stop: abort every run, restore every fault, refuse new runs.
+    Stop(stop::Args),
+    /// End an emergency stop.
+    Resume(resume::Args),
     /// Run the kill demo: a supervised HTTP service, killed and measured.
     Demo(demo::Args),
     /// The demo's HTTP service (started by `faultline demo`).
@@ -43,6 +47,8 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Serve(a) => serve::main(a).await,
         Command::Agents(a) => agents::main(a).await,
         Command::Abort(a) => abort::main(a).await,
+        Command::Stop(a) => stop::main(a).await,
+        Command::Resume(a) => resume::main(a).await,
         Command::Demo(a) => demo::main(a).await,
         Command::DemoService(a) => demo_service::main(a).await,
     }

@@ -97,6 +97,10 @@ pub struct ExperimentArgs {
     /// Local mode only: label of the in-process agent, as KEY=VALUE; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Local mode only: coordinator policy file (fleet-wide limits; see
+    /// `faultline serve --policy`). A remote coordinator uses its own.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<String>,
 }
 
 impl ExperimentArgs {
@@ -117,6 +121,22 @@ impl ExperimentArgs {
         source.parse().map_err(|e| fail(e.to_string()))?;
         Ok((source, labels))
     }
+
+    /// The local-mode policy (`--policy`); on error prints it and returns 2.
+    pub fn policy(&self) -> Result<crate::policy::Policy, i32> {
+        let fail = |e: String| {
+            eprint_err(e);
+            Outcome::Invalid.exit_code()
+        };
+        match (&self.policy, &self.coordinator) {
+            (None, _) => Ok(crate::policy::Policy::default()),
+            (Some(_), Some(_)) => Err(fail(
+                "--policy applies to local mode; a remote coordinator plans within its own (faultline serve --policy)"
+                    .into(),
+            )),
+            (Some(path), None) => crate::policy::Policy::load(path).map_err(fail),
+        }
+    }
 }
 
 /// Where to send Control calls: a given coordinator, or a local one started
@@ -133,6 +153,7 @@ impl Target {
     pub async fn open(
         coordinator: Option<String>,
         labels: BTreeMap<String, String>,
+        policy: crate::policy::Policy,
         quiet: bool,
     ) -> Result<Target, i32> {
         if let Some(url) = coordinator {
@@ -144,7 +165,7 @@ impl Target {
         }
         #[cfg(feature = "local")]
         {
-            match crate::local::Local::start(labels).await {
+            match crate::local::Local::start(labels, policy).await {
                 Ok(l) => {
                     if !quiet {
                         eprintln!(
@@ -165,7 +186,7 @@ impl Target {
         }
         #[cfg(not(feature = "local"))]
         {
-            let _ = (labels, quiet);
+            let _ = (labels, quiet, policy);
             eprint_err("this build has no local mode: pass --coordinator URL");
             Err(Outcome::Error.exit_code())
         }

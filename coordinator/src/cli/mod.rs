@@ -7,8 +7,10 @@ pub mod common;
 pub mod demo;
 pub mod demo_service;
 pub mod plan;
+pub mod resume;
 pub mod run;
 pub mod serve;
+pub mod stop;
 pub mod validate;
 
 pub use app::{main_with, Cli};

@@ -16,7 +16,11 @@ pub async fn main(a: Args) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let target = match Target::open(a.experiment.coordinator.clone(), labels, true).await {
+    let policy = match a.experiment.policy() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let target = match Target::open(a.experiment.coordinator.clone(), labels, policy, true).await {
         Ok(t) => t,
         Err(code) => return code,
     };

@@ -32,6 +32,8 @@ pub struct RunOpts {
     pub source: Source,
     pub coordinator: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Local mode's coordinator policy.
+    pub policy: crate::policy::Policy,
     pub report_dir: Option<String>,
     pub format: String,
     pub quiet: bool,
@@ -42,10 +44,15 @@ pub async fn main(a: Args) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let policy = match a.experiment.policy() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     execute(RunOpts {
         source,
         coordinator: a.experiment.coordinator,
         labels,
+        policy,
         report_dir: a.report_dir,
         format: a.format,
         quiet: a.quiet,
@@ -60,7 +67,7 @@ pub async fn execute(o: RunOpts) -> i32 {
         eprint_err(e);
         return Outcome::Invalid.exit_code();
     }
-    let target = match Target::open(o.coordinator.clone(), o.labels.clone(), o.quiet).await {
+    let target = match Target::open(o.coordinator.clone(), o.labels.clone(), o.policy.clone(), o.quiet).await {
         Ok(t) => t,
         Err(code) => return code,
     };

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 use super::common::eprint_err;
+use crate::policy::Policy;
 use crate::server::Coordinator;
 
 #[derive(clap::Args, Debug)]
@@ -18,6 +19,11 @@ pub struct Args {
     /// on a network you trust.
     #[arg(long)]
     pub insecure: bool,
+    /// Policy file: fleet-wide limits every run is planned within
+    /// (max_fleet_percent, protected_labels, allowed_windows, timezone,
+    /// max_concurrent_runs, max_duration).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<String>,
 }
 
 pub async fn main(a: Args) -> i32 {
@@ -28,6 +34,16 @@ pub async fn main(a: Args) -> i32 {
         ));
         return 2;
     }
+    let policy = match &a.policy {
+        None => Policy::default(),
+        Some(path) => match Policy::load(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprint_err(e);
+                return 2;
+            }
+        },
+    };
     let listener = match tokio::net::TcpListener::bind(a.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -53,7 +69,7 @@ pub async fn main(a: Args) -> i32 {
         s.cancel();
     });
     eprintln!("faultline: coordinator listening on {}", a.listen);
-    match Coordinator::new().serve(listener, shutdown).await {
+    match Coordinator::with_policy(policy).serve(listener, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprint_err(format!("coordinator failed: {e}"));

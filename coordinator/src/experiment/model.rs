@@ -423,4 +423,9 @@ pub struct BlastRadius {
     pub max_targets: Option<u32>,
     /// Most agents as a percentage of the agents matching the selector.
     pub max_percent: Option<f64>,
+    /// Most agents of any one zone (label `zone`), as a percentage of the
+    /// connected agents of that zone.
+    pub max_percent_per_zone: Option<f64>,
+    /// Longest `duration` this experiment accepts for itself.
+    pub max_duration: Option<Duration>,
 }

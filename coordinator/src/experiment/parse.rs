@@ -173,6 +173,8 @@ struct RawHypothesis {
 struct RawBlastRadius {
     max_targets: Option<u32>,
     max_percent: Option<f64>,
+    max_percent_per_zone: Option<f64>,
+    max_duration: Option<Dur>,
 }
 
 impl RawExperiment {
@@ -239,6 +241,14 @@ impl RawExperiment {
                 ));
             }
         }
+        if let Some(p) = self.blast_radius.max_percent_per_zone {
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(at(
+                    "blast_radius",
+                    format!("blast_radius.max_percent_per_zone: {p} is not within (0, 100]"),
+                ));
+            }
+        }
         if self.blast_radius.max_targets == Some(0) {
             return Err(at(
                 "blast_radius",
@@ -269,6 +279,8 @@ impl RawExperiment {
             blast_radius: BlastRadius {
                 max_targets: self.blast_radius.max_targets,
                 max_percent: self.blast_radius.max_percent,
+                max_percent_per_zone: self.blast_radius.max_percent_per_zone,
+                max_duration: self.blast_radius.max_duration.map(|d| d.0),
             },
             lease,
         })
