@@ -16,6 +16,7 @@
 //! - [`journal`]: the undo journal and the start-up sweep of orphaned objects.
 //! - [`cidr`]: IP networks as `addr/prefix`.
 //! - [`node`]: facts about this node (hostname, addresses).
+//! - [`policy`]: the agent's policy file (allowed kinds, protected processes, fill limits, max duration).
 
 pub mod backoff;
 pub mod cidr;
@@ -25,6 +26,7 @@ pub mod journal;
 pub mod link;
 pub mod nfqueue;
 pub mod node;
+pub mod policy;
 pub mod process;
 pub mod qdisc;
 pub mod table;
@@ -96,6 +98,10 @@ pub struct AgentConfig {
     /// Right for the one agent of a node; off for an in-process agent that
     /// may share the node with a real one. By default, on.
     pub sweep_orphans: bool,
+    /// The operator's policy file (`--policy`); it adds protected processes
+    /// and fill paths to the flags and can only narrow the rest. By
+    /// default, empty.
+    pub policy: policy::AgentPolicy,
 }
 
 /// The default state directory for `agent_id`.
@@ -146,6 +152,7 @@ impl AgentConfig {
             block: true,
             state_dir: default_state_dir(&node::hostname()),
             sweep_orphans: true,
+            policy: policy::AgentPolicy::default(),
         }
     }
 }
@@ -188,6 +195,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if block.is_some() {
         capabilities.push("block".into());
     }
+    // Advertise only what the policy allows, so the coordinator refuses at
+    // plan time instead of the agent at injection.
+    capabilities.retain(|c| config.policy.allows(c.split(':').next().unwrap_or(c)).is_ok());
+    let mut protected_names = config.protected_names.clone();
+    protected_names.extend(config.policy.protected_processes.iter().cloned());
+    let mut fill = config.fill.clone();
+    fill.allowed.extend(config.policy.allowed_fill_paths.iter().cloned());
+    if let Some(p) = config.policy.max_fill_used_percent {
+        fill.max_used_percent = fill.max_used_percent.min(p);
+    }
     info!(capabilities = %capabilities.join(","), exempt = ?exempt.coordinator, "node probed");
     // Put the node back before registering: faults a previous run of this
     // agent left (it died without restoring), then orphans.
@@ -195,7 +212,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         firewall: Some(Arc::new(SystemFirewall::detect())),
         tc: Some(Arc::new(qdisc::SystemTc::detect())),
     };
-    let (cleaned, restored) = journal::recover(&journal, &cleaner, &config.fill.allowed, config.sweep_orphans);
+    let (cleaned, restored) = journal::recover(&journal, &cleaner, &fill.allowed, config.sweep_orphans);
     for line in &cleaned {
         warn!(state_dir = %config.state_dir.display(), "{line}");
     }
@@ -218,13 +235,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         TableConfig {
             default_lease: config.default_lease,
             max_lease: config.max_lease,
-            protection: Protection::for_this_process(config.protected_names.clone()),
+            protection: Protection::for_this_process(protected_names),
             processes: config.processes.clone(),
-            fill: config.fill.clone(),
+            fill,
             latency,
             block,
             exempt,
             journal: Some(journal.clone()),
+            policy: config.policy.clone(),
         },
         status_tx,
     );

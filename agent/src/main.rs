@@ -45,6 +45,10 @@ struct Args {
     /// (use when several agents share one network namespace).
     #[arg(long)]
     no_sweep: bool,
+    /// Agent policy file (YAML): allowed_kinds, protected_processes,
+    /// allowed_fill_paths, max_fill_used_percent, max_fault_duration.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<String>,
     /// Refuse every block fault, even where nft is installed.
     #[arg(long)]
     no_block: bool,
@@ -82,6 +86,9 @@ async fn main() -> anyhow::Result<()> {
         .state_dir
         .unwrap_or_else(|| faultline_agent::default_state_dir(&config.agent_id));
     config.sweep_orphans = !args.no_sweep;
+    if let Some(p) = &args.policy {
+        config.policy = faultline_agent::policy::AgentPolicy::load(p).map_err(anyhow::Error::msg)?;
+    }
     config.labels = parse_labels(&args.labels)?;
     config.protected_names.extend(args.protect);
     config.max_lease = args.max_lease;

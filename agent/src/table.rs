@@ -22,6 +22,7 @@ use crate::faults::{
 };
 use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Journal, Object, Record};
+use crate::policy::AgentPolicy;
 use crate::process::ProcessTable;
 
 /// What the table is asked to do.
@@ -72,6 +73,9 @@ pub struct TableConfig {
     /// Where undo records go before a fault is applied. `None` only in
     /// unit tests of the table itself.
     pub journal: Option<Arc<Journal>>,
+    /// The operator's policy file: allowed kinds and the longest a fault
+    /// may stay applied.
+    pub policy: AgentPolicy,
 }
 
 impl TableConfig {
@@ -87,6 +91,7 @@ impl TableConfig {
             block: None,
             exempt: Exempt::default(),
             journal: None,
+            policy: AgentPolicy::default(),
         }
     }
 }
@@ -103,7 +108,10 @@ enum Applied {
 
 struct Active {
     run_id: String,
+    /// When the lease runs out (never after `hard_deadline`).
     deadline: Instant,
+    /// The agent policy's max_fault_duration, counted from injection.
+    hard_deadline: Option<Instant>,
     applied: Applied,
 }
 
@@ -191,8 +199,16 @@ async fn run(
                     .collect();
                 for id in expired {
                     if let Some(a) = active.remove(&id) {
-                        warn!(fault_id = %id, run_id = %a.run_id, "lease expired, restoring on our own");
-                        let _ = out.send(restore(config.journal.as_ref(), &id, a, v1::FaultState::Expired, "lease expired: no renewal from the coordinator".into()).await);
+                        let why = match (a.hard_deadline, config.policy.max_fault_duration) {
+                            (Some(h), Some(max)) if h <= now => format!(
+                                "agent policy {}: max_fault_duration {} reached",
+                                config.policy.source,
+                                humantime::format_duration(max)
+                            ),
+                            _ => "lease expired: no renewal from the coordinator".to_string(),
+                        };
+                        warn!(fault_id = %id, run_id = %a.run_id, %why, "restoring on our own");
+                        let _ = out.send(restore(config.journal.as_ref(), &id, a, v1::FaultState::Expired, why).await);
                     }
                 }
                 continue;
@@ -240,11 +256,15 @@ async fn run(
                 let (st, applied) = inject(&config, &fault_id, &run_id, spec);
                 let _ = out.send(st);
                 if let Some(applied) = applied {
+                    let now = Instant::now();
+                    let hard_deadline = config.policy.max_fault_duration.map(|d| now + d);
+                    let deadline = (now + lease).min(hard_deadline.unwrap_or(now + lease));
                     active.insert(
                         fault_id,
                         Active {
                             run_id,
-                            deadline: Instant::now() + lease,
+                            deadline,
+                            hard_deadline,
                             applied,
                         },
                     );
@@ -304,7 +324,7 @@ async fn run(
                 for id in fault_ids {
                     match active.get_mut(&id) {
                         Some(a) => {
-                            a.deadline = deadline;
+                            a.deadline = a.hard_deadline.map_or(deadline, |h| deadline.min(h));
                             tracing::debug!(fault_id = %id, lease_ms = lease.as_millis() as u64, "lease renewed");
                         }
                         None => tracing::debug!(fault_id = %id, "renewal for a fault this agent does not hold"),
@@ -367,6 +387,16 @@ fn inject(
     run_id: &str,
     spec: v1::FaultSpec,
 ) -> (v1::FaultStatus, Option<Applied>) {
+    let kind = match &spec.kind {
+        Some(v1::fault_spec::Kind::Kill(_)) => "kill",
+        Some(v1::fault_spec::Kind::DiskFill(_)) => "disk_fill",
+        Some(v1::fault_spec::Kind::Latency(_)) => "latency",
+        Some(v1::fault_spec::Kind::Block(_)) => "block",
+        None => "",
+    };
+    if let Err(why) = config.policy.allows(kind) {
+        return not_injected(fault_id, run_id, kind, true, why, "");
+    }
     let Some(journal) = &config.journal else {
         return inject_now(config, fault_id, run_id, spec);
     };
@@ -676,6 +706,10 @@ mod tests {
     }
 
     fn table() -> (FaultTable, mpsc::UnboundedReceiver<v1::FaultStatus>) {
+        table_with(AgentPolicy::default())
+    }
+
+    fn table_with(policy: AgentPolicy) -> (FaultTable, mpsc::UnboundedReceiver<v1::FaultStatus>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let procs = vec![ProcInfo {
             pid: 4242,
@@ -689,6 +723,7 @@ mod tests {
             TableConfig {
                 default_lease: Duration::from_secs(5),
                 max_lease: Duration::from_secs(10),
+                policy,
                 ..TableConfig::basic(Arc::new(OneProc(Mutex::new(procs))))
             },
             tx,
@@ -733,6 +768,59 @@ mod tests {
             "{waited:?}"
         );
         assert_eq!(t.active_faults(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_kind_outside_the_agent_policy_is_refused_before_anything_runs() {
+        let policy = AgentPolicy::parse("agent.yaml", "allowed_kinds: [latency]\n").unwrap();
+        let (t, mut rx) = table_with(policy);
+        t.send(Command::Inject {
+            fault_id: "f1".into(),
+            run_id: "r1".into(),
+            spec: kill_victim(),
+            lease: Duration::from_secs(3),
+        })
+        .await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Refused);
+        assert!(
+            st.detail
+                .contains("agent.yaml: fault kind kill is not in allowed_kinds"),
+            "{}",
+            st.detail
+        );
+        assert_eq!(t.active_faults(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_fault_duration_restores_even_with_renewals() {
+        let policy = AgentPolicy::parse("agent.yaml", "max_fault_duration: 4s\n").unwrap();
+        let (t, mut rx) = table_with(policy);
+        let start = Instant::now();
+        t.send(Command::Inject {
+            fault_id: "f1".into(),
+            run_id: "r1".into(),
+            spec: kill_victim(),
+            lease: Duration::from_secs(3),
+        })
+        .await;
+        assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            t.send(Command::Renew {
+                fault_ids: vec!["f1".into()],
+                lease: Duration::from_secs(3),
+            })
+            .await;
+        }
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Expired);
+        assert!(st.detail.contains("max_fault_duration 4s reached"), "{}", st.detail);
+        let at = start.elapsed();
+        assert!(
+            at >= Duration::from_secs(4) && at <= Duration::from_millis(4100),
+            "{at:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

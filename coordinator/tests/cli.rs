@@ -222,3 +222,68 @@ faults:
     let _ = victim.wait();
     assert!(killed, "the run killed our sleeper before it was aborted");
 }
+
+#[test]
+fn a_policy_limit_refuses_a_local_run_with_exit_2_and_plan_shows_every_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "max_duration: 2s\nmax_concurrent_runs: 1\nprotected_labels: [tier=db]\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let kill = format!("{EXPERIMENTS}/kill.yaml");
+    // kill.yaml observes for 4s: over the policy's 2s.
+    let out = faultline(&[
+        "run",
+        &kill,
+        "--var",
+        "port=1",
+        "--label",
+        "service=demo",
+        "--policy",
+        policy,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("max_duration 2s: the experiment's duration is 4s"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "max_duration: 1m\nmax_concurrent_runs: 1\n",
+    )
+    .unwrap();
+    let out = faultline(&[
+        "plan",
+        &kill,
+        "--var",
+        "port=1",
+        "--label",
+        "service=demo",
+        "--policy",
+        policy,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for want in [
+        "max_duration 60s: duration 4s (headroom 56s)",
+        "max_concurrent_runs 1: 1 with this run (headroom 0)",
+        "blast_radius.max_targets 1",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+
+    // A broken policy file is an input error with its position.
+    std::fs::write(dir.path().join("policy.yaml"), "max_concurent_runs: 1\n").unwrap();
+    let out = faultline(&["plan", &kill, "--var", "port=1", "--policy", policy]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("policy.yaml:1:1: unknown field `max_concurent_runs`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

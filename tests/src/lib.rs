@@ -70,6 +70,16 @@ impl Harness {
     /// Starts an in-process agent with `id` and `labels` and waits until it
     /// is registered.
     pub async fn add_agent(&mut self, id: &str, labels: &[(&str, &str)]) {
+        self.add_agent_with(id, labels, |_| {}).await
+    }
+
+    /// Like [`Harness::add_agent`], with a chance to adjust the agent's config.
+    pub async fn add_agent_with(
+        &mut self,
+        id: &str,
+        labels: &[(&str, &str)],
+        configure: impl FnOnce(&mut faultline_agent::AgentConfig),
+    ) {
         let mut cfg = faultline_agent::AgentConfig::new(self.url.clone());
         cfg.agent_id = id.to_string();
         cfg.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -80,6 +90,7 @@ impl Harness {
         let state = tempfile::tempdir().expect("agent state dir");
         cfg.state_dir = state.path().to_path_buf();
         cfg.sweep_orphans = false;
+        configure(&mut cfg);
         let stop = CancellationToken::new();
         let agent_stop = stop.clone();
         let task = tokio::spawn(async move {

@@ -373,3 +373,99 @@ async fn emergency_stop_aborts_runs_and_refuses_new_ones_until_resume() {
     h.stop().await;
     stop.cancel();
 }
+
+/// An experiment with one fault and a probe that always passes.
+fn one_fault(port: u16, fault: &str) -> String {
+    format!(
+        r#"name: refusals
+hypothesis:
+  probes:
+    - name: web
+      interval: 50ms
+      http: {{ url: "http://127.0.0.1:{port}/health" }}
+baseline: 200ms
+duration: 300ms
+recovery: 500ms
+faults:
+  - name: f
+{fault}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_policy_refusals_are_reported_and_nothing_is_touched() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let allowed = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = sleeper();
+    let mut h = Harness::start().await;
+    let policy = faultline_agent::policy::AgentPolicy::parse(
+        "agent-policy.yaml",
+        &format!(
+            "allowed_kinds: [kill, disk_fill]\nprotected_processes: [sleep]\nallowed_fill_paths: [{}]\n",
+            allowed.path().display()
+        ),
+    )
+    .unwrap();
+    h.add_agent_with("node-a", &[], |c| c.policy = policy).await;
+
+    // Fill outside the allowed paths: refused, nothing written.
+    let r = h
+        .run(
+            &one_fault(
+                port,
+                &format!(
+                    "    disk_fill: {{ path: {}, size: 1MiB }}\n",
+                    elsewhere.path().display()
+                ),
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 5, "{}", r.report.reason);
+    let t = &r.report.faults[0].targets[0];
+    assert_eq!(t.state, "refused");
+    assert!(
+        t.detail.contains("outside the agent's allowed fill paths"),
+        "{}",
+        t.detail
+    );
+    assert!(std::fs::read_dir(elsewhere.path()).unwrap().next().is_none());
+
+    // Kill of a protected name: refused, the process lives.
+    let r = h
+        .run(
+            &one_fault(port, &format!("    kill: {{ cmdline: '{}' }}\n", victim.cmdline_regex)),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 5, "{}", r.report.reason);
+    assert!(
+        r.report.faults[0].targets[0]
+            .detail
+            .contains("protected by agent policy"),
+        "{:?}",
+        r.report.faults[0].targets[0]
+    );
+    let mut victim = victim;
+    assert!(!victim.exited(), "the protected process must live");
+
+    // A kind the policy does not allow is not even advertised: refused at plan time.
+    let r = h
+        .run(&one_fault(port, "    block: { peers: { cidrs: [192.0.2.1] } }\n"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 5);
+    assert!(
+        r.report
+            .reason
+            .contains("cannot run block faults (it supports: kill, disk_fill)"),
+        "{}",
+        r.report.reason
+    );
+    h.stop().await;
+    stop.cancel();
+}
