@@ -378,6 +378,8 @@ async fn execute_inner(input: RunInput) -> RunOutput {
                     targets: &mut targets,
                     statuses: &mut status_rx,
                     lease: exp.lease,
+                    baseline: phase_stats(&samples, &exp, &[Phase::Baseline]),
+                    abort_reason: &abort_reason,
                 }),
             )
             .await
@@ -492,6 +494,53 @@ struct Observe<'a> {
     targets: &'a mut Vec<Target>,
     statuses: &'a mut mpsc::UnboundedReceiver<StatusFromAgent>,
     lease: Duration,
+    /// Baseline statistics per probe, for relative guardrails.
+    baseline: Vec<PhaseStats>,
+    /// Where a tripped guardrail writes why the run is aborted.
+    abort_reason: &'a AbortReason,
+}
+
+/// How often guardrails are evaluated during observe.
+pub const GUARDRAIL_EVERY: Duration = Duration::from_millis(200);
+/// Fewest samples in a guardrail's window before it may trip, so one
+/// unlucky sample does not abort a run.
+pub const GUARDRAIL_MIN_SAMPLES: usize = 3;
+
+/// The first guardrail violated by the observe samples of the last window
+/// before `now_ms`, in words.
+pub fn guardrail_violation(
+    all: &[Vec<Sample>],
+    exp: &Experiment,
+    baseline: &[PhaseStats],
+    now_ms: u64,
+) -> Option<String> {
+    for (i, probe) in exp.hypothesis.probes.iter().enumerate() {
+        let Some(samples) = all.get(i) else { continue };
+        for g in &probe.guardrails {
+            let window_ms = g.window.as_millis() as u64;
+            let recent: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.phase == Phase::Observe && s.at_ms + window_ms >= now_ms)
+                .collect();
+            if recent.len() < GUARDRAIL_MIN_SAMPLES {
+                continue;
+            }
+            let stats = PhaseStats::of(recent.iter().copied());
+            let empty = PhaseStats::of(std::iter::empty());
+            let c = verdict::check(&g.tolerance, &stats, baseline.get(i).unwrap_or(&empty));
+            if !c.passed {
+                return Some(format!(
+                    "guardrail {}: {} over the last {}: measured {} ({} samples)",
+                    probe.name,
+                    g.tolerance,
+                    crate::experiment::fmt_duration(g.window),
+                    c.measured,
+                    recent.len()
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Waits `len` while sending progress once a second; during observe also
@@ -512,6 +561,8 @@ async fn wait_with_progress(
         .map(|o| (o.lease / 3).max(Duration::from_millis(200)))
         .unwrap_or(Duration::from_secs(3600));
     let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
+    let guarded = observe.is_some() && exp.hypothesis.probes.iter().any(|p| !p.guardrails.is_empty());
+    let mut guard = tokio::time::interval_at(Instant::now() + GUARDRAIL_EVERY, GUARDRAIL_EVERY);
     let mut last_progress = Instant::now();
     loop {
         tokio::select! {
@@ -526,6 +577,19 @@ async fn wait_with_progress(
             _ = progress.tick() => {
                 emit_progress(ctx, exp, samples, phase).await;
                 last_progress = Instant::now();
+            }
+            _ = guard.tick(), if guarded => {
+                if let Some(o) = observe.as_ref() {
+                    let all: Vec<Vec<Sample>> = samples.lock().map(|s| s.clone()).unwrap_or_default();
+                    if let Some(why) = guardrail_violation(&all, exp, &o.baseline, ctx.elapsed_ms()) {
+                        warn!(run_id = %ctx.run_id, %why, "guardrail tripped: aborting the run");
+                        if let Ok(mut r) = o.abort_reason.lock() {
+                            r.get_or_insert(why.clone());
+                        }
+                        ctx.log(format!("{why}: aborting and restoring")).await;
+                        return false;
+                    }
+                }
             }
             _ = renew.tick() => {
                 if let Some(o) = observe.as_ref() {
@@ -1012,4 +1076,53 @@ pub fn new_run_id() -> String {
     let stamp = now.format(&fmt).unwrap_or_default();
     let rand = uuid::Uuid::new_v4().simple().to_string();
     format!("r{stamp}-{}", &rand[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn exp() -> Experiment {
+        crate::experiment::parse(
+            "t.yaml",
+            "name: t\nhypothesis:\n  probes:\n    - name: web\n      tcp: { address: \"127.0.0.1:1\" }\n      tolerances:\n        - success_rate: \"80%\"\n          guardrail: true\n          window: 1s\nduration: 10s\nfaults:\n  - kill: { name: x }\n",
+            &HashMap::new(),
+        )
+        .unwrap()
+    }
+
+    fn sample(at_ms: u64, ok: bool, phase: Phase) -> Sample {
+        Sample {
+            at_ms,
+            phase,
+            ok,
+            latency_ms: 1.0,
+            error: (!ok).then(|| "refused".into()),
+        }
+    }
+
+    #[test]
+    fn guardrails_judge_only_recent_observe_samples_and_need_a_few() {
+        let e = exp();
+        let base = vec![PhaseStats::of(std::iter::empty())];
+        // Two failures are not enough to trip.
+        let two = vec![vec![
+            sample(5000, false, Phase::Observe),
+            sample(5100, false, Phase::Observe),
+        ]];
+        assert_eq!(guardrail_violation(&two, &e, &base, 5200), None);
+        // Old failures (outside the 1 s window) and baseline failures do not count.
+        let mut s = vec![sample(100, false, Phase::Baseline), sample(200, false, Phase::Baseline)];
+        s.extend((0..5).map(|i| sample(1000 + i * 100, false, Phase::Observe)));
+        s.extend((0..5).map(|i| sample(3000 + i * 100, true, Phase::Observe)));
+        assert_eq!(guardrail_violation(&[s.clone()], &e, &base, 3500), None);
+        // Three recent failures trip it, with the numbers.
+        s.extend((0..3).map(|i| sample(3500 + i * 100, false, Phase::Observe)));
+        let why = guardrail_violation(&[s], &e, &base, 3800).unwrap();
+        assert!(
+            why.starts_with("guardrail web: success rate >= 80.0% over the last 1s: measured"),
+            "{why}"
+        );
+    }
 }

@@ -469,3 +469,87 @@ async fn agent_policy_refusals_are_reported_and_nothing_is_touched() {
     h.stop().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_guardrail_aborts_the_run_early_and_restores() {
+    let (mut server, port) = http_server(TEST_HTTP);
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("role", "web")]).await;
+    let yaml = experiment(port, &server.cmdline_regex, "{ role: web }", "90%", "30s").replace(
+        "        - success_rate: \"90%\"\n",
+        "        - success_rate: \"90%\"\n          guardrail: true\n          window: 1s\n",
+    );
+    assert!(yaml.contains("guardrail: true"), "{yaml}");
+    let started = std::time::Instant::now();
+    let r = h.run(&yaml, &[]).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.report.outcome, Outcome::Aborted, "{}", r.report.reason);
+    assert_eq!(r.exit_code, 3);
+    let by = r.report.aborted_by.clone().unwrap_or_default();
+    assert!(
+        by.starts_with("guardrail web: success rate >= 90.0% over the last 1s: measured 0.0%"),
+        "{by}"
+    );
+    // Aborted within a few samples, not after the 30 s observe phase.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(server.wait_exit(Duration::from_secs(2)));
+    assert!(r.report.faults[0].targets[0].restored_by.is_some());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_fill_run_fills_a_tmpfs_and_restore_removes_the_file() {
+    if !faultline_tests::lab::root_or_skip("disk_fill_run_fills_a_tmpfs_and_restore_removes_the_file") {
+        return;
+    }
+    let fs = faultline_tests::lab::Tmpfs::mount(32);
+    let dir = fs.path().to_path_buf();
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut h = Harness::start().await;
+    let allowed = dir.clone();
+    h.add_agent_with("node-a", &[], move |c| c.fill.allowed = vec![allowed])
+        .await;
+    let yaml = one_fault(
+        port,
+        &format!("    disk_fill: {{ path: {}, used: \"50%\" }}\n", dir.display()),
+    )
+    .replace("duration: 300ms", "duration: 1s");
+    let h2 = std::sync::Arc::new(h);
+    let run = {
+        let h = h2.clone();
+        tokio::spawn(async move { h.run(&yaml, &[]).await })
+    };
+    // While the run observes, the fill file is there and the tmpfs is half full.
+    let mut seen = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !files.is_empty() {
+            let st = nix::sys::statvfs::statvfs(&dir).unwrap();
+            let used = 100.0 * (1.0 - st.blocks_free() as f64 / st.blocks() as f64);
+            seen = Some((files, used));
+            break;
+        }
+    }
+    let r = run.await.unwrap().unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    let (files, used) = seen.expect("the fill file appeared during the run");
+    assert!(files[0].starts_with(".faultline-fill-"), "{files:?}");
+    assert!((45.0..=55.0).contains(&used), "used {used:.1}%");
+    let t = &r.report.faults[0].targets[0];
+    assert_eq!(
+        (t.state.as_str(), t.restored_by.as_deref()),
+        ("restored", Some("coordinator"))
+    );
+    assert!(t.objects[0].contains("fallocate"), "{:?}", t.objects);
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "the fill file is removed"
+    );
+    stop.cancel();
+}

@@ -43,6 +43,17 @@ pub struct Probe {
     pub timeout: Duration,
     pub kind: ProbeKind,
     pub tolerances: Vec<Tolerance>,
+    /// Tolerances that are also guardrails: checked live during observe
+    /// over a sliding window; a violation aborts the run at once.
+    pub guardrails: Vec<Guardrail>,
+}
+
+/// A tolerance evaluated live while faults are injected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guardrail {
+    pub tolerance: Tolerance,
+    /// How far back the samples it judges reach. By default, 5 s.
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -299,7 +299,16 @@ struct RawProbe {
     tcp: Option<RawTcp>,
     command: Option<RawCommand>,
     #[serde(default)]
-    tolerances: Vec<Tolerance>,
+    tolerances: Vec<ToleranceSpec>,
+}
+
+/// Default guardrail window. By default, 5 s.
+pub const DEFAULT_GUARDRAIL_WINDOW: Duration = Duration::from_secs(5);
+
+/// A tolerance as written, with its guardrail marking.
+struct ToleranceSpec {
+    tolerance: Tolerance,
+    guardrail: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -415,12 +424,23 @@ impl TryFrom<RawProbe> for Probe {
         if timeout.is_zero() {
             return Err(ctx("timeout: must be more than 0s".into()));
         }
+        let guardrails = r
+            .tolerances
+            .iter()
+            .filter_map(|t| {
+                t.guardrail.map(|window| Guardrail {
+                    tolerance: t.tolerance.clone(),
+                    window,
+                })
+            })
+            .collect();
         Ok(Probe {
             name,
             interval,
             timeout,
             kind,
-            tolerances: r.tolerances,
+            tolerances: r.tolerances.into_iter().map(|t| t.tolerance).collect(),
+            guardrails,
         })
     }
 }
@@ -432,6 +452,8 @@ impl TryFrom<RawProbe> for Probe {
 struct RawTolerance {
     success_rate: Option<RawRate>,
     latency: Option<RawLatency>,
+    guardrail: Option<bool>,
+    window: Option<Dur>,
 }
 
 /// A fraction (0.95) or a percentage string ("95%").
@@ -451,9 +473,28 @@ struct RawLatency {
     plus: Option<Dur>,
 }
 
-impl<'de> Deserialize<'de> for Tolerance {
+impl<'de> Deserialize<'de> for ToleranceSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Tolerance::try_from(RawTolerance::deserialize(d)?).map_err(serde::de::Error::custom)
+        let mut raw = RawTolerance::deserialize(d)?;
+        let guard = raw.guardrail.take();
+        let window = raw.window.take();
+        let tolerance = Tolerance::try_from(raw).map_err(serde::de::Error::custom)?;
+        let guardrail = match (guard, window) {
+            (Some(true), w) => {
+                let w = w.map(|d| d.0).unwrap_or(DEFAULT_GUARDRAIL_WINDOW);
+                if w < Duration::from_millis(100) {
+                    return Err(serde::de::Error::custom("tolerance window: must be at least 100ms"));
+                }
+                Some(w)
+            }
+            (_, Some(_)) => {
+                return Err(serde::de::Error::custom(
+                    "tolerance window: only applies to a guardrail; add guardrail: true",
+                ))
+            }
+            _ => None,
+        };
+        Ok(ToleranceSpec { tolerance, guardrail })
     }
 }
 
@@ -1066,6 +1107,26 @@ faults:
             e.faults[0].kind.summary(),
             "delay 100ms jitter 5ms loss 2.5% to zones a + 10.0.0.0/8 tcp ports 80 backend nfqueue"
         );
+        let src = GOOD.replace(
+            "        - success_rate: \"90%\"\n",
+            "        - success_rate: \"90%\"\n          guardrail: true\n          window: 2s\n",
+        );
+        let e = parse("t.yaml", &src, &vars()).unwrap();
+        let p = &e.hypothesis.probes[0];
+        assert_eq!(p.tolerances.len(), 3, "a guardrail is still a tolerance");
+        assert_eq!(
+            p.guardrails,
+            vec![Guardrail {
+                tolerance: Tolerance::SuccessRate { min: 0.9 },
+                window: Duration::from_secs(2)
+            }]
+        );
+        let bad = GOOD.replace(
+            "        - success_rate: \"90%\"\n",
+            "        - success_rate: \"90%\"\n          window: 2s\n",
+        );
+        let err = parse("t.yaml", &bad, &vars()).unwrap_err();
+        assert!(err.to_string().contains("only applies to a guardrail"), "{err}");
         let src = with_fault("    disk_fill: { path: /var/lib/app, size: 1.5GiB }\n");
         let e = parse("t.yaml", &src, &vars()).unwrap();
         assert_eq!(e.faults[0].kind.summary(), "fill /var/lib/app with 1.5 GiB");

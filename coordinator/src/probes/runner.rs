@@ -97,6 +97,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             kind,
             tolerances: vec![],
+            guardrails: vec![],
         }
     }
 
