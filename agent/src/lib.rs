@@ -98,6 +98,10 @@ pub struct AgentConfig {
     /// Right for the one agent of a node; off for an in-process agent that
     /// may share the node with a real one. By default, on.
     pub sweep_orphans: bool,
+    /// Used instead of `state_dir` when another agent holds its lock (two
+    /// local-mode runs at once). By default, none: a locked state dir is an
+    /// error.
+    pub state_dir_fallback: Option<PathBuf>,
     /// The operator's policy file (`--policy`); it adds protected processes
     /// and fill paths to the flags and can only narrow the rest. By
     /// default, empty.
@@ -152,6 +156,7 @@ impl AgentConfig {
             block: true,
             state_dir: default_state_dir(&node::hostname()),
             sweep_orphans: true,
+            state_dir_fallback: None,
             policy: policy::AgentPolicy::default(),
         }
     }
@@ -181,7 +186,14 @@ pub fn coordinator_addresses(url: &str) -> Vec<IpAddr> {
 /// undo journal lists and sweeps orphaned faultline objects; it fails only
 /// if its state directory cannot be used (it will not inject without one).
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), StartError> {
-    let journal = Arc::new(journal::Journal::open(&config.state_dir)?);
+    let journal = match (journal::Journal::open(&config.state_dir), &config.state_dir_fallback) {
+        (Err(journal::Error::Locked(dir)), Some(fallback)) => {
+            info!(locked = %dir.display(), using = %fallback.display(), "state directory in use by another agent; using a private one");
+            journal::Journal::open(fallback)?
+        }
+        (r, _) => r?,
+    };
+    let journal = Arc::new(journal);
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let latency = Backends::detect(config.latency_backend, std::path::Path::new("/"));
     for (name, why) in &latency.missing {

@@ -22,6 +22,7 @@ use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::report;
 use crate::runs::Runs;
+use crate::store::{Store, Stored};
 
 /// Errors of Control calls.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ pub enum Error {
     UnknownRun(String),
     #[error("run {0} has not finished yet; its report is available when it ends")]
     RunInFlight(String),
-    #[error("report format {0:?}: use json or md")]
+    #[error("report format {0:?}: use json, md, junit or html")]
     Format(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
@@ -63,6 +64,8 @@ pub struct ControlService {
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
     pub policy: Arc<Policy>,
+    /// Run history and the audit log.
+    pub store: Arc<Store>,
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -81,6 +84,61 @@ fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
 
+/// Who made a call, for the audit log: the identity the auth layer put in
+/// the request's extensions, else the peer address.
+pub fn caller<T>(req: &Request<T>) -> String {
+    if let Some(id) = req.extensions().get::<CallerIdentity>() {
+        return id.0.clone();
+    }
+    match req.remote_addr() {
+        Some(a) => format!("anonymous@{a}"),
+        None => "anonymous".into(),
+    }
+}
+
+/// The authenticated caller of a Control request.
+#[derive(Debug, Clone)]
+pub struct CallerIdentity(pub String);
+
+impl ControlService {
+    fn audit(&self, caller: &str, action: &str, target: &str, detail: &str) {
+        if let Err(e) = self
+            .store
+            .audit(faultline_proto::now_unix_ms(), caller, action, target, detail)
+        {
+            tracing::warn!(err = %e, %action, "cannot write the audit log");
+        }
+    }
+}
+
+/// What of a run event goes into the store.
+fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
+    use v1::run_event::Event;
+    Some(match ev.event.as_ref()? {
+        Event::Started(s) => ("started", s.experiment.clone()),
+        Event::Phase(p) => ("phase", p.phase.clone()),
+        Event::Fault(f) => {
+            let st = f.status.as_ref()?;
+            (
+                "fault",
+                format!(
+                    "agent {}: fault {} {}: {}",
+                    f.agent_id,
+                    st.fault_id,
+                    st.state()
+                        .as_str_name()
+                        .trim_start_matches("FAULT_STATE_")
+                        .to_ascii_lowercase(),
+                    st.detail
+                ),
+            )
+        }
+        Event::Log(l) => ("log", l.message.clone()),
+        Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
+        Event::Probe(_) => return None,
+    })
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     type SubmitRunStream = EventStream;
@@ -89,7 +147,9 @@ impl Control for ControlService {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown.into());
         }
+        let who = caller(&req);
         if let Some(why) = self.runs.stopped() {
+            self.audit(&who, "submit", "-", &format!("refused: {why}"));
             return Err(Error::Stopped(why).into());
         }
         let (exp, source_name) = parse_source(req.into_inner().source)?;
@@ -98,11 +158,38 @@ impl Control for ControlService {
         let cancel = self.shutdown.child_token();
         let reason: engine::AbortReason = Arc::new(Mutex::new(None));
         self.runs.start(&run_id, &exp.name, cancel.clone(), reason.clone());
-        info!(run_id = %run_id, experiment = %exp.name, "run submitted");
+        info!(run_id = %run_id, experiment = %exp.name, caller = %who, "run submitted");
+        self.audit(
+            &who,
+            "submit",
+            &run_id,
+            &format!("experiment {} from {source_name}", exp.name),
+        );
+        if let Err(e) = self
+            .store
+            .run_started(&run_id, &exp.name, &source_name, faultline_proto::now_unix_ms())
+        {
+            tracing::warn!(err = %e, "cannot record the run in the store");
+        }
         let (tx, rx) = mpsc::channel(1024);
+        // The engine's events pass through here on their way to the client,
+        // so the store sees them even if the client goes away.
+        let (engine_tx, mut engine_rx) = mpsc::channel::<v1::RunEvent>(1024);
+        let store = self.store.clone();
+        let forward_tx = tx.clone();
+        self.tracker.spawn(async move {
+            while let Some(ev) = engine_rx.recv().await {
+                if let Some((kind, text)) = stored_event(&ev) {
+                    let _ = store.event(&ev.run_id, faultline_proto::now_unix_ms(), kind, &text);
+                }
+                let _ = forward_tx.send(ev).await;
+            }
+        });
         let registry = self.registry.clone();
         let runs = self.runs.clone();
         let policy = self.policy.clone();
+        let store = self.store.clone();
+        let tx = engine_tx;
         self.tracker.spawn(async move {
             let out = engine::execute(RunInput {
                 run_id: run_id.clone(),
@@ -124,6 +211,9 @@ impl Control for ControlService {
                 report_json: serde_json::to_string(&r).unwrap_or_default(),
             };
             let elapsed_ms = r.duration_ms;
+            if let Err(e) = store.run_finished(&r, faultline_proto::now_unix_ms()) {
+                tracing::warn!(err = %e, "cannot record the run's report in the store");
+            }
             runs.finish(&run_id, r);
             let _ = tx
                 .send(v1::RunEvent {
@@ -174,6 +264,7 @@ impl Control for ControlService {
     }
 
     async fn abort(&self, req: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
         let reason = if r.reason.is_empty() {
             "operator abort".to_string()
@@ -182,12 +273,23 @@ impl Control for ControlService {
         };
         let found = self.runs.abort(&r.run_id, &reason);
         if found {
-            info!(run_id = %r.run_id, %reason, "run aborted");
+            info!(run_id = %r.run_id, %reason, caller = %who, "run aborted");
         }
+        self.audit(
+            &who,
+            "abort",
+            &r.run_id,
+            &if found {
+                reason.clone()
+            } else {
+                format!("no such run in flight ({reason})")
+            },
+        );
         Ok(Response::new(v1::AbortResponse { found }))
     }
 
     async fn stop(&self, req: Request<v1::StopRequest>) -> Result<Response<v1::StopResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
         let when = engine::rfc3339_now();
         let reason = if r.reason.is_empty() {
@@ -209,15 +311,31 @@ impl Control for ControlService {
                 agents_told += 1;
             }
         }
-        tracing::warn!(%reason, runs = aborted_runs.len(), agents_told, "emergency stop");
+        tracing::warn!(%reason, runs = aborted_runs.len(), agents_told, caller = %who, "emergency stop");
+        self.audit(
+            &who,
+            "stop",
+            "*",
+            &format!(
+                "{reason}; aborted {} run(s), {agents_told} agent(s) told",
+                aborted_runs.len()
+            ),
+        );
         Ok(Response::new(v1::StopResponse {
             aborted_runs,
             agents_told,
         }))
     }
 
-    async fn resume(&self, _: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
+    async fn resume(&self, req: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
+        let who = caller(&req);
         let was_stopped = self.runs.resume();
+        self.audit(
+            &who,
+            "resume",
+            "*",
+            if was_stopped { "resumed" } else { "was not stopped" },
+        );
         if was_stopped {
             info!("resumed after an emergency stop: runs may start again");
         }
@@ -230,24 +348,70 @@ impl Control for ControlService {
         }))
     }
 
-    async fn list_runs(&self, _: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
-        Ok(Response::new(v1::ListRunsResponse { runs: self.runs.list() }))
+    async fn list_runs(&self, req: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 20 } else { r.limit as usize };
+        let status = (!r.outcome.is_empty()).then_some(r.outcome.as_str());
+        let rows = self
+            .store
+            .list(limit, status)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::ListRunsResponse {
+            runs: rows
+                .into_iter()
+                .map(|r| v1::RunSummary {
+                    run_id: r.run_id,
+                    experiment: r.experiment,
+                    status: r.status,
+                    started_at_unix_ms: r.started_unix_ms,
+                    finished_at_unix_ms: r.finished_unix_ms.unwrap_or(0),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> Result<Response<v1::ListAuditResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n as usize,
+        };
+        let rows = self
+            .store
+            .audit_list(limit)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::ListAuditResponse {
+            entries: rows
+                .into_iter()
+                .map(|a| v1::AuditEntry {
+                    at_unix_ms: a.at_unix_ms,
+                    caller: a.caller,
+                    action: a.action,
+                    target: a.target,
+                    detail: a.detail,
+                })
+                .collect(),
+        }))
     }
 
     async fn get_report(&self, req: Request<v1::GetReportRequest>) -> Result<Response<v1::GetReportResponse>, Status> {
         let r = req.into_inner();
-        let Some(rep) = self.runs.report(&r.run_id) else {
-            return Err(if self.runs.is_known(&r.run_id) {
-                Error::RunInFlight(r.run_id).into()
-            } else {
-                Error::UnknownRun(r.run_id).into()
-            });
+        let text = if let Some(rep) = self.runs.report(&r.run_id) {
+            report::render(&rep, &r.format)
+        } else if self.runs.is_known(&r.run_id) {
+            return Err(Error::RunInFlight(r.run_id).into());
+        } else {
+            match self
+                .store
+                .load(&r.run_id)
+                .map_err(|e| Status::internal(e.to_string()))?
+            {
+                Some(Stored::Finished(rep)) => report::render(&rep, &r.format),
+                Some(Stored::Interrupted { run, events }) => crate::store::render_interrupted(&run, &events, &r.format),
+                Some(Stored::Running(_)) => return Err(Error::RunInFlight(r.run_id).into()),
+                None => return Err(Error::UnknownRun(r.run_id).into()),
+            }
         };
-        let text = match r.format.as_str() {
-            "" | "json" => serde_json::to_string_pretty(&*rep).unwrap_or_default(),
-            "md" | "markdown" => report::render_markdown(&rep),
-            other => return Err(Error::Format(other.to_string()).into()),
-        };
+        let text = text.ok_or(Error::Format(r.format))?;
         Ok(Response::new(v1::GetReportResponse { report: text }))
     }
 }

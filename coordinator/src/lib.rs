@@ -14,9 +14,10 @@
 //! - [`probes`]: http, tcp and command probes and their sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
 //! - [`verdict`]: tolerance checks.
-//! - [`report`]: the report model (JSON) and its Markdown rendering.
+//! - [`report`]: the report model (JSON) and its Markdown, JUnit and HTML renderings.
 //! - [`registry`]: connected agents and status routing.
 //! - [`runs`]: runs in flight and finished.
+//! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
 //! - [`server`]: serving both services with graceful shutdown.
@@ -40,6 +41,7 @@ pub mod report;
 pub mod runs;
 pub mod server;
 pub mod stats;
+pub mod store;
 pub mod verdict;
 
 pub use outcome::{Outcome, Phase};

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::registry::{AgentInfo, Registry};
+use crate::store::Store;
 
 /// How often agents heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -28,6 +29,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AgentLinkService {
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
+    /// Where statuses for runs no longer in flight go (an interrupted run
+    /// learns what its agents restored).
+    pub store: Arc<Store>,
 }
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<v1::CoordinatorMessage, Status>> + Send>>;
@@ -67,6 +71,7 @@ impl AgentLink for AgentLinkService {
         }
         let conn = self.registry.add(info, tx);
         let registry = self.registry.clone();
+        let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -77,7 +82,25 @@ impl AgentLink for AgentLinkService {
                 match msg {
                     Ok(Some(v1::AgentMessage { msg: Some(m) })) => match m {
                         v1::agent_message::Msg::Heartbeat(h) => registry.heartbeat(&agent_id, h.active_faults),
-                        v1::agent_message::Msg::FaultStatus(st) => registry.route(&agent_id, st),
+                        v1::agent_message::Msg::FaultStatus(st) => {
+                            let (run_id, text) = (
+                                st.run_id.clone(),
+                                format!(
+                                    "agent {agent_id}: fault {} {}: {}",
+                                    st.fault_id,
+                                    st.state()
+                                        .as_str_name()
+                                        .trim_start_matches("FAULT_STATE_")
+                                        .to_ascii_lowercase(),
+                                    st.detail
+                                ),
+                            );
+                            if !registry.route(&agent_id, st) && !run_id.is_empty() {
+                                if let Err(e) = store.event(&run_id, faultline_proto::now_unix_ms(), "after", &text) {
+                                    tracing::warn!(err = %e, "cannot record a status for a finished run");
+                                }
+                            }
+                        }
                         v1::agent_message::Msg::Hello(_) => warn!(agent_id = %agent_id, "ignoring a second Hello"),
                     },
                     Ok(Some(_)) => {}

@@ -32,11 +32,15 @@ pub enum Error {
 
 impl Local {
     /// Starts both and waits until the agent is registered.
-    pub async fn start(labels: BTreeMap<String, String>, policy: crate::policy::Policy) -> Result<Local, Error> {
+    pub async fn start(
+        labels: BTreeMap<String, String>,
+        policy: crate::policy::Policy,
+        store: crate::store::Store,
+    ) -> Result<Local, Error> {
         let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::Bind)?;
         let addr = listener.local_addr().map_err(Error::Bind)?;
         let url = format!("http://{addr}");
-        let coordinator = Coordinator::with_policy(policy);
+        let coordinator = Coordinator::with_policy(policy).with_store(store);
         let server_stop = CancellationToken::new();
         let c = coordinator.clone();
         let s = server_stop.clone();

@@ -191,7 +191,9 @@ impl Registry {
     /// Delivers a status to the run that owns the fault. Statuses without a
     /// run id (e.g. the ack of a restore of an already-gone fault) go to the
     /// run whose fault id prefix matches.
-    pub fn route(&self, agent_id: &str, status: v1::FaultStatus) {
+    /// Delivers a status to the run that owns it; false if no run in
+    /// flight does (the caller may record it elsewhere).
+    pub fn route(&self, agent_id: &str, status: v1::FaultStatus) -> bool {
         let inner = self.lock();
         let route = inner.runs.get(&status.run_id).or_else(|| {
             inner
@@ -200,11 +202,14 @@ impl Registry {
                 .find(|(run, _)| status.fault_id.starts_with(run.as_str()))
                 .map(|(_, tx)| tx)
         });
-        if let Some(tx) = route {
-            let _ = tx.send(StatusFromAgent {
-                agent_id: agent_id.to_string(),
-                status,
-            });
+        match route {
+            Some(tx) => tx
+                .send(StatusFromAgent {
+                    agent_id: agent_id.to_string(),
+                    status,
+                })
+                .is_ok(),
+            None => false,
         }
     }
 

@@ -16,17 +16,31 @@ use crate::link::AgentLinkService;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::runs::Runs;
+use crate::store::Store;
 
 /// How long shutdown waits for runs to restore and finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Shared coordinator state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Coordinator {
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
     /// Fleet-wide limits every run is planned within.
     pub policy: Arc<Policy>,
+    /// Run history and audit log. By default, in memory only.
+    pub store: Arc<Store>,
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Self {
+            registry: Arc::default(),
+            runs: Arc::default(),
+            policy: Arc::default(),
+            store: Arc::new(Store::in_memory().expect("an in-memory SQLite database always opens")),
+        }
+    }
 }
 
 impl Coordinator {
@@ -42,6 +56,12 @@ impl Coordinator {
         }
     }
 
+    /// Keeps history in `store` instead of memory.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
     /// Serves AgentLink and Control on `listener` until `shutdown` fires.
     /// Runs in flight are aborted and restored before this returns.
     pub async fn serve(
@@ -53,14 +73,24 @@ impl Coordinator {
         let runs_token = CancellationToken::new();
         let links_token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        match self.store.mark_interrupted(faultline_proto::now_unix_ms()) {
+            Ok(ids) if !ids.is_empty() => warn!(
+                runs = %ids.join(", "),
+                "runs were in flight when the coordinator last stopped: marked interrupted"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(err = %e, "cannot mark interrupted runs"),
+        }
         let link = AgentLinkService {
             registry: self.registry.clone(),
             shutdown: links_token.clone(),
+            store: self.store.clone(),
         };
         let control = ControlService {
             registry: self.registry.clone(),
             runs: self.runs.clone(),
             policy: self.policy.clone(),
+            store: self.store.clone(),
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
         };

@@ -5,9 +5,12 @@ use std::process::{Command, Output};
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 const EXPERIMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments");
 
+/// Runs the CLI with its run history in a throwaway database.
 fn faultline(args: &[&str]) -> Output {
+    let db = tempfile::tempdir().unwrap();
     Command::new(FAULTLINE)
         .args(args)
+        .env("FAULTLINE_DB", db.path().join("history.db"))
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run faultline")
@@ -165,7 +168,7 @@ faults:
     )
     .unwrap();
     let mut child = Command::new(FAULTLINE)
-        .args(["run", file.to_str().unwrap(), "--format", "json"])
+        .args(["run", file.to_str().unwrap(), "--format", "json", "--no-store"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -286,4 +289,44 @@ fn a_policy_limit_refuses_a_local_run_with_exit_2_and_plan_shows_every_limit() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn local_runs_are_kept_in_the_history_database_and_reported_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let db = db.to_str().unwrap();
+    let kill = format!("{EXPERIMENTS}/kill.yaml");
+    // A run refused at plan time is history too.
+    let out = faultline(&["run", &kill, "--var", "port=1", "--db", db, "--quiet"]);
+    assert_eq!(out.status.code(), Some(5));
+    let out = faultline(&["runs", "--db", db, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let line = text(&out.stdout);
+    let row: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(row["status"], "error");
+    let id = row["run_id"].as_str().unwrap().to_string();
+    for (format, want) in [
+        ("md", "— ERROR"),
+        ("json", "\"outcome\": \"error\""),
+        ("junit", "<error message=\"error: fault"),
+        ("html", "<!DOCTYPE html>"),
+    ] {
+        let out = faultline(&["report", &id, "--db", db, "--format", format]);
+        assert_eq!(out.status.code(), Some(0), "{format}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(want), "{format}: {}", text(&out.stdout));
+    }
+    let out = faultline(&["runs", "--db", db, "--outcome", "passed"]);
+    assert_eq!(text(&out.stdout).trim(), "no runs");
+    let out = faultline(&["runs", "--db", db, "--outcome", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = faultline(&["audit", "--db", db]);
+    assert!(
+        text(&out.stdout).contains("submit") && text(&out.stdout).contains(&id),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = faultline(&["report", "r-nope", "--db", db]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(text(&out.stderr).contains("no run r-nope"), "{}", text(&out.stderr));
 }

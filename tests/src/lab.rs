@@ -354,7 +354,8 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.hub])
             .arg(built_bin("faultline", "FAULTLINE_BIN"))
-            .args(["serve", "--listen", &listen, "--insecure"])
+            .args(["serve", "--listen", &listen, "--insecure", "--db"])
+            .arg(self.coordinator_db())
             .env("FAULTLINE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -363,7 +364,7 @@ impl Lab {
             .expect("spawn faultline serve");
         self.coordinator_process = Some(ChildGuard {
             child,
-            cmdline_regex: format!("faultline serve --listen {listen} --insecure$"),
+            cmdline_regex: format!("faultline serve --listen {listen} --insecure"),
         });
         self.coordinator_url = format!("http://{listen}");
         let addr: SocketAddr = listen.parse().expect("addr");
@@ -382,6 +383,11 @@ impl Lab {
         .join()
         .expect("wait thread");
         assert!(up, "faultline serve did not listen on {listen}");
+    }
+
+    /// The history database of the process coordinator.
+    pub fn coordinator_db(&self) -> PathBuf {
+        self.logs.path().join("coordinator.db")
     }
 
     /// SIGKILLs the `faultline serve` process (no chance to restore).

@@ -201,6 +201,31 @@ fn coordinator_killed_mid_run_every_agent_restores_within_its_lease() {
     // plus the agent's timer and the check's polling.
     assert!(last <= Duration::from_millis(3500), "last host clean after {last:?}");
     lab.assert_clean();
+
+    // Restarted on the same history: the run is marked interrupted, and the
+    // lease expiries the agents report on reconnecting are kept with it.
+    lab.start_coordinator_process();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let store = faultline_coordinator::store::Store::open(&lab.coordinator_db()).unwrap();
+    loop {
+        let runs = store.list(10, None).unwrap();
+        let run = runs.first().expect("the run is in the history");
+        if let Some((row, _, events)) = store.get(&run.run_id).unwrap() {
+            let expired = events
+                .iter()
+                .filter(|e| e.kind == "after" && e.text.contains("expired"))
+                .count();
+            if row.status == "interrupted" && expired == 6 {
+                eprintln!(
+                    "interrupted run {}: {expired} lease expiries recorded after the restart",
+                    row.run_id
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {row:?}, events {events:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

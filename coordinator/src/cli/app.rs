@@ -27,6 +27,12 @@ pub enum Command {
     Agents(agents::Args),
     /// Abort a run: restore its faults now.
     Abort(abort::Args),
+    /// Run history, newest first.
+    Runs(runs::Args),
+    /// A run's report: json, md, junit or html.
+    Report(report::Args),
+    /// Who submitted, aborted, stopped or resumed what.
+    Audit(audit::Args),
     /// Emergency stop: abort every run, restore every fault, refuse new runs.
     Stop(stop::Args),
     /// End an emergency stop.
@@ -47,6 +53,9 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Serve(a) => serve::main(a).await,
         Command::Agents(a) => agents::main(a).await,
         Command::Abort(a) => abort::main(a).await,
+        Command::Runs(a) => runs::main(a).await,
+        Command::Report(a) => report::main(a).await,
+        Command::Audit(a) => audit::main(a).await,
         Command::Stop(a) => stop::main(a).await,
         Command::Resume(a) => resume::main(a).await,
         Command::Demo(a) => demo::main(a).await,

@@ -101,6 +101,39 @@ pub struct ExperimentArgs {
     /// `faultline serve --policy`). A remote coordinator uses its own.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<String>,
+    /// Local mode only: run history database. Default:
+    /// ~/.local/state/faultline/faultline.db (/var/lib/faultline/faultline.db as root).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+    /// Local mode only: keep no history.
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+/// Where local mode keeps run history.
+#[derive(Debug, Clone, Default)]
+pub enum StoreChoice {
+    /// The default database file.
+    #[default]
+    Default,
+    File(String),
+    /// Nothing kept after the process exits.
+    Memory,
+}
+
+impl StoreChoice {
+    /// Opens the store; on error prints it and returns exit code 5.
+    pub fn open(&self) -> Result<crate::store::Store, i32> {
+        let r = match self {
+            StoreChoice::Memory => crate::store::Store::in_memory(),
+            StoreChoice::File(p) => crate::store::Store::open(std::path::Path::new(p)),
+            StoreChoice::Default => crate::store::Store::open(&crate::store::default_path()),
+        };
+        r.map_err(|e| {
+            eprint_err(e);
+            Outcome::Error.exit_code()
+        })
+    }
 }
 
 impl ExperimentArgs {
@@ -120,6 +153,15 @@ impl ExperimentArgs {
         }
         source.parse().map_err(|e| fail(e.to_string()))?;
         Ok((source, labels))
+    }
+
+    /// The local-mode store (`--db`, `--no-store`).
+    pub fn store_choice(&self) -> StoreChoice {
+        match (&self.db, self.no_store) {
+            (_, true) => StoreChoice::Memory,
+            (Some(p), false) => StoreChoice::File(p.clone()),
+            (None, false) => StoreChoice::Default,
+        }
     }
 
     /// The local-mode policy (`--policy`); on error prints it and returns 2.
@@ -154,6 +196,7 @@ impl Target {
         coordinator: Option<String>,
         labels: BTreeMap<String, String>,
         policy: crate::policy::Policy,
+        store: StoreChoice,
         quiet: bool,
     ) -> Result<Target, i32> {
         if let Some(url) = coordinator {
@@ -165,7 +208,8 @@ impl Target {
         }
         #[cfg(feature = "local")]
         {
-            match crate::local::Local::start(labels, policy).await {
+            let store = store.open()?;
+            match crate::local::Local::start(labels, policy, store).await {
                 Ok(l) => {
                     if !quiet {
                         eprintln!(
@@ -186,7 +230,7 @@ impl Target {
         }
         #[cfg(not(feature = "local"))]
         {
-            let _ = (labels, quiet, policy);
+            let _ = (labels, quiet, policy, store);
             eprint_err("this build has no local mode: pass --coordinator URL");
             Err(Outcome::Error.exit_code())
         }

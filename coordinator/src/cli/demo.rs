@@ -74,6 +74,9 @@ pub async fn main(a: Args) -> i32 {
     eprintln!("faultline: demo service on http://127.0.0.1:{port}/health under a supervisor that restarts it {:?} after it dies", a.restart_delay);
     let code = run::execute(RunOpts {
         policy: Default::default(),
+        junit: None,
+        html: None,
+        store: Default::default(),
         source: Source {
             name,
             yaml,

@@ -3,12 +3,15 @@
 pub mod abort;
 pub mod agents;
 pub mod app;
+pub mod audit;
 pub mod common;
 pub mod demo;
 pub mod demo_service;
 pub mod plan;
+pub mod report;
 pub mod resume;
 pub mod run;
+pub mod runs;
 pub mod serve;
 pub mod stop;
 pub mod validate;

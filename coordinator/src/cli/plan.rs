@@ -20,7 +20,16 @@ pub async fn main(a: Args) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let target = match Target::open(a.experiment.coordinator.clone(), labels, policy, true).await {
+    // Planning records nothing: no store.
+    let target = match Target::open(
+        a.experiment.coordinator.clone(),
+        labels,
+        policy,
+        super::common::StoreChoice::Memory,
+        true,
+    )
+    .await
+    {
         Ok(t) => t,
         Err(code) => return code,
     };

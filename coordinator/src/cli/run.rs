@@ -22,6 +22,13 @@ pub struct Args {
     /// Report format on stdout.
     #[arg(long, default_value = "md", value_parser = ["md", "json"])]
     pub format: String,
+    /// Also write the report as JUnit XML to this file (one test case per
+    /// tolerance), for CI.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<String>,
+    /// Also write the report as one self-contained HTML file with timelines.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<String>,
     /// No progress on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -37,6 +44,10 @@ pub struct RunOpts {
     pub report_dir: Option<String>,
     pub format: String,
     pub quiet: bool,
+    pub junit: Option<String>,
+    pub html: Option<String>,
+    /// Local mode's run store.
+    pub store: super::common::StoreChoice,
 }
 
 pub async fn main(a: Args) -> i32 {
@@ -48,6 +59,7 @@ pub async fn main(a: Args) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let store = a.experiment.store_choice();
     execute(RunOpts {
         source,
         coordinator: a.experiment.coordinator,
@@ -56,6 +68,9 @@ pub async fn main(a: Args) -> i32 {
         report_dir: a.report_dir,
         format: a.format,
         quiet: a.quiet,
+        junit: a.junit,
+        html: a.html,
+        store,
     })
     .await
 }
@@ -67,7 +82,15 @@ pub async fn execute(o: RunOpts) -> i32 {
         eprint_err(e);
         return Outcome::Invalid.exit_code();
     }
-    let target = match Target::open(o.coordinator.clone(), o.labels.clone(), o.policy.clone(), o.quiet).await {
+    let target = match Target::open(
+        o.coordinator.clone(),
+        o.labels.clone(),
+        o.policy.clone(),
+        o.store.clone(),
+        o.quiet,
+    )
+    .await
+    {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -157,6 +180,21 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
         match write() {
             Ok(()) => eprintln!("faultline: report written to {dir}/{}.{{json,md}}", report.run_id),
             Err(e) => eprint_err(format!("cannot write the report into {dir}: {e}")),
+        }
+    }
+    for (path, what, text) in [
+        (
+            &o.junit,
+            "JUnit XML",
+            o.junit.as_ref().map(|_| report::junit::render(&report)),
+        ),
+        (&o.html, "HTML", o.html.as_ref().map(|_| report::html::render(&report))),
+    ] {
+        if let (Some(path), Some(text)) = (path, text) {
+            match std::fs::write(path, text) {
+                Ok(()) => eprintln!("faultline: {what} report written to {path}"),
+                Err(e) => eprint_err(format!("cannot write the {what} report to {path}: {e}")),
+            }
         }
     }
     let mut out = std::io::stdout().lock();

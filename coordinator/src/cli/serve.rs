@@ -24,6 +24,13 @@ pub struct Args {
     /// max_concurrent_runs, max_duration).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<String>,
+    /// Run history database (SQLite). Default:
+    /// /var/lib/faultline/faultline.db as root, else ~/.local/state/faultline/faultline.db.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+    /// Keep run history in memory only (lost when the coordinator stops).
+    #[arg(long, conflicts_with = "db")]
+    pub no_store: bool,
 }
 
 pub async fn main(a: Args) -> i32 {
@@ -44,6 +51,16 @@ pub async fn main(a: Args) -> i32 {
             }
         },
     };
+    let choice = match (&a.db, a.no_store) {
+        (_, true) => super::common::StoreChoice::Memory,
+        (Some(p), false) => super::common::StoreChoice::File(p.clone()),
+        (None, false) => super::common::StoreChoice::Default,
+    };
+    let store = match choice.open() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    eprintln!("faultline: run history in {}", store.path());
     let listener = match tokio::net::TcpListener::bind(a.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -69,7 +86,11 @@ pub async fn main(a: Args) -> i32 {
         s.cancel();
     });
     eprintln!("faultline: coordinator listening on {}", a.listen);
-    match Coordinator::with_policy(policy).serve(listener, shutdown).await {
+    match Coordinator::with_policy(policy)
+        .with_store(store)
+        .serve(listener, shutdown)
+        .await
+    {
         Ok(()) => 0,
         Err(e) => {
             eprint_err(format!("coordinator failed: {e}"));

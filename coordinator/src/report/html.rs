@@ -1,0 +1,314 @@
+//! A self-contained HTML report: no scripts, no fonts, no network fetches.
+//! One SVG timeline per probe — latency of successful samples as a line,
+//! failed samples as red marks along the top, the baseline p50–p99 band, the
+//! fault windows shaded, and restore and recovery marked — followed by the
+//! tables of the Markdown report.
+
+use std::fmt::Write;
+
+use super::junit::escape;
+use super::model::{ProbeReport, Report};
+use crate::outcome::Phase;
+use crate::stats::PhaseStats;
+
+/// Colour of the latency line (tests look for it in screenshots).
+pub const LINE_COLOUR: &str = "#1f77b4";
+const ERROR_COLOUR: &str = "#d62728";
+const W: f64 = 900.0;
+const H: f64 = 240.0;
+const ML: f64 = 56.0;
+const MR: f64 = 16.0;
+const MT: f64 = 22.0;
+const MB: f64 = 30.0;
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1} ms")).unwrap_or_else(|| "–".into())
+}
+
+fn stats_cells(s: &PhaseStats) -> String {
+    format!(
+        "<td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td>",
+        s.samples,
+        s.success_rate * 100.0,
+        fmt_ms(s.p50_ms),
+        fmt_ms(s.p99_ms),
+        fmt_ms(s.max_ms)
+    )
+}
+
+/// The SVG timeline of one probe.
+pub fn timeline(r: &Report, p: &ProbeReport) -> String {
+    let end = (r.duration_ms.max(1)) as f64;
+    let x = |ms: f64| ML + (ms / end).clamp(0.0, 1.0) * (W - ML - MR);
+    let ok: Vec<(f64, f64)> = p
+        .samples
+        .iter()
+        .filter(|s| s.ok)
+        .map(|s| (s.at_ms as f64, s.latency_ms))
+        .collect();
+    let top = ok
+        .iter()
+        .map(|(_, l)| *l)
+        .chain(p.baseline.p99_ms)
+        .fold(1.0_f64, f64::max)
+        * 1.15;
+    let y = |ms: f64| H - MB - (ms / top).clamp(0.0, 1.0) * (H - MT - MB);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{} latency and errors over time">"#,
+        escape(&p.name)
+    );
+    let _ = write!(s, r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>"##);
+    // Fault windows.
+    for f in &r.faults {
+        for t in &f.targets {
+            if let Some(a) = t.injected_at_ms {
+                let b = t.restored_at_ms.unwrap_or(r.duration_ms) as f64;
+                let _ = write!(
+                    s,
+                    r##"<rect class="fault" x="{:.1}" y="{MT}" width="{:.1}" height="{:.1}" fill="#d62728" fill-opacity="0.12"><title>{} on {}</title></rect>"##,
+                    x(a as f64),
+                    (x(b) - x(a as f64)).max(1.0),
+                    H - MT - MB,
+                    escape(&f.name),
+                    escape(&t.agent_id)
+                );
+            }
+        }
+    }
+    // Baseline band p50..p99.
+    if let (Some(lo), Some(hi)) = (p.baseline.p50_ms, p.baseline.p99_ms) {
+        let _ = write!(
+            s,
+            r##"<rect class="baseline" x="{ML}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#2ca02c" fill-opacity="0.18"><title>baseline p50–p99</title></rect>"##,
+            y(hi),
+            W - ML - MR,
+            (y(lo) - y(hi)).max(1.0)
+        );
+    }
+    // Axes and ticks.
+    let _ = write!(
+        s,
+        r##"<line x1="{ML}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#444"/><line x1="{ML}" y1="{MT}" x2="{ML}" y2="{:.1}" stroke="#444"/>"##,
+        H - MB,
+        W - MR,
+        H - MB,
+        H - MB
+    );
+    for frac in [0.0, 0.5, 1.0] {
+        let v = top * frac;
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end" fill="#444">{v:.0} ms</text>"##,
+            ML - 4.0,
+            y(v) + 3.0
+        );
+    }
+    let step = ((end / 1000.0 / 10.0).ceil().max(1.0)) * 1000.0;
+    let mut t = 0.0;
+    while t <= end {
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#444">{:.0}s</text>"##,
+            x(t),
+            H - MB + 14.0,
+            t / 1000.0
+        );
+        t += step;
+    }
+    // Phase starts, restore and recovery.
+    for ph in &r.phases {
+        let (label, colour) = match ph.phase {
+            Phase::Observe => ("inject", "#d62728"),
+            Phase::Restore => ("restore", "#ff7f0e"),
+            _ => continue,
+        };
+        let _ = write!(
+            s,
+            r##"<line class="{label}" x1="{0:.1}" y1="{MT}" x2="{0:.1}" y2="{1:.1}" stroke="{colour}" stroke-dasharray="4 3"/><text x="{2:.1}" y="{3:.1}" font-size="10" fill="{colour}">{label}</text>"##,
+            x(ph.start_ms as f64),
+            H - MB,
+            x(ph.start_ms as f64) + 3.0,
+            MT - 8.0
+        );
+    }
+    let first_inject = r
+        .faults
+        .iter()
+        .flat_map(|f| &f.targets)
+        .filter_map(|t| t.injected_at_ms)
+        .min();
+    if let (Some(i), Some(ttr)) = (first_inject, p.time_to_recovery_ms) {
+        let at = x((i + ttr) as f64);
+        let _ = write!(
+            s,
+            r##"<line class="recovered" x1="{at:.1}" y1="{MT}" x2="{at:.1}" y2="{:.1}" stroke="#2ca02c" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="10" fill="#2ca02c">recovered</text>"##,
+            H - MB,
+            at + 3.0,
+            MT + 10.0
+        );
+    }
+    // Latency of successful samples: one line per unbroken run of them, so
+    // an outage shows as a gap, not as a line drawn across it.
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for smp in &p.samples {
+        match runs.last_mut() {
+            Some(run) if smp.ok => run.push((smp.at_ms as f64, smp.latency_ms)),
+            Some(run) if !run.is_empty() => runs.push(Vec::new()),
+            _ => {}
+        }
+    }
+    for run in runs.iter().filter(|r| !r.is_empty()) {
+        if let [(t, l)] = run.as_slice() {
+            let _ = write!(
+                s,
+                r#"<circle class="latency" cx="{:.1}" cy="{:.1}" r="2.5" fill="{LINE_COLOUR}"/>"#,
+                x(*t),
+                y(*l)
+            );
+            continue;
+        }
+        let pts: Vec<String> = run.iter().map(|(t, l)| format!("{:.1},{:.1}", x(*t), y(*l))).collect();
+        let _ = write!(
+            s,
+            r#"<polyline class="latency" fill="none" stroke="{LINE_COLOUR}" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
+    }
+    // Failed samples.
+    for smp in p.samples.iter().filter(|s| !s.ok) {
+        let cx = x(smp.at_ms as f64);
+        let _ = write!(
+            s,
+            r#"<line class="error" x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="{ERROR_COLOUR}" stroke-width="2"><title>{}</title></line>"#,
+            MT + 2.0,
+            MT + 12.0,
+            escape(smp.error.as_deref().unwrap_or("failed"))
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Renders the whole report as one HTML document.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>faultline: {name} — {outcome}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; max-width: 960px; }}
+h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; }}
+table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
+.outcome {{ font-weight: bold; }} .passed {{ color: #2ca02c; }} .failed, .error, .aborted {{ color: #d62728; }}
+.legend span {{ margin-right: 14px; font-size: 12px; }}
+</style></head><body>
+<h1>{name}: <span class="outcome {outcome}">{outcome}</span></h1>
+<p>{reason}</p>
+<table><tr><th>run</th><td>{run_id}</td></tr><tr><th>started</th><td>{started}</td></tr><tr><th>duration</th><td>{dur:.1} s</td></tr><tr><th>hypothesis</th><td>{hyp}</td></tr>{aborted}</table>
+<h2>Timeline</h2>
+<p class="legend"><span style="color:{LINE_COLOUR}">━ latency (successful samples)</span><span style="color:{ERROR_COLOUR}">┃ failed sample</span><span style="color:#2ca02c">▇ baseline p50–p99</span><span style="color:#d62728">▇ fault injected</span></p>
+"#,
+        name = escape(&r.experiment.name),
+        outcome = r.outcome.as_str(),
+        reason = escape(&r.reason),
+        run_id = escape(&r.run_id),
+        started = escape(&r.started_at),
+        dur = r.duration_ms as f64 / 1000.0,
+        hyp = escape(&r.experiment.hypothesis),
+        aborted = r
+            .aborted_by
+            .as_ref()
+            .map(|a| format!("<tr><th>aborted by</th><td>{}</td></tr>", escape(a)))
+            .unwrap_or_default(),
+    );
+    for p in &r.probes {
+        let _ = write!(
+            o,
+            "<h3>{} <small>({} {})</small></h3>\n{}\n",
+            escape(&p.name),
+            escape(&p.kind),
+            escape(&p.target),
+            timeline(r, p)
+        );
+    }
+    let _ = write!(
+        o,
+        "<h2>Probes</h2><table><tr><th>probe</th><th>phase</th><th>samples</th><th>success</th><th>p50</th><th>p99</th><th>max</th></tr>"
+    );
+    for p in &r.probes {
+        for (phase, st) in [
+            ("baseline", &p.baseline),
+            ("during", &p.during),
+            ("recovery", &p.recovery),
+        ] {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{phase}</td>{}</tr>",
+                escape(&p.name),
+                stats_cells(st)
+            );
+        }
+    }
+    o.push_str(
+        "</table><h2>Tolerances</h2><table><tr><th>probe</th><th>tolerance</th><th>steady</th><th>during</th></tr>",
+    );
+    for p in &r.probes {
+        for t in &p.tolerances {
+            let cell = |c: &Option<crate::verdict::Check>| match c {
+                Some(c) => format!(
+                    "<td class=\"{}\">{} {} (allowed {})</td>",
+                    if c.passed { "passed" } else { "failed" },
+                    if c.passed { "✔" } else { "✘" },
+                    escape(&c.measured),
+                    escape(&c.allowed)
+                ),
+                None => "<td>–</td>".into(),
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td>{}{}</tr>",
+                escape(&p.name),
+                escape(&t.tolerance),
+                cell(&t.steady),
+                cell(&t.during)
+            );
+        }
+    }
+    o.push_str("</table><h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th></tr>");
+    for f in &r.faults {
+        for t in &f.targets {
+            let at = |v: Option<u64>| {
+                v.map(|v| format!("{:.2} s", v as f64 / 1000.0))
+                    .unwrap_or_else(|| "–".into())
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{} <small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&f.name),
+                escape(&f.summary),
+                escape(&t.agent_id),
+                escape(&t.state),
+                escape(&t.backend),
+                at(t.injected_at_ms),
+                at(t.restored_at_ms),
+                escape(t.restored_by.as_deref().unwrap_or("–")),
+                escape(&t.detail)
+            );
+        }
+    }
+    o.push_str("</table><h2>Phases</h2><table><tr><th>phase</th><th>start</th><th>end</th></tr>");
+    for ph in &r.phases {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{:.2} s</td><td>{:.2} s</td></tr>",
+            ph.phase.as_str(),
+            ph.start_ms as f64 / 1000.0,
+            ph.end_ms as f64 / 1000.0
+        );
+    }
+    o.push_str("</table></body></html>\n");
+    o
+}
