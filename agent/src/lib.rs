@@ -102,6 +102,8 @@ pub struct AgentConfig {
     /// local-mode runs at once). By default, none: a locked state dir is an
     /// error.
     pub state_dir_fallback: Option<PathBuf>,
+    /// Prometheus metrics of this agent (served by `--metrics-listen`).
+    pub metrics: faultline_proto::metrics::Metrics,
     /// The operator's policy file (`--policy`); it adds protected processes
     /// and fill paths to the flags and can only narrow the rest. By
     /// default, empty.
@@ -157,9 +159,55 @@ impl AgentConfig {
             state_dir: default_state_dir(&node::hostname()),
             sweep_orphans: true,
             state_dir_fallback: None,
+            metrics: agent_metrics(),
             policy: policy::AgentPolicy::default(),
         }
     }
+}
+
+/// The agent's metrics, declared so they show before their first value.
+pub fn agent_metrics() -> faultline_proto::metrics::Metrics {
+    let m = faultline_proto::metrics::Metrics::new();
+    for (name, kind, help) in [
+        (
+            "faultline_agent_connected",
+            "gauge",
+            "1 while the stream to the coordinator is up.",
+        ),
+        (
+            "faultline_agent_active_faults",
+            "gauge",
+            "Faults this agent holds, by kind.",
+        ),
+        (
+            "faultline_agent_injections_total",
+            "counter",
+            "Inject commands, by kind and result (injected, refused, failed).",
+        ),
+        (
+            "faultline_agent_inject_seconds",
+            "histogram",
+            "Time to apply a fault, by kind.",
+        ),
+        (
+            "faultline_agent_restore_seconds",
+            "histogram",
+            "Time to restore a fault, by kind.",
+        ),
+        (
+            "faultline_agent_restore_failures_total",
+            "counter",
+            "Restores that failed, by kind.",
+        ),
+        (
+            "faultline_agent_lease_expiries_total",
+            "counter",
+            "Faults restored because their lease ran out, by kind.",
+        ),
+    ] {
+        m.describe(name, kind, help);
+    }
+    m
 }
 
 /// The coordinator's IP addresses, from its URL, so network faults never
@@ -255,6 +303,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             exempt,
             journal: Some(journal.clone()),
             policy: config.policy.clone(),
+            metrics: config.metrics.clone(),
         },
         status_tx,
     );

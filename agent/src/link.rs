@@ -92,7 +92,11 @@ pub async fn session(
     shutdown: &CancellationToken,
 ) -> SessionEnd {
     let mut established = false;
-    match session_inner(url, identity, table, statuses, shutdown, &mut established).await {
+    let r = session_inner(url, identity, table, statuses, shutdown, &mut established).await;
+    if established {
+        table.metrics().set("faultline_agent_connected", &[], 0.0);
+    }
+    match r {
         Ok(()) => SessionEnd::Shutdown,
         Err(e) => SessionEnd::Lost {
             established,
@@ -145,6 +149,7 @@ async fn session_inner(
         Err(s) => return Err(Error::Refused(s)),
     };
     *established = true;
+    table.metrics().set("faultline_agent_connected", &[], 1.0);
     info!(agent_id = %identity.hello.agent_id, coordinator = %url, "connected to coordinator");
 
     let mut statuses = statuses.lock().await;

@@ -49,6 +49,9 @@ struct Args {
     /// allowed_fill_paths, max_fill_used_percent, max_fault_duration.
     #[arg(long, value_name = "FILE")]
     policy: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9701.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Refuse every block fault, even where nft is installed.
     #[arg(long)]
     no_block: bool,
@@ -114,6 +117,18 @@ async fn main() -> anyhow::Result<()> {
         s.cancel();
         anyhow::Ok(())
     });
+    if let Some(addr) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        let stop = shutdown.clone();
+        tokio::spawn(faultline_proto::metrics::serve(
+            l,
+            config.metrics.clone(),
+            |_| {},
+            async move { stop.cancelled().await },
+        ));
+    }
     faultline_agent::run(config, shutdown).await?;
     Ok(())
 }

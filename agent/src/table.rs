@@ -24,6 +24,7 @@ use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Journal, Object, Record};
 use crate::policy::AgentPolicy;
 use crate::process::ProcessTable;
+use faultline_proto::metrics::Metrics;
 
 /// What the table is asked to do.
 #[derive(Debug)]
@@ -76,6 +77,8 @@ pub struct TableConfig {
     /// The operator's policy file: allowed kinds and the longest a fault
     /// may stay applied.
     pub policy: AgentPolicy,
+    /// Injection and restore counts and latencies (Prometheus).
+    pub metrics: Metrics,
 }
 
 impl TableConfig {
@@ -92,6 +95,7 @@ impl TableConfig {
             exempt: Exempt::default(),
             journal: None,
             policy: AgentPolicy::default(),
+            metrics: Metrics::new(),
         }
     }
 }
@@ -108,6 +112,8 @@ enum Applied {
 
 struct Active {
     run_id: String,
+    /// Fault kind, for metrics.
+    kind: &'static str,
     /// When the lease runs out (never after `hard_deadline`).
     deadline: Instant,
     /// The agent policy's max_fault_duration, counted from injection.
@@ -120,6 +126,7 @@ struct Active {
 pub struct FaultTable {
     tx: mpsc::Sender<Command>,
     active: Arc<AtomicU32>,
+    metrics: Metrics,
 }
 
 impl FaultTable {
@@ -130,8 +137,9 @@ impl FaultTable {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(256);
         let active = Arc::new(AtomicU32::new(0));
+        let metrics = config.metrics.clone();
         let task = tokio::spawn(run(config, rx, status_tx, active.clone()));
-        (Self { tx, active }, task)
+        (Self { tx, active, metrics }, task)
     }
 
     /// Sends a command; false if the table has stopped.
@@ -151,6 +159,11 @@ impl FaultTable {
         {
             let _ = wait.await;
         }
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Number of faults currently applied.
@@ -208,7 +221,7 @@ async fn run(
                             _ => "lease expired: no renewal from the coordinator".to_string(),
                         };
                         warn!(fault_id = %id, run_id = %a.run_id, %why, "restoring on our own");
-                        let _ = out.send(restore(config.journal.as_ref(), &id, a, v1::FaultState::Expired, why).await);
+                        let _ = out.send(restore(&config, &id, a, v1::FaultState::Expired, why).await);
                     }
                 }
                 continue;
@@ -217,16 +230,8 @@ async fn run(
         let Some(cmd) = cmd else {
             // Every sender is gone: the agent is shutting down.
             for (id, a) in active.drain() {
-                let _ = out.send(
-                    restore(
-                        config.journal.as_ref(),
-                        &id,
-                        a,
-                        v1::FaultState::Restored,
-                        "agent shutting down".into(),
-                    )
-                    .await,
-                );
+                let _ =
+                    out.send(restore(&config, &id, a, v1::FaultState::Restored, "agent shutting down".into()).await);
             }
             break;
         };
@@ -253,7 +258,28 @@ async fn run(
                     d if d.is_zero() => config.default_lease,
                     d => d.min(config.max_lease),
                 };
+                let kind = kind_of(&spec);
+                let started = std::time::Instant::now();
                 let (st, applied) = inject(&config, &fault_id, &run_id, spec);
+                let result = st
+                    .state()
+                    .as_str_name()
+                    .trim_start_matches("FAULT_STATE_")
+                    .to_ascii_lowercase();
+                config.metrics.inc(
+                    "faultline_agent_injections_total",
+                    &[("kind", kind), ("result", &result)],
+                );
+                if applied.is_some() {
+                    config.metrics.observe(
+                        "faultline_agent_inject_seconds",
+                        &[("kind", kind)],
+                        started.elapsed().as_secs_f64(),
+                    );
+                    config
+                        .metrics
+                        .gauge_add("faultline_agent_active_faults", &[("kind", kind)], 1.0);
+                }
                 let _ = out.send(st);
                 if let Some(applied) = applied {
                     let now = Instant::now();
@@ -263,6 +289,7 @@ async fn run(
                         fault_id,
                         Active {
                             run_id,
+                            kind,
                             deadline,
                             hard_deadline,
                             applied,
@@ -274,7 +301,7 @@ async fn run(
                 Some(a) => {
                     let _ = out.send(
                         restore(
-                            config.journal.as_ref(),
+                            &config,
                             &fault_id,
                             a,
                             v1::FaultState::Restored,
@@ -301,7 +328,7 @@ async fn run(
                 for (id, a) in active.drain() {
                     let _ = out.send(
                         restore(
-                            config.journal.as_ref(),
+                            &config,
                             &id,
                             a,
                             v1::FaultState::Restored,
@@ -379,6 +406,17 @@ fn undo_objects(
     }
 }
 
+/// The kind name of a wire spec.
+fn kind_of(spec: &v1::FaultSpec) -> &'static str {
+    match &spec.kind {
+        Some(v1::fault_spec::Kind::Kill(_)) => "kill",
+        Some(v1::fault_spec::Kind::DiskFill(_)) => "disk_fill",
+        Some(v1::fault_spec::Kind::Latency(_)) => "latency",
+        Some(v1::fault_spec::Kind::Block(_)) => "block",
+        None => "",
+    }
+}
+
 /// Writes the undo record, applies the fault, and drops the record again
 /// if nothing was applied.
 fn inject(
@@ -387,13 +425,7 @@ fn inject(
     run_id: &str,
     spec: v1::FaultSpec,
 ) -> (v1::FaultStatus, Option<Applied>) {
-    let kind = match &spec.kind {
-        Some(v1::fault_spec::Kind::Kill(_)) => "kill",
-        Some(v1::fault_spec::Kind::DiskFill(_)) => "disk_fill",
-        Some(v1::fault_spec::Kind::Latency(_)) => "latency",
-        Some(v1::fault_spec::Kind::Block(_)) => "block",
-        None => "",
-    };
+    let kind = kind_of(&spec);
     if let Err(why) = config.policy.allows(kind) {
         return not_injected(fault_id, run_id, kind, true, why, "");
     }
@@ -578,13 +610,30 @@ fn not_injected(
 /// Restores a fault and, once it is gone, deletes its undo record; a
 /// failed restore keeps the record so the next agent start retries it.
 async fn restore(
-    journal: Option<&Arc<Journal>>,
+    config: &TableConfig,
     fault_id: &str,
     a: Active,
     state: v1::FaultState,
     why: String,
 ) -> v1::FaultStatus {
+    let journal = config.journal.as_ref();
+    let kind = a.kind;
+    let started = std::time::Instant::now();
     let st = restore_now(fault_id, a, state, why).await;
+    let m = &config.metrics;
+    m.gauge_add("faultline_agent_active_faults", &[("kind", kind)], -1.0);
+    if st.state() == v1::FaultState::Failed {
+        m.inc("faultline_agent_restore_failures_total", &[("kind", kind)]);
+    } else {
+        m.observe(
+            "faultline_agent_restore_seconds",
+            &[("kind", kind)],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    if state == v1::FaultState::Expired {
+        m.inc("faultline_agent_lease_expiries_total", &[("kind", kind)]);
+    }
     if st.state() != v1::FaultState::Failed {
         if let Some(j) = journal {
             if let Err(e) = j.remove(fault_id) {

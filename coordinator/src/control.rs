@@ -66,6 +66,7 @@ pub struct ControlService {
     pub policy: Arc<Policy>,
     /// Run history and the audit log.
     pub store: Arc<Store>,
+    pub metrics: faultline_proto::metrics::Metrics,
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -189,6 +190,7 @@ impl Control for ControlService {
         let runs = self.runs.clone();
         let policy = self.policy.clone();
         let store = self.store.clone();
+        let metrics = self.metrics.clone();
         let tx = engine_tx;
         self.tracker.spawn(async move {
             let out = engine::execute(RunInput {
@@ -201,9 +203,11 @@ impl Control for ControlService {
                 abort_reason: reason,
                 policy,
                 running,
+                metrics: metrics.clone(),
             })
             .await;
             let r = out.report;
+            metrics.inc("faultline_runs_total", &[("outcome", r.outcome.as_str())]);
             let finished = v1::RunFinished {
                 outcome: r.outcome.to_string(),
                 exit_code: r.exit_code,

@@ -48,6 +48,8 @@ pub struct RunInput {
     pub policy: Arc<Policy>,
     /// Other runs in flight when this one was submitted.
     pub running: usize,
+    /// Where fault counts and latencies go.
+    pub metrics: faultline_proto::metrics::Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,8 @@ impl TargetState {
 /// One fault on one agent, as the run tracks it.
 struct Target {
     fault_id: String,
+    /// Fault kind, for metrics.
+    kind: String,
     agent_id: String,
     hostname: String,
     state: TargetState,
@@ -96,6 +100,11 @@ struct Target {
 }
 
 struct Ctx {
+    metrics: faultline_proto::metrics::Metrics,
+    /// When the inject and restore phases started (ms since start), for
+    /// the acknowledgement latency histograms.
+    inject_sent_ms: u64,
+    restore_sent_ms: u64,
     run_id: String,
     start: Instant,
     events: mpsc::Sender<v1::RunEvent>,
@@ -179,10 +188,14 @@ async fn execute_inner(input: RunInput) -> RunOutput {
         abort_reason,
         policy,
         running,
+        metrics,
     } = input;
     let started_at = rfc3339_now();
     let (phase_tx, phase_rx) = watch::channel(Phase::Validate);
     let mut ctx = Ctx {
+        metrics,
+        inject_sent_ms: 0,
+        restore_sent_ms: 0,
         run_id: run_id.clone(),
         start: Instant::now(),
         events,
@@ -290,12 +303,14 @@ async fn execute_inner(input: RunInput) -> RunOutput {
         // ---- inject ----
         if verdict.is_none() {
             ctx.enter(Phase::Inject, Duration::ZERO).await;
+            ctx.inject_sent_ms = ctx.elapsed_ms();
             for pf in &plan.faults {
                 let fault_id = format!("{run_id}-{}", pf.index + 1);
                 fault_ids.push(fault_id.clone());
                 for (ti, agent) in pf.targets.iter().enumerate() {
                     let mut t = Target {
                         fault_id: fault_id.clone(),
+                        kind: pf.fault.kind.name().to_string(),
                         agent_id: agent.agent_id.clone(),
                         hostname: agent.hostname.clone(),
                         state: TargetState::Pending,
@@ -668,6 +683,34 @@ async fn apply_status(ctx: &Ctx, targets: &mut [Target], st: StatusFromAgent) {
     };
     let at = ctx.elapsed_ms();
     t.detail = s.detail.clone();
+    let kind = t.kind.clone();
+    let kind = kind.as_str();
+    let m = &ctx.metrics;
+    match s.state() {
+        v1::FaultState::Injected if t.state == TargetState::Pending => {
+            m.gauge_add("faultline_active_faults", &[("kind", kind)], 1.0);
+            m.observe(
+                "faultline_inject_ack_seconds",
+                &[("kind", kind)],
+                at.saturating_sub(ctx.inject_sent_ms) as f64 / 1000.0,
+            );
+        }
+        v1::FaultState::Restored | v1::FaultState::Expired if t.state == TargetState::Injected => {
+            m.gauge_add("faultline_active_faults", &[("kind", kind)], -1.0);
+            if t.restore_sent {
+                m.observe(
+                    "faultline_restore_ack_seconds",
+                    &[("kind", kind)],
+                    at.saturating_sub(ctx.restore_sent_ms) as f64 / 1000.0,
+                );
+            }
+            if s.state() == v1::FaultState::Expired {
+                m.inc("faultline_lease_expiries_total", &[("kind", kind)]);
+            }
+        }
+        v1::FaultState::Refused => m.inc("faultline_refusals_total", &[("kind", kind)]),
+        _ => {}
+    }
     if !s.backend.is_empty() {
         t.backend = s.backend.clone();
     }
@@ -786,6 +829,7 @@ async fn restore(
     rx: &mut mpsc::UnboundedReceiver<StatusFromAgent>,
 ) {
     drain_statuses(ctx, targets, rx).await;
+    ctx.restore_sent_ms = ctx.elapsed_ms();
     for t in targets.iter_mut() {
         if matches!(t.state, TargetState::Injected | TargetState::Pending) {
             let msg = v1::CoordinatorMessage {

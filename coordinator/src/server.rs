@@ -17,6 +17,7 @@ use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::runs::Runs;
 use crate::store::Store;
+use faultline_proto::metrics::Metrics;
 
 /// How long shutdown waits for runs to restore and finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -30,6 +31,8 @@ pub struct Coordinator {
     pub policy: Arc<Policy>,
     /// Run history and audit log. By default, in memory only.
     pub store: Arc<Store>,
+    /// Prometheus metrics (served by `faultline serve --metrics-listen`).
+    pub metrics: Metrics,
 }
 
 impl Default for Coordinator {
@@ -39,11 +42,62 @@ impl Default for Coordinator {
             runs: Arc::default(),
             policy: Arc::default(),
             store: Arc::new(Store::in_memory().expect("an in-memory SQLite database always opens")),
+            metrics: coordinator_metrics(),
         }
     }
 }
 
+/// The coordinator's metrics, declared so they show before their first value.
+fn coordinator_metrics() -> Metrics {
+    let m = Metrics::new();
+    for (name, kind, help) in [
+        (
+            "faultline_connected_agents",
+            "gauge",
+            "Agents connected to this coordinator.",
+        ),
+        (
+            "faultline_active_faults",
+            "gauge",
+            "Faults currently injected, by kind.",
+        ),
+        ("faultline_runs_total", "counter", "Finished runs, by outcome."),
+        ("faultline_runs_in_flight", "gauge", "Runs in flight."),
+        (
+            "faultline_inject_ack_seconds",
+            "histogram",
+            "From sending Inject to the agent's acknowledgement, by kind.",
+        ),
+        (
+            "faultline_restore_ack_seconds",
+            "histogram",
+            "From sending Restore to the agent's acknowledgement, by kind.",
+        ),
+        (
+            "faultline_lease_expiries_total",
+            "counter",
+            "Faults the agent restored on its own because the lease ran out, by kind.",
+        ),
+        (
+            "faultline_refusals_total",
+            "counter",
+            "Faults an agent refused, by kind.",
+        ),
+    ] {
+        m.describe(name, kind, help);
+    }
+    m
+}
+
 impl Coordinator {
+    /// Updates the gauges that are read rather than pushed; call before a scrape.
+    pub fn refresh_metrics(&self) {
+        self.metrics
+            .set("faultline_connected_agents", &[], self.registry.agents().len() as f64);
+        self.metrics
+            .set("faultline_runs_in_flight", &[], self.runs.in_flight() as f64);
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -91,6 +145,7 @@ impl Coordinator {
             runs: self.runs.clone(),
             policy: self.policy.clone(),
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
         };

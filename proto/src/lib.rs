@@ -6,9 +6,12 @@
 //!
 //! Layout:
 //! - [`v1`]: generated messages, clients and servers of package `faultline.v1`.
+//! - [`metrics`]: Prometheus text exposition, which both daemons serve.
 //!
 //! Generated types stay at the edge: the agent and coordinator convert them to
 //! their own domain types right after receiving them.
+
+pub mod metrics;
 
 /// Package `faultline.v1`.
 #[allow(clippy::all, missing_docs)]

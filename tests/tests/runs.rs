@@ -553,3 +553,69 @@ async fn disk_fill_run_fills_a_tmpfs_and_restore_removes_the_file() {
     );
     stop.cancel();
 }
+
+/// GET /metrics over loopback.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_and_agent_metrics_are_scraped_over_http() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let mut h = Harness::start().await;
+    let agent_metrics = faultline_agent::agent_metrics();
+    let m = agent_metrics.clone();
+    h.add_agent_with("node-a", &[], move |c| c.metrics = m).await;
+    let serve = |metrics: faultline_proto::metrics::Metrics,
+                 refresh: Box<dyn Fn(&faultline_proto::metrics::Metrics) + Send + Sync>| {
+        let stop = stop.clone();
+        async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let p = l.local_addr().unwrap().port();
+            tokio::spawn(faultline_proto::metrics::serve(l, metrics, refresh, async move {
+                stop.cancelled().await
+            }));
+            p
+        }
+    };
+    let c = h.coordinator.clone();
+    let coord_port = serve(h.coordinator.metrics.clone(), Box::new(move |_| c.refresh_metrics())).await;
+    let agent_port = serve(agent_metrics, Box::new(|_| {})).await;
+    let r = h
+        .run(&experiment(port, &victim.cmdline_regex, "{}", "90%", "300ms"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+
+    let coord = scrape(coord_port).await;
+    for want in [
+        "# TYPE faultline_connected_agents gauge\nfaultline_connected_agents 1\n",
+        "faultline_runs_total{outcome=\"passed\"} 1\n",
+        "faultline_inject_ack_seconds_count{kind=\"kill\"} 1\n",
+        "faultline_restore_ack_seconds_count{kind=\"kill\"} 1\n",
+        "faultline_active_faults{kind=\"kill\"} 0\n",
+        "# TYPE faultline_lease_expiries_total counter\n",
+        "# TYPE faultline_refusals_total counter\n",
+    ] {
+        assert!(coord.contains(want), "coordinator metrics lack {want:?}:\n{coord}");
+    }
+    let agent = scrape(agent_port).await;
+    for want in [
+        "faultline_agent_connected 1\n",
+        "faultline_agent_injections_total{kind=\"kill\",result=\"injected\"} 1\n",
+        "faultline_agent_active_faults{kind=\"kill\"} 0\n",
+        "faultline_agent_restore_seconds_count{kind=\"kill\"} 1\n",
+    ] {
+        assert!(agent.contains(want), "agent metrics lack {want:?}:\n{agent}");
+    }
+    h.stop().await;
+    stop.cancel();
+}

@@ -28,6 +28,9 @@ pub struct Args {
     /// /var/lib/faultline/faultline.db as root, else ~/.local/state/faultline/faultline.db.
     #[arg(long, value_name = "PATH")]
     pub db: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9700.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Keep run history in memory only (lost when the coordinator stops).
     #[arg(long, conflicts_with = "db")]
     pub no_store: bool,
