@@ -102,6 +102,9 @@ pub struct AgentConfig {
     /// local-mode runs at once). By default, none: a locked state dir is an
     /// error.
     pub state_dir_fallback: Option<PathBuf>,
+    /// TLS for an `https://` coordinator: the CA that signed its certificate
+    /// and this agent's certificate and key. By default, none.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// Prometheus metrics of this agent (served by `--metrics-listen`).
     pub metrics: faultline_proto::metrics::Metrics,
     /// The operator's policy file (`--policy`); it adds protected processes
@@ -160,6 +163,7 @@ impl AgentConfig {
             sweep_orphans: true,
             state_dir_fallback: None,
             metrics: agent_metrics(),
+            tls: None,
             policy: policy::AgentPolicy::default(),
         }
     }
@@ -308,6 +312,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         status_tx,
     );
     let identity = Identity {
+        tls: config.tls.clone(),
         hello: v1::Hello {
             agent_id: config.agent_id.clone(),
             hostname: node::hostname(),

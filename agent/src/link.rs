@@ -81,6 +81,9 @@ where
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub hello: v1::Hello,
+    /// With an `https://` coordinator: the CA to verify it with and this
+    /// agent's client certificate (whose common name is its agent id).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// One session: dial, Hello, then serve until the stream breaks or shutdown.
@@ -123,6 +126,13 @@ async fn session_inner(
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
+    let endpoint = match &identity.tls {
+        Some(tls) => endpoint.tls_config(tls.clone()).map_err(|source| Error::Address {
+            url: url.to_string(),
+            source,
+        })?,
+        None => endpoint,
+    };
     let channel = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         c = endpoint.connect() => c.map_err(|source| Error::Dial { url: url.to_string(), source })?,

@@ -52,6 +52,10 @@ struct Args {
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9701.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// TLS files for an https:// coordinator: DIR/ca.pem and
+    /// DIR/agent-<id>.pem/.key, as `faultline certs init` writes them.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<std::path::PathBuf>,
     /// Refuse every block fault, even where nft is installed.
     #[arg(long)]
     no_block: bool,
@@ -89,6 +93,24 @@ async fn main() -> anyhow::Result<()> {
         .state_dir
         .unwrap_or_else(|| faultline_agent::default_state_dir(&config.agent_id));
     config.sweep_orphans = !args.no_sweep;
+    if let Some(dir) = &args.tls_dir {
+        let read =
+            |f: String| std::fs::read(dir.join(&f)).with_context(|| format!("reading {}", dir.join(&f).display()));
+        let ca = read("ca.pem".into())?;
+        let cert = read(format!("agent-{}.pem", config.agent_id))?;
+        let key = read(format!("agent-{}.key", config.agent_id))?;
+        config.tls = Some(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .identity(tonic::transport::Identity::from_pem(cert, key)),
+        );
+        if !config.coordinator.starts_with("https://") {
+            bail!(
+                "--tls-dir needs an https:// coordinator URL (got {})",
+                config.coordinator
+            );
+        }
+    }
     if let Some(p) = &args.policy {
         config.policy = faultline_agent::policy::AgentPolicy::load(p).map_err(anyhow::Error::msg)?;
     }

@@ -67,6 +67,8 @@ pub struct ControlService {
     /// Run history and the audit log.
     pub store: Arc<Store>,
     pub metrics: faultline_proto::metrics::Metrics,
+    /// Who may call (bearer tokens, client certificates).
+    pub security: Arc<crate::security::Security>,
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -84,22 +86,6 @@ fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
-
-/// Who made a call, for the audit log: the identity the auth layer put in
-/// the request's extensions, else the peer address.
-pub fn caller<T>(req: &Request<T>) -> String {
-    if let Some(id) = req.extensions().get::<CallerIdentity>() {
-        return id.0.clone();
-    }
-    match req.remote_addr() {
-        Some(a) => format!("anonymous@{a}"),
-        None => "anonymous".into(),
-    }
-}
-
-/// The authenticated caller of a Control request.
-#[derive(Debug, Clone)]
-pub struct CallerIdentity(pub String);
 
 impl ControlService {
     fn audit(&self, caller: &str, action: &str, target: &str, detail: &str) {
@@ -148,7 +134,7 @@ impl Control for ControlService {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown.into());
         }
-        let who = caller(&req);
+        let who = self.security.control_caller(&req)?;
         if let Some(why) = self.runs.stopped() {
             self.audit(&who, "submit", "-", &format!("refused: {why}"));
             return Err(Error::Stopped(why).into());
@@ -231,6 +217,7 @@ impl Control for ControlService {
     }
 
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
+        self.security.control_caller(&req)?;
         let (exp, _) = parse_source(req.into_inner().source)?;
         let plan = planner::plan(
             &exp,
@@ -268,7 +255,7 @@ impl Control for ControlService {
     }
 
     async fn abort(&self, req: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
-        let who = caller(&req);
+        let who = self.security.control_caller(&req)?;
         let r = req.into_inner();
         let reason = if r.reason.is_empty() {
             "operator abort".to_string()
@@ -293,7 +280,7 @@ impl Control for ControlService {
     }
 
     async fn stop(&self, req: Request<v1::StopRequest>) -> Result<Response<v1::StopResponse>, Status> {
-        let who = caller(&req);
+        let who = self.security.control_caller(&req)?;
         let r = req.into_inner();
         let when = engine::rfc3339_now();
         let reason = if r.reason.is_empty() {
@@ -332,7 +319,7 @@ impl Control for ControlService {
     }
 
     async fn resume(&self, req: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
-        let who = caller(&req);
+        let who = self.security.control_caller(&req)?;
         let was_stopped = self.runs.resume();
         self.audit(
             &who,
@@ -346,13 +333,18 @@ impl Control for ControlService {
         Ok(Response::new(v1::ResumeResponse { was_stopped }))
     }
 
-    async fn list_agents(&self, _: Request<v1::ListAgentsRequest>) -> Result<Response<v1::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        req: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        self.security.control_caller(&req)?;
         Ok(Response::new(v1::ListAgentsResponse {
             agents: self.registry.agents().iter().map(|a| a.to_wire()).collect(),
         }))
     }
 
     async fn list_runs(&self, req: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
+        self.security.control_caller(&req)?;
         let r = req.into_inner();
         let limit = if r.limit == 0 { 20 } else { r.limit as usize };
         let status = (!r.outcome.is_empty()).then_some(r.outcome.as_str());
@@ -375,6 +367,7 @@ impl Control for ControlService {
     }
 
     async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> Result<Response<v1::ListAuditResponse>, Status> {
+        self.security.control_caller(&req)?;
         let limit = match req.into_inner().limit {
             0 => 50,
             n => n as usize,
@@ -398,6 +391,7 @@ impl Control for ControlService {
     }
 
     async fn get_report(&self, req: Request<v1::GetReportRequest>) -> Result<Response<v1::GetReportResponse>, Status> {
+        self.security.control_caller(&req)?;
         let r = req.into_inner();
         let text = if let Some(rep) = self.runs.report(&r.run_id) {
             report::render(&rep, &r.format)

@@ -20,6 +20,7 @@
 //! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
+//! - [`security`]: mTLS, bearer tokens, and `faultline certs init`.
 //! - [`server`]: serving both services with graceful shutdown.
 //! - [`outcome`]: phases, outcomes and exit codes.
 //! - [`local`]: local mode (in-process coordinator + agent).
@@ -39,6 +40,7 @@ pub mod probes;
 pub mod registry;
 pub mod report;
 pub mod runs;
+pub mod security;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -32,6 +32,8 @@ pub struct AgentLinkService {
     /// Where statuses for runs no longer in flight go (an interrupted run
     /// learns what its agents restored).
     pub store: Arc<Store>,
+    /// With TLS on, the agent id must match the client certificate.
+    pub security: Arc<crate::security::Security>,
 }
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<v1::CoordinatorMessage, Status>> + Send>>;
@@ -42,6 +44,12 @@ impl AgentLink for AgentLinkService {
 
     async fn connect(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<OutStream>, Status> {
         let peer = req.remote_addr();
+        let cn = crate::security::peer_common_name(&req);
+        if self.security.tls.is_some() && cn.is_none() {
+            return Err(Status::unauthenticated(
+                "agents must present a client certificate signed by this coordinator's CA",
+            ));
+        }
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -54,6 +62,7 @@ impl AgentLink for AgentLinkService {
                 ))
             }
         };
+        self.security.check_agent(cn, &hello.agent_id)?;
         let info = AgentInfo::from_hello(hello).map_err(Status::invalid_argument)?;
         let agent_id = info.agent_id.clone();
         let (tx, rx) = mpsc::channel(1024);

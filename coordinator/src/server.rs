@@ -16,6 +16,7 @@ use crate::link::AgentLinkService;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::runs::Runs;
+use crate::security::Security;
 use crate::store::Store;
 use faultline_proto::metrics::Metrics;
 
@@ -33,6 +34,8 @@ pub struct Coordinator {
     pub store: Arc<Store>,
     /// Prometheus metrics (served by `faultline serve --metrics-listen`).
     pub metrics: Metrics,
+    /// mTLS and bearer tokens. By default, none (loopback only).
+    pub security: Arc<Security>,
 }
 
 impl Default for Coordinator {
@@ -43,6 +46,7 @@ impl Default for Coordinator {
             policy: Arc::default(),
             store: Arc::new(Store::in_memory().expect("an in-memory SQLite database always opens")),
             metrics: coordinator_metrics(),
+            security: Arc::default(),
         }
     }
 }
@@ -110,6 +114,12 @@ impl Coordinator {
         }
     }
 
+    /// Requires `security` (mTLS, tokens) from agents and clients.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = Arc::new(security);
+        self
+    }
+
     /// Keeps history in `store` instead of memory.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Arc::new(store);
@@ -139,6 +149,7 @@ impl Coordinator {
             registry: self.registry.clone(),
             shutdown: links_token.clone(),
             store: self.store.clone(),
+            security: self.security.clone(),
         };
         let control = ControlService {
             registry: self.registry.clone(),
@@ -146,6 +157,7 @@ impl Coordinator {
             policy: self.policy.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+            security: self.security.clone(),
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
         };
@@ -162,7 +174,11 @@ impl Coordinator {
             // Only now let go of the agents: restores needed their streams.
             links_token.cancel();
         };
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.security.server_tls() {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(AgentLinkServer::new(link))

@@ -49,9 +49,18 @@ impl Harness {
 
     /// Starts a coordinator on a given address (used to restart on the same port).
     pub async fn start_on(addr: &str) -> Harness {
+        Self::start_with(addr, Coordinator::new()).await
+    }
+
+    /// Starts `coordinator` on `addr` (https:// in the URL when it has TLS).
+    pub async fn start_with(addr: &str, coordinator: Coordinator) -> Harness {
         let listener = TcpListener::bind(addr).await.expect("bind coordinator");
         let addr = listener.local_addr().expect("local addr");
-        let coordinator = Coordinator::new();
+        let scheme = if coordinator.security.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let server_stop = CancellationToken::new();
         let (c, s) = (coordinator.clone(), server_stop.clone());
         let server = tokio::spawn(async move {
@@ -59,7 +68,7 @@ impl Harness {
         });
         Harness {
             coordinator,
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             addr,
             server_stop,
             server: Some(server),

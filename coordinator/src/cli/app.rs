@@ -33,6 +33,8 @@ pub enum Command {
     Report(report::Args),
     /// Who submitted, aborted, stopped or resumed what.
     Audit(audit::Args),
+    /// Make a CA and certificates for mTLS between coordinator and agents.
+    Certs(certs::Args),
     /// Emergency stop: abort every run, restore every fault, refuse new runs.
     Stop(stop::Args),
     /// End an emergency stop.
@@ -56,6 +58,7 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Runs(a) => runs::main(a).await,
         Command::Report(a) => report::main(a).await,
         Command::Audit(a) => audit::main(a).await,
+        Command::Certs(a) => certs::main(a),
         Command::Stop(a) => stop::main(a).await,
         Command::Resume(a) => resume::main(a).await,
         Command::Demo(a) => demo::main(a).await,

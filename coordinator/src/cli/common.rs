@@ -63,22 +63,83 @@ impl Source {
     }
 }
 
-/// Dials the Control service.
-pub async fn control(url: &str) -> Result<ControlClient<Channel>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+/// Adds `authorization: Bearer $FAULTLINE_TOKEN` to every Control call.
+#[derive(Clone)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A Control client with the caller's credentials.
+pub type Client = ControlClient<tonic::codegen::InterceptedService<Channel, Auth>>;
+
+/// An error and its sources, joined: tonic's "transport error" alone says little.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Dials the Control service. Credentials come from the environment:
+/// `FAULTLINE_TOKEN` (a bearer token) and, for `https://` URLs,
+/// `FAULTLINE_TLS_DIR` (its `ca.pem`, and `cli.pem`/`cli.key` if present,
+/// as `faultline certs init` writes them).
+pub async fn control(url: &str) -> Result<Client, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("invalid coordinator URL {url:?}: {e} (expected e.g. {DEFAULT_COORDINATOR})"))?
         .connect_timeout(std::time::Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the coordinator at {url}: {e}; is `faultline serve` running there?"))?;
-    Ok(ControlClient::new(channel))
+    if url.starts_with("https://") {
+        let Some(dir) = std::env::var_os("FAULTLINE_TLS_DIR") else {
+            return Err(format!(
+                "{url} uses TLS: set FAULTLINE_TLS_DIR to the directory `faultline certs init` made (its ca.pem verifies the coordinator)"
+            ));
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let ca = std::fs::read(dir.join("ca.pem"))
+            .map_err(|e| format!("cannot read {}: {e}", dir.join("ca.pem").display()))?;
+        let mut tls =
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        if let (Ok(cert), Ok(key)) = (std::fs::read(dir.join("cli.pem")), std::fs::read(dir.join("cli.key"))) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS setup for {url}: {e}"))?;
+    }
+    let token = match std::env::var("FAULTLINE_TOKEN") {
+        Ok(t) if !t.is_empty() => Some(
+            format!("Bearer {}", t.trim())
+                .parse()
+                .map_err(|_| "FAULTLINE_TOKEN has characters a header cannot carry".to_string())?,
+        ),
+        _ => None,
+    };
+    let channel = endpoint.connect().await.map_err(|e| {
+        format!(
+            "cannot reach the coordinator at {url}: {}; is `faultline serve` running there?",
+            chain(&e)
+        )
+    })?;
+    Ok(ControlClient::with_interceptor(channel, Auth(token)))
 }
 
 /// The exit code for a failed Control call.
 pub fn status_exit(s: &tonic::Status) -> i32 {
     match s.code() {
-        tonic::Code::InvalidArgument => Outcome::Invalid.exit_code(),
+        tonic::Code::InvalidArgument | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            Outcome::Invalid.exit_code()
+        }
         _ => Outcome::Error.exit_code(),
     }
 }
@@ -246,7 +307,7 @@ impl Target {
 }
 
 /// Dials the Control service; on error prints it and returns exit code 5.
-pub async fn control_or_exit(url: &str) -> Result<ControlClient<Channel>, i32> {
+pub async fn control_or_exit(url: &str) -> Result<Client, i32> {
     control(url).await.map_err(|e| {
         eprint_err(e);
         Outcome::Error.exit_code()

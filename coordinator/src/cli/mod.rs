@@ -4,6 +4,7 @@ pub mod abort;
 pub mod agents;
 pub mod app;
 pub mod audit;
+pub mod certs;
 pub mod common;
 pub mod demo;
 pub mod demo_service;

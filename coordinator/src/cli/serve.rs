@@ -14,11 +14,18 @@ pub struct Args {
     /// Address to listen on for agents and clients.
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
-    /// Allow a non-loopback address without TLS. TLS is not implemented yet,
-    /// so anyone who can reach the port can drive the agents: only use this
-    /// on a network you trust.
+    /// Allow a non-loopback address without TLS: anyone who can reach the
+    /// port can then drive the agents. Only on a network you trust.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve TLS with the files `faultline certs init DIR` made: agents must
+    /// present a certificate from its CA whose common name is their id.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// Bearer tokens for Control calls, one `NAME TOKEN` per line; the audit
+    /// log records NAME. With TLS, a client certificate also works.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<std::path::PathBuf>,
     /// Policy file: fleet-wide limits every run is planned within
     /// (max_fleet_percent, protected_labels, allowed_windows, timezone,
     /// max_concurrent_runs, max_duration).
@@ -37,12 +44,34 @@ pub struct Args {
 }
 
 pub async fn main(a: Args) -> i32 {
-    if !a.listen.ip().is_loopback() && !a.insecure {
+    if !a.listen.ip().is_loopback() && !a.insecure && a.tls_dir.is_none() {
         eprint_err(format!(
-            "refusing to listen on {} without TLS: anyone reaching it could inject faults. Listen on 127.0.0.1, or pass --insecure on a trusted network",
+            "refusing to listen on {} without TLS: anyone reaching it could inject faults. Use --tls-dir DIR (see `faultline certs init`), listen on 127.0.0.1, or pass --insecure on a trusted network",
             a.listen
         ));
         return 2;
+    }
+    let mut security = crate::security::Security::default();
+    if let Some(dir) = &a.tls_dir {
+        match crate::security::Security::tls_from_dir(dir) {
+            Ok(t) => security.tls = Some(t),
+            Err(e) => {
+                eprint_err(format!(
+                    "{e} (make the files with `faultline certs init {}`)",
+                    dir.display()
+                ));
+                return 2;
+            }
+        }
+    }
+    if let Some(path) = &a.tokens {
+        match crate::security::Tokens::load(path) {
+            Ok(t) => security.tokens = Some(t),
+            Err(e) => {
+                eprint_err(e);
+                return 2;
+            }
+        }
     }
     let policy = match &a.policy {
         None => Policy::default(),
@@ -64,6 +93,19 @@ pub async fn main(a: Args) -> i32 {
         Err(code) => return code,
     };
     eprintln!("faultline: run history in {}", store.path());
+    eprintln!(
+        "faultline: {}{}",
+        if security.tls.is_some() {
+            "TLS on: agents need a certificate from the CA"
+        } else {
+            "no TLS"
+        },
+        if security.tokens.is_some() {
+            "; Control calls need a bearer token or a client certificate"
+        } else {
+            ""
+        }
+    );
     let listener = match tokio::net::TcpListener::bind(a.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -89,11 +131,28 @@ pub async fn main(a: Args) -> i32 {
         s.cancel();
     });
     eprintln!("faultline: coordinator listening on {}", a.listen);
-    match Coordinator::with_policy(policy)
+    let coordinator = Coordinator::with_policy(policy)
         .with_store(store)
-        .serve(listener, shutdown)
-        .await
-    {
+        .with_security(security);
+    if let Some(addr) = a.metrics_listen {
+        let l = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprint_err(format!("cannot listen for metrics on {addr}: {e}"));
+                return 5;
+            }
+        };
+        eprintln!("faultline: metrics on http://{addr}/metrics");
+        let c = coordinator.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(faultline_proto::metrics::serve(
+            l,
+            coordinator.metrics.clone(),
+            move |_| c.refresh_metrics(),
+            async move { stop.cancelled().await },
+        ));
+    }
+    match coordinator.serve(listener, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprint_err(format!("coordinator failed: {e}"));
