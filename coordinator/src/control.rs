@@ -60,7 +60,10 @@ impl From<Error> for Status {
     }
 }
 
+#[derive(Clone)]
 pub struct ControlService {
+    /// Wakes the scheduler when schedules change.
+    pub schedules_changed: Arc<tokio::sync::Notify>,
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
     pub policy: Arc<Policy>,
@@ -88,66 +91,18 @@ fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
 
 impl ControlService {
-    fn audit(&self, caller: &str, action: &str, target: &str, detail: &str) {
-        if let Err(e) = self
-            .store
-            .audit(faultline_proto::now_unix_ms(), caller, action, target, detail)
-        {
-            tracing::warn!(err = %e, %action, "cannot write the audit log");
-        }
-    }
-}
-
-/// What of a run event goes into the store.
-fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
-    use v1::run_event::Event;
-    Some(match ev.event.as_ref()? {
-        Event::Started(s) => ("started", s.experiment.clone()),
-        Event::Phase(p) => ("phase", p.phase.clone()),
-        Event::Fault(f) => {
-            let st = f.status.as_ref()?;
-            (
-                "fault",
-                format!(
-                    "agent {}: fault {} {}: {}",
-                    f.agent_id,
-                    st.fault_id,
-                    st.state()
-                        .as_str_name()
-                        .trim_start_matches("FAULT_STATE_")
-                        .to_ascii_lowercase(),
-                    st.detail
-                ),
-            )
-        }
-        Event::Log(l) => ("log", l.message.clone()),
-        Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
-        Event::Probe(_) => return None,
-    })
-}
-
-#[tonic::async_trait]
-impl Control for ControlService {
-    type SubmitRunStream = EventStream;
-
-    async fn submit_run(&self, req: Request<v1::SubmitRunRequest>) -> Result<Response<EventStream>, Status> {
-        if self.shutdown.is_cancelled() {
-            return Err(Error::ShuttingDown.into());
-        }
-        let who = self.security.control_caller(&req)?;
-        if let Some(why) = self.runs.stopped() {
-            self.audit(&who, "submit", "-", &format!("refused: {why}"));
-            return Err(Error::Stopped(why).into());
-        }
-        let (exp, source_name) = parse_source(req.into_inner().source)?;
+    /// Starts a run (a SubmitRun, or a schedule's tick); returns its id and
+    /// its events.
+    pub fn start_run(&self, exp: Experiment, source_name: String, who: &str) -> (String, mpsc::Receiver<v1::RunEvent>) {
         let run_id = engine::new_run_id();
+        let run_id_out = run_id.clone();
         let running = self.runs.in_flight();
         let cancel = self.shutdown.child_token();
         let reason: engine::AbortReason = Arc::new(Mutex::new(None));
         self.runs.start(&run_id, &exp.name, cancel.clone(), reason.clone());
         info!(run_id = %run_id, experiment = %exp.name, caller = %who, "run submitted");
         self.audit(
-            &who,
+            who,
             "submit",
             &run_id,
             &format!("experiment {} from {source_name}", exp.name),
@@ -213,6 +168,62 @@ impl Control for ControlService {
                 })
                 .await;
         });
+        (run_id_out, rx)
+    }
+
+    fn audit(&self, caller: &str, action: &str, target: &str, detail: &str) {
+        if let Err(e) = self
+            .store
+            .audit(faultline_proto::now_unix_ms(), caller, action, target, detail)
+        {
+            tracing::warn!(err = %e, %action, "cannot write the audit log");
+        }
+    }
+}
+
+/// What of a run event goes into the store.
+fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
+    use v1::run_event::Event;
+    Some(match ev.event.as_ref()? {
+        Event::Started(s) => ("started", s.experiment.clone()),
+        Event::Phase(p) => ("phase", p.phase.clone()),
+        Event::Fault(f) => {
+            let st = f.status.as_ref()?;
+            (
+                "fault",
+                format!(
+                    "agent {}: fault {} {}: {}",
+                    f.agent_id,
+                    st.fault_id,
+                    st.state()
+                        .as_str_name()
+                        .trim_start_matches("FAULT_STATE_")
+                        .to_ascii_lowercase(),
+                    st.detail
+                ),
+            )
+        }
+        Event::Log(l) => ("log", l.message.clone()),
+        Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
+        Event::Probe(_) => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    type SubmitRunStream = EventStream;
+
+    async fn submit_run(&self, req: Request<v1::SubmitRunRequest>) -> Result<Response<EventStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown.into());
+        }
+        let who = self.security.control_caller(&req)?;
+        if let Some(why) = self.runs.stopped() {
+            self.audit(&who, "submit", "-", &format!("refused: {why}"));
+            return Err(Error::Stopped(why).into());
+        }
+        let (exp, source_name) = parse_source(req.into_inner().source)?;
+        let (_, rx) = self.start_run(exp, source_name, &who);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 
@@ -331,6 +342,113 @@ impl Control for ControlService {
             info!("resumed after an emergency stop: runs may start again");
         }
         Ok(Response::new(v1::ResumeResponse { was_stopped }))
+    }
+
+    async fn add_schedule(
+        &self,
+        req: Request<v1::AddScheduleRequest>,
+    ) -> Result<Response<v1::AddScheduleResponse>, Status> {
+        let who = self.security.control_caller(&req)?;
+        let r = req.into_inner();
+        let src = r.source.clone().ok_or(Error::NoSource)?;
+        // Check everything now, not at 3 a.m.
+        let (exp, source_name) = parse_source(r.source)?;
+        let window = (!r.window.is_empty()).then_some(r.window.as_str());
+        let timing = crate::schedule::Timing::new(&r.cron, &r.tz, window).map_err(Status::invalid_argument)?;
+        let now = faultline_proto::now_unix_ms();
+        let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let row = crate::store::ScheduleRow {
+            id: id.clone(),
+            source: source_name.clone(),
+            yaml: src.yaml,
+            vars: src.vars.into_iter().collect(),
+            cron: r.cron.clone(),
+            tz: r.tz.clone(),
+            window: window.map(str::to_string),
+            created_unix_ms: now,
+            last_tick_unix_ms: now,
+            last_run_id: None,
+        };
+        self.store
+            .add_schedule(&row)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.audit(
+            &who,
+            "schedule-add",
+            &id,
+            &format!(
+                "experiment {} from {source_name}, cron {:?} tz {:?} window {:?}",
+                exp.name, r.cron, r.tz, r.window
+            ),
+        );
+        self.schedules_changed.notify_one();
+        Ok(Response::new(v1::AddScheduleResponse {
+            schedule_id: id,
+            next_unix_ms: timing.next_after(now).unwrap_or(0),
+        }))
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<v1::ListSchedulesRequest>,
+    ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
+        self.security.control_caller(&req)?;
+        let now = faultline_proto::now_unix_ms();
+        let rows = self.store.schedules().map_err(|e| Status::internal(e.to_string()))?;
+        let schedules = rows
+            .into_iter()
+            .map(|s| {
+                let next = crate::schedule::Timing::new(&s.cron, &s.tz, s.window.as_deref())
+                    .ok()
+                    .and_then(|t| t.next_after(now))
+                    .unwrap_or(0);
+                let experiment = experiment::parse(&s.source, &s.yaml, &s.vars)
+                    .map(|e| e.name)
+                    .unwrap_or_else(|e| format!("(no longer parses: {e})"));
+                let recent_ticks = self
+                    .store
+                    .schedule_ticks(&s.id, 10)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| {
+                        let run = t.run_id.map(|r| format!(" {r}")).unwrap_or_default();
+                        format!("{} {}{run}", t.due_unix_ms, t.outcome)
+                    })
+                    .collect();
+                v1::ScheduleInfo {
+                    schedule_id: s.id,
+                    experiment,
+                    source: s.source,
+                    cron: s.cron,
+                    tz: s.tz,
+                    window: s.window.unwrap_or_default(),
+                    next_unix_ms: next,
+                    last_run_id: s.last_run_id.unwrap_or_default(),
+                    recent_ticks,
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListSchedulesResponse { schedules }))
+    }
+
+    async fn remove_schedule(
+        &self,
+        req: Request<v1::RemoveScheduleRequest>,
+    ) -> Result<Response<v1::RemoveScheduleResponse>, Status> {
+        let who = self.security.control_caller(&req)?;
+        let id = req.into_inner().schedule_id;
+        let found = self
+            .store
+            .remove_schedule(&id)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.audit(
+            &who,
+            "schedule-rm",
+            &id,
+            if found { "removed" } else { "no such schedule" },
+        );
+        self.schedules_changed.notify_one();
+        Ok(Response::new(v1::RemoveScheduleResponse { found }))
     }
 
     async fn list_agents(

@@ -20,6 +20,7 @@
 //! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
+//! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
 //! - [`security`]: mTLS, bearer tokens, and `faultline certs init`.
 //! - [`server`]: serving both services with graceful shutdown.
 //! - [`outcome`]: phases, outcomes and exit codes.
@@ -40,6 +41,7 @@ pub mod probes;
 pub mod registry;
 pub mod report;
 pub mod runs;
+pub mod schedule;
 pub mod security;
 pub mod server;
 pub mod stats;

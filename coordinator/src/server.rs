@@ -152,6 +152,7 @@ impl Coordinator {
             security: self.security.clone(),
         };
         let control = ControlService {
+            schedules_changed: Arc::new(tokio::sync::Notify::new()),
             registry: self.registry.clone(),
             runs: self.runs.clone(),
             policy: self.policy.clone(),
@@ -161,6 +162,30 @@ impl Coordinator {
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
         };
+        // The scheduler starts runs the way SubmitRun does.
+        {
+            let c = control.clone();
+            let runs = self.runs.clone();
+            let submit: crate::schedule::Submit = Arc::new(move |s: &crate::store::ScheduleRow| {
+                if let Some(why) = c.runs.stopped() {
+                    return Err(format!("the coordinator is stopped ({why})"));
+                }
+                let exp = crate::experiment::parse(&s.source, &s.yaml, &s.vars).map_err(|e| e.to_string())?;
+                let (id, mut rx) = c.start_run(exp, s.source.clone(), &format!("schedule:{}", s.id));
+                // Nobody follows a scheduled run's stream; the store does.
+                tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                Ok(id)
+            });
+            let is_running: crate::schedule::IsRunning =
+                Arc::new(move |run_id: &str| runs.is_known(run_id) && runs.report(run_id).is_none());
+            tracker.spawn(crate::schedule::run(
+                self.store.clone(),
+                submit,
+                is_running,
+                control.schedules_changed.clone(),
+                runs_token.clone(),
+            ));
+        }
         info!(?addr, "coordinator listening");
         let t = tracker.clone();
         let signal = async move {

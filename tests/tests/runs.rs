@@ -619,3 +619,96 @@ async fn coordinator_and_agent_metrics_are_scraped_over_http() {
     h.stop().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_starts_runs_on_its_ticks_and_can_be_removed() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let mut c = h.control().await;
+    // Every second; the fault matches no process, so each run ends quickly.
+    let yaml = one_fault(port, "    kill: { cmdline: '^no-such-process-faultline-test$' }\n");
+    let added = c
+        .add_schedule(v1::AddScheduleRequest {
+            source: Some(source(&yaml, &[])),
+            cron: "* * * * * *".into(),
+            tz: "Europe/Paris".into(),
+            window: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(added.next_unix_ms > 0);
+    let bad = c
+        .add_schedule(v1::AddScheduleRequest {
+            source: Some(source(&yaml, &[])),
+            cron: "every day".into(),
+            tz: String::new(),
+            window: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("--cron"), "{}", bad.message());
+
+    let mut started = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let list = c
+            .list_schedules(v1::ListSchedulesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .schedules;
+        if let Some(t) = list[0].recent_ticks.iter().find(|t| t.contains(" started ")) {
+            started = Some(t.rsplit(' ').next().unwrap().to_string());
+            break;
+        }
+    }
+    let run_id = started.expect("a tick started a run within 10 s");
+    let runs = c
+        .list_runs(v1::ListRunsRequest {
+            limit: 50,
+            outcome: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert!(runs.iter().any(|r| r.run_id == run_id), "{runs:?}");
+    let removed = c
+        .remove_schedule(v1::RemoveScheduleRequest {
+            schedule_id: added.schedule_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(removed.found);
+    assert!(c
+        .list_schedules(v1::ListSchedulesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .schedules
+        .is_empty());
+    let audit = c
+        .list_audit(v1::ListAuditRequest { limit: 50 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert!(
+        actions.contains(&"schedule-add") && actions.contains(&"schedule-rm"),
+        "{actions:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "submit" && a.caller == format!("schedule:{}", added.schedule_id)),
+        "{audit:?}"
+    );
+    h.stop().await;
+    stop.cancel();
+}

@@ -33,6 +33,8 @@ pub enum Command {
     Report(report::Args),
     /// Who submitted, aborted, stopped or resumed what.
     Audit(audit::Args),
+    /// Run experiments on a cron schedule (on a coordinator).
+    Schedule(schedule::Args),
     /// Make a CA and certificates for mTLS between coordinator and agents.
     Certs(certs::Args),
     /// Emergency stop: abort every run, restore every fault, refuse new runs.
@@ -59,6 +61,7 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Report(a) => report::main(a).await,
         Command::Audit(a) => audit::main(a).await,
         Command::Certs(a) => certs::main(a),
+        Command::Schedule(a) => schedule::main(a).await,
         Command::Stop(a) => stop::main(a).await,
         Command::Resume(a) => resume::main(a).await,
         Command::Demo(a) => demo::main(a).await,

@@ -13,6 +13,7 @@ pub mod report;
 pub mod resume;
 pub mod run;
 pub mod runs;
+pub mod schedule;
 pub mod serve;
 pub mod stop;
 pub mod validate;
