@@ -330,3 +330,68 @@ fn local_runs_are_kept_in_the_history_database_and_reported_in_every_format() {
     assert_eq!(out.status.code(), Some(5));
     assert!(text(&out.stderr).contains("no run r-nope"), "{}", text(&out.stderr));
 }
+
+/// A `sleep` started through sh, so init reaps it once killed.
+fn orphan_sleep(marker: &str) -> i32 {
+    let out = Command::new("sh")
+        .args(["-c", &format!("sleep 300 {marker} >/dev/null 2>&1 & echo $!")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_game_day_runs_in_order_stops_on_failure_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ma, mb) = (
+        format!("0.{}1", std::process::id()),
+        format!("0.{}2", std::process::id()),
+    );
+    let (pa, pb) = (orphan_sleep(&ma), orphan_sleep(&mb));
+    let exp = |name: &str, probe: &str, marker: &str| {
+        format!(
+            "name: {name}\nhypothesis:\n  probes:\n    - name: p\n      interval: 50ms\n      command: {{ run: \"{probe}\" }}\n      tolerances:\n        - success_rate: \"90%\"\nbaseline: 300ms\nduration: 500ms\nrecovery: 300ms\nfaults:\n  - kill: {{ cmdline: '^sleep 300 {}$' }}\n",
+            marker.replace('.', "\\.")
+        )
+    };
+    std::fs::write(dir.path().join("pass.yaml"), exp("pass", "true", &ma)).unwrap();
+    std::fs::write(
+        dir.path().join("fail.yaml"),
+        exp("fail", &format!("grep -q '^State:.*(sleeping)' /proc/{pb}/status"), &mb),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("never.yaml"), exp("never", "true", "0.never")).unwrap();
+    std::fs::write(
+        dir.path().join("gd.yaml"),
+        "name: weekly\nstop_on_failure: true\nexperiments:\n  - file: pass.yaml\n  - file: fail.yaml\n  - file: never.yaml\n",
+    )
+    .unwrap();
+    let out = faultline(&[
+        "gameday",
+        dir.path().join("gd.yaml").to_str().unwrap(),
+        "--format",
+        "json",
+        "--no-store",
+        "--quiet",
+    ]);
+    for p in [pa, pb] {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<&str> = s["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["passed", "failed", "skipped"], "{s}");
+    assert_eq!(s["resilience_score"], 50.0);
+    assert_eq!((s["passed"].as_u64(), s["judged"].as_u64()), (Some(1), Some(2)));
+
+    // A broken experiment in the list is caught before anything runs.
+    std::fs::write(dir.path().join("never.yaml"), "name: x\n").unwrap();
+    let out = faultline(&["gameday", dir.path().join("gd.yaml").to_str().unwrap(), "--no-store"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("never.yaml"), "{}", text(&out.stderr));
+}

@@ -33,6 +33,8 @@ pub enum Command {
     Report(report::Args),
     /// Who submitted, aborted, stopped or resumed what.
     Audit(audit::Args),
+    /// Run a game day: several experiments in order, one summary with a resilience score.
+    Gameday(gameday::Args),
     /// Run experiments on a cron schedule (on a coordinator).
     Schedule(schedule::Args),
     /// Make a CA and certificates for mTLS between coordinator and agents.
@@ -62,6 +64,7 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Audit(a) => audit::main(a).await,
         Command::Certs(a) => certs::main(a),
         Command::Schedule(a) => schedule::main(a).await,
+        Command::Gameday(a) => gameday::main(a).await,
         Command::Stop(a) => stop::main(a).await,
         Command::Resume(a) => resume::main(a).await,
         Command::Demo(a) => demo::main(a).await,
