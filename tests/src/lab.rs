@@ -158,7 +158,7 @@ pub fn in_netns(netns: &str, cmd: &[&str]) -> String {
 }
 
 /// Moves the calling thread into network namespace `netns`.
-fn enter_netns(netns: &str) -> std::io::Result<()> {
+pub fn enter_netns(netns: &str) -> std::io::Result<()> {
     let f = File::open(format!("/run/netns/{netns}"))?;
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
@@ -172,8 +172,13 @@ fn built_bin(name: &str, env: &str) -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join(name);
+    // Tests run from target/<profile>/deps/, binaries (the benchmarks) from
+    // target/<profile>/ itself.
+    let here = exe.parent().expect("exe dir");
+    let bin = [here.join(name), here.parent().unwrap_or(here).join(name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| here.join(name));
     assert!(
         bin.exists(),
         "{} not found: build it with `cargo build --workspace --bins` (cargo test --workspace does), or set {env}",
