@@ -67,6 +67,16 @@ fn cpu_percent(pid: u32, d: Duration) -> f64 {
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
+        // SIGTERM first (a profiler wrapping it writes its data on exit),
+        // then SIGKILL after 30 s.
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -81,7 +91,20 @@ fn free_port() -> u16 {
 }
 
 fn start_coordinator(port: u16) -> Killed {
-    let child = Command::new(sibling("faultline"))
+    // FAULTLINE_BENCH_WRAP runs the coordinator under a profiler, e.g.
+    // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out".
+    let wrap: Vec<String> = std::env::var("FAULTLINE_BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(sibling("faultline"));
+            c
+        }
+        None => Command::new(sibling("faultline")),
+    };
+    let child = cmd
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-store"])
         .env("FAULTLINE_LOG", "warn")
         .stdin(Stdio::null())
@@ -89,7 +112,7 @@ fn start_coordinator(port: u16) -> Killed {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn faultline serve (build with cargo build --release --bins)");
-    for _ in 0..200 {
+    for _ in 0..3000 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
