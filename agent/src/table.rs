@@ -261,14 +261,10 @@ async fn run(
                 let kind = kind_of(&spec);
                 let started = std::time::Instant::now();
                 let (st, applied) = inject(&config, &fault_id, &run_id, spec);
-                let result = st
-                    .state()
-                    .as_str_name()
-                    .trim_start_matches("FAULT_STATE_")
-                    .to_ascii_lowercase();
+                let result = faultline_proto::fault_state_name(st.state());
                 config.metrics.inc(
                     "faultline_agent_injections_total",
-                    &[("kind", kind), ("result", &result)],
+                    &[("kind", kind), ("result", result)],
                 );
                 if applied.is_some() {
                     config.metrics.observe(

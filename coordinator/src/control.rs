@@ -187,22 +187,10 @@ fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
     Some(match ev.event.as_ref()? {
         Event::Started(s) => ("started", s.experiment.clone()),
         Event::Phase(p) => ("phase", p.phase.clone()),
-        Event::Fault(f) => {
-            let st = f.status.as_ref()?;
-            (
-                "fault",
-                format!(
-                    "agent {}: fault {} {}: {}",
-                    f.agent_id,
-                    st.fault_id,
-                    st.state()
-                        .as_str_name()
-                        .trim_start_matches("FAULT_STATE_")
-                        .to_ascii_lowercase(),
-                    st.detail
-                ),
-            )
-        }
+        Event::Fault(f) => (
+            "fault",
+            faultline_proto::fault_status_line(&f.agent_id, f.status.as_ref()?),
+        ),
         Event::Log(l) => ("log", l.message.clone()),
         Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
         Event::Probe(_) => return None,
@@ -471,16 +459,7 @@ impl Control for ControlService {
             .list(limit, status)
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(v1::ListRunsResponse {
-            runs: rows
-                .into_iter()
-                .map(|r| v1::RunSummary {
-                    run_id: r.run_id,
-                    experiment: r.experiment,
-                    status: r.status,
-                    started_at_unix_ms: r.started_unix_ms,
-                    finished_at_unix_ms: r.finished_unix_ms.unwrap_or(0),
-                })
-                .collect(),
+            runs: rows.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -495,16 +474,7 @@ impl Control for ControlService {
             .audit_list(limit)
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(v1::ListAuditResponse {
-            entries: rows
-                .into_iter()
-                .map(|a| v1::AuditEntry {
-                    at_unix_ms: a.at_unix_ms,
-                    caller: a.caller,
-                    action: a.action,
-                    target: a.target,
-                    detail: a.detail,
-                })
-                .collect(),
+            entries: rows.into_iter().map(Into::into).collect(),
         }))
     }
 

@@ -92,18 +92,8 @@ impl AgentLink for AgentLinkService {
                     Ok(Some(v1::AgentMessage { msg: Some(m) })) => match m {
                         v1::agent_message::Msg::Heartbeat(h) => registry.heartbeat(&agent_id, h.active_faults),
                         v1::agent_message::Msg::FaultStatus(st) => {
-                            let (run_id, text) = (
-                                st.run_id.clone(),
-                                format!(
-                                    "agent {agent_id}: fault {} {}: {}",
-                                    st.fault_id,
-                                    st.state()
-                                        .as_str_name()
-                                        .trim_start_matches("FAULT_STATE_")
-                                        .to_ascii_lowercase(),
-                                    st.detail
-                                ),
-                            );
+                            let (run_id, text) =
+                                (st.run_id.clone(), faultline_proto::fault_status_line(&agent_id, &st));
                             if !registry.route(&agent_id, st) && !run_id.is_empty() {
                                 if let Err(e) = store.event(&run_id, faultline_proto::now_unix_ms(), "after", &text) {
                                     tracing::warn!(err = %e, "cannot record a status for a finished run");

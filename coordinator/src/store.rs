@@ -121,6 +121,30 @@ pub struct RunRow {
     pub reason: Option<String>,
 }
 
+impl From<RunRow> for faultline_proto::v1::RunSummary {
+    fn from(r: RunRow) -> Self {
+        Self {
+            run_id: r.run_id,
+            experiment: r.experiment,
+            status: r.status,
+            started_at_unix_ms: r.started_unix_ms,
+            finished_at_unix_ms: r.finished_unix_ms.unwrap_or(0),
+        }
+    }
+}
+
+impl From<AuditRow> for faultline_proto::v1::AuditEntry {
+    fn from(a: AuditRow) -> Self {
+        Self {
+            at_unix_ms: a.at_unix_ms,
+            caller: a.caller,
+            action: a.action,
+            target: a.target,
+            detail: a.detail,
+        }
+    }
+}
+
 /// A run, its report JSON (when it finished) and its events.
 pub type RunRecord = (RunRow, Option<String>, Vec<EventRow>);
 

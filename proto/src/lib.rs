@@ -19,6 +19,29 @@ pub mod v1 {
     tonic::include_proto!("faultline.v1");
 }
 
+/// The lower-case name of a fault state ("injected", "restored", ...), as
+/// logs, events and metric labels show it.
+pub fn fault_state_name(state: v1::FaultState) -> &'static str {
+    match state {
+        v1::FaultState::Unspecified => "unspecified",
+        v1::FaultState::Injected => "injected",
+        v1::FaultState::Restored => "restored",
+        v1::FaultState::Refused => "refused",
+        v1::FaultState::Failed => "failed",
+        v1::FaultState::Expired => "expired",
+    }
+}
+
+/// One line describing a fault status from `agent_id`, as run events keep it.
+pub fn fault_status_line(agent_id: &str, st: &v1::FaultStatus) -> String {
+    format!(
+        "agent {agent_id}: fault {} {}: {}",
+        st.fault_id,
+        fault_state_name(st.state()),
+        st.detail
+    )
+}
+
 /// Current time as Unix epoch milliseconds, the unit of every `*_unix_ms` field.
 pub fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()

@@ -39,16 +39,7 @@ pub async fn main(a: Args) -> i32 {
                 Err(code) => return code,
             };
             match db.audit_list(a.limit as usize) {
-                Ok(rows) => rows
-                    .into_iter()
-                    .map(|r| v1::AuditEntry {
-                        at_unix_ms: r.at_unix_ms,
-                        caller: r.caller,
-                        action: r.action,
-                        target: r.target,
-                        detail: r.detail,
-                    })
-                    .collect(),
+                Ok(rows) => rows.into_iter().map(Into::into).collect(),
                 Err(e) => {
                     eprint_err(e);
                     return 5;
@@ -60,10 +51,7 @@ pub async fn main(a: Args) -> i32 {
         println!("no audit entries");
     }
     for e in entries {
-        let at = time::OffsetDateTime::from_unix_timestamp_nanos(e.at_unix_ms as i128 * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_else(|| e.at_unix_ms.to_string());
+        let at = common::rfc3339_ms(e.at_unix_ms);
         println!("{at}  {:<8} {:<28} by {}: {}", e.action, e.target, e.caller, e.detail);
     }
     0

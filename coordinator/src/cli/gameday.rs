@@ -23,7 +23,7 @@ use std::path::Path;
 use faultline_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use super::common::{self, eprint_err, ExperimentArgs, Source, Target};
+use super::common::{self, eprint_err, Source, Target};
 use crate::outcome::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -206,24 +206,12 @@ pub async fn main(a: Args) -> i32 {
             return 2;
         }
     };
-    let args = ExperimentArgs {
-        file: a.file.clone(),
-        coordinator: a.coordinator.clone(),
-        vars: vec![],
-        labels: vec![],
-        policy: None,
-        db: None,
-        no_store: a.no_store,
+    let store = if a.no_store {
+        common::StoreChoice::Memory
+    } else {
+        common::StoreChoice::Default
     };
-    let target = match Target::open(
-        a.coordinator.clone(),
-        labels,
-        Default::default(),
-        args.store_choice(),
-        a.quiet,
-    )
-    .await
-    {
+    let target = match Target::open(a.coordinator.clone(), labels, Default::default(), store, a.quiet).await {
         Ok(t) => t,
         Err(code) => return code,
     };

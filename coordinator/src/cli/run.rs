@@ -270,10 +270,7 @@ impl Progress {
                     "{t}   fault {} on {}: {} — {}",
                     s.fault_id,
                     f.agent_id,
-                    s.state()
-                        .as_str_name()
-                        .trim_start_matches("FAULT_STATE_")
-                        .to_lowercase(),
+                    faultline_proto::fault_state_name(s.state()),
                     s.detail
                 ),
                 None => return,

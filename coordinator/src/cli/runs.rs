@@ -57,13 +57,6 @@ pub fn open_db(db: &Option<String>) -> Result<Store, i32> {
     })
 }
 
-fn when(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
 pub async fn main(a: Args) -> i32 {
     if let Some(o) = &a.outcome {
         if !STATUSES.contains(&o.as_str()) {
@@ -97,16 +90,7 @@ pub async fn main(a: Args) -> i32 {
                 Err(code) => return code,
             };
             match db.list(a.limit as usize, a.outcome.as_deref()) {
-                Ok(rows) => rows
-                    .into_iter()
-                    .map(|r| v1::RunSummary {
-                        run_id: r.run_id,
-                        experiment: r.experiment,
-                        status: r.status,
-                        started_at_unix_ms: r.started_unix_ms,
-                        finished_at_unix_ms: r.finished_unix_ms.unwrap_or(0),
-                    })
-                    .collect(),
+                Ok(rows) => rows.into_iter().map(Into::into).collect(),
                 Err(e) => {
                     eprint_err(e);
                     return 5;
@@ -144,7 +128,7 @@ pub async fn main(a: Args) -> i32 {
             "{:<28} {:<12} {:<26} {:>9}  {}",
             r.run_id,
             r.status,
-            when(r.started_at_unix_ms),
+            common::rfc3339_ms(r.started_at_unix_ms),
             dur,
             r.experiment
         );

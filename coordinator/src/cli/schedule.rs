@@ -39,13 +39,6 @@ pub enum Command {
     Rm { id: String },
 }
 
-fn when(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
 pub async fn main(a: Args) -> i32 {
     let mut c = match common::control_or_exit(&a.coordinator).await {
         Ok(c) => c,
@@ -84,7 +77,7 @@ pub async fn main(a: Args) -> i32 {
                     println!(
                         "schedule {} added; first tick at {}",
                         r.schedule_id,
-                        when(r.next_unix_ms)
+                        common::rfc3339_ms(r.next_unix_ms)
                     );
                     0
                 }
@@ -113,11 +106,11 @@ pub async fn main(a: Args) -> i32 {
                         } else {
                             format!(" window {:?}", s.window)
                         },
-                        when(s.next_unix_ms)
+                        common::rfc3339_ms(s.next_unix_ms)
                     );
                     for t in s.recent_ticks {
                         let (ms, rest) = t.split_once(' ').unwrap_or((&t, ""));
-                        println!("    {} {rest}", when(ms.parse().unwrap_or(0)));
+                        println!("    {} {rest}", common::rfc3339_ms(ms.parse().unwrap_or(0)));
                     }
                 }
                 0
