@@ -7,10 +7,12 @@
 //! Layout:
 //! - [`v1`]: generated messages, clients and servers of package `faultline.v1`.
 //! - [`metrics`]: Prometheus text exposition, which both daemons serve.
+//! - [`ids`]: the one validation of agent, run and fault ids.
 //!
 //! Generated types stay at the edge: the agent and coordinator convert them to
 //! their own domain types right after receiving them.
 
+pub mod ids;
 pub mod metrics;
 
 /// Package `faultline.v1`.
