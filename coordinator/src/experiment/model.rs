@@ -162,14 +162,27 @@ impl fmt::Display for Tolerance {
     }
 }
 
-/// Formats a duration the way experiment files write them (`250ms`, `1.5s`).
+/// Formats a duration the way experiment files write them, in human units:
+/// `250ms`, `1.5s`, `5m`, `1h 30m`, `2d 3h`. Under a minute, tenths of a
+/// second are kept; from a minute on, whole seconds (what anyone planning
+/// a run cares about), largest unit first, zero parts left out.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 1000.0 {
-        format!("{}ms", (ms * 10.0).round() / 10.0)
-    } else {
-        format!("{}s", (ms / 100.0).round() / 10.0)
+        return format!("{}ms", (ms * 10.0).round() / 10.0);
     }
+    if d < Duration::from_secs(60) {
+        return format!("{}s", (ms / 100.0).round() / 10.0);
+    }
+    let mut secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);
+    let mut parts = Vec::new();
+    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            parts.push(format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    parts.join(" ")
 }
 
 /// A fault and where to inject it.

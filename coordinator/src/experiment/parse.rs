@@ -52,6 +52,19 @@ pub const DEFAULT_RECOVERY: Duration = Duration::from_secs(30);
 /// coordinator leaves faults behind for seconds, not minutes.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
+/// Longest `baseline`, `duration`, `recovery` and `blast_radius.max_duration`:
+/// 7 days. Longer windows are not experiments any more, and bounding them
+/// keeps every sum of phases far from overflowing a clock.
+pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest `lease`: 1 h. The lease is how long a fault outlives a crashed
+/// coordinator; more than an hour of unattended fault is never wanted.
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// Shortest probe `interval`: 10 ms.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest probe `timeout`: 10 min.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest latency bound in a tolerance (`max`, `plus`): 1 h.
+pub const MAX_LATENCY_BOUND: Duration = Duration::from_secs(3600);
 /// Parses experiment `source` read from `file`, substituting `vars`.
 pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result<Experiment> {
     let text = substitute(file, source, vars)?;
@@ -66,10 +79,61 @@ pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result
             file: file.to_string(),
             line,
             column,
-            message,
+            message: plain_words(&message),
         }
     })?;
     raw.into_experiment(file, &text)
+}
+
+/// What serde says about the Rust types behind the file (`expected struct
+/// RawProbe`, `expected u32`, `integer ... as u128`), in the file's words.
+fn plain_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        (
+            "expected struct RawExperiment",
+            "expected a mapping with the experiment's fields (name, hypothesis, duration, faults, ...)",
+        ),
+        (
+            "expected struct RawHypothesis",
+            "expected a mapping with the hypothesis' fields (description, probes)",
+        ),
+        (
+            "expected struct RawProbe",
+            "expected a mapping with the probe's fields (name, interval, http/tcp/command, tolerances, ...)",
+        ),
+        (
+            "expected struct RawTolerance",
+            "expected a mapping with success_rate or latency",
+        ),
+        (
+            "expected struct RawFault",
+            "expected a mapping with the fault's fields (name, targets, and one of kill, latency, block, disk_fill)",
+        ),
+        ("expected struct RawBlastRadius", "expected a mapping of blast-radius limits"),
+        ("expected struct RawTargets", "expected a mapping with labels, mode, count or percent"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        (" as u128", " (too large)"),
+        (" as i128", " (too large)"),
+    ];
+    let mut out = message.to_string();
+    for (from, to) in WORDS {
+        out = out.replace(from, to);
+    }
+    // Any other of our internal structs: a mapping is what the file lacks.
+    while let Some(i) = out.find("expected struct Raw") {
+        let end = out[i + "expected struct ".len()..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map_or(out.len(), |j| i + "expected struct ".len() + j);
+        out.replace_range(i..end, "expected a mapping of fields");
+    }
+    if let Some(i) = out.find("data did not match any variant of untagged enum") {
+        out.replace_range(i.., "unexpected value");
+    }
+    out
 }
 
 /// Replaces `${name}` with `vars[name]`; `$${` stands for a literal `${`.
@@ -138,6 +202,8 @@ struct Dur(Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
+        // Every field checks its own upper limit (MAX_WINDOW, MAX_LEASE,
+        // ...) where its name and position are known.
         humantime::parse_duration(s.trim())
             .map(Dur)
             .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}): write e.g. 500ms, 10s or 2m")))
@@ -213,6 +279,26 @@ impl RawExperiment {
             return Err(at("faults", "faults: at least one fault is needed".into()));
         }
         let baseline = self.baseline.map(|d| d.0).unwrap_or(DEFAULT_BASELINE);
+        let duration = self.duration.0;
+        let recovery = self.recovery.map(|d| d.0).unwrap_or(DEFAULT_RECOVERY);
+        let max_duration = self.blast_radius.max_duration.map(|d| d.0);
+        for (key, field, value) in [
+            ("baseline", "baseline", Some(baseline)),
+            ("duration", "duration", Some(duration)),
+            ("recovery", "recovery", Some(recovery)),
+            ("blast_radius", "blast_radius.max_duration", max_duration),
+        ] {
+            if let Some(v) = value.filter(|v| *v > MAX_WINDOW) {
+                return Err(at(
+                    key,
+                    format!(
+                        "{field}: {} is longer than the limit of {}",
+                        fmt_duration(v),
+                        fmt_duration(MAX_WINDOW)
+                    ),
+                ));
+            }
+        }
         let slowest = self
             .hypothesis
             .probes
@@ -230,8 +316,52 @@ impl RawExperiment {
                 ),
             ));
         }
-        if self.duration.0.is_zero() {
+        if duration.is_zero() {
             return Err(at("duration", "duration: must be more than 0s".into()));
+        }
+        if let Some(p) = self.hypothesis.probes.iter().find(|p| p.interval > duration) {
+            return Err(at(
+                "duration",
+                format!(
+                    "duration: {} is shorter than the interval of probe {:?} ({}); the fault needs at least one sample of every probe",
+                    fmt_duration(duration),
+                    p.name,
+                    fmt_duration(p.interval)
+                ),
+            ));
+        }
+        // Limits the experiment sets itself that need no fleet to check, so
+        // `validate` refuses what `plan` and `run` would refuse.
+        if let Some(max) = max_duration.filter(|max| duration > *max) {
+            return Err(at(
+                "duration",
+                format!(
+                    "duration: {} is longer than blast_radius.max_duration {}",
+                    fmt_duration(duration),
+                    fmt_duration(max)
+                ),
+            ));
+        }
+        for f in &self.faults {
+            let name = if f.name.is_empty() { f.kind.name() } else { f.name.as_str() };
+            if let (Some(max), Mode::Count(n)) = (self.blast_radius.max_targets, f.targets.mode) {
+                if n > max {
+                    return Err(at(
+                        "faults",
+                        format!("fault {name:?}: targets.count {n} exceeds blast_radius.max_targets {max}"),
+                    ));
+                }
+            }
+            if let (Some(max), Mode::All) = (self.blast_radius.max_percent, f.targets.mode) {
+                if max < 100.0 {
+                    return Err(at(
+                        "faults",
+                        format!(
+                            "fault {name:?}: targets mode all selects 100% of the matching agents, over blast_radius.max_percent {max}%; use mode count or percent"
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(p) = self.blast_radius.max_percent {
             if !(p > 0.0 && p <= 100.0) {
@@ -259,6 +389,16 @@ impl RawExperiment {
         if lease < Duration::from_secs(1) {
             return Err(at("lease", "lease: must be at least 1s so renewals can keep up".into()));
         }
+        if lease > MAX_LEASE {
+            return Err(at(
+                "lease",
+                format!(
+                    "lease: {} is longer than the limit of {} (how long a fault may outlive a crashed coordinator)",
+                    fmt_duration(lease),
+                    fmt_duration(MAX_LEASE)
+                ),
+            ));
+        }
         let mut faults = self.faults;
         for (i, f) in faults.iter_mut().enumerate() {
             if f.name.is_empty() {
@@ -273,14 +413,14 @@ impl RawExperiment {
                 probes: self.hypothesis.probes,
             },
             baseline,
-            duration: self.duration.0,
-            recovery: self.recovery.map(|d| d.0).unwrap_or(DEFAULT_RECOVERY),
+            duration,
+            recovery,
             faults,
             blast_radius: BlastRadius {
                 max_targets: self.blast_radius.max_targets,
                 max_percent: self.blast_radius.max_percent,
                 max_percent_per_zone: self.blast_radius.max_percent_per_zone,
-                max_duration: self.blast_radius.max_duration.map(|d| d.0),
+                max_duration,
             },
             lease,
         })
@@ -414,8 +554,15 @@ impl TryFrom<RawProbe> for Probe {
             unreachable!("exactly one kind was checked above")
         };
         let interval = r.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL);
-        if interval < Duration::from_millis(10) {
-            return Err(ctx("interval: must be at least 10ms".into()));
+        if interval < MIN_INTERVAL {
+            return Err(ctx(format!("interval: must be at least {}", fmt_duration(MIN_INTERVAL))));
+        }
+        if interval > MAX_WINDOW {
+            return Err(ctx(format!(
+                "interval: {} is longer than the limit of {}",
+                fmt_duration(interval),
+                fmt_duration(MAX_WINDOW)
+            )));
         }
         let timeout = r
             .timeout
@@ -423,6 +570,13 @@ impl TryFrom<RawProbe> for Probe {
             .unwrap_or(DEFAULT_TIMEOUT.min(interval.max(Duration::from_millis(100))));
         if timeout.is_zero() {
             return Err(ctx("timeout: must be more than 0s".into()));
+        }
+        if timeout > MAX_TIMEOUT {
+            return Err(ctx(format!(
+                "timeout: {} is longer than the limit of {}",
+                fmt_duration(timeout),
+                fmt_duration(MAX_TIMEOUT)
+            )));
         }
         let guardrails = r
             .tolerances
@@ -457,11 +611,61 @@ struct RawTolerance {
 }
 
 /// A fraction (0.95) or a percentage string ("95%").
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RawRate {
     Fraction(f64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawRate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumberOrText {
+            expecting: "a fraction (0.95) or a percentage (\"95%\")",
+            number: |v| Ok(RawRate::Fraction(v)),
+            text: RawRate::Text,
+        })
+    }
+}
+
+/// Reads a scalar that may be a number or text (`count: 3` or `count: all`),
+/// so a wrong value is described in the file's words, not as a variant of
+/// an internal enum.
+struct NumberOrText<T> {
+    expecting: &'static str,
+    /// Numbers arrive as f64; integers are exact up to 2^53.
+    number: fn(f64) -> Result<T, String>,
+    text: fn(String) -> T,
+}
+
+impl<'de, T> serde::de::Visitor<'de> for NumberOrText<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
+        (self.number)(v).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<T, E> {
+        Err(E::custom(format!("number too large: expected {}", self.expecting)))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<T, E> {
+        Err(E::custom(format!("number too large: expected {}", self.expecting)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.text)(v.to_string()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -484,6 +688,13 @@ impl<'de> Deserialize<'de> for ToleranceSpec {
                 let w = w.map(|d| d.0).unwrap_or(DEFAULT_GUARDRAIL_WINDOW);
                 if w < Duration::from_millis(100) {
                     return Err(serde::de::Error::custom("tolerance window: must be at least 100ms"));
+                }
+                if w > MAX_WINDOW {
+                    return Err(serde::de::Error::custom(format!(
+                        "tolerance window: {} is longer than the limit of {}",
+                        fmt_duration(w),
+                        fmt_duration(MAX_WINDOW)
+                    )));
                 }
                 Some(w)
             }
@@ -534,6 +745,15 @@ impl TryFrom<RawTolerance> for Tolerance {
                         ))
                     }
                 };
+                for (field, d) in [("max", l.max), ("plus", l.plus)] {
+                    if let Some(d) = d.filter(|d| d.0 > MAX_LATENCY_BOUND) {
+                        return Err(format!(
+                            "tolerance latency.{field} {}: longer than the limit of {}",
+                            fmt_duration(d.0),
+                            fmt_duration(MAX_LATENCY_BOUND)
+                        ));
+                    }
+                }
                 match (l.max, l.factor, l.plus) {
                     (Some(max), None, None) => Ok(Tolerance::Latency { percentile, max: max.0 }),
                     (None, None, None) => Err(
@@ -584,11 +804,25 @@ struct RawDiskFill {
 }
 
 /// A size: a number of bytes, or text with a unit (`512MiB`, `2 GB`).
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RawSize {
     N(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumberOrText {
+            expecting: "a size: a number of bytes or a number with a unit (512MiB, 2GB)",
+            number: |v| {
+                if v >= 1.0 && v.fract() == 0.0 && v <= u64::MAX as f64 {
+                    Ok(RawSize::N(v as u64))
+                } else {
+                    Err(format!("{v} is not a size: write a whole number of bytes or a unit, e.g. 512MiB"))
+                }
+            },
+            text: RawSize::Text,
+        })
+    }
 }
 
 /// Parses `RawSize` into bytes.
@@ -832,11 +1066,25 @@ struct RawKill {
     count: Option<RawCount>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RawCount {
     N(u32),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumberOrText {
+            expecting: "a number of processes (at least 1) or \"all\"",
+            number: |v| {
+                if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) {
+                    Ok(RawCount::N(v as u32))
+                } else {
+                    Err(format!("kill.count {v}: write a whole number of processes (at least 1) or \"all\""))
+                }
+            },
+            text: RawCount::Text,
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for Fault {
@@ -1183,4 +1431,130 @@ faults:
             assert!(err.to_string().contains(want), "{err} should contain {want}");
         }
     }
+
+    #[test]
+    fn overflowing_durations_are_refused_with_field_position_and_limit() {
+        const HUGE: &str = "18446744073709551615s";
+        for (from, to, line, want) in [
+            ("duration: 5s", format!("duration: {HUGE}"), 16, "duration: 213503982334601d 7h 15s is longer than the limit of 7d"),
+            ("baseline: 2s", format!("baseline: {HUGE}"), 15, "baseline: 213503982334601d 7h 15s is longer than the limit of 7d"),
+            ("recovery: 10s", format!("recovery: {HUGE}"), 17, "recovery: 213503982334601d 7h 15s is longer than the limit of 7d"),
+            ("      interval: 100ms", format!("      interval: {HUGE}"), 6, "probe \"web\": interval: 213503982334601d 7h 15s is longer than the limit of 7d"),
+            ("recovery: 10s", format!("recovery: 10s\nlease: {HUGE}"), 18, "lease: 213503982334601d 7h 15s is longer than the limit of 1h"),
+            (
+                "recovery: 10s",
+                format!("recovery: 10s\nblast_radius: {{ max_duration: {HUGE} }}"),
+                18,
+                "blast_radius.max_duration: 213503982334601d 7h 15s is longer than the limit of 7d",
+            ),
+        ] {
+            let src = GOOD.replace(from, &to);
+            let err = parse("e.yaml", &src, &vars()).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("e.yaml:{line}:")), "{to}: {msg}");
+            assert!(msg.contains(want), "{to}: {msg}");
+        }
+        // Under the limits, but still too long for the field.
+        for (from, to, want) in [
+            ("duration: 5s", "duration: 8d", "duration: 8d is longer than the limit of 7d"),
+            ("baseline: 2s", "baseline: 200h", "baseline: 8d 8h is longer than the limit of 7d"),
+            ("recovery: 10s", "recovery: 30d", "recovery: 30d is longer than the limit of 7d"),
+            ("recovery: 10s", "recovery: 10s\nlease: 2h", "lease: 2h is longer than the limit of 1h"),
+            ("duration: 5s", "duration: 50ms", "duration: 50ms is shorter than the interval of probe \"web\" (100ms)"),
+            ("      interval: 100ms", "      interval: 100ms\n      timeout: 1h", "timeout: 1h is longer than the limit of 10m"),
+            ("max: 250ms", "max: 2h", "latency.max 2h: longer than the limit of 1h"),
+        ] {
+            let src = GOOD.replace(from, to);
+            assert_ne!(src, GOOD, "{from}");
+            let err = parse("e.yaml", &src, &vars()).unwrap_err();
+            assert!(err.line > 0, "{err}");
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn experiment_local_limits_are_checked_without_a_fleet() {
+        let src = GOOD.replace("duration: 5s", "duration: 99999h\nblast_radius: { max_duration: 5m }");
+        assert!(parse("e.yaml", &src, &vars()).is_err());
+        let src = GOOD.replace("duration: 5s", "duration: 10m\nblast_radius: { max_duration: 5m }");
+        let err = parse("e.yaml", &src, &vars()).unwrap_err();
+        assert_eq!(err.line, 16, "{err}");
+        assert!(
+            err.message.contains("duration: 10m is longer than blast_radius.max_duration 5m"),
+            "{err}"
+        );
+        let src = GOOD.replace("recovery: 10s", "recovery: 10s\nblast_radius: { max_targets: 2 }");
+        assert!(parse("e.yaml", &src, &vars()).is_ok());
+        let src = src.replace("count: 1 }", "count: 3 }");
+        let err = parse("e.yaml", &src, &vars()).unwrap_err();
+        assert!(
+            err.message
+                .contains("fault \"kill-web\": targets.count 3 exceeds blast_radius.max_targets 2"),
+            "{err}"
+        );
+        let src = GOOD
+            .replace("mode: count, count: 1", "mode: all")
+            .replace("recovery: 10s", "recovery: 10s\nblast_radius: { max_percent: 50 }");
+        let err = parse("e.yaml", &src, &vars()).unwrap_err();
+        assert!(err.message.contains("over blast_radius.max_percent 50%"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_explained_without_rust_or_serde_names() {
+        let kill = |count: &str| GOOD.replace("signal: TERM }", &format!("signal: TERM, count: {count} }}"));
+        let cases: Vec<(String, &str)> = vec![
+            (kill("[1]"), "expected a number of processes (at least 1) or \"all\""),
+            (kill("-1"), "write a whole number of processes"),
+            (kill("1.5"), "write a whole number of processes"),
+            (kill("99999999999999999999999"), "number too large"),
+            ("- a\n".into(), "expected a mapping with the experiment's fields"),
+            ("42\n".into(), "expected a mapping with the experiment's fields"),
+            (
+                GOOD.replace("recovery: 10s", "recovery: 10s\nblast_radius: { max_targets: -1 }"),
+                "expected a whole number from 0 to 4294967295",
+            ),
+            (
+                GOOD.replace("recovery: 10s", "recovery: 10s\nblast_radius: { max_percent: abc }"),
+                "expected a number",
+            ),
+            (
+                GOOD.replace("success_rate: \"90%\"", "success_rate: [1]"),
+                "expected a fraction (0.95) or a percentage",
+            ),
+            (
+                GOOD.replace("    - name: web\n", "    - 3\n    - name: web\n"),
+                "expected a mapping with the probe's fields",
+            ),
+            (
+                with_fault("    disk_fill: { path: /x, size: [1] }\n"),
+                "expected a size",
+            ),
+            (
+                with_fault("    latency: { delay: 1ms, ports: [70000] }\n"),
+                "expected a whole number from 0 to 65535",
+            ),
+            (with_fault("    kill: { pid: 1.5 }\n"), "expected a whole number"),
+        ];
+        for (src, want) in cases {
+            let err = parse("e.yaml", &src, &vars()).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(want), "{want}: {msg}");
+            for leak in ["Raw", "untagged", "enum", "struct", "u128", "u32", "u16", "u64", "i32", "f64"] {
+                assert!(!msg.contains(leak), "{leak} leaked: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn durations_print_in_human_units() {
+        let d = |s: u64| fmt_duration(Duration::from_secs(s));
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(d(59), "59s");
+        assert_eq!(d(300), "5m");
+        assert_eq!(d(5400), "1h 30m");
+        assert_eq!(d(3 * 86_400 + 3_600 + 1), "3d 1h 1s");
+        assert_eq!(d(359_996_400), "4166d 15h");
+    }
+
 }
