@@ -94,6 +94,18 @@ impl ControlService {
     /// Starts a run (a SubmitRun, or a schedule's tick); returns its id and
     /// its events.
     pub fn start_run(&self, exp: Experiment, source_name: String, who: &str) -> (String, mpsc::Receiver<v1::RunEvent>) {
+        self.start_run_with(exp, source_name, who, engine::run_body)
+    }
+
+    /// [`Self::start_run`] with the run's body given (tests make it panic
+    /// to prove a failed run still ends, restores and frees its slot).
+    pub fn start_run_with(
+        &self,
+        exp: Experiment,
+        source_name: String,
+        who: &str,
+        body: engine::Body,
+    ) -> (String, mpsc::Receiver<v1::RunEvent>) {
         let run_id = engine::new_run_id();
         let run_id_out = run_id.clone();
         let running = self.runs.in_flight();
@@ -134,7 +146,8 @@ impl ControlService {
         let metrics = self.metrics.clone();
         let tx = engine_tx;
         self.tracker.spawn(async move {
-            let out = engine::execute(RunInput {
+            let out = engine::execute_with(
+                RunInput {
                 run_id: run_id.clone(),
                 experiment: exp,
                 source_name,
@@ -145,7 +158,9 @@ impl ControlService {
                 policy,
                 running,
                 metrics: metrics.clone(),
-            })
+                },
+                body,
+            )
             .await;
             let r = out.report;
             metrics.inc("faultline_runs_total", &[("outcome", r.outcome.as_str())]);
