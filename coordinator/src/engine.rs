@@ -1381,4 +1381,87 @@ mod tests {
         assert!(plan.is_ok(), "max_concurrent_runs 1 still taken: {:?}", plan.err());
     }
 
+
+    fn agent_info(id: &str) -> crate::registry::AgentInfo {
+        crate::registry::AgentInfo {
+            agent_id: id.into(),
+            hostname: format!("{id}.test"),
+            labels: BTreeMap::new(),
+            addresses: vec![],
+            capabilities: vec!["kill".into()],
+            version: String::new(),
+            pid: 1,
+            connected_at_unix_ms: 0,
+            last_heartbeat_unix_ms: 0,
+            active_faults: 0,
+            cleaned: vec![],
+        }
+    }
+
+    /// An agent that acknowledges every Inject and Restore at once.
+    fn acking_agent(registry: &Arc<Registry>, id: &str) {
+        let (tx, mut rx) = mpsc::channel(64);
+        registry.add(agent_info(id), tx);
+        let (registry, id) = (registry.clone(), id.to_string());
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                let (fault_id, run_id, state) = match m.msg {
+                    Some(v1::coordinator_message::Msg::Inject(i)) => (i.fault_id, i.run_id, v1::FaultState::Injected),
+                    Some(v1::coordinator_message::Msg::Restore(r)) => (r.fault_id, r.run_id, v1::FaultState::Restored),
+                    _ => continue,
+                };
+                registry.route(
+                    &id,
+                    v1::FaultStatus {
+                        fault_id,
+                        run_id,
+                        state: state as i32,
+                        ..Default::default()
+                    },
+                );
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn the_report_baseline_and_the_steady_check_count_the_same_samples() {
+        let registry = Arc::new(Registry::new());
+        acking_agent(&registry, "a1");
+        // Each check takes 250 ms every 300 ms: the one started at 900 ms is
+        // still running when the 1 s baseline ends.
+        let exp = crate::experiment::parse(
+            "t.yaml",
+            "name: t\nhypothesis:\n  probes:\n    - name: slow\n      interval: 300ms\n      timeout: 2s\n      command: { run: \"sleep 0.25\" }\n      tolerances:\n        - success_rate: \"50%\"\n        - latency: { percentile: p99, max: 5s }\nbaseline: 1s\nduration: 300ms\nrecovery: 1s\nfaults:\n  - kill: { name: x }\n",
+            &HashMap::new(),
+        )
+        .unwrap();
+        let (events, mut rx) = mpsc::channel(1024);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let out = execute(RunInput {
+            run_id: "r-same-samples".into(),
+            experiment: exp,
+            source_name: "t.yaml".into(),
+            registry,
+            events,
+            cancel: CancellationToken::new(),
+            abort_reason: AbortReason::default(),
+            policy: Arc::new(Policy::default()),
+            running: 0,
+            metrics: faultline_proto::metrics::Metrics::new(),
+        })
+        .await;
+        let p = &out.report.probes[0];
+        assert!(p.baseline.samples >= 2, "{:?}", p.baseline);
+        let rate = p.tolerances[0].steady.as_ref().expect("success rate checked on the baseline");
+        assert_eq!(
+            rate.measured,
+            format!("100.0% ({0}/{0})", p.baseline.samples),
+            "the steady check and the report's baseline differ"
+        );
+        let p99 = p.tolerances[1].steady.as_ref().expect("latency checked on the baseline");
+        assert_eq!(p99.measured, format!("p99 {:.1}ms", p.baseline.p99_ms.unwrap()));
+        let tagged = p.samples.iter().filter(|s| s.phase == Phase::Baseline).count() as u32;
+        assert_eq!(tagged, p.baseline.samples, "samples tagged baseline vs the baseline stats");
+    }
+
 }

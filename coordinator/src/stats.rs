@@ -12,8 +12,11 @@ use crate::experiment::Percentile;
 /// One probe sample.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
-    /// Milliseconds since the run started, when the sample was taken.
+    /// Milliseconds since the run started, when the sample completed.
     pub at_ms: u64,
+    /// The phase in which the sample completed. This is the one definition
+    /// of which samples belong to a phase: the steady-state check, the
+    /// report's statistics, guardrails and the verdict all select by it.
     pub phase: crate::outcome::Phase,
     pub ok: bool,
     /// Time the check took, success or not.

@@ -1,5 +1,5 @@
 //! Samples every probe of a hypothesis at its interval, through every phase
-//! of a run, tagging each sample with the phase it was taken in.
+//! of a run, tagging each sample with the phase in which it completed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,21 +61,26 @@ pub fn start(
                         _ = stop.cancelled() => break,
                         _ = tick.tick() => {}
                     }
-                    let at = run_start.elapsed();
-                    let ph = *phase.borrow();
                     let t0 = Instant::now();
                     let result = tokio::select! {
                         _ = stop.cancelled() => break,
                         r = check_once(&client, &probe) => r,
                     };
-                    let sample = Sample {
-                        at_ms: at.as_millis() as u64,
-                        phase: ph,
-                        ok: result.is_ok(),
-                        latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
-                        error: result.err(),
-                    };
+                    let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    // A sample belongs to the phase in which its result is
+                    // known, read while holding the samples lock: the engine
+                    // switches the phase first and then reads the samples
+                    // under the same lock, so a phase's statistics taken at
+                    // its end hold exactly the samples tagged with it, and no
+                    // straggler started in the phase is added afterwards.
                     if let Ok(mut all) = samples.lock() {
+                        let sample = Sample {
+                            at_ms: run_start.elapsed().as_millis() as u64,
+                            phase: *phase.borrow(),
+                            ok: result.is_ok(),
+                            latency_ms,
+                            error: result.err(),
+                        };
                         all[i].push(sample);
                     }
                 }
