@@ -1136,9 +1136,9 @@ fn judge(exp: &Experiment, probes: &[ProbeReport]) -> Verdict {
         return Verdict {
             outcome: Outcome::Failed,
             reason: format!(
-                "hypothesis held during the fault but {} did not recover within the {}s recovery window",
+                "hypothesis held during the fault but {} did not recover within the {} recovery window",
                 unrecovered.join(", "),
-                exp.recovery.as_secs_f64()
+                crate::experiment::fmt_duration(exp.recovery)
             ),
         };
     }

@@ -273,7 +273,7 @@ fn a_policy_limit_refuses_a_local_run_with_exit_2_and_plan_shows_every_limit() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     for want in [
-        "max_duration 60s: duration 4s (headroom 56s)",
+        "max_duration 1m: duration 4s (headroom 56s)",
         "max_concurrent_runs 1: 1 with this run (headroom 0)",
         "blast_radius.max_targets 1",
     ] {
@@ -394,4 +394,59 @@ fn a_game_day_runs_in_order_stops_on_failure_and_scores() {
     let out = faultline(&["gameday", dir.path().join("gd.yaml").to_str().unwrap(), "--no-store"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("never.yaml"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn validate_refuses_what_plan_refuses_and_says_durations_in_human_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let kill = std::fs::read_to_string(format!("{EXPERIMENTS}/kill.yaml")).unwrap();
+    assert!(kill.contains("\nduration: "), "kill.yaml has a top-level duration");
+    let with = |duration: &str| {
+        let mut out = String::new();
+        for line in kill.lines() {
+            if line.starts_with("duration: ") {
+                out += &format!("duration: {duration}\n");
+            } else if line.starts_with("blast_radius:") {
+                out += "blast_radius:\n  max_duration: 5m\n";
+                continue;
+            } else if line.starts_with("  max_duration") {
+                continue;
+            } else {
+                out += line;
+                out += "\n";
+            }
+        }
+        if !out.contains("blast_radius:") {
+            out += "blast_radius:\n  max_duration: 5m\n";
+        }
+        let path = dir.path().join(format!("d-{}.yaml", duration.replace(' ', "")));
+        std::fs::write(&path, out).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    for (duration, want) in [
+        ("99999h", "duration: 4166d 15h is longer than the limit of 7d"),
+        ("90m", "duration: 1h 30m is longer than blast_radius.max_duration 5m"),
+        ("18446744073709551615s", "is longer than the limit of 7d"),
+    ] {
+        let file = with(duration);
+        for cmd in ["validate", "plan"] {
+            let mut args = vec![cmd, file.as_str(), "--var", "port=1"];
+            if cmd == "plan" {
+                args.extend(["--label", "service=demo"]);
+            }
+            let out = faultline(&args);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {duration}: {}", text(&out.stderr));
+            let err = text(&out.stderr);
+            assert!(err.contains(&format!("{file}:")) && err.contains(want), "{cmd} {duration}: {err}");
+        }
+    }
+    let out = faultline(&["validate", &with("4s"), "--var", "port=1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = faultline(&["plan", &with("4s"), "--var", "port=1", "--label", "service=demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("blast_radius.max_duration 5m: duration 4s (headroom 4m 56s)"),
+        "{}",
+        text(&out.stdout)
+    );
 }
