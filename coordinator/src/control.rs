@@ -148,16 +148,16 @@ impl ControlService {
         self.tracker.spawn(async move {
             let out = engine::execute_with(
                 RunInput {
-                run_id: run_id.clone(),
-                experiment: exp,
-                source_name,
-                registry,
-                events: tx.clone(),
-                cancel,
-                abort_reason: reason,
-                policy,
-                running,
-                metrics: metrics.clone(),
+                    run_id: run_id.clone(),
+                    experiment: exp,
+                    source_name,
+                    registry,
+                    events: tx.clone(),
+                    cancel,
+                    abort_reason: reason,
+                    policy,
+                    running,
+                    metrics: metrics.clone(),
                 },
                 body,
             )

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_proto::{now_unix_ms, v1};
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use futures::FutureExt;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::experiment::{Experiment, FaultKind, FillAmount};
@@ -240,7 +240,9 @@ pub async fn execute_with(input: RunInput, body: Body) -> RunOutput {
         };
         match registry.send(agent_id, msg) {
             Ok(()) => told += 1,
-            Err(e) => warn!(run_id = %run_id, fault_id = %fault_id, agent_id = %agent_id, err = %e, "restore not sent; the agent's lease restores it"),
+            Err(e) => {
+                warn!(run_id = %run_id, fault_id = %fault_id, agent_id = %agent_id, err = %e, "restore not sent; the agent's lease restores it")
+            }
         }
     }
     let reason = format!(
@@ -252,7 +254,9 @@ pub async fn execute_with(input: RunInput, body: Body) -> RunOutput {
         .send(v1::RunEvent {
             run_id: run_id.clone(),
             elapsed_ms,
-            event: Some(v1::run_event::Event::Log(v1::LogLine { message: reason.clone() })),
+            event: Some(v1::run_event::Event::Log(v1::LogLine {
+                message: reason.clone(),
+            })),
         })
         .await;
     RunOutput {
@@ -270,6 +274,7 @@ pub async fn execute_with(input: RunInput, body: Body) -> RunOutput {
             phases: Vec::new(),
             probes: Vec::new(),
             faults: Vec::new(),
+            events: Vec::new(),
         },
     }
 }
@@ -596,6 +601,7 @@ async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         phases: ctx.phases.clone(),
         probes,
         faults: fault_reports(&exp, &fault_ids, &targets),
+        events: Vec::new(),
     };
     info!(run_id = %run_id, outcome = %report.outcome, "run finished");
     RunOutput { report }
@@ -1355,7 +1361,11 @@ mod tests {
         assert_eq!(finished.outcome, "error");
         assert_eq!(finished.exit_code, Outcome::Error.exit_code());
         assert!(finished.reason.contains("injected test panic"), "{}", finished.reason);
-        assert!(finished.reason.contains("Restore was sent to 1 of 1 target(s)"), "{}", finished.reason);
+        assert!(
+            finished.reason.contains("Restore was sent to 1 of 1 target(s)"),
+            "{}",
+            finished.reason
+        );
         // What it injected is restored.
         match agent_rx.try_recv() {
             Ok(v1::CoordinatorMessage {
@@ -1380,7 +1390,6 @@ mod tests {
         );
         assert!(plan.is_ok(), "max_concurrent_runs 1 still taken: {:?}", plan.err());
     }
-
 
     fn agent_info(id: &str) -> crate::registry::AgentInfo {
         crate::registry::AgentInfo {
@@ -1452,16 +1461,24 @@ mod tests {
         .await;
         let p = &out.report.probes[0];
         assert!(p.baseline.samples >= 2, "{:?}", p.baseline);
-        let rate = p.tolerances[0].steady.as_ref().expect("success rate checked on the baseline");
+        let rate = p.tolerances[0]
+            .steady
+            .as_ref()
+            .expect("success rate checked on the baseline");
         assert_eq!(
             rate.measured,
             format!("100.0% ({0}/{0})", p.baseline.samples),
             "the steady check and the report's baseline differ"
         );
-        let p99 = p.tolerances[1].steady.as_ref().expect("latency checked on the baseline");
+        let p99 = p.tolerances[1]
+            .steady
+            .as_ref()
+            .expect("latency checked on the baseline");
         assert_eq!(p99.measured, format!("p99 {:.1}ms", p.baseline.p99_ms.unwrap()));
         let tagged = p.samples.iter().filter(|s| s.phase == Phase::Baseline).count() as u32;
-        assert_eq!(tagged, p.baseline.samples, "samples tagged baseline vs the baseline stats");
+        assert_eq!(
+            tagged, p.baseline.samples,
+            "samples tagged baseline vs the baseline stats"
+        );
     }
-
 }

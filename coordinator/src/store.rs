@@ -452,86 +452,81 @@ impl Store {
     }
 }
 
-/// Renders an interrupted run (no verdict, only what was recorded) in
-/// `format`; `None` for an unknown format.
+/// The report of an interrupted run, in the one report model every run
+/// has: outcome `error` (exit 5) with a reason starting with
+/// "interrupted", the phases it went through, and the recorded events.
+/// There is no verdict: probes were not judged.
+pub fn interrupted_report(run: &RunRow, events: &[EventRow]) -> Report {
+    use crate::outcome::{Outcome, Phase};
+    use crate::report::{EventReport, ExperimentInfo, PhaseSpan, SCHEMA_VERSION};
+    let rel = |ms: u64| ms.saturating_sub(run.started_unix_ms);
+    // The last thing the run itself recorded; `after` events came later.
+    let last_own = events
+        .iter()
+        .filter(|e| e.kind != "after")
+        .map(|e| rel(e.at_unix_ms))
+        .max()
+        .unwrap_or(0);
+    let mut phases: Vec<PhaseSpan> = Vec::new();
+    for e in events.iter().filter(|e| e.kind == "phase") {
+        let Ok(phase) = serde_json::from_value::<Phase>(serde_json::Value::String(e.text.clone())) else {
+            continue;
+        };
+        let at = rel(e.at_unix_ms);
+        if let Some(last) = phases.last_mut() {
+            last.end_ms = at;
+        }
+        phases.push(PhaseSpan {
+            phase,
+            start_ms: at,
+            end_ms: at,
+        });
+    }
+    if let Some(last) = phases.last_mut() {
+        last.end_ms = last.end_ms.max(last_own);
+    }
+    let finished = run.finished_unix_ms.unwrap_or(run.started_unix_ms);
+    let why = run
+        .reason
+        .clone()
+        .unwrap_or_else(|| "the coordinator stopped while this run was in flight".into());
+    Report {
+        schema_version: SCHEMA_VERSION,
+        run_id: run.run_id.clone(),
+        experiment: ExperimentInfo {
+            name: run.experiment.clone(),
+            description: String::new(),
+            hypothesis: String::new(),
+            source: run.source.clone(),
+            baseline_ms: 0,
+            duration_ms: 0,
+            recovery_ms: 0,
+        },
+        outcome: Outcome::Error,
+        exit_code: Outcome::Error.exit_code(),
+        reason: format!("interrupted: {why}"),
+        started_at: crate::cli::common::rfc3339_ms(run.started_unix_ms),
+        finished_at: crate::cli::common::rfc3339_ms(finished),
+        duration_ms: finished.saturating_sub(run.started_unix_ms),
+        aborted_by: None,
+        phases,
+        probes: Vec::new(),
+        faults: Vec::new(),
+        events: events
+            .iter()
+            .map(|e| EventReport {
+                at: crate::cli::common::rfc3339_ms(e.at_unix_ms),
+                kind: e.kind.clone(),
+                text: e.text.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Renders an interrupted run in `format`, through the same renderers as
+/// every other report; `None` for an unknown format.
 pub fn render_interrupted(run: &RunRow, events: &[EventRow], format: &str) -> Option<String> {
-    use crate::report::junit::escape;
-    let line = |e: &EventRow| format!("{} {}: {}", e.at_unix_ms, e.kind, e.text);
-    Some(match format {
-        "" | "json" => serde_json::to_string_pretty(&serde_json::json!({
-            "run_id": run.run_id,
-            "experiment": run.experiment,
-            "source": run.source,
-            "status": run.status,
-            "started_unix_ms": run.started_unix_ms,
-            "finished_unix_ms": run.finished_unix_ms,
-            "reason": run.reason,
-            "events": events.iter().map(|e| serde_json::json!({
-                "at_unix_ms": e.at_unix_ms, "kind": e.kind, "text": e.text
-            })).collect::<Vec<_>>(),
-        }))
-        .unwrap_or_default(),
-        "md" | "markdown" => {
-            let mut o = format!(
-                "# {} — INTERRUPTED
-
-{}
-
-Run `{}` from `{}`. Recorded events (after: reported by agents once the coordinator was back):
-
-",
-                run.experiment,
-                run.reason.as_deref().unwrap_or(""),
-                run.run_id,
-                run.source
-            );
-            for e in events {
-                o += &format!(
-                    "- {}
-",
-                    line(e)
-                );
-            }
-            o
-        }
-        "junit" | "xml" => format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<testsuites name="faultline" tests="1" failures="0" errors="1">
-  <testsuite name="{}" tests="1" failures="0" errors="1">
-    <testcase classname="faultline.{}" name="run">
-      <error message="interrupted: {}" type="run"/>
-    </testcase>
-    <system-out>{}</system-out>
-  </testsuite>
-</testsuites>
-"#,
-            escape(&run.experiment),
-            escape(&run.experiment),
-            escape(run.reason.as_deref().unwrap_or("")),
-            escape(&events.iter().map(line).collect::<Vec<_>>().join("\n"))
-        ),
-        "html" => {
-            let rows: String = events
-                .iter()
-                .map(|e| {
-                    format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        e.at_unix_ms,
-                        escape(&e.kind),
-                        escape(&e.text)
-                    )
-                })
-                .collect();
-            format!(
-                r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>faultline: {0} — interrupted</title></head><body><h1>{0}: interrupted</h1><p>{1}</p><table><tr><th>at (unix ms)</th><th>kind</th><th>event</th></tr>{2}</table></body></html>
-"#,
-                escape(&run.experiment),
-                escape(run.reason.as_deref().unwrap_or("")),
-                rows
-            )
-        }
-        _ => return None,
-    })
+    crate::report::render(&interrupted_report(run, events), format)
 }
 
 impl Store {

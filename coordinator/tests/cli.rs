@@ -437,7 +437,10 @@ fn validate_refuses_what_plan_refuses_and_says_durations_in_human_units() {
             let out = faultline(&args);
             assert_eq!(out.status.code(), Some(2), "{cmd} {duration}: {}", text(&out.stderr));
             let err = text(&out.stderr);
-            assert!(err.contains(&format!("{file}:")) && err.contains(want), "{cmd} {duration}: {err}");
+            assert!(
+                err.contains(&format!("{file}:")) && err.contains(want),
+                "{cmd} {duration}: {err}"
+            );
         }
     }
     let out = faultline(&["validate", &with("4s"), "--var", "port=1"]);

@@ -160,3 +160,142 @@ fn html_report_draws_its_timeline_in_headless_chromium() {
     assert!(line > 300, "the latency line is drawn ({line} pixels)");
     assert!(errors > 20, "error marks are drawn ({errors} pixels)");
 }
+
+const JUNIT_XSD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/junit-10.xsd");
+
+/// Validates `xml` against the Jenkins/Surefire junit-10.xsd with xmllint;
+/// false (after saying why) when xmllint is missing outside CI.
+fn valid_against_junit_10_xsd(dir: &Path, name: &str, xml: &str) -> bool {
+    if Command::new("xmllint").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "xmllint is not installed and CI=true forbids skipping (install Debian's libxml2-utils)"
+        );
+        eprintln!("skipping the schema check: xmllint is not installed (Debian package libxml2-utils)");
+        return false;
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, xml).unwrap();
+    let out = Command::new("xmllint")
+        .args(["--noout", "--schema", JUNIT_XSD])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} is not valid against junit-10.xsd:\n{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// A run the coordinator was in the middle of when it stopped, as the
+/// history database keeps it, with times on 2024-01-01.
+fn interrupted_run(store: &faultline_coordinator::store::Store) -> String {
+    const T0: u64 = 1_704_067_200_000;
+    store.run_started("r-int", "kill-demo", "kill.yaml", T0).unwrap();
+    store.event("r-int", T0 + 10, "phase", "baseline").unwrap();
+    store.event("r-int", T0 + 2_010, "phase", "observe").unwrap();
+    store
+        .event(
+            "r-int",
+            T0 + 2_050,
+            "fault",
+            "agent a1: r-int-1 injected: killed 1 process",
+        )
+        .unwrap();
+    store.mark_interrupted(T0 + 9_000).unwrap();
+    store
+        .event(
+            "r-int",
+            T0 + 12_000,
+            "after",
+            "agent a1: r-int-1 expired: lease expired",
+        )
+        .unwrap();
+    "r-int".into()
+}
+
+#[test]
+fn junit_reports_of_every_outcome_validate_against_junit_10_xsd() {
+    let dir = tempfile::tempdir().unwrap();
+    // Failed (failures), refused at plan time (skipped cases and an error),
+    // interrupted (an error from the history database).
+    assert_eq!(failing_run(dir.path()), 1, "the hypothesis fails");
+    let failed = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    let refused_path = dir.path().join("refused.xml");
+    let out = Command::new(FAULTLINE)
+        .arg("run")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments/kill.yaml"))
+        .args(["--var", "port=1", "--quiet", "--no-store", "--junit"])
+        .arg(&refused_path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = std::fs::read_to_string(&refused_path).unwrap();
+    assert!(refused.contains("<skipped") && refused.contains("<error"), "{refused}");
+    let store = faultline_coordinator::store::Store::in_memory().unwrap();
+    let id = interrupted_run(&store);
+    let Some(faultline_coordinator::store::Stored::Interrupted { run, events }) = store.load(&id).unwrap() else {
+        panic!("an interrupted run")
+    };
+    let interrupted = faultline_coordinator::store::render_interrupted(&run, &events, "junit").unwrap();
+    for (name, xml) in [
+        ("failed.xml", &failed),
+        ("refused.xml", &refused),
+        ("interrupted.xml", &interrupted),
+    ] {
+        assert!(!xml.contains("<testsuites name=\"faultline\" tests=\"0\""), "{name}");
+        if !valid_against_junit_10_xsd(dir.path(), name, xml) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_run_has_the_one_report_model_with_human_times() {
+    use faultline_coordinator::report::Report;
+    use faultline_coordinator::store::{render_interrupted, Store, Stored};
+    let store = Store::in_memory().unwrap();
+    let id = interrupted_run(&store);
+    let Some(Stored::Interrupted { run, events }) = store.load(&id).unwrap() else {
+        panic!("an interrupted run")
+    };
+    let json = render_interrupted(&run, &events, "json").unwrap();
+    let r: Report = serde_json::from_str(&json).unwrap_or_else(|e| panic!("not the report model: {e}\n{json}"));
+    assert_eq!(r.schema_version, faultline_coordinator::report::SCHEMA_VERSION);
+    assert_eq!((r.outcome.as_str(), r.exit_code), ("error", 5));
+    assert!(r.reason.starts_with("interrupted: "), "{}", r.reason);
+    assert_eq!(r.started_at, "2024-01-01T00:00:00Z");
+    assert_eq!(r.duration_ms, 9_000);
+    let phases: Vec<(&str, u64, u64)> = r
+        .phases
+        .iter()
+        .map(|p| (p.phase.as_str(), p.start_ms, p.end_ms))
+        .collect();
+    assert_eq!(phases, vec![("baseline", 10, 2_010), ("observe", 2_010, 2_050)]);
+    assert_eq!(r.events.len(), 4);
+    assert_eq!(r.events[3].at, "2024-01-01T00:00:12Z");
+    assert_eq!(r.events[3].kind, "after");
+    for format in ["json", "md", "junit", "html"] {
+        let text = render_interrupted(&run, &events, format).unwrap();
+        assert!(!text.contains("17040672"), "{format} shows epoch milliseconds:\n{text}");
+        if format != "json" {
+            assert!(
+                text.contains("2024-01-01T00:00:12Z"),
+                "{format} shows RFC 3339 times:\n{text}"
+            );
+        }
+    }
+    let md = render_interrupted(&run, &events, "md").unwrap();
+    assert!(
+        md.contains("# faultline: kill-demo — ERROR") && md.contains("interrupted: "),
+        "{md}"
+    );
+    let html = render_interrupted(&run, &events, "html").unwrap();
+    assert!(
+        html.contains("<style>") && html.contains("class=\"outcome error\""),
+        "styled like every report:\n{html}"
+    );
+}

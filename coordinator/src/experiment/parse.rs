@@ -109,8 +109,14 @@ fn plain_words(message: &str) -> String {
             "expected struct RawFault",
             "expected a mapping with the fault's fields (name, targets, and one of kill, latency, block, disk_fill)",
         ),
-        ("expected struct RawBlastRadius", "expected a mapping of blast-radius limits"),
-        ("expected struct RawTargets", "expected a mapping with labels, mode, count or percent"),
+        (
+            "expected struct RawBlastRadius",
+            "expected a mapping of blast-radius limits",
+        ),
+        (
+            "expected struct RawTargets",
+            "expected a mapping with labels, mode, count or percent",
+        ),
         ("expected u32", "expected a whole number from 0 to 4294967295"),
         ("expected u16", "expected a whole number from 0 to 65535"),
         ("expected u64", "expected a whole number"),
@@ -343,7 +349,11 @@ impl RawExperiment {
             ));
         }
         for f in &self.faults {
-            let name = if f.name.is_empty() { f.kind.name() } else { f.name.as_str() };
+            let name = if f.name.is_empty() {
+                f.kind.name()
+            } else {
+                f.name.as_str()
+            };
             if let (Some(max), Mode::Count(n)) = (self.blast_radius.max_targets, f.targets.mode) {
                 if n > max {
                     return Err(at(
@@ -555,7 +565,10 @@ impl TryFrom<RawProbe> for Probe {
         };
         let interval = r.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL);
         if interval < MIN_INTERVAL {
-            return Err(ctx(format!("interval: must be at least {}", fmt_duration(MIN_INTERVAL))));
+            return Err(ctx(format!(
+                "interval: must be at least {}",
+                fmt_duration(MIN_INTERVAL)
+            )));
         }
         if interval > MAX_WINDOW {
             return Err(ctx(format!(
@@ -817,7 +830,9 @@ impl<'de> Deserialize<'de> for RawSize {
                 if v >= 1.0 && v.fract() == 0.0 && v <= u64::MAX as f64 {
                     Ok(RawSize::N(v as u64))
                 } else {
-                    Err(format!("{v} is not a size: write a whole number of bytes or a unit, e.g. 512MiB"))
+                    Err(format!(
+                        "{v} is not a size: write a whole number of bytes or a unit, e.g. 512MiB"
+                    ))
                 }
             },
             text: RawSize::Text,
@@ -1079,7 +1094,9 @@ impl<'de> Deserialize<'de> for RawCount {
                 if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) {
                     Ok(RawCount::N(v as u32))
                 } else {
-                    Err(format!("kill.count {v}: write a whole number of processes (at least 1) or \"all\""))
+                    Err(format!(
+                        "kill.count {v}: write a whole number of processes (at least 1) or \"all\""
+                    ))
                 }
             },
             text: RawCount::Text,
@@ -1436,11 +1453,36 @@ faults:
     fn overflowing_durations_are_refused_with_field_position_and_limit() {
         const HUGE: &str = "18446744073709551615s";
         for (from, to, line, want) in [
-            ("duration: 5s", format!("duration: {HUGE}"), 16, "duration: 213503982334601d 7h 15s is longer than the limit of 7d"),
-            ("baseline: 2s", format!("baseline: {HUGE}"), 15, "baseline: 213503982334601d 7h 15s is longer than the limit of 7d"),
-            ("recovery: 10s", format!("recovery: {HUGE}"), 17, "recovery: 213503982334601d 7h 15s is longer than the limit of 7d"),
-            ("      interval: 100ms", format!("      interval: {HUGE}"), 6, "probe \"web\": interval: 213503982334601d 7h 15s is longer than the limit of 7d"),
-            ("recovery: 10s", format!("recovery: 10s\nlease: {HUGE}"), 18, "lease: 213503982334601d 7h 15s is longer than the limit of 1h"),
+            (
+                "duration: 5s",
+                format!("duration: {HUGE}"),
+                16,
+                "duration: 213503982334601d 7h 15s is longer than the limit of 7d",
+            ),
+            (
+                "baseline: 2s",
+                format!("baseline: {HUGE}"),
+                15,
+                "baseline: 213503982334601d 7h 15s is longer than the limit of 7d",
+            ),
+            (
+                "recovery: 10s",
+                format!("recovery: {HUGE}"),
+                17,
+                "recovery: 213503982334601d 7h 15s is longer than the limit of 7d",
+            ),
+            (
+                "      interval: 100ms",
+                format!("      interval: {HUGE}"),
+                6,
+                "probe \"web\": interval: 213503982334601d 7h 15s is longer than the limit of 7d",
+            ),
+            (
+                "recovery: 10s",
+                format!("recovery: 10s\nlease: {HUGE}"),
+                18,
+                "lease: 213503982334601d 7h 15s is longer than the limit of 1h",
+            ),
             (
                 "recovery: 10s",
                 format!("recovery: 10s\nblast_radius: {{ max_duration: {HUGE} }}"),
@@ -1456,12 +1498,36 @@ faults:
         }
         // Under the limits, but still too long for the field.
         for (from, to, want) in [
-            ("duration: 5s", "duration: 8d", "duration: 8d is longer than the limit of 7d"),
-            ("baseline: 2s", "baseline: 200h", "baseline: 8d 8h is longer than the limit of 7d"),
-            ("recovery: 10s", "recovery: 30d", "recovery: 30d is longer than the limit of 7d"),
-            ("recovery: 10s", "recovery: 10s\nlease: 2h", "lease: 2h is longer than the limit of 1h"),
-            ("duration: 5s", "duration: 50ms", "duration: 50ms is shorter than the interval of probe \"web\" (100ms)"),
-            ("      interval: 100ms", "      interval: 100ms\n      timeout: 1h", "timeout: 1h is longer than the limit of 10m"),
+            (
+                "duration: 5s",
+                "duration: 8d",
+                "duration: 8d is longer than the limit of 7d",
+            ),
+            (
+                "baseline: 2s",
+                "baseline: 200h",
+                "baseline: 8d 8h is longer than the limit of 7d",
+            ),
+            (
+                "recovery: 10s",
+                "recovery: 30d",
+                "recovery: 30d is longer than the limit of 7d",
+            ),
+            (
+                "recovery: 10s",
+                "recovery: 10s\nlease: 2h",
+                "lease: 2h is longer than the limit of 1h",
+            ),
+            (
+                "duration: 5s",
+                "duration: 50ms",
+                "duration: 50ms is shorter than the interval of probe \"web\" (100ms)",
+            ),
+            (
+                "      interval: 100ms",
+                "      interval: 100ms\n      timeout: 1h",
+                "timeout: 1h is longer than the limit of 10m",
+            ),
             ("max: 250ms", "max: 2h", "latency.max 2h: longer than the limit of 1h"),
         ] {
             let src = GOOD.replace(from, to);
@@ -1480,7 +1546,8 @@ faults:
         let err = parse("e.yaml", &src, &vars()).unwrap_err();
         assert_eq!(err.line, 16, "{err}");
         assert!(
-            err.message.contains("duration: 10m is longer than blast_radius.max_duration 5m"),
+            err.message
+                .contains("duration: 10m is longer than blast_radius.max_duration 5m"),
             "{err}"
         );
         let src = GOOD.replace("recovery: 10s", "recovery: 10s\nblast_radius: { max_targets: 2 }");
@@ -1539,7 +1606,9 @@ faults:
             let err = parse("e.yaml", &src, &vars()).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains(want), "{want}: {msg}");
-            for leak in ["Raw", "untagged", "enum", "struct", "u128", "u32", "u16", "u64", "i32", "f64"] {
+            for leak in [
+                "Raw", "untagged", "enum", "struct", "u128", "u32", "u16", "u64", "i32", "f64",
+            ] {
                 assert!(!msg.contains(leak), "{leak} leaked: {msg}");
             }
         }
@@ -1556,5 +1625,4 @@ faults:
         assert_eq!(d(3 * 86_400 + 3_600 + 1), "3d 1h 1s");
         assert_eq!(d(359_996_400), "4166d 15h");
     }
-
 }

@@ -309,6 +309,20 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
             ph.end_ms as f64 / 1000.0
         );
     }
-    o.push_str("</table></body></html>\n");
+    o.push_str("</table>");
+    if !r.events.is_empty() {
+        o.push_str("<h2>Recorded events</h2><p>kind <code>after</code>: reported by agents once the coordinator was back</p><table><tr><th>at</th><th>kind</th><th>event</th></tr>");
+        for e in &r.events {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&e.at),
+                escape(&e.kind),
+                escape(&e.text)
+            );
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("</body></html>\n");
     o
 }

@@ -56,13 +56,41 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "**Hypothesis:** {}\n", r.experiment.hypothesis);
     }
 
+    if r.probes.is_empty() {
+        let _ = writeln!(o, "No probe results were recorded: the run has no verdict.\n");
+    } else {
+        probes_and_tolerances(&mut o, r);
+    }
+    faults(&mut o, r);
+
+    let _ = writeln!(o, "## Timeline\n");
+    let _ = writeln!(o, "| phase | start | end |");
+    let _ = writeln!(o, "|---|---:|---:|");
+    for p in &r.phases {
+        let _ = writeln!(o, "| {} | {} | {} |", p.phase, secs(p.start_ms), secs(p.end_ms));
+    }
+    if !r.events.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## Recorded events\n\n(kind `after`: reported by agents once the coordinator was back)\n"
+        );
+        let _ = writeln!(o, "| at | kind | event |");
+        let _ = writeln!(o, "|---|---|---|");
+        for e in &r.events {
+            let _ = writeln!(o, "| {} | {} | {} |", e.at, e.kind, e.text.replace('|', "\\|"));
+        }
+    }
+    o
+}
+
+fn probes_and_tolerances(o: &mut String, r: &Report) {
     let _ = writeln!(o, "## Probes\n");
     let _ = writeln!(o, "| probe | phase | samples | success | p50 | p90 | p99 | max |");
     let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|");
     for p in &r.probes {
-        stats_row(&mut o, &p.name, "baseline", &p.baseline);
-        stats_row(&mut o, "", "during", &p.during);
-        stats_row(&mut o, "", "recovery", &p.recovery);
+        stats_row(o, &p.name, "baseline", &p.baseline);
+        stats_row(o, "", "during", &p.during);
+        stats_row(o, "", "recovery", &p.recovery);
     }
     let _ = writeln!(o);
     for p in &r.probes {
@@ -121,9 +149,13 @@ pub fn render(r: &Report) -> String {
         }
     }
     let _ = writeln!(o);
+}
 
+fn faults(o: &mut String, r: &Report) {
     let _ = writeln!(o, "## Faults\n");
-    if r.faults.iter().all(|f| f.targets.is_empty()) {
+    if !r.events.is_empty() && r.faults.is_empty() {
+        let _ = writeln!(o, "Faults as recorded in the events below.\n");
+    } else if r.faults.iter().all(|f| f.targets.is_empty()) {
         let _ = writeln!(o, "Nothing was injected.\n");
     }
     for f in &r.faults {
@@ -180,12 +212,4 @@ pub fn render(r: &Report) -> String {
         }
         let _ = writeln!(o);
     }
-
-    let _ = writeln!(o, "## Timeline\n");
-    let _ = writeln!(o, "| phase | start | end |");
-    let _ = writeln!(o, "|---|---:|---:|");
-    for p in &r.phases {
-        let _ = writeln!(o, "| {} | {} | {} |", p.phase, secs(p.start_ms), secs(p.end_ms));
-    }
-    o
 }

@@ -33,6 +33,24 @@ pub struct Report {
     pub phases: Vec<PhaseSpan>,
     pub probes: Vec<ProbeReport>,
     pub faults: Vec<FaultReport>,
+    /// What the run history recorded, for a run whose own report was never
+    /// written (the coordinator stopped during it: outcome `error`, reason
+    /// starting with "interrupted"), including what agents reported after
+    /// the coordinator came back. Empty, and left out of the JSON, for a
+    /// run that finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventReport>,
+}
+
+/// One recorded event of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventReport {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// phase, fault, log, finished, or after (reported by an agent once the
+    /// coordinator was back).
+    pub kind: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
