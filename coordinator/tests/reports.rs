@@ -65,7 +65,13 @@ faults:
 #[test]
 fn junit_report_is_read_by_a_junit_parser_with_measured_vs_allowed() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(failing_run(dir.path()), 1, "the hypothesis fails");
+    let code = failing_run(dir.path());
+    assert_eq!(
+        code,
+        1,
+        "the hypothesis fails; the report says:\n{}",
+        std::fs::read_to_string(dir.path().join("junit.xml")).unwrap_or_default()
+    );
     let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     let suites = junit_parser::from_reader(std::io::Cursor::new(xml.as_bytes())).expect("valid JUnit XML");
     assert_eq!(suites.suites.len(), 1);
@@ -221,7 +227,13 @@ fn junit_reports_of_every_outcome_validate_against_junit_10_xsd() {
     let dir = tempfile::tempdir().unwrap();
     // Failed (failures), refused at plan time (skipped cases and an error),
     // interrupted (an error from the history database).
-    assert_eq!(failing_run(dir.path()), 1, "the hypothesis fails");
+    let code = failing_run(dir.path());
+    assert_eq!(
+        code,
+        1,
+        "the hypothesis fails; the report says:\n{}",
+        std::fs::read_to_string(dir.path().join("junit.xml")).unwrap_or_default()
+    );
     let failed = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     let refused_path = dir.path().join("refused.xml");
     let out = Command::new(FAULTLINE)
