@@ -31,6 +31,7 @@ pub fn fault_state_name(state: v1::FaultState) -> &'static str {
         v1::FaultState::Refused => "refused",
         v1::FaultState::Failed => "failed",
         v1::FaultState::Expired => "expired",
+        v1::FaultState::Planned => "planned",
     }
 }
 
