@@ -102,6 +102,9 @@ pub struct Record {
     pub objects: Vec<Object>,
 }
 
+/// A record and the file it was read from.
+type RecordFile = (PathBuf, Record);
+
 /// The journal in a state directory, locked for this agent.
 pub struct Journal {
     dir: PathBuf,
@@ -198,7 +201,7 @@ impl Journal {
     /// Every record with the file it was read from (a record written by an
     /// older agent may carry a fault id that today's rule refuses: it is
     /// still restored, and deleted by its path).
-    fn load_files(&self) -> Result<(Vec<(PathBuf, Record)>, Vec<Error>)> {
+    fn load_files(&self) -> Result<(Vec<RecordFile>, Vec<Error>)> {
         let mut recs = Vec::new();
         let mut bad = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
@@ -426,6 +429,32 @@ mod tests {
         j.remove("r1-1").unwrap();
         j.remove("r1-1").unwrap();
         assert!(j.load().unwrap().0.is_empty());
+    }
+
+    // `c/x`, `c.x` and `c_x` were all written to `undo-c_x.json`.
+    #[test]
+    fn record_names_are_one_per_fault_id_and_invalid_ids_get_none() {
+        assert_eq!(record_name("c_x").unwrap(), "undo-c_x.json");
+        assert_ne!(record_name("c-x").unwrap(), record_name("c_x").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        for bad in ["c/x", "c.x", "../x", ""] {
+            assert!(matches!(record_name(bad), Err(Error::BadId(_))), "{bad}");
+            assert!(j.write(&rec(bad, vec![])).is_err(), "{bad}");
+            assert!(j.remove(bad).is_err(), "{bad}");
+        }
+        assert!(j.load().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn recovery_deletes_a_record_an_older_agent_wrote_for_an_id_now_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let old = serde_json::to_vec(&rec("c.x", vec![])).unwrap();
+        fs::write(dir.path().join("undo-c_x.json"), old).unwrap();
+        let (_, restored) = recover(&j, &Cleaner::default(), &[], false);
+        assert_eq!(restored.len(), 1);
+        assert!(j.load().unwrap().0.is_empty(), "deleted by its path");
     }
 
     #[test]

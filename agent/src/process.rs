@@ -254,13 +254,21 @@ mod tests {
         h.join().unwrap();
         // The child (a process whose command line matches) is listed once.
         let re = regex::Regex::new(&regex::escape(&marker)).unwrap();
-        let matching: Vec<u32> = procs.iter().filter(|p| re.is_match(&p.cmdline)).map(|p| p.pid).collect();
+        let matching: Vec<u32> = procs
+            .iter()
+            .filter(|p| re.is_match(&p.cmdline))
+            .map(|p| p.pid)
+            .collect();
         assert_eq!(matching, vec![child_pid], "{procs:#?}");
         // This process is listed once, under its own pid; its threads are
         // not (neither by tid nor by thread name), though they share its
         // command line.
         let own_cmdline = procs.iter().find(|p| p.pid == me).map(|p| p.cmdline.clone()).unwrap();
-        let same: Vec<u32> = procs.iter().filter(|p| p.cmdline == own_cmdline).map(|p| p.pid).collect();
+        let same: Vec<u32> = procs
+            .iter()
+            .filter(|p| p.cmdline == own_cmdline)
+            .map(|p| p.pid)
+            .collect();
         assert_eq!(same, vec![me], "threads listed as processes: {procs:#?}");
         assert!(procs.iter().all(|p| p.pid != tid && p.name != "fl-test-thread"));
         assert!(procs.iter().all(|p| !p.is_thread()));

@@ -434,7 +434,10 @@ fn preview(
     let fail = |refusal: bool, e: String| (refusal, e);
     match spec.kind {
         None => answer(
-            Err((true, "fault spec has no kind; this agent supports: kill, disk_fill, latency, block".into())),
+            Err((
+                true,
+                "fault spec has no kind; this agent supports: kill, disk_fill, latency, block".into(),
+            )),
             "",
         ),
         Some(v1::fault_spec::Kind::Kill(k)) => answer(
@@ -1184,7 +1187,8 @@ mod tests {
         let fill_dir = tempfile::tempdir().unwrap();
         let procs = (100..120).map(|p| proc(p, 1, "w", &format!("w {p}"))).collect();
         let (t, mut rx, journal) = journaled(state.path(), fill_dir.path(), procs);
-        t.send(inject("plan-a-1", kill_cmdline("^w 10[0-2]$", false), true)).await;
+        t.send(inject("plan-a-1", kill_cmdline("^w 10[0-2]$", false), true))
+            .await;
         let st = rx.recv().await.unwrap();
         assert_eq!(st.state(), v1::FaultState::Planned, "{}", st.detail);
         assert!(

@@ -228,8 +228,9 @@ impl Control for ControlService {
             },
         )
         .map_err(Error::from)?;
-        let mut previews =
-            crate::preview::previews(&plan, &self.registry, crate::preview::PREVIEW_TIMEOUT).await.into_iter();
+        let mut previews = crate::preview::previews(&plan, &self.registry, crate::preview::PREVIEW_TIMEOUT)
+            .await
+            .into_iter();
         Ok(Response::new(v1::PlanResponse {
             experiment: exp.name.clone(),
             faults: plan

@@ -168,7 +168,8 @@ fn plan_shows_how_many_processes_a_kill_matches_and_refuses_a_mass_kill() {
     let s = text(&out.stdout);
     let pid = victim.0.id();
     assert!(
-        s.contains(&format!("would send SIGKILL to 1 of ")) && s.contains(&format!("1 match cmdline=~/^sleep {marker}$/): {pid} (sleep)")),
+        s.contains("would send SIGKILL to 1 of ")
+            && s.contains(&format!("1 match cmdline=~/^sleep {marker}$/): {pid} (sleep)")),
         "{s}"
     );
     assert!(victim.0.try_wait().unwrap().is_none(), "plan killed the process");

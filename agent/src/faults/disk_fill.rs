@@ -96,7 +96,8 @@ pub struct FillPolicy {
     /// Directories (and everything below them) fills may target. By
     /// default, none: fills are refused until the operator allows a path.
     pub allowed: Vec<PathBuf>,
-    /// Highest used percentage a fill may leave behind. By default, 95 %.
+    /// Highest used percentage a fill may leave behind, as `df` counts it
+    /// (see the module docs). By default, 95 %.
     pub max_used_percent: f64,
 }
 
@@ -407,7 +408,10 @@ mod tests {
         // And the cap counts the same way: 96 % of total is over a 95 % cap.
         let policy_cap = 95.0;
         assert!(s.used_percent(20 * 4096) > policy_cap);
-        assert!(((900 + 20) as f64 * 100.0 / 1000.0) < policy_cap, "old formula would allow it");
+        assert!(
+            ((900 + 20) as f64 * 100.0 / 1000.0) < policy_cap,
+            "old formula would allow it"
+        );
     }
 
     #[test]

@@ -322,7 +322,11 @@ fn resolve_uid(spec: &KillSpec) -> Result<Option<u32>, Error> {
 /// Lists the node and selects what `spec` would signal, refusing before
 /// anything is touched: nothing unprotected matches, or a mass kill without
 /// the opt-in.
-fn choose(spec: &KillSpec, table: &dyn ProcessTable, protection: &Protection) -> Result<(Option<u32>, Selection), Error> {
+fn choose(
+    spec: &KillSpec,
+    table: &dyn ProcessTable,
+    protection: &Protection,
+) -> Result<(Option<u32>, Selection), Error> {
     let uid = resolve_uid(spec)?;
     let procs = table.list()?;
     let sel = select(&procs, spec, uid, protection);
@@ -630,8 +634,15 @@ mod tests {
         let sel = select(&procs, &spec(None, Some("."), 0), None, &protection);
         assert_eq!(sel.chosen.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![600]);
         let why: Vec<&str> = sel.protected.iter().map(|(_, w)| w.as_str()).collect();
-        assert!(why.iter().any(|w| w.contains("pid 501 is a thread of a protected process: process name sshd")), "{why:?}");
-        assert!(why.iter().any(|w| w.contains("pid 601 is a thread of process 600")), "{why:?}");
+        assert!(
+            why.iter()
+                .any(|w| w.contains("pid 501 is a thread of a protected process: process name sshd")),
+            "{why:?}"
+        );
+        assert!(
+            why.iter().any(|w| w.contains("pid 601 is a thread of process 600")),
+            "{why:?}"
+        );
         // Threads count neither as matches nor as node processes.
         assert_eq!(sel.matching.len(), 1);
         assert_eq!(sel.node_processes, 2);
@@ -640,9 +651,13 @@ mod tests {
     #[tokio::test]
     async fn a_kill_matching_everything_needs_allow_mass_kill() {
         let table = Arc::new(FakeProcesses::new(node(200)));
-        let err = apply(spec(None, Some(".*"), 0), table.clone(), &Protection::for_this_process(vec![]))
-            .err()
-            .unwrap();
+        let err = apply(
+            spec(None, Some(".*"), 0),
+            table.clone(),
+            &Protection::for_this_process(vec![]),
+        )
+        .err()
+        .unwrap();
         assert!(matches!(err, Error::MassKill(_)) && err.is_refusal(), "{err}");
         let msg = err.to_string();
         assert!(msg.contains("matches 200 of the 201 user-space processes"), "{msg}");
@@ -672,7 +687,9 @@ mod tests {
         // more than 50 to signal, one of them is not.
         let mut procs = node(241);
         procs.extend((1000..1060).map(|pid| proc(pid, 1, "w", "w")));
-        assert!(rule(&procs, &spec(Some("w"), None, 0)).unwrap().contains("more than 50"));
+        assert!(rule(&procs, &spec(Some("w"), None, 0))
+            .unwrap()
+            .contains("more than 50"));
         assert!(rule(&procs, &spec(Some("w"), None, 1)).is_none());
         // A small node: 2 of 4 is half, but two processes are below the
         // share rule's minimum; 3 of 5 is not.
@@ -685,13 +702,19 @@ mod tests {
         assert!(rule(&small, &spec(Some("w"), None, 0)).is_none());
         let mut small = small;
         small.push(proc(14, 1, "w", "w"));
-        assert!(rule(&small, &spec(Some("w"), None, 0)).unwrap().contains("more than 25 %"));
+        assert!(rule(&small, &spec(Some("w"), None, 0))
+            .unwrap()
+            .contains("more than 25 %"));
     }
 
     #[test]
     fn preview_says_how_many_processes_would_be_signalled_and_touches_nothing() {
         let mut procs = node(209);
-        procs.extend([proc(10, 1, "w", "w -a"), proc(11, 1, "w", "w -b"), proc(12, 1, "w", "w -c")]);
+        procs.extend([
+            proc(10, 1, "w", "w -a"),
+            proc(11, 1, "w", "w -b"),
+            proc(12, 1, "w", "w -c"),
+        ]);
         let table = FakeProcesses::new(procs);
         let text = preview(&spec(Some("w"), None, 0), &table, &Protection::default()).unwrap();
         assert!(

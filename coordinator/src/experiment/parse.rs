@@ -1029,7 +1029,11 @@ faults:
             panic!("expected a kill fault")
         };
         assert!(k.allow_mass_kill);
-        assert!(e.faults[0].kind.summary().ends_with("allow_mass_kill"), "{}", e.faults[0].kind.summary());
+        assert!(
+            e.faults[0].kind.summary().ends_with("allow_mass_kill"),
+            "{}",
+            e.faults[0].kind.summary()
+        );
     }
 
     #[test]

@@ -415,7 +415,10 @@ mod tests {
         // Planning refuses too, so no undo record naming the first fault's
         // qdisc is written (handles are 8 bits: two ids can share one).
         let e = netem(tc.clone()).plan("r2-1", &spec()).unwrap_err();
-        assert!(e.is_refusal() && e.to_string().contains("another faultline latency fault"), "{e}");
+        assert!(
+            e.is_refusal() && e.to_string().contains("another faultline latency fault"),
+            "{e}"
+        );
         first.restore().unwrap();
     }
 

@@ -75,8 +75,9 @@ pub fn chain_name(fault_id: &str) -> Result<String> {
 
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
 fn fnv1a64(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// 13 lower-case base32 characters holding all 64 bits.
@@ -387,16 +388,15 @@ impl LatencyBackend for Nfqueue {
 
     fn plan(&self, fault_id: &str, _spec: &LatencySpec) -> Result<Vec<crate::journal::Object>> {
         // Both families: removal of a chain that is not there is a no-op.
+        let chain = chain_name(fault_id)?;
         Ok([false, true]
             .into_iter()
-            .map(|ipv6| {
-                Ok(crate::journal::Object::IptablesChain {
-                    ipv6,
-                    table: TABLE.into(),
-                    chain: chain_name(fault_id)?,
-                })
+            .map(|ipv6| crate::journal::Object::IptablesChain {
+                ipv6,
+                table: TABLE.into(),
+                chain: chain.clone(),
             })
-            .collect::<Result<Vec<_>>>()?)
+            .collect())
     }
 
     fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>> {
