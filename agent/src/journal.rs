@@ -40,6 +40,10 @@ pub enum Error {
     Locked(PathBuf),
     #[error("undo record {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// Records are named after fault ids; an id outside the one id rule
+    /// could name two faults' records alike (or a path outside the directory).
+    #[error("no undo record for an invalid {0}")]
+    BadId(#[from] faultline_proto::ids::IdError),
 }
 
 /// Result of the journal.
@@ -98,6 +102,9 @@ pub struct Record {
     pub objects: Vec<Object>,
 }
 
+/// A record and the file it was read from.
+type RecordFile = (PathBuf, Record);
+
 /// The journal in a state directory, locked for this agent.
 pub struct Journal {
     dir: PathBuf,
@@ -111,19 +118,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// The file name of a fault's record (fault ids are made filename-safe).
-fn record_name(fault_id: &str) -> String {
-    let safe: String = fault_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("undo-{safe}.json")
+/// The file name of a fault's record: `undo-<fault id>.json`. Injective
+/// because only valid fault ids (`faultline_proto::ids`: letters, digits,
+/// `_`, `-`) get one, and those are file names as they are.
+pub fn record_name(fault_id: &str) -> Result<String> {
+    faultline_proto::ids::validate_fault_id(fault_id)?;
+    Ok(format!("undo-{fault_id}.json"))
 }
 
 impl Journal {
@@ -154,7 +154,7 @@ impl Journal {
 
     /// Writes `rec` durably: temp file, fsync, rename, fsync of the directory.
     pub fn write(&self, rec: &Record) -> Result<()> {
-        let name = record_name(&rec.fault_id);
+        let name = record_name(&rec.fault_id)?;
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let path = self.dir.join(&name);
         let json = serde_json::to_vec_pretty(rec).map_err(|e| Error::Corrupt {
@@ -174,16 +174,34 @@ impl Journal {
 
     /// Deletes the record of `fault_id` (durably); absent is fine.
     pub fn remove(&self, fault_id: &str) -> Result<()> {
-        let path = self.dir.join(record_name(fault_id));
-        match fs::remove_file(&path) {
+        self.remove_file(&self.dir.join(record_name(fault_id)?))
+    }
+
+    /// Deletes one record file (durably); absent is fine.
+    fn remove_file(&self, path: &Path) -> Result<()> {
+        match fs::remove_file(path) {
             Ok(()) => File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&path)(e)),
+            Err(e) => Err(io(path)(e)),
         }
+    }
+
+    /// Whether a record of `fault_id` exists.
+    pub fn contains(&self, fault_id: &str) -> Result<bool> {
+        let path = self.dir.join(record_name(fault_id)?);
+        path.try_exists().map_err(io(&path))
     }
 
     /// Every record, plus the files that could not be read as one.
     pub fn load(&self) -> Result<(Vec<Record>, Vec<Error>)> {
+        let (recs, bad) = self.load_files()?;
+        Ok((recs.into_iter().map(|(_, r)| r).collect(), bad))
+    }
+
+    /// Every record with the file it was read from (a record written by an
+    /// older agent may carry a fault id that today's rule refuses: it is
+    /// still restored, and deleted by its path).
+    fn load_files(&self) -> Result<(Vec<RecordFile>, Vec<Error>)> {
         let mut recs = Vec::new();
         let mut bad = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
@@ -203,11 +221,11 @@ impl Journal {
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
             {
-                Ok(r) => recs.push(r),
+                Ok(r) => recs.push((path, r)),
                 Err(message) => bad.push(Error::Corrupt { path, message }),
             }
         }
-        recs.sort_by(|a, b| a.fault_id.cmp(&b.fault_id));
+        recs.sort_by(|a, b| a.1.fault_id.cmp(&b.1.fault_id));
         Ok((recs, bad))
     }
 }
@@ -329,7 +347,7 @@ impl Cleaner {
 pub fn recover(journal: &Journal, cleaner: &Cleaner, fill_dirs: &[PathBuf], sweep: bool) -> (Vec<String>, Vec<Record>) {
     let mut lines = Vec::new();
     let mut restored = Vec::new();
-    let (records, bad) = match journal.load() {
+    let (records, bad) = match journal.load_files() {
         Ok(x) => x,
         Err(e) => {
             lines.push(format!("cannot read the undo journal: {e}"));
@@ -339,7 +357,7 @@ pub fn recover(journal: &Journal, cleaner: &Cleaner, fill_dirs: &[PathBuf], swee
     for e in bad {
         lines.push(format!("skipped an unreadable undo record: {e}"));
     }
-    for rec in records {
+    for (path, rec) in records {
         let mut ok = true;
         for obj in &rec.objects {
             match cleaner.remove(obj) {
@@ -352,7 +370,7 @@ pub fn recover(journal: &Journal, cleaner: &Cleaner, fill_dirs: &[PathBuf], swee
             }
         }
         if ok {
-            if let Err(e) = journal.remove(&rec.fault_id) {
+            if let Err(e) = journal.remove_file(&path) {
                 lines.push(format!("could not delete the undo record of {}: {e}", rec.fault_id));
             }
             if !lines.iter().any(|l| l.contains(&format!("fault {}:", rec.fault_id))) {
@@ -411,6 +429,32 @@ mod tests {
         j.remove("r1-1").unwrap();
         j.remove("r1-1").unwrap();
         assert!(j.load().unwrap().0.is_empty());
+    }
+
+    // `c/x`, `c.x` and `c_x` were all written to `undo-c_x.json`.
+    #[test]
+    fn record_names_are_one_per_fault_id_and_invalid_ids_get_none() {
+        assert_eq!(record_name("c_x").unwrap(), "undo-c_x.json");
+        assert_ne!(record_name("c-x").unwrap(), record_name("c_x").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        for bad in ["c/x", "c.x", "../x", ""] {
+            assert!(matches!(record_name(bad), Err(Error::BadId(_))), "{bad}");
+            assert!(j.write(&rec(bad, vec![])).is_err(), "{bad}");
+            assert!(j.remove(bad).is_err(), "{bad}");
+        }
+        assert!(j.load().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn recovery_deletes_a_record_an_older_agent_wrote_for_an_id_now_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let old = serde_json::to_vec(&rec("c.x", vec![])).unwrap();
+        fs::write(dir.path().join("undo-c_x.json"), old).unwrap();
+        let (_, restored) = recover(&j, &Cleaner::default(), &[], false);
+        assert_eq!(restored.len(), 1);
+        assert!(j.load().unwrap().0.is_empty(), "deleted by its path");
     }
 
     #[test]

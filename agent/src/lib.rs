@@ -262,6 +262,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // Advertise only what the policy allows, so the coordinator refuses at
     // plan time instead of the agent at injection.
     capabilities.retain(|c| config.policy.allows(c.split(':').next().unwrap_or(c)).is_ok());
+    // Not a kind: this agent answers dry-run Injects (for `plan`).
+    capabilities.push(faultline_proto::CAPABILITY_DRY_RUN.into());
     let mut protected_names = config.protected_names.clone();
     protected_names.extend(config.policy.protected_processes.iter().cloned());
     let mut fill = config.fill.clone();

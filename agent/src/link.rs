@@ -214,6 +214,7 @@ pub fn command_from_wire(msg: v1::CoordinatorMessage) -> Option<Command> {
             run_id: i.run_id,
             spec: i.spec.unwrap_or_default(),
             lease: Duration::from_millis(i.lease_ms),
+            dry_run: i.dry_run,
         }),
         Msg::Restore(r) => Some(Command::Restore { fault_id: r.fault_id }),
         Msg::RestoreAll(r) => Some(Command::RestoreAll {

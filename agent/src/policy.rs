@@ -5,7 +5,7 @@
 //! allowed_kinds: [kill, latency, block]   # default: every kind
 //! protected_processes: [postgres, etcd]   # never signalled (adds to sshd, faultline-agent)
 //! allowed_fill_paths: [/var/tmp/chaos]    # adds to --allow-fill
-//! max_fill_used_percent: 90               # the lower of this and --max-fill-used-percent
+//! max_fill_used_percent: 90               # df's Use%; the lower of this and --max-fill-used-percent
 //! max_fault_duration: 5m                  # restored after this, renewed or not
 //! ```
 
@@ -36,6 +36,9 @@ pub struct AgentPolicy {
     pub allowed_kinds: Option<Vec<String>>,
     pub protected_processes: Vec<String>,
     pub allowed_fill_paths: Vec<PathBuf>,
+    /// Highest used percentage a fill may leave, as `df` counts it (used /
+    /// (used + available)); the lower of this and the flag applies. By
+    /// default, none (the flag's value).
     pub max_fill_used_percent: Option<f64>,
     /// Longest any fault stays applied, renewals or not.
     pub max_fault_duration: Option<Duration>,

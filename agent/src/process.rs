@@ -1,14 +1,22 @@
 //! The process boundary: listing processes and sending signals.
 //!
 //! Fault code talks to the [`ProcessTable`] trait so it can be unit-tested
-//! with a fake; [`SystemProcessTable`] is the real one (sysinfo reads `/proc`,
-//! nix sends the signal).
+//! with a fake ([`fake::FakeProcesses`]); [`SystemProcessTable`] is the real
+//! one (sysinfo reads `/proc`, nix sends the signal).
+//!
+//! Only processes are listed, never threads. On Linux every thread is a task
+//! with its own id, reachable as `/proc/<tid>` and listed under
+//! `/proc/<pid>/task`; it carries its own name (`tokio-runtime-w`) but the
+//! command line of its process. `kill(tid, sig)` signals the whole thread
+//! group, so a listed thread would let a selector reach a protected process
+//! (the agent itself) under another pid and name. A task whose thread-group
+//! id (`Tgid` in `/proc/<tid>/status`) differs from its id is a thread.
 
 use std::sync::Mutex;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, ThreadKind, UpdateKind};
 
 /// Errors from the process boundary.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcInfo {
     pub pid: u32,
+    /// Thread-group id: the process this task belongs to. Equal to `pid`
+    /// for a process (a thread-group leader); the real listing returns only
+    /// those, but selection still treats any other entry as a thread of
+    /// `tgid` (defence in depth).
+    pub tgid: u32,
     /// Parent pid; 0 when unknown.
     pub ppid: u32,
     /// Short name (the kernel's `comm`).
@@ -48,11 +61,16 @@ impl ProcInfo {
     pub fn is_kernel_thread(&self) -> bool {
         self.pid == 2 || self.ppid == 2
     }
+
+    /// A thread of another process rather than a process.
+    pub fn is_thread(&self) -> bool {
+        self.tgid != self.pid
+    }
 }
 
 /// Lists processes and signals them.
 pub trait ProcessTable: Send + Sync {
-    /// Every process currently on the node.
+    /// Every process (thread-group leader) currently on the node; no threads.
     fn list(&self) -> Result<Vec<ProcInfo>>;
     /// Sends `signal` to `pid`.
     fn signal(&self, pid: u32, signal: Signal) -> Result<()>;
@@ -90,20 +108,27 @@ impl ProcessTable for SystemProcessTable {
         let Some(system) = guard.as_mut() else {
             return Err(Error::List("process table unavailable".into()));
         };
-        // Only what selection needs: command line and owner. CPU, memory and
-        // tasks are expensive to read for every process and are not used.
+        // Only what selection needs: command line and owner. CPU and memory
+        // are expensive to read for every process and are not used. Tasks
+        // (threads) are not read: sysinfo would list each as a process of its
+        // own (`nothing()` still includes them).
         system.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
             ProcessRefreshKind::nothing()
+                .without_tasks()
                 .with_cmd(UpdateKind::OnlyIfNotSet)
                 .with_user(UpdateKind::OnlyIfNotSet),
         );
         Ok(system
             .processes()
             .iter()
+            // A thread found some other way (sysinfo marks it) is still not
+            // a process.
+            .filter(|(_, p)| p.thread_kind() != Some(ThreadKind::Userland))
             .map(|(pid, p)| ProcInfo {
                 pid: pid.as_u32(),
+                tgid: pid.as_u32(),
                 ppid: p.parent().map(|p| p.as_u32()).unwrap_or(0),
                 name: p.name().to_string_lossy().into_owned(),
                 cmdline: p
@@ -125,5 +150,127 @@ impl ProcessTable for SystemProcessTable {
             source: nix::Error::EINVAL,
         })?;
         nix::sys::signal::kill(Pid::from_raw(raw), signal).map_err(|source| Error::Signal { pid, signal, source })
+    }
+}
+
+/// The one recording fake of [`ProcessTable`] for unit tests: a process list
+/// the test sets, and every signal recorded instead of sent (a signalled
+/// pid leaves the list, as a killed process would).
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+
+    #[derive(Default)]
+    pub struct FakeProcesses {
+        pub procs: Mutex<Vec<ProcInfo>>,
+        pub signalled: Mutex<Vec<(u32, Signal)>>,
+    }
+
+    impl FakeProcesses {
+        pub fn new(procs: Vec<ProcInfo>) -> Self {
+            Self {
+                procs: Mutex::new(procs),
+                signalled: Mutex::default(),
+            }
+        }
+
+        /// Pids signalled so far, in order.
+        pub fn signalled_pids(&self) -> Vec<u32> {
+            self.signalled.lock().unwrap().iter().map(|(p, _)| *p).collect()
+        }
+    }
+
+    /// A process (thread-group leader) of uid 1000.
+    pub fn proc(pid: u32, ppid: u32, name: &str, cmdline: &str) -> ProcInfo {
+        ProcInfo {
+            pid,
+            tgid: pid,
+            ppid,
+            name: name.into(),
+            cmdline: cmdline.into(),
+            uid: Some(1000),
+            zombie: false,
+        }
+    }
+
+    /// A thread `tid` of process `tgid`: its own name, the process's command line.
+    pub fn thread(tid: u32, tgid: u32, name: &str, cmdline: &str) -> ProcInfo {
+        ProcInfo {
+            tgid,
+            ..proc(tid, tgid, name, cmdline)
+        }
+    }
+
+    impl ProcessTable for FakeProcesses {
+        fn list(&self) -> Result<Vec<ProcInfo>> {
+            Ok(self.procs.lock().unwrap().clone())
+        }
+        fn signal(&self, pid: u32, signal: Signal) -> Result<()> {
+            self.signalled.lock().unwrap().push((pid, signal));
+            self.procs.lock().unwrap().retain(|p| p.pid != pid && p.tgid != pid);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    /// Kills and reaps a child the test started, whatever the test's outcome.
+    struct ChildGuard(Child);
+    impl Drop for ChildGuard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Tid of a thread of this process whose name is `name`; the thread runs
+    /// until the returned sender is dropped.
+    fn named_thread(name: &str) -> (u32, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
+        let h = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ = tid_tx.send(nix::unistd::gettid().as_raw() as u32);
+                let _ = stop_rx.recv();
+            })
+            .unwrap();
+        (tid_rx.recv().unwrap(), stop_tx, h)
+    }
+
+    #[test]
+    fn the_real_listing_has_processes_and_no_threads() {
+        let marker = format!("1000.{}", std::process::id());
+        let child = ChildGuard(Command::new("sleep").arg(&marker).spawn().unwrap());
+        let child_pid = child.0.id();
+        let (tid, stop, h) = named_thread("fl-test-thread");
+        let me = std::process::id();
+        let procs = SystemProcessTable::new().list().unwrap();
+        drop(stop);
+        h.join().unwrap();
+        // The child (a process whose command line matches) is listed once.
+        let re = regex::Regex::new(&regex::escape(&marker)).unwrap();
+        let matching: Vec<u32> = procs
+            .iter()
+            .filter(|p| re.is_match(&p.cmdline))
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(matching, vec![child_pid], "{procs:#?}");
+        // This process is listed once, under its own pid; its threads are
+        // not (neither by tid nor by thread name), though they share its
+        // command line.
+        let own_cmdline = procs.iter().find(|p| p.pid == me).map(|p| p.cmdline.clone()).unwrap();
+        let same: Vec<u32> = procs
+            .iter()
+            .filter(|p| p.cmdline == own_cmdline)
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(same, vec![me], "threads listed as processes: {procs:#?}");
+        assert!(procs.iter().all(|p| p.pid != tid && p.name != "fl-test-thread"));
+        assert!(procs.iter().all(|p| !p.is_thread()));
     }
 }

@@ -36,6 +36,9 @@ pub enum Command {
         /// Requested lease; capped by [`TableConfig::max_lease`]. Zero means
         /// [`TableConfig::default_lease`].
         lease: Duration,
+        /// Check only (for `plan`): answer PLANNED with what would be done,
+        /// or REFUSED, touching nothing and writing no undo record.
+        dry_run: bool,
     },
     Restore {
         fault_id: String,
@@ -114,6 +117,9 @@ struct Active {
     run_id: String,
     /// Fault kind, for metrics.
     kind: &'static str,
+    /// The kernel objects and files the fault created (its undo record's),
+    /// so a later fault that would create one of them is refused.
+    objects: Vec<Object>,
     /// When the lease runs out (never after `hard_deadline`).
     deadline: Instant,
     /// The agent policy's max_fault_duration, counted from injection.
@@ -241,17 +247,10 @@ async fn run(
                 run_id,
                 spec,
                 lease,
+                dry_run,
             } => {
-                if let Some(a) = active.get(&fault_id) {
-                    // Re-delivery of an inject we already applied: ack again.
-                    let _ = out.send(status(
-                        &fault_id,
-                        &a.run_id,
-                        v1::FaultState::Injected,
-                        "already injected".into(),
-                        "",
-                        None,
-                    ));
+                if dry_run {
+                    let _ = out.send(preview(&config, &fault_id, &run_id, spec, &active));
                     continue;
                 }
                 let lease = match lease {
@@ -260,7 +259,14 @@ async fn run(
                 };
                 let kind = kind_of(&spec);
                 let started = std::time::Instant::now();
-                let (st, applied) = inject(&config, &fault_id, &run_id, spec);
+                let (st, applied, objects) = match admit(&fault_id, &run_id, &active) {
+                    Ok(()) => inject(&config, &fault_id, &run_id, spec, &active),
+                    Err(why) => (
+                        not_injected(&fault_id, &run_id, kind, true, why, "").0,
+                        None,
+                        Vec::new(),
+                    ),
+                };
                 let result = faultline_proto::fault_state_name(st.state());
                 config.metrics.inc(
                     "faultline_agent_injections_total",
@@ -286,6 +292,7 @@ async fn run(
                         Active {
                             run_id,
                             kind,
+                            objects,
                             deadline,
                             hard_deadline,
                             applied,
@@ -366,6 +373,119 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// Whether an Inject may go ahead at all: its ids are valid (the one
+/// validation of `faultline_proto::ids`, so every name derived from a fault
+/// id is injective) and the fault id is not already active. Checked before
+/// anything, the journal included, is touched.
+fn admit(fault_id: &str, run_id: &str, active: &HashMap<String, Active>) -> Result<(), String> {
+    faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| e.to_string())?;
+    faultline_proto::ids::validate_run_id(run_id).map_err(|e| e.to_string())?;
+    if let Some(a) = active.get(fault_id) {
+        return Err(format!(
+            "fault {fault_id} (run {}) is already active on this agent; a fault id is injected once",
+            a.run_id
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a fault that would create an object an active fault created
+/// (names come from fault ids injectively, but a few are hashes or 8-bit
+/// handles): its undo record would otherwise undo the other fault's.
+fn check_overlap(objects: &[Object], active: &HashMap<String, Active>) -> Result<(), String> {
+    for (id, a) in active {
+        if let Some(o) = a.objects.iter().find(|o| objects.contains(o)) {
+            return Err(format!("{o} belongs to active fault {id}; restore it first"));
+        }
+    }
+    Ok(())
+}
+
+/// Answers a dry-run Inject: the same id, policy and spec checks as an
+/// inject and the fault's own preview, touching nothing.
+fn preview(
+    config: &TableConfig,
+    fault_id: &str,
+    run_id: &str,
+    spec: v1::FaultSpec,
+    active: &HashMap<String, Active>,
+) -> v1::FaultStatus {
+    let kind = kind_of(&spec);
+    let answer = |r: Result<String, (bool, String)>, backend: &str| match r {
+        Ok(detail) => status(fault_id, run_id, v1::FaultState::Planned, detail, backend, None),
+        Err((refusal, why)) => {
+            let state = if refusal {
+                v1::FaultState::Refused
+            } else {
+                v1::FaultState::Failed
+            };
+            status(fault_id, run_id, state, why, backend, None)
+        }
+    };
+    let checks = admit(fault_id, run_id, active)
+        .and_then(|()| config.policy.allows(kind))
+        .and_then(|()| match undo_objects(config, fault_id, &spec) {
+            Ok(Some((_, objects))) => check_overlap(&objects, active),
+            _ => Ok(()),
+        });
+    if let Err(why) = checks {
+        return answer(Err((true, why)), "");
+    }
+    let fail = |refusal: bool, e: String| (refusal, e);
+    match spec.kind {
+        None => answer(
+            Err((
+                true,
+                "fault spec has no kind; this agent supports: kill, disk_fill, latency, block".into(),
+            )),
+            "",
+        ),
+        Some(v1::fault_spec::Kind::Kill(k)) => answer(
+            KillSpec::try_from(k)
+                .and_then(|s| kill::preview(&s, config.processes.as_ref(), &config.protection))
+                .map_err(|e| fail(e.is_refusal(), e.to_string())),
+            "signal",
+        ),
+        Some(v1::fault_spec::Kind::DiskFill(d)) => answer(
+            DiskFillSpec::try_from(d)
+                .and_then(|s| disk_fill::preview(fault_id, &s, &config.fill))
+                .map_err(|e| fail(e.is_refusal(), e.to_string())),
+            "fallocate",
+        ),
+        Some(v1::fault_spec::Kind::Latency(l)) => {
+            let r = LatencySpec::try_from(l).and_then(|spec| {
+                let backend = config.latency.choose(spec.backend)?;
+                let objects = backend.plan(fault_id, &spec)?;
+                Ok((spec, backend.name(), objects))
+            });
+            match r {
+                Ok((spec, backend, objects)) => answer(
+                    Ok(format!(
+                        "would delay by {} ms ± {} ms, {}% loss, with {backend}: {}",
+                        spec.delay.as_millis(),
+                        spec.jitter.as_millis(),
+                        spec.loss_percent,
+                        objects.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+                    )),
+                    backend,
+                ),
+                Err(e) => answer(Err((e.is_refusal(), e.to_string())), ""),
+            }
+        }
+        Some(v1::fault_spec::Kind::Block(b)) => answer(
+            BlockSpec::try_from(b)
+                .and_then(|spec| {
+                    let fw = config.block.clone().ok_or_else(|| {
+                        block::Error::Refused("nft is not installed on this node, so it cannot block traffic".into())
+                    })?;
+                    block::preview(fw.as_ref(), fault_id, &spec)
+                })
+                .map_err(|e| fail(e.is_refusal(), e.to_string())),
+            "nftables",
+        ),
+    }
+}
+
 /// What a fault will create, known before it touches anything, for its
 /// undo record. `Ok(None)`: nothing to undo (kill). `Err`: the fault cannot
 /// be planned (bad spec, no backend), reported as its refusal.
@@ -378,18 +498,14 @@ fn undo_objects(
         Some(v1::fault_spec::Kind::DiskFill(d)) => {
             let dir = std::path::Path::new(&d.path);
             let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-            Ok(Some((
-                "disk_fill".into(),
-                vec![Object::File {
-                    path: dir.join(disk_fill::fill_file_name(fault_id)),
-                }],
-            )))
+            let name = disk_fill::fill_file_name(fault_id).map_err(|e| e.to_string())?;
+            Ok(Some(("disk_fill".into(), vec![Object::File { path: dir.join(name) }])))
         }
         Some(v1::fault_spec::Kind::Block(_)) => Ok(Some((
             "block".into(),
             vec![Object::NftTable {
                 family: "inet".into(),
-                name: block::table_name(fault_id),
+                name: block::table_name(fault_id).map_err(|e| e.to_string())?,
             }],
         ))),
         Some(v1::fault_spec::Kind::Latency(l)) => {
@@ -414,50 +530,78 @@ fn kind_of(spec: &v1::FaultSpec) -> &'static str {
 }
 
 /// Writes the undo record, applies the fault, and drops the record again
-/// if nothing was applied.
+/// if nothing was applied. Returns the status, the applied fault and the
+/// objects it created. The caller has [`admit`]ted the ids.
 fn inject(
     config: &TableConfig,
     fault_id: &str,
     run_id: &str,
     spec: v1::FaultSpec,
-) -> (v1::FaultStatus, Option<Applied>) {
+    active: &HashMap<String, Active>,
+) -> (v1::FaultStatus, Option<Applied>, Vec<Object>) {
     let kind = kind_of(&spec);
+    let refused = |why: String| (not_injected(fault_id, run_id, kind, true, why, "").0, None, Vec::new());
     if let Err(why) = config.policy.allows(kind) {
-        return not_injected(fault_id, run_id, kind, true, why, "");
+        return refused(why);
+    }
+    let (record_kind, objects) = match undo_objects(config, fault_id, &spec) {
+        Ok(Some(x)) => x,
+        // Nothing to undo (kill), or planning failed: inject_now reports the
+        // same problem as a refusal.
+        Ok(None) | Err(_) => {
+            let (st, applied) = inject_now(config, fault_id, run_id, spec);
+            return (st, applied, Vec::new());
+        }
+    };
+    if let Err(why) = check_overlap(&objects, active) {
+        return refused(why);
     }
     let Some(journal) = &config.journal else {
-        return inject_now(config, fault_id, run_id, spec);
+        let (st, applied) = inject_now(config, fault_id, run_id, spec);
+        return (st, applied, objects);
     };
-    match undo_objects(config, fault_id, &spec) {
-        Ok(Some((kind, objects))) => {
-            let rec = Record {
-                fault_id: fault_id.to_string(),
-                run_id: run_id.to_string(),
-                kind: kind.clone(),
-                created_unix_ms: now_unix_ms(),
-                objects,
-            };
-            if let Err(e) = journal.write(&rec) {
-                return not_injected(
-                    fault_id,
-                    run_id,
-                    &kind,
-                    false,
-                    format!("cannot write the undo journal, so nothing was injected: {e}"),
-                    "",
-                );
-            }
-            let (st, applied) = inject_now(config, fault_id, run_id, spec);
-            if applied.is_none() {
-                if let Err(e) = journal.remove(fault_id) {
-                    warn!(%fault_id, err = %e, "cannot delete the undo record of a fault that was not applied");
-                }
-            }
-            (st, applied)
+    // A record already there (an earlier restore of this id that failed)
+    // is not ours to overwrite or delete: it is what undoes that fault.
+    match journal.contains(fault_id) {
+        Ok(false) => {}
+        Ok(true) => {
+            return refused(format!(
+                "an undo record for fault {fault_id} is already in the state directory {} \
+                 (a restore of it failed); nothing was injected",
+                journal.dir().display()
+            ))
         }
-        // Planning failed: inject_now reports the same problem as a refusal.
-        Ok(None) | Err(_) => inject_now(config, fault_id, run_id, spec),
+        Err(e) => {
+            let (st, _) = not_injected(fault_id, run_id, kind, false, e.to_string(), "");
+            return (st, None, Vec::new());
+        }
     }
+    let rec = Record {
+        fault_id: fault_id.to_string(),
+        run_id: run_id.to_string(),
+        kind: record_kind.clone(),
+        created_unix_ms: now_unix_ms(),
+        objects: objects.clone(),
+    };
+    if let Err(e) = journal.write(&rec) {
+        let (st, _) = not_injected(
+            fault_id,
+            run_id,
+            &record_kind,
+            false,
+            format!("cannot write the undo journal, so nothing was injected: {e}"),
+            "",
+        );
+        return (st, None, Vec::new());
+    }
+    let (st, applied) = inject_now(config, fault_id, run_id, spec);
+    if applied.is_none() {
+        // Only the record this inject wrote (fault ids name records one to one).
+        if let Err(e) = journal.remove(fault_id) {
+            warn!(%fault_id, err = %e, "cannot delete the undo record of a fault that was not applied");
+        }
+    }
+    (st, applied, objects)
 }
 
 fn inject_now(
@@ -735,20 +879,7 @@ async fn restore_now(fault_id: &str, a: Active, state: v1::FaultState, why: Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::{self, ProcInfo};
-    use nix::sys::signal::Signal;
-    use std::sync::Mutex;
-
-    struct OneProc(Mutex<Vec<ProcInfo>>);
-    impl ProcessTable for OneProc {
-        fn list(&self) -> process::Result<Vec<ProcInfo>> {
-            Ok(self.0.lock().unwrap().clone())
-        }
-        fn signal(&self, pid: u32, _: Signal) -> process::Result<()> {
-            self.0.lock().unwrap().retain(|p| p.pid != pid);
-            Ok(())
-        }
-    }
+    use crate::process::fake::{proc, FakeProcesses};
 
     fn table() -> (FaultTable, mpsc::UnboundedReceiver<v1::FaultStatus>) {
         table_with(AgentPolicy::default())
@@ -756,20 +887,13 @@ mod tests {
 
     fn table_with(policy: AgentPolicy) -> (FaultTable, mpsc::UnboundedReceiver<v1::FaultStatus>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let procs = vec![ProcInfo {
-            pid: 4242,
-            ppid: 1,
-            name: "victim".into(),
-            cmdline: "victim".into(),
-            uid: Some(0),
-            zombie: false,
-        }];
+        let procs = vec![proc(4242, 1, "victim", "victim")];
         let (t, _) = FaultTable::spawn(
             TableConfig {
                 default_lease: Duration::from_secs(5),
                 max_lease: Duration::from_secs(10),
                 policy,
-                ..TableConfig::basic(Arc::new(OneProc(Mutex::new(procs))))
+                ..TableConfig::basic(Arc::new(FakeProcesses::new(procs)))
             },
             tx,
         );
@@ -793,6 +917,7 @@ mod tests {
             run_id: "r1".into(),
             spec: kill_victim(),
             lease: Duration::from_secs(3),
+            dry_run: false,
         })
         .await;
         let st = rx.recv().await.unwrap();
@@ -824,6 +949,7 @@ mod tests {
             run_id: "r1".into(),
             spec: kill_victim(),
             lease: Duration::from_secs(3),
+            dry_run: false,
         })
         .await;
         let st = rx.recv().await.unwrap();
@@ -847,6 +973,7 @@ mod tests {
             run_id: "r1".into(),
             spec: kill_victim(),
             lease: Duration::from_secs(3),
+            dry_run: false,
         })
         .await;
         assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
@@ -877,6 +1004,7 @@ mod tests {
             run_id: "r1".into(),
             spec: kill_victim(),
             lease: Duration::from_secs(3600),
+            dry_run: false,
         })
         .await;
         assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
@@ -892,10 +1020,198 @@ mod tests {
             run_id: "r1".into(),
             spec: v1::FaultSpec { kind: None },
             lease: Duration::ZERO,
+            dry_run: false,
         })
         .await;
         let st = rx.recv().await.unwrap();
         assert_eq!(st.state(), v1::FaultState::Refused);
         assert!(st.detail.contains("supports"), "{}", st.detail);
+    }
+
+    fn inject(fault_id: &str, spec: v1::FaultSpec, dry_run: bool) -> Command {
+        Command::Inject {
+            fault_id: fault_id.into(),
+            run_id: "r1".into(),
+            spec,
+            lease: Duration::from_secs(10),
+            dry_run,
+        }
+    }
+
+    fn fill(dir: &std::path::Path) -> v1::FaultSpec {
+        v1::FaultSpec {
+            kind: Some(v1::fault_spec::Kind::DiskFill(v1::DiskFillSpec {
+                path: dir.display().to_string(),
+                size_bytes: 4096,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn kill_cmdline(re: &str, allow_mass_kill: bool) -> v1::FaultSpec {
+        v1::FaultSpec {
+            kind: Some(v1::fault_spec::Kind::Kill(v1::KillSpec {
+                cmdline_regex: re.into(),
+                allow_mass_kill,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// A table with an undo journal in `state` that may fill `fill_dir`.
+    fn journaled(
+        state: &std::path::Path,
+        fill_dir: &std::path::Path,
+        procs: Vec<crate::process::ProcInfo>,
+    ) -> (FaultTable, mpsc::UnboundedReceiver<v1::FaultStatus>, Arc<Journal>) {
+        let journal = Arc::new(Journal::open(state).unwrap());
+        let mut config = TableConfig::basic(Arc::new(FakeProcesses::new(procs)));
+        config.journal = Some(journal.clone());
+        config.fill = FillPolicy {
+            allowed: vec![fill_dir.to_path_buf()],
+            max_used_percent: 100.0,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (t, _) = FaultTable::spawn(config, tx);
+        (t, rx, journal)
+    }
+
+    // Before ids were checked, `c.x` and `c/x` named the same undo record
+    // as `c_x` (`undo-c_x.json`): the second inject overwrote the first
+    // fault's record, and a refused one deleted it. A re-sent `c_x` was
+    // acknowledged as injected.
+    #[tokio::test]
+    async fn colliding_and_duplicate_fault_ids_are_refused_and_the_first_fault_keeps_its_record() {
+        let state = tempfile::tempdir().unwrap();
+        let fill_dir = tempfile::tempdir().unwrap();
+        let (t, mut rx, journal) = journaled(state.path(), fill_dir.path(), vec![]);
+        t.send(inject("c_x", fill(fill_dir.path()), false)).await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Injected, "{}", st.detail);
+        let first_file = fill_dir.path().join(".faultline-fill-c_x");
+        assert!(first_file.exists());
+        let record = state.path().join("undo-c_x.json");
+        let before = std::fs::read(&record).unwrap();
+
+        for (id, why) in [
+            ("c.x", "fault id \"c.x\" contains '.'"),
+            ("c/x", "fault id \"c/x\" contains '/'"),
+            ("c_x", "fault c_x (run r1) is already active on this agent"),
+        ] {
+            t.send(inject(id, fill(fill_dir.path()), false)).await;
+            let st = rx.recv().await.unwrap();
+            assert_eq!(st.state(), v1::FaultState::Refused, "{id}: {}", st.detail);
+            assert!(st.detail.contains(why), "{id}: {}", st.detail);
+            // The first fault's record is untouched, its fill still there,
+            // and no other record or fill file appeared.
+            assert_eq!(std::fs::read(&record).unwrap(), before, "{id}");
+            assert!(first_file.exists(), "{id}");
+            assert_eq!(journal.load().unwrap().0.len(), 1, "{id}");
+            assert_eq!(std::fs::read_dir(fill_dir.path()).unwrap().count(), 1, "{id}");
+        }
+        assert_eq!(t.active_faults(), 1);
+
+        // The first fault is still restorable, and its record goes with it.
+        t.send(Command::Restore { fault_id: "c_x".into() }).await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Restored, "{}", st.detail);
+        assert!(!first_file.exists());
+        assert!(!record.exists());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_run_id_is_refused_before_the_journal_is_touched() {
+        let state = tempfile::tempdir().unwrap();
+        let fill_dir = tempfile::tempdir().unwrap();
+        let (t, mut rx, journal) = journaled(state.path(), fill_dir.path(), vec![]);
+        t.send(Command::Inject {
+            fault_id: "f1".into(),
+            run_id: "../r".into(),
+            spec: fill(fill_dir.path()),
+            lease: Duration::ZERO,
+            dry_run: false,
+        })
+        .await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Refused);
+        assert!(st.detail.contains("run id"), "{}", st.detail);
+        assert!(journal.load().unwrap().0.is_empty());
+        assert_eq!(std::fs::read_dir(fill_dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_left_over_undo_record_is_neither_overwritten_nor_deleted() {
+        let state = tempfile::tempdir().unwrap();
+        let fill_dir = tempfile::tempdir().unwrap();
+        let (t, mut rx, journal) = journaled(state.path(), fill_dir.path(), vec![]);
+        let old = Record {
+            fault_id: "f1".into(),
+            run_id: "r0".into(),
+            kind: "disk_fill".into(),
+            created_unix_ms: 1,
+            objects: vec![Object::File {
+                path: fill_dir.path().join(".faultline-fill-f1"),
+            }],
+        };
+        journal.write(&old).unwrap();
+        t.send(inject("f1", fill(fill_dir.path()), false)).await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Refused);
+        assert!(st.detail.contains("already in the state directory"), "{}", st.detail);
+        assert_eq!(journal.load().unwrap().0, vec![old]);
+    }
+
+    #[tokio::test]
+    async fn a_mass_kill_is_refused_unless_the_fault_allows_it() {
+        let state = tempfile::tempdir().unwrap();
+        let fill_dir = tempfile::tempdir().unwrap();
+        let procs = (100..120).map(|p| proc(p, 1, "w", &format!("w {p}"))).collect();
+        let (t, mut rx, _journal) = journaled(state.path(), fill_dir.path(), procs);
+        t.send(inject("k1", kill_cmdline(".*", false), false)).await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Refused);
+        assert!(
+            st.detail.contains("matches 20 of the 20 user-space processes") && st.detail.contains("allow_mass_kill"),
+            "{}",
+            st.detail
+        );
+        t.send(inject("k2", kill_cmdline(".*", true), false)).await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Injected, "{}", st.detail);
+        assert!(st.detail.starts_with("sent SIGKILL to 20 process(es)"), "{}", st.detail);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_says_what_it_would_do_and_touches_nothing() {
+        let state = tempfile::tempdir().unwrap();
+        let fill_dir = tempfile::tempdir().unwrap();
+        let procs = (100..120).map(|p| proc(p, 1, "w", &format!("w {p}"))).collect();
+        let (t, mut rx, journal) = journaled(state.path(), fill_dir.path(), procs);
+        t.send(inject("plan-a-1", kill_cmdline("^w 10[0-2]$", false), true))
+            .await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Planned, "{}", st.detail);
+        assert!(
+            st.detail.starts_with("would send SIGKILL to 3 of 20 processes"),
+            "{}",
+            st.detail
+        );
+        t.send(inject("plan-a-2", kill_cmdline(".*", false), true)).await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Refused);
+        assert!(st.detail.contains("allow_mass_kill"), "{}", st.detail);
+        t.send(inject("plan-a-3", fill(fill_dir.path()), true)).await;
+        let st = rx.recv().await.unwrap();
+        assert_eq!(st.state(), v1::FaultState::Planned, "{}", st.detail);
+        assert!(st.detail.starts_with("would allocate 4096 bytes in"), "{}", st.detail);
+        t.send(inject("plan.a", fill(fill_dir.path()), true)).await;
+        assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Refused);
+        // Nothing applied, signalled, written or recorded.
+        assert_eq!(t.active_faults(), 0);
+        assert!(journal.load().unwrap().0.is_empty());
+        assert_eq!(std::fs::read_dir(fill_dir.path()).unwrap().count(), 0);
+        // The real inject after the preview still works.
+        t.send(inject("k1", kill_cmdline("^w 100$", false), false)).await;
+        assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
     }
 }

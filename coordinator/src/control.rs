@@ -243,12 +243,16 @@ impl Control for ControlService {
             },
         )
         .map_err(Error::from)?;
+        let mut previews = crate::preview::previews(&plan, &self.registry, crate::preview::PREVIEW_TIMEOUT)
+            .await
+            .into_iter();
         Ok(Response::new(v1::PlanResponse {
             experiment: exp.name.clone(),
             faults: plan
                 .faults
                 .iter()
                 .map(|pf| v1::PlannedFault {
+                    previews: previews.next().unwrap_or_default(),
                     fault_id: pf.fault.name.clone(),
                     kind: pf.fault.kind.name().into(),
                     agent_ids: pf.targets.iter().map(|t| t.agent_id.clone()).collect(),

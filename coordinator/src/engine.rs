@@ -457,6 +457,7 @@ async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                                 pf.peers.get(ti).map(Vec::as_slice).unwrap_or(&[]),
                             )),
                             lease_ms: exp.lease.as_millis() as u64,
+                            dry_run: false,
                         })),
                     };
                     sent.push(&agent.agent_id, &fault_id);
@@ -905,7 +906,8 @@ async fn apply_status(ctx: &Ctx, targets: &mut [Target], st: StatusFromAgent) {
             t.restored_at_ms = Some(at);
             t.restored_by = Some("lease expiry".into());
         }
-        v1::FaultState::Unspecified => {}
+        // Answers to a plan's dry run; a run's Injects never ask for one.
+        v1::FaultState::Unspecified | v1::FaultState::Planned => {}
     }
     ctx.emit(v1::run_event::Event::Fault(v1::FaultEvent {
         agent_id: st.agent_id.clone(),
@@ -1239,6 +1241,7 @@ pub fn spec_to_wire(kind: &FaultKind, peers: &[String]) -> v1::FaultSpec {
                 user: k.user.clone().unwrap_or_default(),
                 signal: k.signal,
                 count: k.count.unwrap_or(0),
+                allow_mass_kill: k.allow_mass_kill,
             })),
         },
     }

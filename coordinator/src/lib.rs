@@ -9,6 +9,7 @@
 //! Layout:
 //! - [`experiment`]: experiment domain types and the YAML parser.
 //! - [`planner`]: target selection and blast-radius checks.
+//! - [`preview`]: dry-run Injects, so `plan` shows what each agent would do.
 //! - [`policy`]: the coordinator's policy file (fleet-wide limits).
 //! - [`engine`]: the run engine, phase by phase.
 //! - [`probes`]: http, tcp and command probes and their sampler.
@@ -37,6 +38,7 @@ pub mod local;
 pub mod outcome;
 pub mod planner;
 pub mod policy;
+pub mod preview;
 pub mod probes;
 pub mod registry;
 pub mod report;

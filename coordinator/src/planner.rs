@@ -364,7 +364,14 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
                 fault: fault.name.clone(),
                 agent: a.agent_id.clone(),
                 kind,
-                supports: a.capabilities.join(", "),
+                // Fault kinds only (`dry_run` is not one).
+                supports: a
+                    .capabilities
+                    .iter()
+                    .filter(|c| *c != faultline_proto::CAPABILITY_DRY_RUN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let peers = match fault.kind.peers() {

@@ -137,6 +137,52 @@ fn plan_shows_targets_and_limits_without_injecting() {
     );
 }
 
+/// The shipped kill experiment with its kill selector replaced.
+fn kill_experiment(dir: &std::path::Path, kill: &str) -> String {
+    let src = std::fs::read_to_string(format!("{EXPERIMENTS}/kill.yaml")).unwrap();
+    let start = src.find("    kill:\n").unwrap();
+    let end = src.find("blast_radius:").unwrap();
+    let src = format!("{}    kill: {kill}\n{}", &src[..start], &src[end..]);
+    let path = dir.join("kill.yaml");
+    std::fs::write(&path, src).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+// Before dry runs, plan only named the agents: nothing said that `.*`
+// matched every process on the node, and nothing refused it.
+#[test]
+fn plan_shows_how_many_processes_a_kill_matches_and_refuses_a_mass_kill() {
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let marker = format!("1000.{}", std::process::id());
+    let mut victim = Reap(Command::new("sleep").arg(&marker).spawn().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let exp = kill_experiment(dir.path(), &format!("{{ cmdline: '^sleep {marker}$', count: all }}"));
+    let out = faultline(&["plan", &exp, "--var", "port=1", "--label", "service=demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let pid = victim.0.id();
+    assert!(
+        s.contains("would send SIGKILL to 1 of ")
+            && s.contains(&format!("1 match cmdline=~/^sleep {marker}$/): {pid} (sleep)")),
+        "{s}"
+    );
+    assert!(victim.0.try_wait().unwrap().is_none(), "plan killed the process");
+
+    let exp = kill_experiment(dir.path(), "{ cmdline: '.*', count: all }");
+    let out = faultline(&["plan", &exp, "--var", "port=1", "--label", "service=demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains(": refused: the kill selector cmdline=~/.*/ matches "), "{s}");
+    assert!(s.contains("allow_mass_kill"), "{s}");
+    assert!(victim.0.try_wait().unwrap().is_none());
+}
+
 /// Ctrl-C during observe: the run is aborted, its fault restored, the report
 /// printed, and the exit code is 3.
 #[test]

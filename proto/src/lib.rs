@@ -21,6 +21,12 @@ pub mod v1 {
     tonic::include_proto!("faultline.v1");
 }
 
+/// The capability an agent advertises in Hello when it answers an Inject
+/// with `dry_run` set (PLANNED or REFUSED, touching nothing). Agents built
+/// before dry runs would ignore the flag and inject, so the coordinator asks
+/// only agents that advertise this.
+pub const CAPABILITY_DRY_RUN: &str = "dry_run";
+
 /// The lower-case name of a fault state ("injected", "restored", ...), as
 /// logs, events and metric labels show it.
 pub fn fault_state_name(state: v1::FaultState) -> &'static str {
@@ -31,6 +37,7 @@ pub fn fault_state_name(state: v1::FaultState) -> &'static str {
         v1::FaultState::Refused => "refused",
         v1::FaultState::Failed => "failed",
         v1::FaultState::Expired => "expired",
+        v1::FaultState::Planned => "planned",
     }
 }
 

@@ -90,14 +90,14 @@ impl TryFrom<v1::BlockSpec> for BlockSpec {
     }
 }
 
-/// The nftables table name of a fault: `faultline_` plus the fault id with
-/// every character nft identifiers do not allow replaced by `_`.
-pub fn table_name(fault_id: &str) -> String {
-    let id: String = fault_id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("faultline_{id}")
+/// The nftables table name of a fault: `faultline_<fault id>`. Injective
+/// because only valid fault ids (`faultline_proto::ids`: letters, digits,
+/// `_`, `-`) get one, and nft takes those in an identifier unchanged after
+/// the leading letter (replacing `-` by `_` would give `c-x` and `c_x` one
+/// table).
+pub fn table_name(fault_id: &str) -> Result<String> {
+    faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    Ok(format!("{}{fault_id}", crate::journal::NFT_PREFIX))
 }
 
 fn set(cidrs: &[&Cidr]) -> String {
@@ -172,14 +172,29 @@ impl AppliedBlock {
     }
 }
 
-/// Installs the block.
-pub fn apply(firewall: Arc<dyn Firewall>, fault_id: &str, spec: &BlockSpec, exempt: &Exempt) -> Result<AppliedBlock> {
-    let table = table_name(fault_id);
+/// The fault's table name, refused if that table exists already.
+fn free_table(firewall: &dyn Firewall, fault_id: &str) -> Result<String> {
+    let table = table_name(fault_id)?;
     if firewall.nft_tables()?.iter().any(|(f, n)| f == "inet" && *n == table) {
         return Err(Error::Refused(format!(
             "nftables table inet {table} already exists; is fault {fault_id} already injected?"
         )));
     }
+    Ok(table)
+}
+
+/// What [`apply`] would do, in words, touching nothing (a dry run).
+pub fn preview(firewall: &dyn Firewall, fault_id: &str, spec: &BlockSpec) -> Result<String> {
+    let table = free_table(firewall, fault_id)?;
+    Ok(format!(
+        "would drop traffic to and from {} peer network(s) with nftables table inet {table}",
+        spec.peers.len()
+    ))
+}
+
+/// Installs the block.
+pub fn apply(firewall: Arc<dyn Firewall>, fault_id: &str, spec: &BlockSpec, exempt: &Exempt) -> Result<AppliedBlock> {
+    let table = free_table(firewall.as_ref(), fault_id)?;
     firewall.nft_apply(&install_script(spec, exempt, &table))?;
     Ok(AppliedBlock {
         firewall,
@@ -249,17 +264,23 @@ mod tests {
     }
 
     #[test]
-    fn table_names_are_nft_identifiers() {
+    fn table_names_are_one_per_fault_id() {
         assert_eq!(
-            table_name("r20261123-144000-abc123-1"),
-            "faultline_r20261123_144000_abc123_1"
+            table_name("r20261123-144000-abc123-1").unwrap(),
+            "faultline_r20261123-144000-abc123-1"
         );
+        // Once one name, `c-x` and `c_x` now have a table each; ids that
+        // would need rewriting are refused instead.
+        assert_ne!(table_name("c-x").unwrap(), table_name("c_x").unwrap());
+        for bad in ["c/x", "c.x", "c x", ""] {
+            assert!(table_name(bad).unwrap_err().is_refusal(), "{bad}");
+        }
     }
 
     #[test]
     fn apply_refuses_an_existing_table_and_restore_deletes_only_its_own() {
         let fw = Arc::new(FakeNft::default());
-        fw.tables.lock().unwrap().push(("inet".into(), "faultline_r1_1".into()));
+        fw.tables.lock().unwrap().push(("inet".into(), "faultline_r1-1".into()));
         let e = apply(fw.clone(), "r1-1", &spec(Direction::Both, vec![]), &Exempt::default())
             .err()
             .unwrap();
@@ -269,7 +290,7 @@ mod tests {
         b.restore().unwrap();
         assert_eq!(
             fw.scripts.lock().unwrap().last().unwrap(),
-            "delete table inet faultline_r1_2\n"
+            "delete table inet faultline_r1-2\n"
         );
     }
 

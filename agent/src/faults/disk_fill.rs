@@ -10,6 +10,13 @@
 //! (none by default: every fill is refused until the operator allows a
 //! path), and the fill is refused if it would leave the filesystem more than
 //! the agent's maximum used percentage full.
+//!
+//! "Used %" is what `df` shows: used / (used + available), where used is
+//! total − free. Filesystems keep a reserve (ext4: 5 % by default) that only
+//! root may write: it is free but not available, so counted against total a
+//! 95 % cap would leave ordinary programs no space at all. Against used +
+//! available, 100 % is exactly the point where they get ENOSPC. (`df` rounds
+//! the figure up to a whole percent; the agent keeps the exact ratio.)
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -89,7 +96,8 @@ pub struct FillPolicy {
     /// Directories (and everything below them) fills may target. By
     /// default, none: fills are refused until the operator allows a path.
     pub allowed: Vec<PathBuf>,
-    /// Highest used percentage a fill may leave behind. By default, 95 %.
+    /// Highest used percentage a fill may leave behind, as `df` counts it
+    /// (see the module docs). By default, 95 %.
     pub max_used_percent: f64,
 }
 
@@ -108,6 +116,7 @@ pub struct Space {
     pub total: u64,
     /// Available to unprivileged users (what applications see).
     pub available: u64,
+    /// Total minus free (free includes the root-only reserve).
     pub used: u64,
 }
 
@@ -118,21 +127,45 @@ impl Space {
             path: path.to_path_buf(),
             source: e.into(),
         })?;
-        let frag = st.fragment_size() as u64;
-        let total = st.blocks() as u64 * frag;
-        let free = st.blocks_free() as u64 * frag;
-        Ok(Space {
-            total,
-            available: st.blocks_available() as u64 * frag,
-            used: total.saturating_sub(free),
-        })
+        Ok(Space::from_blocks(
+            st.fragment_size() as u64,
+            st.blocks() as u64,
+            st.blocks_free() as u64,
+            st.blocks_available() as u64,
+        ))
     }
 
+    /// From statvfs figures: fragment size, and total, free and available
+    /// blocks (in fragments), as `df` reads them.
+    pub fn from_blocks(fragment_size: u64, blocks: u64, free: u64, available: u64) -> Space {
+        let total = blocks.saturating_mul(fragment_size);
+        Space {
+            total,
+            available: available.saturating_mul(fragment_size),
+            used: total.saturating_sub(free.saturating_mul(fragment_size)),
+        }
+    }
+
+    /// What `used + available` adds up to: the space programs can fill.
+    fn usable(&self) -> u64 {
+        self.used.saturating_add(self.available)
+    }
+
+    /// Used percentage as `df` counts it, after `extra` more bytes are
+    /// allocated: (used + extra) / (used + available), unrounded.
     pub fn used_percent(&self, extra: u64) -> f64 {
-        if self.total == 0 {
+        if self.usable() == 0 {
             return 100.0;
         }
-        (self.used + extra) as f64 * 100.0 / self.total as f64
+        self.used.saturating_add(extra) as f64 * 100.0 / self.usable() as f64
+    }
+
+    /// `df`'s Use% column: [`Space::used_percent`] rounded up to a whole percent.
+    pub fn df_use_percent(&self) -> u64 {
+        match self.usable() {
+            0 => 100,
+            u => (self.used as u128 * 100).div_ceil(u as u128) as u64,
+        }
     }
 }
 
@@ -141,10 +174,10 @@ pub fn bytes_for(amount: Amount, space: Space) -> Result<u64, Error> {
     let n = match amount {
         Amount::Bytes(n) => n,
         Amount::UsedPercent(p) => {
-            let target = (space.total as f64 * p / 100.0) as u64;
+            let target = (space.usable() as f64 * p / 100.0) as u64;
             if target <= space.used {
                 return Err(Error::Refused(format!(
-                    "the filesystem is already {:.1}% used, at or above the requested {p}%",
+                    "the filesystem is already {:.1}% used (as df counts it), at or above the requested {p}%",
                     space.used_percent(0)
                 )));
             }
@@ -190,16 +223,27 @@ impl AppliedFill {
     }
 }
 
-/// The fill file's name for `fault_id`.
-pub fn fill_file_name(fault_id: &str) -> String {
-    format!(".faultline-fill-{fault_id}")
+/// The fill file's name for `fault_id`: `.faultline-fill-<fault id>`.
+/// Injective because only valid fault ids (`faultline_proto::ids`: letters,
+/// digits, `_`, `-`; never `/` or `.`) get one, and those are file names as
+/// they are.
+pub fn fill_file_name(fault_id: &str) -> Result<String, Error> {
+    faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    Ok(format!("{}{fault_id}", crate::journal::FILL_PREFIX))
 }
 
-/// Checks the policy, sizes and allocates the fill file.
-pub fn apply(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result<AppliedFill, Error> {
-    if fault_id.is_empty() || fault_id.contains('/') || fault_id.starts_with('.') {
-        return Err(Error::InvalidSpec(format!("fault id {fault_id:?} cannot name a file")));
-    }
+/// A fill that passed every check and has its size, not yet allocated.
+struct Checked {
+    dir: PathBuf,
+    file: PathBuf,
+    space: Space,
+    bytes: u64,
+    after: f64,
+}
+
+/// Checks the policy and sizes the fill, touching nothing.
+fn check(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result<Checked, Error> {
+    let name = fill_file_name(fault_id)?;
     let dir = spec
         .path
         .canonicalize()
@@ -233,12 +277,41 @@ pub fn apply(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result
     let after = space.used_percent(bytes);
     if after > policy.max_used_percent + 1e-9 {
         return Err(Error::Refused(format!(
-            "the fill would leave {} {after:.1}% used, over the agent's maximum of {}%",
+            "the fill would leave {} {after:.1}% used (as df counts it), over the agent's maximum of {}%",
             dir.display(),
             policy.max_used_percent
         )));
     }
-    let file = dir.join(fill_file_name(fault_id));
+    Ok(Checked {
+        file: dir.join(name),
+        dir,
+        space,
+        bytes,
+        after,
+    })
+}
+
+/// What [`apply`] would do, in words, touching nothing (a dry run).
+pub fn preview(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result<String, Error> {
+    let c = check(fault_id, spec, policy)?;
+    Ok(format!(
+        "would allocate {} bytes in {} ({:.1}% -> {:.1}% used, as df counts it)",
+        c.bytes,
+        c.file.display(),
+        c.space.used_percent(0),
+        c.after
+    ))
+}
+
+/// Checks the policy, sizes and allocates the fill file.
+pub fn apply(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result<AppliedFill, Error> {
+    let Checked {
+        dir,
+        file,
+        space,
+        bytes,
+        after,
+    } = check(fault_id, spec, policy)?;
     let io = |source| Error::Io {
         path: file.clone(),
         source,
@@ -313,7 +386,40 @@ mod tests {
         };
         let err = apply("f-1", &spec, &FillPolicy::default()).unwrap_err();
         assert!(err.is_refusal() && err.to_string().contains("--allow-fill"), "{err}");
-        assert!(!dir.join(fill_file_name("f-1")).exists());
+        assert!(!dir.join(fill_file_name("f-1").unwrap()).exists());
+    }
+
+    // ext4-like: 1000 blocks of 4 KiB, 100 free of which 50 are the root
+    // reserve (5 %). df: used = 1000 - 100 = 900, Use% = ceil(900 / (900 +
+    // 50)) = ceil(94.74) = 95 %. Counted against total it would be 90 %.
+    #[test]
+    fn used_percent_is_what_df_shows_with_a_reserve() {
+        let s = Space::from_blocks(4096, 1000, 100, 50);
+        assert_eq!((s.used, s.available), (900 * 4096, 50 * 4096));
+        assert!((s.used_percent(0) - 94.736_842).abs() < 1e-3, "{}", s.used_percent(0));
+        assert_eq!(s.df_use_percent(), 95);
+        assert_eq!(s.used_percent(0).ceil() as u64, s.df_use_percent());
+        // Filling what is available is 100 % for df, whatever the reserve.
+        assert!((s.used_percent(s.available) - 100.0).abs() < 1e-9);
+        // A target percentage is reached as df will show it.
+        let bytes = bytes_for(Amount::UsedPercent(97.0), s).unwrap();
+        let after = Space::from_blocks(4096, 1000, 100 - bytes / 4096, 50 - bytes / 4096);
+        assert_eq!(after.df_use_percent(), 97);
+        // And the cap counts the same way: 96 % of total is over a 95 % cap.
+        let policy_cap = 95.0;
+        assert!(s.used_percent(20 * 4096) > policy_cap);
+        assert!(
+            ((900 + 20) as f64 * 100.0 / 1000.0) < policy_cap,
+            "old formula would allow it"
+        );
+    }
+
+    #[test]
+    fn fill_file_names_are_refused_for_ids_outside_the_rule() {
+        assert_eq!(fill_file_name("r1-1").unwrap(), ".faultline-fill-r1-1");
+        for bad in ["c/x", "c.x", ".x", "", "../x"] {
+            assert!(fill_file_name(bad).unwrap_err().is_refusal(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //!
 //! Safety: pid 1, the agent itself, its parent, kernel threads and any
 //! configured protected name are never signalled, whatever the selector says.
+//! Kills select processes, never threads: a thread's id reaches its whole
+//! process through `kill(2)`, so a thread entry (which the listing should not
+//! return anyway) is never chosen, and one of a protected process counts as
+//! protected. A selector that matches a large part of the node (see
+//! [`MASS_KILL_SHARE_PERCENT`] and [`MASS_KILL_MAX`]) is refused unless the
+//! fault sets `allow_mass_kill`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,6 +30,15 @@ use crate::process::{self, ProcInfo, ProcessTable};
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// Upper bound on how long a watcher runs even if no restore ever arrives.
 const WATCH_LIMIT: Duration = Duration::from_secs(3600);
+/// A selector whose (unprotected) matches are more than this share of the
+/// node's user-space processes is a mass kill, whatever `count` says: a
+/// pattern that broad (`.*`) hits processes nobody meant to name.
+pub const MASS_KILL_SHARE_PERCENT: usize = 25;
+/// ... but the share rule starts at this many matches, so that killing one
+/// or two processes of a small node (a container) needs no opt-in.
+pub const MASS_KILL_SHARE_MIN: usize = 3;
+/// A kill that would signal more than this many processes is a mass kill.
+pub const MASS_KILL_MAX: usize = 50;
 
 /// Errors of the kill fault.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +52,10 @@ pub enum Error {
     /// No process matched the selector; nothing was touched.
     #[error("no process matches {0}")]
     NoMatch(String),
+    /// The selector matches a large part of the node and the fault does not
+    /// opt in; nothing was touched.
+    #[error("refused: {0}")]
+    MassKill(String),
     #[error(transparent)]
     Process(#[from] process::Error),
 }
@@ -45,7 +64,7 @@ impl Error {
     /// True when the agent declined before touching anything because of what
     /// it was asked (as opposed to the node's state).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::Protected(_))
+        matches!(self, Error::InvalidSpec(_) | Error::Protected(_) | Error::MassKill(_))
     }
 }
 
@@ -66,6 +85,10 @@ pub struct KillSpec {
     pub user: Option<String>,
     pub signal: Signal,
     pub count: KillCount,
+    /// The operator's opt-in for a selector that matches a large part of
+    /// the node (see [`MASS_KILL_SHARE_PERCENT`], [`MASS_KILL_MAX`]). By
+    /// default, false: such a kill is refused.
+    pub allow_mass_kill: bool,
 }
 
 impl TryFrom<v1::KillSpec> for KillSpec {
@@ -97,11 +120,14 @@ impl TryFrom<v1::KillSpec> for KillSpec {
                 0 => KillCount::All,
                 n => KillCount::AtMost(n),
             },
+            allow_mass_kill: w.allow_mass_kill,
         })
     }
 }
 
 impl KillSpec {
+    /// Whether `p` matches the selector (threads included: [`select`]
+    /// decides what a matching thread means).
     fn matches(&self, p: &ProcInfo, uid: Option<u32>) -> bool {
         !p.zombie
             && self.pid.is_none_or(|pid| pid == p.pid)
@@ -145,7 +171,31 @@ impl Protection {
         }
     }
 
-    fn why(&self, p: &ProcInfo) -> Option<String> {
+    /// Why `p` (an entry of `procs`) must not be signalled, or `None`. A
+    /// thread is never signalled; it is judged by its process (`tgid`), so
+    /// every thread of a protected process is reported as protected.
+    fn why(&self, p: &ProcInfo, procs: &[ProcInfo]) -> Option<String> {
+        if p.is_thread() {
+            let leader = procs
+                .iter()
+                .find(|l| l.pid == p.tgid && !l.is_thread())
+                .cloned()
+                .unwrap_or_else(|| ProcInfo {
+                    pid: p.tgid,
+                    ..p.clone()
+                });
+            return Some(match self.why_process(&leader) {
+                Some(why) => format!("pid {} is a thread of a protected process: {why}", p.pid),
+                None => format!(
+                    "pid {} is a thread of process {}; kills signal processes, not threads",
+                    p.pid, p.tgid
+                ),
+            });
+        }
+        self.why_process(p)
+    }
+
+    fn why_process(&self, p: &ProcInfo) -> Option<String> {
         if p.pid == 1 {
             Some("pid 1 (init) is protected".into())
         } else if p.pid == std::process::id() {
@@ -172,14 +222,46 @@ pub struct Selection {
     /// Every unprotected matching pid, chosen or not (used to tell a
     /// restarted process from one that was already there).
     pub matching: HashSet<u32>,
+    /// User-space processes on the node (not kernel threads, not zombies,
+    /// not threads), protected ones included: the base of the mass-kill share.
+    pub node_processes: usize,
+}
+
+impl Selection {
+    /// Why this selection is a mass kill, or `None`.
+    pub fn mass_kill(&self, spec: &KillSpec) -> Option<String> {
+        let m = self.matching.len();
+        let n = self.node_processes;
+        let share = m >= MASS_KILL_SHARE_MIN && m * 100 > n * MASS_KILL_SHARE_PERCENT;
+        let many = self.chosen.len() > MASS_KILL_MAX;
+        if !(share || many) {
+            return None;
+        }
+        let rule = if share {
+            format!("more than {MASS_KILL_SHARE_PERCENT} % of them")
+        } else {
+            format!("it would signal {}, more than {MASS_KILL_MAX}", self.chosen.len())
+        };
+        Some(format!(
+            "the kill selector {} matches {m} of the {n} user-space processes on this node ({rule}); \
+             a mass kill needs allow_mass_kill set on the kill fault",
+            spec.describe()
+        ))
+    }
 }
 
 /// Chooses the processes a kill would signal.
 pub fn select(procs: &[ProcInfo], spec: &KillSpec, uid: Option<u32>, protection: &Protection) -> Selection {
-    let mut sel = Selection::default();
+    let mut sel = Selection {
+        node_processes: procs
+            .iter()
+            .filter(|p| !p.zombie && !p.is_thread() && !p.is_kernel_thread())
+            .count(),
+        ..Selection::default()
+    };
     let mut candidates = Vec::new();
     for p in procs.iter().filter(|p| spec.matches(p, uid)) {
-        match protection.why(p) {
+        match protection.why(p, procs) {
             Some(why) => sel.protected.push((p.clone(), why)),
             None => {
                 sel.matching.insert(p.pid);
@@ -237,11 +319,17 @@ fn resolve_uid(spec: &KillSpec) -> Result<Option<u32>, Error> {
     }
 }
 
-/// Selects and signals processes, then starts the restart watcher.
-pub fn apply(spec: KillSpec, table: Arc<dyn ProcessTable>, protection: &Protection) -> Result<AppliedKill, Error> {
-    let uid = resolve_uid(&spec)?;
+/// Lists the node and selects what `spec` would signal, refusing before
+/// anything is touched: nothing unprotected matches, or a mass kill without
+/// the opt-in.
+fn choose(
+    spec: &KillSpec,
+    table: &dyn ProcessTable,
+    protection: &Protection,
+) -> Result<(Option<u32>, Selection), Error> {
+    let uid = resolve_uid(spec)?;
     let procs = table.list()?;
-    let sel = select(&procs, &spec, uid, protection);
+    let sel = select(&procs, spec, uid, protection);
     if sel.chosen.is_empty() {
         if let Some((_, why)) = sel.protected.first() {
             return Err(Error::Protected(format!(
@@ -251,6 +339,50 @@ pub fn apply(spec: KillSpec, table: Arc<dyn ProcessTable>, protection: &Protecti
         }
         return Err(Error::NoMatch(spec.describe()));
     }
+    if !spec.allow_mass_kill {
+        if let Some(why) = sel.mass_kill(spec) {
+            return Err(Error::MassKill(why));
+        }
+    }
+    Ok((uid, sel))
+}
+
+/// How many pids a preview names before it says "...".
+const PREVIEW_PIDS: usize = 10;
+
+/// What [`apply`] would do, in words, touching nothing (a dry run).
+pub fn preview(spec: &KillSpec, table: &dyn ProcessTable, protection: &Protection) -> Result<String, Error> {
+    let (_, sel) = choose(spec, table, protection)?;
+    let mut pids: Vec<String> = sel
+        .chosen
+        .iter()
+        .take(PREVIEW_PIDS)
+        .map(|p| format!("{} ({})", p.pid, p.name))
+        .collect();
+    if sel.chosen.len() > PREVIEW_PIDS {
+        pids.push(format!("and {} more", sel.chosen.len() - PREVIEW_PIDS));
+    }
+    let mut s = format!(
+        "would send {} to {} of {} processes ({} match {}): {}",
+        spec.signal,
+        sel.chosen.len(),
+        sel.node_processes,
+        sel.matching.len(),
+        spec.describe(),
+        pids.join(", ")
+    );
+    if !sel.protected.is_empty() {
+        s.push_str(&format!("; {} protected left alone", sel.protected.len()));
+    }
+    if spec.allow_mass_kill && sel.mass_kill(spec).is_some() {
+        s.push_str("; a mass kill, allowed by allow_mass_kill");
+    }
+    Ok(s)
+}
+
+/// Selects and signals processes, then starts the restart watcher.
+pub fn apply(spec: KillSpec, table: Arc<dyn ProcessTable>, protection: &Protection) -> Result<AppliedKill, Error> {
+    let (uid, sel) = choose(&spec, table.as_ref(), protection)?;
     let started = Instant::now();
     let mut killed = Vec::new();
     let mut failures = Vec::new();
@@ -345,18 +477,8 @@ async fn watch_for_restart(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    fn proc(pid: u32, ppid: u32, name: &str, cmdline: &str) -> ProcInfo {
-        ProcInfo {
-            pid,
-            ppid,
-            name: name.into(),
-            cmdline: cmdline.into(),
-            uid: Some(1000),
-            zombie: false,
-        }
-    }
+    use crate::process::fake::{proc, thread, FakeProcesses};
+    use crate::process::SystemProcessTable;
 
     fn spec(name: Option<&str>, re: Option<&str>, count: u32) -> KillSpec {
         KillSpec::try_from(v1::KillSpec {
@@ -366,23 +488,6 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
-    }
-
-    /// A process table that records signals instead of sending them.
-    struct FakeTable {
-        procs: Mutex<Vec<ProcInfo>>,
-        signalled: Mutex<Vec<(u32, Signal)>>,
-    }
-
-    impl ProcessTable for FakeTable {
-        fn list(&self) -> process::Result<Vec<ProcInfo>> {
-            Ok(self.procs.lock().unwrap().clone())
-        }
-        fn signal(&self, pid: u32, signal: Signal) -> process::Result<()> {
-            self.signalled.lock().unwrap().push((pid, signal));
-            self.procs.lock().unwrap().retain(|p| p.pid != pid);
-            Ok(())
-        }
     }
 
     #[test]
@@ -447,10 +552,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_protected_matches_is_a_refusal_and_nothing_is_signalled() {
-        let table = Arc::new(FakeTable {
-            procs: Mutex::new(vec![proc(1, 0, "init", "/sbin/init")]),
-            signalled: Mutex::new(vec![]),
-        });
+        let table = Arc::new(FakeProcesses::new(vec![proc(1, 0, "init", "/sbin/init")]));
         let err = apply(
             spec(Some("init"), None, 0),
             table.clone(),
@@ -465,10 +567,7 @@ mod tests {
 
     #[tokio::test]
     async fn watcher_reports_a_restarted_process() {
-        let table = Arc::new(FakeTable {
-            procs: Mutex::new(vec![proc(4000, 1, "svc", "svc --port 1")]),
-            signalled: Mutex::new(vec![]),
-        });
+        let table = Arc::new(FakeProcesses::new(vec![proc(4000, 1, "svc", "svc --port 1")]));
         let applied = apply(spec(Some("svc"), None, 1), table.clone(), &Protection::default()).unwrap();
         assert_eq!(table.signalled.lock().unwrap().as_slice(), &[(4000, Signal::SIGKILL)]);
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -478,5 +577,215 @@ mod tests {
         assert_eq!(obs.killed.len(), 1);
         assert_eq!(obs.reappeared_pid, Some(4001));
         assert!(obs.reappeared_after_ms.unwrap() >= 150);
+    }
+
+    fn with_mass_opt_in(mut s: KillSpec) -> KillSpec {
+        s.allow_mass_kill = true;
+        s
+    }
+
+    /// A node of `n` user-space processes `p<pid>` (pids 100..), plus init.
+    fn node(n: u32) -> Vec<ProcInfo> {
+        let mut v = vec![proc(1, 0, "init", "/sbin/init")];
+        v.extend((100..100 + n).map(|pid| proc(pid, 1, &format!("p{pid}"), &format!("/usr/bin/p{pid} --serve"))));
+        v
+    }
+
+    #[tokio::test]
+    async fn a_thread_of_the_agent_is_never_chosen() {
+        let me = std::process::id();
+        let table = Arc::new(FakeProcesses::new(vec![
+            proc(me, 1, "faultline-agent", "faultline-agent --coordinator x"),
+            thread(5001, me, "tokio-runtime-w", "faultline-agent --coordinator x"),
+            thread(5002, me, "tokio-runtime-w", "faultline-agent --coordinator x"),
+        ]));
+        let protection = Protection::for_this_process(vec![]);
+        for s in [
+            spec(None, Some("faultline-agent"), 0),
+            spec(Some("tokio-runtime-w"), None, 0),
+        ] {
+            let err = apply(s, table.clone(), &protection).err().unwrap();
+            assert!(matches!(err, Error::Protected(_)), "{err}");
+            assert!(err.is_refusal(), "{err}");
+        }
+        let err = apply(spec(Some("tokio-runtime-w"), None, 0), table.clone(), &protection)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&format!("thread of a protected process: pid {me} is the agent itself")),
+            "{err}"
+        );
+        assert!(table.signalled_pids().is_empty());
+    }
+
+    #[test]
+    fn threads_of_protected_and_unprotected_processes_are_never_chosen() {
+        let procs = vec![
+            proc(500, 1, "sshd", "sshd: root"),
+            thread(501, 500, "sshd-worker", "sshd: root"),
+            proc(600, 1, "worker", "worker --x"),
+            thread(601, 600, "worker-io", "worker --x"),
+        ];
+        let protection = Protection {
+            pids: vec![],
+            names: vec!["sshd".into()],
+        };
+        let sel = select(&procs, &spec(None, Some("."), 0), None, &protection);
+        assert_eq!(sel.chosen.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![600]);
+        let why: Vec<&str> = sel.protected.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(
+            why.iter()
+                .any(|w| w.contains("pid 501 is a thread of a protected process: process name sshd")),
+            "{why:?}"
+        );
+        assert!(
+            why.iter().any(|w| w.contains("pid 601 is a thread of process 600")),
+            "{why:?}"
+        );
+        // Threads count neither as matches nor as node processes.
+        assert_eq!(sel.matching.len(), 1);
+        assert_eq!(sel.node_processes, 2);
+    }
+
+    #[tokio::test]
+    async fn a_kill_matching_everything_needs_allow_mass_kill() {
+        let table = Arc::new(FakeProcesses::new(node(200)));
+        let err = apply(
+            spec(None, Some(".*"), 0),
+            table.clone(),
+            &Protection::for_this_process(vec![]),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, Error::MassKill(_)) && err.is_refusal(), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("matches 200 of the 201 user-space processes"), "{msg}");
+        assert!(msg.contains("allow_mass_kill"), "{msg}");
+        assert!(table.signalled_pids().is_empty());
+        // Counting down does not make a pattern this broad narrow.
+        let err = apply(spec(None, Some(".*"), 1), table.clone(), &Protection::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::MassKill(_)), "{err}");
+        assert!(table.signalled_pids().is_empty());
+        // With the opt-in, it runs (on the fake table) and still spares init.
+        let applied = apply(
+            with_mass_opt_in(spec(None, Some(".*"), 0)),
+            table.clone(),
+            &Protection::for_this_process(vec![]),
+        )
+        .unwrap();
+        assert_eq!(table.signalled_pids(), (100..300).collect::<Vec<u32>>());
+        applied.restore().await;
+    }
+
+    #[test]
+    fn the_mass_kill_rule_counts_share_and_number_to_signal() {
+        let rule = |procs: &[ProcInfo], s: &KillSpec| select(procs, s, None, &Protection::default()).mass_kill(s);
+        // 60 of 301 processes are "w": 20 %, under the share; all 60 is
+        // more than 50 to signal, one of them is not.
+        let mut procs = node(241);
+        procs.extend((1000..1060).map(|pid| proc(pid, 1, "w", "w")));
+        assert!(rule(&procs, &spec(Some("w"), None, 0))
+            .unwrap()
+            .contains("more than 50"));
+        assert!(rule(&procs, &spec(Some("w"), None, 1)).is_none());
+        // A small node: 2 of 4 is half, but two processes are below the
+        // share rule's minimum; 3 of 5 is not.
+        let small = vec![
+            proc(10, 1, "w", "w"),
+            proc(11, 1, "w", "w"),
+            proc(12, 1, "db", "db"),
+            proc(13, 1, "sh", "sh"),
+        ];
+        assert!(rule(&small, &spec(Some("w"), None, 0)).is_none());
+        let mut small = small;
+        small.push(proc(14, 1, "w", "w"));
+        assert!(rule(&small, &spec(Some("w"), None, 0))
+            .unwrap()
+            .contains("more than 25 %"));
+    }
+
+    #[test]
+    fn preview_says_how_many_processes_would_be_signalled_and_touches_nothing() {
+        let mut procs = node(209);
+        procs.extend([
+            proc(10, 1, "w", "w -a"),
+            proc(11, 1, "w", "w -b"),
+            proc(12, 1, "w", "w -c"),
+        ]);
+        let table = FakeProcesses::new(procs);
+        let text = preview(&spec(Some("w"), None, 0), &table, &Protection::default()).unwrap();
+        assert!(
+            text.starts_with("would send SIGKILL to 3 of 213 processes (3 match name=w): 10 (w), 11 (w), 12 (w)"),
+            "{text}"
+        );
+        let err = preview(&spec(None, Some(".*"), 0), &table, &Protection::default()).unwrap_err();
+        assert!(err.to_string().contains("allow_mass_kill"), "{err}");
+        assert!(table.signalled_pids().is_empty());
+    }
+
+    /// This process's command line as the listing shows it.
+    fn own_cmdline() -> String {
+        std::env::args().collect::<Vec<_>>().join(" ")
+    }
+
+    /// A thread of this process named `name`, running until the sender drops.
+    fn named_thread(name: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ = rx.recv();
+            })
+            .unwrap();
+        (tx, h)
+    }
+
+    // On the real process table, with a harmless signal (SIGCONT): before
+    // threads were left out, this process's threads matched its command line
+    // under their own ids and were signalled.
+    #[tokio::test]
+    async fn the_agent_process_cannot_be_reached_through_its_threads_on_the_real_table() {
+        let (stop, h) = named_thread("fl-kill-thread");
+        let table: Arc<dyn ProcessTable> = Arc::new(SystemProcessTable::new());
+        let protection = Protection::for_this_process(vec![]);
+        let mut by_cmdline = spec(None, Some(&format!("^{}$", regex::escape(&own_cmdline()))), 0);
+        by_cmdline.signal = Signal::SIGCONT;
+        let err = apply(by_cmdline, table.clone(), &protection).err().unwrap();
+        assert!(matches!(err, Error::Protected(_)), "{err}");
+        assert!(err.to_string().contains("is the agent itself"), "{err}");
+        let mut by_thread_name = spec(Some("fl-kill-thread"), None, 0);
+        by_thread_name.signal = Signal::SIGCONT;
+        let err = apply(by_thread_name, table, &protection).err().unwrap();
+        assert!(matches!(err, Error::NoMatch(_)), "{err}");
+        drop(stop);
+        h.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_real_child_matching_the_cmdline_is_killed_and_nothing_else() {
+        struct Reap(std::process::Child);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let marker = format!("2000.{}", std::process::id());
+        let mut child = Reap(std::process::Command::new("sleep").arg(&marker).spawn().unwrap());
+        let pid = child.0.id();
+        let applied = apply(
+            spec(None, Some(&format!("^sleep {}$", regex::escape(&marker))), 0),
+            Arc::new(SystemProcessTable::new()),
+            &Protection::for_this_process(vec![]),
+        )
+        .unwrap();
+        let obs = applied.restore().await;
+        assert_eq!(obs.killed.iter().map(|k| k.pid).collect::<Vec<_>>(), vec![pid]);
+        let status = child.0.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
     }
 }

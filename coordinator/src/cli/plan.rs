@@ -66,6 +66,9 @@ async fn plan(url: &str, source: &common::Source) -> i32 {
             f.matching_agents,
             f.agent_ids.join(", ")
         );
+        for line in &f.previews {
+            println!("    {line}");
+        }
     }
     println!("limits:");
     for l in &p.limits {

@@ -319,6 +319,9 @@ impl FaultKind {
                     Some(n) => format!("count={n}"),
                     None => "count=all".into(),
                 });
+                if k.allow_mass_kill {
+                    parts.push("allow_mass_kill".into());
+                }
                 parts.join(" ")
             }
         }
@@ -438,6 +441,10 @@ pub struct KillFault {
     pub signal_name: String,
     /// How many matching processes per agent; `None` means all.
     pub count: Option<u32>,
+    /// Opt-in for a selector that matches a large part of a node (the agent
+    /// refuses such a kill otherwise: see the README's kill section). By
+    /// default, false.
+    pub allow_mass_kill: bool,
 }
 
 /// Limits the experiment puts on itself, checked at plan time.

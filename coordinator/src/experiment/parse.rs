@@ -1079,6 +1079,8 @@ struct RawKill {
     user: Option<String>,
     signal: Option<String>,
     count: Option<RawCount>,
+    #[serde(default)]
+    allow_mass_kill: bool,
 }
 
 enum RawCount {
@@ -1233,6 +1235,7 @@ impl TryFrom<RawFault> for Fault {
                 signal,
                 signal_name,
                 count,
+                allow_mass_kill: k.allow_mass_kill,
             }),
         })
     }
@@ -1284,6 +1287,18 @@ faults:
         assert_eq!(k.cmdline.as_deref(), Some("demo --port 8080"));
         assert_eq!((k.signal, k.signal_name.as_str()), (15, "SIGTERM"));
         assert_eq!(e.faults[0].targets.mode, Mode::Count(1));
+        assert!(!k.allow_mass_kill, "off unless written");
+        let src = GOOD.replace("signal: TERM }", "signal: TERM, allow_mass_kill: true }");
+        let e = parse("e.yaml", &src, &vars()).unwrap();
+        let FaultKind::Kill(k) = &e.faults[0].kind else {
+            panic!("expected a kill fault")
+        };
+        assert!(k.allow_mass_kill);
+        assert!(
+            e.faults[0].kind.summary().ends_with("allow_mass_kill"),
+            "{}",
+            e.faults[0].kind.summary()
+        );
     }
 
     #[test]

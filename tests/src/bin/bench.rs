@@ -364,6 +364,7 @@ async fn restore_paths(n: usize) {
                 run_id: "bench".into(),
                 spec: spec(),
                 lease,
+                dry_run: false,
             })
             .await;
     }

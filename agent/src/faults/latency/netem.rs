@@ -76,14 +76,41 @@ impl Netem {
         }
     }
 
-    /// The interface and the prio handle a fault will use.
+    /// The interface and the prio handle a fault will use, refused if the
+    /// interface's root qdisc is not the kernel's default.
+    ///
+    /// The handle has only 8 bits of the fault id's hash, so it is not
+    /// injective by itself: (interface, handle) names one fault because a
+    /// fault takes the interface's root and a second one on the same
+    /// interface is refused here, before its undo record is written (a
+    /// record naming the first fault's qdisc would remove it on recovery).
     fn placement(&self, fault_id: &str, spec: &LatencySpec) -> Result<(String, u16)> {
+        faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
         let dev = match &spec.interface {
             Some(i) => i.clone(),
             None => default_route_interface(&self.root).ok_or_else(|| {
                 Error::Refused("netem needs an interface and this node has no IPv4 default route; set interface".into())
             })?,
         };
+        let current = self.tc.root_qdisc(&dev).map_err(|e| Error::Backend {
+            backend: "netem",
+            message: e.to_string(),
+        })?;
+        match current {
+            Some(q) if q.handle & 0xff00 == OWN_PRIO => {
+                return Err(Error::Refused(format!(
+                    "another faultline latency fault (qdisc {:x}:) already holds the root qdisc of {dev}",
+                    q.handle
+                )))
+            }
+            Some(q) if q.handle != 0 => {
+                return Err(Error::Refused(format!(
+                    "the root qdisc of {dev} is {} {:x}:, which faultline did not create; refusing to replace it",
+                    q.kind, q.handle
+                )))
+            }
+            _ => {}
+        }
         Ok((dev, OWN_PRIO | (short_hash(fault_id) & 0xff) as u16))
     }
 }
@@ -136,21 +163,6 @@ impl LatencyBackend for Netem {
         };
         let (dev, handle) = self.placement(fault_id, spec)?;
         let low = handle & 0xff;
-        match self.tc.root_qdisc(&dev).map_err(|e| err(e.to_string()))? {
-            Some(q) if q.handle & 0xff00 == OWN_PRIO => {
-                return Err(Error::Refused(format!(
-                    "another faultline latency fault (qdisc {:x}:) already holds the root qdisc of {dev}",
-                    q.handle
-                )))
-            }
-            Some(q) if q.handle != 0 => {
-                return Err(Error::Refused(format!(
-                    "the root qdisc of {dev} is {} {:x}:, which faultline did not create; refusing to replace it",
-                    q.kind, q.handle
-                )))
-            }
-            _ => {}
-        }
         self.tc
             .add_qdisc(&dev, Parent::Root, handle, &QdiscKind::Prio { bands: BANDS })
             .map_err(|e| err(e.to_string()))?;
@@ -400,6 +412,13 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("another faultline latency fault"), "{e}");
+        // Planning refuses too, so no undo record naming the first fault's
+        // qdisc is written (handles are 8 bits: two ids can share one).
+        let e = netem(tc.clone()).plan("r2-1", &spec()).unwrap_err();
+        assert!(
+            e.is_refusal() && e.to_string().contains("another faultline latency fault"),
+            "{e}"
+        );
         first.restore().unwrap();
     }
 

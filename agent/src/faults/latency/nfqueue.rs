@@ -1,7 +1,8 @@
 //! The NFQUEUE latency backend.
 //!
 //! Per fault: one iptables chain in the `mangle` table, named after the
-//! fault (`faultline-<fault id>`, shortened to fit the 28-character limit),
+//! fault (`faultline-<fault id>`, or a hash of the id where that does not
+//! fit the 28-character limit: see [`chain_name`]),
 //! jumped to from `POSTROUTING` (egress, both locally generated and
 //! forwarded packets). The chain first returns the exempt traffic (the
 //! coordinator, SSH), then sends matching packets to an NFQUEUE queue that
@@ -50,23 +51,44 @@ pub fn probe_queue() -> std::io::Result<()> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no queue number free")))
 }
 
-/// The chain name of a fault: `faultline-` plus as much of the fault id as
-/// fits (the tail, which holds the run's random part and the fault index),
-/// or a hash when the id has characters iptables does not like.
-pub fn chain_name(fault_id: &str) -> String {
-    const MAX: usize = 28;
-    let prefix = "faultline-";
-    let clean = fault_id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if clean && prefix.len() + fault_id.len() <= MAX {
-        return format!("{prefix}{fault_id}");
+/// Longest iptables chain name (`XT_EXTENSION_MAXNAMELEN` less the NUL).
+const MAX_CHAIN: usize = 28;
+
+/// The chain name of a fault, one per valid fault id (`faultline_proto::ids`):
+/// `faultline-<fault id>` when that fits in 28 characters; otherwise
+/// `faultline-<last 4 characters of the id>~<64-bit hash of the id, base32>`.
+/// The two forms never meet (`~` is not in any fault id) and ids are not
+/// cut short, which would map every id with the same tail to one chain; a
+/// hash collision, not impossible in 64 bits, is refused by the fault table
+/// (an object of an active fault) and by [`Nfqueue`]'s apply (the chain
+/// exists), so it can never adopt or remove another fault's chain.
+pub fn chain_name(fault_id: &str) -> Result<String> {
+    faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let prefix = crate::journal::CHAIN_PREFIX;
+    if prefix.len() + fault_id.len() <= MAX_CHAIN {
+        return Ok(format!("{prefix}{fault_id}"));
     }
-    if clean {
-        let tail = &fault_id[fault_id.len() - (MAX - prefix.len() - 1)..];
-        return format!("{prefix}~{tail}");
+    // Ids are ASCII, so byte offsets are character offsets.
+    let tail = &fault_id[fault_id.len() - 4..];
+    Ok(format!("{prefix}{tail}~{}", base32(fnv1a64(fault_id))))
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+fn fnv1a64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// 13 lower-case base32 characters holding all 64 bits.
+fn base32(mut v: u64) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = [0u8; 13];
+    for c in out.iter_mut().rev() {
+        *c = ALPHABET[(v & 31) as usize];
+        v >>= 5;
     }
-    format!("{prefix}{:08x}", short_hash(fault_id))
+    out.iter().map(|&c| c as char).collect()
 }
 
 /// The real NFQUEUE backend.
@@ -366,12 +388,13 @@ impl LatencyBackend for Nfqueue {
 
     fn plan(&self, fault_id: &str, _spec: &LatencySpec) -> Result<Vec<crate::journal::Object>> {
         // Both families: removal of a chain that is not there is a no-op.
+        let chain = chain_name(fault_id)?;
         Ok([false, true]
             .into_iter()
             .map(|ipv6| crate::journal::Object::IptablesChain {
                 ipv6,
                 table: TABLE.into(),
-                chain: chain_name(fault_id),
+                chain: chain.clone(),
             })
             .collect())
     }
@@ -381,7 +404,7 @@ impl LatencyBackend for Nfqueue {
             backend: "nfqueue",
             message,
         };
-        let chain = chain_name(fault_id);
+        let chain = chain_name(fault_id)?;
         // Refuse rather than adopt a chain we did not make in this life.
         if let Ok(save) = self.firewall.iptables_save(Family::V4, TABLE) {
             if crate::firewall::chains(&save).contains(&chain) {
@@ -479,12 +502,26 @@ mod tests {
 
     #[test]
     fn chain_names_carry_the_fault_id_and_fit_iptables() {
-        assert_eq!(chain_name("r1-1"), "faultline-r1-1");
-        let long = chain_name("r20261123-144000-abc123-12");
-        assert!(long.len() <= 28, "{long}");
-        assert!(long.starts_with("faultline-") && long.ends_with("abc123-12"), "{long}");
-        let odd = chain_name("a b");
-        assert!(odd.len() <= 28 && odd.starts_with("faultline-"));
+        assert_eq!(chain_name("r1-1").unwrap(), "faultline-r1-1");
+        let long = chain_name("r20261123-144000-abc123-12").unwrap();
+        assert_eq!(long.len(), 28, "{long}");
+        assert!(long.starts_with("faultline-3-12~"), "{long}");
+        assert!(chain_name("a b").unwrap_err().is_refusal());
+        assert!(chain_name("c.x").unwrap_err().is_refusal());
+    }
+
+    // Cutting long ids to their tail mapped every id with the same last 17
+    // characters (two runs' faults in the same second) to one chain.
+    #[test]
+    fn long_fault_ids_sharing_a_tail_get_different_chains() {
+        let a = chain_name("xa-r20261123-144000-abc123-12").unwrap();
+        let b = chain_name("xb-r20261123-144000-abc123-12").unwrap();
+        assert_ne!(a, b);
+        let max = "a".repeat(faultline_proto::ids::MAX_FAULT_ID_LEN);
+        assert!(chain_name(&max).unwrap().len() <= MAX_CHAIN);
+        // An id that just fits is kept whole.
+        let fits = "r".repeat(MAX_CHAIN - "faultline-".len());
+        assert_eq!(chain_name(&fits).unwrap(), format!("faultline-{fits}"));
     }
 
     #[test]

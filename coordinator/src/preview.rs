@@ -1,0 +1,175 @@
+//! What each target agent would do for a plan: dry-run Injects.
+//!
+//! `plan` chooses agents; only an agent knows what a fault would hit on its
+//! node (how many processes a kill's selector matches, whether a fill fits
+//! under its cap, whether its policy allows the kind). [`previews`] sends
+//! every planned target an Inject with `dry_run` set, under a throwaway run
+//! id, and collects the answers: PLANNED with what the agent would do, or
+//! REFUSED with why. Agents touch nothing for a dry run. Only agents that
+//! advertise the `dry_run` capability are asked: an agent built before dry
+//! runs would ignore the flag and inject for real.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use faultline_proto::v1;
+
+use crate::engine::spec_to_wire;
+use crate::planner::Plan;
+use crate::registry::Registry;
+
+/// How long `plan` waits for the agents' answers. By default, 3 s: an
+/// answer is one process-table read or statvfs away.
+pub const PREVIEW_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One "agent-id: detail" line per target of each planned fault, in the
+/// plan's order; "agent-id: no answer" for an agent that did not answer
+/// within `timeout`.
+pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Vec<Vec<String>> {
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    // A valid run id (faultline_proto::ids) that no real run can have:
+    // run ids start with `r`.
+    let plan_id = format!("plan-{}", &rand[..12]);
+    let mut out: Vec<Vec<String>> = plan
+        .faults
+        .iter()
+        .map(|pf| vec![String::new(); pf.targets.len()])
+        .collect();
+    let mut pending: HashMap<(String, String), (usize, usize)> = HashMap::new();
+    let mut statuses = registry.subscribe(&plan_id);
+    for (fi, pf) in plan.faults.iter().enumerate() {
+        let fault_id = format!("{plan_id}-{}", pf.index + 1);
+        for (ti, agent) in pf.targets.iter().enumerate() {
+            let id = &agent.agent_id;
+            if !agent
+                .capabilities
+                .iter()
+                .any(|c| c == faultline_proto::CAPABILITY_DRY_RUN)
+            {
+                out[fi][ti] = format!("{id}: no preview (this agent's version does not answer dry runs)");
+                continue;
+            }
+            let msg = v1::CoordinatorMessage {
+                msg: Some(v1::coordinator_message::Msg::Inject(v1::Inject {
+                    fault_id: fault_id.clone(),
+                    run_id: plan_id.clone(),
+                    spec: Some(spec_to_wire(
+                        &pf.fault.kind,
+                        pf.peers.get(ti).map(Vec::as_slice).unwrap_or(&[]),
+                    )),
+                    lease_ms: 0,
+                    dry_run: true,
+                })),
+            };
+            match registry.send(id, msg) {
+                Ok(()) => {
+                    pending.insert((fault_id.clone(), id.clone()), (fi, ti));
+                }
+                Err(e) => out[fi][ti] = format!("{id}: not asked: {e}"),
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !pending.is_empty() {
+        let Ok(Some(st)) = tokio::time::timeout_at(deadline, statuses.recv()).await else {
+            break;
+        };
+        let key = (st.status.fault_id.clone(), st.agent_id.clone());
+        let Some((fi, ti)) = pending.remove(&key) else {
+            continue;
+        };
+        let s = &st.status;
+        out[fi][ti] = match s.state() {
+            v1::FaultState::Planned => format!("{}: {}", st.agent_id, s.detail),
+            other => {
+                let state = faultline_proto::fault_state_name(other);
+                // Refusals often say "refused: ..." already.
+                let detail = s.detail.strip_prefix(&format!("{state}: ")).unwrap_or(&s.detail);
+                format!("{}: {state}: {detail}", st.agent_id)
+            }
+        };
+    }
+    registry.unsubscribe(&plan_id);
+    for (fi, ti) in pending.into_values() {
+        out[fi][ti] = format!("{}: no answer", plan.faults[fi].targets[ti].agent_id);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::{plan, Context};
+    use crate::registry::AgentInfo;
+    use tokio::sync::mpsc;
+
+    fn agent(id: &str, caps: &[&str]) -> AgentInfo {
+        AgentInfo::from_hello(v1::Hello {
+            agent_id: id.into(),
+            hostname: id.into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_target_says_what_it_would_do_or_that_it_did_not_answer() {
+        let exp = crate::experiment::parse(
+            "t.yaml",
+            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: { address: \"127.0.0.1:1\" }\nduration: 1s\nfaults:\n  - targets: { mode: all }\n    kill: { name: w, count: all }\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let registry = std::sync::Arc::new(Registry::new());
+        let fleet = [
+            agent("a1", &["kill", "dry_run"]),
+            agent("a2", &["kill", "dry_run"]),
+            agent("a3", &["kill"]),
+        ];
+        let mut inboxes = Vec::new();
+        for a in &fleet {
+            let (tx, rx) = mpsc::channel(8);
+            registry.add(a.clone(), tx);
+            inboxes.push(rx);
+        }
+        let p = plan(&exp, &registry.agents(), &Context::unrestricted()).unwrap();
+        // a1 answers its dry run; a2 never does; a3 is never asked.
+        let mut a1 = inboxes.remove(0);
+        let r = registry.clone();
+        tokio::spawn(async move {
+            let Some(v1::CoordinatorMessage {
+                msg: Some(v1::coordinator_message::Msg::Inject(i)),
+            }) = a1.recv().await
+            else {
+                return;
+            };
+            assert!(i.dry_run && i.run_id.starts_with("plan-") && i.fault_id.starts_with(&i.run_id));
+            faultline_proto::ids::validate_fault_id(&i.fault_id).unwrap();
+            r.route(
+                "a1",
+                v1::FaultStatus {
+                    fault_id: i.fault_id,
+                    run_id: i.run_id,
+                    state: v1::FaultState::Planned as i32,
+                    detail: "would send SIGKILL to 2 of 90 processes".into(),
+                    ..Default::default()
+                },
+            );
+        });
+        let out = previews(&p, &registry, Duration::from_millis(300)).await;
+        assert_eq!(
+            out,
+            vec![vec![
+                "a1: would send SIGKILL to 2 of 90 processes".to_string(),
+                "a2: no answer".to_string(),
+                "a3: no preview (this agent's version does not answer dry runs)".to_string(),
+            ]]
+        );
+        let mut a3 = inboxes.pop().unwrap();
+        assert!(
+            a3.try_recv().is_err(),
+            "an agent without dry runs would have injected for real"
+        );
+    }
+}
