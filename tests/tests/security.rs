@@ -152,17 +152,17 @@ async fn mtls_admits_only_agents_with_their_own_certificate_and_control_needs_a_
     // and is the caller in the audit log.
     let mut c = control(&h, certs.path(), None).await;
     let e = c
-        .list_agents(with_token(v1::ListAgentsRequest {}, None))
+        .list_agents(with_token(v1::ListAgentsRequest::default(), None))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     let e = c
-        .list_agents(with_token(v1::ListAgentsRequest {}, Some("ci-wrong-wrong-wrong-wrong")))
+        .list_agents(with_token(v1::ListAgentsRequest::default(), Some("ci-wrong-wrong-wrong-wrong")))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     let agents = c
-        .list_agents(with_token(v1::ListAgentsRequest {}, Some(TOKEN)))
+        .list_agents(with_token(v1::ListAgentsRequest::default(), Some(TOKEN)))
         .await
         .unwrap()
         .into_inner()

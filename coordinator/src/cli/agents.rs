@@ -19,13 +19,31 @@ pub async fn main(a: Args) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let agents = match c.list_agents(v1::ListAgentsRequest {}).await {
-        Ok(r) => r.into_inner().agents,
-        Err(s) => {
-            eprint_err(s.message());
-            return common::status_exit(&s);
+    // Follow the pages: a large fleet does not fit one gRPC message.
+    let mut agents = Vec::new();
+    let mut token = String::new();
+    loop {
+        let req = v1::ListAgentsRequest {
+            page_size: 0,
+            page_token: token.clone(),
+        };
+        let page = match c.list_agents(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                eprint_err(s.message());
+                return common::status_exit(&s);
+            }
+        };
+        agents.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            break;
         }
-    };
+        if page.next_page_token <= token {
+            eprint_err("the coordinator's ListAgents pages do not advance; stopping");
+            return 5;
+        }
+        token = page.next_page_token;
+    }
     if a.json {
         let v: Vec<serde_json::Value> = agents
             .iter()
