@@ -35,9 +35,16 @@ pub struct Args {
     /// /var/lib/faultline/faultline.db as root, else ~/.local/state/faultline/faultline.db.
     #[arg(long, value_name = "PATH")]
     pub db: Option<String>,
-    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9700.
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9700. Plain HTTP without authentication: only a loopback
+    /// address unless --metrics-public.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Allow --metrics-listen on a non-loopback address. Anyone who reaches
+    /// it sees fleet size, fault kinds in use and run outcomes (no ids, no
+    /// hosts, no experiment contents).
+    #[arg(long, requires = "metrics_listen")]
+    pub metrics_public: bool,
     /// Keep run history in memory only (lost when the coordinator stops).
     #[arg(long, conflicts_with = "db")]
     pub no_store: bool,
@@ -50,6 +57,15 @@ pub async fn main(a: Args) -> i32 {
             a.listen
         ));
         return 2;
+    }
+    if let Some(m) = a.metrics_listen {
+        if !faultline_proto::metrics::exposure_allowed(&m, a.metrics_public) {
+            eprint_err(format!(
+                "refusing to serve metrics on {m}: /metrics has no TLS and no authentication. Use a loopback address (e.g. 127.0.0.1:{}) behind your scraper's own tunnel, or pass --metrics-public to expose it",
+                m.port()
+            ));
+            return 2;
+        }
     }
     let mut security = crate::security::Security::default();
     if let Some(dir) = &a.tls_dir {
