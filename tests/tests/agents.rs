@@ -189,12 +189,14 @@ async fn a_silent_agent_expires_its_stream_closes_and_its_id_is_free_again() {
     let (silent_tx, silent) = raw_hello(&h.url, hello("node-a")).await;
     let mut silent = silent.unwrap();
     assert!(wait_agent(&h, "node-a", Duration::from_secs(2), |_| true).await);
-    // A real agent with the same id (a restart while the old connection
-    // hangs) is refused at first, and retries.
-    let (stop, task, _state) = spawn_agent(&h.url, "node-a");
     let t = tokio::time::Instant::now();
-    // The silent one is dropped and its stream ends.
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
+    assert!(
+        wait_empty(&h, Duration::from_secs(3)).await,
+        "the silent agent is dropped"
+    );
+    eprintln!("silent agent dropped after {:?}", t.elapsed());
+    // Its stream ends too, so a live but wedged client learns it.
+    let end = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             match silent.message().await {
                 Ok(Some(_)) => continue,
@@ -204,7 +206,14 @@ async fn a_silent_agent_expires_its_stream_closes_and_its_id_is_free_again() {
     })
     .await;
     assert!(end.is_ok(), "the silent agent's stream was closed");
-    eprintln!("silent agent dropped after {:?}", t.elapsed());
+    drop(silent_tx);
+
+    // A restart while the old connection hangs: the new agent is refused
+    // while the old stream counts as connected, retries, and gets the id
+    // once the old one expired.
+    let (_hung_tx, hung) = raw_hello(&h.url, hello("node-a")).await;
+    hung.unwrap();
+    let (stop, task, _state) = spawn_agent(&h.url, "node-a");
     // The real agent, heartbeating, gets the id and keeps it.
     assert!(
         wait_agent(&h, "node-a", Duration::from_secs(5), |a| a.hostname != "raw-client").await,
@@ -215,7 +224,6 @@ async fn a_silent_agent_expires_its_stream_closes_and_its_id_is_free_again() {
         wait_agent(&h, "node-a", Duration::from_millis(50), |a| a.hostname != "raw-client").await,
         "a heartbeating agent does not expire"
     );
-    drop(silent_tx);
     stop.cancel();
     task.await.unwrap();
     h.stop().await;
