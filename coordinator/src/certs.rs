@@ -150,7 +150,10 @@ fn check_host(h: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Host {
-            shown: format!("\"{}\"", h.chars().take(60).flat_map(char::escape_default).collect::<String>()),
+            shown: format!(
+                "\"{}\"",
+                h.chars().take(60).flat_map(char::escape_default).collect::<String>()
+            ),
         })
     }
 }
@@ -192,14 +195,7 @@ fn write_all(dir: &Path, outs: Vec<Out>) -> Result<Made> {
 }
 
 /// Makes one leaf certificate signed by `ca`.
-fn leaf(
-    dir: &Path,
-    ca: &Issuer<'_, KeyPair>,
-    stem: &str,
-    cn: &str,
-    role: Role,
-    sans: Vec<String>,
-) -> Result<[Out; 2]> {
+fn leaf(dir: &Path, ca: &Issuer<'_, KeyPair>, stem: &str, cn: &str, role: Role, sans: Vec<String>) -> Result<[Out; 2]> {
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::new(sans)?;
     p.distinguished_name.push(DnType::CommonName, cn);
@@ -258,7 +254,14 @@ pub fn init(dir: &Path, hosts: &[String], agents: &[String], force: bool) -> Res
             sans.push(h.clone());
         }
     }
-    outs.extend(leaf(dir, &ca, "coordinator", "faultline coordinator", Role::Coordinator, sans)?);
+    outs.extend(leaf(
+        dir,
+        &ca,
+        "coordinator",
+        "faultline coordinator",
+        Role::Coordinator,
+        sans,
+    )?);
     for a in agents {
         outs.extend(leaf(dir, &ca, &agent_stem(a), a, Role::Agent, vec![a.clone()])?);
     }
@@ -341,7 +344,11 @@ mod tests {
     fn bad_ids_and_hosts_are_refused_before_anything_is_written() {
         let root = tempfile::tempdir().unwrap();
         for (hosts, agents, want) in [
-            (vec![], vec!["node-a".to_string(), "bad id/../x".to_string()], "contains ' '"),
+            (
+                vec![],
+                vec!["node-a".to_string(), "bad id/../x".to_string()],
+                "contains ' '",
+            ),
             (vec![], vec!["a".to_string(), "a".to_string()], "given twice"),
             (vec!["bad host".to_string()], vec![], "host \"bad host\""),
         ] {

@@ -124,7 +124,12 @@ fn log_cleaned(agent_id: &str, cleaned: &[String]) {
     if cleaned.is_empty() {
         return;
     }
-    let first = cleaned.iter().take(CLEANED_LOGGED).cloned().collect::<Vec<_>>().join("; ");
+    let first = cleaned
+        .iter()
+        .take(CLEANED_LOGGED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
     let more = cleaned.len().saturating_sub(CLEANED_LOGGED);
     if more > 0 {
         warn!(agent_id = %agent_id, count = cleaned.len(), "agent cleaned up at start: {first}; and {more} more (`faultline agents --json` lists them)");

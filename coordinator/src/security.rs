@@ -133,8 +133,8 @@ impl Security {
         })
     }
 
-    /// Who is calling Control: the token's name, or the client
-    /// certificate's common name. Without any security configured, the
+    /// Who is calling Control: the token's name, or the common name of
+    /// the CLI certificate (agent certificates are refused). Without any security configured, the
     /// peer address (the coordinator is loopback-only then).
     pub fn control_caller<T>(&self, req: &Request<T>) -> Result<String, Status> {
         if let Some(tokens) = &self.tokens {
@@ -153,7 +153,7 @@ impl Security {
                 return match role {
                     Some(Role::Cli) => Ok(format!("cert:{cn}")),
                     Some(r) => Err(Status::permission_denied(format!(
-                        "the client certificate {cn:?} is an {r} certificate; Control calls need a bearer token or the CLI certificate"
+                        "the client certificate {cn:?} has the {r} role; Control calls need a bearer token or the CLI certificate"
                     ))),
                     None => Err(Status::permission_denied(format!(
                         "the client certificate {cn:?} has no faultline role (OU=faultline-cli); Control calls need a bearer token or the CLI certificate"

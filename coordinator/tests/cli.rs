@@ -447,7 +447,14 @@ fn serve_refuses_non_loopback_metrics_without_metrics_public() {
     // Started as a child with a deadline: a coordinator that accepted the
     // flag would serve until killed.
     let mut child = Command::new(FAULTLINE)
-        .args(["serve", "--no-store", "--listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"])
+        .args([
+            "serve",
+            "--no-store",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "0.0.0.0:0",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -467,7 +474,11 @@ fn serve_refuses_non_loopback_metrics_without_metrics_public() {
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(status.and_then(|s| s.code()), Some(2), "still serving or wrong exit: {err}");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "still serving or wrong exit: {err}"
+    );
     assert!(
         err.contains("refusing to serve metrics on 0.0.0.0:0") && err.contains("--metrics-public"),
         "{err}"

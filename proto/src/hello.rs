@@ -164,8 +164,13 @@ pub fn fit_cleaned(lines: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn labels_map<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> std::collections::HashMap<String, String> {
-        labels.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn labels_map<'a>(
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> std::collections::HashMap<String, String> {
+        labels
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn hello() -> Hello {
@@ -188,8 +193,12 @@ mod tests {
 
     #[test]
     fn oversized_and_hostile_hellos_are_refused_naming_the_field_and_limit() {
-        let cases: Vec<(Box<dyn Fn(&mut Hello)>, &str)> = vec![
-            (Box::new(|h| h.agent_id = "a/b".into()), "Hello.agent_id: agent id \"a/b\""),
+        type Edit = Box<dyn Fn(&mut Hello)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|h| h.agent_id = "a/b".into()),
+                "Hello.agent_id: agent id \"a/b\"",
+            ),
             (
                 Box::new(|h| h.hostname = "x".repeat(3_000_000)),
                 "Hello.hostname \"xxxx",

@@ -69,7 +69,12 @@ fn spawn_agent(url: &str, id: &str) -> (CancellationToken, tokio::task::JoinHand
 async fn wait_agent(h: &Harness, id: &str, within: Duration, check: impl Fn(&AgentInfo) -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
-        if h.coordinator.registry.agents().iter().any(|a| a.agent_id == id && check(a)) {
+        if h.coordinator
+            .registry
+            .agents()
+            .iter()
+            .any(|a| a.agent_id == id && check(a))
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -102,7 +107,10 @@ async fn hostile_hellos_are_refused_naming_the_field_and_the_limit() {
         (big_host, "is 3000000 bytes long; at most 253 are allowed"),
         (big_cleaned, "Hello.cleaned has 100000 entries; at most 100 are allowed"),
         (hello("a/b"), "Hello.agent_id: agent id \"a/b\" contains '/'"),
-        (hello("../../etc/passwd"), "Hello.agent_id: agent id \"../../etc/passwd\""),
+        (
+            hello("../../etc/passwd"),
+            "Hello.agent_id: agent id \"../../etc/passwd\"",
+        ),
         (hello("x\u{202e}y"), "Hello.agent_id: agent id \"x\\u{202e}y\" contains"),
     ] {
         let (_tx, r) = raw_hello(&h.url, h_msg).await;
@@ -137,7 +145,11 @@ async fn a_second_hello_with_a_connected_id_is_refused_and_the_first_keeps_its_c
     let (_second_tx, second) = raw_hello(&h.url, hello("node-a")).await;
     let e = second.expect_err("a duplicate id is refused");
     assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
-    assert!(e.message().contains("\"node-a\" is already connected"), "{}", e.message());
+    assert!(
+        e.message().contains("\"node-a\" is already connected"),
+        "{}",
+        e.message()
+    );
     // Commands for node-a still go to the first stream.
     assert!(matches!(
         first.message().await.unwrap().and_then(|m| m.msg),
@@ -169,7 +181,9 @@ async fn an_agent_that_restarts_quickly_registers_again() {
     tokio::time::sleep(Duration::from_millis(2)).await;
     let (stop2, task2, _state2) = spawn_agent(&h.url, "node-a");
     assert!(
-        wait_agent(&h, "node-a", Duration::from_secs(10), |a| a.connected_at_unix_ms > first).await,
+        wait_agent(&h, "node-a", Duration::from_secs(10), |a| a.connected_at_unix_ms
+            > first)
+        .await,
         "the restarted agent registers"
     );
     stop2.cancel();
@@ -254,7 +268,11 @@ async fn list_agents_pages_and_the_cli_follows_every_page() {
         .await
         .unwrap()
         .into_inner();
-    assert!(!first.agents.is_empty() && first.agents.len() < 250, "{}", first.agents.len());
+    assert!(
+        !first.agents.is_empty() && first.agents.len() < 250,
+        "{}",
+        first.agents.len()
+    );
     assert_eq!(first.next_page_token, first.agents.last().unwrap().agent_id);
     let all = faultline_coordinator::cli::agents::fetch_all(&mut c).await.unwrap();
     let ids: Vec<String> = all.iter().map(|a| a.agent_id.clone()).collect();

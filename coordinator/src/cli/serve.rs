@@ -23,7 +23,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<std::path::PathBuf>,
     /// Bearer tokens for Control calls, one `NAME TOKEN` per line; the audit
-    /// log records NAME. With TLS, a client certificate also works.
+    /// log records NAME. With TLS, the CLI certificate also works (agent
+    /// certificates never do).
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<std::path::PathBuf>,
     /// Policy file: fleet-wide limits every run is planned within
@@ -117,7 +118,7 @@ pub async fn main(a: Args) -> i32 {
             "no TLS"
         },
         if security.tokens.is_some() {
-            "; Control calls need a bearer token or a client certificate"
+            "; Control calls need a bearer token or the CLI certificate"
         } else {
             ""
         }
