@@ -1,20 +1,31 @@
 //! The `faultline-agent` binary refuses bad flags before it touches the node
 //! or dials the coordinator, naming the flag.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_faultline-agent");
 
+/// Runs the agent with `args`; an agent that accepted them would dial and
+/// retry forever, so it is killed after 10 s (and the test then fails).
 fn agent(args: &[&str]) -> Output {
     let state = tempfile::tempdir().unwrap();
-    Command::new(AGENT)
+    let mut child = Command::new(AGENT)
         .args(["--coordinator", "http://127.0.0.1:1", "--state-dir"])
         .arg(state.path())
         .args(args)
         .env_remove("FAULTLINE_COORDINATOR")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run faultline-agent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run faultline-agent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
 }
 
 fn refused(args: &[&str], want: &str) {
