@@ -141,6 +141,11 @@ pub fn default_state_dir(agent_id: &str) -> PathBuf {
 pub enum StartError {
     #[error(transparent)]
     Journal(#[from] journal::Error),
+    #[error(transparent)]
+    Id(#[from] faultline_proto::ids::IdError),
+    /// The coordinator would refuse this Hello (see `faultline_proto::hello`).
+    #[error("this agent cannot register: {0}")]
+    Hello(#[from] faultline_proto::hello::HelloError),
 }
 
 impl AgentConfig {
@@ -236,8 +241,10 @@ pub fn coordinator_addresses(url: &str) -> Vec<IpAddr> {
 /// Runs the agent until `shutdown` fires; then restores every fault it holds
 /// and returns. Before it dials the coordinator it restores whatever its
 /// undo journal lists and sweeps orphaned faultline objects; it fails only
-/// if its state directory cannot be used (it will not inject without one).
+/// if its state directory cannot be used (it will not inject without one)
+/// or the coordinator would refuse its id or Hello.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    faultline_proto::ids::validate_agent_id(&config.agent_id)?;
     let journal = match (journal::Journal::open(&config.state_dir), &config.state_dir_fallback) {
         (Err(journal::Error::Locked(dir)), Some(fallback)) => {
             info!(locked = %dir.display(), using = %fallback.display(), "state directory in use by another agent; using a private one");
@@ -323,9 +330,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             capabilities,
             version: VERSION.to_string(),
             pid: std::process::id(),
-            cleaned,
+            cleaned: faultline_proto::hello::fit_cleaned(&cleaned),
         },
     };
+    faultline_proto::hello::check(&identity.hello)?;
     let statuses = Arc::new(Mutex::new(status_rx));
     let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     info!(agent_id = %config.agent_id, coordinator = %config.coordinator, "agent starting");

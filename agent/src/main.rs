@@ -17,7 +17,8 @@ struct Args {
     /// Coordinator URL to dial, e.g. http://10.0.0.5:7700.
     #[arg(long, env = "FAULTLINE_COORDINATOR")]
     coordinator: String,
-    /// Unique agent id. Default: the hostname.
+    /// Unique agent id: ASCII letters, digits, '.', '_' and '-', starting
+    /// with a letter or digit, at most 128 bytes. Default: the hostname.
     #[arg(long)]
     id: Option<String>,
     /// Label as key=value; repeat for several (e.g. --label zone=a --label role=api).
@@ -49,9 +50,15 @@ struct Args {
     /// allowed_fill_paths, max_fill_used_percent, max_fault_duration.
     #[arg(long, value_name = "FILE")]
     policy: Option<String>,
-    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9701.
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9701. Plain HTTP without authentication: only a loopback
+    /// address unless --metrics-public.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Allow --metrics-listen on a non-loopback address. Anyone who reaches
+    /// it sees whether the agent is connected and the faults it injects by kind.
+    #[arg(long, requires = "metrics_listen")]
+    metrics_public: bool,
     /// TLS files for an https:// coordinator: DIR/ca.pem and
     /// DIR/agent-<id>.pem/.key, as `faultline certs init` writes them.
     #[arg(long, value_name = "DIR")]
@@ -85,9 +92,23 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    if let Some(m) = args.metrics_listen {
+        if !faultline_proto::metrics::exposure_allowed(&m, args.metrics_public) {
+            bail!(
+                "refusing to serve metrics on {m}: /metrics has no TLS and no authentication. Use a loopback address (e.g. 127.0.0.1:{}), or pass --metrics-public to expose it",
+                m.port()
+            );
+        }
+    }
     let mut config = faultline_agent::AgentConfig::new(args.coordinator);
-    if let Some(id) = args.id {
-        config.agent_id = id;
+    // The id names the state directory and the TLS files: check it first.
+    match &args.id {
+        Some(id) => {
+            faultline_proto::ids::validate_agent_id(id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+            config.agent_id = id.clone();
+        }
+        None => faultline_proto::ids::validate_agent_id(&config.agent_id)
+            .map_err(|e| anyhow::anyhow!("this host's name is not a usable agent id ({e}); pass --id ID"))?,
     }
     config.state_dir = args
         .state_dir
@@ -115,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         config.policy = faultline_agent::policy::AgentPolicy::load(p).map_err(anyhow::Error::msg)?;
     }
     config.labels = parse_labels(&args.labels)?;
+    faultline_proto::hello::check_labels(config.labels.iter()).map_err(|e| anyhow::anyhow!("--label: {e}"))?;
     config.protected_names.extend(args.protect);
     config.max_lease = args.max_lease;
     config.fill.allowed = args.allow_fill;

@@ -88,6 +88,13 @@ fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String
     Ok((experiment::parse(&name, &src.yaml, &vars)?, name))
 }
 
+/// Agents per `ListAgents` page when the request does not say.
+const AGENTS_PAGE_DEFAULT: usize = 100;
+/// Most agents per `ListAgents` page.
+const AGENTS_PAGE_MAX: usize = 1000;
+/// Most bytes of agents per `ListAgents` page, far below gRPC's 4 MB limit.
+const AGENTS_PAGE_BYTES: usize = 1 << 20;
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
 
 impl ControlService {
@@ -463,8 +470,39 @@ impl Control for ControlService {
         req: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         self.security.control_caller(&req)?;
+        let r = req.into_inner();
+        let size = match r.page_size {
+            0 => AGENTS_PAGE_DEFAULT,
+            n => (n as usize).min(AGENTS_PAGE_MAX),
+        };
+        // The token is the last agent id of the previous page: stable while
+        // agents come and go, and checked like any agent id.
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        if let Some(t) = after {
+            faultline_proto::ids::validate_agent_id(t)
+                .map_err(|e| Status::invalid_argument(format!("ListAgentsRequest.page_token: {e}")))?;
+        }
+        let (page, mut more) = self.registry.agents_after(after, size);
+        let mut agents = Vec::with_capacity(page.len());
+        let mut bytes = 0;
+        for a in &page {
+            let w = a.to_wire();
+            let len = prost::Message::encoded_len(&w);
+            // Always at least one agent, so paging makes progress.
+            if !agents.is_empty() && bytes + len > AGENTS_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += len;
+            agents.push(w);
+        }
+        let next_page_token = match agents.last() {
+            Some(last) if more => last.agent_id.clone(),
+            _ => String::new(),
+        };
         Ok(Response::new(v1::ListAgentsResponse {
-            agents: self.registry.agents().iter().map(|a| a.to_wire()).collect(),
+            agents,
+            next_page_token,
         }))
     }
 

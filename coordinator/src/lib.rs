@@ -22,12 +22,14 @@
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
 //! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
-//! - [`security`]: mTLS, bearer tokens, and `faultline certs init`.
+//! - [`security`]: mTLS and bearer tokens: who may call which service.
+//! - [`certs`]: the CA and role-marked certificates `faultline certs` makes.
 //! - [`server`]: serving both services with graceful shutdown.
 //! - [`outcome`]: phases, outcomes and exit codes.
 //! - [`local`]: local mode (in-process coordinator + agent).
 //! - [`cli`]: the `faultline` command line, one subcommand per file.
 
+pub mod certs;
 pub mod cli;
 pub mod control;
 pub mod engine;

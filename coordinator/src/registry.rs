@@ -6,9 +6,11 @@
 //! statuses are routed to the run that owns the fault by `run_id`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use faultline_proto::hello::HelloError;
 use faultline_proto::{now_unix_ms, v1};
 use tokio::sync::{mpsc, watch};
 
@@ -30,17 +32,10 @@ pub struct AgentInfo {
 }
 
 impl AgentInfo {
-    /// Builds the registry entry from a Hello, rejecting unusable ones.
-    pub fn from_hello(h: v1::Hello) -> Result<Self, String> {
-        if h.agent_id.trim().is_empty() {
-            return Err("Hello.agent_id is empty: start the agent with --id or give the host a name".into());
-        }
-        if h.agent_id.len() > 253 || h.agent_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!(
-                "Hello.agent_id {:?}: use at most 253 printable characters without spaces",
-                h.agent_id
-            ));
-        }
+    /// Builds the registry entry from a Hello, refusing one with an invalid
+    /// agent id or over the limits of [`faultline_proto::hello`].
+    pub fn from_hello(h: v1::Hello) -> Result<Self, HelloError> {
+        faultline_proto::hello::check(&h)?;
         let now = now_unix_ms();
         Ok(Self {
             agent_id: h.agent_id,
@@ -74,6 +69,14 @@ impl AgentInfo {
     }
 }
 
+/// An agent id that is already connected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("agent id {agent_id:?} is already connected (since unix ms {connected_at_unix_ms}); a second stream with the same id is accepted once the first one ends or misses its heartbeats")]
+pub struct Duplicate {
+    pub agent_id: String,
+    pub connected_at_unix_ms: u64,
+}
+
 /// A fault status from one agent.
 #[derive(Debug, Clone)]
 pub struct StatusFromAgent {
@@ -89,7 +92,8 @@ struct Entry {
 
 #[derive(Default)]
 struct Inner {
-    agents: HashMap<String, Entry>,
+    /// By agent id; ordered so `ListAgents` can page through it.
+    agents: BTreeMap<String, Entry>,
     runs: HashMap<String, mpsc::UnboundedSender<StatusFromAgent>>,
 }
 
@@ -126,18 +130,29 @@ impl Registry {
         self.changes.send_modify(|v| *v += 1);
     }
 
-    /// Adds an agent; a reconnect with the same id replaces the old stream.
-    /// Returns the connection number to pass to [`Registry::remove`].
-    pub fn add(&self, info: AgentInfo, tx: mpsc::Sender<v1::CoordinatorMessage>) -> u64 {
+    /// Adds an agent. An id that is already connected is refused: a second
+    /// stream must not take over the first one's commands. The same id is
+    /// accepted again once the old stream is removed (it ended, broke, or
+    /// missed its heartbeats). Returns the connection number to pass to
+    /// [`Registry::remove`].
+    pub fn add(&self, info: AgentInfo, tx: mpsc::Sender<v1::CoordinatorMessage>) -> Result<u64, Duplicate> {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .agents
-            .insert(info.agent_id.clone(), Entry { info, conn, tx });
+        {
+            let mut inner = self.lock();
+            if let Some(old) = inner.agents.get(&info.agent_id) {
+                return Err(Duplicate {
+                    agent_id: info.agent_id,
+                    connected_at_unix_ms: old.info.connected_at_unix_ms,
+                });
+            }
+            inner.agents.insert(info.agent_id.clone(), Entry { info, conn, tx });
+        }
         self.bump();
-        conn
+        Ok(conn)
     }
 
-    /// Removes the agent if `conn` is still its current connection.
+    /// Removes the agent if `conn` is still its current connection, freeing
+    /// everything the registry held for it (its Hello and command queue).
     pub fn remove(&self, agent_id: &str, conn: u64) {
         let mut inner = self.lock();
         if inner.agents.get(agent_id).is_some_and(|e| e.conn == conn) {
@@ -145,6 +160,15 @@ impl Registry {
             drop(inner);
             self.bump();
         }
+    }
+
+    /// How many agents are connected.
+    pub fn len(&self) -> usize {
+        self.lock().agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn heartbeat(&self, agent_id: &str, active_faults: u32) {
@@ -156,9 +180,24 @@ impl Registry {
 
     /// Every connected agent, sorted by id.
     pub fn agents(&self) -> Vec<AgentInfo> {
-        let mut v: Vec<AgentInfo> = self.lock().agents.values().map(|e| e.info.clone()).collect();
-        v.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        v
+        self.lock().agents.values().map(|e| e.info.clone()).collect()
+    }
+
+    /// Up to `limit` agents with ids after `after` (all when `None`), sorted
+    /// by id, and whether more follow.
+    pub fn agents_after(&self, after: Option<&str>, limit: usize) -> (Vec<AgentInfo>, bool) {
+        let inner = self.lock();
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut it = inner
+            .agents
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(_, e)| e.info.clone());
+        let page: Vec<AgentInfo> = it.by_ref().take(limit).collect();
+        let more = it.next().is_some();
+        (page, more)
     }
 
     /// Queues `msg` for `agent_id`. Fails if the agent is not connected or

@@ -6,10 +6,13 @@
 //!   certificate's common name, so one node cannot pose as another.
 //! - **Bearer tokens** (`--tokens FILE`, lines `NAME TOKEN`): Control calls
 //!   must carry `authorization: Bearer TOKEN`; the audit log records NAME.
-//!   With TLS on, a client certificate from the CA is accepted instead.
+//!   With TLS on, the CLI certificate from the CA is accepted instead.
+//! - **Roles**: every certificate names its role (see [`crate::certs`]). An
+//!   agent certificate only opens AgentLink, the CLI certificate only
+//!   Control: one compromised node cannot drive the fleet.
 //! - Neither: the coordinator only listens on loopback (see `serve`).
 //!
-//! `faultline certs init` makes a CA and the certificates with rcgen.
+//! `faultline certs init` makes the CA and the certificates ([`crate::certs`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,21 +20,19 @@ use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
+use crate::certs::Role;
+
 /// Errors setting security up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Tokens {
         path: PathBuf,
         line: usize,
         message: String,
     },
-    #[error("cannot make certificates: {0}")]
-    Cert(#[from] rcgen::Error),
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
@@ -132,14 +133,13 @@ impl Security {
         })
     }
 
-    /// Who is calling Control: the token's name, or the client
-    /// certificate's common name. Without any security configured, the
+    /// Who is calling Control: the token's name, or the common name of
+    /// the CLI certificate (agent certificates are refused). Without any security configured, the
     /// peer address (the coordinator is loopback-only then).
     pub fn control_caller<T>(&self, req: &Request<T>) -> Result<String, Status> {
         if let Some(tokens) = &self.tokens {
             if let Some(h) = req.metadata().get("authorization") {
-                let h = h.to_str().unwrap_or("");
-                let token = h.strip_prefix("Bearer ").unwrap_or("");
+                let token = h.to_str().ok().and_then(bearer_token).unwrap_or("");
                 return match tokens.name_of(token) {
                     Some(name) => Ok(format!("token:{name}")),
                     None => Err(Status::unauthenticated("wrong bearer token")),
@@ -147,8 +147,18 @@ impl Security {
             }
         }
         if self.tls.is_some() {
-            if let Some(cn) = peer_common_name(req) {
-                return Ok(format!("cert:{cn}"));
+            if let Some((cn, role)) = peer_cert(req) {
+                // An agent's certificate sits on every node: one compromised
+                // node must not be able to drive the fleet.
+                return match role {
+                    Some(Role::Cli) => Ok(format!("cert:{cn}")),
+                    Some(r) => Err(Status::permission_denied(format!(
+                        "the client certificate {cn:?} has the {r} role; Control calls need a bearer token or the CLI certificate"
+                    ))),
+                    None => Err(Status::permission_denied(format!(
+                        "the client certificate {cn:?} has no faultline role (OU=faultline-cli); Control calls need a bearer token or the CLI certificate"
+                    ))),
+                };
             }
         }
         if self.is_on() {
@@ -162,100 +172,41 @@ impl Security {
         })
     }
 
-    /// Checks an agent's identity: with TLS on, it must present a
-    /// certificate whose common name is the agent id it claims.
-    /// `cn` is the common name of the client certificate, read from the
-    /// request before its stream is consumed.
-    pub fn check_agent(&self, cn: Option<String>, agent_id: &str) -> Result<(), Status> {
+    /// Checks an agent's identity: with TLS on, it must present an agent
+    /// certificate (role `faultline-agent`) whose common name is the agent
+    /// id it claims. `peer` is the client certificate's common name and
+    /// role, read from the request before its stream is consumed.
+    pub fn check_agent(&self, peer: Option<(String, Option<Role>)>, agent_id: &str) -> Result<(), Status> {
         if self.tls.is_none() {
             return Ok(());
         }
-        match cn {
+        match peer {
             None => Err(Status::unauthenticated(
                 "agents must present a client certificate signed by this coordinator's CA",
             )),
-            Some(cn) if cn == agent_id => Ok(()),
-            Some(cn) => Err(Status::permission_denied(format!(
+            Some((cn, role)) if role != Some(Role::Agent) => Err(Status::permission_denied(format!(
+                "the client certificate {cn:?} is not an agent certificate (OU=faultline-agent); AgentLink admits agent certificates only"
+            ))),
+            Some((cn, _)) if cn == agent_id => Ok(()),
+            Some((cn, _)) => Err(Status::permission_denied(format!(
                 "agent id {agent_id:?} does not match its certificate (common name {cn:?})"
             ))),
         }
     }
 }
 
-/// The common name of the client certificate (TLS already verified it).
-pub fn peer_common_name<T>(req: &Request<T>) -> Option<String> {
+/// The common name and role of the client certificate (TLS already
+/// verified that the CA signed it).
+pub fn peer_cert<T>(req: &Request<T>) -> Option<(String, Option<Role>)> {
     let certs = req.peer_certs()?;
-    let leaf = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
-    Some(cn)
+    Role::of_der(certs.first()?.as_ref())
 }
 
-/// What `faultline certs init` writes.
-pub struct Made {
-    pub files: Vec<PathBuf>,
-}
-
-fn write(path: &Path, data: &str, secret: bool) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    if secret {
-        o.mode(0o600);
-    }
-    use std::io::Write;
-    o.open(path)
-        .and_then(|mut f| f.write_all(data.as_bytes()))
-        .map_err(|source| Error::Write {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Makes a CA, a coordinator certificate valid for `hosts` (DNS names or
-/// IPs), one client certificate per agent id (common name = the id), and
-/// one for the CLI (`cli`), all in `dir`.
-pub fn certs_init(dir: &Path, hosts: &[String], agents: &[String]) -> Result<Made, Error> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut files = Vec::new();
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "faultline CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key)?;
-    let ca_issuer = rcgen::Issuer::new(ca_params, ca_key);
-    write(&dir.join("ca.pem"), &ca.pem(), false)?;
-    files.push(dir.join("ca.pem"));
-    let mut leaf = |file: &str, cn: &str, sans: Vec<String>, server: bool| -> Result<(), Error> {
-        let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(sans)?;
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![if server {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let cert = p.signed_by(&key, &ca_issuer)?;
-        write(&dir.join(format!("{file}.pem")), &cert.pem(), false)?;
-        write(&dir.join(format!("{file}.key")), &key.serialize_pem(), true)?;
-        files.push(dir.join(format!("{file}.pem")));
-        files.push(dir.join(format!("{file}.key")));
-        Ok(())
-    };
-    let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
-    sans.extend(hosts.iter().cloned());
-    sans.dedup();
-    leaf("coordinator", "faultline coordinator", sans, true)?;
-    for a in agents {
-        leaf(&format!("agent-{a}"), a, vec![a.clone()], false)?;
-    }
-    leaf("cli", "cli", vec!["cli".into()], false)?;
-    Ok(Made { files })
+/// The token of an `authorization` header value: `Bearer TOKEN`, the scheme
+/// compared case-insensitively (RFC 6750 uses RFC 7235's auth-scheme).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[cfg(test)]
@@ -284,22 +235,12 @@ mod tests {
     }
 
     #[test]
-    fn certs_init_writes_a_ca_and_leaf_certificates_with_the_agent_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let made = certs_init(dir.path(), &["10.0.0.5".into()], &["node-a".into()]).unwrap();
-        assert_eq!(made.files.len(), 7);
-        let pem = std::fs::read(dir.path().join("agent-node-a.pem")).unwrap();
-        let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
-        let cert = p.parse_x509().unwrap();
-        assert_eq!(
-            cert.subject().iter_common_name().next().unwrap().as_str().unwrap(),
-            "node-a"
-        );
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("agent-node-a.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "keys are private");
+    fn the_bearer_scheme_is_case_insensitive() {
+        for h in ["Bearer abc", "bearer abc", "BEARER abc", "  bEaReR   abc  "] {
+            assert_eq!(bearer_token(h), Some("abc"), "{h:?}");
+        }
+        for h in ["Basic abc", "Bearerabc", "abc", ""] {
+            assert_eq!(bearer_token(h), None, "{h:?}");
+        }
     }
 }

@@ -36,6 +36,9 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// mTLS and bearer tokens. By default, none (loopback only).
     pub security: Arc<Security>,
+    /// How often agents heartbeat; an agent silent for three of these is
+    /// dropped. By default, 5 s ([`crate::link::HEARTBEAT_INTERVAL`]).
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for Coordinator {
@@ -47,6 +50,7 @@ impl Default for Coordinator {
             store: Arc::new(Store::in_memory().expect("an in-memory SQLite database always opens")),
             metrics: coordinator_metrics(),
             security: Arc::default(),
+            heartbeat_interval: crate::link::HEARTBEAT_INTERVAL,
         }
     }
 }
@@ -120,6 +124,13 @@ impl Coordinator {
         self
     }
 
+    /// Tells agents to heartbeat every `interval` (and drops those silent
+    /// for three intervals) instead of every 5 s.
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
     /// Keeps history in `store` instead of memory.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Arc::new(store);
@@ -150,6 +161,7 @@ impl Coordinator {
             shutdown: links_token.clone(),
             store: self.store.clone(),
             security: self.security.clone(),
+            heartbeat_interval: self.heartbeat_interval,
         };
         let control = ControlService {
             schedules_changed: Arc::new(tokio::sync::Notify::new()),

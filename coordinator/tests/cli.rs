@@ -499,3 +499,92 @@ fn validate_refuses_what_plan_refuses_and_says_durations_in_human_units() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn certs_init_refuses_to_replace_a_ca_and_add_agent_signs_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tls");
+    let d = dir.to_str().unwrap();
+    let out = faultline(&["certs", "init", d, "--agent", "node-a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+
+    // Again: refused, exit 2, nothing replaced, and the way out named.
+    let out = faultline(&["certs", "init", d, "--agent", "node-b"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("ca.pem already exists"), "{err}");
+    assert!(err.contains("certs add-agent") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca, "the CA is untouched");
+    assert!(!dir.join("agent-node-b.pem").exists());
+
+    // add-agent signs with the same CA.
+    let out = faultline(&["certs", "add-agent", d, "node-b", "node-c"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("agent-node-c.pem"), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
+    let out = faultline(&["certs", "add-agent", d, "node-b"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("agent-node-b.pem already exists"));
+
+    // --force replaces the CA.
+    let out = faultline(&["certs", "init", d, "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
+}
+
+#[test]
+fn certs_with_a_bad_agent_id_write_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tls");
+    let d = dir.to_str().unwrap();
+    let out = faultline(&["certs", "init", d, "--agent", "node-a", "--agent", "bad id/../x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("agent id \"bad id/../x\" contains ' '"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!dir.exists(), "no partial directory");
+}
+
+#[test]
+fn serve_refuses_non_loopback_metrics_without_metrics_public() {
+    // Started as a child with a deadline: a coordinator that accepted the
+    // flag would serve until killed.
+    let mut child = Command::new(FAULTLINE)
+        .args([
+            "serve",
+            "--no-store",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "0.0.0.0:0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run faultline serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "still serving or wrong exit: {err}"
+    );
+    assert!(
+        err.contains("refusing to serve metrics on 0.0.0.0:0") && err.contains("--metrics-public"),
+        "{err}"
+    );
+}

@@ -8,10 +8,12 @@
 //! - [`v1`]: generated messages, clients and servers of package `faultline.v1`.
 //! - [`metrics`]: Prometheus text exposition, which both daemons serve.
 //! - [`ids`]: the one validation of agent, run and fault ids.
+//! - [`hello`]: the limits on an agent's Hello, checked on both sides.
 //!
 //! Generated types stay at the edge: the agent and coordinator convert them to
 //! their own domain types right after receiving them.
 
+pub mod hello;
 pub mod ids;
 pub mod metrics;
 

@@ -167,7 +167,14 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves; `refresh`
+/// Whether metrics may be served on `addr`: loopback always; any other
+/// address only when the operator said so (`--metrics-public`), because
+/// `/metrics` has no TLS and no authentication.
+pub fn exposure_allowed(addr: &std::net::SocketAddr, public: bool) -> bool {
+    addr.ip().is_loopback() || public
+}
+
+/// Serves `GET /metrics` (and `HEAD /metrics`) on `listener` until `shutdown` resolves; `refresh`
 /// runs before each scrape to update gauges that are read, not pushed.
 pub async fn serve(
     listener: TcpListener,
@@ -193,9 +200,11 @@ pub async fn serve(
                 _ => return,
             };
             let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let mut words = req.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let head = method == "HEAD";
             let (status, ctype, body) =
-                if req.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+                if (method == "GET" || head) && (path == "/metrics" || path.starts_with("/metrics?")) {
                     refresh(&m);
                     ("200 OK", "text/plain; version=0.0.4; charset=utf-8", m.render())
                 } else {
@@ -205,9 +214,11 @@ pub async fn serve(
                         "only GET /metrics is served here\n".to_string(),
                     )
                 };
+            // HEAD answers like GET, headers (with the length) without the body.
             let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                body.len(),
+                if head { "" } else { body.as_str() }
             );
             let _ = sock.write_all(resp.as_bytes()).await;
         });
@@ -237,5 +248,49 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("z_seconds_count 1\n"), "{t}");
+    }
+
+    async fn ask(addr: std::net::SocketAddr, req: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn head_metrics_answers_like_get_without_a_body() {
+        let m = Metrics::new();
+        m.set("y", &[], 3.0);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = stop_signal();
+        let server = tokio::spawn(serve(l, m, |_| {}, stop.1));
+        let get = ask(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let head = ask(addr, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+        assert!(get_head.starts_with("HTTP/1.1 200 OK"), "{get}");
+        assert_eq!(get_body, "y 3\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "no body: {head:?}");
+        assert_eq!(head.trim_end(), get_head, "same headers, Content-Length included");
+        let _ = stop.0.send(());
+        server.await.unwrap();
+    }
+
+    fn stop_signal() -> (tokio::sync::oneshot::Sender<()>, impl std::future::Future<Output = ()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        (tx, async move {
+            let _ = rx.await;
+        })
+    }
+
+    #[test]
+    fn only_loopback_metrics_without_the_public_flag() {
+        let lo: std::net::SocketAddr = "127.0.0.1:9700".parse().unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:9700".parse().unwrap();
+        assert!(exposure_allowed(&lo, false));
+        assert!(!exposure_allowed(&any, false));
+        assert!(exposure_allowed(&any, true));
     }
 }

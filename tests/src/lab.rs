@@ -416,7 +416,7 @@ impl Lab {
                 return Vec::new();
             };
             let mut c = v1::control_client::ControlClient::new(ch);
-            c.list_agents(v1::ListAgentsRequest {})
+            c.list_agents(v1::ListAgentsRequest::default())
                 .await
                 .map(|r| r.into_inner().agents)
                 .unwrap_or_default()

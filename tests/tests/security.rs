@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use faultline_coordinator::security::{certs_init, Security, Tokens};
+use faultline_coordinator::certs;
+use faultline_coordinator::security::{Security, Tokens};
 use faultline_coordinator::Coordinator;
 use faultline_proto::v1;
 use faultline_tests::Harness;
@@ -91,9 +92,9 @@ fn with_token<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_admits_only_agents_with_their_own_certificate_and_control_needs_a_token() {
     let certs = tempfile::tempdir().unwrap();
-    certs_init(certs.path(), &[], &["node-a".into(), "node-b".into()]).unwrap();
+    certs::init(certs.path(), &[], &["node-a".into(), "node-b".into()], false).unwrap();
     let other = tempfile::tempdir().unwrap();
-    certs_init(other.path(), &[], &["node-a".into()]).unwrap();
+    certs::init(other.path(), &[], &["node-a".into()], false).unwrap();
     let mut security = Security {
         tls: Some(Security::tls_from_dir(certs.path()).unwrap()),
         tokens: None,
@@ -152,17 +153,20 @@ async fn mtls_admits_only_agents_with_their_own_certificate_and_control_needs_a_
     // and is the caller in the audit log.
     let mut c = control(&h, certs.path(), None).await;
     let e = c
-        .list_agents(with_token(v1::ListAgentsRequest {}, None))
+        .list_agents(with_token(v1::ListAgentsRequest::default(), None))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     let e = c
-        .list_agents(with_token(v1::ListAgentsRequest {}, Some("ci-wrong-wrong-wrong-wrong")))
+        .list_agents(with_token(
+            v1::ListAgentsRequest::default(),
+            Some("ci-wrong-wrong-wrong-wrong"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     let agents = c
-        .list_agents(with_token(v1::ListAgentsRequest {}, Some(TOKEN)))
+        .list_agents(with_token(v1::ListAgentsRequest::default(), Some(TOKEN)))
         .await
         .unwrap()
         .into_inner()
@@ -189,5 +193,101 @@ async fn mtls_admits_only_agents_with_their_own_certificate_and_control_needs_a_
     );
     for s in [a_stop, x_stop, b_stop] {
         s.cancel();
+    }
+}
+
+/// A TLS channel presenting the client certificate `DIR/<stem>.pem`.
+async fn channel_as(h: &Harness, dir: &Path, stem: &str) -> tonic::transport::Channel {
+    let read = |f: String| std::fs::read(dir.join(f)).unwrap();
+    tonic::transport::Endpoint::from_shared(h.url.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem".into())))
+                .identity(tonic::transport::Identity::from_pem(
+                    read(format!("{stem}.pem")),
+                    read(format!("{stem}.key")),
+                ))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_certificates_cannot_call_control_and_the_cli_certificate_cannot_register() {
+    let dir = tempfile::tempdir().unwrap();
+    certs::init(dir.path(), &[], &["node-a".into(), "cli".into()], false).unwrap();
+    let security = Security {
+        tls: Some(Security::tls_from_dir(dir.path()).unwrap()),
+        tokens: Some(Tokens::parse(Path::new("tokens"), &format!("ci {TOKEN}\n")).unwrap()),
+    };
+    let h = Harness::start_with("127.0.0.1:0", Coordinator::new().with_security(security)).await;
+
+    // An agent's certificate, no token: every Control call is refused.
+    let mut as_agent = v1::control_client::ControlClient::new(channel_as(&h, dir.path(), "agent-node-a").await);
+    let e = as_agent
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("has the agent role"), "{}", e.message());
+    let e = as_agent
+        .stop(v1::StopRequest {
+            reason: "one node stops the fleet".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = as_agent.resume(v1::ResumeRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        h.coordinator.runs.stopped().is_none(),
+        "the agent certificate stopped nothing"
+    );
+
+    // The CLI certificate works, and is the caller in the audit log.
+    let mut as_cli = v1::control_client::ControlClient::new(channel_as(&h, dir.path(), "cli").await);
+    as_cli.list_agents(v1::ListAgentsRequest::default()).await.unwrap();
+    as_cli
+        .abort(v1::AbortRequest {
+            run_id: "r-none".into(),
+            reason: "audit me".into(),
+        })
+        .await
+        .unwrap();
+    let audit = as_cli
+        .list_audit(v1::ListAuditRequest { limit: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(audit[0].caller, "cert:cli");
+
+    // The CLI certificate cannot register as an agent, not even under its
+    // own common name (here also a valid agent id with its own agent cert).
+    let hello = v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
+            agent_id: "cli".into(),
+            ..Default::default()
+        })),
+    };
+    let e = v1::agent_link_client::AgentLinkClient::new(channel_as(&h, dir.path(), "cli").await)
+        .connect(tokio_stream::iter(vec![hello]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not an agent certificate"), "{}", e.message());
+    assert!(h.coordinator.registry.is_empty());
+
+    // The Bearer scheme is case-insensitive (RFC 6750).
+    let mut c = control(&h, dir.path(), None).await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let mut r = tonic::Request::new(v1::ListAgentsRequest::default());
+        r.metadata_mut()
+            .insert("authorization", format!("{scheme} {TOKEN}").parse().unwrap());
+        c.list_agents(r).await.unwrap_or_else(|e| panic!("{scheme}: {e:?}"));
     }
 }

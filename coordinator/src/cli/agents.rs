@@ -19,8 +19,8 @@ pub async fn main(a: Args) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let agents = match c.list_agents(v1::ListAgentsRequest {}).await {
-        Ok(r) => r.into_inner().agents,
+    let agents = match fetch_all(&mut c).await {
+        Ok(a) => a,
         Err(s) => {
             eprint_err(s.message());
             return common::status_exit(&s);
@@ -63,4 +63,36 @@ pub async fn main(a: Args) -> i32 {
         );
     }
     0
+}
+
+/// Every connected agent, following `ListAgents` pages (a large fleet does
+/// not fit one gRPC message).
+pub async fn fetch_all<T>(c: &mut v1::control_client::ControlClient<T>) -> Result<Vec<v1::AgentInfo>, tonic::Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut agents = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_agents(v1::ListAgentsRequest {
+                page_size: 0,
+                page_token: token.clone(),
+            })
+            .await?
+            .into_inner();
+        agents.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            return Ok(agents);
+        }
+        if page.next_page_token <= token {
+            return Err(tonic::Status::internal(
+                "the coordinator's ListAgents pages do not advance",
+            ));
+        }
+        token = page.next_page_token;
+    }
 }

@@ -23,7 +23,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<std::path::PathBuf>,
     /// Bearer tokens for Control calls, one `NAME TOKEN` per line; the audit
-    /// log records NAME. With TLS, a client certificate also works.
+    /// log records NAME. With TLS, the CLI certificate also works (agent
+    /// certificates never do).
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<std::path::PathBuf>,
     /// Policy file: fleet-wide limits every run is planned within
@@ -35,9 +36,16 @@ pub struct Args {
     /// /var/lib/faultline/faultline.db as root, else ~/.local/state/faultline/faultline.db.
     #[arg(long, value_name = "PATH")]
     pub db: Option<String>,
-    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9700.
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9700. Plain HTTP without authentication: only a loopback
+    /// address unless --metrics-public.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Allow --metrics-listen on a non-loopback address. Anyone who reaches
+    /// it sees fleet size, fault kinds in use and run outcomes (no ids, no
+    /// hosts, no experiment contents).
+    #[arg(long, requires = "metrics_listen")]
+    pub metrics_public: bool,
     /// Keep run history in memory only (lost when the coordinator stops).
     #[arg(long, conflicts_with = "db")]
     pub no_store: bool,
@@ -50,6 +58,15 @@ pub async fn main(a: Args) -> i32 {
             a.listen
         ));
         return 2;
+    }
+    if let Some(m) = a.metrics_listen {
+        if !faultline_proto::metrics::exposure_allowed(&m, a.metrics_public) {
+            eprint_err(format!(
+                "refusing to serve metrics on {m}: /metrics has no TLS and no authentication. Use a loopback address (e.g. 127.0.0.1:{}) behind your scraper's own tunnel, or pass --metrics-public to expose it",
+                m.port()
+            ));
+            return 2;
+        }
     }
     let mut security = crate::security::Security::default();
     if let Some(dir) = &a.tls_dir {
@@ -101,7 +118,7 @@ pub async fn main(a: Args) -> i32 {
             "no TLS"
         },
         if security.tokens.is_some() {
-            "; Control calls need a bearer token or a client certificate"
+            "; Control calls need a bearer token or the CLI certificate"
         } else {
             ""
         }
