@@ -1337,7 +1337,8 @@ mod tests {
                 cleaned: vec![],
             },
             agent_tx,
-        );
+        )
+        .expect("a new agent id registers");
         let control = crate::control::ControlService {
             schedules_changed: Arc::default(),
             registry,
@@ -1413,7 +1414,7 @@ mod tests {
     /// An agent that acknowledges every Inject and Restore at once.
     fn acking_agent(registry: &Arc<Registry>, id: &str) {
         let (tx, mut rx) = mpsc::channel(64);
-        registry.add(agent_info(id), tx);
+        registry.add(agent_info(id), tx).expect("a new agent id registers");
         let (registry, id) = (registry.clone(), id.to_string());
         tokio::spawn(async move {
             while let Some(m) = rx.recv().await {

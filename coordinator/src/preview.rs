@@ -130,7 +130,7 @@ mod tests {
         let mut inboxes = Vec::new();
         for a in &fleet {
             let (tx, rx) = mpsc::channel(8);
-            registry.add(a.clone(), tx);
+            registry.add(a.clone(), tx).expect("a new agent id registers");
             inboxes.push(rx);
         }
         let p = plan(&exp, &registry.agents(), &Context::unrestricted()).unwrap();
