@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use faultline_proto::v1::{self, control_server::Control};
 use futures::Stream;
@@ -31,6 +32,10 @@ pub enum Error {
     NoSource,
     #[error("{0}")]
     Parse(#[from] experiment::ParseError),
+    #[error("the experiment was not parsed within {0:?} (the coordinator is busy parsing other experiments, or this one is too large)")]
+    ParseTimeout(Duration),
+    #[error("the experiment parser failed on this document")]
+    ParserFailed,
     #[error("{0}")]
     Plan(#[from] planner::Error),
     #[error("no run {0} on this coordinator")]
@@ -50,6 +55,8 @@ impl From<Error> for Status {
         let msg = e.to_string();
         match e {
             Error::NoSource | Error::Parse(_) | Error::Format(_) => Status::invalid_argument(msg),
+            Error::ParseTimeout(_) => Status::resource_exhausted(msg),
+            Error::ParserFailed => Status::internal(msg),
             Error::Plan(p) if p.outcome() == Outcome::Invalid => Status::invalid_argument(msg),
             Error::Plan(_) => Status::failed_precondition(msg),
             Error::UnknownRun(_) => Status::not_found(msg),
@@ -77,7 +84,20 @@ pub struct ControlService {
     pub tracker: TaskTracker,
 }
 
-fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
+/// Longest a Control call waits for an experiment to be parsed, waiting
+/// for a parsing slot included. By default, 5 s: a file within
+/// [`experiment::limits`] parses in well under a second; the rest is room
+/// for a queue of them.
+pub const PARSE_TIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// Experiments parsed at the same time. By default, 2: parsing is CPU work
+/// that runs on tokio's blocking pool, and a flood of large files must leave
+/// CPU for the runtime that serves agent links and lease renewals.
+const PARALLEL_PARSES: usize = 2;
+
+static PARSE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_PARSES);
+
+async fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
     let src = src.ok_or(Error::NoSource)?;
     let vars: HashMap<String, String> = src.vars.into_iter().collect();
     let name = if src.name.is_empty() {
@@ -85,7 +105,29 @@ fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String
     } else {
         src.name
     };
-    Ok((experiment::parse(&name, &src.yaml, &vars)?, name))
+    let exp = parse_off_runtime(name.clone(), src.yaml, vars).await?;
+    Ok((exp, name))
+}
+
+/// Parses an experiment on the blocking pool, never on the runtime's
+/// threads: the runtime also carries every agent's heartbeats and lease
+/// renewals, which must not wait for a parser. Size and nesting are bounded
+/// before parsing (see [`experiment::limits`]); this also bounds the time.
+pub async fn parse_off_runtime(name: String, yaml: String, vars: HashMap<String, String>) -> Result<Experiment, Error> {
+    // The bounds are a linear scan (about a millisecond per MiB): checked
+    // here, an over-limit document is refused without waiting for a slot.
+    experiment::limits::check_source(&name, &yaml, &vars)?;
+    experiment::limits::check(&name, &yaml)?;
+    let parse = async {
+        let _slot = PARSE_SLOTS.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        tokio::task::spawn_blocking(move || experiment::parse(&name, &yaml, &vars))
+            .await
+            .map_err(|_| Error::ParserFailed)?
+            .map_err(Error::Parse)
+    };
+    tokio::time::timeout(PARSE_TIME_LIMIT, parse)
+        .await
+        .map_err(|_| Error::ParseTimeout(PARSE_TIME_LIMIT))?
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
@@ -210,14 +252,14 @@ impl Control for ControlService {
             self.audit(&who, "submit", "-", &format!("refused: {why}"));
             return Err(Error::Stopped(why).into());
         }
-        let (exp, source_name) = parse_source(req.into_inner().source)?;
+        let (exp, source_name) = parse_source(req.into_inner().source).await?;
         let (_, rx) = self.start_run(exp, source_name, &who);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         self.security.control_caller(&req)?;
-        let (exp, _) = parse_source(req.into_inner().source)?;
+        let (exp, _) = parse_source(req.into_inner().source).await?;
         let plan = planner::plan(
             &exp,
             &self.registry.agents(),
@@ -340,7 +382,7 @@ impl Control for ControlService {
         let r = req.into_inner();
         let src = r.source.clone().ok_or(Error::NoSource)?;
         // Check everything now, not at 3 a.m.
-        let (exp, source_name) = parse_source(r.source)?;
+        let (exp, source_name) = parse_source(r.source).await?;
         let window = (!r.window.is_empty()).then_some(r.window.as_str());
         let timing = crate::schedule::Timing::new(&r.cron, &r.tz, window).map_err(Status::invalid_argument)?;
         let now = faultline_proto::now_unix_ms();
@@ -383,39 +425,38 @@ impl Control for ControlService {
         self.security.control_caller(&req)?;
         let now = faultline_proto::now_unix_ms();
         let rows = self.store.schedules().map_err(|e| Status::internal(e.to_string()))?;
-        let schedules = rows
-            .into_iter()
-            .map(|s| {
-                let next = crate::schedule::Timing::new(&s.cron, &s.tz, s.window.as_deref())
-                    .ok()
-                    .and_then(|t| t.next_after(now))
-                    .unwrap_or(0);
-                let experiment = experiment::parse(&s.source, &s.yaml, &s.vars)
-                    .map(|e| e.name)
-                    .unwrap_or_else(|e| format!("(no longer parses: {e})"));
-                let recent_ticks = self
-                    .store
-                    .schedule_ticks(&s.id, 10)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| {
-                        let run = t.run_id.map(|r| format!(" {r}")).unwrap_or_default();
-                        format!("{} {}{run}", t.due_unix_ms, t.outcome)
-                    })
-                    .collect();
-                v1::ScheduleInfo {
-                    schedule_id: s.id,
-                    experiment,
-                    source: s.source,
-                    cron: s.cron,
-                    tz: s.tz,
-                    window: s.window.unwrap_or_default(),
-                    next_unix_ms: next,
-                    last_run_id: s.last_run_id.unwrap_or_default(),
-                    recent_ticks,
-                }
-            })
-            .collect();
+        let mut schedules = Vec::with_capacity(rows.len());
+        for s in rows {
+            let next = crate::schedule::Timing::new(&s.cron, &s.tz, s.window.as_deref())
+                .ok()
+                .and_then(|t| t.next_after(now))
+                .unwrap_or(0);
+            let experiment = parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
+                .await
+                .map(|e| e.name)
+                .unwrap_or_else(|e| format!("(no longer parses: {e})"));
+            let recent_ticks = self
+                .store
+                .schedule_ticks(&s.id, 10)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    let run = t.run_id.map(|r| format!(" {r}")).unwrap_or_default();
+                    format!("{} {}{run}", t.due_unix_ms, t.outcome)
+                })
+                .collect();
+            schedules.push(v1::ScheduleInfo {
+                schedule_id: s.id,
+                experiment,
+                source: s.source,
+                cron: s.cron,
+                tz: s.tz,
+                window: s.window.unwrap_or_default(),
+                next_unix_ms: next,
+                last_run_id: s.last_run_id.unwrap_or_default(),
+                recent_ticks,
+            });
+        }
         Ok(Response::new(v1::ListSchedulesResponse { schedules }))
     }
 

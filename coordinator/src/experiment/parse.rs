@@ -54,7 +54,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Parses experiment `source` read from `file`, substituting `vars`.
 pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result<Experiment> {
+    super::limits::check_source(file, source, vars)?;
     let text = substitute(file, source, vars)?;
+    super::limits::check(file, &text)?;
     let raw: RawExperiment = serde_norway::from_str(&text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let mut message = e.to_string();
