@@ -44,6 +44,12 @@ pub enum Error {
     RunInFlight(String),
     #[error("report format {0:?}: use json, md, junit or html")]
     Format(String),
+    #[error("{0}")]
+    Follow(#[from] crate::follow::Error),
+    #[error("{0}")]
+    RunId(#[from] faultline_proto::ids::IdError),
+    #[error("run status {0:?}: use one of {list}", list = RUN_STATUSES.join(", "))]
+    Status(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
     #[error("the coordinator is stopped ({0}); no run starts until `faultline resume`")]
@@ -54,7 +60,11 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let msg = e.to_string();
         match e {
-            Error::NoSource | Error::Parse(_) | Error::Format(_) => Status::invalid_argument(msg),
+            Error::NoSource | Error::Parse(_) | Error::Format(_) | Error::RunId(_) | Error::Status(_) => {
+                Status::invalid_argument(msg)
+            }
+            Error::Follow(crate::follow::Error::UnknownRun(_)) => Status::not_found(msg),
+            Error::Follow(_) => Status::internal(msg),
             Error::ParseTimeout(_) => Status::resource_exhausted(msg),
             Error::ParserFailed => Status::internal(msg),
             Error::Plan(p) if p.outcome() == Outcome::Invalid => Status::invalid_argument(msg),
@@ -66,6 +76,19 @@ impl From<Error> for Status {
         }
     }
 }
+
+/// The statuses a run can have in the store: an outcome, `running` or
+/// `interrupted` (what `ListRuns.outcome` filters on).
+pub const RUN_STATUSES: &[&str] = &[
+    "passed",
+    "failed",
+    "invalid",
+    "aborted",
+    "not_steady",
+    "error",
+    "running",
+    "interrupted",
+];
 
 #[derive(Clone)]
 pub struct ControlService {
@@ -82,6 +105,8 @@ pub struct ControlService {
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Runs in flight and who follows them (`Follow`).
+    pub followers: Arc<crate::follow::Followers>,
 }
 
 /// Longest a Control call waits for an experiment to be parsed, waiting
@@ -161,13 +186,23 @@ impl ControlService {
         let (engine_tx, mut engine_rx) = mpsc::channel::<v1::RunEvent>(1024);
         let store = self.store.clone();
         let forward_tx = tx.clone();
+        // Followers see every event after the store has it (see `follow`).
+        let followers = self.followers.clone();
+        followers.open(&run_id);
+        let followed = run_id.clone();
         self.tracker.spawn(async move {
             while let Some(ev) = engine_rx.recv().await {
-                if let Some((kind, text)) = stored_event(&ev) {
-                    let _ = store.event(&ev.run_id, faultline_proto::now_unix_ms(), kind, &text);
-                }
+                let stored = match stored_event(&ev) {
+                    Some((kind, text)) => matches!(
+                        store.event(&ev.run_id, faultline_proto::now_unix_ms(), kind, &text),
+                        Ok(true)
+                    ),
+                    None => false,
+                };
+                followers.publish(&followed, stored, &ev);
                 let _ = forward_tx.send(ev).await;
             }
+            followers.close(&followed);
         });
         let registry = self.registry.clone();
         let runs = self.runs.clone();
@@ -493,6 +528,9 @@ impl Control for ControlService {
     async fn list_runs(&self, req: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
         self.security.control_caller(&req)?;
         let r = req.into_inner();
+        if !r.outcome.is_empty() && !RUN_STATUSES.contains(&r.outcome.as_str()) {
+            return Err(Error::Status(r.outcome).into());
+        }
         let limit = if r.limit == 0 { 20 } else { r.limit as usize };
         let status = (!r.outcome.is_empty()).then_some(r.outcome.as_str());
         let rows = self
@@ -502,6 +540,21 @@ impl Control for ControlService {
         Ok(Response::new(v1::ListRunsResponse {
             runs: rows.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    type FollowStream = EventStream;
+
+    async fn follow(&self, req: Request<v1::FollowRequest>) -> Result<Response<EventStream>, Status> {
+        self.security.control_caller(&req)?;
+        let r = req.into_inner();
+        faultline_proto::ids::validate_run_id(&r.run_id).map_err(Error::from)?;
+        let (tx, rx) = mpsc::channel(64);
+        let task =
+            crate::follow::follow(self.store.clone(), &self.followers, &r.run_id, r.from_event, tx).map_err(Error::from)?;
+        // Not on the tracker: shutdown waits for runs, not for readers; a
+        // live follow ends with its run anyway.
+        tokio::spawn(task);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> Result<Response<v1::ListAuditResponse>, Status> {

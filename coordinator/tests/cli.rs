@@ -395,3 +395,76 @@ fn a_game_day_runs_in_order_stops_on_failure_and_scores() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("never.yaml"), "{}", text(&out.stderr));
 }
+
+/// A coordinator in this test process (no agents), served on a loopback
+/// port until dropped.
+struct InProcess {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl InProcess {
+    fn start() -> InProcess {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let c = faultline_coordinator::Coordinator::new();
+        let s = stop.clone();
+        rt.spawn(async move { c.serve(listener, s).await });
+        InProcess { rt, url, stop }
+    }
+
+    /// Submits `file` and waits for its end; returns the run id.
+    fn run(&self, file: &str, vars: &[(&str, &str)]) -> String {
+        use faultline_proto::v1;
+        let yaml = std::fs::read_to_string(file).unwrap();
+        self.rt.block_on(async {
+            let mut c = faultline_coordinator::cli::common::control(&self.url).await.unwrap();
+            let mut s = c
+                .submit_run(v1::SubmitRunRequest {
+                    source: Some(v1::ExperimentSource {
+                        name: file.into(),
+                        yaml,
+                        vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut run_id = String::new();
+            while let Some(ev) = s.message().await.unwrap() {
+                run_id = ev.run_id;
+            }
+            run_id
+        })
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[test]
+fn follow_replays_a_finished_run_prints_its_report_and_exits_with_its_code() {
+    let c = InProcess::start();
+    // No agent is connected: the run ends `error` at plan.
+    let run_id = c.run(&format!("{EXPERIMENTS}/kill.yaml"), &[("port", "1")]);
+    let out = faultline(&["follow", &run_id, "--coordinator", &c.url, "--format", "json"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(r["run_id"], run_id.as_str());
+    assert!(err.contains("▶ plan") && err.contains("■ error (exit 5)"), "{err}");
+
+    let out = faultline(&["follow", "r-nope", "--coordinator", &c.url]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("no run r-nope") && err.contains("faultline runs --coordinator"),
+        "{err}"
+    );
+}

@@ -116,11 +116,7 @@ async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
             return common::status_exit(&s);
         }
     };
-    let mut progress = Progress {
-        quiet: o.quiet,
-        phase_start_ms: 0,
-        phase_planned_ms: 0,
-    };
+    let mut progress = Progress::new(o.quiet);
     let mut run_id = String::new();
     let mut interrupts = 0;
     loop {
@@ -161,6 +157,18 @@ async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
 }
 
 fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
+    write_report(f, &o.format, o.report_dir.as_deref(), o.junit.as_deref(), o.html.as_deref())
+}
+
+/// Prints a finished run's report on stdout in `format` (md or json) and
+/// writes the files asked for; returns the run's exit code.
+pub(crate) fn write_report(
+    f: &v1::RunFinished,
+    format: &str,
+    report_dir: Option<&str>,
+    junit: Option<&str>,
+    html: Option<&str>,
+) -> i32 {
     let report: Report = match serde_json::from_str(&f.report_json) {
         Ok(r) => r,
         Err(e) => {
@@ -170,7 +178,7 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
     };
     let md = report::render_markdown(&report);
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-    if let Some(dir) = &o.report_dir {
+    if let Some(dir) = report_dir {
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
             std::fs::write(format!("{dir}/{}.json", report.run_id), &json)?;
@@ -183,12 +191,8 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
         }
     }
     for (path, what, text) in [
-        (
-            &o.junit,
-            "JUnit XML",
-            o.junit.as_ref().map(|_| report::junit::render(&report)),
-        ),
-        (&o.html, "HTML", o.html.as_ref().map(|_| report::html::render(&report))),
+        (junit, "JUnit XML", junit.map(|_| report::junit::render(&report))),
+        (html, "HTML", html.map(|_| report::html::render(&report))),
     ] {
         if let (Some(path), Some(text)) = (path, text) {
             match std::fs::write(path, text) {
@@ -198,7 +202,7 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
         }
     }
     let mut out = std::io::stdout().lock();
-    let _ = match o.format.as_str() {
+    let _ = match format {
         "json" => writeln!(out, "{json}"),
         _ => write!(out, "{md}"),
     };
@@ -206,7 +210,7 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
 }
 
 /// Live progress lines on stderr.
-struct Progress {
+pub(crate) struct Progress {
     quiet: bool,
     /// When the current phase started and how long it is planned to last
     /// (ms), to show elapsed/planned on probe lines.
@@ -215,7 +219,15 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&mut self, ev: &v1::RunEvent) {
+    pub(crate) fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            phase_start_ms: 0,
+            phase_planned_ms: 0,
+        }
+    }
+
+    pub(crate) fn show(&mut self, ev: &v1::RunEvent) {
         use v1::run_event::Event;
         if let Some(Event::Phase(p)) = &ev.event {
             self.phase_start_ms = ev.elapsed_ms;
