@@ -419,7 +419,14 @@ impl Control for ControlService {
         // Check everything now, not at 3 a.m.
         let (exp, source_name) = parse_source(r.source).await?;
         let window = (!r.window.is_empty()).then_some(r.window.as_str());
-        let timing = crate::schedule::Timing::new(&r.cron, &r.tz, window).map_err(Status::invalid_argument)?;
+        // Off the runtime: proving that a pattern never fires searches years.
+        let timing = {
+            let (cron, tz, window) = (r.cron.clone(), r.tz.clone(), window.map(str::to_string));
+            tokio::task::spawn_blocking(move || crate::schedule::Timing::new(&cron, &tz, window.as_deref()))
+                .await
+                .map_err(|_| Status::internal("the schedule check failed"))?
+                .map_err(Status::invalid_argument)?
+        };
         let now = faultline_proto::now_unix_ms();
         let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let row = crate::store::ScheduleRow {

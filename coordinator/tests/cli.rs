@@ -468,3 +468,27 @@ fn follow_replays_a_finished_run_prints_its_report_and_exits_with_its_code() {
         "{err}"
     );
 }
+
+#[test]
+fn schedule_add_refuses_a_cron_that_never_fires_and_ticks_on_whole_seconds() {
+    let c = InProcess::start();
+    let file = format!("{EXPERIMENTS}/kill.yaml");
+    let out = faultline(&[
+        "schedule", "add", &file, "--var", "port=1", "--cron", "0 0 30 2 *", "--coordinator", &c.url,
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--cron: cron expression \"0 0 30 2 *\" never fires"), "{err}");
+    assert!(!text(&out.stdout).contains("1970"), "{}", text(&out.stdout));
+    let out = faultline(&[
+        "schedule", "add", &file, "--var", "port=1", "--cron", "1 2 3 4 5 6 7", "--coordinator", &c.url,
+    ]);
+    assert!(text(&out.stderr).contains("has 7 fields; write 5"), "{}", text(&out.stderr));
+    // Accepted: the first tick is on a whole second (no fraction shown).
+    let out = faultline(&[
+        "schedule", "add", &file, "--var", "port=1", "--cron", "0 0 1 1 *", "--coordinator", &c.url,
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("first tick at") && stdout.trim_end().ends_with(":00:00Z"), "{stdout}");
+}
