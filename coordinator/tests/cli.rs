@@ -492,3 +492,80 @@ fn schedule_add_refuses_a_cron_that_never_fires_and_ticks_on_whole_seconds() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(stdout.contains("first tick at") && stdout.trim_end().ends_with(":00:00Z"), "{stdout}");
 }
+
+/// Root, or a printed reason and false (a failure under CI=true).
+fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} needs root, and CI=true forbids skipping"
+    );
+    eprintln!("skipping {what}: needs root (to mount a tmpfs)");
+    false
+}
+
+/// A tmpfs mounted on a temporary directory; unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=16m,mode=0700"),
+        )
+        .expect("mount tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn local_run_fills_a_directory_allowed_with_allow_fill_and_restores_it() {
+    if !root_or_skip("local_run_fills_a_directory_allowed_with_allow_fill_and_restores_it") {
+        return;
+    }
+    let fs = Tmpfs::mount();
+    let dir = fs.0.path().to_str().unwrap().to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let exp = files.path().join("fill.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            "name: local-fill\nhypothesis:\n  probes:\n    - name: port\n      interval: 100ms\n      tcp: {{ address: \"{}\" }}\nbaseline: 300ms\nduration: 1s\nrecovery: 300ms\nfaults:\n  - name: fill\n    disk_fill: {{ path: {dir}, used: \"50%\" }}\n",
+            listener.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let exp = exp.to_str().unwrap();
+
+    // Without --allow-fill the agent refuses, and says which flag allows it.
+    let out = faultline(&["run", exp, "--no-store", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("allow it with --allow-fill DIR"), "{all}");
+
+    let out = faultline(&["run", exp, "--no-store", "--format", "json", "--allow-fill", &dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let t = &r["faults"][0]["targets"][0];
+    assert_eq!(t["state"], "restored", "{t}");
+    assert!(t["objects"][0].as_str().unwrap().contains("fallocate"), "{t}");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "the fill file is removed");
+
+    // Remote agents are configured on their side.
+    let out = faultline(&["run", exp, "--coordinator", "http://127.0.0.1:1", "--allow-fill", &dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("faultline-agent --allow-fill"), "{}", text(&out.stderr));
+}

@@ -166,6 +166,11 @@ pub struct ExperimentArgs {
     /// Local mode only: label of the in-process agent, as KEY=VALUE; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Local mode only: directory the in-process agent lets disk fills
+    /// target (and everything below it); repeatable. Without it every
+    /// disk_fill is refused.
+    #[arg(long = "allow-fill", value_name = "DIR")]
+    pub allow_fill: Vec<std::path::PathBuf>,
     /// Local mode only: coordinator policy file (fleet-wide limits; see
     /// `faultline serve --policy`). A remote coordinator uses its own.
     #[arg(long, value_name = "FILE")]
@@ -177,6 +182,16 @@ pub struct ExperimentArgs {
     /// Local mode only: keep no history.
     #[arg(long)]
     pub no_store: bool,
+}
+
+/// The in-process agent of local mode.
+#[derive(Debug, Clone, Default)]
+pub struct LocalAgent {
+    /// Labels besides `host=<hostname>`. By default, none.
+    pub labels: BTreeMap<String, String>,
+    /// Directories disk fills may target, and everything below them
+    /// (`--allow-fill`). By default, none: every disk_fill is refused.
+    pub allow_fill: Vec<std::path::PathBuf>,
 }
 
 /// Where local mode keeps run history.
@@ -206,9 +221,9 @@ impl StoreChoice {
 }
 
 impl ExperimentArgs {
-    /// Reads and validates the file and the labels; on error prints it and
-    /// returns the exit code (2).
-    pub fn load(&self) -> Result<(Source, BTreeMap<String, String>), i32> {
+    /// Reads and validates the file and the local agent's flags; on error
+    /// prints it and returns the exit code (2).
+    pub fn load(&self) -> Result<(Source, LocalAgent), i32> {
         let fail = |e: String| {
             eprint_err(e);
             Outcome::Invalid.exit_code()
@@ -220,8 +235,19 @@ impl ExperimentArgs {
                 "--label applies to the local agent and cannot be combined with --coordinator (label remote agents with faultline-agent --label)".into(),
             ));
         }
+        if self.coordinator.is_some() && !self.allow_fill.is_empty() {
+            return Err(fail(
+                "--allow-fill applies to the local agent and cannot be combined with --coordinator (remote agents allow fill paths with faultline-agent --allow-fill)".into(),
+            ));
+        }
         source.parse().map_err(|e| fail(e.to_string()))?;
-        Ok((source, labels))
+        Ok((
+            source,
+            LocalAgent {
+                labels,
+                allow_fill: self.allow_fill.clone(),
+            },
+        ))
     }
 
     /// The local-mode store (`--db`, `--no-store`).
@@ -259,11 +285,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Uses `coordinator`, or starts local mode with `labels`. On error
+    /// Uses `coordinator`, or starts local mode with `agent`. On error
     /// prints it and returns the exit code (5).
     pub async fn open(
         coordinator: Option<String>,
-        labels: BTreeMap<String, String>,
+        agent: LocalAgent,
         policy: crate::policy::Policy,
         store: StoreChoice,
         quiet: bool,
@@ -278,7 +304,7 @@ impl Target {
         #[cfg(feature = "local")]
         {
             let store = store.open()?;
-            match crate::local::Local::start(labels, policy, store).await {
+            match crate::local::Local::start(agent.labels, agent.allow_fill, policy, store).await {
                 Ok(l) => {
                     if !quiet {
                         eprintln!(
@@ -299,7 +325,7 @@ impl Target {
         }
         #[cfg(not(feature = "local"))]
         {
-            let _ = (labels, quiet, policy, store);
+            let _ = (agent, quiet, policy, store);
             eprint_err("this build has no local mode: pass --coordinator URL");
             Err(Outcome::Error.exit_code())
         }

@@ -45,6 +45,10 @@ pub struct Args {
     /// Local mode only: keep no history.
     #[arg(long)]
     pub no_store: bool,
+    /// Local mode only: directory the in-process agent lets disk fills
+    /// target (and everything below it); repeatable.
+    #[arg(long = "allow-fill", value_name = "DIR")]
+    pub allow_fill: Vec<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -211,7 +215,11 @@ pub async fn main(a: Args) -> i32 {
     } else {
         common::StoreChoice::Default
     };
-    let target = match Target::open(a.coordinator.clone(), labels, Default::default(), store, a.quiet).await {
+    let agent = common::LocalAgent {
+        labels,
+        allow_fill: a.allow_fill.clone(),
+    };
+    let target = match Target::open(a.coordinator.clone(), agent, Default::default(), store, a.quiet).await {
         Ok(t) => t,
         Err(code) => return code,
     };

@@ -3,12 +3,11 @@
 //! Ctrl-C aborts the run (faults are restored) and still prints the report;
 //! a second Ctrl-C exits at once and leaves the rest to the agents' leases.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use faultline_proto::v1;
 
-use super::common::{self, eprint_err, ExperimentArgs, Source, Target};
+use super::common::{self, eprint_err, ExperimentArgs, LocalAgent, Source, Target};
 use crate::outcome::Outcome;
 use crate::report::{self, Report};
 
@@ -38,7 +37,8 @@ pub struct Args {
 pub struct RunOpts {
     pub source: Source,
     pub coordinator: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    /// Local mode's in-process agent.
+    pub agent: LocalAgent,
     /// Local mode's coordinator policy.
     pub policy: crate::policy::Policy,
     pub report_dir: Option<String>,
@@ -51,7 +51,7 @@ pub struct RunOpts {
 }
 
 pub async fn main(a: Args) -> i32 {
-    let (source, labels) = match a.experiment.load() {
+    let (source, agent) = match a.experiment.load() {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -63,7 +63,7 @@ pub async fn main(a: Args) -> i32 {
     execute(RunOpts {
         source,
         coordinator: a.experiment.coordinator,
-        labels,
+        agent,
         policy,
         report_dir: a.report_dir,
         format: a.format,
@@ -84,7 +84,7 @@ pub async fn execute(o: RunOpts) -> i32 {
     }
     let target = match Target::open(
         o.coordinator.clone(),
-        o.labels.clone(),
+        o.agent.clone(),
         o.policy.clone(),
         o.store.clone(),
         o.quiet,
