@@ -53,6 +53,21 @@ pub enum Command {
     DemoService(demo_service::Args),
 }
 
+impl Cli {
+    /// The default log level (`FAULTLINE_LOG` overrides it): `serve` logs
+    /// at info; other commands print their own progress and log warnings,
+    /// or only errors with `--quiet`.
+    pub fn log_level(&self) -> &'static str {
+        match &self.command {
+            Command::Serve(_) => "info",
+            Command::Run(a) if a.quiet => "error",
+            Command::Gameday(a) if a.quiet => "error",
+            Command::Follow(a) if a.quiet => "error",
+            _ => "warn",
+        }
+    }
+}
+
 /// Runs the CLI and returns the process exit code.
 pub async fn main_with(cli: Cli) -> i32 {
     match cli.command {

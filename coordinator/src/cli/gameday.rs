@@ -39,7 +39,7 @@ pub struct Args {
     /// Summary format on stdout.
     #[arg(long, default_value = "md", value_parser = ["md", "json"])]
     pub format: String,
-    /// No progress on stderr.
+    /// No progress and no warnings on stderr (errors only).
     #[arg(long, short)]
     pub quiet: bool,
     /// Local mode only: keep no history.

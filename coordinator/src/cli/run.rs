@@ -28,7 +28,7 @@ pub struct Args {
     /// Also write the report as one self-contained HTML file with timelines.
     #[arg(long, value_name = "PATH")]
     pub html: Option<String>,
-    /// No progress on stderr.
+    /// No progress and no warnings on stderr (errors only).
     #[arg(long, short)]
     pub quiet: bool,
 }
