@@ -52,7 +52,7 @@ pub enum Error {
     Status(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
-    #[error("the coordinator is stopped ({0}); no run starts until `faultline resume`")]
+    #[error("the coordinator is stopped ({0}); no run starts until it is resumed")]
     Stopped(String),
 }
 
