@@ -556,8 +556,8 @@ impl Control for ControlService {
         let r = req.into_inner();
         faultline_proto::ids::validate_run_id(&r.run_id).map_err(Error::from)?;
         let (tx, rx) = mpsc::channel(64);
-        let task =
-            crate::follow::follow(self.store.clone(), &self.followers, &r.run_id, r.from_event, tx).map_err(Error::from)?;
+        let task = crate::follow::follow(self.store.clone(), &self.followers, &r.run_id, r.from_event, tx)
+            .map_err(Error::from)?;
         // Not on the tracker: shutdown waits for runs, not for readers; a
         // live follow ends with its run anyway.
         tokio::spawn(task);

@@ -132,7 +132,9 @@ impl Stored {
                 planned_ms: 0,
             }),
             "finished" => Event::Finished(self.finished(&e.text)),
-            _ => Event::Log(v1::LogLine { message: e.text.clone() }),
+            _ => Event::Log(v1::LogLine {
+                message: e.text.clone(),
+            }),
         };
         Some(v1::RunEvent {
             run_id: self.run.run_id.clone(),

@@ -63,8 +63,9 @@ impl Timing {
             })?;
         let tz = match tz {
             "" => chrono_tz::UTC,
-            t => chrono_tz::Tz::from_str(t)
-                .map_err(|_| format!("time zone {t:?} is not an IANA time zone name; write e.g. UTC or Europe/Paris"))?,
+            t => chrono_tz::Tz::from_str(t).map_err(|_| {
+                format!("time zone {t:?} is not an IANA time zone name; write e.g. UTC or Europe/Paris")
+            })?,
         };
         let window = window
             .map(|w| w.parse::<Window>().map_err(|e| format!("window {w:?}: {e}")))
@@ -87,7 +88,10 @@ impl Timing {
     /// The first tick strictly after `after_ms` (Unix ms). Ticks fall on
     /// whole seconds, so the search starts from the second `after_ms` is in.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
-        let t = self.tz.timestamp_opt(i64::try_from(after_ms / 1000).ok()?, 0).single()?;
+        let t = self
+            .tz
+            .timestamp_opt(i64::try_from(after_ms / 1000).ok()?, 0)
+            .single()?;
         let next = self.cron.find_next_occurrence(&t, false).ok()?;
         u64::try_from(next.timestamp()).ok()?.checked_mul(1000)
     }
@@ -297,7 +301,10 @@ mod tests {
         let e = Timing::new("every day", "UTC", None).unwrap_err();
         assert!(e.contains("cron expression \"every day\" has 2 fields; write 5"), "{e}");
         let e = Timing::new("0 9 * * * * 2030", "UTC", None).unwrap_err();
-        assert!(e.contains("has 7 fields; write 5") && e.contains("or 6 with seconds first"), "{e}");
+        assert!(
+            e.contains("has 7 fields; write 5") && e.contains("or 6 with seconds first"),
+            "{e}"
+        );
         let e = Timing::new("0 99 * * *", "UTC", None).unwrap_err();
         assert!(e.starts_with("cron expression \"0 99 * * *\":"), "{e}");
         assert!(Timing::new("0 9 * * *", "Mars/Olympus", None)

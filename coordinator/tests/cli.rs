@@ -474,23 +474,57 @@ fn schedule_add_refuses_a_cron_that_never_fires_and_ticks_on_whole_seconds() {
     let c = InProcess::start();
     let file = format!("{EXPERIMENTS}/kill.yaml");
     let out = faultline(&[
-        "schedule", "add", &file, "--var", "port=1", "--cron", "0 0 30 2 *", "--coordinator", &c.url,
+        "schedule",
+        "add",
+        &file,
+        "--var",
+        "port=1",
+        "--cron",
+        "0 0 30 2 *",
+        "--coordinator",
+        &c.url,
     ]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--cron: cron expression \"0 0 30 2 *\" never fires"), "{err}");
+    assert!(
+        err.contains("--cron: cron expression \"0 0 30 2 *\" never fires"),
+        "{err}"
+    );
     assert!(!text(&out.stdout).contains("1970"), "{}", text(&out.stdout));
     let out = faultline(&[
-        "schedule", "add", &file, "--var", "port=1", "--cron", "1 2 3 4 5 6 7", "--coordinator", &c.url,
+        "schedule",
+        "add",
+        &file,
+        "--var",
+        "port=1",
+        "--cron",
+        "1 2 3 4 5 6 7",
+        "--coordinator",
+        &c.url,
     ]);
-    assert!(text(&out.stderr).contains("has 7 fields; write 5"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("has 7 fields; write 5"),
+        "{}",
+        text(&out.stderr)
+    );
     // Accepted: the first tick is on a whole second (no fraction shown).
     let out = faultline(&[
-        "schedule", "add", &file, "--var", "port=1", "--cron", "0 0 1 1 *", "--coordinator", &c.url,
+        "schedule",
+        "add",
+        &file,
+        "--var",
+        "port=1",
+        "--cron",
+        "0 0 1 1 *",
+        "--coordinator",
+        &c.url,
     ]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(stdout.contains("first tick at") && stdout.trim_end().ends_with(":00:00Z"), "{stdout}");
+    assert!(
+        stdout.contains("first tick at") && stdout.trim_end().ends_with(":00:00Z"),
+        "{stdout}"
+    );
 }
 
 /// Root, or a printed reason and false (a failure under CI=true).
@@ -562,19 +596,34 @@ fn local_run_fills_a_directory_allowed_with_allow_fill_and_restores_it() {
     let t = &r["faults"][0]["targets"][0];
     assert_eq!(t["state"], "restored", "{t}");
     assert!(t["objects"][0].as_str().unwrap().contains("fallocate"), "{t}");
-    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "the fill file is removed");
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "the fill file is removed"
+    );
 
     // Remote agents are configured on their side.
     let out = faultline(&["run", exp, "--coordinator", "http://127.0.0.1:1", "--allow-fill", &dir]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("faultline-agent --allow-fill"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("faultline-agent --allow-fill"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn quiet_hides_warnings_and_piped_logs_carry_no_colour_codes() {
     let kill = format!("{EXPERIMENTS}/kill.yaml");
     // The plan is refused (no agent has service=demo): a WARN log line.
-    let args = ["run", kill.as_str(), "--var", "port=1", "--label", "zone=x", "--no-store"];
+    let args = [
+        "run",
+        kill.as_str(),
+        "--var",
+        "port=1",
+        "--label",
+        "zone=x",
+        "--no-store",
+    ];
     let out = faultline(&args);
     let err = text(&out.stderr);
     assert!(err.contains("WARN") && err.contains("plan refused"), "{err}");
@@ -626,22 +675,34 @@ fn game_day_errors_are_located_and_name_what_exists_in_a_game_day() {
     // (gameday has no such flag).
     let err = run("name: g\nexperiments:\n  - file: kill.yaml\n");
     assert!(
-        err.contains("variable ${port} is not set; set port in the vars of ") && err.contains(&format!("{gd_s}:3:3: experiments[0]")),
+        err.contains("variable ${port} is not set; set port in the vars of ")
+            && err.contains(&format!("{gd_s}:3:3: experiments[0]")),
         "{err}"
     );
     assert!(!err.contains("--var"), "{err}");
     // A bad weight: file:line:column of the entry.
-    let err = run("name: g\nexperiments:\n  - file: kill.yaml\n    vars: { port: \"1\" }\n  - file: kill.yaml\n    weight: -1\n");
-    assert!(err.contains(&format!("{gd_s}:5:3: experiments[1].weight -1: must be above 0")), "{err}");
+    let err = run(
+        "name: g\nexperiments:\n  - file: kill.yaml\n    vars: { port: \"1\" }\n  - file: kill.yaml\n    weight: -1\n",
+    );
+    assert!(
+        err.contains(&format!("{gd_s}:5:3: experiments[1].weight -1: must be above 0")),
+        "{err}"
+    );
     // YAML errors: located once, in front, without serde's type names.
     let err = run("name: g\nexperiments: 3\n");
-    assert!(err.contains(&format!("{gd_s}:2:")) && !err.contains(" at line "), "{err}");
+    assert!(
+        err.contains(&format!("{gd_s}:2:")) && !err.contains(" at line "),
+        "{err}"
+    );
     let err = run("- a\n- b\n");
     assert!(err.contains("expected a game day") && !err.contains("Raw"), "{err}");
     let err = run("name: g\nexperiments:\n  - fil: kill.yaml\n");
     assert!(err.contains(&format!("{gd_s}:3:")) && !err.contains("Raw"), "{err}");
     let err = run("name: g\nexperiments: []\n");
-    assert!(err.contains(&format!("{gd_s}:2:1: experiments: at least one is needed")), "{err}");
+    assert!(
+        err.contains(&format!("{gd_s}:2:1: experiments: at least one is needed")),
+        "{err}"
+    );
 }
 
 /// Every `--flag` a message names exists: on `faultline` (any subcommand)
@@ -688,7 +749,15 @@ fn every_flag_named_in_a_message_exists() {
         }
     }
     walk(std::path::Path::new(&format!("{root}/coordinator/src")), &mut files);
-    for f in ["main.rs", "lib.rs", "link.rs", "journal.rs", "policy.rs", "faults/disk_fill.rs", "faults/latency.rs"] {
+    for f in [
+        "main.rs",
+        "lib.rs",
+        "link.rs",
+        "journal.rs",
+        "policy.rs",
+        "faults/disk_fill.rs",
+        "faults/latency.rs",
+    ] {
         files.push(format!("{root}/agent/src/{f}").into());
     }
     let mut unknown = Vec::new();
@@ -719,7 +788,10 @@ fn every_flag_named_in_a_message_exists() {
             }
         }
     }
-    assert!(unknown.is_empty(), "messages name flags that do not exist: {unknown:#?}");
+    assert!(
+        unknown.is_empty(),
+        "messages name flags that do not exist: {unknown:#?}"
+    );
 }
 
 #[test]
@@ -732,7 +804,11 @@ fn connection_errors_say_what_was_tried_and_the_likely_fix() {
     assert!(err.matches("scheme").count() == 1, "said once: {err}");
 
     // Nothing listens.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let err = text(&faultline(&["agents", "--coordinator", &format!("http://127.0.0.1:{port}")]).stderr);
     assert!(err.contains("nothing listens there (connection refused)"), "{err}");
 
@@ -750,10 +826,15 @@ fn connection_errors_say_what_was_tried_and_the_likely_fix() {
     });
     let err = text(&faultline(&["runs", "--coordinator", &url]).stderr);
     assert!(
-        err.contains("did not answer as a faultline coordinator") && err.contains("--metrics-listen") && err.contains("https://"),
+        err.contains("did not answer as a faultline coordinator")
+            && err.contains("--metrics-listen")
+            && err.contains("https://"),
         "{err}"
     );
-    assert!(!err.contains("Status {") && !err.contains("code: '"), "debug formatting: {err}");
+    assert!(
+        !err.contains("Status {") && !err.contains("code: '"),
+        "debug formatting: {err}"
+    );
 
     // https:// to a coordinator without TLS.
     let c = InProcess::start();
@@ -767,5 +848,8 @@ fn connection_errors_say_what_was_tried_and_the_likely_fix() {
         &[("FAULTLINE_TLS_DIR", dir.to_str().unwrap())],
     );
     let err = text(&out.stderr);
-    assert!(err.contains("did not answer TLS") && err.contains(&format!("use {}", c.url)), "{err}");
+    assert!(
+        err.contains("did not answer TLS") && err.contains(&format!("use {}", c.url)),
+        "{err}"
+    );
 }

@@ -65,7 +65,10 @@ pub fn present_or_skip(test: &str, tools: &[Tool]) -> bool {
         return true;
     }
     let msg = message(test, &missing);
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg} (CI=true forbids skipping)");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{msg} (CI=true forbids skipping)"
+    );
     eprintln!("skipping {msg}");
     false
 }

@@ -126,7 +126,10 @@ async fn following_a_finished_run_replays_its_events_and_ends() {
     assert_eq!(phases(&all), phases(&r.events));
     assert_eq!(all.len(), not_probe(&r.events));
     let f = finished(&all);
-    assert_eq!((f.outcome.as_str(), f.exit_code), (r.report.outcome.as_str(), r.exit_code));
+    assert_eq!(
+        (f.outcome.as_str(), f.exit_code),
+        (r.report.outcome.as_str(), r.exit_code)
+    );
     // From an index on: the same tail.
     let tail = follow(&h, &r.report.run_id, 3).await.expect("follow from 3");
     assert_eq!(tail.len(), all.len() - 3);
@@ -159,7 +162,9 @@ async fn list_runs_with_an_unknown_status_is_refused_naming_the_allowed_ones() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(
-        err.message().contains("\"bogus\"") && err.message().contains("not_steady") && err.message().contains("interrupted"),
+        err.message().contains("\"bogus\"")
+            && err.message().contains("not_steady")
+            && err.message().contains("interrupted"),
         "{}",
         err.message()
     );

@@ -48,9 +48,21 @@ async fn plan(h: &Harness, yaml: &str) -> Result<v1::PlanResponse, tonic::Status
 async fn over_limit_documents_are_refused_quickly_naming_the_limit() {
     let h = Harness::start().await;
     for (what, doc, limit) in [
-        ("nested brackets", nested_brackets(), format!("over the limit of {MAX_DEPTH} levels")),
-        ("nested maps", nested_maps(), format!("over the limit of {MAX_DEPTH} levels")),
-        ("nested blocks", nested_blocks(), format!("over the limit of {MAX_DEPTH} levels")),
+        (
+            "nested brackets",
+            nested_brackets(),
+            format!("over the limit of {MAX_DEPTH} levels"),
+        ),
+        (
+            "nested maps",
+            nested_maps(),
+            format!("over the limit of {MAX_DEPTH} levels"),
+        ),
+        (
+            "nested blocks",
+            nested_blocks(),
+            format!("over the limit of {MAX_DEPTH} levels"),
+        ),
         (
             "oversized",
             format!("name: x\n#{}\n", "a".repeat(MAX_BYTES)),
@@ -107,7 +119,10 @@ async fn agents_keep_heartbeating_during_hostile_parses() {
     while Instant::now() < stop_at {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = h.coordinator.registry.agents();
-        let a = now.iter().find(|a| a.agent_id == "a1").expect("agent a1 stays registered");
+        let a = now
+            .iter()
+            .find(|a| a.agent_id == "a1")
+            .expect("agent a1 stays registered");
         assert_eq!(
             a.connected_at_unix_ms, first.connected_at_unix_ms,
             "the agent's link broke and it reconnected"

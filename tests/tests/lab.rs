@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use faultline_tests::lab::{median, percentile, lab_or_skip, success_rate, HostSpec, Lab};
+use faultline_tests::lab::{lab_or_skip, median, percentile, success_rate, HostSpec, Lab};
 
 const PHASE_WAIT: Duration = Duration::from_secs(30);
 

@@ -362,8 +362,16 @@ async fn emergency_stop_aborts_runs_and_refuses_new_ones_until_resume() {
     // Stopped: a new run is refused before anything happens.
     let refused = h.run(&yaml, &[]).await.err().expect("refused while stopped");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("until it is resumed"), "{}", refused.message());
-    assert!(!refused.message().contains("faultline "), "CLI advice in a status: {}", refused.message());
+    assert!(
+        refused.message().contains("until it is resumed"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        !refused.message().contains("faultline "),
+        "CLI advice in a status: {}",
+        refused.message()
+    );
 
     assert!(c.resume(v1::ResumeRequest {}).await.unwrap().into_inner().was_stopped);
     assert!(!c.resume(v1::ResumeRequest {}).await.unwrap().into_inner().was_stopped);

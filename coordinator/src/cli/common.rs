@@ -179,9 +179,8 @@ fn explain_transport(url: &str, s: &tonic::Status) -> String {
         "check the port: it must be the coordinator's gRPC port (serve --listen, 7700 by default), not its --metrics-listen port",
     );
     if let Some(rest) = url.strip_prefix("http://") {
-        fix += &format!(
-            "; a coordinator started with --tls-dir speaks TLS: use https://{rest} and set FAULTLINE_TLS_DIR"
-        );
+        fix +=
+            &format!("; a coordinator started with --tls-dir speaks TLS: use https://{rest} and set FAULTLINE_TLS_DIR");
     }
     format!(
         "{url} did not answer as a faultline coordinator ({}); {fix}",

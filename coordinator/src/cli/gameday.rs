@@ -52,7 +52,10 @@ pub struct Args {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a game day: name, experiments and optionally description, stop_on_failure")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a game day: name, experiments and optionally description, stop_on_failure"
+)]
 struct RawGameDay {
     name: String,
     #[serde(default)]
@@ -63,7 +66,10 @@ struct RawGameDay {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an experiment entry: file and optionally vars, weight")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an experiment entry: file and optionally vars, weight"
+)]
 struct RawEntry {
     file: String,
     #[serde(default)]
@@ -333,13 +339,11 @@ fn entry_position(text: &str, i: usize) -> (usize, usize) {
         if col == 0 {
             break;
         }
-        if trimmed.starts_with("- ") || trimmed == "-" {
-            if *indent.get_or_insert(col) == col {
-                if n == i {
-                    return (lineno + 1, col + 1);
-                }
-                n += 1;
+        if (trimmed.starts_with("- ") || trimmed == "-") && *indent.get_or_insert(col) == col {
+            if n == i {
+                return (lineno + 1, col + 1);
             }
+            n += 1;
         }
     }
     key

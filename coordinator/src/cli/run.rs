@@ -157,7 +157,13 @@ async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
 }
 
 fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
-    write_report(f, &o.format, o.report_dir.as_deref(), o.junit.as_deref(), o.html.as_deref())
+    write_report(
+        f,
+        &o.format,
+        o.report_dir.as_deref(),
+        o.junit.as_deref(),
+        o.html.as_deref(),
+    )
 }
 
 /// Prints a finished run's report on stdout in `format` (md or json) and

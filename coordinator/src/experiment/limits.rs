@@ -56,7 +56,11 @@ fn check_size(file: &str, len: usize, max_bytes: usize, substituted: bool) -> Re
         column: 0,
         message: format!(
             "the document is {len} bytes{}, over the limit of {max_bytes} bytes ({} KiB)",
-            if substituted { " with its variables substituted" } else { "" },
+            if substituted {
+                " with its variables substituted"
+            } else {
+                ""
+            },
             max_bytes / 1024
         ),
     })
@@ -269,6 +273,10 @@ mod tests {
         assert!(check("h.yaml", &brackets).is_err());
         let maps: String = (0..3000).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
         assert!(check("h.yaml", &maps[..maps.len().min(MAX_BYTES)]).is_err());
-        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
