@@ -659,7 +659,13 @@ async fn a_schedule_starts_runs_on_its_ticks_and_can_be_removed() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    assert!(bad.message().contains("--cron"), "{}", bad.message());
+    // The status names the value, not a CLI flag (other clients call Control too).
+    assert!(
+        bad.message().contains("cron expression \"every day\""),
+        "{}",
+        bad.message()
+    );
+    assert!(!bad.message().contains("--"), "{}", bad.message());
 
     let mut started = None;
     for _ in 0..100 {
