@@ -174,6 +174,15 @@ async fn session_inner(
                 while let Ok(st) = statuses.try_recv() {
                     let _ = tx.send(send(v1::agent_message::Msg::FaultStatus(st))).await;
                 }
+                // Close our half of the stream and wait (briefly) for the
+                // coordinator to close its half: dropping the connection
+                // right away can cut the end of our stream off, and the
+                // coordinator then reads a broken body instead of a goodbye.
+                drop(tx);
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Ok(Some(_)) = inbound.message().await {}
+                })
+                .await;
                 return Ok(());
             }
             _ = heartbeat.tick() => {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use faultline_proto::v1::{self, control_server::Control};
 use futures::Stream;
@@ -31,6 +32,10 @@ pub enum Error {
     NoSource,
     #[error("{0}")]
     Parse(#[from] experiment::ParseError),
+    #[error("the experiment was not parsed within {0:?} (the coordinator is busy parsing other experiments, or this one is too large)")]
+    ParseTimeout(Duration),
+    #[error("the experiment parser failed on this document")]
+    ParserFailed,
     #[error("{0}")]
     Plan(#[from] planner::Error),
     #[error("no run {0} on this coordinator")]
@@ -39,9 +44,15 @@ pub enum Error {
     RunInFlight(String),
     #[error("report format {0:?}: use json, md, junit or html")]
     Format(String),
+    #[error("{0}")]
+    Follow(#[from] crate::follow::Error),
+    #[error("{0}")]
+    RunId(#[from] faultline_proto::ids::IdError),
+    #[error("run status {0:?}: use one of {list}", list = RUN_STATUSES.join(", "))]
+    Status(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
-    #[error("the coordinator is stopped ({0}); no run starts until `faultline resume`")]
+    #[error("the coordinator is stopped ({0}); no run starts until it is resumed")]
     Stopped(String),
 }
 
@@ -49,7 +60,13 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let msg = e.to_string();
         match e {
-            Error::NoSource | Error::Parse(_) | Error::Format(_) => Status::invalid_argument(msg),
+            Error::NoSource | Error::Parse(_) | Error::Format(_) | Error::RunId(_) | Error::Status(_) => {
+                Status::invalid_argument(msg)
+            }
+            Error::Follow(crate::follow::Error::UnknownRun(_)) => Status::not_found(msg),
+            Error::Follow(_) => Status::internal(msg),
+            Error::ParseTimeout(_) => Status::resource_exhausted(msg),
+            Error::ParserFailed => Status::internal(msg),
             Error::Plan(p) if p.outcome() == Outcome::Invalid => Status::invalid_argument(msg),
             Error::Plan(_) => Status::failed_precondition(msg),
             Error::UnknownRun(_) => Status::not_found(msg),
@@ -59,6 +76,19 @@ impl From<Error> for Status {
         }
     }
 }
+
+/// The statuses a run can have in the store: an outcome, `running` or
+/// `interrupted` (what `ListRuns.outcome` filters on).
+pub const RUN_STATUSES: &[&str] = &[
+    "passed",
+    "failed",
+    "invalid",
+    "aborted",
+    "not_steady",
+    "error",
+    "running",
+    "interrupted",
+];
 
 #[derive(Clone)]
 pub struct ControlService {
@@ -75,9 +105,24 @@ pub struct ControlService {
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Runs in flight and who follows them (`Follow`).
+    pub followers: Arc<crate::follow::Followers>,
 }
 
-fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
+/// Longest a Control call waits for an experiment to be parsed, waiting
+/// for a parsing slot included. By default, 5 s: a file within
+/// [`experiment::limits`] parses in well under a second; the rest is room
+/// for a queue of them.
+pub const PARSE_TIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// Experiments parsed at the same time. By default, 2: parsing is CPU work
+/// that runs on tokio's blocking pool, and a flood of large files must leave
+/// CPU for the runtime that serves agent links and lease renewals.
+const PARALLEL_PARSES: usize = 2;
+
+static PARSE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_PARSES);
+
+async fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
     let src = src.ok_or(Error::NoSource)?;
     let vars: HashMap<String, String> = src.vars.into_iter().collect();
     let name = if src.name.is_empty() {
@@ -85,7 +130,29 @@ fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String
     } else {
         src.name
     };
-    Ok((experiment::parse(&name, &src.yaml, &vars)?, name))
+    let exp = parse_off_runtime(name.clone(), src.yaml, vars).await?;
+    Ok((exp, name))
+}
+
+/// Parses an experiment on the blocking pool, never on the runtime's
+/// threads: the runtime also carries every agent's heartbeats and lease
+/// renewals, which must not wait for a parser. Size and nesting are bounded
+/// before parsing (see [`experiment::limits`]); this also bounds the time.
+pub async fn parse_off_runtime(name: String, yaml: String, vars: HashMap<String, String>) -> Result<Experiment, Error> {
+    // The bounds are a linear scan (about a millisecond per MiB): checked
+    // here, an over-limit document is refused without waiting for a slot.
+    experiment::limits::check_source(&name, &yaml, &vars)?;
+    experiment::limits::check(&name, &yaml)?;
+    let parse = async {
+        let _slot = PARSE_SLOTS.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        tokio::task::spawn_blocking(move || experiment::parse(&name, &yaml, &vars))
+            .await
+            .map_err(|_| Error::ParserFailed)?
+            .map_err(Error::Parse)
+    };
+    tokio::time::timeout(PARSE_TIME_LIMIT, parse)
+        .await
+        .map_err(|_| Error::ParseTimeout(PARSE_TIME_LIMIT))?
 }
 
 /// Agents per `ListAgents` page when the request does not say.
@@ -138,13 +205,23 @@ impl ControlService {
         let (engine_tx, mut engine_rx) = mpsc::channel::<v1::RunEvent>(1024);
         let store = self.store.clone();
         let forward_tx = tx.clone();
+        // Followers see every event after the store has it (see `follow`).
+        let followers = self.followers.clone();
+        followers.open(&run_id);
+        let followed = run_id.clone();
         self.tracker.spawn(async move {
             while let Some(ev) = engine_rx.recv().await {
-                if let Some((kind, text)) = stored_event(&ev) {
-                    let _ = store.event(&ev.run_id, faultline_proto::now_unix_ms(), kind, &text);
-                }
+                let stored = match stored_event(&ev) {
+                    Some((kind, text)) => matches!(
+                        store.event(&ev.run_id, faultline_proto::now_unix_ms(), kind, &text),
+                        Ok(true)
+                    ),
+                    None => false,
+                };
+                followers.publish(&followed, stored, &ev);
                 let _ = forward_tx.send(ev).await;
             }
+            followers.close(&followed);
         });
         let registry = self.registry.clone();
         let runs = self.runs.clone();
@@ -232,14 +309,14 @@ impl Control for ControlService {
             self.audit(&who, "submit", "-", &format!("refused: {why}"));
             return Err(Error::Stopped(why).into());
         }
-        let (exp, source_name) = parse_source(req.into_inner().source)?;
+        let (exp, source_name) = parse_source(req.into_inner().source).await?;
         let (_, rx) = self.start_run(exp, source_name, &who);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         self.security.control_caller(&req)?;
-        let (exp, _) = parse_source(req.into_inner().source)?;
+        let (exp, _) = parse_source(req.into_inner().source).await?;
         let plan = planner::plan(
             &exp,
             &self.registry.agents(),
@@ -366,9 +443,16 @@ impl Control for ControlService {
         let r = req.into_inner();
         let src = r.source.clone().ok_or(Error::NoSource)?;
         // Check everything now, not at 3 a.m.
-        let (exp, source_name) = parse_source(r.source)?;
+        let (exp, source_name) = parse_source(r.source).await?;
         let window = (!r.window.is_empty()).then_some(r.window.as_str());
-        let timing = crate::schedule::Timing::new(&r.cron, &r.tz, window).map_err(Status::invalid_argument)?;
+        // Off the runtime: proving that a pattern never fires searches years.
+        let timing = {
+            let (cron, tz, window) = (r.cron.clone(), r.tz.clone(), window.map(str::to_string));
+            tokio::task::spawn_blocking(move || crate::schedule::Timing::new(&cron, &tz, window.as_deref()))
+                .await
+                .map_err(|_| Status::internal("the schedule check failed"))?
+                .map_err(Status::invalid_argument)?
+        };
         let now = faultline_proto::now_unix_ms();
         let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let row = crate::store::ScheduleRow {
@@ -409,39 +493,38 @@ impl Control for ControlService {
         self.security.control_caller(&req)?;
         let now = faultline_proto::now_unix_ms();
         let rows = self.store.schedules().map_err(|e| Status::internal(e.to_string()))?;
-        let schedules = rows
-            .into_iter()
-            .map(|s| {
-                let next = crate::schedule::Timing::new(&s.cron, &s.tz, s.window.as_deref())
-                    .ok()
-                    .and_then(|t| t.next_after(now))
-                    .unwrap_or(0);
-                let experiment = experiment::parse(&s.source, &s.yaml, &s.vars)
-                    .map(|e| e.name)
-                    .unwrap_or_else(|e| format!("(no longer parses: {e})"));
-                let recent_ticks = self
-                    .store
-                    .schedule_ticks(&s.id, 10)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| {
-                        let run = t.run_id.map(|r| format!(" {r}")).unwrap_or_default();
-                        format!("{} {}{run}", t.due_unix_ms, t.outcome)
-                    })
-                    .collect();
-                v1::ScheduleInfo {
-                    schedule_id: s.id,
-                    experiment,
-                    source: s.source,
-                    cron: s.cron,
-                    tz: s.tz,
-                    window: s.window.unwrap_or_default(),
-                    next_unix_ms: next,
-                    last_run_id: s.last_run_id.unwrap_or_default(),
-                    recent_ticks,
-                }
-            })
-            .collect();
+        let mut schedules = Vec::with_capacity(rows.len());
+        for s in rows {
+            let next = crate::schedule::Timing::new(&s.cron, &s.tz, s.window.as_deref())
+                .ok()
+                .and_then(|t| t.next_after(now))
+                .unwrap_or(0);
+            let experiment = parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
+                .await
+                .map(|e| e.name)
+                .unwrap_or_else(|e| format!("(no longer parses: {e})"));
+            let recent_ticks = self
+                .store
+                .schedule_ticks(&s.id, 10)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    let run = t.run_id.map(|r| format!(" {r}")).unwrap_or_default();
+                    format!("{} {}{run}", t.due_unix_ms, t.outcome)
+                })
+                .collect();
+            schedules.push(v1::ScheduleInfo {
+                schedule_id: s.id,
+                experiment,
+                source: s.source,
+                cron: s.cron,
+                tz: s.tz,
+                window: s.window.unwrap_or_default(),
+                next_unix_ms: next,
+                last_run_id: s.last_run_id.unwrap_or_default(),
+                recent_ticks,
+            });
+        }
         Ok(Response::new(v1::ListSchedulesResponse { schedules }))
     }
 
@@ -509,6 +592,9 @@ impl Control for ControlService {
     async fn list_runs(&self, req: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
         self.security.control_caller(&req)?;
         let r = req.into_inner();
+        if !r.outcome.is_empty() && !RUN_STATUSES.contains(&r.outcome.as_str()) {
+            return Err(Error::Status(r.outcome).into());
+        }
         let limit = if r.limit == 0 { 20 } else { r.limit as usize };
         let status = (!r.outcome.is_empty()).then_some(r.outcome.as_str());
         let rows = self
@@ -518,6 +604,21 @@ impl Control for ControlService {
         Ok(Response::new(v1::ListRunsResponse {
             runs: rows.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    type FollowStream = EventStream;
+
+    async fn follow(&self, req: Request<v1::FollowRequest>) -> Result<Response<EventStream>, Status> {
+        self.security.control_caller(&req)?;
+        let r = req.into_inner();
+        faultline_proto::ids::validate_run_id(&r.run_id).map_err(Error::from)?;
+        let (tx, rx) = mpsc::channel(64);
+        let task = crate::follow::follow(self.store.clone(), &self.followers, &r.run_id, r.from_event, tx)
+            .map_err(Error::from)?;
+        // Not on the tracker: shutdown waits for runs, not for readers; a
+        // live follow ends with its run anyway.
+        tokio::spawn(task);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> Result<Response<v1::ListAuditResponse>, Status> {

@@ -21,6 +21,7 @@
 //! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
+//! - [`follow`]: following a run's stored and live events (`Control.Follow`).
 //! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
 //! - [`security`]: mTLS and bearer tokens: who may call which service.
 //! - [`certs`]: the CA and role-marked certificates `faultline certs` makes.
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod control;
 pub mod engine;
 pub mod experiment;
+pub mod follow;
 pub mod link;
 #[cfg(feature = "local")]
 pub mod local;

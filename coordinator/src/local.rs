@@ -31,9 +31,12 @@ pub enum Error {
 }
 
 impl Local {
-    /// Starts both and waits until the agent is registered.
+    /// Starts both and waits until the agent is registered. The agent has
+    /// `labels` besides `host=<hostname>`, and lets disk fills target
+    /// `allow_fill` (none: every disk_fill is refused).
     pub async fn start(
         labels: BTreeMap<String, String>,
+        allow_fill: Vec<std::path::PathBuf>,
         policy: crate::policy::Policy,
         store: crate::store::Store,
     ) -> Result<Local, Error> {
@@ -53,6 +56,7 @@ impl Local {
         let mut all = BTreeMap::from([("host".to_string(), faultline_agent::node::hostname())]);
         all.extend(labels);
         cfg.labels = all;
+        cfg.fill.allowed = allow_fill;
         cfg.backoff_initial = Duration::from_millis(20);
         // The in-process agent may share this node with a real agent, so it
         // only restores what its own journal lists (no orphan sweep). Its

@@ -160,6 +160,12 @@ fn locate(text: &str, key: &str) -> (usize, usize) {
 impl Policy {
     /// Parses policy YAML read from `file`.
     pub fn parse(file: &str, text: &str) -> Result<Policy, Error> {
+        crate::experiment::limits::check(file, text).map_err(|e| Error {
+            file: e.file,
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        })?;
         let raw: RawPolicy = serde_norway::from_str(text).map_err(|e| {
             let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
             let mut message = e.to_string();

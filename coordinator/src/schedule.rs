@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, TimeZone, Timelike};
-use croner::parser::CronParser;
+use croner::parser::{CronParser, Year};
 use croner::Cron;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -42,34 +42,58 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// `cron` has 5 fields (minute resolution) or 6 (with seconds first);
-    /// `tz` is an IANA name such as `Europe/Paris` (default UTC); `window`
-    /// is `"Mon-Fri 09:00-16:00"` in that zone.
+    /// `cron` has 5 fields (minute hour day month weekday) or 6 (with
+    /// seconds first) and must fire at least once; `tz` is an IANA name such
+    /// as `Europe/Paris` (default UTC); `window` is `"Mon-Fri 09:00-16:00"`
+    /// in that zone. Errors name the value, not a flag: the CLI and Control
+    /// both use them.
     pub fn new(cron: &str, tz: &str, window: Option<&str>) -> Result<Timing, String> {
-        // Five fields, or six with seconds first.
-        let parsed = CronParser::new().parse(cron).map_err(|e| {
-            format!("--cron {cron:?}: {e}; write e.g. \"0 9 * * MON-FRI\" (minute hour day month weekday)")
-        })?;
+        let fields = cron.split_whitespace().count();
+        if !(fields == 5 || fields == 6) || cron.contains('@') {
+            return Err(format!(
+                "cron expression {cron:?} has {fields} fields; write 5 (minute hour day month weekday, e.g. \"0 9 * * MON-FRI\") or 6 with seconds first"
+            ));
+        }
+        let parsed = CronParser::builder()
+            .year(Year::Disallowed)
+            .build()
+            .parse(cron)
+            .map_err(|e| {
+                format!("cron expression {cron:?}: {e}; write e.g. \"0 9 * * MON-FRI\" (minute hour day month weekday)")
+            })?;
         let tz = match tz {
             "" => chrono_tz::UTC,
-            t => chrono_tz::Tz::from_str(t)
-                .map_err(|_| format!("--tz {t:?}: not a time zone name; write e.g. UTC or Europe/Paris"))?,
+            t => chrono_tz::Tz::from_str(t).map_err(|_| {
+                format!("time zone {t:?} is not an IANA time zone name; write e.g. UTC or Europe/Paris")
+            })?,
         };
         let window = window
-            .map(|w| w.parse::<Window>().map_err(|e| format!("--window: {e}")))
+            .map(|w| w.parse::<Window>().map_err(|e| format!("window {w:?}: {e}")))
             .transpose()?;
-        Ok(Timing {
+        let timing = Timing {
             cron: parsed,
             tz,
             window,
-        })
+        };
+        // A pattern such as "0 0 30 2 *" (February 30) parses but never
+        // fires; accepting it would schedule nothing, silently.
+        if timing.next_after(faultline_proto::now_unix_ms()).is_none() {
+            return Err(format!(
+                "cron expression {cron:?} never fires (no date matches its day, month and weekday)"
+            ));
+        }
+        Ok(timing)
     }
 
-    /// The first tick strictly after `after_ms` (Unix ms).
+    /// The first tick strictly after `after_ms` (Unix ms). Ticks fall on
+    /// whole seconds, so the search starts from the second `after_ms` is in.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
-        let t = self.tz.timestamp_millis_opt(after_ms as i64).single()?;
+        let t = self
+            .tz
+            .timestamp_opt(i64::try_from(after_ms / 1000).ok()?, 0)
+            .single()?;
         let next = self.cron.find_next_occurrence(&t, false).ok()?;
-        Some(next.timestamp_millis() as u64)
+        u64::try_from(next.timestamp()).ok()?.checked_mul(1000)
     }
 
     /// Whether a tick at `at_ms` is inside the window (always, without one).
@@ -273,13 +297,45 @@ mod tests {
     }
 
     #[test]
-    fn bad_timing_is_explained() {
-        assert!(Timing::new("every day", "UTC", None).unwrap_err().contains("--cron"));
+    fn bad_timing_is_explained_without_naming_flags() {
+        let e = Timing::new("every day", "UTC", None).unwrap_err();
+        assert!(e.contains("cron expression \"every day\" has 2 fields; write 5"), "{e}");
+        let e = Timing::new("0 9 * * * * 2030", "UTC", None).unwrap_err();
+        assert!(
+            e.contains("has 7 fields; write 5") && e.contains("or 6 with seconds first"),
+            "{e}"
+        );
+        let e = Timing::new("0 99 * * *", "UTC", None).unwrap_err();
+        assert!(e.starts_with("cron expression \"0 99 * * *\":"), "{e}");
         assert!(Timing::new("0 9 * * *", "Mars/Olympus", None)
             .unwrap_err()
-            .contains("--tz"));
+            .contains("time zone \"Mars/Olympus\""));
         assert!(Timing::new("0 9 * * *", "UTC", Some("9-5"))
             .unwrap_err()
-            .contains("--window"));
+            .contains("window \"9-5\""));
+        for e in [
+            Timing::new("every day", "UTC", None).unwrap_err(),
+            Timing::new("0 9 * * *", "Mars/Olympus", None).unwrap_err(),
+        ] {
+            assert!(!e.contains("--"), "CLI flags belong to the CLI: {e}");
+        }
+    }
+
+    #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        let e = Timing::new("0 0 30 2 *", "UTC", None).unwrap_err();
+        assert!(e.contains("never fires"), "{e}");
+        assert!(Timing::new("0 0 31 4 *", "Europe/Paris", None).is_err());
+        // February 29 fires, in leap years.
+        assert!(Timing::new("0 0 29 2 *", "UTC", None).is_ok());
+    }
+
+    #[test]
+    fn ticks_fall_on_whole_seconds() {
+        let t = Timing::new("*/5 * * * *", "UTC", None).unwrap();
+        assert_eq!(t.next_after(MON_9 + 1_234), Some(MON_9 + 5 * MIN));
+        let t = Timing::new("*/10 * * * * *", "UTC", None).unwrap();
+        assert_eq!(t.next_after(MON_9 + 10_999), Some(MON_9 + 20_000));
+        assert_eq!(t.next_after(MON_9 + 9_999), Some(MON_9 + 10_000));
     }
 }

@@ -163,7 +163,7 @@ impl Security {
         }
         if self.is_on() {
             return Err(Status::unauthenticated(
-                "this coordinator needs a bearer token (--token or FAULTLINE_TOKEN) or a client certificate",
+                "this coordinator needs a bearer token or a client certificate signed by its CA",
             ));
         }
         Ok(match req.remote_addr() {

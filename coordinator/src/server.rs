@@ -173,6 +173,7 @@ impl Coordinator {
             security: self.security.clone(),
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
+            followers: Default::default(),
         };
         // The scheduler starts runs the way SubmitRun does.
         {

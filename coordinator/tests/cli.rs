@@ -588,3 +588,461 @@ fn serve_refuses_non_loopback_metrics_without_metrics_public() {
         "{err}"
     );
 }
+
+/// A coordinator in this test process (no agents), served on a loopback
+/// port until dropped.
+struct InProcess {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl InProcess {
+    fn start() -> InProcess {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let c = faultline_coordinator::Coordinator::new();
+        let s = stop.clone();
+        rt.spawn(async move { c.serve(listener, s).await });
+        InProcess { rt, url, stop }
+    }
+
+    /// Submits `file` and waits for its end; returns the run id.
+    fn run(&self, file: &str, vars: &[(&str, &str)]) -> String {
+        use faultline_proto::v1;
+        let yaml = std::fs::read_to_string(file).unwrap();
+        self.rt.block_on(async {
+            let mut c = faultline_coordinator::cli::common::control(&self.url).await.unwrap();
+            let mut s = c
+                .submit_run(v1::SubmitRunRequest {
+                    source: Some(v1::ExperimentSource {
+                        name: file.into(),
+                        yaml,
+                        vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut run_id = String::new();
+            while let Some(ev) = s.message().await.unwrap() {
+                run_id = ev.run_id;
+            }
+            run_id
+        })
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[test]
+fn follow_replays_a_finished_run_prints_its_report_and_exits_with_its_code() {
+    let c = InProcess::start();
+    // No agent is connected: the run ends `error` at plan.
+    let run_id = c.run(&format!("{EXPERIMENTS}/kill.yaml"), &[("port", "1")]);
+    let out = faultline(&["follow", &run_id, "--coordinator", &c.url, "--format", "json"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(r["run_id"], run_id.as_str());
+    assert!(err.contains("▶ plan") && err.contains("■ error (exit 5)"), "{err}");
+
+    let out = faultline(&["follow", "r-nope", "--coordinator", &c.url]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("no run r-nope") && err.contains("faultline runs --coordinator"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schedule_add_refuses_a_cron_that_never_fires_and_ticks_on_whole_seconds() {
+    let c = InProcess::start();
+    let file = format!("{EXPERIMENTS}/kill.yaml");
+    let out = faultline(&[
+        "schedule",
+        "add",
+        &file,
+        "--var",
+        "port=1",
+        "--cron",
+        "0 0 30 2 *",
+        "--coordinator",
+        &c.url,
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--cron: cron expression \"0 0 30 2 *\" never fires"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("1970"), "{}", text(&out.stdout));
+    let out = faultline(&[
+        "schedule",
+        "add",
+        &file,
+        "--var",
+        "port=1",
+        "--cron",
+        "1 2 3 4 5 6 7",
+        "--coordinator",
+        &c.url,
+    ]);
+    assert!(
+        text(&out.stderr).contains("has 7 fields; write 5"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Accepted: the first tick is on a whole second (no fraction shown).
+    let out = faultline(&[
+        "schedule",
+        "add",
+        &file,
+        "--var",
+        "port=1",
+        "--cron",
+        "0 0 1 1 *",
+        "--coordinator",
+        &c.url,
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("first tick at") && stdout.trim_end().ends_with(":00:00Z"),
+        "{stdout}"
+    );
+}
+
+/// Root, or a printed reason and false (a failure under CI=true).
+fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} needs root, and CI=true forbids skipping"
+    );
+    eprintln!("skipping {what}: needs root (to mount a tmpfs)");
+    false
+}
+
+/// A tmpfs mounted on a temporary directory; unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=16m,mode=0700"),
+        )
+        .expect("mount tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn local_run_fills_a_directory_allowed_with_allow_fill_and_restores_it() {
+    if !root_or_skip("local_run_fills_a_directory_allowed_with_allow_fill_and_restores_it") {
+        return;
+    }
+    let fs = Tmpfs::mount();
+    let dir = fs.0.path().to_str().unwrap().to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let exp = files.path().join("fill.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            "name: local-fill\nhypothesis:\n  probes:\n    - name: port\n      interval: 100ms\n      tcp: {{ address: \"{}\" }}\nbaseline: 300ms\nduration: 1s\nrecovery: 300ms\nfaults:\n  - name: fill\n    disk_fill: {{ path: {dir}, used: \"50%\" }}\n",
+            listener.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let exp = exp.to_str().unwrap();
+
+    // Without --allow-fill the agent refuses, and says which flag allows it.
+    let out = faultline(&["run", exp, "--no-store", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("allow it with --allow-fill DIR"), "{all}");
+
+    let out = faultline(&["run", exp, "--no-store", "--format", "json", "--allow-fill", &dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let t = &r["faults"][0]["targets"][0];
+    assert_eq!(t["state"], "restored", "{t}");
+    assert!(t["objects"][0].as_str().unwrap().contains("fallocate"), "{t}");
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "the fill file is removed"
+    );
+
+    // Remote agents are configured on their side.
+    let out = faultline(&["run", exp, "--coordinator", "http://127.0.0.1:1", "--allow-fill", &dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("faultline-agent --allow-fill"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn quiet_hides_warnings_and_piped_logs_carry_no_colour_codes() {
+    let kill = format!("{EXPERIMENTS}/kill.yaml");
+    // The plan is refused (no agent has service=demo): a WARN log line.
+    let args = [
+        "run",
+        kill.as_str(),
+        "--var",
+        "port=1",
+        "--label",
+        "zone=x",
+        "--no-store",
+    ];
+    let out = faultline(&args);
+    let err = text(&out.stderr);
+    assert!(err.contains("WARN") && err.contains("plan refused"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escapes in piped logs: {err:?}");
+    let out = faultline(&[&args[..], &["-q"]].concat());
+    assert_eq!(out.status.code(), Some(5));
+    let err = text(&out.stderr);
+    assert!(!err.contains("WARN"), "-q still logs warnings: {err}");
+}
+
+/// The in-process agent closes its stream before local mode stops the
+/// coordinator, so no "agent stream broke" warning (it was seen in about 1
+/// of 15 local plans).
+#[test]
+fn local_plan_shuts_down_without_a_broken_agent_stream() {
+    let kill = format!("{EXPERIMENTS}/kill.yaml");
+    for _ in 0..30 {
+        let out = faultline(&["plan", &kill, "--var", "port=1", "--label", "service=demo"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(!err.contains("stream broke") && !err.contains("WARN"), "{err}");
+    }
+}
+
+fn faultline_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let db = tempfile::tempdir().unwrap();
+    Command::new(FAULTLINE)
+        .args(args)
+        .env("FAULTLINE_DB", db.path().join("history.db"))
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run faultline")
+}
+
+#[test]
+fn game_day_errors_are_located_and_name_what_exists_in_a_game_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let gd = dir.path().join("gd.yaml");
+    let gd_s = gd.to_str().unwrap();
+    std::fs::copy(format!("{EXPERIMENTS}/kill.yaml"), dir.path().join("kill.yaml")).unwrap();
+    let run = |yaml: &str| {
+        std::fs::write(&gd, yaml).unwrap();
+        let out = faultline(&["gameday", gd_s, "--no-store"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    // A variable the experiment needs: set in the entry's vars, not --var
+    // (gameday has no such flag).
+    let err = run("name: g\nexperiments:\n  - file: kill.yaml\n");
+    assert!(
+        err.contains("variable ${port} is not set; set port in the vars of ")
+            && err.contains(&format!("{gd_s}:3:3: experiments[0]")),
+        "{err}"
+    );
+    assert!(!err.contains("--var"), "{err}");
+    // A bad weight: file:line:column of the entry.
+    let err = run(
+        "name: g\nexperiments:\n  - file: kill.yaml\n    vars: { port: \"1\" }\n  - file: kill.yaml\n    weight: -1\n",
+    );
+    assert!(
+        err.contains(&format!("{gd_s}:5:3: experiments[1].weight -1: must be above 0")),
+        "{err}"
+    );
+    // YAML errors: located once, in front, without serde's type names.
+    let err = run("name: g\nexperiments: 3\n");
+    assert!(
+        err.contains(&format!("{gd_s}:2:")) && !err.contains(" at line "),
+        "{err}"
+    );
+    let err = run("- a\n- b\n");
+    assert!(err.contains("expected a game day") && !err.contains("Raw"), "{err}");
+    let err = run("name: g\nexperiments:\n  - fil: kill.yaml\n");
+    assert!(err.contains(&format!("{gd_s}:3:")) && !err.contains("Raw"), "{err}");
+    let err = run("name: g\nexperiments: []\n");
+    assert!(
+        err.contains(&format!("{gd_s}:2:1: experiments: at least one is needed")),
+        "{err}"
+    );
+}
+
+/// Every `--flag` a message names exists: on `faultline` (any subcommand)
+/// or on `faultline-agent`.
+#[test]
+fn every_flag_named_in_a_message_exists() {
+    use clap::CommandFactory;
+    fn flags(c: &clap::Command, out: &mut std::collections::BTreeSet<String>) {
+        for a in c.get_arguments() {
+            if let Some(l) = a.get_long() {
+                out.insert(l.to_string());
+            }
+        }
+        for s in c.get_subcommands() {
+            flags(s, out);
+        }
+    }
+    let mut known = std::collections::BTreeSet::new();
+    flags(&faultline_coordinator::cli::Cli::command(), &mut known);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // The agent's flags, from its clap definitions.
+    let agent_main = std::fs::read_to_string(format!("{root}/agent/src/main.rs")).unwrap();
+    let mut lines = agent_main.lines().peekable();
+    while let Some(l) = lines.next() {
+        if let Some(rest) = l.trim().strip_prefix("#[arg(long") {
+            if let Some(explicit) = rest.split("long = \"").nth(1) {
+                known.insert(explicit.split('"').next().unwrap().to_string());
+            } else if let Some(field) = lines.peek() {
+                let name = field.trim().split(':').next().unwrap().trim_start_matches("pub ");
+                known.insert(name.replace('_', "-"));
+            }
+        }
+    }
+    assert!(known.contains("allow-fill") && known.contains("state-dir") && known.contains("coordinator"));
+    let mut files = Vec::new();
+    fn walk(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, files);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    walk(std::path::Path::new(&format!("{root}/coordinator/src")), &mut files);
+    for f in [
+        "main.rs",
+        "lib.rs",
+        "link.rs",
+        "journal.rs",
+        "policy.rs",
+        "faults/disk_fill.rs",
+        "faults/latency.rs",
+    ] {
+        files.push(format!("{root}/agent/src/{f}").into());
+    }
+    let mut unknown = Vec::new();
+    for f in files {
+        let src = std::fs::read_to_string(&f).unwrap();
+        // Messages only: stop at the unit tests.
+        let src = src.split("#[cfg(test)]").next().unwrap();
+        for (n, line) in src.lines().enumerate() {
+            if line.trim_start().starts_with("//") || line.contains(".args([") {
+                continue;
+            }
+            for (i, lit) in line.split('"').enumerate() {
+                if i % 2 == 0 {
+                    continue;
+                }
+                let mut rest = lit;
+                while let Some(p) = rest.find("--") {
+                    let name: String = rest[p + 2..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                        .collect();
+                    let starts_with_letter = name.starts_with(|c: char| c.is_ascii_lowercase());
+                    if starts_with_letter && !known.contains(&name) {
+                        unknown.push(format!("{}:{}: --{name}", f.display(), n + 1));
+                    }
+                    rest = &rest[p + 2..];
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "messages name flags that do not exist: {unknown:#?}"
+    );
+}
+
+#[test]
+fn connection_errors_say_what_was_tried_and_the_likely_fix() {
+    // No scheme.
+    let out = faultline(&["agents", "--coordinator", "127.0.0.1:7700"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("has no scheme: write http://127.0.0.1:7700"), "{err}");
+    assert!(err.matches("scheme").count() == 1, "said once: {err}");
+
+    // Nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = text(&faultline(&["agents", "--coordinator", &format!("http://127.0.0.1:{port}")]).stderr);
+    assert!(err.contains("nothing listens there (connection refused)"), "{err}");
+
+    // An HTTP/1 server (such as the metrics port) is not a coordinator.
+    let http1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", http1.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in http1.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut s = s;
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let err = text(&faultline(&["runs", "--coordinator", &url]).stderr);
+    assert!(
+        err.contains("did not answer as a faultline coordinator")
+            && err.contains("--metrics-listen")
+            && err.contains("https://"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Status {") && !err.contains("code: '"),
+        "debug formatting: {err}"
+    );
+
+    // https:// to a coordinator without TLS.
+    let c = InProcess::start();
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path().join("tls");
+    let out = faultline(&["certs", "init", dir.to_str().unwrap(), "--host", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let https = c.url.replace("http://", "https://");
+    let out = faultline_env(
+        &["agents", "--coordinator", &https],
+        &[("FAULTLINE_TLS_DIR", dir.to_str().unwrap())],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("did not answer TLS") && err.contains(&format!("use {}", c.url)),
+        "{err}"
+    );
+}

@@ -51,6 +51,14 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// True when this process may build a lab: root (see [`root_or_skip`]) and
+/// every command of [`crate::tools::LAB_TOOLS`] installed. Otherwise it
+/// prints what is missing and how to install it and returns false, unless
+/// `CI=true`, where that is a failure.
+pub fn lab_or_skip(test: &str) -> bool {
+    root_or_skip(test) && crate::tools::present_or_skip(test, crate::tools::LAB_TOOLS)
+}
+
 /// One host of the lab.
 #[derive(Debug, Clone)]
 pub struct LabHost {

@@ -9,8 +9,10 @@
 //! - [`sleeper`], [`http_server`], [`serve_http_in_process`]: things to kill and to probe.
 //! - [`lab`]: hosts in network namespaces running the real agent binary, for
 //!   network faults and crash tests.
+//! - [`tools`]: the commands root tests need, checked before they start.
 
 pub mod lab;
+pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use faultline_coordinator::outcome::{Outcome, Phase};
-use faultline_tests::lab::{root_or_skip, CoordinatorMode, HostSpec, Lab, Tmpfs};
+use faultline_tests::lab::{lab_or_skip, CoordinatorMode, HostSpec, Lab, Tmpfs};
 
 const PHASE_WAIT: Duration = Duration::from_secs(30);
 
@@ -50,7 +50,7 @@ fn fill_files(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn agent_killed_mid_fault_restores_everything_before_it_registers_again() {
-    if !root_or_skip("agent_killed_mid_fault_restores_everything_before_it_registers_again") {
+    if !lab_or_skip("agent_killed_mid_fault_restores_everything_before_it_registers_again") {
         return;
     }
     let fill = Tmpfs::mount(16);
@@ -175,7 +175,7 @@ fn wait_clean(lab: &Lab, since: Instant, limit: Duration) -> Vec<(String, Durati
 
 #[test]
 fn coordinator_killed_mid_run_every_agent_restores_within_its_lease() {
-    if !root_or_skip("coordinator_killed_mid_run_every_agent_restores_within_its_lease") {
+    if !lab_or_skip("coordinator_killed_mid_run_every_agent_restores_within_its_lease") {
         return;
     }
     let mut lab = Lab::build_with(
@@ -230,7 +230,7 @@ fn coordinator_killed_mid_run_every_agent_restores_within_its_lease() {
 
 #[test]
 fn cut_control_traffic_makes_the_agent_restore_by_lease_expiry() {
-    if !root_or_skip("cut_control_traffic_makes_the_agent_restore_by_lease_expiry") {
+    if !lab_or_skip("cut_control_traffic_makes_the_agent_restore_by_lease_expiry") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b")]);
@@ -285,7 +285,7 @@ fn cut_control_traffic_makes_the_agent_restore_by_lease_expiry() {
 
 #[test]
 fn abort_restores_faults_on_three_hosts() {
-    if !root_or_skip("abort_restores_faults_on_three_hosts") {
+    if !lab_or_skip("abort_restores_faults_on_three_hosts") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);

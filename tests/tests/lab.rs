@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use faultline_tests::lab::{median, percentile, root_or_skip, success_rate, HostSpec, Lab};
+use faultline_tests::lab::{lab_or_skip, median, percentile, success_rate, HostSpec, Lab};
 
 const PHASE_WAIT: Duration = Duration::from_secs(30);
 
@@ -38,7 +38,7 @@ faults:
 
 #[test]
 fn latency_on_one_egress_path_delays_only_that_path_and_goes_away() {
-    if !root_or_skip("latency_on_one_egress_path_delays_only_that_path_and_goes_away") {
+    if !lab_or_skip("latency_on_one_egress_path_delays_only_that_path_and_goes_away") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);
@@ -103,7 +103,7 @@ fn latency_on_one_egress_path_delays_only_that_path_and_goes_away() {
 
 #[test]
 fn loss_half_of_the_packets_lowers_the_success_rate() {
-    if !root_or_skip("loss_half_of_the_packets_lowers_the_success_rate") {
+    if !lab_or_skip("loss_half_of_the_packets_lowers_the_success_rate") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b")]);
@@ -134,7 +134,7 @@ fn loss_half_of_the_packets_lowers_the_success_rate() {
 
 #[test]
 fn zone_outage_cuts_the_zone_off_keeps_its_agent_and_restores() {
-    if !root_or_skip("zone_outage_cuts_the_zone_off_keeps_its_agent_and_restores") {
+    if !lab_or_skip("zone_outage_cuts_the_zone_off_keeps_its_agent_and_restores") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);
@@ -180,7 +180,7 @@ fn zone_outage_cuts_the_zone_off_keeps_its_agent_and_restores() {
 
 #[test]
 fn latency_on_an_agent_without_a_backend_is_refused_and_nothing_is_injected() {
-    if !root_or_skip("latency_on_an_agent_without_a_backend_is_refused_and_nothing_is_injected") {
+    if !lab_or_skip("latency_on_an_agent_without_a_backend_is_refused_and_nothing_is_injected") {
         return;
     }
     let lab = Lab::build(vec![
@@ -209,7 +209,7 @@ fn latency_on_an_agent_without_a_backend_is_refused_and_nothing_is_injected() {
 
 #[test]
 fn a_refusal_on_one_target_rolls_back_the_targets_that_injected() {
-    if !root_or_skip("a_refusal_on_one_target_rolls_back_the_targets_that_injected") {
+    if !lab_or_skip("a_refusal_on_one_target_rolls_back_the_targets_that_injected") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b")]);
@@ -237,7 +237,7 @@ fn a_refusal_on_one_target_rolls_back_the_targets_that_injected() {
 
 #[test]
 fn the_example_experiments_run_against_the_lab() {
-    if !root_or_skip("the_example_experiments_run_against_the_lab") {
+    if !lab_or_skip("the_example_experiments_run_against_the_lab") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);
@@ -278,7 +278,7 @@ fn the_example_experiments_run_against_the_lab() {
 
 #[test]
 fn a_lab_that_panics_removes_its_namespaces_and_processes() {
-    if !root_or_skip("a_lab_that_panics_removes_its_namespaces_and_processes") {
+    if !lab_or_skip("a_lab_that_panics_removes_its_namespaces_and_processes") {
         return;
     }
     let id = std::sync::Mutex::new(String::new());
@@ -307,7 +307,7 @@ fn a_lab_that_panics_removes_its_namespaces_and_processes() {
 
 #[test]
 fn two_runs_stack_latency_on_one_host_and_each_restore_removes_only_its_own() {
-    if !root_or_skip("two_runs_stack_latency_on_one_host_and_each_restore_removes_only_its_own") {
+    if !lab_or_skip("two_runs_stack_latency_on_one_host_and_each_restore_removes_only_its_own") {
         return;
     }
     let lab = Lab::new(&[("a", "a"), ("b", "b"), ("c", "c")]);

@@ -258,7 +258,7 @@ fn check(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result<Che
         .any(|a| dir.starts_with(&a));
     if !allowed {
         return Err(Error::Refused(format!(
-            "path {} is outside the agent's allowed fill paths ({}); start the agent with --allow-fill DIR",
+            "path {} is outside the agent's allowed fill paths ({}); allow it with --allow-fill DIR (on faultline-agent, or on faultline run/plan/gameday in local mode)",
             dir.display(),
             if policy.allowed.is_empty() {
                 "none allowed".to_string()

@@ -27,6 +27,9 @@ pub enum Command {
     Agents(agents::Args),
     /// Abort a run: restore its faults now.
     Abort(abort::Args),
+    /// Follow a run on a coordinator (started by anyone): its events so far,
+    /// then live until it ends; prints its report.
+    Follow(follow::Args),
     /// Run history, newest first.
     Runs(runs::Args),
     /// A run's report: json, md, junit or html.
@@ -50,6 +53,21 @@ pub enum Command {
     DemoService(demo_service::Args),
 }
 
+impl Cli {
+    /// The default log level (`FAULTLINE_LOG` overrides it): `serve` logs
+    /// at info; other commands print their own progress and log warnings,
+    /// or only errors with `--quiet`.
+    pub fn log_level(&self) -> &'static str {
+        match &self.command {
+            Command::Serve(_) => "info",
+            Command::Run(a) if a.quiet => "error",
+            Command::Gameday(a) if a.quiet => "error",
+            Command::Follow(a) if a.quiet => "error",
+            _ => "warn",
+        }
+    }
+}
+
 /// Runs the CLI and returns the process exit code.
 pub async fn main_with(cli: Cli) -> i32 {
     match cli.command {
@@ -59,6 +77,7 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Serve(a) => serve::main(a).await,
         Command::Agents(a) => agents::main(a).await,
         Command::Abort(a) => abort::main(a).await,
+        Command::Follow(a) => follow::main(a).await,
         Command::Runs(a) => runs::main(a).await,
         Command::Report(a) => report::main(a).await,
         Command::Audit(a) => audit::main(a).await,

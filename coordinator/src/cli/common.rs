@@ -58,8 +58,25 @@ impl Source {
         })
     }
 
-    pub fn parse(&self) -> Result<Experiment, experiment::ParseError> {
-        experiment::parse(&self.name, &self.yaml, &self.vars)
+    /// Parses the file; an unset variable's error says to pass `--var`.
+    pub fn parse(&self) -> Result<Experiment, String> {
+        self.parse_advising(|name| format!("pass --var {name}=VALUE"))
+    }
+
+    /// Parses the file; `how_to_set(name)` tells the user how to set an
+    /// unset `${name}` where they are (the parser names no flags).
+    pub fn parse_advising(&self, how_to_set: impl Fn(&str) -> String) -> Result<Experiment, String> {
+        experiment::parse(&self.name, &self.yaml, &self.vars).map_err(|e| {
+            let unset = e
+                .message
+                .strip_prefix("variable ${")
+                .and_then(|rest| rest.split_once("} is not set"))
+                .map(|(name, _)| name);
+            match unset {
+                Some(name) => format!("{e}; {}", how_to_set(name)),
+                None => e.to_string(),
+            }
+        })
     }
 
     pub fn to_wire(&self) -> v1::ExperimentSource {
@@ -87,25 +104,108 @@ impl tonic::service::Interceptor for Auth {
 /// A Control client with the caller's credentials.
 pub type Client = ControlClient<tonic::codegen::InterceptedService<Channel, Auth>>;
 
-/// An error and its sources, joined: tonic's "transport error" alone says little.
+/// An error and its sources, joined: tonic's "transport error" alone says
+/// little. A source whose text is already in the line is not repeated.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
         cur = c.source();
     }
     s
 }
 
-/// Dials the Control service. Credentials come from the environment:
-/// `FAULTLINE_TOKEN` (a bearer token) and, for `https://` URLs,
-/// `FAULTLINE_TLS_DIR` (its `ca.pem`, and `cli.pem`/`cli.key` if present,
-/// as `faultline certs init` writes them).
+/// Why dialing `url` failed, with the likely fix.
+fn explain_connect(url: &str, e: &dyn std::error::Error) -> String {
+    let detail = chain(e);
+    let lower = detail.to_lowercase();
+    let https = url.starts_with("https://");
+    if lower.contains("connection refused") {
+        format!(
+            "cannot reach the coordinator at {url}: nothing listens there (connection refused); start `faultline serve` there, or pass the URL of a running one with --coordinator"
+        )
+    } else if https && (lower.contains("certificate") || lower.contains("unknownissuer")) {
+        format!(
+            "cannot reach the coordinator at {url}: its certificate was refused ({detail}); FAULTLINE_TLS_DIR must hold the ca.pem of the directory the coordinator's --tls-dir uses, made by `faultline certs init --host` with the name or address in the URL"
+        )
+    } else if https && (lower.contains("corrupt message") || lower.contains("tls") || lower.contains("handshake")) {
+        format!(
+            "cannot reach the coordinator at {url}: the server did not answer TLS ({detail}); a coordinator started without --tls-dir speaks plain gRPC: use http://{}",
+            url.trim_start_matches("https://")
+        )
+    } else if lower.contains("timed out") || lower.contains("deadline") {
+        format!("cannot reach the coordinator at {url}: no answer within 5 s ({detail}); check the address and any firewall between")
+    } else {
+        format!("cannot reach the coordinator at {url}: {detail}; is `faultline serve` running there?")
+    }
+}
+
+/// A status's message and the errors under it, without debug formatting.
+fn status_detail(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut cur = std::error::Error::source(s);
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// Whether a failed call never reached a gRPC server: the transport broke
+/// or the other side does not speak HTTP/2 gRPC.
+fn is_transport(s: &tonic::Status) -> bool {
+    let m = status_detail(s).to_lowercase();
+    matches!(
+        s.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Cancelled
+    ) && (m.contains("transport error")
+        || m.contains("h2 protocol error")
+        || m.contains("connection")
+        || m.contains("broken pipe"))
+}
+
+/// What a call that never reached a coordinator means, with the likely fix.
+fn explain_transport(url: &str, s: &tonic::Status) -> String {
+    let mut fix = String::from(
+        "check the port: it must be the coordinator's gRPC port (serve --listen, 7700 by default), not its --metrics-listen port",
+    );
+    if let Some(rest) = url.strip_prefix("http://") {
+        fix +=
+            &format!("; a coordinator started with --tls-dir speaks TLS: use https://{rest} and set FAULTLINE_TLS_DIR");
+    }
+    format!(
+        "{url} did not answer as a faultline coordinator ({}); {fix}",
+        status_detail(s)
+    )
+}
+
+/// Dials the Control service and checks that a coordinator answers there.
+/// Credentials come from the environment: `FAULTLINE_TOKEN` (a bearer
+/// token) and, for `https://` URLs, `FAULTLINE_TLS_DIR` (its `ca.pem`, and
+/// `cli.pem`/`cli.key` if present, as `faultline certs init` writes them).
+/// Errors say what was tried and the likely fix.
 pub async fn control(url: &str) -> Result<Client, String> {
+    if !url.contains("://") {
+        return Err(format!(
+            "coordinator URL {url:?} has no scheme: write http://{url} (or https://{url} for a coordinator started with --tls-dir)"
+        ));
+    }
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("invalid coordinator URL {url:?}: {e} (expected e.g. {DEFAULT_COORDINATOR})"))?
+        .map_err(|e| {
+            format!(
+                "invalid coordinator URL {url:?}: {} (expected e.g. {DEFAULT_COORDINATOR})",
+                chain(&e)
+            )
+        })?
         .connect_timeout(std::time::Duration::from_secs(5));
     if url.starts_with("https://") {
         let Some(dir) = std::env::var_os("FAULTLINE_TLS_DIR") else {
@@ -133,17 +233,48 @@ pub async fn control(url: &str) -> Result<Client, String> {
         ),
         _ => None,
     };
-    let channel = endpoint.connect().await.map_err(|e| {
-        format!(
-            "cannot reach the coordinator at {url}: {}; is `faultline serve` running there?",
-            chain(&e)
-        )
-    })?;
-    Ok(ControlClient::with_interceptor(channel, Auth(token)))
+    let channel = endpoint.connect().await.map_err(|e| explain_connect(url, &e))?;
+    let mut client = ControlClient::with_interceptor(channel, Auth(token));
+    // A connection is not yet a coordinator: a metrics port or a TLS port
+    // accepts it too and only the first call fails, with "transport error".
+    // One small read-only call tells them apart; any gRPC answer (also a
+    // refusal such as Unauthenticated) means a coordinator is there.
+    match client
+        .list_runs(v1::ListRunsRequest {
+            limit: 1,
+            outcome: String::new(),
+        })
+        .await
+    {
+        Err(s) if is_transport(&s) => Err(explain_transport(url, &s)),
+        _ => Ok(client),
+    }
 }
 
-/// The exit code for a failed Control call.
+/// The CLI's advice for a failed Control call, if it has one. Statuses
+/// name no flags (they also reach other clients); the CLI does.
+pub fn advice(s: &tonic::Status) -> Option<&'static str> {
+    let m = s.message();
+    match s.code() {
+        tonic::Code::Unauthenticated => Some(
+            "set FAULTLINE_TOKEN to a token of the coordinator's --tokens file, or FAULTLINE_TLS_DIR to a `faultline certs init` directory with cli.pem and cli.key",
+        ),
+        tonic::Code::FailedPrecondition if m.contains("coordinator is stopped") => {
+            Some("`faultline resume --coordinator URL` ends the emergency stop")
+        }
+        tonic::Code::InvalidArgument if m.contains("variable ${") && m.contains("is not set") => {
+            Some("pass it with --var NAME=VALUE")
+        }
+        _ => None,
+    }
+}
+
+/// The exit code for a failed Control call; prints the CLI's advice for
+/// it first (see [`advice`]), after the caller printed the message.
 pub fn status_exit(s: &tonic::Status) -> i32 {
+    if let Some(a) = advice(s) {
+        eprint_err(a);
+    }
     match s.code() {
         tonic::Code::InvalidArgument | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             Outcome::Invalid.exit_code()
@@ -166,6 +297,11 @@ pub struct ExperimentArgs {
     /// Local mode only: label of the in-process agent, as KEY=VALUE; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Local mode only: directory the in-process agent lets disk fills
+    /// target (and everything below it); repeatable. Without it every
+    /// disk_fill is refused.
+    #[arg(long = "allow-fill", value_name = "DIR")]
+    pub allow_fill: Vec<std::path::PathBuf>,
     /// Local mode only: coordinator policy file (fleet-wide limits; see
     /// `faultline serve --policy`). A remote coordinator uses its own.
     #[arg(long, value_name = "FILE")]
@@ -177,6 +313,16 @@ pub struct ExperimentArgs {
     /// Local mode only: keep no history.
     #[arg(long)]
     pub no_store: bool,
+}
+
+/// The in-process agent of local mode.
+#[derive(Debug, Clone, Default)]
+pub struct LocalAgent {
+    /// Labels besides `host=<hostname>`. By default, none.
+    pub labels: BTreeMap<String, String>,
+    /// Directories disk fills may target, and everything below them
+    /// (`--allow-fill`). By default, none: every disk_fill is refused.
+    pub allow_fill: Vec<std::path::PathBuf>,
 }
 
 /// Where local mode keeps run history.
@@ -206,9 +352,9 @@ impl StoreChoice {
 }
 
 impl ExperimentArgs {
-    /// Reads and validates the file and the labels; on error prints it and
-    /// returns the exit code (2).
-    pub fn load(&self) -> Result<(Source, BTreeMap<String, String>), i32> {
+    /// Reads and validates the file and the local agent's flags; on error
+    /// prints it and returns the exit code (2).
+    pub fn load(&self) -> Result<(Source, LocalAgent), i32> {
         let fail = |e: String| {
             eprint_err(e);
             Outcome::Invalid.exit_code()
@@ -220,8 +366,19 @@ impl ExperimentArgs {
                 "--label applies to the local agent and cannot be combined with --coordinator (label remote agents with faultline-agent --label)".into(),
             ));
         }
-        source.parse().map_err(|e| fail(e.to_string()))?;
-        Ok((source, labels))
+        if self.coordinator.is_some() && !self.allow_fill.is_empty() {
+            return Err(fail(
+                "--allow-fill applies to the local agent and cannot be combined with --coordinator (remote agents allow fill paths with faultline-agent --allow-fill)".into(),
+            ));
+        }
+        source.parse().map_err(fail)?;
+        Ok((
+            source,
+            LocalAgent {
+                labels,
+                allow_fill: self.allow_fill.clone(),
+            },
+        ))
     }
 
     /// The local-mode store (`--db`, `--no-store`).
@@ -259,11 +416,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Uses `coordinator`, or starts local mode with `labels`. On error
+    /// Uses `coordinator`, or starts local mode with `agent`. On error
     /// prints it and returns the exit code (5).
     pub async fn open(
         coordinator: Option<String>,
-        labels: BTreeMap<String, String>,
+        agent: LocalAgent,
         policy: crate::policy::Policy,
         store: StoreChoice,
         quiet: bool,
@@ -278,7 +435,7 @@ impl Target {
         #[cfg(feature = "local")]
         {
             let store = store.open()?;
-            match crate::local::Local::start(labels, policy, store).await {
+            match crate::local::Local::start(agent.labels, agent.allow_fill, policy, store).await {
                 Ok(l) => {
                     if !quiet {
                         eprintln!(
@@ -299,7 +456,7 @@ impl Target {
         }
         #[cfg(not(feature = "local"))]
         {
-            let _ = (labels, quiet, policy, store);
+            let _ = (agent, quiet, policy, store);
             eprint_err("this build has no local mode: pass --coordinator URL");
             Err(Outcome::Error.exit_code())
         }

@@ -83,7 +83,10 @@ pub async fn main(a: Args) -> i32 {
             vars: [("port".to_string(), port.to_string())].into(),
         },
         coordinator: None,
-        labels: BTreeMap::from([("service".to_string(), "demo".to_string())]),
+        agent: super::common::LocalAgent {
+            labels: BTreeMap::from([("service".to_string(), "demo".to_string())]),
+            allow_fill: Vec::new(),
+        },
         report_dir: a.report_dir,
         format: a.format,
         quiet: false,

@@ -39,16 +39,23 @@ pub struct Args {
     /// Summary format on stdout.
     #[arg(long, default_value = "md", value_parser = ["md", "json"])]
     pub format: String,
-    /// No progress on stderr.
+    /// No progress and no warnings on stderr (errors only).
     #[arg(long, short)]
     pub quiet: bool,
     /// Local mode only: keep no history.
     #[arg(long)]
     pub no_store: bool,
+    /// Local mode only: directory the in-process agent lets disk fills
+    /// target (and everything below it); repeatable.
+    #[arg(long = "allow-fill", value_name = "DIR")]
+    pub allow_fill: Vec<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a game day: name, experiments and optionally description, stop_on_failure"
+)]
 struct RawGameDay {
     name: String,
     #[serde(default)]
@@ -59,7 +66,10 @@ struct RawGameDay {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an experiment entry: file and optionally vars, weight"
+)]
 struct RawEntry {
     file: String,
     #[serde(default)]
@@ -160,19 +170,29 @@ pub async fn main(a: Args) -> i32 {
             return 2;
         }
     };
+    let file = &a.file;
+    if let Err(e) = crate::experiment::limits::check(file, &text) {
+        eprint_err(e);
+        return 2;
+    }
     let gd: RawGameDay = match serde_norway::from_str(&text) {
         Ok(g) => g,
         Err(e) => {
-            let at = e
-                .location()
-                .map(|l| format!("{}:{}:", l.line(), l.column()))
-                .unwrap_or_default();
-            eprint_err(format!("{}:{at} {e}", a.file));
+            let mut message = e.to_string();
+            // serde_norway appends " at line L column C"; it goes in front.
+            if let Some(i) = message.rfind(" at line ") {
+                message.truncate(i);
+            }
+            match e.location() {
+                Some(l) => eprint_err(format!("{file}:{}:{}: {message}", l.line(), l.column())),
+                None => eprint_err(format!("{file}: {message}")),
+            }
             return 2;
         }
     };
     if gd.experiments.is_empty() {
-        eprint_err(format!("{}: experiments: at least one is needed", a.file));
+        let (line, col) = key_position(&text, "experiments");
+        eprint_err(format!("{file}:{line}:{col}: experiments: at least one is needed"));
         return 2;
     }
     let base = Path::new(&a.file).parent().unwrap_or(Path::new("."));
@@ -180,8 +200,10 @@ pub async fn main(a: Args) -> i32 {
     // should not surface after an hour of chaos.
     let mut sources = Vec::new();
     for (i, e) in gd.experiments.iter().enumerate() {
+        let (line, col) = entry_position(&text, i);
+        let at = format!("{file}:{line}:{col}: experiments[{i}]");
         if let Some(w) = e.weight.filter(|w| !(*w > 0.0 && w.is_finite())) {
-            eprint_err(format!("{}: experiments[{i}].weight {w}: must be above 0", a.file));
+            eprint_err(format!("{at}.weight {w}: must be above 0"));
             return 2;
         }
         let path = base.join(&e.file);
@@ -189,11 +211,11 @@ pub async fn main(a: Args) -> i32 {
         let src = match Source::read(&path.display().to_string(), &vars) {
             Ok(s) => s,
             Err(err) => {
-                eprint_err(format!("{}: experiments[{i}]: {err}", a.file));
+                eprint_err(format!("{at}: {err}"));
                 return 2;
             }
         };
-        if let Err(err) = src.parse() {
+        if let Err(err) = src.parse_advising(|name| format!("set {name} in the vars of {at}")) {
             eprint_err(err);
             return 2;
         }
@@ -211,7 +233,11 @@ pub async fn main(a: Args) -> i32 {
     } else {
         common::StoreChoice::Default
     };
-    let target = match Target::open(a.coordinator.clone(), labels, Default::default(), store, a.quiet).await {
+    let agent = common::LocalAgent {
+        labels,
+        allow_fill: a.allow_fill.clone(),
+    };
+    let target = match Target::open(a.coordinator.clone(), agent, Default::default(), store, a.quiet).await {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -290,9 +316,50 @@ pub async fn main(a: Args) -> i32 {
     exit_code
 }
 
+/// Line and column (1-based) of top-level `key:` in `text`; 1:1 if absent.
+fn key_position(text: &str, key: &str) -> (usize, usize) {
+    text.lines()
+        .position(|l| l.starts_with(&format!("{key}:")))
+        .map_or((1, 1), |i| (i + 1, 1))
+}
+
+/// Line and column of the `-` that starts entry `i` of the block sequence
+/// under `experiments:`; the key's position when the entries are written
+/// another way (a flow sequence).
+fn entry_position(text: &str, i: usize) -> (usize, usize) {
+    let key = key_position(text, "experiments");
+    let mut indent = None;
+    let mut n = 0;
+    for (lineno, line) in text.lines().enumerate().skip(key.0) {
+        let trimmed = line.trim_start_matches(' ');
+        let col = line.len() - trimmed.len();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if col == 0 {
+            break;
+        }
+        if (trimmed.starts_with("- ") || trimmed == "-") && *indent.get_or_insert(col) == col {
+            if n == i {
+                return (lineno + 1, col + 1);
+            }
+            n += 1;
+        }
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_located_by_their_dash() {
+        let text = "name: g\nexperiments:\n  - file: a.yaml\n    vars: { p: \"1\" }\n  # comment\n  - file: b.yaml\n    weight: 2\n";
+        assert_eq!(entry_position(text, 0), (3, 3));
+        assert_eq!(entry_position(text, 1), (6, 3));
+        assert_eq!(entry_position("name: g\nexperiments: [{file: a}]\n", 0), (2, 1));
+    }
 
     fn e(outcome: &str, weight: f64) -> Entry {
         Entry {

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod common;
 pub mod demo;
 pub mod demo_service;
+pub mod follow;
 pub mod gameday;
 pub mod plan;
 pub mod report;

@@ -3,12 +3,11 @@
 //! Ctrl-C aborts the run (faults are restored) and still prints the report;
 //! a second Ctrl-C exits at once and leaves the rest to the agents' leases.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use faultline_proto::v1;
 
-use super::common::{self, eprint_err, ExperimentArgs, Source, Target};
+use super::common::{self, eprint_err, ExperimentArgs, LocalAgent, Source, Target};
 use crate::outcome::Outcome;
 use crate::report::{self, Report};
 
@@ -29,7 +28,7 @@ pub struct Args {
     /// Also write the report as one self-contained HTML file with timelines.
     #[arg(long, value_name = "PATH")]
     pub html: Option<String>,
-    /// No progress on stderr.
+    /// No progress and no warnings on stderr (errors only).
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -38,7 +37,8 @@ pub struct Args {
 pub struct RunOpts {
     pub source: Source,
     pub coordinator: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    /// Local mode's in-process agent.
+    pub agent: LocalAgent,
     /// Local mode's coordinator policy.
     pub policy: crate::policy::Policy,
     pub report_dir: Option<String>,
@@ -51,7 +51,7 @@ pub struct RunOpts {
 }
 
 pub async fn main(a: Args) -> i32 {
-    let (source, labels) = match a.experiment.load() {
+    let (source, agent) = match a.experiment.load() {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -63,7 +63,7 @@ pub async fn main(a: Args) -> i32 {
     execute(RunOpts {
         source,
         coordinator: a.experiment.coordinator,
-        labels,
+        agent,
         policy,
         report_dir: a.report_dir,
         format: a.format,
@@ -84,7 +84,7 @@ pub async fn execute(o: RunOpts) -> i32 {
     }
     let target = match Target::open(
         o.coordinator.clone(),
-        o.labels.clone(),
+        o.agent.clone(),
         o.policy.clone(),
         o.store.clone(),
         o.quiet,
@@ -116,11 +116,7 @@ async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
             return common::status_exit(&s);
         }
     };
-    let mut progress = Progress {
-        quiet: o.quiet,
-        phase_start_ms: 0,
-        phase_planned_ms: 0,
-    };
+    let mut progress = Progress::new(o.quiet);
     let mut run_id = String::new();
     let mut interrupts = 0;
     loop {
@@ -161,6 +157,24 @@ async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
 }
 
 fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
+    write_report(
+        f,
+        &o.format,
+        o.report_dir.as_deref(),
+        o.junit.as_deref(),
+        o.html.as_deref(),
+    )
+}
+
+/// Prints a finished run's report on stdout in `format` (md or json) and
+/// writes the files asked for; returns the run's exit code.
+pub(crate) fn write_report(
+    f: &v1::RunFinished,
+    format: &str,
+    report_dir: Option<&str>,
+    junit: Option<&str>,
+    html: Option<&str>,
+) -> i32 {
     let report: Report = match serde_json::from_str(&f.report_json) {
         Ok(r) => r,
         Err(e) => {
@@ -170,7 +184,7 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
     };
     let md = report::render_markdown(&report);
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-    if let Some(dir) = &o.report_dir {
+    if let Some(dir) = report_dir {
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
             std::fs::write(format!("{dir}/{}.json", report.run_id), &json)?;
@@ -183,12 +197,8 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
         }
     }
     for (path, what, text) in [
-        (
-            &o.junit,
-            "JUnit XML",
-            o.junit.as_ref().map(|_| report::junit::render(&report)),
-        ),
-        (&o.html, "HTML", o.html.as_ref().map(|_| report::html::render(&report))),
+        (junit, "JUnit XML", junit.map(|_| report::junit::render(&report))),
+        (html, "HTML", html.map(|_| report::html::render(&report))),
     ] {
         if let (Some(path), Some(text)) = (path, text) {
             match std::fs::write(path, text) {
@@ -198,7 +208,7 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
         }
     }
     let mut out = std::io::stdout().lock();
-    let _ = match o.format.as_str() {
+    let _ = match format {
         "json" => writeln!(out, "{json}"),
         _ => write!(out, "{md}"),
     };
@@ -206,7 +216,7 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
 }
 
 /// Live progress lines on stderr.
-struct Progress {
+pub(crate) struct Progress {
     quiet: bool,
     /// When the current phase started and how long it is planned to last
     /// (ms), to show elapsed/planned on probe lines.
@@ -215,7 +225,15 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&mut self, ev: &v1::RunEvent) {
+    pub(crate) fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            phase_start_ms: 0,
+            phase_planned_ms: 0,
+        }
+    }
+
+    pub(crate) fn show(&mut self, ev: &v1::RunEvent) {
         use v1::run_event::Event;
         if let Some(Event::Phase(p)) = &ev.event {
             self.phase_start_ms = ev.elapsed_ms;

@@ -5,6 +5,7 @@
 use faultline_proto::v1;
 
 use super::common::{self, eprint_err};
+use crate::control::RUN_STATUSES as STATUSES;
 use crate::store::{self, Store};
 
 #[derive(clap::Args, Debug)]
@@ -26,17 +27,6 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 }
-
-const STATUSES: &[&str] = &[
-    "passed",
-    "failed",
-    "invalid",
-    "aborted",
-    "not_steady",
-    "error",
-    "running",
-    "interrupted",
-];
 
 /// Opens the database named by `--db` or the default one, for reading.
 pub fn open_db(db: &Option<String>) -> Result<Store, i32> {

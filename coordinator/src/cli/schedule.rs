@@ -40,6 +40,21 @@ pub enum Command {
 }
 
 pub async fn main(a: Args) -> i32 {
+    // Check the timing here first: a typo costs no connection, and the
+    // message can name the flags.
+    if let Command::Add { cron, tz, window, .. } = &a.command {
+        if let Err(e) = crate::schedule::Timing::new(cron, tz, window.as_deref()) {
+            let flag = if e.starts_with("time zone") {
+                "--tz"
+            } else if e.starts_with("window") {
+                "--window"
+            } else {
+                "--cron"
+            };
+            eprint_err(format!("{flag}: {e}"));
+            return 2;
+        }
+    }
     let mut c = match common::control_or_exit(&a.coordinator).await {
         Ok(c) => c,
         Err(code) => return code,

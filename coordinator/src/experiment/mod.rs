@@ -1,5 +1,7 @@
-//! Experiments: the domain model and the YAML parser.
+//! Experiments: the domain model, the YAML parser and the bounds checked
+//! before parsing.
 
+pub mod limits;
 pub mod model;
 pub mod parse;
 

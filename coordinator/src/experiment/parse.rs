@@ -67,7 +67,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 pub const MAX_LATENCY_BOUND: Duration = Duration::from_secs(3600);
 /// Parses experiment `source` read from `file`, substituting `vars`.
 pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result<Experiment> {
+    super::limits::check_source(file, source, vars)?;
     let text = substitute(file, source, vars)?;
+    super::limits::check(file, &text)?;
     let raw: RawExperiment = serde_norway::from_str(&text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let mut message = e.to_string();
@@ -175,7 +177,7 @@ fn substitute(file: &str, source: &str, vars: &HashMap<String, String>) -> Resul
                     let mut known: Vec<&str> = vars.keys().map(String::as_str).collect();
                     known.sort_unstable();
                     return Err(err(format!(
-                        "variable ${{{name}}} is not set: pass --var {name}=VALUE{}",
+                        "variable ${{{name}}} is not set{}",
                         if known.is_empty() {
                             String::new()
                         } else {
@@ -1322,10 +1324,13 @@ faults:
     }
 
     #[test]
-    fn missing_variable_says_how_to_set_it() {
+    fn missing_variable_is_named_without_cli_flags() {
+        // The CLI adds how to set it where the user is (--var, or a game
+        // day's vars:); the parser also serves Control, which has no flags.
         let err = parse("e.yaml", GOOD, &HashMap::new()).unwrap_err();
         assert_eq!(err.line, 9);
-        assert!(err.message.contains("--var port=VALUE"), "{err}");
+        assert!(err.message.starts_with("variable ${port} is not set"), "{err}");
+        assert!(!err.message.contains("--"), "{err}");
     }
 
     #[test]
