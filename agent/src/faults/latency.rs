@@ -23,7 +23,9 @@ use std::time::Duration;
 use faultline_proto::v1;
 
 use crate::cidr::Cidr;
+use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
 use crate::firewall::{Exempt, Firewall, SystemFirewall};
+use crate::journal::{Object, Owned};
 use crate::qdisc::SystemTc;
 
 /// Longest delay accepted; more is almost certainly a typo (ms vs s).
@@ -363,6 +365,159 @@ pub fn observation(objects: Vec<String>, counters: &Counters) -> v1::LatencyObse
         objects,
         packets_delayed: counters.delayed,
         packets_dropped: counters.dropped,
+    }
+}
+
+/// The latency kind: an iptables chain per fault (nfqueue, named by
+/// [`nfqueue::chain_name`]) or a root qdisc tree (netem, with a handle of
+/// [`netem::OWN_PRIO`]'s range).
+pub const KIND: Registration = Registration {
+    name: "latency",
+    owns: &[
+        Owned::IptablesChains {
+            table: nfqueue::TABLE,
+            prefix: nfqueue::CHAIN_PREFIX,
+        },
+        Owned::RootQdiscs {
+            mask: 0xff00,
+            handle: netem::OWN_PRIO,
+        },
+    ],
+    takes: |w| matches!(w, v1::fault_spec::Kind::Latency(_)),
+    backend: "",
+    build: |s: &Setup| {
+        Arc::new(Latency {
+            backends: s.latency.clone(),
+            exempt: s.exempt.clone(),
+        })
+    },
+};
+
+impl From<Error> for faults::Error {
+    fn from(e: Error) -> Self {
+        let refusal = e.is_refusal();
+        faults::Error::of(e, refusal)
+    }
+}
+
+/// Latency faults with the backends that work on this node.
+struct Latency {
+    backends: Backends,
+    exempt: Exempt,
+}
+
+impl FaultKind for Latency {
+    fn capabilities(&self) -> Vec<String> {
+        self.backends.capabilities()
+    }
+
+    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+        let v1::fault_spec::Kind::Latency(w) = spec else {
+            return Err(Error::InvalidSpec("not a latency spec".into()).into());
+        };
+        let spec = LatencySpec::try_from(w)?;
+        let backend = self.backends.choose(spec.backend)?;
+        let objects = backend.plan(fault_id, &spec)?;
+        Ok(Box::new(PreparedLatency {
+            fault_id: fault_id.to_string(),
+            spec,
+            backend,
+            objects,
+            exempt: self.exempt.clone(),
+        }))
+    }
+}
+
+struct PreparedLatency {
+    fault_id: String,
+    spec: LatencySpec,
+    backend: Arc<dyn LatencyBackend>,
+    objects: Vec<Object>,
+    exempt: Exempt,
+}
+
+impl LatencySpec {
+    /// "100 ms ± 10 ms, 0% loss", for detail texts.
+    fn shape(&self) -> String {
+        format!(
+            "{} ms ± {} ms, {}% loss",
+            self.delay.as_millis(),
+            self.jitter.as_millis(),
+            self.loss_percent
+        )
+    }
+}
+
+impl Prepared for PreparedLatency {
+    fn undo_objects(&self) -> Vec<Object> {
+        self.objects.clone()
+    }
+
+    fn preview(&self) -> faults::Result<(String, String)> {
+        let backend = self.backend.name();
+        let objects: Vec<String> = self.objects.iter().map(|o| o.to_string()).collect();
+        let detail = format!(
+            "would delay by {}, with {backend}: {}",
+            self.spec.shape(),
+            objects.join(", ")
+        );
+        Ok((detail, backend.into()))
+    }
+
+    fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
+        let applied = self.backend.apply(&self.fault_id, &self.spec, &self.exempt)?;
+        Ok(Box::new(LatencyFault {
+            backend: self.backend.name(),
+            shape: self.spec.shape(),
+            applied,
+        }))
+    }
+}
+
+/// A latency fault in place, with whichever backend.
+struct LatencyFault {
+    backend: &'static str,
+    /// [`LatencySpec::shape`].
+    shape: String,
+    applied: Box<dyn AppliedLatency>,
+}
+
+impl Applied for LatencyFault {
+    fn backend(&self) -> String {
+        self.backend.into()
+    }
+
+    fn injected(&self) -> Report {
+        let objects = self.applied.objects();
+        Report {
+            detail: format!(
+                "delaying by {}, with {}: {}",
+                self.shape,
+                self.backend,
+                objects.join(", ")
+            ),
+            observation: Some(v1::observation::Kind::Latency(observation(
+                objects,
+                &Counters::default(),
+            ))),
+        }
+    }
+
+    fn restore(self: Box<Self>) -> Restoring {
+        let objects = self.applied.objects();
+        let result = self.applied.restore();
+        Box::pin(async move {
+            let c = result?;
+            Ok(Report {
+                detail: format!(
+                    "removed {}; {} packets delayed, {} dropped",
+                    objects.join(", "),
+                    c.delayed,
+                    c.dropped
+                ),
+                observation: Some(v1::observation::Kind::Latency(observation(objects, &c))),
+            })
+        })
     }
 }
 
