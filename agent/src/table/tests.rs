@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::faults::FillPolicy;
+use crate::journal::{Object, Record};
 use crate::process::fake::{proc, FakeProcesses};
 
 fn table() -> (FaultTable, mpsc::UnboundedReceiver<v1::FaultStatus>) {
