@@ -118,6 +118,23 @@ pub enum Owned {
     Files { prefix: &'static str },
 }
 
+impl Owned {
+    /// Whether `obj` carries this naming (so the sweep would remove it).
+    pub fn covers(&self, obj: &Object) -> bool {
+        match (self, obj) {
+            (Owned::IptablesChains { table, prefix }, Object::IptablesChain { table: t, chain, .. }) => {
+                t == table && chain.starts_with(prefix)
+            }
+            (Owned::NftTables { prefix }, Object::NftTable { name, .. }) => name.starts_with(prefix),
+            (Owned::RootQdiscs { mask, handle }, Object::Qdisc { handle: h, .. }) => h & mask == *handle,
+            (Owned::Files { prefix }, Object::File { path }) => path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix)),
+            _ => false,
+        }
+    }
+}
+
 /// One fault's undo record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -319,49 +336,48 @@ impl Cleaner {
     pub fn find_orphans(&self, fill_dirs: &[PathBuf]) -> Vec<Object> {
         let mut out = Vec::new();
         for owned in crate::faults::owned() {
-            match owned {
-                Owned::IptablesChains { table, prefix } => {
+            let found: Vec<Object> = match owned {
+                Owned::IptablesChains { table, .. } => {
                     let Some(fw) = &self.firewall else { continue };
-                    for (fam, ipv6) in [(Family::V4, false), (Family::V6, true)] {
-                        let Ok(save) = fw.iptables_save(fam, table) else {
-                            continue;
-                        };
-                        for chain in firewall::chains(&save).into_iter().filter(|c| c.starts_with(prefix)) {
-                            out.push(Object::IptablesChain {
-                                ipv6,
-                                table: table.into(),
-                                chain,
-                            });
-                        }
-                    }
+                    [(Family::V4, false), (Family::V6, true)]
+                        .into_iter()
+                        .filter_map(|(fam, ipv6)| Some((fw.iptables_save(fam, table).ok()?, ipv6)))
+                        .flat_map(|(save, ipv6)| {
+                            firewall::chains(&save)
+                                .into_iter()
+                                .map(move |chain| Object::IptablesChain {
+                                    ipv6,
+                                    table: table.into(),
+                                    chain,
+                                })
+                        })
+                        .collect()
                 }
-                Owned::NftTables { prefix } => {
+                Owned::NftTables { .. } => {
                     let Some(Ok(tables)) = self.firewall.as_ref().map(|fw| fw.nft_tables()) else {
                         continue;
                     };
-                    for (family, name) in tables.into_iter().filter(|(_, n)| n.starts_with(prefix)) {
-                        out.push(Object::NftTable { family, name });
-                    }
+                    tables
+                        .into_iter()
+                        .map(|(family, name)| Object::NftTable { family, name })
+                        .collect()
                 }
-                Owned::RootQdiscs { mask, handle } => {
+                Owned::RootQdiscs { .. } => {
                     let Some(Ok(roots)) = self.tc.as_ref().map(|tc| tc.roots()) else {
                         continue;
                     };
-                    for (dev, q) in roots.into_iter().filter(|(_, q)| q.handle & mask == handle) {
-                        out.push(Object::Qdisc { dev, handle: q.handle });
-                    }
+                    roots
+                        .into_iter()
+                        .map(|(dev, q)| Object::Qdisc { dev, handle: q.handle })
+                        .collect()
                 }
-                Owned::Files { prefix } => {
-                    for dir in fill_dirs {
-                        let Ok(rd) = fs::read_dir(dir) else { continue };
-                        for e in rd.flatten() {
-                            if e.file_name().to_string_lossy().starts_with(prefix) {
-                                out.push(Object::File { path: e.path() });
-                            }
-                        }
-                    }
-                }
-            }
+                Owned::Files { .. } => fill_dirs
+                    .iter()
+                    .filter_map(|dir| fs::read_dir(dir).ok())
+                    .flat_map(|rd| rd.flatten().map(|e| Object::File { path: e.path() }))
+                    .collect(),
+            };
+            out.extend(found.into_iter().filter(|o| owned.covers(o)));
         }
         out
     }

@@ -72,7 +72,7 @@ impl TryFrom<v1::BlockSpec> for BlockSpec {
         let peers = w
             .peers
             .iter()
-            .map(|p| p.parse::<Cidr>().map_err(Error::InvalidSpec))
+            .map(|p| p.parse::<Cidr>().map_err(|e| Error::InvalidSpec(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
         let ports = w
             .ports

@@ -167,7 +167,7 @@ impl TryFrom<v1::LatencySpec> for LatencySpec {
         let destinations = w
             .destinations
             .iter()
-            .map(|d| d.parse::<Cidr>().map_err(Error::InvalidSpec))
+            .map(|d| d.parse::<Cidr>().map_err(|e| Error::InvalidSpec(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
         let protocol = match w.protocol.to_ascii_lowercase().as_str() {
             "" | "any" | "all" => Protocol::Any,

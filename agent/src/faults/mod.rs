@@ -219,3 +219,107 @@ impl Kinds {
             .map(|(r, k)| (*r, k.as_ref()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire_specs() -> Vec<v1::fault_spec::Kind> {
+        use v1::fault_spec::Kind as W;
+        vec![
+            W::Kill(Default::default()),
+            W::DiskFill(Default::default()),
+            W::Latency(Default::default()),
+            W::Block(Default::default()),
+        ]
+    }
+
+    #[test]
+    fn kind_names_are_unique_and_every_wire_spec_has_exactly_one_kind() {
+        let mut names: Vec<&str> = names().collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len());
+        for w in wire_specs() {
+            let n = REGISTRY.iter().filter(|r| (r.takes)(&w)).count();
+            assert_eq!(n, 1, "{w:?}");
+        }
+    }
+
+    // The orphan sweep's safety depends on it: whatever a kind names, its
+    // own `owns` covers, so the sweep finds it; and nothing of one kind's
+    // is mistaken for another's.
+    #[test]
+    fn every_name_a_kind_creates_is_one_the_sweep_looks_for() {
+        let long = "r20261123-144000-abc123-12";
+        let cases: Vec<(&str, Object)> = vec![
+            (
+                "disk_fill",
+                Object::File {
+                    path: std::path::Path::new("/var/tmp").join(disk_fill::fill_file_name("r1-1").unwrap()),
+                },
+            ),
+            (
+                "block",
+                Object::NftTable {
+                    family: "inet".into(),
+                    name: block::table_name("r1-1").unwrap(),
+                },
+            ),
+            (
+                "latency",
+                Object::IptablesChain {
+                    ipv6: false,
+                    table: latency::nfqueue::TABLE.into(),
+                    chain: latency::nfqueue::chain_name("r1-1").unwrap(),
+                },
+            ),
+            (
+                "latency",
+                Object::IptablesChain {
+                    ipv6: true,
+                    table: latency::nfqueue::TABLE.into(),
+                    chain: latency::nfqueue::chain_name(long).unwrap(),
+                },
+            ),
+            (
+                "latency",
+                Object::Qdisc {
+                    dev: "eth0".into(),
+                    handle: latency::netem::OWN_PRIO | 0x7f,
+                },
+            ),
+        ];
+        for (kind, obj) in cases {
+            let owners: Vec<&str> = REGISTRY
+                .iter()
+                .filter(|r| r.owns.iter().any(|o| o.covers(&obj)))
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(owners, vec![kind], "{obj}");
+        }
+        // Someone else's objects are not.
+        for obj in [
+            Object::File {
+                path: "/var/tmp/data.db".into(),
+            },
+            Object::NftTable {
+                family: "inet".into(),
+                name: "filter".into(),
+            },
+            Object::Qdisc {
+                dev: "eth0".into(),
+                handle: 0x8001,
+            },
+        ] {
+            assert!(!owned().any(|o| o.covers(&obj)), "{obj}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_only_what_works_on_this_node() {
+        let procs = Arc::new(crate::process::fake::FakeProcesses::new(vec![]));
+        let kinds = Kinds::new(&Setup::basic(procs));
+        assert_eq!(kinds.capabilities(), vec!["kill", "disk_fill"]);
+    }
+}
