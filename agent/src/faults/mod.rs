@@ -14,24 +14,37 @@
 //! 4. [`Applied::restore`] undoes it (on request, lease expiry, shutdown),
 //!    and the table deletes the record.
 //!
+//! Layout (each kind's whole life is in its files):
+//! - `kill.rs`: spec, refusals, preview and apply, its [`Registration`];
+//!   `kill/selection.rs`: protected processes, threads, the mass-kill rule;
+//!   `kill/watch.rs`: the restart watcher and the restore that stops it.
+//! - `disk_fill.rs`: spec, `df`'s Use%, the fill file's name, apply, restore.
+//! - `latency.rs`: spec, its [`Registration`], the fault over either
+//!   backend; `latency/backends.rs`: which backends work here and their
+//!   trait; `latency/netem.rs` and `latency/nfqueue.rs`: the two backends.
+//! - `block.rs`: spec, the nftables table's name and script, apply, restore.
+//!
 //! # Adding a fault kind
 //!
 //! On the agent side a new kind touches exactly:
 //! - the proto (`proto/proto/faultline/v1/faultline.proto`): its wire spec
-//!   in `FaultSpec.kind`, and its observation in `Observation.kind`;
-//! - its module `agent/src/faults/<kind>.rs`: the domain spec and its
+//!   in `FaultSpec.kind` and its observation in `Observation.kind`;
+//! - its module `agent/src/faults/<kind>.rs` (with `faults/<kind>/` for its
+//!   parts once it grows past ~600 lines): the domain spec and its
 //!   `TryFrom` the wire spec with the refusal reasons, the injective naming
 //!   function of what it creates and the [`Owned`] patterns the sweep looks
 //!   for, apply, restore, the detail texts and the observation, and a
 //!   `pub const KIND: Registration` (name, owned patterns, which wire spec
 //!   it takes, how it is set up);
-//! - one line in [`REGISTRY`] below (and `pub mod <kind>;` above it).
+//! - this file: `pub mod <kind>;` and its line in [`REGISTRY`].
 //!
 //! If the kind needs a node fact or operator limit that no kind has yet
-//! (like [`FillPolicy`]), that is a field of [`Setup`] and, when the
-//! operator sets it, a flag in `main.rs` and a field of `AgentConfig`.
-//! Nothing else spells its name: the table, journal, sweep, capabilities,
-//! policy and metrics read it from the registry.
+//! (like [`FillPolicy`]), that is also a field of [`Setup`], filled in by
+//! `run` in `lib.rs` (and, when the operator sets it, a field of
+//! `AgentConfig` and a flag in `main.rs`). Nothing else spells its name:
+//! the table, journal, sweep, capabilities, policy and metrics read it from
+//! the registry, and the registry's tests check that every name it creates
+//! is one its own sweep pattern covers.
 
 pub mod block;
 pub mod disk_fill;
