@@ -1322,24 +1322,23 @@ mod tests {
     async fn a_run_whose_task_panics_ends_as_error_restores_and_frees_its_slot() {
         let registry = Arc::new(Registry::new());
         let (agent_tx, mut agent_rx) = mpsc::channel(8);
-        registry
-            .add(
-                crate::registry::AgentInfo {
-                    agent_id: "a1".into(),
-                    hostname: "h1".into(),
-                    labels: BTreeMap::new(),
-                    addresses: vec![],
-                    capabilities: vec!["kill".into()],
-                    version: String::new(),
-                    pid: 1,
-                    connected_at_unix_ms: 0,
-                    last_heartbeat_unix_ms: 0,
-                    active_faults: 0,
-                    cleaned: vec![],
-                },
-                agent_tx,
-            )
-            .expect("a new agent id registers");
+        registry.add(
+            crate::registry::AgentInfo {
+                agent_id: "a1".into(),
+                hostname: "h1".into(),
+                labels: BTreeMap::new(),
+                addresses: vec![],
+                capabilities: vec!["kill".into()],
+                version: String::new(),
+                pid: 1,
+                connected_at_unix_ms: 0,
+                last_heartbeat_unix_ms: 0,
+                active_faults: 0,
+                cleaned: vec![],
+            },
+            agent_tx,
+        )
+        .expect("a new agent id registers");
         let control = crate::control::ControlService {
             schedules_changed: Arc::default(),
             registry,
