@@ -45,24 +45,30 @@ impl Cidr {
     }
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// Errors of parsing a network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0:?} is not an IP address or CIDR (e.g. 10.0.0.0/24)")]
+    NotAnAddress(String),
+    #[error("{text:?}: prefix must be 0..={max}")]
+    Prefix { text: String, max: u8 },
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Cidr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or CIDR (e.g. 10.0.0.0/24)"))?;
+        let addr: IpAddr = a.trim().parse().map_err(|_| Error::NotAnAddress(s.into()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
             Some(p) => match p.trim().parse::<u8>() {
                 Ok(n) if n <= max => n,
-                _ => return Err(format!("{s:?}: prefix must be 0..={max}")),
+                _ => return Err(Error::Prefix { text: s.into(), max }),
             },
         };
         let addr = match addr {

@@ -11,10 +11,10 @@
 //!
 //! On start, before it registers with the coordinator, the agent removes
 //! everything its records list, then sweeps for orphans: any object that
-//! carries faultline's naming (iptables chain `faultline-*`, nftables table
-//! `faultline_*`, root qdisc with a `fa00`-`faff` handle, fill file
-//! `.faultline-fill-*` in an allowed fill directory). Removal is idempotent:
-//! an object already gone is fine.
+//! carries the naming of one of the fault kinds ([`Owned`], declared by each
+//! kind in its [`crate::faults::Registration`]: iptables chains, nftables
+//! tables, root qdisc handles, fill files in an allowed fill directory).
+//! Removal is idempotent: an object already gone is fine.
 //!
 //! The state directory is locked (`flock`) while the agent runs, so two
 //! agents never restore each other's live faults.
@@ -29,7 +29,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{self, Family, Firewall};
-use crate::qdisc::Tc;
+use crate::qdisc::{self, Tc};
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,16 @@ pub enum Error {
     /// could name two faults' records alike (or a path outside the directory).
     #[error("no undo record for an invalid {0}")]
     BadId(#[from] faultline_proto::ids::IdError),
+    /// An object to remove needs a tool this node lacks.
+    #[error("no {0} on this node")]
+    NoTool(&'static str),
+    #[error(transparent)]
+    Firewall(#[from] firewall::Error),
+    #[error(transparent)]
+    Tc(#[from] qdisc::Error),
+    /// A file a fault created could not be removed.
+    #[error("{}: {source}", path.display())]
+    Remove { path: PathBuf, source: std::io::Error },
 }
 
 /// Result of the journal.
@@ -87,6 +97,40 @@ impl fmt::Display for Object {
             Object::Qdisc { dev, handle } => write!(f, "qdisc {handle:x}: on {dev}"),
             Object::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
             Object::File { path } => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// A family of objects a fault kind creates, recognisable by name alone:
+/// what the orphan sweep looks for. Each kind declares its own
+/// ([`crate::faults::Registration::owns`]) next to the function that names
+/// them, so the two cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    /// iptables and ip6tables chains of `table` whose names start with `prefix`.
+    IptablesChains { table: &'static str, prefix: &'static str },
+    /// nftables tables (any family) whose names start with `prefix`.
+    NftTables { prefix: &'static str },
+    /// Root qdiscs whose major handle, masked with `mask`, is `handle`.
+    RootQdiscs { mask: u16, handle: u16 },
+    /// Files whose names start with `prefix`, in the directories faults may
+    /// create files in (the allowed fill paths).
+    Files { prefix: &'static str },
+}
+
+impl Owned {
+    /// Whether `obj` carries this naming (so the sweep would remove it).
+    pub fn covers(&self, obj: &Object) -> bool {
+        match (self, obj) {
+            (Owned::IptablesChains { table, prefix }, Object::IptablesChain { table: t, chain, .. }) => {
+                t == table && chain.starts_with(prefix)
+            }
+            (Owned::NftTables { prefix }, Object::NftTable { name, .. }) => name.starts_with(prefix),
+            (Owned::RootQdiscs { mask, handle }, Object::Qdisc { handle: h, .. }) => h & mask == *handle,
+            (Owned::Files { prefix }, Object::File { path }) => path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix)),
+            _ => false,
         }
     }
 }
@@ -237,54 +281,40 @@ pub struct Cleaner {
     pub tc: Option<Arc<dyn Tc>>,
 }
 
-/// Prefixes that mark faultline's kernel objects and files.
-pub const CHAIN_PREFIX: &str = "faultline-";
-pub const NFT_PREFIX: &str = "faultline_";
-pub const FILL_PREFIX: &str = ".faultline-fill-";
-/// Major handles of faultline's qdiscs.
-pub fn is_own_qdisc_handle(handle: u16) -> bool {
-    handle & 0xff00 == 0xfa00
-}
-
 impl Cleaner {
     /// Removes `obj` if it is there; true if something was removed.
-    pub fn remove(&self, obj: &Object) -> Result<bool, String> {
+    pub fn remove(&self, obj: &Object) -> Result<bool> {
         match obj {
             Object::IptablesChain { ipv6, table, chain } => {
-                let fw = self.firewall.as_ref().ok_or("no iptables on this node")?;
+                let fw = self.firewall.as_ref().ok_or(Error::NoTool("iptables"))?;
                 let fam = if *ipv6 { Family::V6 } else { Family::V4 };
                 let save = match fw.iptables_save(fam, table) {
                     Ok(s) => s,
                     // No ip6tables (or no table): nothing of ours can be there.
                     Err(firewall::Error::Missing { .. }) => return Ok(false),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 };
                 match firewall::remove_chain_script(&save, table, chain) {
                     None => Ok(false),
-                    Some(script) => fw
-                        .iptables_restore(fam, &script)
-                        .map(|_| true)
-                        .map_err(|e| e.to_string()),
+                    Some(script) => Ok(fw.iptables_restore(fam, &script).map(|_| true)?),
                 }
             }
             Object::NftTable { family, name } => {
-                let fw = self.firewall.as_ref().ok_or("no nftables on this node")?;
+                let fw = self.firewall.as_ref().ok_or(Error::NoTool("nftables"))?;
                 let tables = match fw.nft_tables() {
                     Ok(t) => t,
                     Err(firewall::Error::Missing { .. }) => return Ok(false),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 };
                 if !tables.iter().any(|(f, n)| f == family && n == name) {
                     return Ok(false);
                 }
-                fw.nft_apply(&format!("delete table {family} {name}\n"))
-                    .map(|_| true)
-                    .map_err(|e| e.to_string())
+                Ok(fw.nft_apply(&format!("delete table {family} {name}\n")).map(|_| true)?)
             }
             Object::Qdisc { dev, handle } => {
-                let tc = self.tc.as_ref().ok_or("no tc on this node")?;
+                let tc = self.tc.as_ref().ok_or(Error::NoTool("tc"))?;
                 match tc.root_qdisc(dev) {
-                    Ok(Some(q)) if q.handle == *handle => tc.delete_root(dev).map(|_| true).map_err(|e| e.to_string()),
+                    Ok(Some(q)) if q.handle == *handle => Ok(tc.delete_root(dev).map(|_| true)?),
                     // Gone, replaced by someone else's, or the device is gone.
                     _ => Ok(false),
                 }
@@ -292,50 +322,62 @@ impl Cleaner {
             Object::File { path } => match fs::remove_file(path) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(format!("{}: {e}", path.display())),
+                Err(source) => Err(Error::Remove {
+                    path: path.clone(),
+                    source,
+                }),
             },
         }
     }
 
-    /// Every faultline object on the node: chains, tables, qdiscs, and fill
-    /// files in `fill_dirs`.
+    /// Every object on the node that carries the naming of a fault kind
+    /// ([`crate::faults::owned`]): chains, tables, qdiscs, and files in
+    /// `fill_dirs`.
     pub fn find_orphans(&self, fill_dirs: &[PathBuf]) -> Vec<Object> {
         let mut out = Vec::new();
-        if let Some(fw) = &self.firewall {
-            for (fam, ipv6) in [(Family::V4, false), (Family::V6, true)] {
-                if let Ok(save) = fw.iptables_save(fam, "mangle") {
-                    for chain in firewall::chains(&save)
+        for owned in crate::faults::owned() {
+            let found: Vec<Object> = match owned {
+                Owned::IptablesChains { table, .. } => {
+                    let Some(fw) = &self.firewall else { continue };
+                    [(Family::V4, false), (Family::V6, true)]
                         .into_iter()
-                        .filter(|c| c.starts_with(CHAIN_PREFIX))
-                    {
-                        out.push(Object::IptablesChain {
-                            ipv6,
-                            table: "mangle".into(),
-                            chain,
-                        });
-                    }
+                        .filter_map(|(fam, ipv6)| Some((fw.iptables_save(fam, table).ok()?, ipv6)))
+                        .flat_map(|(save, ipv6)| {
+                            firewall::chains(&save)
+                                .into_iter()
+                                .map(move |chain| Object::IptablesChain {
+                                    ipv6,
+                                    table: table.into(),
+                                    chain,
+                                })
+                        })
+                        .collect()
                 }
-            }
-            if let Ok(tables) = fw.nft_tables() {
-                for (family, name) in tables.into_iter().filter(|(_, n)| n.starts_with(NFT_PREFIX)) {
-                    out.push(Object::NftTable { family, name });
+                Owned::NftTables { .. } => {
+                    let Some(Ok(tables)) = self.firewall.as_ref().map(|fw| fw.nft_tables()) else {
+                        continue;
+                    };
+                    tables
+                        .into_iter()
+                        .map(|(family, name)| Object::NftTable { family, name })
+                        .collect()
                 }
-            }
-        }
-        if let Some(tc) = &self.tc {
-            if let Ok(roots) = tc.roots() {
-                for (dev, q) in roots.into_iter().filter(|(_, q)| is_own_qdisc_handle(q.handle)) {
-                    out.push(Object::Qdisc { dev, handle: q.handle });
+                Owned::RootQdiscs { .. } => {
+                    let Some(Ok(roots)) = self.tc.as_ref().map(|tc| tc.roots()) else {
+                        continue;
+                    };
+                    roots
+                        .into_iter()
+                        .map(|(dev, q)| Object::Qdisc { dev, handle: q.handle })
+                        .collect()
                 }
-            }
-        }
-        for dir in fill_dirs {
-            let Ok(rd) = fs::read_dir(dir) else { continue };
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(FILL_PREFIX) {
-                    out.push(Object::File { path: e.path() });
-                }
-            }
+                Owned::Files { .. } => fill_dirs
+                    .iter()
+                    .filter_map(|dir| fs::read_dir(dir).ok())
+                    .flat_map(|rd| rd.flatten().map(|e| Object::File { path: e.path() }))
+                    .collect(),
+            };
+            out.extend(found.into_iter().filter(|o| owned.covers(o)));
         }
         out
     }

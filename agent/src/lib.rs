@@ -7,13 +7,13 @@
 //! Layout:
 //! - [`backoff`]: capped exponential backoff with jitter for reconnects.
 //! - [`link`]: the agent side of the stream: Hello, heartbeats, commands, statuses.
-//! - [`table`]: the task that owns every applied fault, its lease and its restore.
-//! - [`faults`]: one module per fault kind (`kill`, `disk_fill`, `latency`, `block`).
+//! - [`table`]: the kind-agnostic task that owns every applied fault, its lease, undo record and restore.
+//! - [`faults`]: the fault-kind trait and registry, and one module per kind (`kill`, `disk_fill`, `latency`, `block`).
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
 //! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
 //! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
 //! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids, verdicts).
-//! - [`journal`]: the undo journal and the start-up sweep of orphaned objects.
+//! - [`journal`]: the undo journal and the start-up sweep of orphaned objects (whose names the kinds declare).
 //! - [`cidr`]: IP networks as `addr/prefix`.
 //! - [`node`]: facts about this node (hostname, addresses).
 //! - [`policy`]: the agent's policy file (allowed kinds, protected processes, fill limits, max duration).
@@ -44,7 +44,7 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::faults::latency::Allowed;
-use crate::faults::{Backends, FillPolicy, Protection};
+use crate::faults::{Backends, FillPolicy, Kinds, Protection, Setup};
 use crate::firewall::{Exempt, Firewall, SystemFirewall};
 use crate::link::Identity;
 use crate::process::{ProcessTable, SystemProcessTable};
@@ -52,10 +52,6 @@ use crate::table::{FaultTable, TableConfig};
 
 /// The agent's version, sent in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Fault kinds this build runs on any node; `latency:<backend>` and
-/// `block` are added when the node has what they need.
-pub const CAPABILITIES: &[&str] = &["kill", "disk_fill"];
 
 /// Everything the agent needs to run.
 #[derive(Clone)]
@@ -261,16 +257,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let fw = SystemFirewall::detect();
     let block: Option<Arc<dyn Firewall>> = (config.block && fw.has_nft()).then(|| Arc::new(fw) as Arc<dyn Firewall>);
     let exempt = Exempt::new(coordinator_addresses(&config.coordinator));
-    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|s| s.to_string()).collect();
-    capabilities.extend(latency.capabilities());
-    if block.is_some() {
-        capabilities.push("block".into());
-    }
-    // Advertise only what the policy allows, so the coordinator refuses at
-    // plan time instead of the agent at injection.
-    capabilities.retain(|c| config.policy.allows(c.split(':').next().unwrap_or(c)).is_ok());
-    // Not a kind: this agent answers dry-run Injects (for `plan`).
-    capabilities.push(faultline_proto::CAPABILITY_DRY_RUN.into());
     let mut protected_names = config.protected_names.clone();
     protected_names.extend(config.policy.protected_processes.iter().cloned());
     let mut fill = config.fill.clone();
@@ -278,6 +264,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if let Some(p) = config.policy.max_fill_used_percent {
         fill.max_used_percent = fill.max_used_percent.min(p);
     }
+    let kinds = Kinds::new(&Setup {
+        processes: config.processes.clone(),
+        protection: Protection::for_this_process(protected_names),
+        fill: fill.clone(),
+        latency,
+        block,
+        exempt: exempt.clone(),
+    });
+    // Advertise only what works here and the policy allows, so the
+    // coordinator refuses at plan time instead of the agent at injection.
+    let mut capabilities = kinds.capabilities();
+    capabilities.retain(|c| config.policy.allows(c.split(':').next().unwrap_or(c)).is_ok());
+    // Not a kind: this agent answers dry-run Injects (for `plan`).
+    capabilities.push(faultline_proto::CAPABILITY_DRY_RUN.into());
     info!(capabilities = %capabilities.join(","), exempt = ?exempt.coordinator, "node probed");
     // Put the node back before registering: faults a previous run of this
     // agent left (it died without restoring), then orphans.
@@ -308,12 +308,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         TableConfig {
             default_lease: config.default_lease,
             max_lease: config.max_lease,
-            protection: Protection::for_this_process(protected_names),
-            processes: config.processes.clone(),
-            fill,
-            latency,
-            block,
-            exempt,
+            kinds,
             journal: Some(journal.clone()),
             policy: config.policy.clone(),
             metrics: config.metrics.clone(),

@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(p) = &args.policy {
-        config.policy = faultline_agent::policy::AgentPolicy::load(p).map_err(anyhow::Error::msg)?;
+        config.policy = faultline_agent::policy::AgentPolicy::load(p)?;
     }
     config.labels = parse_labels(&args.labels)?;
     faultline_proto::hello::check_labels(config.labels.iter()).map_err(|e| anyhow::anyhow!("--label: {e}"))?;

@@ -14,18 +14,31 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Fault kinds an agent knows.
-pub const KINDS: &[&str] = &["kill", "disk_fill", "latency", "block"];
-
-/// A policy file problem, located in it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct Error {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
+/// Errors of the agent policy: a file that cannot be used, or a fault it
+/// does not allow.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A policy file problem, located in it.
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot read agent policy {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// A fault kind outside `allowed_kinds`: the refusal of an inject.
+    #[error("agent policy {file}: fault kind {kind} is not in allowed_kinds [{}]", allowed.join(", "))]
+    NotAllowed {
+        file: String,
+        kind: String,
+        allowed: Vec<String>,
+    },
 }
+
+/// Result of the agent policy.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The agent's own limits. The default allows everything the flags allow.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,8 +71,8 @@ struct Raw {
 
 impl AgentPolicy {
     /// Parses policy YAML read from `file`.
-    pub fn parse(file: &str, text: &str) -> Result<AgentPolicy, Error> {
-        let err = |line: usize, column: usize, message: String| Error {
+    pub fn parse(file: &str, text: &str) -> Result<AgentPolicy> {
+        let err = |line: usize, column: usize, message: String| Error::Invalid {
             file: file.into(),
             line,
             column,
@@ -82,10 +95,13 @@ impl AgentPolicy {
             err(line, 1, message)
         };
         if let Some(kinds) = &raw.allowed_kinds {
-            if let Some(k) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+            if let Some(k) = kinds.iter().find(|k| !crate::faults::names().any(|n| n == k.as_str())) {
                 return Err(at(
                     "allowed_kinds",
-                    format!("allowed_kinds: unknown kind {k:?}; use {}", KINDS.join(", ")),
+                    format!(
+                        "allowed_kinds: unknown kind {k:?}; use {}",
+                        crate::faults::names().collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
         }
@@ -129,19 +145,22 @@ impl AgentPolicy {
     }
 
     /// Reads and parses a policy file.
-    pub fn load(path: &str) -> Result<AgentPolicy, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read agent policy {path}: {e}"))?;
-        AgentPolicy::parse(path, &text).map_err(|e| e.to_string())
+    pub fn load(path: &str) -> Result<AgentPolicy> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
+        AgentPolicy::parse(path, &text)
     }
 
     /// Whether a fault kind may run; `Err` is the refusal.
-    pub fn allows(&self, kind: &str) -> Result<(), String> {
+    pub fn allows(&self, kind: &str) -> Result<()> {
         match &self.allowed_kinds {
-            Some(k) if !k.iter().any(|x| x == kind) => Err(format!(
-                "agent policy {}: fault kind {kind} is not in allowed_kinds [{}]",
-                self.source,
-                k.join(", ")
-            )),
+            Some(k) if !k.iter().any(|x| x == kind) => Err(Error::NotAllowed {
+                file: self.source.clone(),
+                kind: kind.into(),
+                allowed: k.clone(),
+            }),
             _ => Ok(()),
         }
     }
@@ -160,7 +179,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.max_fault_duration, Some(Duration::from_secs(300)));
         assert!(p.allows("kill").is_ok());
-        let e = p.allows("block").unwrap_err();
+        let e = p.allows("block").unwrap_err().to_string();
         assert!(
             e.contains("agent policy agent.yaml: fault kind block is not in allowed_kinds [kill, latency]"),
             "{e}"

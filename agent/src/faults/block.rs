@@ -16,7 +16,13 @@ use std::sync::Arc;
 use faultline_proto::v1;
 
 use crate::cidr::Cidr;
+use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
 use crate::firewall::{Exempt, Firewall};
+use crate::journal::{Object, Owned};
+
+/// The start of every block fault's nftables table name; the orphan sweep
+/// deletes tables named so.
+pub const NFT_PREFIX: &str = "faultline_";
 
 /// Errors of the block fault.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +72,7 @@ impl TryFrom<v1::BlockSpec> for BlockSpec {
         let peers = w
             .peers
             .iter()
-            .map(|p| p.parse::<Cidr>().map_err(Error::InvalidSpec))
+            .map(|p| p.parse::<Cidr>().map_err(|e| Error::InvalidSpec(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
         let ports = w
             .ports
@@ -97,7 +103,7 @@ impl TryFrom<v1::BlockSpec> for BlockSpec {
 /// table).
 pub fn table_name(fault_id: &str) -> Result<String> {
     faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    Ok(format!("{}{fault_id}", crate::journal::NFT_PREFIX))
+    Ok(format!("{NFT_PREFIX}{fault_id}"))
 }
 
 fn set(cidrs: &[&Cidr]) -> String {
@@ -201,6 +207,121 @@ pub fn apply(firewall: Arc<dyn Firewall>, fault_id: &str, spec: &BlockSpec, exem
         table,
         peers: spec.peers.len(),
     })
+}
+
+/// The block kind: one nftables table per fault, named by [`table_name`].
+pub const KIND: Registration = Registration {
+    name: "block",
+    owns: &[Owned::NftTables { prefix: NFT_PREFIX }],
+    takes: |w| matches!(w, v1::fault_spec::Kind::Block(_)),
+    backend: "nftables",
+    build: |s: &Setup| {
+        Arc::new(Block {
+            firewall: s.block.clone(),
+            exempt: s.exempt.clone(),
+        })
+    },
+};
+
+impl From<Error> for faults::Error {
+    fn from(e: Error) -> Self {
+        let refusal = e.is_refusal();
+        faults::Error::of(e, refusal)
+    }
+}
+
+/// Blocks on this node; none without nftables.
+struct Block {
+    firewall: Option<Arc<dyn Firewall>>,
+    exempt: Exempt,
+}
+
+impl FaultKind for Block {
+    fn capabilities(&self) -> Vec<String> {
+        match self.firewall {
+            Some(_) => vec![KIND.name.into()],
+            None => Vec::new(),
+        }
+    }
+
+    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+        let v1::fault_spec::Kind::Block(w) = spec else {
+            return Err(Error::InvalidSpec("not a block spec".into()).into());
+        };
+        let spec = BlockSpec::try_from(w)?;
+        let table = table_name(fault_id)?;
+        let firewall = self
+            .firewall
+            .clone()
+            .ok_or_else(|| Error::Refused("nft is not installed on this node, so it cannot block traffic".into()))?;
+        Ok(Box::new(PreparedBlock {
+            firewall,
+            fault_id: fault_id.to_string(),
+            spec,
+            table,
+            exempt: self.exempt.clone(),
+        }))
+    }
+}
+
+struct PreparedBlock {
+    firewall: Arc<dyn Firewall>,
+    fault_id: String,
+    spec: BlockSpec,
+    table: String,
+    exempt: Exempt,
+}
+
+impl Prepared for PreparedBlock {
+    fn undo_objects(&self) -> Vec<Object> {
+        vec![Object::NftTable {
+            family: "inet".into(),
+            name: self.table.clone(),
+        }]
+    }
+
+    fn preview(&self) -> faults::Result<(String, String)> {
+        let detail = preview(self.firewall.as_ref(), &self.fault_id, &self.spec)?;
+        Ok((detail, KIND.backend.into()))
+    }
+
+    fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
+        Ok(Box::new(apply(
+            self.firewall,
+            &self.fault_id,
+            &self.spec,
+            &self.exempt,
+        )?))
+    }
+}
+
+impl Applied for AppliedBlock {
+    fn backend(&self) -> String {
+        KIND.backend.into()
+    }
+
+    fn injected(&self) -> Report {
+        Report {
+            detail: format!(
+                "dropping traffic to and from {} peer network(s) with nftables table inet {}",
+                self.peers, self.table
+            ),
+            observation: Some(v1::observation::Kind::Block(self.observation())),
+        }
+    }
+
+    fn restore(self: Box<Self>) -> Restoring {
+        let obs = self.observation();
+        let table = self.table.clone();
+        let result = AppliedBlock::restore(*self);
+        Box::pin(async move {
+            result?;
+            Ok(Report {
+                detail: format!("deleted nftables table inet {table}"),
+                observation: Some(v1::observation::Kind::Block(obs)),
+            })
+        })
+    }
 }
 
 #[cfg(test)]

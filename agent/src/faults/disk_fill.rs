@@ -22,7 +22,16 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use faultline_proto::v1;
+
+use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
+use crate::journal::{Object, Owned};
+
+/// The start of every fill file's name; the orphan sweep removes files
+/// named so in the allowed fill paths.
+pub const FILL_PREFIX: &str = ".faultline-fill-";
 
 /// Bytes written per chunk by the write fallback.
 const CHUNK: usize = 1 << 20;
@@ -229,7 +238,7 @@ impl AppliedFill {
 /// they are.
 pub fn fill_file_name(fault_id: &str) -> Result<String, Error> {
     faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    Ok(format!("{}{fault_id}", crate::journal::FILL_PREFIX))
+    Ok(format!("{FILL_PREFIX}{fault_id}"))
 }
 
 /// A fill that passed every check and has its size, not yet allocated.
@@ -351,6 +360,102 @@ pub fn apply(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result
         },
         file,
     })
+}
+
+/// The disk_fill kind: one file per fault, named by [`fill_file_name`].
+pub const KIND: Registration = Registration {
+    name: "disk_fill",
+    owns: &[Owned::Files { prefix: FILL_PREFIX }],
+    takes: |w| matches!(w, v1::fault_spec::Kind::DiskFill(_)),
+    backend: "fallocate",
+    build: |s: &Setup| Arc::new(DiskFill { policy: s.fill.clone() }),
+};
+
+impl From<Error> for faults::Error {
+    fn from(e: Error) -> Self {
+        let refusal = e.is_refusal();
+        faults::Error::of(e, refusal)
+    }
+}
+
+/// Disk fills on this node, within `policy`.
+struct DiskFill {
+    policy: FillPolicy,
+}
+
+impl FaultKind for DiskFill {
+    fn capabilities(&self) -> Vec<String> {
+        vec![KIND.name.into()]
+    }
+
+    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+        let v1::fault_spec::Kind::DiskFill(w) = spec else {
+            return Err(Error::InvalidSpec("not a disk_fill spec".into()).into());
+        };
+        let spec = DiskFillSpec::try_from(w)?;
+        // The file apply creates, as check() will name it (a path that does
+        // not resolve is refused there).
+        let dir = spec.path.canonicalize().unwrap_or_else(|_| spec.path.clone());
+        let file = dir.join(fill_file_name(fault_id)?);
+        Ok(Box::new(PreparedFill {
+            fault_id: fault_id.to_string(),
+            spec,
+            file,
+            policy: self.policy.clone(),
+        }))
+    }
+}
+
+struct PreparedFill {
+    fault_id: String,
+    spec: DiskFillSpec,
+    file: PathBuf,
+    policy: FillPolicy,
+}
+
+impl Prepared for PreparedFill {
+    fn undo_objects(&self) -> Vec<Object> {
+        vec![Object::File {
+            path: self.file.clone(),
+        }]
+    }
+
+    fn preview(&self) -> faults::Result<(String, String)> {
+        let detail = preview(&self.fault_id, &self.spec, &self.policy)?;
+        Ok((detail, KIND.backend.into()))
+    }
+
+    fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
+        Ok(Box::new(apply(&self.fault_id, &self.spec, &self.policy)?))
+    }
+}
+
+impl Applied for AppliedFill {
+    fn backend(&self) -> String {
+        self.observation.method.clone()
+    }
+
+    fn injected(&self) -> Report {
+        let o = &self.observation;
+        Report {
+            detail: format!(
+                "allocated {} bytes in {} with {} ({:.1}% -> {:.1}% used)",
+                o.bytes, o.file, o.method, o.used_percent_before, o.used_percent_after
+            ),
+            observation: Some(v1::observation::Kind::DiskFill(o.clone())),
+        }
+    }
+
+    fn restore(self: Box<Self>) -> Restoring {
+        let result = AppliedFill::restore(*self);
+        Box::pin(async move {
+            let o = result?;
+            Ok(Report {
+                detail: format!("removed {}", o.file),
+                observation: Some(v1::observation::Kind::DiskFill(o)),
+            })
+        })
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //! [`MASS_KILL_SHARE_PERCENT`] and [`MASS_KILL_MAX`]) is refused unless the
 //! fault sets `allow_mass_kill`.
 
+mod selection;
+mod watch;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +26,10 @@ use nix::sys::signal::Signal;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
+pub use self::selection::{select, Protection, Selection};
+use self::watch::watch_for_restart;
+pub use self::watch::AppliedKill;
+use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Setup};
 use crate::process::{self, ProcInfo, ProcessTable};
 
 /// How often the watcher looks for a restarted process. Short enough to
@@ -152,158 +159,6 @@ impl KillSpec {
             parts.push(format!("user={u}"));
         }
         parts.join(" ")
-    }
-}
-
-/// Processes that are never signalled.
-#[derive(Debug, Clone, Default)]
-pub struct Protection {
-    pub pids: Vec<u32>,
-    pub names: Vec<String>,
-}
-
-impl Protection {
-    /// pid 1, this process and its parent, plus `names`.
-    pub fn for_this_process(names: Vec<String>) -> Self {
-        Self {
-            pids: vec![1, std::process::id(), nix::unistd::getppid().as_raw() as u32],
-            names,
-        }
-    }
-
-    /// Why `p` (an entry of `procs`) must not be signalled, or `None`. A
-    /// thread is never signalled; it is judged by its process (`tgid`), so
-    /// every thread of a protected process is reported as protected.
-    fn why(&self, p: &ProcInfo, procs: &[ProcInfo]) -> Option<String> {
-        if p.is_thread() {
-            let leader = procs
-                .iter()
-                .find(|l| l.pid == p.tgid && !l.is_thread())
-                .cloned()
-                .unwrap_or_else(|| ProcInfo {
-                    pid: p.tgid,
-                    ..p.clone()
-                });
-            return Some(match self.why_process(&leader) {
-                Some(why) => format!("pid {} is a thread of a protected process: {why}", p.pid),
-                None => format!(
-                    "pid {} is a thread of process {}; kills signal processes, not threads",
-                    p.pid, p.tgid
-                ),
-            });
-        }
-        self.why_process(p)
-    }
-
-    fn why_process(&self, p: &ProcInfo) -> Option<String> {
-        if p.pid == 1 {
-            Some("pid 1 (init) is protected".into())
-        } else if p.pid == std::process::id() {
-            Some(format!("pid {} is the agent itself", p.pid))
-        } else if self.pids.contains(&p.pid) {
-            Some(format!("pid {} ({}) is protected", p.pid, p.name))
-        } else if p.is_kernel_thread() {
-            Some(format!("pid {} ({}) is a kernel thread", p.pid, p.name))
-        } else if self.names.contains(&p.name) {
-            Some(format!("process name {} is protected by agent policy", p.name))
-        } else {
-            None
-        }
-    }
-}
-
-/// Outcome of selection over a process list.
-#[derive(Debug, Default)]
-pub struct Selection {
-    /// Processes to signal, oldest (lowest pid) first.
-    pub chosen: Vec<ProcInfo>,
-    /// Matching processes left alone because they are protected, with why.
-    pub protected: Vec<(ProcInfo, String)>,
-    /// Every unprotected matching pid, chosen or not (used to tell a
-    /// restarted process from one that was already there).
-    pub matching: HashSet<u32>,
-    /// User-space processes on the node (not kernel threads, not zombies,
-    /// not threads), protected ones included: the base of the mass-kill share.
-    pub node_processes: usize,
-}
-
-impl Selection {
-    /// Why this selection is a mass kill, or `None`.
-    pub fn mass_kill(&self, spec: &KillSpec) -> Option<String> {
-        let m = self.matching.len();
-        let n = self.node_processes;
-        let share = m >= MASS_KILL_SHARE_MIN && m * 100 > n * MASS_KILL_SHARE_PERCENT;
-        let many = self.chosen.len() > MASS_KILL_MAX;
-        if !(share || many) {
-            return None;
-        }
-        let rule = if share {
-            format!("more than {MASS_KILL_SHARE_PERCENT} % of them")
-        } else {
-            format!("it would signal {}, more than {MASS_KILL_MAX}", self.chosen.len())
-        };
-        Some(format!(
-            "the kill selector {} matches {m} of the {n} user-space processes on this node ({rule}); \
-             a mass kill needs allow_mass_kill set on the kill fault",
-            spec.describe()
-        ))
-    }
-}
-
-/// Chooses the processes a kill would signal.
-pub fn select(procs: &[ProcInfo], spec: &KillSpec, uid: Option<u32>, protection: &Protection) -> Selection {
-    let mut sel = Selection {
-        node_processes: procs
-            .iter()
-            .filter(|p| !p.zombie && !p.is_thread() && !p.is_kernel_thread())
-            .count(),
-        ..Selection::default()
-    };
-    let mut candidates = Vec::new();
-    for p in procs.iter().filter(|p| spec.matches(p, uid)) {
-        match protection.why(p, procs) {
-            Some(why) => sel.protected.push((p.clone(), why)),
-            None => {
-                sel.matching.insert(p.pid);
-                candidates.push(p.clone());
-            }
-        }
-    }
-    candidates.sort_by_key(|p| p.pid);
-    if let KillCount::AtMost(n) = spec.count {
-        candidates.truncate(n as usize);
-    }
-    sel.chosen = candidates;
-    sel
-}
-
-/// A kill that was carried out and whose watcher is running.
-pub struct AppliedKill {
-    killed: Vec<v1::KilledProcess>,
-    stop: CancellationToken,
-    watcher: tokio::task::JoinHandle<Option<(Duration, u32)>>,
-    pub summary: String,
-}
-
-impl AppliedKill {
-    /// What was killed, for the injected status.
-    pub fn observation(&self) -> v1::KillObservation {
-        v1::KillObservation {
-            killed: self.killed.clone(),
-            reappeared_after_ms: None,
-            reappeared_pid: None,
-        }
-    }
-
-    /// Stops the watcher and returns the final observation.
-    pub async fn restore(self) -> v1::KillObservation {
-        self.stop.cancel();
-        let seen = self.watcher.await.ok().flatten();
-        v1::KillObservation {
-            killed: self.killed,
-            reappeared_after_ms: seen.map(|(d, _)| d.as_millis() as u64),
-            reappeared_pid: seen.map(|(_, pid)| pid),
-        }
     }
 }
 
@@ -445,42 +300,78 @@ pub fn apply(spec: KillSpec, table: Arc<dyn ProcessTable>, protection: &Protecti
     })
 }
 
-/// Polls until a process matching `spec` that was not in `before` appears.
-async fn watch_for_restart(
-    spec: KillSpec,
-    uid: Option<u32>,
-    protection: Protection,
-    table: Arc<dyn ProcessTable>,
-    before: HashSet<u32>,
-    started: Instant,
-    stop: CancellationToken,
-) -> Option<(Duration, u32)> {
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while started.elapsed() < WATCH_LIMIT {
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            _ = tick.tick() => {}
-        }
-        let table = table.clone();
-        let Ok(Ok(procs)) = tokio::task::spawn_blocking(move || table.list()).await else {
-            continue;
-        };
-        let sel = select(&procs, &spec, uid, &protection);
-        if let Some(pid) = sel.matching.iter().copied().filter(|p| !before.contains(p)).min() {
-            return Some((started.elapsed(), pid));
-        }
+/// The kill kind: nothing to undo, so no undo objects and no owned names.
+pub const KIND: Registration = Registration {
+    name: "kill",
+    owns: &[],
+    takes: |w| matches!(w, v1::fault_spec::Kind::Kill(_)),
+    backend: "signal",
+    build: |s: &Setup| {
+        Arc::new(Kill {
+            processes: s.processes.clone(),
+            protection: s.protection.clone(),
+        })
+    },
+};
+
+impl From<Error> for faults::Error {
+    fn from(e: Error) -> Self {
+        let refusal = e.is_refusal();
+        faults::Error::of(e, refusal)
     }
-    None
+}
+
+/// Kills on this node.
+struct Kill {
+    processes: Arc<dyn ProcessTable>,
+    protection: Protection,
+}
+
+impl FaultKind for Kill {
+    fn capabilities(&self) -> Vec<String> {
+        vec![KIND.name.into()]
+    }
+
+    fn prepare(&self, _fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+        let v1::fault_spec::Kind::Kill(w) = spec else {
+            return Err(Error::InvalidSpec("not a kill spec".into()).into());
+        };
+        Ok(Box::new(PreparedKill {
+            spec: KillSpec::try_from(w)?,
+            processes: self.processes.clone(),
+            protection: self.protection.clone(),
+        }))
+    }
+}
+
+struct PreparedKill {
+    spec: KillSpec,
+    processes: Arc<dyn ProcessTable>,
+    protection: Protection,
+}
+
+impl Prepared for PreparedKill {
+    fn undo_objects(&self) -> Vec<crate::journal::Object> {
+        Vec::new()
+    }
+
+    fn preview(&self) -> faults::Result<(String, String)> {
+        let detail = preview(&self.spec, self.processes.as_ref(), &self.protection)?;
+        Ok((detail, KIND.backend.into()))
+    }
+
+    fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
+        Ok(Box::new(apply(self.spec, self.processes, &self.protection)?))
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::process::fake::{proc, thread, FakeProcesses};
     use crate::process::SystemProcessTable;
 
-    fn spec(name: Option<&str>, re: Option<&str>, count: u32) -> KillSpec {
+    pub(super) fn spec(name: Option<&str>, re: Option<&str>, count: u32) -> KillSpec {
         KillSpec::try_from(v1::KillSpec {
             name: name.unwrap_or_default().into(),
             cmdline_regex: re.unwrap_or_default().into(),
@@ -488,50 +379,6 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
-    }
-
-    #[test]
-    fn protected_pids_are_never_chosen() {
-        let me = std::process::id();
-        let procs = vec![
-            proc(1, 0, "init", "/sbin/init"),
-            proc(me, 1, "agent", "faultline-agent"),
-            proc(77, 1, "parent", "sh"),
-            proc(3, 2, "kworker/0:1", ""),
-            proc(500, 1, "sshd", "sshd: root"),
-            proc(900, 1, "victim", "victim --x"),
-        ];
-        let protection = Protection {
-            pids: vec![1, me, 77],
-            names: vec!["sshd".into()],
-        };
-        let sel = select(&procs, &spec(None, Some(".*"), 0), None, &protection);
-        let chosen: Vec<u32> = sel.chosen.iter().map(|p| p.pid).collect();
-        assert_eq!(chosen, vec![900]);
-        assert_eq!(sel.protected.len(), 5);
-    }
-
-    #[test]
-    fn count_limits_the_oldest_first() {
-        let procs = vec![
-            proc(30, 1, "w", "worker"),
-            proc(10, 1, "w", "worker"),
-            proc(20, 1, "w", "worker"),
-        ];
-        let sel = select(&procs, &spec(Some("w"), None, 2), None, &Protection::default());
-        assert_eq!(sel.chosen.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![10, 20]);
-        assert_eq!(sel.matching.len(), 3);
-    }
-
-    #[test]
-    fn zombies_and_other_users_do_not_match() {
-        let mut z = proc(10, 1, "w", "worker");
-        z.zombie = true;
-        let mut other = proc(11, 1, "w", "worker");
-        other.uid = Some(0);
-        let procs = vec![z, other, proc(12, 1, "w", "worker")];
-        let sel = select(&procs, &spec(Some("w"), None, 0), Some(1000), &Protection::default());
-        assert_eq!(sel.chosen.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![12]);
     }
 
     #[test]
@@ -565,27 +412,13 @@ mod tests {
         assert!(table.signalled.lock().unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn watcher_reports_a_restarted_process() {
-        let table = Arc::new(FakeProcesses::new(vec![proc(4000, 1, "svc", "svc --port 1")]));
-        let applied = apply(spec(Some("svc"), None, 1), table.clone(), &Protection::default()).unwrap();
-        assert_eq!(table.signalled.lock().unwrap().as_slice(), &[(4000, Signal::SIGKILL)]);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        table.procs.lock().unwrap().push(proc(4001, 1, "svc", "svc --port 1"));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let obs = applied.restore().await;
-        assert_eq!(obs.killed.len(), 1);
-        assert_eq!(obs.reappeared_pid, Some(4001));
-        assert!(obs.reappeared_after_ms.unwrap() >= 150);
-    }
-
     fn with_mass_opt_in(mut s: KillSpec) -> KillSpec {
         s.allow_mass_kill = true;
         s
     }
 
     /// A node of `n` user-space processes `p<pid>` (pids 100..), plus init.
-    fn node(n: u32) -> Vec<ProcInfo> {
+    pub(super) fn node(n: u32) -> Vec<ProcInfo> {
         let mut v = vec![proc(1, 0, "init", "/sbin/init")];
         v.extend((100..100 + n).map(|pid| proc(pid, 1, &format!("p{pid}"), &format!("/usr/bin/p{pid} --serve"))));
         v
@@ -619,35 +452,6 @@ mod tests {
         assert!(table.signalled_pids().is_empty());
     }
 
-    #[test]
-    fn threads_of_protected_and_unprotected_processes_are_never_chosen() {
-        let procs = vec![
-            proc(500, 1, "sshd", "sshd: root"),
-            thread(501, 500, "sshd-worker", "sshd: root"),
-            proc(600, 1, "worker", "worker --x"),
-            thread(601, 600, "worker-io", "worker --x"),
-        ];
-        let protection = Protection {
-            pids: vec![],
-            names: vec!["sshd".into()],
-        };
-        let sel = select(&procs, &spec(None, Some("."), 0), None, &protection);
-        assert_eq!(sel.chosen.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![600]);
-        let why: Vec<&str> = sel.protected.iter().map(|(_, w)| w.as_str()).collect();
-        assert!(
-            why.iter()
-                .any(|w| w.contains("pid 501 is a thread of a protected process: process name sshd")),
-            "{why:?}"
-        );
-        assert!(
-            why.iter().any(|w| w.contains("pid 601 is a thread of process 600")),
-            "{why:?}"
-        );
-        // Threads count neither as matches nor as node processes.
-        assert_eq!(sel.matching.len(), 1);
-        assert_eq!(sel.node_processes, 2);
-    }
-
     #[tokio::test]
     async fn a_kill_matching_everything_needs_allow_mass_kill() {
         let table = Arc::new(FakeProcesses::new(node(200)));
@@ -678,33 +482,6 @@ mod tests {
         .unwrap();
         assert_eq!(table.signalled_pids(), (100..300).collect::<Vec<u32>>());
         applied.restore().await;
-    }
-
-    #[test]
-    fn the_mass_kill_rule_counts_share_and_number_to_signal() {
-        let rule = |procs: &[ProcInfo], s: &KillSpec| select(procs, s, None, &Protection::default()).mass_kill(s);
-        // 60 of 301 processes are "w": 20 %, under the share; all 60 is
-        // more than 50 to signal, one of them is not.
-        let mut procs = node(241);
-        procs.extend((1000..1060).map(|pid| proc(pid, 1, "w", "w")));
-        assert!(rule(&procs, &spec(Some("w"), None, 0))
-            .unwrap()
-            .contains("more than 50"));
-        assert!(rule(&procs, &spec(Some("w"), None, 1)).is_none());
-        // A small node: 2 of 4 is half, but two processes are below the
-        // share rule's minimum; 3 of 5 is not.
-        let small = vec![
-            proc(10, 1, "w", "w"),
-            proc(11, 1, "w", "w"),
-            proc(12, 1, "db", "db"),
-            proc(13, 1, "sh", "sh"),
-        ];
-        assert!(rule(&small, &spec(Some("w"), None, 0)).is_none());
-        let mut small = small;
-        small.push(proc(14, 1, "w", "w"));
-        assert!(rule(&small, &spec(Some("w"), None, 0))
-            .unwrap()
-            .contains("more than 25 %"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! advertises them as capabilities (`latency:netem`, `latency:nfqueue`) and
 //! refuses a latency fault it has no backend for, before touching anything.
 
+mod backends;
 pub mod netem;
 pub mod nfqueue;
 
@@ -23,8 +24,11 @@ use std::time::Duration;
 use faultline_proto::v1;
 
 use crate::cidr::Cidr;
-use crate::firewall::{Exempt, Firewall, SystemFirewall};
-use crate::qdisc::SystemTc;
+use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
+use crate::firewall::Exempt;
+use crate::journal::{Object, Owned};
+
+pub use self::backends::{Allowed, AppliedLatency, Backends, LatencyBackend};
 
 /// Longest delay accepted; more is almost certainly a typo (ms vs s).
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -163,7 +167,7 @@ impl TryFrom<v1::LatencySpec> for LatencySpec {
         let destinations = w
             .destinations
             .iter()
-            .map(|d| d.parse::<Cidr>().map_err(Error::InvalidSpec))
+            .map(|d| d.parse::<Cidr>().map_err(|e| Error::InvalidSpec(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
         let protocol = match w.protocol.to_ascii_lowercase().as_str() {
             "" | "any" | "all" => Protocol::Any,
@@ -222,128 +226,6 @@ pub struct Counters {
     pub dropped: u64,
 }
 
-/// One way of delaying packets.
-pub trait LatencyBackend: Send + Sync {
-    /// "netem" or "nfqueue".
-    fn name(&self) -> &'static str;
-    /// What [`LatencyBackend::apply`] will create, for the undo journal,
-    /// computed before anything is touched.
-    fn plan(&self, fault_id: &str, spec: &LatencySpec) -> Result<Vec<crate::journal::Object>>;
-    /// Applies the fault; everything it creates carries `fault_id`.
-    fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>>;
-}
-
-/// A latency fault in place.
-pub trait AppliedLatency: Send {
-    /// The kernel objects it owns, for reports and logs.
-    fn objects(&self) -> Vec<String>;
-    /// Removes everything it created.
-    fn restore(self: Box<Self>) -> Result<Counters>;
-}
-
-/// The backends that work on this node, and why the others do not.
-#[derive(Clone, Default)]
-pub struct Backends {
-    pub netem: Option<Arc<dyn LatencyBackend>>,
-    pub nfqueue: Option<Arc<dyn LatencyBackend>>,
-    /// Why a backend is unavailable, for refusals: `(name, reason)`.
-    pub missing: Vec<(&'static str, String)>,
-}
-
-/// Which backends the operator allows (`--latency-backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Allowed {
-    Auto,
-    Netem,
-    Nfqueue,
-    None,
-}
-
-impl Backends {
-    /// Probes this node: netem needs `tc` and the `sch_netem` module (loaded,
-    /// built in, or installed); nfqueue needs `iptables-restore` and a
-    /// bindable NFQUEUE netlink socket. `root` is `/` except in tests.
-    pub fn detect(allowed: Allowed, root: &std::path::Path) -> Self {
-        let mut b = Backends::default();
-        if allowed == Allowed::None {
-            b.missing.push(("netem", "disabled with --latency-backend none".into()));
-            b.missing
-                .push(("nfqueue", "disabled with --latency-backend none".into()));
-            return b;
-        }
-        if matches!(allowed, Allowed::Auto | Allowed::Netem) {
-            let tc = SystemTc::detect();
-            match (tc.installed(), netem::kernel_has_netem(root)) {
-                (true, true) => b.netem = Some(Arc::new(netem::Netem::new(Arc::new(tc), root))),
-                (false, _) => b.missing.push(("netem", "tc is not installed".into())),
-                (true, false) => b.missing.push(("netem", "the kernel has no sch_netem module".into())),
-            }
-        } else {
-            b.missing
-                .push(("netem", "disabled with --latency-backend nfqueue".into()));
-        }
-        if matches!(allowed, Allowed::Auto | Allowed::Nfqueue) {
-            let fw = SystemFirewall::detect();
-            if !fw.has_iptables(crate::firewall::Family::V4) {
-                b.missing
-                    .push(("nfqueue", "iptables-restore/iptables-save are not installed".into()));
-            } else if let Err(e) = nfqueue::probe_queue() {
-                b.missing
-                    .push(("nfqueue", format!("cannot bind an NFQUEUE socket: {e}")));
-            } else {
-                let ipv6 = fw.has_iptables(crate::firewall::Family::V6);
-                let fw: Arc<dyn Firewall> = Arc::new(fw);
-                b.nfqueue = Some(Arc::new(nfqueue::Nfqueue::new(fw, ipv6)));
-            }
-        } else {
-            b.missing
-                .push(("nfqueue", "disabled with --latency-backend netem".into()));
-        }
-        b
-    }
-
-    /// Capabilities to advertise, e.g. `latency:nfqueue`.
-    pub fn capabilities(&self) -> Vec<String> {
-        let mut c = Vec::new();
-        if self.netem.is_some() {
-            c.push("latency:netem".into());
-        }
-        if self.nfqueue.is_some() {
-            c.push("latency:nfqueue".into());
-        }
-        c
-    }
-
-    /// The backend for `choice`, or a refusal that says why none fits.
-    pub fn choose(&self, choice: Choice) -> Result<Arc<dyn LatencyBackend>> {
-        let why = |name: &str| {
-            self.missing
-                .iter()
-                .filter(|(n, _)| name.is_empty() || *n == name)
-                .map(|(n, r)| format!("{n}: {r}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        match choice {
-            Choice::Auto => self
-                .netem
-                .clone()
-                .or_else(|| self.nfqueue.clone())
-                .ok_or_else(|| Error::Refused(format!("this agent has no working latency backend ({})", why("")))),
-            Choice::Netem => self
-                .netem
-                .clone()
-                .ok_or_else(|| Error::Refused(format!("the netem backend is not available here ({})", why("netem")))),
-            Choice::Nfqueue => self.nfqueue.clone().ok_or_else(|| {
-                Error::Refused(format!(
-                    "the nfqueue backend is not available here ({})",
-                    why("nfqueue")
-                ))
-            }),
-        }
-    }
-}
-
 /// A short, stable hash of a fault id, for kernel names with length limits.
 pub fn short_hash(fault_id: &str) -> u32 {
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
@@ -363,6 +245,159 @@ pub fn observation(objects: Vec<String>, counters: &Counters) -> v1::LatencyObse
         objects,
         packets_delayed: counters.delayed,
         packets_dropped: counters.dropped,
+    }
+}
+
+/// The latency kind: an iptables chain per fault (nfqueue, named by
+/// [`nfqueue::chain_name`]) or a root qdisc tree (netem, with a handle of
+/// [`netem::OWN_PRIO`]'s range).
+pub const KIND: Registration = Registration {
+    name: "latency",
+    owns: &[
+        Owned::IptablesChains {
+            table: nfqueue::TABLE,
+            prefix: nfqueue::CHAIN_PREFIX,
+        },
+        Owned::RootQdiscs {
+            mask: 0xff00,
+            handle: netem::OWN_PRIO,
+        },
+    ],
+    takes: |w| matches!(w, v1::fault_spec::Kind::Latency(_)),
+    backend: "",
+    build: |s: &Setup| {
+        Arc::new(Latency {
+            backends: s.latency.clone(),
+            exempt: s.exempt.clone(),
+        })
+    },
+};
+
+impl From<Error> for faults::Error {
+    fn from(e: Error) -> Self {
+        let refusal = e.is_refusal();
+        faults::Error::of(e, refusal)
+    }
+}
+
+/// Latency faults with the backends that work on this node.
+struct Latency {
+    backends: Backends,
+    exempt: Exempt,
+}
+
+impl FaultKind for Latency {
+    fn capabilities(&self) -> Vec<String> {
+        self.backends.capabilities()
+    }
+
+    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+        let v1::fault_spec::Kind::Latency(w) = spec else {
+            return Err(Error::InvalidSpec("not a latency spec".into()).into());
+        };
+        let spec = LatencySpec::try_from(w)?;
+        let backend = self.backends.choose(spec.backend)?;
+        let objects = backend.plan(fault_id, &spec)?;
+        Ok(Box::new(PreparedLatency {
+            fault_id: fault_id.to_string(),
+            spec,
+            backend,
+            objects,
+            exempt: self.exempt.clone(),
+        }))
+    }
+}
+
+struct PreparedLatency {
+    fault_id: String,
+    spec: LatencySpec,
+    backend: Arc<dyn LatencyBackend>,
+    objects: Vec<Object>,
+    exempt: Exempt,
+}
+
+impl LatencySpec {
+    /// "100 ms ± 10 ms, 0% loss", for detail texts.
+    fn shape(&self) -> String {
+        format!(
+            "{} ms ± {} ms, {}% loss",
+            self.delay.as_millis(),
+            self.jitter.as_millis(),
+            self.loss_percent
+        )
+    }
+}
+
+impl Prepared for PreparedLatency {
+    fn undo_objects(&self) -> Vec<Object> {
+        self.objects.clone()
+    }
+
+    fn preview(&self) -> faults::Result<(String, String)> {
+        let backend = self.backend.name();
+        let objects: Vec<String> = self.objects.iter().map(|o| o.to_string()).collect();
+        let detail = format!(
+            "would delay by {}, with {backend}: {}",
+            self.spec.shape(),
+            objects.join(", ")
+        );
+        Ok((detail, backend.into()))
+    }
+
+    fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
+        let applied = self.backend.apply(&self.fault_id, &self.spec, &self.exempt)?;
+        Ok(Box::new(LatencyFault {
+            backend: self.backend.name(),
+            shape: self.spec.shape(),
+            applied,
+        }))
+    }
+}
+
+/// A latency fault in place, with whichever backend.
+struct LatencyFault {
+    backend: &'static str,
+    /// [`LatencySpec::shape`].
+    shape: String,
+    applied: Box<dyn AppliedLatency>,
+}
+
+impl Applied for LatencyFault {
+    fn backend(&self) -> String {
+        self.backend.into()
+    }
+
+    fn injected(&self) -> Report {
+        let objects = self.applied.objects();
+        Report {
+            detail: format!(
+                "delaying by {}, with {}: {}",
+                self.shape,
+                self.backend,
+                objects.join(", ")
+            ),
+            observation: Some(v1::observation::Kind::Latency(observation(
+                objects,
+                &Counters::default(),
+            ))),
+        }
+    }
+
+    fn restore(self: Box<Self>) -> Restoring {
+        let objects = self.applied.objects();
+        let result = self.applied.restore();
+        Box::pin(async move {
+            let c = result?;
+            Ok(Report {
+                detail: format!(
+                    "removed {}; {} packets delayed, {} dropped",
+                    objects.join(", "),
+                    c.delayed,
+                    c.dropped
+                ),
+                observation: Some(v1::observation::Kind::Latency(observation(objects, &c))),
+            })
+        })
     }
 }
 
@@ -447,18 +482,6 @@ mod tests {
             assert!(e.is_refusal());
             assert!(e.to_string().contains(want), "{e} should mention {want}");
         }
-    }
-
-    #[test]
-    fn no_backend_means_a_refusal_naming_each_reason() {
-        let b = Backends::detect(Allowed::None, std::path::Path::new("/nonexistent"));
-        assert!(b.capabilities().is_empty());
-        let e = b.choose(Choice::Auto).err().unwrap();
-        assert!(e.is_refusal());
-        let msg = e.to_string();
-        assert!(msg.contains("no working latency backend"), "{msg}");
-        assert!(msg.contains("netem: disabled"), "{msg}");
-        assert!(msg.contains("nfqueue: disabled"), "{msg}");
     }
 
     #[test]

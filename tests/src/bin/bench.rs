@@ -344,8 +344,10 @@ async fn restore_paths(n: usize) {
     let state = tempfile::tempdir().unwrap();
     let journal = Arc::new(Journal::open(state.path()).unwrap());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut cfg = TableConfig::basic(Arc::new(faultline_agent::process::SystemProcessTable::new()));
-    cfg.fill.allowed = vec![dir.clone()];
+    let mut setup =
+        faultline_agent::faults::Setup::basic(Arc::new(faultline_agent::process::SystemProcessTable::new()));
+    setup.fill.allowed = vec![dir.clone()];
+    let mut cfg = TableConfig::new(faultline_agent::faults::Kinds::new(&setup));
     cfg.journal = Some(journal.clone());
     let (table, _task) = FaultTable::spawn(cfg, tx);
     let lease = Duration::from_millis(1500);

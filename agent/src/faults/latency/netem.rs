@@ -23,7 +23,7 @@ use crate::firewall::Exempt;
 use crate::qdisc::{Filter, Parent, QdiscKind, Tc};
 
 /// Major handles of faultline's prio qdiscs are `fa00`..`faff`.
-const OWN_PRIO: u16 = 0xfa00;
+pub const OWN_PRIO: u16 = 0xfa00;
 /// ... and of their netem children `fb00`..`fbff`.
 const OWN_NETEM: u16 = 0xfb00;
 const BANDS: u8 = 4;

@@ -36,7 +36,7 @@ const QUEUE_TRIES: u16 = 256;
 /// Kernel-side queue length: enough for 100 ms at 100,000 packets/s.
 const QUEUE_MAX_LEN: u32 = 10_000;
 /// Table and hook the chain hangs off.
-const TABLE: &str = "mangle";
+pub const TABLE: &str = "mangle";
 const HOOK: &str = "POSTROUTING";
 
 /// Binds and unbinds a queue to check that this kernel has nfnetlink_queue.
@@ -53,6 +53,9 @@ pub fn probe_queue() -> std::io::Result<()> {
 
 /// Longest iptables chain name (`XT_EXTENSION_MAXNAMELEN` less the NUL).
 const MAX_CHAIN: usize = 28;
+/// The start of every fault's chain name; the orphan sweep removes chains
+/// of [`TABLE`] named so.
+pub const CHAIN_PREFIX: &str = "faultline-";
 
 /// The chain name of a fault, one per valid fault id (`faultline_proto::ids`):
 /// `faultline-<fault id>` when that fits in 28 characters; otherwise
@@ -64,7 +67,7 @@ const MAX_CHAIN: usize = 28;
 /// exists), so it can never adopt or remove another fault's chain.
 pub fn chain_name(fault_id: &str) -> Result<String> {
     faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    let prefix = crate::journal::CHAIN_PREFIX;
+    let prefix = CHAIN_PREFIX;
     if prefix.len() + fault_id.len() <= MAX_CHAIN {
         return Ok(format!("{prefix}{fault_id}"));
     }
