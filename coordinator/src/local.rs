@@ -91,8 +91,20 @@ impl Local {
     /// aborts any run still in flight).
     pub async fn stop(self) {
         self.agent_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.agent).await;
+        let mut agent = self.agent;
+        if tokio::time::timeout(Duration::from_secs(20), &mut agent).await.is_err() {
+            // Its faults are restored by their leases; a hung agent task must
+            // not also hold the coordinator's graceful shutdown (which waits
+            // for the agent's stream) for its full timeout.
+            tracing::warn!("the in-process agent did not stop within 20s; dropping it");
+            agent.abort();
+        }
         self.server_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(40), self.server).await;
+        if tokio::time::timeout(Duration::from_secs(40), self.server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the local coordinator did not stop within 40s");
+        }
     }
 }
