@@ -195,19 +195,26 @@ pub struct Figure {
     pub unit: String,
 }
 
+impl Figure {
+    /// The value with its unit: `1200 packets`, `91.5%`.
+    pub fn quantity(&self) -> String {
+        let value = if self.value.fract() == 0.0 && self.value.abs() < 1e15 {
+            format!("{}", self.value as i64)
+        } else {
+            format!("{:.1}", self.value)
+        };
+        match self.unit.as_str() {
+            "" => value,
+            "%" => format!("{value}%"),
+            unit => format!("{value} {unit}"),
+        }
+    }
+}
+
 impl std::fmt::Display for Figure {
     /// `delayed: 1200 packets`, `used after: 91.5%`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.value.fract() == 0.0 && self.value.abs() < 1e15 {
-            write!(f, "{}: {}", self.name, self.value as i64)?;
-        } else {
-            write!(f, "{}: {:.1}", self.name, self.value)?;
-        }
-        match self.unit.as_str() {
-            "" => Ok(()),
-            "%" => f.write_str("%"),
-            unit => write!(f, " {unit}"),
-        }
+        write!(f, "{}: {}", self.name, self.quantity())
     }
 }
 

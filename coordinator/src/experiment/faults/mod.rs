@@ -302,6 +302,74 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_reads_its_own_observation_into_figures_and_notes() {
+        let mut o = Observed::default();
+        let latency = v1::Observation {
+            kind: Some(v1::observation::Kind::Latency(v1::LatencyObservation {
+                objects: vec!["nfqueue 1".into()],
+                packets_delayed: 10,
+                packets_dropped: 2,
+            })),
+        };
+        o.update(&latency, v1::FaultState::Injected);
+        assert_eq!(
+            (o.objects.len(), o.packets, o.figures.len()),
+            (1, None, 0),
+            "counters are final at restore"
+        );
+        o.update(&latency, v1::FaultState::Restored);
+        assert_eq!(o.packets, Some((10, 2)));
+        assert_eq!(o.figures[0].to_string(), "delayed: 10 packets");
+        o.update(&latency, v1::FaultState::Restored);
+        assert_eq!(o.figures.len(), 2, "a figure is replaced, not repeated");
+
+        let mut o = Observed::default();
+        o.update(
+            &v1::Observation {
+                kind: Some(v1::observation::Kind::Kill(v1::KillObservation {
+                    killed: vec![v1::KilledProcess {
+                        pid: 7,
+                        name: "sleep".into(),
+                        cmdline: "sleep 9".into(),
+                    }],
+                    reappeared_after_ms: Some(1500),
+                    reappeared_pid: Some(8),
+                })),
+            },
+            v1::FaultState::Injected,
+        );
+        assert_eq!(o.killed.len(), 1);
+        assert_eq!(o.reappeared, Some((1500, 8)));
+        assert_eq!(
+            o.notes,
+            vec![
+                "killed pid 7 (sleep) `sleep 9`".to_string(),
+                "a matching process reappeared after 1.5s (pid 8)".to_string()
+            ]
+        );
+
+        let mut o = Observed::default();
+        o.update(
+            &v1::Observation {
+                kind: Some(v1::observation::Kind::DiskFill(v1::DiskFillObservation {
+                    file: "/tmp/x/.faultline-fill-r-1".into(),
+                    bytes: 1024,
+                    method: "fallocate".into(),
+                    used_percent_before: 10.0,
+                    used_percent_after: 12.5,
+                })),
+            },
+            v1::FaultState::Injected,
+        );
+        assert!(o.objects[0].contains("fallocate"), "{:?}", o.objects);
+        let figures: Vec<String> = o.figures.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            figures,
+            ["written: 1024 bytes", "used before: 10%", "used after: 12.5%"]
+        );
+    }
+
+    #[test]
     fn every_kind_has_an_example_that_uses_it_and_readme_docs() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
         let examples: Vec<String> = std::fs::read_dir(format!("{root}/experiments"))
