@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::experiment::{Experiment, FaultKind, FillAmount};
+use crate::experiment::faults::Observed;
+use crate::experiment::{Experiment, FaultKind};
 use crate::outcome::{Outcome, Phase};
 use crate::planner::{self, Plan};
 use crate::policy::Policy;
@@ -93,14 +94,10 @@ struct Target {
     restored_at_ms: Option<u64>,
     restored_by: Option<String>,
     restore_sent: bool,
-    killed: Vec<KilledProcess>,
-    reappeared: Option<(u64, u32)>,
     /// Network faults: resolved peer networks sent to the agent.
     peers: Vec<String>,
-    /// Kernel objects the agent created (chain, queue, qdisc, table).
-    objects: Vec<String>,
-    /// Latency via nfqueue: packets delayed and dropped, known at restore.
-    packets: Option<(u64, u64)>,
+    /// What the agent observed, as the fault's kind reads it.
+    observed: Observed,
 }
 
 struct Ctx {
@@ -442,11 +439,8 @@ async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                         restored_at_ms: None,
                         restored_by: None,
                         restore_sent: false,
-                        killed: Vec::new(),
-                        reappeared: None,
                         peers: pf.peers.get(ti).cloned().unwrap_or_default(),
-                        objects: Vec::new(),
-                        packets: None,
+                        observed: Observed::default(),
                     };
                     let msg = v1::CoordinatorMessage {
                         msg: Some(v1::coordinator_message::Msg::Inject(v1::Inject {
@@ -839,40 +833,8 @@ async fn apply_status(ctx: &Ctx, targets: &mut [Target], st: StatusFromAgent) {
     if !s.backend.is_empty() {
         t.backend = s.backend.clone();
     }
-    match s.observation.as_ref().and_then(|o| o.kind.as_ref()) {
-        Some(v1::observation::Kind::Latency(l)) => {
-            t.objects = l.objects.clone();
-            if s.state() != v1::FaultState::Injected {
-                t.packets = Some((l.packets_delayed, l.packets_dropped));
-            }
-        }
-        Some(v1::observation::Kind::Block(b)) => t.objects = vec![format!("nftables table {}", b.table)],
-        Some(v1::observation::Kind::DiskFill(d)) => {
-            t.objects = vec![format!(
-                "file {} ({} bytes by {}, filesystem {:.1}% -> {:.1}% used)",
-                d.file, d.bytes, d.method, d.used_percent_before, d.used_percent_after
-            )]
-        }
-        _ => {}
-    }
-    if let Some(v1::Observation {
-        kind: Some(v1::observation::Kind::Kill(k)),
-    }) = &s.observation
-    {
-        if !k.killed.is_empty() {
-            t.killed = k
-                .killed
-                .iter()
-                .map(|p| KilledProcess {
-                    pid: p.pid,
-                    name: p.name.clone(),
-                    cmdline: p.cmdline.clone(),
-                })
-                .collect();
-        }
-        if let (Some(ms), Some(pid)) = (k.reappeared_after_ms, k.reappeared_pid) {
-            t.reappeared = Some((ms, pid));
-        }
+    if let Some(o) = &s.observation {
+        t.observed.update(o, s.state());
     }
     match s.state() {
         v1::FaultState::Injected => {
@@ -1179,13 +1141,15 @@ fn fault_reports(exp: &Experiment, fault_ids: &[String], targets: &[Target]) -> 
                         restored_at_ms: t.restored_at_ms,
                         restored_by: t.restored_by.clone(),
                         detail: t.detail.clone(),
-                        killed: t.killed.clone(),
-                        reappeared_after_ms: t.reappeared.map(|r| r.0),
-                        reappeared_pid: t.reappeared.map(|r| r.1),
+                        killed: t.observed.killed.clone(),
+                        reappeared_after_ms: t.observed.reappeared.map(|r| r.0),
+                        reappeared_pid: t.observed.reappeared.map(|r| r.1),
                         peers: t.peers.clone(),
-                        objects: t.objects.clone(),
-                        packets_delayed: t.packets.map(|p| p.0),
-                        packets_dropped: t.packets.map(|p| p.1),
+                        objects: t.observed.objects.clone(),
+                        packets_delayed: t.observed.packets.map(|p| p.0),
+                        packets_dropped: t.observed.packets.map(|p| p.1),
+                        figures: t.observed.figures.clone(),
+                        notes: t.observed.notes.clone(),
                     })
                     .collect(),
             }
@@ -1196,55 +1160,7 @@ fn fault_reports(exp: &Experiment, fault_ids: &[String], targets: &[Target]) -> 
 /// The wire form of a fault's parameters; `peers` are the resolved peer
 /// networks of this target (network faults only).
 pub fn spec_to_wire(kind: &FaultKind, peers: &[String]) -> v1::FaultSpec {
-    let ports = |p: &[u16]| p.iter().map(|p| *p as u32).collect::<Vec<u32>>();
-    match kind {
-        FaultKind::DiskFill(d) => {
-            let (size_bytes, target_used_percent, leave_free_bytes) = match d.amount {
-                FillAmount::Bytes(b) => (b, 0.0, 0),
-                FillAmount::UsedPercent(p) => (0, p, 0),
-                FillAmount::LeaveFree(b) => (0, 0.0, b),
-            };
-            v1::FaultSpec {
-                kind: Some(v1::fault_spec::Kind::DiskFill(v1::DiskFillSpec {
-                    path: d.path.clone(),
-                    size_bytes,
-                    target_used_percent,
-                    leave_free_bytes,
-                })),
-            }
-        }
-        FaultKind::Latency(l) => v1::FaultSpec {
-            kind: Some(v1::fault_spec::Kind::Latency(v1::LatencySpec {
-                delay_us: l.delay.as_micros() as u64,
-                jitter_us: l.jitter.as_micros() as u64,
-                loss_percent: l.loss_percent,
-                interface: l.interface.clone().unwrap_or_default(),
-                destinations: peers.to_vec(),
-                dst_ports: ports(&l.dst_ports),
-                src_ports: ports(&l.src_ports),
-                protocol: l.protocol.clone().unwrap_or_default(),
-                backend: l.backend.clone().unwrap_or_default(),
-            })),
-        },
-        FaultKind::Block(b) => v1::FaultSpec {
-            kind: Some(v1::fault_spec::Kind::Block(v1::BlockSpec {
-                peers: peers.to_vec(),
-                ports: ports(&b.ports),
-                direction: b.direction.clone(),
-            })),
-        },
-        FaultKind::Kill(k) => v1::FaultSpec {
-            kind: Some(v1::fault_spec::Kind::Kill(v1::KillSpec {
-                name: k.name.clone().unwrap_or_default(),
-                cmdline_regex: k.cmdline.clone().unwrap_or_default(),
-                pid: k.pid.unwrap_or(0),
-                user: k.user.clone().unwrap_or_default(),
-                signal: k.signal,
-                count: k.count.unwrap_or(0),
-                allow_mass_kill: k.allow_mass_kill,
-            })),
-        },
-    }
+    kind.to_wire(peers)
 }
 
 /// Current time as RFC 3339 UTC.

@@ -7,12 +7,16 @@
 //! loopback gRPC.
 //!
 //! Layout:
-//! - [`experiment`]: experiment domain types and the YAML parser.
+//! - [`experiment`]: experiment files: the YAML parser (variables, durations,
+//!   tolerances, targets, peers, limits) and the domain types; one module per
+//!   fault kind in [`experiment::faults`] (YAML, validation, domain type, wire
+//!   spec, summary, how its observation reads).
 //! - [`planner`]: target selection and blast-radius checks.
 //! - [`preview`]: dry-run Injects, so `plan` shows what each agent would do.
 //! - [`policy`]: the coordinator's policy file (fleet-wide limits).
 //! - [`engine`]: the run engine, phase by phase.
-//! - [`probes`]: http, tcp and command probes and their sampler.
+//! - [`probes`]: one module per probe kind (http, tcp, command: YAML,
+//!   validation, check) and the sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
 //! - [`verdict`]: tolerance checks.
 //! - [`report`]: the report model (JSON) and its Markdown, JUnit and HTML renderings.

@@ -353,13 +353,7 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
         };
         let targets: Vec<AgentInfo> = matching.iter().take(n).map(|a| (*a).clone()).collect();
         if let Some(a) = targets.iter().find(|a| !fault.kind.runs_on(&a.capabilities)) {
-            let kind = match &fault.kind {
-                crate::experiment::FaultKind::Latency(l) => match &l.backend {
-                    Some(b) => format!("latency (backend {b})"),
-                    None => "latency".into(),
-                },
-                k => k.name().to_string(),
-            };
+            let kind = fault.kind.requirement();
             return Err(Error::Capability {
                 fault: fault.name.clone(),
                 agent: a.agent_id.clone(),

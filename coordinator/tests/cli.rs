@@ -48,11 +48,45 @@ fn unknown_field_exits_2_with_file_line_and_column() {
     }
 }
 
+/// kill.yaml with its `${port:-8080}` default taken out, so `port` must be
+/// set.
+fn kill_without_default() -> String {
+    let src = std::fs::read_to_string(format!("{EXPERIMENTS}/kill.yaml")).unwrap();
+    assert!(src.contains("${port:-8080}"), "kill.yaml writes its port default");
+    src.replace("${port:-8080}", "${port}")
+}
+
 #[test]
 fn missing_variable_exits_2_and_says_which_flag_to_pass() {
-    let out = faultline(&["validate", &format!("{EXPERIMENTS}/kill.yaml")]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kill.yaml");
+    std::fs::write(&path, kill_without_default()).unwrap();
+    let out = faultline(&["validate", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--var port=VALUE"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn every_shipped_example_and_game_day_validates_with_no_flags() {
+    let mut files: Vec<String> = std::fs::read_dir(EXPERIMENTS)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "one per fault kind and a game day: {files:?}");
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = faultline(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for f in &files {
+        assert!(stdout.contains(&format!("{f}: valid")), "{f}: {stdout}");
+    }
+    assert!(
+        stdout.contains("game day \"examples-game-day\", 4 experiment(s)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -858,7 +892,7 @@ fn game_day_errors_are_located_and_name_what_exists_in_a_game_day() {
     let dir = tempfile::tempdir().unwrap();
     let gd = dir.path().join("gd.yaml");
     let gd_s = gd.to_str().unwrap();
-    std::fs::copy(format!("{EXPERIMENTS}/kill.yaml"), dir.path().join("kill.yaml")).unwrap();
+    std::fs::write(dir.path().join("kill.yaml"), kill_without_default()).unwrap();
     let run = |yaml: &str| {
         std::fs::write(&gd, yaml).unwrap();
         let out = faultline(&["gameday", gd_s, "--no-store"]);

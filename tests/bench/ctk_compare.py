@@ -71,7 +71,11 @@ def main():
     url = f"http://127.0.0.1:{port}/"
     d = tempfile.mkdtemp()
     # chaos writes journal.json into the working directory.
+    # Paths given relative to where we started stop working after the
+    # chdir; a bare command name is left to PATH.
     fl = os.path.abspath(fl)
+    if os.sep in chaos:
+        chaos = os.path.abspath(chaos)
     os.chdir(d)
     env = dict(os.environ, FAULTLINE_DB=os.path.join(d, "h.db"))
 

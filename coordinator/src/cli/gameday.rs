@@ -162,40 +162,43 @@ async fn run_one(url: &str, source: &Source, quiet: bool) -> Result<v1::RunFinis
     Err("the coordinator closed the stream before the run finished".into())
 }
 
-pub async fn main(a: Args) -> i32 {
-    let text = match std::fs::read_to_string(&a.file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprint_err(format!("cannot read game-day file {}: {e}", a.file));
-            return 2;
+/// A game-day file, read and checked, with every experiment it lists.
+pub(crate) struct GameDay {
+    pub name: String,
+    description: String,
+    stop_on_failure: bool,
+    entries: Vec<RawEntry>,
+    /// The experiments of `entries`, in order, each parsed once to check it.
+    pub sources: Vec<Source>,
+}
+
+/// Whether `text` is a game day rather than an experiment: it lists
+/// `experiments:` at the top level, which no experiment has.
+pub(crate) fn is_game_day(text: &str) -> bool {
+    text.lines().any(|l| l.starts_with("experiments:"))
+}
+
+/// Reads the game-day file `file` and validates every experiment it lists;
+/// errors are already worded for the user (file:line:column first).
+pub(crate) fn load(file: &str) -> Result<GameDay, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read game-day file {file}: {e}"))?;
+    crate::experiment::limits::check(file, &text).map_err(|e| e.to_string())?;
+    let gd: RawGameDay = serde_norway::from_str(&text).map_err(|e| {
+        let mut message = e.to_string();
+        // serde_norway appends " at line L column C"; it goes in front.
+        if let Some(i) = message.rfind(" at line ") {
+            message.truncate(i);
         }
-    };
-    let file = &a.file;
-    if let Err(e) = crate::experiment::limits::check(file, &text) {
-        eprint_err(e);
-        return 2;
-    }
-    let gd: RawGameDay = match serde_norway::from_str(&text) {
-        Ok(g) => g,
-        Err(e) => {
-            let mut message = e.to_string();
-            // serde_norway appends " at line L column C"; it goes in front.
-            if let Some(i) = message.rfind(" at line ") {
-                message.truncate(i);
-            }
-            match e.location() {
-                Some(l) => eprint_err(format!("{file}:{}:{}: {message}", l.line(), l.column())),
-                None => eprint_err(format!("{file}: {message}")),
-            }
-            return 2;
+        match e.location() {
+            Some(l) => format!("{file}:{}:{}: {message}", l.line(), l.column()),
+            None => format!("{file}: {message}"),
         }
-    };
+    })?;
     if gd.experiments.is_empty() {
         let (line, col) = key_position(&text, "experiments");
-        eprint_err(format!("{file}:{line}:{col}: experiments: at least one is needed"));
-        return 2;
+        return Err(format!("{file}:{line}:{col}: experiments: at least one is needed"));
     }
-    let base = Path::new(&a.file).parent().unwrap_or(Path::new("."));
+    let base = Path::new(file).parent().unwrap_or(Path::new("."));
     // Read and validate every experiment first: a typo in the last one
     // should not surface after an hour of chaos.
     let mut sources = Vec::new();
@@ -203,24 +206,32 @@ pub async fn main(a: Args) -> i32 {
         let (line, col) = entry_position(&text, i);
         let at = format!("{file}:{line}:{col}: experiments[{i}]");
         if let Some(w) = e.weight.filter(|w| !(*w > 0.0 && w.is_finite())) {
-            eprint_err(format!("{at}.weight {w}: must be above 0"));
-            return 2;
+            return Err(format!("{at}.weight {w}: must be above 0"));
         }
         let path = base.join(&e.file);
         let vars: Vec<String> = e.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let src = match Source::read(&path.display().to_string(), &vars) {
-            Ok(s) => s,
-            Err(err) => {
-                eprint_err(format!("{at}: {err}"));
-                return 2;
-            }
-        };
-        if let Err(err) = src.parse_advising(|name| format!("set {name} in the vars of {at}")) {
-            eprint_err(err);
-            return 2;
-        }
+        let src = Source::read(&path.display().to_string(), &vars).map_err(|err| format!("{at}: {err}"))?;
+        src.parse_advising(|name| format!("set {name} in the vars of {at}"))?;
         sources.push(src);
     }
+    Ok(GameDay {
+        name: gd.name,
+        description: gd.description,
+        stop_on_failure: gd.stop_on_failure,
+        entries: gd.experiments,
+        sources,
+    })
+}
+
+pub async fn main(a: Args) -> i32 {
+    let gd = match load(&a.file) {
+        Ok(gd) => gd,
+        Err(e) => {
+            eprint_err(e);
+            return 2;
+        }
+    };
+    let sources = &gd.sources;
     let labels = match common::key_values("--label", &a.labels) {
         Ok(l) => l,
         Err(e) => {
@@ -243,7 +254,7 @@ pub async fn main(a: Args) -> i32 {
     };
     let mut entries = Vec::new();
     let mut stopped = false;
-    for (e, src) in gd.experiments.iter().zip(&sources) {
+    for (e, src) in gd.entries.iter().zip(sources) {
         let weight = e.weight.unwrap_or(1.0);
         if stopped {
             entries.push(Entry {

@@ -40,7 +40,8 @@ pub fn check_source(file: &str, source: &str, vars: &HashMap<String, String>) ->
     while let Some(i) = rest.find("${") {
         rest = &rest[i + 2..];
         let Some(end) = rest.find('}') else { break };
-        size = size.saturating_add(vars.get(&rest[..end]).map_or(0, String::len));
+        let (name, _) = super::vars::split_placeholder(&rest[..end]);
+        size = size.saturating_add(vars.get(name).map_or(0, String::len));
         rest = &rest[end + 1..];
     }
     check_size(file, size, MAX_BYTES, true)

@@ -1,9 +1,21 @@
 //! Experiments: the domain model, the YAML parser and the bounds checked
-//! before parsing.
+//! before parsing. Each fault kind's YAML, domain type and wire form live in
+//! [`faults`]; each probe kind's in [`crate::probes`].
 
+pub mod durations;
+pub mod faults;
 pub mod limits;
 pub mod model;
 pub mod parse;
+pub mod peers;
+pub mod targets;
+pub mod tolerances;
+pub mod values;
+pub mod vars;
 
+pub use crate::probes::ProbeKind;
+pub use durations::fmt_duration;
+pub use faults::FaultKind;
 pub use model::*;
 pub use parse::{parse, Error as ParseError};
+pub use peers::Peers;

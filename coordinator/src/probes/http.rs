@@ -1,59 +1,166 @@
 //! `http` probe: one request; success is an expected status and, if set, a
 //! body matching the regex.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::experiment::HttpProbe;
+use regex::Regex;
+use serde::Deserialize;
 
-/// Sends the request and judges the response.
-pub async fn check(client: &reqwest::Client, p: &HttpProbe, timeout: Duration) -> Result<(), String> {
-    let method = reqwest::Method::from_bytes(p.method.as_bytes()).map_err(|e| e.to_string())?;
-    let mut req = client.request(method, &p.url).timeout(timeout);
-    for (k, v) in &p.headers {
-        req = req.header(k, v);
-    }
-    if let Some(body) = &p.body {
-        req = req.body(body.clone());
-    }
-    let resp = req.send().await.map_err(describe)?;
-    let status = resp.status().as_u16();
-    let ok_status = if p.expect_status.is_empty() {
-        (200..300).contains(&status)
-    } else {
-        p.expect_status.contains(&status)
-    };
-    if !ok_status {
-        return Err(format!("HTTP {status}"));
-    }
-    if let Some(re) = &p.body_match {
-        let body = resp.text().await.map_err(describe)?;
-        if !re.is_match(&body) {
-            return Err(format!("body does not match /{re}/"));
-        }
-    }
-    Ok(())
+use super::{Clients, Kind};
+use crate::experiment::values::{self, compile};
+
+/// Methods a probe may send.
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+#[derive(Debug, Clone)]
+pub struct HttpProbe {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Statuses that count as success; empty means any 2xx.
+    pub expect_status: Vec<u16>,
+    pub body_match: Option<Regex>,
 }
 
-/// A short, stable description of a request error for reports: the kind of
-/// failure rather than reqwest's nested chain.
-fn describe(e: reqwest::Error) -> String {
+/// Why a written `http` probe is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("http.url {0:?}: https is not supported yet; probe the service over plain http")]
+    Https(String),
+    #[error("http.url {0:?}: must start with http://")]
+    Scheme(String),
+    #[error("http.method {0:?}: use one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]
+    Method(String),
+    #[error("http.expect_status: {0} is not an HTTP status (100-599)")]
+    Status(u16),
+    #[error(transparent)]
+    Value(#[from] values::Error),
+}
+
+/// Why one request failed, in the short, stable words reports count.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Method(String),
+    #[error("timeout")]
+    Timeout,
+    #[error("connection refused")]
+    ConnectionRefused,
+    #[error("connection reset")]
+    ConnectionReset,
+    /// Another I/O error under the request, in the OS's words.
+    #[error("{0}")]
+    Io(String),
+    #[error("connect error")]
+    Connect,
+    /// Any other request error, in reqwest's words.
+    #[error("{0}")]
+    Request(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("body does not match /{0}/")]
+    BodyMismatch(Regex),
+}
+
+/// An `http` probe as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    url: String,
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    body: Option<String>,
+    #[serde(default)]
+    expect_status: Vec<u16>,
+    body_match: Option<String>,
+}
+
+impl Kind for HttpProbe {
+    const NAME: &'static str = "http";
+    type Raw = RawHttp;
+    type Error = Error;
+    type Failure = Failure;
+
+    fn from_raw(h: RawHttp) -> Result<Self, Error> {
+        if h.url.starts_with("https://") {
+            return Err(Error::Https(h.url));
+        }
+        if !h.url.starts_with("http://") {
+            return Err(Error::Scheme(h.url));
+        }
+        let method = h.method.unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+        if !METHODS.contains(&method.as_str()) {
+            return Err(Error::Method(method));
+        }
+        if let Some(bad) = h.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
+            return Err(Error::Status(*bad));
+        }
+        Ok(HttpProbe {
+            method,
+            url: h.url,
+            headers: h.headers,
+            body: h.body,
+            expect_status: h.expect_status,
+            body_match: h.body_match.map(|re| compile("http.body_match", &re)).transpose()?,
+        })
+    }
+
+    fn target(&self) -> String {
+        format!("{} {}", self.method, self.url)
+    }
+
+    /// Sends the request and judges the response.
+    async fn check(&self, clients: &Clients, timeout: Duration) -> Result<(), Failure> {
+        let method = reqwest::Method::from_bytes(self.method.as_bytes()).map_err(|e| Failure::Method(e.to_string()))?;
+        let mut req = clients.http.request(method, &self.url).timeout(timeout);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        if let Some(body) = &self.body {
+            req = req.body(body.clone());
+        }
+        let resp = req.send().await.map_err(describe)?;
+        let status = resp.status().as_u16();
+        let ok_status = if self.expect_status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expect_status.contains(&status)
+        };
+        if !ok_status {
+            return Err(Failure::Status(status));
+        }
+        if let Some(re) = &self.body_match {
+            let body = resp.text().await.map_err(describe)?;
+            if !re.is_match(&body) {
+                return Err(Failure::BodyMismatch(re.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kind of failure rather than reqwest's nested chain.
+fn describe(e: reqwest::Error) -> Failure {
     if e.is_timeout() {
-        return "timeout".into();
+        return Failure::Timeout;
     }
     let mut src: Option<&dyn std::error::Error> = Some(&e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-                _ => io.to_string(),
+                std::io::ErrorKind::ConnectionRefused => Failure::ConnectionRefused,
+                std::io::ErrorKind::ConnectionReset => Failure::ConnectionReset,
+                _ => Failure::Io(io.to_string()),
             };
         }
         src = s.source();
     }
     if e.is_connect() {
-        "connect error".into()
+        Failure::Connect
     } else {
-        e.to_string()
+        Failure::Request(e.to_string())
     }
 }

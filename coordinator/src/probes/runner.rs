@@ -8,7 +8,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::experiment::{Probe, ProbeKind};
+use super::{Clients, Failure};
+use crate::experiment::Probe;
 use crate::outcome::Phase;
 use crate::stats::Sample;
 
@@ -16,18 +17,12 @@ use crate::stats::Sample;
 pub type Samples = Arc<Mutex<Vec<Vec<Sample>>>>;
 
 /// Runs one check of `probe`.
-pub async fn check_once(client: &reqwest::Client, probe: &Probe) -> Result<(), String> {
-    let fut = async {
-        match &probe.kind {
-            ProbeKind::Http(h) => super::http::check(client, h, probe.timeout).await,
-            ProbeKind::Tcp(t) => super::tcp::check(t, probe.timeout).await,
-            ProbeKind::Command(c) => super::command::check(c, probe.timeout).await,
-        }
-    };
+pub async fn check_once(clients: &Clients, probe: &Probe) -> Result<(), Failure> {
+    let fut = probe.kind.check(clients, probe.timeout);
     // Belt and braces: every kind has its own timeout, this bounds them all.
     match tokio::time::timeout(probe.timeout + Duration::from_millis(50), fut).await {
         Ok(r) => r,
-        Err(_) => Err("timeout".into()),
+        Err(_) => Err(Failure::Timeout),
     }
 }
 
@@ -39,11 +34,13 @@ pub fn start(
     stop: CancellationToken,
 ) -> (Samples, Vec<tokio::task::JoinHandle<()>>) {
     let samples: Samples = Arc::new(Mutex::new(vec![Vec::new(); probes.len()]));
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .user_agent(concat!("faultline/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default();
+    let clients = Clients {
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .user_agent(concat!("faultline/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default(),
+    };
     let tasks = probes
         .iter()
         .cloned()
@@ -52,7 +49,7 @@ pub fn start(
             let samples = samples.clone();
             let phase = phase.clone();
             let stop = stop.clone();
-            let client = client.clone();
+            let clients = clients.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(probe.interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -64,7 +61,7 @@ pub fn start(
                     let t0 = Instant::now();
                     let result = tokio::select! {
                         _ = stop.cancelled() => break,
-                        r = check_once(&client, &probe) => r,
+                        r = check_once(&clients, &probe) => r,
                     };
                     let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
                     // A sample belongs to the phase in which its result is
@@ -79,7 +76,7 @@ pub fn start(
                             phase: *phase.borrow(),
                             ok: result.is_ok(),
                             latency_ms,
-                            error: result.err(),
+                            error: result.err().map(|e| e.to_string()),
                         };
                         all[i].push(sample);
                     }
@@ -93,7 +90,9 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::{CommandProbe, TcpProbe};
+    use crate::probes::command::CommandProbe;
+    use crate::probes::tcp::TcpProbe;
+    use crate::probes::ProbeKind;
 
     fn probe(kind: ProbeKind) -> Probe {
         Probe {
@@ -108,40 +107,49 @@ mod tests {
 
     #[tokio::test]
     async fn command_probe_checks_exit_code_and_stdout() {
-        let c = reqwest::Client::new();
+        let c = Clients::default();
         let ok = probe(ProbeKind::Command(CommandProbe {
             run: "echo ready".into(),
             exit_code: 0,
             stdout_match: Some(regex::Regex::new("^ready").unwrap()),
         }));
-        assert_eq!(check_once(&c, &ok).await, Ok(()));
+        assert_eq!(check_once(&c, &ok).await.map_err(|e| e.to_string()), Ok(()));
         let bad = probe(ProbeKind::Command(CommandProbe {
             run: "exit 3".into(),
             exit_code: 0,
             stdout_match: None,
         }));
-        assert_eq!(check_once(&c, &bad).await, Err("exit code 3, expected 0".into()));
+        assert_eq!(
+            check_once(&c, &bad).await.map_err(|e| e.to_string()),
+            Err("exit code 3, expected 0".into())
+        );
         let slow = probe(ProbeKind::Command(CommandProbe {
             run: "sleep 5".into(),
             exit_code: 0,
             stdout_match: None,
         }));
-        assert_eq!(check_once(&c, &slow).await, Err("timeout".into()));
+        assert_eq!(
+            check_once(&c, &slow).await.map_err(|e| e.to_string()),
+            Err("timeout".into())
+        );
     }
 
     #[tokio::test]
     async fn tcp_probe_tells_open_from_refused() {
-        let c = reqwest::Client::new();
+        let c = Clients::default();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = probe(ProbeKind::Tcp(TcpProbe {
             address: l.local_addr().unwrap().to_string(),
         }));
-        assert_eq!(check_once(&c, &open).await, Ok(()));
+        assert_eq!(check_once(&c, &open).await.map_err(|e| e.to_string()), Ok(()));
         let port = l.local_addr().unwrap().port();
         drop(l);
         let closed = probe(ProbeKind::Tcp(TcpProbe {
             address: format!("127.0.0.1:{port}"),
         }));
-        assert_eq!(check_once(&c, &closed).await, Err("connection refused".into()));
+        assert_eq!(
+            check_once(&c, &closed).await.map_err(|e| e.to_string()),
+            Err("connection refused".into())
+        );
     }
 }

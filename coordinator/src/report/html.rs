@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::junit::escape;
-use super::model::{ProbeReport, Report};
+use super::model::{ProbeReport, Report, TargetReport};
 use crate::outcome::Phase;
 use crate::stats::PhaseStats;
 
@@ -277,7 +277,7 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
             );
         }
     }
-    o.push_str("</table><h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th></tr>");
+    o.push_str("</table><h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th><th>observed</th></tr>");
     for f in &r.faults {
         for t in &f.targets {
             let at = |v: Option<u64>| {
@@ -286,7 +286,7 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
             };
             let _ = write!(
                 o,
-                "<tr><td>{} <small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{} <small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&f.name),
                 escape(&f.summary),
                 escape(&t.agent_id),
@@ -295,7 +295,8 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
                 at(t.injected_at_ms),
                 at(t.restored_at_ms),
                 escape(t.restored_by.as_deref().unwrap_or("–")),
-                escape(&t.detail)
+                escape(&t.detail),
+                observed(t)
             );
         }
     }
@@ -325,4 +326,17 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
     }
     o.push_str("</body></html>\n");
     o
+}
+
+/// What the agent observed of one fault on one target, kind-agnostic:
+/// peers, objects, figures and notes, one per line.
+fn observed(t: &TargetReport) -> String {
+    let mut lines = Vec::new();
+    if !t.peers.is_empty() {
+        lines.push(format!("peers {}", t.peers.join(", ")));
+    }
+    lines.extend(t.objects.iter().cloned());
+    lines.extend(t.figures.iter().map(ToString::to_string));
+    lines.extend(t.notes.iter().cloned());
+    lines.iter().map(|l| escape(l)).collect::<Vec<_>>().join("<br>")
 }

@@ -118,6 +118,20 @@ pub fn render(r: &Report) -> String {
     ] {
         let _ = writeln!(o, r#"      <property name="{k}" value="{}"/>"#, escape(v));
     }
+    // What each fault's kind observed on each target, one property per
+    // figure: `fault.<fault>.<agent>.<figure>`.
+    for f in &r.faults {
+        for t in &f.targets {
+            for fig in &t.figures {
+                let _ = writeln!(
+                    o,
+                    r#"      <property name="{}" value="{}"/>"#,
+                    escape(&format!("fault.{}.{}.{}", f.name, t.agent_id, fig.name)),
+                    escape(&fig.quantity())
+                );
+            }
+        }
+    }
     let _ = writeln!(o, "    </properties>");
     for c in &cases {
         let open = format!(

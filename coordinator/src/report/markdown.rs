@@ -189,25 +189,12 @@ fn faults(o: &mut String, r: &Report) {
             if !t.objects.is_empty() {
                 let _ = writeln!(o, "- {}: kernel objects {}", t.agent_id, t.objects.join("; "));
             }
-            if let (Some(d), Some(x)) = (t.packets_delayed, t.packets_dropped) {
-                let _ = writeln!(o, "- {}: {d} packets delayed, {x} dropped", t.agent_id);
+            if !t.figures.is_empty() {
+                let figures: Vec<String> = t.figures.iter().map(ToString::to_string).collect();
+                let _ = writeln!(o, "- {}: {}", t.agent_id, figures.join(", "));
             }
-            for k in &t.killed {
-                let _ = writeln!(o, "- {}: killed pid {} ({}) `{}`", t.agent_id, k.pid, k.name, k.cmdline);
-            }
-            if let (Some(ms), Some(pid)) = (t.reappeared_after_ms, t.reappeared_pid) {
-                let _ = writeln!(
-                    o,
-                    "- {}: a matching process reappeared after {} (pid {pid})",
-                    t.agent_id,
-                    secs(ms)
-                );
-            } else if !t.killed.is_empty() {
-                let _ = writeln!(
-                    o,
-                    "- {}: no matching process reappeared while the fault was active",
-                    t.agent_id
-                );
+            for n in &t.notes {
+                let _ = writeln!(o, "- {}: {n}", t.agent_id);
             }
         }
         let _ = writeln!(o);

@@ -173,6 +173,49 @@ pub struct TargetReport {
     pub packets_delayed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packets_dropped: Option<u64>,
+    /// Every kind: the numbers its observation carried (packets delayed,
+    /// bytes written, processes killed, ...), named by the kind. Reports
+    /// render them without knowing the kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+    /// Every kind: what its observation said, in words (a killed process,
+    /// whether a matching one reappeared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One number a fault kind observed on a target, e.g. 1200 packets delayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    /// What was counted or measured, in the kind's words (`delayed`,
+    /// `written`, `used after`); stable, so scripts may pick a figure by it.
+    pub name: String,
+    pub value: f64,
+    /// Unit of `value`: `packets`, `bytes`, `%`, `ms`, `processes`, `networks`.
+    pub unit: String,
+}
+
+impl Figure {
+    /// The value with its unit: `1200 packets`, `91.5%`.
+    pub fn quantity(&self) -> String {
+        let value = if self.value.fract() == 0.0 && self.value.abs() < 1e15 {
+            format!("{}", self.value as i64)
+        } else {
+            format!("{:.1}", self.value)
+        };
+        match self.unit.as_str() {
+            "" => value,
+            "%" => format!("{value}%"),
+            unit => format!("{value} {unit}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Figure {
+    /// `delayed: 1200 packets`, `used after: 91.5%`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.quantity())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,142 @@
+//! Tolerances as written under a probe: `success_rate`, or `latency` with
+//! an absolute `max` or a `factor`/`plus` relative to the baseline, and the
+//! `guardrail`/`window` marking that also checks one live.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::durations::{fmt_duration, Dur, DEFAULT_GUARDRAIL_WINDOW, MAX_LATENCY_BOUND, MAX_WINDOW};
+use super::model::{Percentile, Tolerance};
+use super::values::RawRate;
+
+/// Why a written tolerance is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("tolerance success_rate {0:?}: write a fraction (0.95) or a percentage (\"95%\")")]
+    RateText(String),
+    #[error("tolerance success_rate {0}: must be within 0..1 (or 0%..100%)")]
+    RateRange(f64),
+    #[error("tolerance latency.percentile {0:?}: use one of p50, p90, p99, max")]
+    Percentile(String),
+    #[error("tolerance latency.{field} {}: longer than the limit of {}", fmt_duration(*.value), fmt_duration(MAX_LATENCY_BOUND))]
+    BoundTooLong { field: &'static str, value: Duration },
+    #[error("tolerance latency: set max (absolute, e.g. max: 250ms) or factor and/or plus (relative to the baseline)")]
+    NoBound,
+    #[error("tolerance latency.factor {0}: must be at least 1.0")]
+    Factor(f64),
+    #[error(
+        "tolerance latency: max is absolute and cannot be combined with factor/plus (relative); write two tolerances"
+    )]
+    AbsoluteAndRelative,
+    #[error("a tolerance sets exactly one of success_rate or latency")]
+    NotExactlyOne,
+    #[error("tolerance window: must be at least 100ms")]
+    WindowTooShort,
+    #[error("tolerance window: {} is longer than the limit of {}", fmt_duration(*.0), fmt_duration(MAX_WINDOW))]
+    WindowTooLong(Duration),
+    #[error("tolerance window: only applies to a guardrail; add guardrail: true")]
+    WindowWithoutGuardrail,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTolerance {
+    success_rate: Option<RawRate>,
+    latency: Option<RawLatency>,
+    guardrail: Option<bool>,
+    window: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLatency {
+    percentile: String,
+    max: Option<Dur>,
+    factor: Option<f64>,
+    plus: Option<Dur>,
+}
+
+/// A tolerance as written, with its guardrail marking.
+pub(crate) struct ToleranceSpec {
+    pub tolerance: Tolerance,
+    /// The guardrail's window, for a tolerance marked `guardrail: true`.
+    pub guardrail: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for ToleranceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut raw = RawTolerance::deserialize(d)?;
+        let guard = raw.guardrail.take();
+        let window = raw.window.take();
+        let tolerance = Tolerance::try_from(raw).map_err(serde::de::Error::custom)?;
+        let guardrail = match (guard, window) {
+            (Some(true), w) => {
+                let w = w.map(|d| d.0).unwrap_or(DEFAULT_GUARDRAIL_WINDOW);
+                if w < Duration::from_millis(100) {
+                    return Err(serde::de::Error::custom(Error::WindowTooShort));
+                }
+                if w > MAX_WINDOW {
+                    return Err(serde::de::Error::custom(Error::WindowTooLong(w)));
+                }
+                Some(w)
+            }
+            (_, Some(_)) => return Err(serde::de::Error::custom(Error::WindowWithoutGuardrail)),
+            _ => None,
+        };
+        Ok(ToleranceSpec { tolerance, guardrail })
+    }
+}
+
+impl TryFrom<RawTolerance> for Tolerance {
+    type Error = Error;
+
+    fn try_from(r: RawTolerance) -> Result<Self, Error> {
+        match (r.success_rate, r.latency) {
+            (Some(rate), None) => {
+                let min = match rate {
+                    RawRate::Fraction(f) => f,
+                    RawRate::Text(t) => match RawRate::percent_text(&t) {
+                        Some(p) => p / 100.0,
+                        None => return Err(Error::RateText(t)),
+                    },
+                };
+                if !(0.0..=1.0).contains(&min) {
+                    return Err(Error::RateRange(min));
+                }
+                Ok(Tolerance::SuccessRate { min })
+            }
+            (None, Some(l)) => {
+                let percentile = match l.percentile.to_ascii_lowercase().as_str() {
+                    "p50" | "median" => Percentile::P50,
+                    "p90" => Percentile::P90,
+                    "p99" => Percentile::P99,
+                    "max" => Percentile::Max,
+                    other => return Err(Error::Percentile(other.to_string())),
+                };
+                for (field, d) in [("max", l.max), ("plus", l.plus)] {
+                    if let Some(d) = d.filter(|d| d.0 > MAX_LATENCY_BOUND) {
+                        return Err(Error::BoundTooLong { field, value: d.0 });
+                    }
+                }
+                match (l.max, l.factor, l.plus) {
+                    (Some(max), None, None) => Ok(Tolerance::Latency { percentile, max: max.0 }),
+                    (None, None, None) => Err(Error::NoBound),
+                    (None, factor, plus) => {
+                        let factor = factor.unwrap_or(1.0);
+                        if !(factor >= 1.0 && factor.is_finite()) {
+                            return Err(Error::Factor(factor));
+                        }
+                        Ok(Tolerance::RelativeLatency {
+                            percentile,
+                            factor,
+                            plus: plus.map(|d| d.0).unwrap_or(Duration::ZERO),
+                        })
+                    }
+                    (Some(_), _, _) => Err(Error::AbsoluteAndRelative),
+                }
+            }
+            _ => Err(Error::NotExactlyOne),
+        }
+    }
+}
