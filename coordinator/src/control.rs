@@ -384,7 +384,7 @@ impl Control for ControlService {
     async fn stop(&self, req: Request<v1::StopRequest>) -> Result<Response<v1::StopResponse>, Status> {
         let who = self.security.control_caller(&req)?;
         let r = req.into_inner();
-        let when = engine::rfc3339_now();
+        let when = crate::timestamp::rfc3339_now();
         let reason = if r.reason.is_empty() {
             format!("emergency stop at {when}")
         } else {

@@ -11,7 +11,7 @@
 //! - [`planner`]: target selection and blast-radius checks.
 //! - [`preview`]: dry-run Injects, so `plan` shows what each agent would do.
 //! - [`policy`]: the coordinator's policy file (fleet-wide limits).
-//! - [`engine`]: the run engine, phase by phase.
+//! - [`engine`]: the run engine, one concept per file (phases, placements, leases, guardrails, judging, report assembly).
 //! - [`probes`]: http, tcp and command probes and their sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
 //! - [`verdict`]: tolerance checks.
@@ -27,6 +27,7 @@
 //! - [`certs`]: the CA and role-marked certificates `faultline certs` makes.
 //! - [`server`]: serving both services with graceful shutdown.
 //! - [`outcome`]: phases, outcomes and exit codes.
+//! - [`timestamp`]: the RFC 3339 timestamps of reports, tables and stored runs.
 //! - [`local`]: local mode (in-process coordinator + agent).
 //! - [`cli`]: the `faultline` command line, one subcommand per file.
 
@@ -52,6 +53,7 @@ pub mod security;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod timestamp;
 pub mod verdict;
 
 pub use outcome::{Outcome, Phase};

@@ -505,8 +505,8 @@ pub fn interrupted_report(run: &RunRow, events: &[EventRow]) -> Report {
         outcome: Outcome::Error,
         exit_code: Outcome::Error.exit_code(),
         reason: format!("interrupted: {why}"),
-        started_at: crate::cli::common::rfc3339_ms(run.started_unix_ms),
-        finished_at: crate::cli::common::rfc3339_ms(finished),
+        started_at: crate::timestamp::rfc3339_ms(run.started_unix_ms),
+        finished_at: crate::timestamp::rfc3339_ms(finished),
         duration_ms: finished.saturating_sub(run.started_unix_ms),
         aborted_by: None,
         phases,
@@ -515,7 +515,7 @@ pub fn interrupted_report(run: &RunRow, events: &[EventRow]) -> Report {
         events: events
             .iter()
             .map(|e| EventReport {
-                at: crate::cli::common::rfc3339_ms(e.at_unix_ms),
+                at: crate::timestamp::rfc3339_ms(e.at_unix_ms),
                 kind: e.kind.clone(),
                 text: e.text.clone(),
             })

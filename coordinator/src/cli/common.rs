@@ -12,13 +12,7 @@ use crate::outcome::Outcome;
 /// Default coordinator address for subcommands that need one.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7700";
 
-/// Unix milliseconds as RFC 3339 UTC, for tables.
-pub fn rfc3339_ms(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use crate::timestamp::rfc3339_ms;
 
 /// Prints `msg` on stderr prefixed with `faultline: `.
 pub fn eprint_err(msg: impl std::fmt::Display) {
