@@ -402,14 +402,14 @@ impl ExperimentArgs {
 }
 
 /// Where to send Control calls: a given coordinator, or a local one started
-/// here (stopped by [`Target::stop`]).
-pub struct Target {
+/// here (stopped by [`CoordinatorAddr::stop`]).
+pub struct CoordinatorAddr {
     pub url: String,
     #[cfg(feature = "local")]
     local: Option<crate::local::Local>,
 }
 
-impl Target {
+impl CoordinatorAddr {
     /// Uses `coordinator`, or starts local mode with `agent`. On error
     /// prints it and returns the exit code (5).
     pub async fn open(
@@ -418,9 +418,9 @@ impl Target {
         policy: crate::policy::Policy,
         store: StoreChoice,
         quiet: bool,
-    ) -> Result<Target, i32> {
+    ) -> Result<CoordinatorAddr, i32> {
         if let Some(url) = coordinator {
-            return Ok(Target {
+            return Ok(CoordinatorAddr {
                 url,
                 #[cfg(feature = "local")]
                 local: None,
@@ -437,7 +437,7 @@ impl Target {
                             l.url
                         );
                     }
-                    Ok(Target {
+                    Ok(CoordinatorAddr {
                         url: l.url.clone(),
                         local: Some(l),
                     })
