@@ -451,7 +451,7 @@ impl Control for ControlService {
             tokio::task::spawn_blocking(move || crate::schedule::Timing::new(&cron, &tz, window.as_deref()))
                 .await
                 .map_err(|_| Status::internal("the schedule check failed"))?
-                .map_err(Status::invalid_argument)?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
         };
         let now = faultline_proto::now_unix_ms();
         let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);

@@ -281,7 +281,7 @@ mod tests {
         // Like after a broken stream: commands to it fail, and the same id
         // may register again.
         let e = registry.send("quiet", v1::CoordinatorMessage::default()).unwrap_err();
-        assert!(e.contains("not connected"), "{e}");
+        assert!(e.to_string().contains("not connected"), "{e}");
         let (_in2, _out2, _t2) = start(&registry, "quiet");
         drop(in_tx);
     }

@@ -181,9 +181,9 @@ impl Coordinator {
             let runs = self.runs.clone();
             let submit: crate::schedule::Submit = Arc::new(move |s: &crate::store::ScheduleRow| {
                 if let Some(why) = c.runs.stopped() {
-                    return Err(format!("the coordinator is stopped ({why})"));
+                    return Err(crate::control::Error::Stopped(why));
                 }
-                let exp = crate::experiment::parse(&s.source, &s.yaml, &s.vars).map_err(|e| e.to_string())?;
+                let exp = crate::experiment::parse(&s.source, &s.yaml, &s.vars)?;
                 let (id, mut rx) = c.start_run(exp, s.source.clone(), &format!("schedule:{}", s.id));
                 // Nobody follows a scheduled run's stream; the store does.
                 tokio::spawn(async move { while rx.recv().await.is_some() {} });

@@ -396,7 +396,7 @@ impl ExperimentArgs {
                 "--policy applies to local mode; a remote coordinator plans within its own (faultline serve --policy)"
                     .into(),
             )),
-            (Some(path), None) => crate::policy::Policy::load(path).map_err(fail),
+            (Some(path), None) => crate::policy::Policy::load(path).map_err(|e| fail(e.to_string())),
         }
     }
 }

@@ -178,22 +178,20 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                         objects: Vec::new(),
                         packets: None,
                     };
-                    let msg = v1::CoordinatorMessage {
-                        msg: Some(v1::coordinator_message::Msg::Inject(v1::Inject {
-                            fault_id: fault_id.clone(),
-                            run_id: run_id.clone(),
-                            spec: Some(spec_to_wire(
-                                &pf.fault.kind,
-                                pf.peers.get(ti).map(Vec::as_slice).unwrap_or(&[]),
-                            )),
-                            lease_ms: exp.lease.as_millis() as u64,
-                            dry_run: false,
-                        })),
+                    let inject = v1::Inject {
+                        fault_id: fault_id.clone(),
+                        run_id: run_id.clone(),
+                        spec: Some(spec_to_wire(
+                            &pf.fault.kind,
+                            pf.peers.get(ti).map(Vec::as_slice).unwrap_or(&[]),
+                        )),
+                        lease_ms: exp.lease.as_millis() as u64,
+                        dry_run: false,
                     };
                     sent.push(&agent.agent_id, &fault_id);
-                    if let Err(e) = registry.send(&agent.agent_id, msg) {
+                    if let Err(e) = registry.inject(&agent.agent_id, inject) {
                         t.state = TargetState::Failed;
-                        t.detail = e;
+                        t.detail = e.to_string();
                     }
                     targets.push(t);
                 }
