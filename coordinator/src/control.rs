@@ -105,8 +105,8 @@ pub struct ControlService {
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
-    /// Runs in flight and who follows them (`Follow`).
-    pub followers: Arc<crate::follow::Followers>,
+    /// The one path of every run's events: store, followers, client.
+    pub events: Arc<crate::events::EventLog>,
 }
 
 /// Longest a Control call waits for an experiment to be parsed, waiting
@@ -193,42 +193,13 @@ impl ControlService {
             &run_id,
             &format!("experiment {} from {source_name}", exp.name),
         );
-        if let Err(e) = self
-            .store
-            .run_started(&run_id, &exp.name, &source_name, faultline_proto::now_unix_ms())
-        {
-            tracing::warn!(err = %e, "cannot record the run in the store");
-        }
         let (tx, rx) = mpsc::channel(1024);
-        // The engine's events pass through here on their way to the client,
-        // so the store sees them even if the client goes away.
-        let (engine_tx, mut engine_rx) = mpsc::channel::<v1::RunEvent>(1024);
-        let store = self.store.clone();
-        let forward_tx = tx.clone();
-        // Followers see every event after the store has it (see `follow`).
-        let followers = self.followers.clone();
-        followers.open(&run_id);
-        let followed = run_id.clone();
-        self.tracker.spawn(async move {
-            while let Some(ev) = engine_rx.recv().await {
-                let stored = match stored_event(&ev) {
-                    Some((kind, text)) => matches!(
-                        store.event(&ev.run_id, faultline_proto::now_unix_ms(), kind, &text),
-                        Ok(true)
-                    ),
-                    None => false,
-                };
-                followers.publish(&followed, stored, &ev);
-                let _ = forward_tx.send(ev).await;
-            }
-            followers.close(&followed);
-        });
+        let (events, writer) = self.events.open(&run_id, &exp.name, &source_name, tx);
+        self.tracker.spawn(writer);
         let registry = self.registry.clone();
         let runs = self.runs.clone();
         let policy = self.policy.clone();
-        let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let tx = engine_tx;
         self.tracker.spawn(async move {
             let out = engine::execute_with(
                 RunInput {
@@ -236,7 +207,7 @@ impl ControlService {
                     experiment: exp,
                     source_name,
                     registry,
-                    events: tx.clone(),
+                    events: events.clone(),
                     cancel,
                     abort_reason: reason,
                     policy,
@@ -246,26 +217,10 @@ impl ControlService {
                 body,
             )
             .await;
-            let r = out.report;
-            metrics.inc("faultline_runs_total", &[("outcome", r.outcome.as_str())]);
-            let finished = v1::RunFinished {
-                outcome: r.outcome.to_string(),
-                exit_code: r.exit_code,
-                reason: r.reason.clone(),
-                report_json: serde_json::to_string(&r).unwrap_or_default(),
-            };
-            let elapsed_ms = r.duration_ms;
-            if let Err(e) = store.run_finished(&r, faultline_proto::now_unix_ms()) {
-                tracing::warn!(err = %e, "cannot record the run's report in the store");
-            }
-            runs.finish(&run_id, r);
-            let _ = tx
-                .send(v1::RunEvent {
-                    run_id,
-                    elapsed_ms,
-                    event: Some(v1::run_event::Event::Finished(finished)),
-                })
-                .await;
+            let report = Arc::new(out.report);
+            metrics.inc("faultline_runs_total", &[("outcome", report.outcome.as_str())]);
+            runs.finish(&run_id, report.clone());
+            events.finish(report);
         });
         (run_id_out, rx)
     }
@@ -278,22 +233,6 @@ impl ControlService {
             tracing::warn!(err = %e, %action, "cannot write the audit log");
         }
     }
-}
-
-/// What of a run event goes into the store.
-fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
-    use v1::run_event::Event;
-    Some(match ev.event.as_ref()? {
-        Event::Started(s) => ("started", s.experiment.clone()),
-        Event::Phase(p) => ("phase", p.phase.clone()),
-        Event::Fault(f) => (
-            "fault",
-            faultline_proto::fault_status_line(&f.agent_id, f.status.as_ref()?),
-        ),
-        Event::Log(l) => ("log", l.message.clone()),
-        Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
-        Event::Probe(_) => return None,
-    })
 }
 
 #[tonic::async_trait]
@@ -613,7 +552,7 @@ impl Control for ControlService {
         let r = req.into_inner();
         faultline_proto::ids::validate_run_id(&r.run_id).map_err(Error::from)?;
         let (tx, rx) = mpsc::channel(64);
-        let task = crate::follow::follow(self.store.clone(), &self.followers, &r.run_id, r.from_event, tx)
+        let task = crate::follow::follow(self.store.clone(), self.events.followers(), &r.run_id, r.from_event, tx)
             .map_err(Error::from)?;
         // Not on the tracker: shutdown waits for runs, not for readers; a
         // live follow ends with its run anyway.

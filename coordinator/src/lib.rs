@@ -21,6 +21,7 @@
 //! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
+//! - [`events`]: the one path of a run's events (store, then followers, then the client).
 //! - [`follow`]: following a run's stored and live events (`Control.Follow`).
 //! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
 //! - [`security`]: mTLS and bearer tokens: who may call which service.
@@ -35,6 +36,7 @@ pub mod certs;
 pub mod cli;
 pub mod control;
 pub mod engine;
+pub mod events;
 pub mod experiment;
 pub mod follow;
 pub mod link;

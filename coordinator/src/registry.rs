@@ -287,23 +287,22 @@ impl Registry {
     /// Delivers a status to the run that owns it: the run its `run_id`
     /// names, or, for a status without one (e.g. the ack of a restore of an
     /// already-gone fault), the run that sent the fault's Inject through
-    /// [`Registry::inject`]. False if no run in flight owns it (the caller
-    /// records it elsewhere).
-    pub fn route(&self, agent_id: &str, status: v1::FaultStatus) -> bool {
+    /// [`Registry::inject`]. Hands the status back if no run in flight
+    /// takes it (the caller records it elsewhere).
+    pub fn route(&self, agent_id: &str, status: v1::FaultStatus) -> Option<v1::FaultStatus> {
         let inner = self.lock();
         let route = inner
             .runs
             .get(&status.run_id)
             .or_else(|| inner.faults.get(&status.fault_id).and_then(|run| inner.runs.get(run)));
-        match route {
-            Some(Route { tx, .. }) => tx
-                .send(StatusFromAgent {
-                    agent_id: agent_id.to_string(),
-                    status,
-                })
-                .is_ok(),
-            None => false,
-        }
+        let Some(Route { tx, .. }) = route else {
+            return Some(status);
+        };
+        let sent = StatusFromAgent {
+            agent_id: agent_id.to_string(),
+            status,
+        };
+        tx.send(sent).err().map(|e| e.0.status)
     }
 
     /// Watches connects and disconnects.
@@ -365,8 +364,12 @@ mod tests {
             Some(v1::coordinator_message::Msg::Inject(_))
         ));
         // With the run id, and without one (found by the fault id).
-        assert!(registry.route("a1", status("fault-not-named-after-its-run", "r1")));
-        assert!(registry.route("a1", status("fault-not-named-after-its-run", "")));
+        assert!(registry
+            .route("a1", status("fault-not-named-after-its-run", "r1"))
+            .is_none());
+        assert!(registry
+            .route("a1", status("fault-not-named-after-its-run", ""))
+            .is_none());
         for _ in 0..2 {
             let got = run.try_recv().expect("the run got the status");
             assert_eq!(
@@ -376,11 +379,13 @@ mod tests {
         }
         // A fault id that merely starts with a run id routes nowhere: ids
         // carry no meaning, only the Inject does.
-        assert!(!registry.route("a1", status("r1-1", "")));
+        assert!(registry.route("a1", status("r1-1", "")).is_some());
         // Once the run unsubscribes, its faults are forgotten.
         registry.unsubscribe("r1");
         let _other = registry.subscribe("r2");
-        assert!(!registry.route("a1", status("fault-not-named-after-its-run", "")));
+        assert!(registry
+            .route("a1", status("fault-not-named-after-its-run", ""))
+            .is_some());
     }
 
     #[test]

@@ -156,10 +156,11 @@ impl Coordinator {
             Ok(_) => {}
             Err(e) => warn!(err = %e, "cannot mark interrupted runs"),
         }
+        let events = Arc::new(crate::events::EventLog::new(self.store.clone()));
         let link = AgentLinkService {
             registry: self.registry.clone(),
             shutdown: links_token.clone(),
-            store: self.store.clone(),
+            events: events.clone(),
             security: self.security.clone(),
             heartbeat_interval: self.heartbeat_interval,
         };
@@ -173,7 +174,7 @@ impl Coordinator {
             security: self.security.clone(),
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
-            followers: Default::default(),
+            events,
         };
         // The scheduler starts runs the way SubmitRun does.
         {

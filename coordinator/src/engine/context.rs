@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use faultline_proto::v1;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::events::RunEvents;
 use crate::outcome::Phase;
 use crate::report::PhaseSpan;
 
@@ -18,7 +19,7 @@ pub(super) struct Ctx {
     pub(super) restore_sent_ms: u64,
     pub(super) run_id: String,
     pub(super) start: Instant,
-    pub(super) events: mpsc::Sender<v1::RunEvent>,
+    pub(super) events: RunEvents,
     pub(super) phase_tx: watch::Sender<Phase>,
     pub(super) phases: Vec<PhaseSpan>,
 }
@@ -30,14 +31,11 @@ impl Ctx {
 
     pub(super) async fn emit(&self, event: v1::run_event::Event) {
         // A client that went away does not stop the run.
-        let _ = self
-            .events
-            .send(v1::RunEvent {
-                run_id: self.run_id.clone(),
-                elapsed_ms: self.elapsed_ms(),
-                event: Some(event),
-            })
-            .await;
+        self.events.send(v1::RunEvent {
+            run_id: self.run_id.clone(),
+            elapsed_ms: self.elapsed_ms(),
+            event: Some(event),
+        });
     }
 
     pub(super) async fn log(&self, message: String) {

@@ -27,10 +27,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_proto::v1;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::RunEvents;
 use crate::experiment::Experiment;
 use crate::policy::Policy;
 use crate::registry::Registry;
@@ -69,7 +68,8 @@ pub struct RunInput {
     pub experiment: Experiment,
     pub source_name: String,
     pub registry: Arc<Registry>,
-    pub events: mpsc::Sender<v1::RunEvent>,
+    /// Where the run's events go (store, followers, client).
+    pub events: RunEvents,
     pub cancel: CancellationToken,
     pub abort_reason: AbortReason,
     /// The coordinator's policy.

@@ -82,15 +82,13 @@ pub async fn execute_with(input: RunInput, body: Body) -> RunOutput {
         targets.len()
     );
     let elapsed_ms = start.elapsed().as_millis() as u64;
-    let _ = events
-        .send(v1::RunEvent {
-            run_id: run_id.clone(),
-            elapsed_ms,
-            event: Some(v1::run_event::Event::Log(v1::LogLine {
-                message: reason.clone(),
-            })),
-        })
-        .await;
+    events.send(v1::RunEvent {
+        run_id: run_id.clone(),
+        elapsed_ms,
+        event: Some(v1::run_event::Event::Log(v1::LogLine {
+            message: reason.clone(),
+        })),
+    });
     RunOutput {
         report: Report {
             schema_version: SCHEMA_VERSION,
@@ -159,17 +157,18 @@ mod tests {
                 agent_tx,
             )
             .expect("a new agent id registers");
+        let store = Arc::new(crate::store::Store::in_memory().unwrap());
         let control = crate::control::ControlService {
             schedules_changed: Arc::default(),
             registry,
             runs: Arc::default(),
             policy: Arc::new(Policy::parse("p.yaml", "max_concurrent_runs: 1\n").unwrap()),
-            store: Arc::new(crate::store::Store::in_memory().unwrap()),
+            store: store.clone(),
             metrics: faultline_proto::metrics::Metrics::new(),
             security: Arc::default(),
             shutdown: CancellationToken::new(),
             tracker: tokio_util::task::TaskTracker::new(),
-            followers: Arc::default(),
+            events: Arc::new(crate::events::EventLog::new(store.clone())),
         };
         let (run_id, mut rx) = control.start_run_with(exp(), "t.yaml".into(), "test", panicking_body);
         let finished = loop {

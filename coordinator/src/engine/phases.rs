@@ -346,9 +346,11 @@ mod tests {
 
     use crate::engine::testing::acking_agent;
     use crate::engine::{execute, AbortReason, RunInput};
+    use crate::events::EventLog;
     use crate::outcome::Phase;
     use crate::policy::Policy;
     use crate::registry::Registry;
+    use crate::store::Store;
 
     #[tokio::test]
     async fn the_report_baseline_and_the_steady_check_count_the_same_samples() {
@@ -362,8 +364,11 @@ mod tests {
             &HashMap::new(),
         )
         .unwrap();
-        let (events, mut rx) = mpsc::channel(1024);
+        let (client, mut rx) = mpsc::channel(1024);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let log = Arc::new(EventLog::new(Arc::new(Store::in_memory().unwrap())));
+        let (events, writer) = log.open("r-same-samples", "t", "t.yaml", client);
+        tokio::spawn(writer);
         let out = execute(RunInput {
             run_id: "r-same-samples".into(),
             experiment: exp,
