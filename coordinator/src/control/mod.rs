@@ -1,9 +1,11 @@
 //! The `Control` service: what the CLI, CI and schedules call.
+//!
+//! Layout:
+//! - `error`: errors of Control calls and their gRPC codes.
+//! - `parsing`: parsing submitted experiments off the runtime, bounded.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use faultline_proto::v1::{self, control_server::Control};
 use futures::Stream;
@@ -15,80 +17,21 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+mod error;
+mod parsing;
+
+pub use error::{Error, RUN_STATUSES};
+use parsing::parse_source;
+pub use parsing::{parse_off_runtime, PARSE_TIME_LIMIT};
+
 use crate::engine::{self, RunInput};
-use crate::experiment::{self, Experiment};
-use crate::outcome::Outcome;
+use crate::experiment::Experiment;
 use crate::planner;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::report;
 use crate::runs::Runs;
 use crate::store::{Store, Stored};
-
-/// Errors of Control calls.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("request has no experiment source")]
-    NoSource,
-    #[error("{0}")]
-    Parse(#[from] experiment::ParseError),
-    #[error("the experiment was not parsed within {0:?} (the coordinator is busy parsing other experiments, or this one is too large)")]
-    ParseTimeout(Duration),
-    #[error("the experiment parser failed on this document")]
-    ParserFailed,
-    #[error("{0}")]
-    Plan(#[from] planner::Error),
-    #[error("no run {0} on this coordinator")]
-    UnknownRun(String),
-    #[error("run {0} has not finished yet; its report is available when it ends")]
-    RunInFlight(String),
-    #[error("report format {0:?}: use json, md, junit or html")]
-    Format(String),
-    #[error("{0}")]
-    Follow(#[from] crate::follow::Error),
-    #[error("{0}")]
-    RunId(#[from] faultline_proto::ids::IdError),
-    #[error("run status {0:?}: use one of {list}", list = RUN_STATUSES.join(", "))]
-    Status(String),
-    #[error("the coordinator is shutting down")]
-    ShuttingDown,
-    #[error("the coordinator is stopped ({0}); no run starts until it is resumed")]
-    Stopped(String),
-}
-
-impl From<Error> for Status {
-    fn from(e: Error) -> Status {
-        let msg = e.to_string();
-        match e {
-            Error::NoSource | Error::Parse(_) | Error::Format(_) | Error::RunId(_) | Error::Status(_) => {
-                Status::invalid_argument(msg)
-            }
-            Error::Follow(crate::follow::Error::UnknownRun(_)) => Status::not_found(msg),
-            Error::Follow(_) => Status::internal(msg),
-            Error::ParseTimeout(_) => Status::resource_exhausted(msg),
-            Error::ParserFailed => Status::internal(msg),
-            Error::Plan(p) if p.outcome() == Outcome::Invalid => Status::invalid_argument(msg),
-            Error::Plan(_) => Status::failed_precondition(msg),
-            Error::UnknownRun(_) => Status::not_found(msg),
-            Error::RunInFlight(_) => Status::failed_precondition(msg),
-            Error::ShuttingDown => Status::unavailable(msg),
-            Error::Stopped(_) => Status::failed_precondition(msg),
-        }
-    }
-}
-
-/// The statuses a run can have in the store: an outcome, `running` or
-/// `interrupted` (what `ListRuns.outcome` filters on).
-pub const RUN_STATUSES: &[&str] = &[
-    "passed",
-    "failed",
-    "invalid",
-    "aborted",
-    "not_steady",
-    "error",
-    "running",
-    "interrupted",
-];
 
 #[derive(Clone)]
 pub struct ControlService {
@@ -107,52 +50,6 @@ pub struct ControlService {
     pub tracker: TaskTracker,
     /// The one path of every run's events: store, followers, client.
     pub events: Arc<crate::events::EventLog>,
-}
-
-/// Longest a Control call waits for an experiment to be parsed, waiting
-/// for a parsing slot included. By default, 5 s: a file within
-/// [`experiment::limits`] parses in well under a second; the rest is room
-/// for a queue of them.
-pub const PARSE_TIME_LIMIT: Duration = Duration::from_secs(5);
-
-/// Experiments parsed at the same time. By default, 2: parsing is CPU work
-/// that runs on tokio's blocking pool, and a flood of large files must leave
-/// CPU for the runtime that serves agent links and lease renewals.
-const PARALLEL_PARSES: usize = 2;
-
-static PARSE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_PARSES);
-
-async fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
-    let src = src.ok_or(Error::NoSource)?;
-    let vars: HashMap<String, String> = src.vars.into_iter().collect();
-    let name = if src.name.is_empty() {
-        "<experiment>".to_string()
-    } else {
-        src.name
-    };
-    let exp = parse_off_runtime(name.clone(), src.yaml, vars).await?;
-    Ok((exp, name))
-}
-
-/// Parses an experiment on the blocking pool, never on the runtime's
-/// threads: the runtime also carries every agent's heartbeats and lease
-/// renewals, which must not wait for a parser. Size and nesting are bounded
-/// before parsing (see [`experiment::limits`]); this also bounds the time.
-pub async fn parse_off_runtime(name: String, yaml: String, vars: HashMap<String, String>) -> Result<Experiment, Error> {
-    // The bounds are a linear scan (about a millisecond per MiB): checked
-    // here, an over-limit document is refused without waiting for a slot.
-    experiment::limits::check_source(&name, &yaml, &vars)?;
-    experiment::limits::check(&name, &yaml)?;
-    let parse = async {
-        let _slot = PARSE_SLOTS.acquire().await.map_err(|_| Error::ShuttingDown)?;
-        tokio::task::spawn_blocking(move || experiment::parse(&name, &yaml, &vars))
-            .await
-            .map_err(|_| Error::ParserFailed)?
-            .map_err(Error::Parse)
-    };
-    tokio::time::timeout(PARSE_TIME_LIMIT, parse)
-        .await
-        .map_err(|_| Error::ParseTimeout(PARSE_TIME_LIMIT))?
 }
 
 /// Agents per `ListAgents` page when the request does not say.
