@@ -1,7 +1,8 @@
 //! Following a run one did not start (`Control.Follow`).
 //!
-//! A run's events go to the store first and are then published here, each
-//! stored event with its index in the run's stored events. A follower
+//! A run's events go to the store first and are then published here, both
+//! by the run's one writer ([`crate::events`]), each stored event with its
+//! index in the run's stored events. A follower
 //! subscribes *before* it reads the store, and notes how many events were
 //! published at that moment: those are all in the store, and every later
 //! one arrives on its subscription. So it replays the store up to that

@@ -14,7 +14,7 @@
 //! - [`planner`]: target selection and blast-radius checks.
 //! - [`preview`]: dry-run Injects, so `plan` shows what each agent would do.
 //! - [`policy`]: the coordinator's policy file (fleet-wide limits).
-//! - [`engine`]: the run engine, phase by phase.
+//! - [`engine`]: the run engine, one concept per file (phases, placements, leases, guardrails, judging, report assembly).
 //! - [`probes`]: one module per probe kind (http, tcp, command: YAML,
 //!   validation, check) and the sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
@@ -25,12 +25,14 @@
 //! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
+//! - [`events`]: the one path of a run's events (store, then followers, then the client).
 //! - [`follow`]: following a run's stored and live events (`Control.Follow`).
 //! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
 //! - [`security`]: mTLS and bearer tokens: who may call which service.
 //! - [`certs`]: the CA and role-marked certificates `faultline certs` makes.
 //! - [`server`]: serving both services with graceful shutdown.
 //! - [`outcome`]: phases, outcomes and exit codes.
+//! - [`timestamp`]: the RFC 3339 timestamps of reports, tables and stored runs.
 //! - [`local`]: local mode (in-process coordinator + agent).
 //! - [`cli`]: the `faultline` command line, one subcommand per file.
 
@@ -38,6 +40,7 @@ pub mod certs;
 pub mod cli;
 pub mod control;
 pub mod engine;
+pub mod events;
 pub mod experiment;
 pub mod follow;
 pub mod link;
@@ -56,6 +59,7 @@ pub mod security;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod timestamp;
 pub mod verdict;
 
 pub use outcome::{Outcome, Phase};

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use crate::events::EventLog;
 use crate::registry::{AgentInfo, Registry};
-use crate::store::Store;
 
 /// How often agents heartbeat, by default.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -39,9 +39,10 @@ const CLEANED_LOGGED: usize = 5;
 pub struct AgentLinkService {
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
-    /// Where statuses for runs no longer in flight go (an interrupted run
-    /// learns what its agents restored).
-    pub store: Arc<Store>,
+    /// Where statuses no run in flight takes go: through their run's event
+    /// writer, or into the store for a run that is over (an interrupted
+    /// run learns what its agents restored).
+    pub events: Arc<EventLog>,
     /// With TLS on, the agent id must match the client certificate.
     pub security: Arc<crate::security::Security>,
     /// Told to agents in Welcome; agents silent for [`EXPIRY_HEARTBEATS`]
@@ -102,7 +103,7 @@ impl AgentLink for AgentLinkService {
             agent_id: agent_id.clone(),
             conn,
             registry: self.registry.clone(),
-            store: self.store.clone(),
+            events: self.events.clone(),
             shutdown: self.shutdown.clone(),
             expiry: self.heartbeat_interval * EXPIRY_HEARTBEATS,
         };
@@ -157,7 +158,8 @@ pub struct Session {
     /// The registry connection number, to remove exactly this connection.
     pub conn: u64,
     pub registry: Arc<Registry>,
-    pub store: Arc<Store>,
+    /// Where statuses no run in flight takes go.
+    pub events: Arc<EventLog>,
     pub shutdown: CancellationToken,
     /// How long the agent may stay silent.
     pub expiry: Duration,
@@ -187,14 +189,9 @@ impl Session {
                 Some(Ok(v1::AgentMessage { msg: Some(m) })) => match m {
                     v1::agent_message::Msg::Heartbeat(h) => self.registry.heartbeat(agent_id, h.active_faults),
                     v1::agent_message::Msg::FaultStatus(st) => {
-                        let (run_id, text) = (st.run_id.clone(), faultline_proto::fault_status_line(agent_id, &st));
-                        if !self.registry.route(agent_id, st) && !run_id.is_empty() {
-                            if let Err(e) = self
-                                .store
-                                .event(&run_id, faultline_proto::now_unix_ms(), "after", &text)
-                            {
-                                warn!(err = %e, "cannot record a status for a finished run");
-                            }
+                        // `route` hands the status back when no run in flight takes it.
+                        if let Some(st) = self.registry.route(agent_id, st) {
+                            self.events.late_status(agent_id, st);
                         }
                     }
                     v1::agent_message::Msg::Hello(_) => {
@@ -255,7 +252,7 @@ mod tests {
             agent_id: id.into(),
             conn,
             registry: registry.clone(),
-            store: Arc::new(Store::in_memory().unwrap()),
+            events: Arc::new(EventLog::new(Arc::new(crate::store::Store::in_memory().unwrap()))),
             shutdown: CancellationToken::new(),
             expiry: HEARTBEAT_INTERVAL * EXPIRY_HEARTBEATS,
         };
@@ -281,7 +278,7 @@ mod tests {
         // Like after a broken stream: commands to it fail, and the same id
         // may register again.
         let e = registry.send("quiet", v1::CoordinatorMessage::default()).unwrap_err();
-        assert!(e.contains("not connected"), "{e}");
+        assert!(e.to_string().contains("not connected"), "{e}");
         let (_in2, _out2, _t2) = start(&registry, "quiet");
         drop(in_tx);
     }

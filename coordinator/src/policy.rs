@@ -19,15 +19,26 @@ use std::time::Duration;
 use serde::Deserialize;
 use time::{OffsetDateTime, UtcOffset, Weekday};
 
-/// A policy problem, located in its file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct Error {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
+/// A policy problem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A mistake in the file, located.
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Days and hours when runs may start, in the policy's time zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +69,7 @@ impl std::str::FromStr for Window {
     type Err = String;
 
     /// `"Mon-Fri 09:00-17:00"`, `"Sat,Sun 10:00-12:00"`, or `"09:00-17:00"` (every day).
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!("window {text:?}: write DAYS HH:MM-HH:MM, e.g. \"Mon-Fri 09:00-17:00\" or \"Sat,Sun 10:00-12:00\"")
         };
@@ -159,8 +170,8 @@ fn locate(text: &str, key: &str) -> (usize, usize) {
 
 impl Policy {
     /// Parses policy YAML read from `file`.
-    pub fn parse(file: &str, text: &str) -> Result<Policy, Error> {
-        crate::experiment::limits::check(file, text).map_err(|e| Error {
+    pub fn parse(file: &str, text: &str) -> Result<Policy> {
+        crate::experiment::limits::check(file, text).map_err(|e| Error::Invalid {
             file: e.file,
             line: e.line,
             column: e.column,
@@ -172,7 +183,7 @@ impl Policy {
             if let Some(i) = message.rfind(" at line ") {
                 message.truncate(i);
             }
-            Error {
+            Error::Invalid {
                 file: file.into(),
                 line,
                 column,
@@ -181,7 +192,7 @@ impl Policy {
         })?;
         let at = |key: &str, message: String| {
             let (line, column) = locate(text, key);
-            Error {
+            Error::Invalid {
                 file: file.into(),
                 line,
                 column,
@@ -250,9 +261,12 @@ impl Policy {
     }
 
     /// Reads and parses a policy file.
-    pub fn load(path: &str) -> Result<Policy, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read policy file {path}: {e}"))?;
-        Policy::parse(path, &text).map_err(|e| e.to_string())
+    pub fn load(path: &str) -> Result<Policy> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Policy::parse(path, &text)
     }
 
     /// The protected label an agent carries, if any.

@@ -49,19 +49,17 @@ pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Ve
                 out[fi][ti] = format!("{id}: no preview (this agent's version does not answer dry runs)");
                 continue;
             }
-            let msg = v1::CoordinatorMessage {
-                msg: Some(v1::coordinator_message::Msg::Inject(v1::Inject {
-                    fault_id: fault_id.clone(),
-                    run_id: plan_id.clone(),
-                    spec: Some(spec_to_wire(
-                        &pf.fault.kind,
-                        pf.peers.get(ti).map(Vec::as_slice).unwrap_or(&[]),
-                    )),
-                    lease_ms: 0,
-                    dry_run: true,
-                })),
+            let inject = v1::Inject {
+                fault_id: fault_id.clone(),
+                run_id: plan_id.clone(),
+                spec: Some(spec_to_wire(
+                    &pf.fault.kind,
+                    pf.peers.get(ti).map(Vec::as_slice).unwrap_or(&[]),
+                )),
+                lease_ms: 0,
+                dry_run: true,
             };
-            match registry.send(id, msg) {
+            match registry.inject(id, inject) {
                 Ok(()) => {
                     pending.insert((fault_id.clone(), id.clone()), (fi, ti));
                 }

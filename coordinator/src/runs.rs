@@ -50,11 +50,11 @@ impl Runs {
         );
     }
 
-    pub fn finish(&self, run_id: &str, report: Report) {
+    pub fn finish(&self, run_id: &str, report: Arc<Report>) {
         if let Some(e) = self.lock().get_mut(run_id) {
             e.finished_unix_ms = now_unix_ms();
             e.outcome = Some(report.outcome);
-            e.report = Some(Arc::new(report));
+            e.report = Some(report);
         }
     }
 

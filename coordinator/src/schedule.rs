@@ -33,6 +33,28 @@ pub const GRACE: Duration = Duration::from_secs(60);
 /// are summarised in one entry.
 pub const MAX_MISSED_RECORDED: usize = 20;
 
+/// Why a schedule's timing is refused. Messages name the value, not a
+/// flag: the CLI and Control both show them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("cron expression {cron:?} has {fields} fields; write 5 (minute hour day month weekday, e.g. \"0 9 * * MON-FRI\") or 6 with seconds first")]
+    CronFields { cron: String, fields: usize },
+    #[error("cron expression {cron:?}: {why}; write e.g. \"0 9 * * MON-FRI\" (minute hour day month weekday)")]
+    Cron { cron: String, why: String },
+    #[error("cron expression {0:?} never fires (no date matches its day, month and weekday)")]
+    NeverFires(String),
+    #[error("time zone {0:?} is not an IANA time zone name; write e.g. UTC or Europe/Paris")]
+    TimeZone(String),
+    #[error("window {window:?}: {why}")]
+    Window { window: String, why: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a scheduled run did not start (the coordinator is stopped, the
+/// experiment no longer parses), as the tick records it.
+pub type SubmitError = crate::control::Error;
+
 /// A schedule's timing, checked and compiled.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -47,28 +69,33 @@ impl Timing {
     /// as `Europe/Paris` (default UTC); `window` is `"Mon-Fri 09:00-16:00"`
     /// in that zone. Errors name the value, not a flag: the CLI and Control
     /// both use them.
-    pub fn new(cron: &str, tz: &str, window: Option<&str>) -> Result<Timing, String> {
+    pub fn new(cron: &str, tz: &str, window: Option<&str>) -> Result<Timing> {
         let fields = cron.split_whitespace().count();
         if !(fields == 5 || fields == 6) || cron.contains('@') {
-            return Err(format!(
-                "cron expression {cron:?} has {fields} fields; write 5 (minute hour day month weekday, e.g. \"0 9 * * MON-FRI\") or 6 with seconds first"
-            ));
+            return Err(Error::CronFields {
+                cron: cron.to_string(),
+                fields,
+            });
         }
         let parsed = CronParser::builder()
             .year(Year::Disallowed)
             .build()
             .parse(cron)
-            .map_err(|e| {
-                format!("cron expression {cron:?}: {e}; write e.g. \"0 9 * * MON-FRI\" (minute hour day month weekday)")
+            .map_err(|e| Error::Cron {
+                cron: cron.to_string(),
+                why: e.to_string(),
             })?;
         let tz = match tz {
             "" => chrono_tz::UTC,
-            t => chrono_tz::Tz::from_str(t).map_err(|_| {
-                format!("time zone {t:?} is not an IANA time zone name; write e.g. UTC or Europe/Paris")
-            })?,
+            t => chrono_tz::Tz::from_str(t).map_err(|_| Error::TimeZone(t.to_string()))?,
         };
         let window = window
-            .map(|w| w.parse::<Window>().map_err(|e| format!("window {w:?}: {e}")))
+            .map(|w| {
+                w.parse::<Window>().map_err(|why| Error::Window {
+                    window: w.to_string(),
+                    why,
+                })
+            })
             .transpose()?;
         let timing = Timing {
             cron: parsed,
@@ -78,9 +105,7 @@ impl Timing {
         // A pattern such as "0 0 30 2 *" (February 30) parses but never
         // fires; accepting it would schedule nothing, silently.
         if timing.next_after(faultline_proto::now_unix_ms()).is_none() {
-            return Err(format!(
-                "cron expression {cron:?} never fires (no date matches its day, month and weekday)"
-            ));
+            return Err(Error::NeverFires(cron.to_string()));
         }
         Ok(timing)
     }
@@ -172,7 +197,7 @@ pub fn due_ticks(t: &Timing, last_ms: u64, now_ms: u64, running: bool) -> Vec<(u
 }
 
 /// Starts a scheduled run; returns its id, or why it could not start.
-pub type Submit = Arc<dyn Fn(&ScheduleRow) -> Result<String, String> + Send + Sync>;
+pub type Submit = Arc<dyn Fn(&ScheduleRow) -> Result<String, SubmitError> + Send + Sync>;
 /// Whether a run is still going.
 pub type IsRunning = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -298,24 +323,26 @@ mod tests {
 
     #[test]
     fn bad_timing_is_explained_without_naming_flags() {
-        let e = Timing::new("every day", "UTC", None).unwrap_err();
+        let e = Timing::new("every day", "UTC", None).unwrap_err().to_string();
         assert!(e.contains("cron expression \"every day\" has 2 fields; write 5"), "{e}");
-        let e = Timing::new("0 9 * * * * 2030", "UTC", None).unwrap_err();
+        let e = Timing::new("0 9 * * * * 2030", "UTC", None).unwrap_err().to_string();
         assert!(
             e.contains("has 7 fields; write 5") && e.contains("or 6 with seconds first"),
             "{e}"
         );
-        let e = Timing::new("0 99 * * *", "UTC", None).unwrap_err();
+        let e = Timing::new("0 99 * * *", "UTC", None).unwrap_err().to_string();
         assert!(e.starts_with("cron expression \"0 99 * * *\":"), "{e}");
         assert!(Timing::new("0 9 * * *", "Mars/Olympus", None)
             .unwrap_err()
+            .to_string()
             .contains("time zone \"Mars/Olympus\""));
         assert!(Timing::new("0 9 * * *", "UTC", Some("9-5"))
             .unwrap_err()
+            .to_string()
             .contains("window \"9-5\""));
         for e in [
-            Timing::new("every day", "UTC", None).unwrap_err(),
-            Timing::new("0 9 * * *", "Mars/Olympus", None).unwrap_err(),
+            Timing::new("every day", "UTC", None).unwrap_err().to_string(),
+            Timing::new("0 9 * * *", "Mars/Olympus", None).unwrap_err().to_string(),
         ] {
             assert!(!e.contains("--"), "CLI flags belong to the CLI: {e}");
         }
@@ -323,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_cron_that_never_fires_is_refused() {
-        let e = Timing::new("0 0 30 2 *", "UTC", None).unwrap_err();
+        let e = Timing::new("0 0 30 2 *", "UTC", None).unwrap_err().to_string();
         assert!(e.contains("never fires"), "{e}");
         assert!(Timing::new("0 0 31 4 *", "Europe/Paris", None).is_err());
         // February 29 fires, in leap years.

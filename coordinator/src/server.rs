@@ -156,10 +156,11 @@ impl Coordinator {
             Ok(_) => {}
             Err(e) => warn!(err = %e, "cannot mark interrupted runs"),
         }
+        let events = Arc::new(crate::events::EventLog::new(self.store.clone()));
         let link = AgentLinkService {
             registry: self.registry.clone(),
             shutdown: links_token.clone(),
-            store: self.store.clone(),
+            events: events.clone(),
             security: self.security.clone(),
             heartbeat_interval: self.heartbeat_interval,
         };
@@ -173,7 +174,7 @@ impl Coordinator {
             security: self.security.clone(),
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
-            followers: Default::default(),
+            events,
         };
         // The scheduler starts runs the way SubmitRun does.
         {
@@ -181,9 +182,9 @@ impl Coordinator {
             let runs = self.runs.clone();
             let submit: crate::schedule::Submit = Arc::new(move |s: &crate::store::ScheduleRow| {
                 if let Some(why) = c.runs.stopped() {
-                    return Err(format!("the coordinator is stopped ({why})"));
+                    return Err(crate::control::Error::Stopped(why));
                 }
-                let exp = crate::experiment::parse(&s.source, &s.yaml, &s.vars).map_err(|e| e.to_string())?;
+                let exp = crate::experiment::parse(&s.source, &s.yaml, &s.vars)?;
                 let (id, mut rx) = c.start_run(exp, s.source.clone(), &format!("schedule:{}", s.id));
                 // Nobody follows a scheduled run's stream; the store does.
                 tokio::spawn(async move { while rx.recv().await.is_some() {} });

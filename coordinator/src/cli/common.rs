@@ -12,13 +12,7 @@ use crate::outcome::Outcome;
 /// Default coordinator address for subcommands that need one.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7700";
 
-/// Unix milliseconds as RFC 3339 UTC, for tables.
-pub fn rfc3339_ms(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use crate::timestamp::rfc3339_ms;
 
 /// Prints `msg` on stderr prefixed with `faultline: `.
 pub fn eprint_err(msg: impl std::fmt::Display) {
@@ -402,20 +396,20 @@ impl ExperimentArgs {
                 "--policy applies to local mode; a remote coordinator plans within its own (faultline serve --policy)"
                     .into(),
             )),
-            (Some(path), None) => crate::policy::Policy::load(path).map_err(fail),
+            (Some(path), None) => crate::policy::Policy::load(path).map_err(|e| fail(e.to_string())),
         }
     }
 }
 
 /// Where to send Control calls: a given coordinator, or a local one started
-/// here (stopped by [`Target::stop`]).
-pub struct Target {
+/// here (stopped by [`CoordinatorAddr::stop`]).
+pub struct CoordinatorAddr {
     pub url: String,
     #[cfg(feature = "local")]
     local: Option<crate::local::Local>,
 }
 
-impl Target {
+impl CoordinatorAddr {
     /// Uses `coordinator`, or starts local mode with `agent`. On error
     /// prints it and returns the exit code (5).
     pub async fn open(
@@ -424,9 +418,9 @@ impl Target {
         policy: crate::policy::Policy,
         store: StoreChoice,
         quiet: bool,
-    ) -> Result<Target, i32> {
+    ) -> Result<CoordinatorAddr, i32> {
         if let Some(url) = coordinator {
-            return Ok(Target {
+            return Ok(CoordinatorAddr {
                 url,
                 #[cfg(feature = "local")]
                 local: None,
@@ -443,7 +437,7 @@ impl Target {
                             l.url
                         );
                     }
-                    Ok(Target {
+                    Ok(CoordinatorAddr {
                         url: l.url.clone(),
                         local: Some(l),
                     })

@@ -23,7 +23,7 @@ use std::path::Path;
 use faultline_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use super::common::{self, eprint_err, Source, Target};
+use super::common::{self, eprint_err, CoordinatorAddr, Source};
 use crate::outcome::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -248,10 +248,11 @@ pub async fn main(a: Args) -> i32 {
         labels,
         allow_fill: a.allow_fill.clone(),
     };
-    let target = match Target::open(a.coordinator.clone(), agent, Default::default(), store, a.quiet).await {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+    let coordinator =
+        match CoordinatorAddr::open(a.coordinator.clone(), agent, Default::default(), store, a.quiet).await {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
     let mut entries = Vec::new();
     let mut stopped = false;
     for (e, src) in gd.entries.iter().zip(sources) {
@@ -270,7 +271,7 @@ pub async fn main(a: Args) -> i32 {
         if !a.quiet {
             eprintln!("faultline: game day {}: {}", gd.name, e.file);
         }
-        let entry = match run_one(&target.url, src, a.quiet).await {
+        let entry = match run_one(&coordinator.url, src, a.quiet).await {
             Ok(f) => {
                 let report: Option<crate::report::Report> = serde_json::from_str(&f.report_json).ok();
                 Entry {
@@ -298,7 +299,7 @@ pub async fn main(a: Args) -> i32 {
         }
         entries.push(entry);
     }
-    target.stop().await;
+    coordinator.stop().await;
     let (resilience_score, passed, judged) = score(&entries);
     let outcomes: HashMap<&str, usize> = entries.iter().fold(HashMap::new(), |mut m, e| {
         *m.entry(e.outcome.as_str()).or_default() += 1;

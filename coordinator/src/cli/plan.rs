@@ -3,7 +3,7 @@
 
 use faultline_proto::v1;
 
-use super::common::{self, eprint_err, ExperimentArgs, Target};
+use super::common::{self, eprint_err, CoordinatorAddr, ExperimentArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,7 +21,7 @@ pub async fn main(a: Args) -> i32 {
         Err(code) => return code,
     };
     // Planning records nothing: no store.
-    let target = match Target::open(
+    let coordinator = match CoordinatorAddr::open(
         a.experiment.coordinator.clone(),
         labels,
         policy,
@@ -33,8 +33,8 @@ pub async fn main(a: Args) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let code = plan(&target.url, &source).await;
-    target.stop().await;
+    let code = plan(&coordinator.url, &source).await;
+    coordinator.stop().await;
     code
 }
 

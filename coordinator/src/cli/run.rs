@@ -7,7 +7,7 @@ use std::io::Write;
 
 use faultline_proto::v1;
 
-use super::common::{self, eprint_err, ExperimentArgs, LocalAgent, Source, Target};
+use super::common::{self, eprint_err, CoordinatorAddr, ExperimentArgs, LocalAgent, Source};
 use crate::outcome::Outcome;
 use crate::report::{self, Report};
 
@@ -82,7 +82,7 @@ pub async fn execute(o: RunOpts) -> i32 {
         eprint_err(e);
         return Outcome::Invalid.exit_code();
     }
-    let target = match Target::open(
+    let coordinator = match CoordinatorAddr::open(
         o.coordinator.clone(),
         o.agent.clone(),
         o.policy.clone(),
@@ -94,8 +94,8 @@ pub async fn execute(o: RunOpts) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let code = submit_and_follow(&target.url, &o).await;
-    target.stop().await;
+    let code = submit_and_follow(&coordinator.url, &o).await;
+    coordinator.stop().await;
     code
 }
 

@@ -44,12 +44,10 @@ pub async fn main(a: Args) -> i32 {
     // message can name the flags.
     if let Command::Add { cron, tz, window, .. } = &a.command {
         if let Err(e) = crate::schedule::Timing::new(cron, tz, window.as_deref()) {
-            let flag = if e.starts_with("time zone") {
-                "--tz"
-            } else if e.starts_with("window") {
-                "--window"
-            } else {
-                "--cron"
+            let flag = match e {
+                crate::schedule::Error::TimeZone(_) => "--tz",
+                crate::schedule::Error::Window { .. } => "--window",
+                _ => "--cron",
             };
             eprint_err(format!("{flag}: {e}"));
             return 2;

@@ -7,6 +7,11 @@
 //! run that was in flight when the coordinator died is marked `interrupted`
 //! on the next start; statuses the agents send about its faults afterwards
 //! (lease expiry, journal restores) are kept as its events.
+//!
+//! Layout:
+//! - `schedules`: schedules and their handled ticks.
+//! - `stored`: a run read back (finished, running, interrupted) and the
+//!   report of an interrupted run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,6 +19,12 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::report::Report;
+
+mod schedules;
+mod stored;
+
+pub use schedules::{ScheduleRow, TickRow};
+pub use stored::{interrupted_report, render_interrupted, Stored};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -83,30 +94,6 @@ pub const MIGRATIONS: &[&str] = &[
         run_id TEXT
     );",
 ];
-
-/// A schedule as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleRow {
-    pub id: String,
-    pub source: String,
-    pub yaml: String,
-    pub vars: std::collections::HashMap<String, String>,
-    pub cron: String,
-    pub tz: String,
-    pub window: Option<String>,
-    pub created_unix_ms: u64,
-    /// Every tick up to here has been handled.
-    pub last_tick_unix_ms: u64,
-    pub last_run_id: Option<String>,
-}
-
-/// One handled tick of a schedule.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TickRow {
-    pub due_unix_ms: u64,
-    pub outcome: String,
-    pub run_id: Option<String>,
-}
 
 /// One run as listed.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,7 +237,7 @@ impl Store {
         &self.path
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut c).map_err(|source| Error::Sqlite {
             path: self.path.clone(),
@@ -414,199 +401,6 @@ impl Store {
                     action: r.get(2)?,
                     target: r.get(3)?,
                     detail: r.get(4)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-}
-
-/// A run as the store knows it.
-#[derive(Debug, Clone)]
-pub enum Stored {
-    Finished(Box<Report>),
-    /// Still in flight on a live coordinator.
-    Running(RunRow),
-    /// The coordinator died during it; `events` include what agents
-    /// reported afterwards (kind `after`).
-    Interrupted {
-        run: RunRow,
-        events: Vec<EventRow>,
-    },
-}
-
-impl Store {
-    /// Loads `run_id` for a report.
-    pub fn load(&self, run_id: &str) -> Result<Option<Stored>> {
-        let Some((run, report, events)) = self.get(run_id)? else {
-            return Ok(None);
-        };
-        if let Some(rep) = report.and_then(|j| serde_json::from_str::<Report>(&j).ok()) {
-            return Ok(Some(Stored::Finished(Box::new(rep))));
-        }
-        Ok(Some(if run.status == "running" {
-            Stored::Running(run)
-        } else {
-            Stored::Interrupted { run, events }
-        }))
-    }
-}
-
-/// The report of an interrupted run, in the one report model every run
-/// has: outcome `error` (exit 5) with a reason starting with
-/// "interrupted", the phases it went through, and the recorded events.
-/// There is no verdict: probes were not judged.
-pub fn interrupted_report(run: &RunRow, events: &[EventRow]) -> Report {
-    use crate::outcome::{Outcome, Phase};
-    use crate::report::{EventReport, ExperimentInfo, PhaseSpan, SCHEMA_VERSION};
-    let rel = |ms: u64| ms.saturating_sub(run.started_unix_ms);
-    // The last thing the run itself recorded; `after` events came later.
-    let last_own = events
-        .iter()
-        .filter(|e| e.kind != "after")
-        .map(|e| rel(e.at_unix_ms))
-        .max()
-        .unwrap_or(0);
-    let mut phases: Vec<PhaseSpan> = Vec::new();
-    for e in events.iter().filter(|e| e.kind == "phase") {
-        let Ok(phase) = serde_json::from_value::<Phase>(serde_json::Value::String(e.text.clone())) else {
-            continue;
-        };
-        let at = rel(e.at_unix_ms);
-        if let Some(last) = phases.last_mut() {
-            last.end_ms = at;
-        }
-        phases.push(PhaseSpan {
-            phase,
-            start_ms: at,
-            end_ms: at,
-        });
-    }
-    if let Some(last) = phases.last_mut() {
-        last.end_ms = last.end_ms.max(last_own);
-    }
-    let finished = run.finished_unix_ms.unwrap_or(run.started_unix_ms);
-    let why = run
-        .reason
-        .clone()
-        .unwrap_or_else(|| "the coordinator stopped while this run was in flight".into());
-    Report {
-        schema_version: SCHEMA_VERSION,
-        run_id: run.run_id.clone(),
-        experiment: ExperimentInfo {
-            name: run.experiment.clone(),
-            description: String::new(),
-            hypothesis: String::new(),
-            source: run.source.clone(),
-            baseline_ms: 0,
-            duration_ms: 0,
-            recovery_ms: 0,
-        },
-        outcome: Outcome::Error,
-        exit_code: Outcome::Error.exit_code(),
-        reason: format!("interrupted: {why}"),
-        started_at: crate::cli::common::rfc3339_ms(run.started_unix_ms),
-        finished_at: crate::cli::common::rfc3339_ms(finished),
-        duration_ms: finished.saturating_sub(run.started_unix_ms),
-        aborted_by: None,
-        phases,
-        probes: Vec::new(),
-        faults: Vec::new(),
-        events: events
-            .iter()
-            .map(|e| EventReport {
-                at: crate::cli::common::rfc3339_ms(e.at_unix_ms),
-                kind: e.kind.clone(),
-                text: e.text.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// Renders an interrupted run in `format`, through the same renderers as
-/// every other report; `None` for an unknown format.
-pub fn render_interrupted(run: &RunRow, events: &[EventRow], format: &str) -> Option<String> {
-    crate::report::render(&interrupted_report(run, events), format)
-}
-
-impl Store {
-    pub fn add_schedule(&self, s: &ScheduleRow) -> Result<()> {
-        let vars = serde_json::to_string(&s.vars).unwrap_or_else(|_| "{}".into());
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO schedules (id, source, yaml, vars_json, cron, tz, window, created_unix_ms, last_tick_unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![s.id, s.source, s.yaml, vars, s.cron, s.tz, s.window, s.created_unix_ms as i64, s.last_tick_unix_ms as i64],
-            )
-            .map(|_| ())
-        })
-    }
-
-    /// False if there was no such schedule.
-    pub fn remove_schedule(&self, id: &str) -> Result<bool> {
-        self.with(|c| c.execute("DELETE FROM schedules WHERE id = ?1", [id]).map(|n| n > 0))
-    }
-
-    pub fn schedules(&self) -> Result<Vec<ScheduleRow>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, source, yaml, vars_json, cron, tz, window, created_unix_ms, last_tick_unix_ms, last_run_id
-                 FROM schedules ORDER BY created_unix_ms, id",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok(ScheduleRow {
-                    id: r.get(0)?,
-                    source: r.get(1)?,
-                    yaml: r.get(2)?,
-                    vars: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-                    cron: r.get(4)?,
-                    tz: r.get(5)?,
-                    window: r.get(6)?,
-                    created_unix_ms: r.get::<_, i64>(7)? as u64,
-                    last_tick_unix_ms: r.get::<_, i64>(8)? as u64,
-                    last_run_id: r.get(9)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
-    /// Records what happened at a tick (and the run it started).
-    pub fn schedule_tick(&self, id: &str, due_ms: u64, outcome: &str, run_id: Option<&str>) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO schedule_ticks (schedule_id, due_unix_ms, outcome, run_id) VALUES (?1, ?2, ?3, ?4)",
-                params![id, due_ms as i64, outcome, run_id],
-            )?;
-            if let Some(r) = run_id {
-                c.execute("UPDATE schedules SET last_run_id = ?2 WHERE id = ?1", params![id, r])?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Every tick up to `ms` has been handled.
-    pub fn schedule_advanced(&self, id: &str, ms: u64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE schedules SET last_tick_unix_ms = MAX(last_tick_unix_ms, ?2) WHERE id = ?1",
-                params![id, ms as i64],
-            )
-            .map(|_| ())
-        })
-    }
-
-    /// The newest `limit` ticks of a schedule, newest first.
-    pub fn schedule_ticks(&self, id: &str, limit: usize) -> Result<Vec<TickRow>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT due_unix_ms, outcome, run_id FROM schedule_ticks WHERE schedule_id = ?1 ORDER BY rowid DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![id, limit as i64], |r| {
-                Ok(TickRow {
-                    due_unix_ms: r.get::<_, i64>(0)? as u64,
-                    outcome: r.get(1)?,
-                    run_id: r.get(2)?,
                 })
             })?;
             rows.collect()

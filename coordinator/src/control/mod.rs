@@ -1,9 +1,11 @@
 //! The `Control` service: what the CLI, CI and schedules call.
+//!
+//! Layout:
+//! - `error`: errors of Control calls and their gRPC codes.
+//! - `parsing`: parsing submitted experiments off the runtime, bounded.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use faultline_proto::v1::{self, control_server::Control};
 use futures::Stream;
@@ -15,80 +17,21 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+mod error;
+mod parsing;
+
+pub use error::{Error, RUN_STATUSES};
+use parsing::parse_source;
+pub use parsing::{parse_off_runtime, PARSE_TIME_LIMIT};
+
 use crate::engine::{self, RunInput};
-use crate::experiment::{self, Experiment};
-use crate::outcome::Outcome;
+use crate::experiment::Experiment;
 use crate::planner;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::report;
 use crate::runs::Runs;
 use crate::store::{Store, Stored};
-
-/// Errors of Control calls.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("request has no experiment source")]
-    NoSource,
-    #[error("{0}")]
-    Parse(#[from] experiment::ParseError),
-    #[error("the experiment was not parsed within {0:?} (the coordinator is busy parsing other experiments, or this one is too large)")]
-    ParseTimeout(Duration),
-    #[error("the experiment parser failed on this document")]
-    ParserFailed,
-    #[error("{0}")]
-    Plan(#[from] planner::Error),
-    #[error("no run {0} on this coordinator")]
-    UnknownRun(String),
-    #[error("run {0} has not finished yet; its report is available when it ends")]
-    RunInFlight(String),
-    #[error("report format {0:?}: use json, md, junit or html")]
-    Format(String),
-    #[error("{0}")]
-    Follow(#[from] crate::follow::Error),
-    #[error("{0}")]
-    RunId(#[from] faultline_proto::ids::IdError),
-    #[error("run status {0:?}: use one of {list}", list = RUN_STATUSES.join(", "))]
-    Status(String),
-    #[error("the coordinator is shutting down")]
-    ShuttingDown,
-    #[error("the coordinator is stopped ({0}); no run starts until it is resumed")]
-    Stopped(String),
-}
-
-impl From<Error> for Status {
-    fn from(e: Error) -> Status {
-        let msg = e.to_string();
-        match e {
-            Error::NoSource | Error::Parse(_) | Error::Format(_) | Error::RunId(_) | Error::Status(_) => {
-                Status::invalid_argument(msg)
-            }
-            Error::Follow(crate::follow::Error::UnknownRun(_)) => Status::not_found(msg),
-            Error::Follow(_) => Status::internal(msg),
-            Error::ParseTimeout(_) => Status::resource_exhausted(msg),
-            Error::ParserFailed => Status::internal(msg),
-            Error::Plan(p) if p.outcome() == Outcome::Invalid => Status::invalid_argument(msg),
-            Error::Plan(_) => Status::failed_precondition(msg),
-            Error::UnknownRun(_) => Status::not_found(msg),
-            Error::RunInFlight(_) => Status::failed_precondition(msg),
-            Error::ShuttingDown => Status::unavailable(msg),
-            Error::Stopped(_) => Status::failed_precondition(msg),
-        }
-    }
-}
-
-/// The statuses a run can have in the store: an outcome, `running` or
-/// `interrupted` (what `ListRuns.outcome` filters on).
-pub const RUN_STATUSES: &[&str] = &[
-    "passed",
-    "failed",
-    "invalid",
-    "aborted",
-    "not_steady",
-    "error",
-    "running",
-    "interrupted",
-];
 
 #[derive(Clone)]
 pub struct ControlService {
@@ -105,54 +48,8 @@ pub struct ControlService {
     /// Cancelled at coordinator shutdown; every run holds a child token.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
-    /// Runs in flight and who follows them (`Follow`).
-    pub followers: Arc<crate::follow::Followers>,
-}
-
-/// Longest a Control call waits for an experiment to be parsed, waiting
-/// for a parsing slot included. By default, 5 s: a file within
-/// [`experiment::limits`] parses in well under a second; the rest is room
-/// for a queue of them.
-pub const PARSE_TIME_LIMIT: Duration = Duration::from_secs(5);
-
-/// Experiments parsed at the same time. By default, 2: parsing is CPU work
-/// that runs on tokio's blocking pool, and a flood of large files must leave
-/// CPU for the runtime that serves agent links and lease renewals.
-const PARALLEL_PARSES: usize = 2;
-
-static PARSE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_PARSES);
-
-async fn parse_source(src: Option<v1::ExperimentSource>) -> Result<(Experiment, String), Error> {
-    let src = src.ok_or(Error::NoSource)?;
-    let vars: HashMap<String, String> = src.vars.into_iter().collect();
-    let name = if src.name.is_empty() {
-        "<experiment>".to_string()
-    } else {
-        src.name
-    };
-    let exp = parse_off_runtime(name.clone(), src.yaml, vars).await?;
-    Ok((exp, name))
-}
-
-/// Parses an experiment on the blocking pool, never on the runtime's
-/// threads: the runtime also carries every agent's heartbeats and lease
-/// renewals, which must not wait for a parser. Size and nesting are bounded
-/// before parsing (see [`experiment::limits`]); this also bounds the time.
-pub async fn parse_off_runtime(name: String, yaml: String, vars: HashMap<String, String>) -> Result<Experiment, Error> {
-    // The bounds are a linear scan (about a millisecond per MiB): checked
-    // here, an over-limit document is refused without waiting for a slot.
-    experiment::limits::check_source(&name, &yaml, &vars)?;
-    experiment::limits::check(&name, &yaml)?;
-    let parse = async {
-        let _slot = PARSE_SLOTS.acquire().await.map_err(|_| Error::ShuttingDown)?;
-        tokio::task::spawn_blocking(move || experiment::parse(&name, &yaml, &vars))
-            .await
-            .map_err(|_| Error::ParserFailed)?
-            .map_err(Error::Parse)
-    };
-    tokio::time::timeout(PARSE_TIME_LIMIT, parse)
-        .await
-        .map_err(|_| Error::ParseTimeout(PARSE_TIME_LIMIT))?
+    /// The one path of every run's events: store, followers, client.
+    pub events: Arc<crate::events::EventLog>,
 }
 
 /// Agents per `ListAgents` page when the request does not say.
@@ -193,42 +90,13 @@ impl ControlService {
             &run_id,
             &format!("experiment {} from {source_name}", exp.name),
         );
-        if let Err(e) = self
-            .store
-            .run_started(&run_id, &exp.name, &source_name, faultline_proto::now_unix_ms())
-        {
-            tracing::warn!(err = %e, "cannot record the run in the store");
-        }
         let (tx, rx) = mpsc::channel(1024);
-        // The engine's events pass through here on their way to the client,
-        // so the store sees them even if the client goes away.
-        let (engine_tx, mut engine_rx) = mpsc::channel::<v1::RunEvent>(1024);
-        let store = self.store.clone();
-        let forward_tx = tx.clone();
-        // Followers see every event after the store has it (see `follow`).
-        let followers = self.followers.clone();
-        followers.open(&run_id);
-        let followed = run_id.clone();
-        self.tracker.spawn(async move {
-            while let Some(ev) = engine_rx.recv().await {
-                let stored = match stored_event(&ev) {
-                    Some((kind, text)) => matches!(
-                        store.event(&ev.run_id, faultline_proto::now_unix_ms(), kind, &text),
-                        Ok(true)
-                    ),
-                    None => false,
-                };
-                followers.publish(&followed, stored, &ev);
-                let _ = forward_tx.send(ev).await;
-            }
-            followers.close(&followed);
-        });
+        let (events, writer) = self.events.open(&run_id, &exp.name, &source_name, tx);
+        self.tracker.spawn(writer);
         let registry = self.registry.clone();
         let runs = self.runs.clone();
         let policy = self.policy.clone();
-        let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let tx = engine_tx;
         self.tracker.spawn(async move {
             let out = engine::execute_with(
                 RunInput {
@@ -236,7 +104,7 @@ impl ControlService {
                     experiment: exp,
                     source_name,
                     registry,
-                    events: tx.clone(),
+                    events: events.clone(),
                     cancel,
                     abort_reason: reason,
                     policy,
@@ -246,26 +114,10 @@ impl ControlService {
                 body,
             )
             .await;
-            let r = out.report;
-            metrics.inc("faultline_runs_total", &[("outcome", r.outcome.as_str())]);
-            let finished = v1::RunFinished {
-                outcome: r.outcome.to_string(),
-                exit_code: r.exit_code,
-                reason: r.reason.clone(),
-                report_json: serde_json::to_string(&r).unwrap_or_default(),
-            };
-            let elapsed_ms = r.duration_ms;
-            if let Err(e) = store.run_finished(&r, faultline_proto::now_unix_ms()) {
-                tracing::warn!(err = %e, "cannot record the run's report in the store");
-            }
-            runs.finish(&run_id, r);
-            let _ = tx
-                .send(v1::RunEvent {
-                    run_id,
-                    elapsed_ms,
-                    event: Some(v1::run_event::Event::Finished(finished)),
-                })
-                .await;
+            let report = Arc::new(out.report);
+            metrics.inc("faultline_runs_total", &[("outcome", report.outcome.as_str())]);
+            runs.finish(&run_id, report.clone());
+            events.finish(report);
         });
         (run_id_out, rx)
     }
@@ -278,22 +130,6 @@ impl ControlService {
             tracing::warn!(err = %e, %action, "cannot write the audit log");
         }
     }
-}
-
-/// What of a run event goes into the store.
-fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
-    use v1::run_event::Event;
-    Some(match ev.event.as_ref()? {
-        Event::Started(s) => ("started", s.experiment.clone()),
-        Event::Phase(p) => ("phase", p.phase.clone()),
-        Event::Fault(f) => (
-            "fault",
-            faultline_proto::fault_status_line(&f.agent_id, f.status.as_ref()?),
-        ),
-        Event::Log(l) => ("log", l.message.clone()),
-        Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
-        Event::Probe(_) => return None,
-    })
 }
 
 #[tonic::async_trait]
@@ -384,7 +220,7 @@ impl Control for ControlService {
     async fn stop(&self, req: Request<v1::StopRequest>) -> Result<Response<v1::StopResponse>, Status> {
         let who = self.security.control_caller(&req)?;
         let r = req.into_inner();
-        let when = engine::rfc3339_now();
+        let when = crate::timestamp::rfc3339_now();
         let reason = if r.reason.is_empty() {
             format!("emergency stop at {when}")
         } else {
@@ -451,7 +287,7 @@ impl Control for ControlService {
             tokio::task::spawn_blocking(move || crate::schedule::Timing::new(&cron, &tz, window.as_deref()))
                 .await
                 .map_err(|_| Status::internal("the schedule check failed"))?
-                .map_err(Status::invalid_argument)?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
         };
         let now = faultline_proto::now_unix_ms();
         let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -613,7 +449,7 @@ impl Control for ControlService {
         let r = req.into_inner();
         faultline_proto::ids::validate_run_id(&r.run_id).map_err(Error::from)?;
         let (tx, rx) = mpsc::channel(64);
-        let task = crate::follow::follow(self.store.clone(), &self.followers, &r.run_id, r.from_event, tx)
+        let task = crate::follow::follow(self.store.clone(), self.events.followers(), &r.run_id, r.from_event, tx)
             .map_err(Error::from)?;
         // Not on the tracker: shutdown waits for runs, not for readers; a
         // live follow ends with its run anyway.

@@ -1,0 +1,92 @@
+//! Guardrails: tolerances checked during observe over a sliding window;
+//! a violation aborts the run, which then restores.
+
+use std::time::Duration;
+
+use crate::experiment::Experiment;
+use crate::outcome::Phase;
+use crate::stats::{PhaseStats, Sample};
+use crate::verdict;
+
+/// How often guardrails are evaluated during observe.
+pub const GUARDRAIL_EVERY: Duration = Duration::from_millis(200);
+/// Fewest samples in a guardrail's window before it may trip, so one
+/// unlucky sample does not abort a run.
+pub const GUARDRAIL_MIN_SAMPLES: usize = 3;
+
+/// The first guardrail violated by the observe samples of the last window
+/// before `now_ms`, in words.
+pub fn guardrail_violation(
+    all: &[Vec<Sample>],
+    exp: &Experiment,
+    baseline: &[PhaseStats],
+    now_ms: u64,
+) -> Option<String> {
+    for (i, probe) in exp.hypothesis.probes.iter().enumerate() {
+        let Some(samples) = all.get(i) else { continue };
+        for g in &probe.guardrails {
+            let window_ms = g.window.as_millis() as u64;
+            let recent: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.phase == Phase::Observe && s.at_ms + window_ms >= now_ms)
+                .collect();
+            if recent.len() < GUARDRAIL_MIN_SAMPLES {
+                continue;
+            }
+            let stats = PhaseStats::of(recent.iter().copied());
+            let empty = PhaseStats::of(std::iter::empty());
+            let c = verdict::check(&g.tolerance, &stats, baseline.get(i).unwrap_or(&empty));
+            if !c.passed {
+                return Some(format!(
+                    "guardrail {}: {} over the last {}: measured {} ({} samples)",
+                    probe.name,
+                    g.tolerance,
+                    crate::experiment::fmt_duration(g.window),
+                    c.measured,
+                    recent.len()
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::exp;
+
+    fn sample(at_ms: u64, ok: bool, phase: Phase) -> Sample {
+        Sample {
+            at_ms,
+            phase,
+            ok,
+            latency_ms: 1.0,
+            error: (!ok).then(|| "refused".into()),
+        }
+    }
+
+    #[test]
+    fn guardrails_judge_only_recent_observe_samples_and_need_a_few() {
+        let e = exp();
+        let base = vec![PhaseStats::of(std::iter::empty())];
+        // Two failures are not enough to trip.
+        let two = vec![vec![
+            sample(5000, false, Phase::Observe),
+            sample(5100, false, Phase::Observe),
+        ]];
+        assert_eq!(guardrail_violation(&two, &e, &base, 5200), None);
+        // Old failures (outside the 1 s window) and baseline failures do not count.
+        let mut s = vec![sample(100, false, Phase::Baseline), sample(200, false, Phase::Baseline)];
+        s.extend((0..5).map(|i| sample(1000 + i * 100, false, Phase::Observe)));
+        s.extend((0..5).map(|i| sample(3000 + i * 100, true, Phase::Observe)));
+        assert_eq!(guardrail_violation(&[s.clone()], &e, &base, 3500), None);
+        // Three recent failures trip it, with the numbers.
+        s.extend((0..3).map(|i| sample(3500 + i * 100, false, Phase::Observe)));
+        let why = guardrail_violation(&[s], &e, &base, 3800).unwrap();
+        assert!(
+            why.starts_with("guardrail web: success rate >= 80.0% over the last 1s: measured"),
+            "{why}"
+        );
+    }
+}
