@@ -529,8 +529,10 @@ async fn disk_fill_run_fills_a_tmpfs_and_restore_removes_the_file() {
         let h = h2.clone();
         tokio::spawn(async move { h.run(&yaml, &[]).await })
     };
-    // While the run observes, the fill file is there and the tmpfs is half full.
-    let mut seen = None;
+    // While the run observes, the fill file is there and the tmpfs is half
+    // full. The file exists a moment before its blocks are allocated, so
+    // keep the fullest reading while it is there (bounded: 100 polls).
+    let mut seen: Option<(Vec<String>, f64)> = None;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let files: Vec<String> = std::fs::read_dir(&dir)
@@ -538,10 +540,19 @@ async fn disk_fill_run_fills_a_tmpfs_and_restore_removes_the_file() {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        if !files.is_empty() {
-            let st = nix::sys::statvfs::statvfs(&dir).unwrap();
-            let used = 100.0 * (1.0 - st.blocks_free() as f64 / st.blocks() as f64);
+        if files.is_empty() {
+            if seen.is_some() {
+                break; // restored
+            }
+            continue;
+        }
+        let st = nix::sys::statvfs::statvfs(&dir).unwrap();
+        let used = 100.0 * (1.0 - st.blocks_free() as f64 / st.blocks() as f64);
+        let fuller = seen.as_ref().is_none_or(|(_, u)| used > *u);
+        if fuller {
             seen = Some((files, used));
+        }
+        if used >= 45.0 {
             break;
         }
     }
