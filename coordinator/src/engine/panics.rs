@@ -111,7 +111,6 @@ pub async fn execute_with(input: RunInput, body: Body) -> RunOutput {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;
@@ -142,17 +141,8 @@ mod tests {
         registry
             .add(
                 crate::registry::AgentInfo {
-                    agent_id: "a1".into(),
                     hostname: "h1".into(),
-                    labels: BTreeMap::new(),
-                    addresses: vec![],
-                    capabilities: vec!["kill".into()],
-                    version: String::new(),
-                    pid: 1,
-                    connected_at_unix_ms: 0,
-                    last_heartbeat_unix_ms: 0,
-                    active_faults: 0,
-                    cleaned: vec![],
+                    ..super::super::testing::agent_info("a1")
                 },
                 agent_tx,
             )
