@@ -1081,3 +1081,32 @@ fn connection_errors_say_what_was_tried_and_the_likely_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn runs_prune_deletes_old_finished_runs_and_keeps_running_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    {
+        let store = faultline_coordinator::store::Store::open(&db).unwrap();
+        store.run_started("r-old", "exp", "e.yaml", 1_000).unwrap();
+        store.event("r-old", 1_001, "log", "old").unwrap();
+        store.mark_interrupted(2_000).unwrap();
+        store.run_started("r-old-running", "exp", "e.yaml", 1_500).unwrap();
+        let now = faultline_proto::now_unix_ms();
+        store.run_started("r-new", "exp", "e.yaml", now).unwrap();
+    }
+    let d = db.to_str().unwrap();
+    let out = faultline(&["runs", "prune", "--older-than", "1d", "--db", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("pruned 1 run(s) older than 1day"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = faultline(&["runs", "--db", d, "--json"]);
+    let listed = text(&out.stdout);
+    assert!(!listed.contains("\"r-old\""), "{listed}");
+    assert!(listed.contains("r-old-running") && listed.contains("r-new"), "{listed}");
+    let out = faultline(&["runs", "prune", "--older-than", "soon", "--db", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

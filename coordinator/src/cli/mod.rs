@@ -11,6 +11,7 @@ pub mod demo_service;
 pub mod follow;
 pub mod gameday;
 pub mod plan;
+pub mod prune;
 pub mod report;
 pub mod resume;
 pub mod run;

@@ -9,7 +9,10 @@ use crate::control::RUN_STATUSES as STATUSES;
 use crate::store::{self, Store};
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub action: Option<Action>,
     /// Most runs to show.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
@@ -26,6 +29,13 @@ pub struct Args {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `faultline runs` can do besides listing.
+#[derive(clap::Subcommand, Debug)]
+pub enum Action {
+    /// Delete finished runs older than a duration from a history database.
+    Prune(super::prune::Args),
 }
 
 /// Opens the database named by `--db` or the default one, for reading.
@@ -48,6 +58,9 @@ pub fn open_db(db: &Option<String>) -> Result<Store, i32> {
 }
 
 pub async fn main(a: Args) -> i32 {
+    if let Some(Action::Prune(p)) = a.action {
+        return super::prune::main(p);
+    }
     if let Some(o) = &a.outcome {
         if !STATUSES.contains(&o.as_str()) {
             eprint_err(format!("--outcome {o:?}: use one of {}", STATUSES.join(", ")));

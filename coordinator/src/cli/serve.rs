@@ -46,6 +46,11 @@ pub struct Args {
     /// hosts, no experiment contents).
     #[arg(long, requires = "metrics_listen")]
     pub metrics_public: bool,
+    /// Delete finished runs that started longer ago than this (checked at
+    /// start and then hourly), e.g. `30d`. By default, history is kept
+    /// forever; `faultline runs prune` does it once by hand.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub retention: Option<std::time::Duration>,
     /// Keep run history in memory only (lost when the coordinator stops).
     #[arg(long, conflicts_with = "db")]
     pub no_store: bool,
@@ -167,6 +172,18 @@ pub async fn main(a: Args) -> i32 {
             coordinator.metrics.clone(),
             move |_| c.refresh_metrics(),
             async move { stop.cancelled().await },
+        ));
+    }
+    if let Some(keep) = a.retention {
+        eprintln!(
+            "faultline: keeping finished runs for {}",
+            humantime::format_duration(keep)
+        );
+        tokio::spawn(crate::store::retain(
+            coordinator.store.clone(),
+            keep,
+            std::time::Duration::from_secs(3600),
+            shutdown.clone(),
         ));
     }
     match coordinator.serve(listener, shutdown).await {

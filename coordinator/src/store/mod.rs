@@ -20,8 +20,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::report::Report;
 
+mod retention;
 mod schedules;
 mod stored;
+
+pub use retention::{retain, Pruned};
 
 pub use schedules::{ScheduleRow, TickRow};
 pub use stored::{interrupted_report, render_interrupted, Stored};

@@ -1,0 +1,119 @@
+//! Retention: deleting finished runs older than a cutoff, so a long-lived
+//! coordinator's history database stays bounded.
+//!
+//! Runs still `running` are never deleted, whatever their age; the audit
+//! log is kept (it is the record of who did what, and small). Schedule tick
+//! records older than the cutoff go too. After deleting, the database file
+//! is compacted (`VACUUM`), so the space goes back to the filesystem.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::params;
+use tokio_util::sync::CancellationToken;
+
+use super::{Result, Store};
+
+/// What one prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub runs: usize,
+    pub events: usize,
+    pub ticks: usize,
+}
+
+impl Store {
+    /// Deletes every run that started before `cutoff_unix_ms` and is not
+    /// running, with its events and report, and schedule ticks due before
+    /// the cutoff; then compacts the file.
+    pub fn prune(&self, cutoff_unix_ms: u64) -> Result<Pruned> {
+        let cutoff = i64::try_from(cutoff_unix_ms).unwrap_or(i64::MAX);
+        let pruned = self.with(|c| {
+            let tx = c.transaction()?;
+            let events = tx.execute(
+                "DELETE FROM events WHERE run_id IN
+                   (SELECT run_id FROM runs WHERE started_unix_ms < ?1 AND status != 'running')",
+                params![cutoff],
+            )?;
+            let runs = tx.execute(
+                "DELETE FROM runs WHERE started_unix_ms < ?1 AND status != 'running'",
+                params![cutoff],
+            )?;
+            let ticks = tx.execute("DELETE FROM schedule_ticks WHERE due_unix_ms < ?1", params![cutoff])?;
+            tx.commit()?;
+            Ok(Pruned { runs, events, ticks })
+        })?;
+        if pruned.runs > 0 || pruned.ticks > 0 {
+            self.with(|c| c.execute_batch("VACUUM"))?;
+        }
+        Ok(pruned)
+    }
+}
+
+/// Prunes runs older than `keep` now and then every `every`, until
+/// `shutdown` (`faultline serve --retention`). Failures are logged, never
+/// fatal: retention must not take the coordinator down.
+pub async fn retain(store: Arc<Store>, keep: Duration, every: Duration, shutdown: CancellationToken) {
+    loop {
+        let cutoff = faultline_proto::now_unix_ms().saturating_sub(keep.as_millis() as u64);
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.prune(cutoff)).await {
+            Ok(Ok(p)) if p.runs > 0 || p.ticks > 0 => tracing::info!(
+                runs = p.runs,
+                events = p.events,
+                ticks = p.ticks,
+                keep = %humantime::format_duration(keep),
+                "pruned run history"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(err = %e, "pruning run history failed; trying again later"),
+            Err(e) => tracing::warn!(err = %e, "pruning run history stopped; trying again later"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(store: &Store, id: &str, started: u64) {
+        store.run_started(id, "exp", "e.yaml", started).unwrap();
+        store.event(id, started + 1, "log", "hello").unwrap();
+        let row = store
+            .list(100, None)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.run_id == id)
+            .unwrap();
+        let report = super::super::stored::interrupted_report(&row, &[]);
+        store.run_finished(&report, started + 10).unwrap();
+    }
+
+    #[test]
+    fn prune_deletes_old_finished_runs_and_their_events_but_never_running_ones() {
+        let store = Store::in_memory().unwrap();
+        finished(&store, "r-old", 1_000);
+        finished(&store, "r-new", 50_000);
+        store.run_started("r-running", "exp", "e.yaml", 500).unwrap();
+        store.event("r-running", 501, "log", "still going").unwrap();
+        let p = store.prune(10_000).unwrap();
+        assert_eq!(
+            p,
+            Pruned {
+                runs: 1,
+                events: 1,
+                ticks: 0
+            }
+        );
+        let left: Vec<String> = store.list(10, None).unwrap().into_iter().map(|r| r.run_id).collect();
+        assert_eq!(left, vec!["r-new".to_string(), "r-running".to_string()]);
+        assert!(store.get("r-old").unwrap().is_none());
+        assert!(store.get("r-running").unwrap().is_some());
+        // Idempotent.
+        assert_eq!(store.prune(10_000).unwrap(), Pruned::default());
+    }
+}
