@@ -163,7 +163,7 @@ async fn run_one(url: &str, source: &Source, quiet: bool) -> Result<v1::RunFinis
 }
 
 /// A game-day file, read and checked, with every experiment it lists.
-pub(crate) struct GameDay {
+pub struct GameDay {
     pub name: String,
     description: String,
     stop_on_failure: bool,
@@ -180,7 +180,7 @@ pub(crate) fn is_game_day(text: &str) -> bool {
 
 /// Reads the game-day file `file` and validates every experiment it lists;
 /// errors are already worded for the user (file:line:column first).
-pub(crate) fn load(file: &str) -> Result<GameDay, String> {
+pub fn load(file: &str) -> Result<GameDay, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read game-day file {file}: {e}"))?;
     crate::experiment::limits::check(file, &text).map_err(|e| e.to_string())?;
     let gd: RawGameDay = serde_norway::from_str(&text).map_err(|e| {

@@ -1,0 +1,8 @@
+//! The coordinator's policy file parser on arbitrary text.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = faultline_coordinator::policy::Policy::parse("policy.yaml", text);
+});
