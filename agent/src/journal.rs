@@ -82,6 +82,15 @@ pub enum Object {
     File {
         path: PathBuf,
     },
+    /// A file inside a container's filesystem: the container's identity and
+    /// the path as the container sees it (its host path changes with its
+    /// init PID when it restarts).
+    ContainerFile {
+        container_id: String,
+        container_name: String,
+        dir: PathBuf,
+        name: String,
+    },
 }
 
 impl fmt::Display for Object {
@@ -97,6 +106,16 @@ impl fmt::Display for Object {
             Object::Qdisc { dev, handle } => write!(f, "qdisc {handle:x}: on {dev}"),
             Object::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
             Object::File { path } => write!(f, "file {}", path.display()),
+            Object::ContainerFile {
+                container_id,
+                container_name,
+                dir,
+                name,
+            } => write!(
+                f,
+                "file {} in container {container_name} ({container_id})",
+                dir.join(name).display()
+            ),
         }
     }
 }
@@ -279,6 +298,8 @@ impl Journal {
 pub struct Cleaner {
     pub firewall: Option<Arc<dyn Firewall>>,
     pub tc: Option<Arc<dyn Tc>>,
+    /// The container runtime, for files inside containers.
+    pub runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
 }
 
 impl Cleaner {
@@ -318,6 +339,17 @@ impl Cleaner {
                     // Gone, replaced by someone else's, or the device is gone.
                     _ => Ok(false),
                 }
+            }
+            Object::ContainerFile {
+                container_id, dir, name, ..
+            } => {
+                let rt = self.runtime.as_ref().ok_or(Error::NoTool("a container runtime"))?;
+                crate::faults::disk_fill::remove_in_container(rt.as_ref(), container_id, dir, name).map_err(|source| {
+                    Error::Remove {
+                        path: dir.join(name),
+                        source,
+                    }
+                })
             }
             Object::File { path } => match fs::remove_file(path) {
                 Ok(()) => Ok(true),

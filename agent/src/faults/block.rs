@@ -244,7 +244,13 @@ impl FaultKind for Block {
         }
     }
 
-    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+    fn prepare(
+        &self,
+        fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &faults::Place,
+    ) -> faults::Result<Box<dyn Prepared>> {
+        faults::refuse_containers(KIND.name, place)?;
         let v1::fault_spec::Kind::Block(w) = spec else {
             return Err(Error::InvalidSpec("not a block spec".into()).into());
         };

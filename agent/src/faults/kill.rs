@@ -14,6 +14,7 @@
 //! [`MASS_KILL_SHARE_PERCENT`] and [`MASS_KILL_MAX`]) is refused unless the
 //! fault sets `allow_mass_kill`.
 
+mod container;
 mod selection;
 mod watch;
 
@@ -27,6 +28,7 @@ use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
 pub use self::selection::{select, Protection, Selection};
+use self::container::{watch_for_container_restart, InContainers};
 use self::watch::watch_for_restart;
 pub use self::watch::AppliedKill;
 use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Setup};
@@ -297,6 +299,7 @@ pub fn apply(spec: KillSpec, table: Arc<dyn ProcessTable>, protection: &Protecti
         stop,
         watcher,
         summary,
+        container_restart: false,
     })
 }
 
@@ -310,6 +313,7 @@ pub const KIND: Registration = Registration {
         Arc::new(Kill {
             processes: s.processes.clone(),
             protection: s.protection.clone(),
+            runtime: s.runtime.clone(),
         })
     },
 };
@@ -325,6 +329,7 @@ impl From<Error> for faults::Error {
 struct Kill {
     processes: Arc<dyn ProcessTable>,
     protection: Protection,
+    runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
 }
 
 impl FaultKind for Kill {
@@ -332,14 +337,30 @@ impl FaultKind for Kill {
         vec![KIND.name.into()]
     }
 
-    fn prepare(&self, _fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+    fn prepare(
+        &self,
+        _fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &faults::Place,
+    ) -> faults::Result<Box<dyn Prepared>> {
         let v1::fault_spec::Kind::Kill(w) = spec else {
             return Err(Error::InvalidSpec("not a kill spec".into()).into());
         };
+        let spec = KillSpec::try_from(w)?;
+        let (processes, containers) = match place {
+            faults::Place::Host => (self.processes.clone(), None),
+            faults::Place::Containers { containers, allow_pid1 } => {
+                let table = Arc::new(InContainers::new(self.processes.clone(), containers, *allow_pid1));
+                (table.clone() as Arc<dyn ProcessTable>, Some((table, containers.clone())))
+            }
+        };
         Ok(Box::new(PreparedKill {
-            spec: KillSpec::try_from(w)?,
-            processes: self.processes.clone(),
+            spec,
+            processes,
             protection: self.protection.clone(),
+            containers,
+            runtime: self.runtime.clone(),
+            place: place.describe(),
         }))
     }
 }
@@ -348,6 +369,12 @@ struct PreparedKill {
     spec: KillSpec,
     processes: Arc<dyn ProcessTable>,
     protection: Protection,
+    /// The containers' view of the process table and the containers, when
+    /// the kill targets containers.
+    containers: Option<(Arc<InContainers>, Vec<crate::runtime::Container>)>,
+    runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
+    /// ` in container(s) ...`, or empty on the node.
+    place: String,
 }
 
 impl Prepared for PreparedKill {
@@ -357,11 +384,30 @@ impl Prepared for PreparedKill {
 
     fn preview(&self) -> faults::Result<(String, String)> {
         let detail = preview(&self.spec, self.processes.as_ref(), &self.protection)?;
-        Ok((detail, KIND.backend.into()))
+        Ok((format!("{detail}{}", self.place), KIND.backend.into()))
     }
 
     fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
-        Ok(Box::new(apply(self.spec, self.processes, &self.protection)?))
+        let mut applied = apply(self.spec, self.processes, &self.protection)?;
+        applied.summary.push_str(&self.place);
+        // A container's PID 1 was killed: what comes back is the container
+        // (its restart policy), under a new pid namespace the process
+        // watcher does not see; watch the runtime instead.
+        if let (Some((table, containers)), Some(rt)) = (self.containers, self.runtime) {
+            let hit: Vec<_> = containers
+                .into_iter()
+                .filter(|c| applied.killed.iter().any(|k| k.pid == c.pid && table.is_init(k.pid)))
+                .collect();
+            if !hit.is_empty() {
+                applied.stop.cancel();
+                applied.watcher.abort();
+                let stop = CancellationToken::new();
+                applied.watcher = tokio::spawn(watch_for_container_restart(rt, hit, Instant::now(), stop.clone()));
+                applied.stop = stop;
+                applied.container_restart = true;
+            }
+        }
+        Ok(Box::new(applied))
     }
 }
 

@@ -291,7 +291,13 @@ impl FaultKind for Latency {
         self.backends.capabilities()
     }
 
-    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+    fn prepare(
+        &self,
+        fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &faults::Place,
+    ) -> faults::Result<Box<dyn Prepared>> {
+        faults::refuse_containers(KIND.name, place)?;
         let v1::fault_spec::Kind::Latency(w) = spec else {
             return Err(Error::InvalidSpec("not a latency spec".into()).into());
         };
