@@ -368,6 +368,19 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
                     .join(", "),
             });
         }
+        if fault.targets.containers.is_some() {
+            if let Some(a) = targets
+                .iter()
+                .find(|a| !a.capabilities.iter().any(|c| c.starts_with("runtime:")))
+            {
+                return Err(Error::Capability {
+                    fault: fault.name.clone(),
+                    agent: a.agent_id.clone(),
+                    kind: "a container runtime (targets.containers)".into(),
+                    supports: a.capabilities.join(", "),
+                });
+            }
+        }
         let peers = match fault.kind.peers() {
             Some(p) => targets
                 .iter()
