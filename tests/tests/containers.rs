@@ -1,0 +1,223 @@
+//! Container targets against the machine's real Docker Engine: images built
+//! from this host's files, containers the tests start and remove, the
+//! agent in-process on the host (as the DaemonSet runs it: host PID
+//! namespace, the runtime socket). With `CI=true` a missing engine fails.
+
+use std::time::{Duration, Instant};
+
+use faultline_tests::docker::{docker, docker_or_skip, DockerLab};
+use faultline_tests::*;
+use tokio_util::sync::CancellationToken;
+
+/// An experiment with one fault (indented `fault` lines under `- name: f`)
+/// probing an in-process HTTP server on the host.
+fn experiment(port: u16, duration: &str, fault: &str) -> String {
+    format!(
+        r#"name: containers
+hypothesis:
+  probes:
+    - name: web
+      interval: 100ms
+      http: {{ url: "http://127.0.0.1:{port}/health" }}
+baseline: 200ms
+duration: {duration}
+recovery: 500ms
+faults:
+  - name: f
+{fault}"#
+    )
+}
+
+/// A container whose PID 1 (`sh`) restarts `sleep` whenever it dies.
+const LOOP: &[&str] = &["/bin/sh", "-c", "while :; do /bin/sleep 1000; done"];
+
+/// Host pids of the processes named `name` in the pid namespace of `pid`.
+fn in_ns(pid: u32, name: &str) -> Vec<u32> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let same = std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|n| n == ns);
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if same && comm.trim() == name {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Polls `f` every 50 ms for at most `limit`.
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_in_a_container_signals_only_its_process_and_times_the_restart() {
+    if !docker_or_skip("kill_in_a_container_signals_only_its_process_and_times_the_restart") {
+        return;
+    }
+    let mut lab = DockerLab::new("kill");
+    lab.run("a", &["--label", "fltest-role=victim"], LOOP);
+    lab.run("b", &[], LOOP);
+    let (pa, pb) = (lab.pid("a"), lab.pid("b"));
+    assert!(wait_for(Duration::from_secs(5), || in_ns(pa, "sleep").len() == 1 && in_ns(pb, "sleep").len() == 1));
+    let (sleep_a, sleep_b) = (in_ns(pa, "sleep"), in_ns(pb, "sleep"));
+    let mut host_sleep = sleeper();
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-\", labels: {{ fltest-role: victim }} }} }}\n    kill: {{ name: sleep }}\n",
+        lab.prefix
+    );
+    let r = h.run(&experiment(port, "1s", &fault), &[]).await.unwrap();
+    let t = &r.report.faults[0].targets[0];
+    println!("kill in container: {t:?}");
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert_eq!(t.killed.iter().map(|k| k.pid).collect::<Vec<_>>(), sleep_a);
+    assert!(r.report.faults[0].summary.contains("containers"), "{}", r.report.faults[0].summary);
+    // The container's loop started a new sleep, seen by the watcher.
+    assert!(t.reappeared_after_ms.is_some(), "{t:?}");
+    // The sibling container and the host's own sleep were not touched.
+    assert_eq!(in_ns(pb, "sleep"), sleep_b);
+    assert!(!host_sleep.exited());
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_containers_pid1_needs_allow_pid1_and_reports_time_until_it_runs_again() {
+    if !docker_or_skip("killing_a_containers_pid1_needs_allow_pid1_and_reports_time_until_it_runs_again") {
+        return;
+    }
+    let mut lab = DockerLab::new("pid1");
+    lab.run("a", &["--restart", "always"], LOOP);
+    let before = lab.pid("a");
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let sel = format!("name: \"^{}-a$\"", lab.prefix);
+
+    // Without the opt-in, PID 1 is not even a candidate.
+    let fault = format!("    targets: {{ containers: {{ {sel} }} }}\n    kill: {{ name: sh }}\n");
+    let r = h.run(&experiment(port, "500ms", &fault), &[]).await.unwrap();
+    assert_eq!(r.exit_code, 5, "{}", r.report.reason);
+    assert_eq!(lab.pid("a"), before, "PID 1 must live");
+
+    let fault = format!("    targets: {{ containers: {{ {sel}, allow_pid1: true }} }}\n    kill: {{ name: sh }}\n");
+    let r = h.run(&experiment(port, "3s", &fault), &[]).await.unwrap();
+    let t = &r.report.faults[0].targets[0];
+    println!("PID 1 kill: {t:?}");
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert_eq!(t.killed.iter().map(|k| k.pid).collect::<Vec<_>>(), vec![before]);
+    let after = lab.pid("a");
+    assert!(after != before && after != 0, "restarted under a new PID 1");
+    assert_eq!(t.reappeared_pid, Some(after), "{t:?}");
+    let ms = t.reappeared_after_ms.expect("time until it ran again");
+    println!("container ran again {ms} ms after its PID 1 was killed");
+    assert!(t.detail.contains("ran again"), "{}", t.detail);
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_fill_in_a_container_stays_inside_it_even_through_a_symlink_to_root() {
+    if !docker_or_skip("disk_fill_in_a_container_stays_inside_it_even_through_a_symlink_to_root") {
+        return;
+    }
+    let mut lab = DockerLab::new("fill");
+    lab.run("a", &[], LOOP);
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut h = Harness::start().await;
+    h.add_agent_with("node-a", &[], |c| {
+        c.fill.allowed = vec!["/tmp".into()];
+        c.fill.max_used_percent = 100.0;
+    })
+    .await;
+    // /tmp/escape is a symlink to "/" in the image: resolved in the
+    // container's root, never the host's.
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    disk_fill: {{ path: /tmp/escape, size: 1MiB }}\n",
+        lab.prefix
+    );
+    let h = std::sync::Arc::new(h);
+    let yaml = experiment(port, "2s", &fault);
+    let run = {
+        let h = h.clone();
+        tokio::spawn(async move { h.run(&yaml, &[]).await })
+    };
+    let lab2 = &lab;
+    let seen = tokio::task::block_in_place(|| {
+        wait_for(Duration::from_secs(5), || {
+            lab2.files_in("a", "/").iter().any(|f| f.starts_with(".faultline-fill-"))
+        })
+    });
+    let host_root: Vec<String> = std::fs::read_dir("/")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".faultline-fill-"))
+        .collect();
+    let r = run.await.unwrap().unwrap();
+    let t = &r.report.faults[0].targets[0];
+    println!("fill in container: {t:?}");
+    assert!(seen, "the fill file appeared in the container's root");
+    assert!(host_root.is_empty(), "host / untouched: {host_root:?}");
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert!(!lab.files_in("a", "/").iter().any(|f| f.starts_with(".faultline-fill-")));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_restarted_mid_fill_is_restored_clean_without_an_error_loop() {
+    if !docker_or_skip("a_container_restarted_mid_fill_is_restored_clean_without_an_error_loop") {
+        return;
+    }
+    let mut lab = DockerLab::new("restart");
+    lab.run("a", &[], LOOP);
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let mut h = Harness::start().await;
+    h.add_agent_with("node-a", &[], |c| {
+        c.fill.allowed = vec!["/tmp".into()];
+        c.fill.max_used_percent = 100.0;
+    })
+    .await;
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    disk_fill: {{ path: /tmp, size: 1MiB }}\n",
+        lab.prefix
+    );
+    let h = std::sync::Arc::new(h);
+    let yaml = experiment(port, "3s", &fault);
+    let run = {
+        let h = h.clone();
+        tokio::spawn(async move { h.run(&yaml, &[]).await })
+    };
+    let lab2 = &lab;
+    let has_fill = || lab2.files_in("a", "/tmp").iter().any(|f| f.starts_with(".faultline-fill-"));
+    assert!(tokio::task::block_in_place(|| wait_for(Duration::from_secs(5), has_fill)));
+    let old = lab.pid("a");
+    let restarted = Instant::now();
+    tokio::task::block_in_place(|| docker(&["restart", "-t", "0", &format!("{}-a", lab.prefix)]));
+    assert_ne!(lab.pid("a"), old);
+    // The writable layer survives a restart, and the file with it, until
+    // the agent restores through the new PID 1's root.
+    let r = run.await.unwrap().unwrap();
+    let clean_after = restarted.elapsed();
+    let t = &r.report.faults[0].targets[0];
+    println!("restart mid-fill: {t:?}; clean {clean_after:?} after docker restart");
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert_eq!(t.state, "restored", "{t:?}");
+    assert!(!has_fill(), "no fill file left in the restarted container");
+    stop.cancel();
+}
