@@ -341,7 +341,10 @@ impl Cleaner {
                 }
             }
             Object::ContainerFile {
-                container_id, dir, name, ..
+                container_id,
+                dir,
+                name,
+                ..
             } => {
                 let rt = self.runtime.as_ref().ok_or(Error::NoTool("a container runtime"))?;
                 crate::faults::disk_fill::remove_in_container(rt.as_ref(), container_id, dir, name).map_err(|source| {

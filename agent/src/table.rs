@@ -46,7 +46,7 @@ pub enum Command {
         /// or REFUSED, touching nothing and writing no undo record.
         dry_run: bool,
         /// Narrows the fault to containers on this node; `None`: the node.
-        container: Option<v1::ContainerSelector>,
+        container: Option<Box<v1::ContainerSelector>>,
     },
     Restore {
         fault_id: String,
@@ -212,6 +212,7 @@ async fn run(
                 dry_run,
                 container,
             } => {
+                let container = container.map(|c| *c);
                 if dry_run {
                     let _ = out.send(preview(&config, &fault_id, &run_id, spec, container, &active));
                     continue;

@@ -97,13 +97,25 @@ impl DockerLab {
         std::os::unix::fs::symlink("/", root.path().join("tmp/escape")).expect("symlink");
         let tar = root.path().with_extension("tar");
         let st = Command::new("tar")
-            .args(["-C", &root.path().display().to_string(), "-cf", &tar.display().to_string(), "."])
+            .args([
+                "-C",
+                &root.path().display().to_string(),
+                "-cf",
+                &tar.display().to_string(),
+                ".",
+            ])
             .status()
             .expect("tar");
         assert!(st.success());
         docker(&["import", &tar.display().to_string(), &lab.image]);
         let _ = std::fs::remove_file(&tar);
-        docker(&["network", "create", "--label", &format!("{}=1", lab.prefix), &lab.network]);
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            &format!("{}=1", lab.prefix),
+            &lab.network,
+        ]);
         lab
     }
 

@@ -36,7 +36,9 @@ fn in_ns(pid: u32, name: &str) -> Vec<u32> {
     let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let same = std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|n| n == ns);
         let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
         if same && comm.trim() == name {
@@ -67,7 +69,8 @@ async fn kill_in_a_container_signals_only_its_process_and_times_the_restart() {
     lab.run("a", &["--label", "fltest-role=victim"], LOOP);
     lab.run("b", &[], LOOP);
     let (pa, pb) = (lab.pid("a"), lab.pid("b"));
-    assert!(wait_for(Duration::from_secs(5), || in_ns(pa, "sleep").len() == 1 && in_ns(pb, "sleep").len() == 1));
+    assert!(wait_for(Duration::from_secs(5), || in_ns(pa, "sleep").len() == 1
+        && in_ns(pb, "sleep").len() == 1));
     let (sleep_a, sleep_b) = (in_ns(pa, "sleep"), in_ns(pb, "sleep"));
     let mut host_sleep = sleeper();
     let stop = CancellationToken::new();
@@ -83,7 +86,11 @@ async fn kill_in_a_container_signals_only_its_process_and_times_the_restart() {
     println!("kill in container: {t:?}");
     assert_eq!(r.exit_code, 0, "{}", r.report.reason);
     assert_eq!(t.killed.iter().map(|k| k.pid).collect::<Vec<_>>(), sleep_a);
-    assert!(r.report.faults[0].summary.contains("containers"), "{}", r.report.faults[0].summary);
+    assert!(
+        r.report.faults[0].summary.contains("containers"),
+        "{}",
+        r.report.faults[0].summary
+    );
     // The container's loop started a new sleep, seen by the watcher.
     assert!(t.reappeared_after_ms.is_some(), "{t:?}");
     // The sibling container and the host's own sleep were not touched.
@@ -159,7 +166,9 @@ async fn disk_fill_in_a_container_stays_inside_it_even_through_a_symlink_to_root
     let lab2 = &lab;
     let seen = tokio::task::block_in_place(|| {
         wait_for(Duration::from_secs(5), || {
-            lab2.files_in("a", "/").iter().any(|f| f.starts_with(".faultline-fill-"))
+            lab2.files_in("a", "/")
+                .iter()
+                .any(|f| f.starts_with(".faultline-fill-"))
         })
     });
     let host_root: Vec<String> = std::fs::read_dir("/")
@@ -204,8 +213,15 @@ async fn a_container_restarted_mid_fill_is_restored_clean_without_an_error_loop(
         tokio::spawn(async move { h.run(&yaml, &[]).await })
     };
     let lab2 = &lab;
-    let has_fill = || lab2.files_in("a", "/tmp").iter().any(|f| f.starts_with(".faultline-fill-"));
-    assert!(tokio::task::block_in_place(|| wait_for(Duration::from_secs(5), has_fill)));
+    let has_fill = || {
+        lab2.files_in("a", "/tmp")
+            .iter()
+            .any(|f| f.starts_with(".faultline-fill-"))
+    };
+    assert!(tokio::task::block_in_place(|| wait_for(
+        Duration::from_secs(5),
+        has_fill
+    )));
     let old = lab.pid("a");
     let restarted = Instant::now();
     tokio::task::block_in_place(|| docker(&["restart", "-t", "0", &format!("{}-a", lab.prefix)]));
@@ -219,5 +235,77 @@ async fn a_container_restarted_mid_fill_is_restored_clean_without_an_error_loop(
     assert_eq!(r.exit_code, 0, "{}", r.report.reason);
     assert_eq!(t.state, "restored", "{t:?}");
     assert!(!has_fill(), "no fill file left in the restarted container");
+    stop.cancel();
+}
+
+/// The real agent binary, dialling the harness's coordinator.
+fn spawn_agent(url: &str, state: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(faultline_tests::lab::agent_bin())
+        .args([
+            "--coordinator",
+            url,
+            "--id",
+            "node-k",
+            "--no-sweep",
+            "--max-fill-used-percent",
+            "100",
+        ])
+        .args(["--allow-fill", "/tmp", "--state-dir"])
+        .arg(state)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn faultline-agent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_fill_is_cleaned_inside_the_container_by_its_next_start() {
+    if !docker_or_skip("an_agent_killed_mid_fill_is_cleaned_inside_the_container_by_its_next_start") {
+        return;
+    }
+    let mut lab = DockerLab::new("crash");
+    lab.run("a", &[], LOOP);
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let h = std::sync::Arc::new(Harness::start().await);
+    let state = tempfile::tempdir().unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut agent = Reap(spawn_agent(&h.url, state.path()));
+    assert!(h.coordinator.registry.wait_for(1, Duration::from_secs(10)).await);
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    disk_fill: {{ path: /tmp, size: 1MiB }}\n",
+        lab.prefix
+    );
+    let yaml = experiment(port, "30s", &fault);
+    let run = {
+        let h = h.clone();
+        tokio::spawn(async move { h.run(&yaml, &[]).await })
+    };
+    let lab2 = &lab;
+    let has_fill = || {
+        lab2.files_in("a", "/tmp")
+            .iter()
+            .any(|f| f.starts_with(".faultline-fill-"))
+    };
+    assert!(tokio::task::block_in_place(|| wait_for(
+        Duration::from_secs(10),
+        has_fill
+    )));
+    // kill -9: no restore runs; the undo record names the container.
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    assert!(has_fill(), "nothing restored the fill yet");
+    let _next = Reap(spawn_agent(&h.url, state.path()));
+    let cleaned = tokio::task::block_in_place(|| wait_for(Duration::from_secs(10), || !has_fill()));
+    assert!(
+        cleaned,
+        "the restarted agent removed the fill file inside the container"
+    );
+    run.abort();
     stop.cancel();
 }

@@ -27,8 +27,8 @@ use nix::sys::signal::Signal;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
-pub use self::selection::{select, Protection, Selection};
 use self::container::{watch_for_container_restart, InContainers};
+pub use self::selection::{select, Protection, Selection};
 use self::watch::watch_for_restart;
 pub use self::watch::AppliedKill;
 use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Setup};
@@ -351,7 +351,10 @@ impl FaultKind for Kill {
             faults::Place::Host => (self.processes.clone(), None),
             faults::Place::Containers { containers, allow_pid1 } => {
                 let table = Arc::new(InContainers::new(self.processes.clone(), containers, *allow_pid1));
-                (table.clone() as Arc<dyn ProcessTable>, Some((table, containers.clone())))
+                (
+                    table.clone() as Arc<dyn ProcessTable>,
+                    Some((table, containers.clone())),
+                )
             }
         };
         Ok(Box::new(PreparedKill {

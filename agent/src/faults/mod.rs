@@ -65,8 +65,8 @@ pub use latency::{AppliedLatency, Backends, LatencySpec};
 use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Object, Owned};
 use crate::process::ProcessTable;
-pub use crate::runtime::Place;
 use crate::runtime::ContainerRuntime;
+pub use crate::runtime::Place;
 
 /// Every fault kind this agent knows, in the order its capabilities are
 /// advertised. Adding a kind adds its line here.

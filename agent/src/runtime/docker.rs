@@ -97,7 +97,10 @@ fn parse_response(raw: &[u8]) -> std::result::Result<(u16, Vec<u8>), String> {
     let mut out = Vec::new();
     let mut rest = body;
     loop {
-        let nl = rest.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
+        let nl = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
         let size_text = std::str::from_utf8(&rest[..nl]).map_err(|_| "bad chunk size")?;
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| format!("bad chunk size {size_text:?}"))?;
@@ -199,7 +202,9 @@ impl ContainerRuntime for Docker {
         if !valid_id(id) {
             return Ok(None);
         }
-        Ok(self.get_json::<Inspect>(&format!("/containers/{id}/json"))?.map(Container::from))
+        Ok(self
+            .get_json::<Inspect>(&format!("/containers/{id}/json"))?
+            .map(Container::from))
     }
 
     fn upper_dir(&self, id: &str) -> Result<Option<PathBuf>> {

@@ -180,7 +180,11 @@ impl Place {
             Place::Host => String::new(),
             Place::Containers { containers, .. } => format!(
                 " in container(s) {}",
-                containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -326,10 +330,17 @@ mod tests {
             stopped,
         ];
         let p = resolve(&rt, &sel("^web", &[("app", "web")], 0), &Protected::default()).unwrap();
-        let Place::Containers { containers, .. } = p else { panic!() };
-        assert_eq!(containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
+        let Place::Containers { containers, .. } = p else {
+            panic!()
+        };
+        assert_eq!(
+            containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["c1", "c2"]
+        );
         let p = resolve(&rt, &sel("", &[("app", "web")], 1), &Protected::default()).unwrap();
-        let Place::Containers { containers, .. } = p else { panic!() };
+        let Place::Containers { containers, .. } = p else {
+            panic!()
+        };
         assert_eq!(containers.len(), 1);
         let err = resolve(&rt, &sel("nope", &[], 0), &Protected::default()).unwrap_err();
         assert!(matches!(err, Error::NoMatch(_)), "{err}");

@@ -38,7 +38,11 @@ impl Containers {
             parts.push(format!("image={i}"));
         }
         parts.extend(self.labels.iter().map(|(k, v)| format!("{k}={v}")));
-        let what = if parts.is_empty() { "any".into() } else { parts.join(" ") };
+        let what = if parts.is_empty() {
+            "any".into()
+        } else {
+            parts.join(" ")
+        };
         match self.count {
             0 => format!("containers {what} (all)"),
             n => format!("containers {what} (at most {n} per node)"),

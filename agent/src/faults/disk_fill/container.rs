@@ -133,10 +133,11 @@ impl ContainerFill {
         )
         .map_err(|e| self.io(e.into()))?;
         let mut f = File::from(fd);
-        allocate(&mut f, bytes).inspect_err(|_| {
-            let _ = unlinkat(&dir, self.name.as_str(), UnlinkatFlags::NoRemoveDir);
-        })
-        .map_err(|e| self.io(e))
+        allocate(&mut f, bytes)
+            .inspect_err(|_| {
+                let _ = unlinkat(&dir, self.name.as_str(), UnlinkatFlags::NoRemoveDir);
+            })
+            .map_err(|e| self.io(e))
     }
 }
 
@@ -150,7 +151,11 @@ pub fn remove(runtime: &dyn ContainerRuntime, id: &str, dir: &Path, name: &str) 
         Some(c) if c.running && c.pid > 0 => proc_root(c.pid),
         Some(_) => match runtime.upper_dir(id).map_err(to_io)? {
             Some(upper) => upper,
-            None => return Err(std::io::Error::other(format!("container {id} is stopped and its runtime names no writable layer"))),
+            None => {
+                return Err(std::io::Error::other(format!(
+                    "container {id} is stopped and its runtime names no writable layer"
+                )))
+            }
         },
     };
     let dir = match open_in_root(&root, dir) {
@@ -282,7 +287,10 @@ impl Applied for AppliedFills {
             .collect();
         Report {
             detail: format!("allocated {}", parts.join("; ")),
-            observation: self.fills.first().map(|(_, o)| v1::observation::Kind::DiskFill(o.clone())),
+            observation: self
+                .fills
+                .first()
+                .map(|(_, o)| v1::observation::Kind::DiskFill(o.clone())),
         }
     }
 
@@ -293,7 +301,10 @@ impl Applied for AppliedFills {
             for (f, _) in &self.fills {
                 match remove(self.runtime.as_ref(), &f.container.id, &f.dir, &f.name) {
                     Ok(true) => lines.push(format!("removed {}", f.describe())),
-                    Ok(false) => lines.push(format!("{} was already gone (container restarted empty or removed)", f.describe())),
+                    Ok(false) => lines.push(format!(
+                        "{} was already gone (container restarted empty or removed)",
+                        f.describe()
+                    )),
                     Err(e) => failed = Some(f.io(e)),
                 }
             }
@@ -302,7 +313,10 @@ impl Applied for AppliedFills {
             }
             Ok(Report {
                 detail: lines.join("; "),
-                observation: self.fills.first().map(|(_, o)| v1::observation::Kind::DiskFill(o.clone())),
+                observation: self
+                    .fills
+                    .first()
+                    .map(|(_, o)| v1::observation::Kind::DiskFill(o.clone())),
             })
         })
     }
@@ -325,7 +339,13 @@ mod tests {
         assert!(fd.is_err(), "resolved out of the root");
         let up = open_in_root(root.path(), Path::new("/tmp/up/tmp")).unwrap();
         // `..` at the root stays at the root: /tmp/up/tmp is the root's tmp.
-        let f = openat(&up, "probe", OFlag::O_WRONLY | OFlag::O_CREAT, Mode::from_bits_truncate(0o600)).unwrap();
+        let f = openat(
+            &up,
+            "probe",
+            OFlag::O_WRONLY | OFlag::O_CREAT,
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         drop(f);
         assert!(root.path().join("tmp/probe").exists());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
