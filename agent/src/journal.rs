@@ -51,6 +51,8 @@ pub enum Error {
     Firewall(#[from] firewall::Error),
     #[error(transparent)]
     Tc(#[from] qdisc::Error),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::Error),
     /// A file a fault created could not be removed.
     #[error("{}: {source}", path.display())]
     Remove { path: PathBuf, source: std::io::Error },
@@ -91,6 +93,15 @@ pub enum Object {
         dir: PathBuf,
         name: String,
     },
+    /// An nftables table in a container's network namespace, named by its
+    /// inode: once the container restarted (new namespace) or was removed,
+    /// the namespace and the table are gone.
+    ContainerNftTable {
+        container_id: String,
+        netns_inode: u64,
+        family: String,
+        name: String,
+    },
 }
 
 impl fmt::Display for Object {
@@ -106,6 +117,15 @@ impl fmt::Display for Object {
             Object::Qdisc { dev, handle } => write!(f, "qdisc {handle:x}: on {dev}"),
             Object::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
             Object::File { path } => write!(f, "file {}", path.display()),
+            Object::ContainerNftTable {
+                container_id,
+                netns_inode,
+                family,
+                name,
+            } => write!(
+                f,
+                "nftables table {family} {name} in net:[{netns_inode}] of container {container_id}"
+            ),
             Object::ContainerFile {
                 container_id,
                 container_name,
@@ -339,6 +359,31 @@ impl Cleaner {
                     // Gone, replaced by someone else's, or the device is gone.
                     _ => Ok(false),
                 }
+            }
+            Object::ContainerNftTable {
+                container_id,
+                netns_inode,
+                family,
+                name,
+            } => {
+                let rt = self.runtime.as_ref().ok_or(Error::NoTool("container runtime"))?;
+                let fw = self.firewall.as_ref().ok_or(Error::NoTool("nftables"))?;
+                let pid = match rt.inspect(container_id)? {
+                    Some(c) if c.running => c.pid,
+                    // Removed or stopped: its namespace, and the table, are gone.
+                    _ => return Ok(false),
+                };
+                if crate::runtime::ns_inode(pid, "net") != Some(*netns_inode) {
+                    return Ok(false); // restarted: a new namespace
+                }
+                let ns = crate::runtime::netns::InNetns::of_pid(fw.clone(), pid).map_err(|source| Error::Remove {
+                    path: format!("/proc/{pid}/ns/net").into(),
+                    source,
+                })?;
+                if !ns.nft_tables()?.iter().any(|(f, n)| f == family && n == name) {
+                    return Ok(false);
+                }
+                Ok(ns.nft_apply(&format!("delete table {family} {name}\n")).map(|_| true)?)
             }
             Object::ContainerFile {
                 container_id,

@@ -76,6 +76,12 @@ fn copy_with_libs(bin: &Path, root: &Path) {
 impl DockerLab {
     /// Builds the image and creates the network.
     pub fn new(name: &str) -> DockerLab {
+        Self::with_bins(name, &[])
+    }
+
+    /// Like [`DockerLab::new`], with more host binaries in the image's
+    /// `/bin` (with their libraries).
+    pub fn with_bins(name: &str, bins: &[&Path]) -> DockerLab {
         let prefix = format!("fltest-{name}-{}", std::process::id());
         let image = format!("{prefix}-img:1");
         let network = format!("{prefix}-net");
@@ -88,6 +94,14 @@ impl DockerLab {
         let root = tempfile::tempdir().expect("rootfs dir");
         for bin in ["/bin/sh", "/bin/sleep"] {
             copy_with_libs(Path::new(bin), root.path());
+        }
+        for bin in bins {
+            copy_with_libs(bin, root.path());
+            let name = bin.file_name().expect("binary name");
+            let dest = root.path().join("bin").join(name);
+            if !dest.exists() {
+                std::fs::copy(bin, dest).expect("copy binary");
+            }
         }
         for d in ["tmp", "proc", "sys", "dev", "etc"] {
             std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
@@ -137,6 +151,25 @@ impl DockerLab {
         docker(&["inspect", "-f", "{{.State.Pid}}", &format!("{}-{name}", self.prefix)])
             .parse()
             .unwrap_or(0)
+    }
+
+    /// The container's address on the lab network, and the network's gateway
+    /// (the host's end of the bridge).
+    pub fn addr(&self, name: &str) -> (String, String) {
+        let c = format!("{}-{name}", self.prefix);
+        let ip = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &c,
+        ]);
+        let gw = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}",
+            &c,
+        ]);
+        (ip, gw)
     }
 
     /// Names of the files in `dir` inside the running container `name`.

@@ -309,3 +309,75 @@ async fn an_agent_killed_mid_fill_is_cleaned_inside_the_container_by_its_next_st
     run.abort();
     stop.cancel();
 }
+
+const TEST_HTTP: &str = env!("CARGO_BIN_EXE_faultline-test-http");
+
+/// Whether a TCP connection to `addr` opens within 300 ms.
+fn reachable(addr: &str) -> bool {
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
+}
+
+/// nftables tables named `faultline*` in the network namespace of `pid`.
+fn faultline_tables(pid: u32) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "nft", "list", "tables"])
+        .output()
+        .expect("nsenter nft");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("faultline"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_in_a_containers_network_namespace_spares_its_sibling_and_survives_a_restart() {
+    if !docker_or_skip("block_in_a_containers_network_namespace_spares_its_sibling_and_survives_a_restart") {
+        return;
+    }
+    let mut lab = DockerLab::with_bins("block", &[std::path::Path::new(TEST_HTTP)]);
+    let serve = &["/bin/faultline-test-http", "--listen", "0.0.0.0:8080"];
+    lab.run("a", &[], serve);
+    lab.run("b", &[], serve);
+    let ((ip_a, gw), (ip_b, _)) = (lab.addr("a"), lab.addr("b"));
+    let (addr_a, addr_b) = (format!("{ip_a}:8080"), format!("{ip_b}:8080"));
+    assert!(wait_for(Duration::from_secs(5), || reachable(&addr_a) && reachable(&addr_b)));
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let h = std::sync::Arc::new(h);
+    // The probe watches the sibling, which must stay healthy throughout.
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    block: {{ peers: {{ cidrs: [{gw}/32] }} }}\n",
+        lab.prefix
+    );
+    let yaml = experiment(0, "2s", &fault).replace("127.0.0.1:0", &addr_b);
+
+    for restart_mid_fault in [false, true] {
+        let run = {
+            let (h, yaml) = (h.clone(), yaml.clone());
+            tokio::spawn(async move { h.run(&yaml, &[]).await })
+        };
+        let blocked = tokio::task::block_in_place(|| wait_for(Duration::from_secs(5), || !reachable(&addr_a)));
+        assert!(blocked, "the container stops answering the host");
+        assert!(reachable(&addr_b), "the sibling container is untouched");
+        assert!(
+            !faultline_tables(lab.pid("a")).is_empty(),
+            "the table is in a's namespace"
+        );
+        assert!(faultline_tables(std::process::id()).is_empty(), "and not in the host's");
+        if restart_mid_fault {
+            tokio::task::block_in_place(|| docker(&["restart", "-t", "0", &format!("{}-a", lab.prefix)]));
+        }
+        let r = run.await.unwrap().unwrap();
+        let t = &r.report.faults[0].targets[0];
+        println!("block (restart mid-fault: {restart_mid_fault}): {t:?}");
+        assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+        assert_eq!(t.state, "restored", "{t:?}");
+        assert!(t.detail.contains("deleted nftables table"), "{}", t.detail);
+        assert!(tokio::task::block_in_place(|| wait_for(Duration::from_secs(5), || {
+            reachable(&addr_a)
+        })));
+        assert!(faultline_tables(lab.pid("a")).is_empty());
+    }
+}

@@ -20,6 +20,8 @@ use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Re
 use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Object, Owned};
 
+mod container;
+
 /// The start of every block fault's nftables table name; the orphan sweep
 /// deletes tables named so.
 pub const NFT_PREFIX: &str = "faultline_";
@@ -250,7 +252,6 @@ impl FaultKind for Block {
         spec: v1::fault_spec::Kind,
         place: &faults::Place,
     ) -> faults::Result<Box<dyn Prepared>> {
-        faults::refuse_containers(KIND.name, place)?;
         let v1::fault_spec::Kind::Block(w) = spec else {
             return Err(Error::InvalidSpec("not a block spec".into()).into());
         };
@@ -260,6 +261,16 @@ impl FaultKind for Block {
             .firewall
             .clone()
             .ok_or_else(|| Error::Refused("nft is not installed on this node, so it cannot block traffic".into()))?;
+        if let faults::Place::Containers { containers, .. } = place {
+            return Ok(Box::new(container::PreparedBlocks::new(
+                firewall,
+                fault_id,
+                spec,
+                table,
+                containers,
+                self.exempt.clone(),
+            )?));
+        }
         Ok(Box::new(PreparedBlock {
             firewall,
             fault_id: fault_id.to_string(),

@@ -11,6 +11,7 @@
 //! [`crate::faults::FaultKind::prepare`].
 
 pub mod docker;
+pub mod netns;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
