@@ -102,6 +102,14 @@ pub enum Object {
         family: String,
         name: String,
     },
+    /// An object (iptables chain, qdisc) inside a container's network
+    /// namespace, named by its inode; gone with the namespace once the
+    /// container restarted or was removed.
+    InContainerNetns {
+        container_id: String,
+        netns_inode: u64,
+        object: Box<Object>,
+    },
 }
 
 impl fmt::Display for Object {
@@ -117,6 +125,11 @@ impl fmt::Display for Object {
             Object::Qdisc { dev, handle } => write!(f, "qdisc {handle:x}: on {dev}"),
             Object::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
             Object::File { path } => write!(f, "file {}", path.display()),
+            Object::InContainerNetns {
+                container_id,
+                netns_inode,
+                object,
+            } => write!(f, "{object} in net:[{netns_inode}] of container {container_id}"),
             Object::ContainerNftTable {
                 container_id,
                 netns_inode,
@@ -359,6 +372,27 @@ impl Cleaner {
                     // Gone, replaced by someone else's, or the device is gone.
                     _ => Ok(false),
                 }
+            }
+            Object::InContainerNetns {
+                container_id,
+                netns_inode,
+                object,
+            } => {
+                let rt = self.runtime.as_ref().ok_or(Error::NoTool("container runtime"))?;
+                let pid = match rt.inspect(container_id)? {
+                    Some(c) if c.running => c.pid,
+                    _ => return Ok(false),
+                };
+                if crate::runtime::ns_inode(pid, "net") != Some(*netns_inode) {
+                    return Ok(false);
+                }
+                let path = format!("/proc/{pid}/ns/net");
+                let io = |source| Error::Remove {
+                    path: path.clone().into(),
+                    source,
+                };
+                let ns = File::open(&path).map_err(io)?;
+                crate::runtime::netns::enter(&ns, || self.remove(object)).map_err(io)?
             }
             Object::ContainerNftTable {
                 container_id,

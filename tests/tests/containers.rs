@@ -381,3 +381,78 @@ async fn block_in_a_containers_network_namespace_spares_its_sibling_and_survives
         assert!(faultline_tables(lab.pid("a")).is_empty());
     }
 }
+
+/// Median time to open a TCP connection to `addr`, over `n` tries (a
+/// refused or timed-out try counts as 1 s).
+fn connect_median(addr: &str, n: usize) -> Duration {
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    let mut v: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)) {
+                Ok(_) => t.elapsed(),
+                Err(_) => Duration::from_secs(1),
+            }
+        })
+        .collect();
+    v.sort();
+    v[n / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_its_sibling() {
+    if !docker_or_skip("latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_its_sibling") {
+        return;
+    }
+    let mut lab = DockerLab::with_bins("latency", &[std::path::Path::new(TEST_HTTP)]);
+    let serve = &["/bin/faultline-test-http", "--listen", "0.0.0.0:8080"];
+    lab.run("a", &[], serve);
+    lab.run("b", &[], serve);
+    let ((ip_a, gw), (ip_b, _)) = (lab.addr("a"), lab.addr("b"));
+    let (addr_a, addr_b) = (format!("{ip_a}:8080"), format!("{ip_b}:8080"));
+    assert!(wait_for(Duration::from_secs(5), || reachable(&addr_a) && reachable(&addr_b)));
+    let before = connect_median(&addr_a, 9);
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let h = std::sync::Arc::new(h);
+    // Egress of container a towards the host's end of the bridge: the
+    // SYN-ACK of every connection the host opens to it waits 100 ms.
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    latency: {{ delay: 100ms, to: {{ cidrs: [{gw}/32] }} }}\n",
+        lab.prefix
+    );
+    let yaml = experiment(0, "6s", &fault).replace("127.0.0.1:0", &addr_b);
+    let run = {
+        let h = h.clone();
+        tokio::spawn(async move { h.run(&yaml, &[]).await })
+    };
+    let delayed = tokio::task::block_in_place(|| {
+        wait_for(Duration::from_secs(5), || {
+            connect_median(&addr_a, 1) > Duration::from_millis(50)
+        })
+    });
+    assert!(delayed, "the delay never showed");
+    let (during_a, during_b) =
+        tokio::task::block_in_place(|| (connect_median(&addr_a, 21), connect_median(&addr_b, 21)));
+    let r = run.await.unwrap().unwrap();
+    let t = &r.report.faults[0].targets[0];
+    println!(
+        "latency into a container: connect median before {before:?}, during {during_a:?}; sibling during {during_b:?}; {t:?}"
+    );
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    let added = during_a.saturating_sub(before);
+    assert!(
+        added >= Duration::from_millis(90) && added <= Duration::from_millis(110),
+        "added {added:?}"
+    );
+    assert!(during_b < Duration::from_millis(20), "sibling {during_b:?}");
+    assert_eq!(t.state, "restored", "{t:?}");
+    assert!(connect_median(&addr_a, 5) < Duration::from_millis(20), "restored");
+    // Nothing left in a's namespace (iptables chains of the fault).
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &lab.pid("a").to_string(), "-n", "iptables-legacy-save"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout);
+    assert!(!rules.contains("faultline-") && !rules.contains("NFQUEUE"), "{rules}");
+}

@@ -39,6 +39,13 @@ impl InNetns {
         })
     }
 
+    /// Runs `f` on a scoped thread inside the namespace: everything `f`
+    /// creates there (netlink sockets, child processes, threads) belongs
+    /// to it.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+        enter(&self.ns, f)
+    }
+
     /// Runs `f` on a thread inside the namespace.
     fn run<T: Send + 'static>(
         &self,
@@ -66,6 +73,21 @@ impl InNetns {
                 stderr: format!("the thread in net:[{inode}] panicked"),
             })?
     }
+}
+
+/// Runs `f` on a scoped thread that first enters the network namespace
+/// `ns` (an open `/proc/<pid>/ns/net`).
+pub fn enter<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("fl-netns".into())
+            .spawn_scoped(s, || {
+                setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                Ok(f())
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("the thread in a container's network namespace panicked"))?
+    })
 }
 
 impl Firewall for InNetns {
