@@ -23,6 +23,8 @@
 //!   backend; `latency/backends.rs`: which backends work here and their
 //!   trait; `latency/netem.rs` and `latency/nfqueue.rs`: the two backends.
 //! - `block.rs`: spec, the nftables table's name and script, apply, restore.
+//! - `<kind>/container.rs` (kill, disk_fill, latency, block): the same kind
+//!   inside containers, given a [`Place::Containers`] by `prepare`.
 //!
 //! # Adding a fault kind
 //!
