@@ -134,10 +134,15 @@ impl DockerLab {
     }
 
     /// Starts a container `<prefix>-<name>` running `cmd` with `args`
-    /// (e.g. `--restart always`, `--label k=v`); returns its id.
+    /// (e.g. `--restart always`, `--label k=v`) on the lab network; returns
+    /// its id.
     pub fn run(&mut self, name: &str, args: &[&str], cmd: &[&str]) -> String {
         let full = format!("{}-{name}", self.prefix);
-        let mut a = vec!["run", "-d", "--name", &full, "--network", &self.network];
+        let mut a = vec!["run", "-d", "--name", &full];
+        // On the lab network unless `args` choose another (--network=host).
+        if !args.iter().any(|a| a.starts_with("--network")) {
+            a.extend(["--network", self.network.as_str()]);
+        }
         a.extend_from_slice(args);
         a.push(&self.image);
         a.extend_from_slice(cmd);

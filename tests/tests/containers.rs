@@ -456,3 +456,80 @@ async fn latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_it
     let rules = String::from_utf8_lossy(&out.stdout);
     assert!(!rules.contains("faultline-") && !rules.contains("NFQUEUE"), "{rules}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_running_from_an_image_with_the_daemonsets_settings_kills_in_a_container() {
+    if !docker_or_skip("the_agent_running_from_an_image_with_the_daemonsets_settings_kills_in_a_container") {
+        return;
+    }
+    let agent = faultline_tests::lab::agent_bin();
+    let mut lab = DockerLab::with_bins("image", &[agent.as_path()]);
+    lab.run("target", &[], LOOP);
+    let pt = lab.pid("target");
+    assert!(wait_for(Duration::from_secs(5), || in_ns(pt, "sleep").len() == 1));
+    let victim = in_ns(pt, "sleep");
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let h = Harness::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let vol = format!("{}:/var/lib/faultline-agent", state.path().display());
+    // As deploy/kubernetes/agent.yaml runs it: host PID namespace, host
+    // network, the runtime socket, a read-only root, every capability
+    // dropped but the listed ones, as root, not privileged.
+    let mut args: Vec<&str> = vec![
+        "--pid=host",
+        "--network=host",
+        "--read-only",
+        "--user=0",
+        "--cap-drop=ALL",
+        "--entrypoint=/bin/faultline-agent",
+        "-v=/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        &vol,
+    ];
+    for cap in ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "KILL", "DAC_OVERRIDE", "FOWNER"] {
+        args.push("--cap-add");
+        args.push(cap);
+    }
+    let url = h.url.clone();
+    let cmd = [
+        "--coordinator",
+        url.as_str(),
+        "--id",
+        "node-image",
+        "--state-dir",
+        "/var/lib/faultline-agent",
+        "--no-sweep",
+    ];
+    lab.run("agent", &args, &cmd);
+    println!(
+        "image with the agent (debug build, imported): {} bytes",
+        docker(&["image", "inspect", "--format", "{{.Size}}", &lab.image])
+    );
+    let registered = h.coordinator.registry.wait_for(1, Duration::from_secs(15)).await;
+    assert!(
+        registered,
+        "the agent in the image did not register: {}",
+        docker(&["logs", &format!("{}-agent", lab.prefix)])
+    );
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-target$\" }} }}\n    kill: {{ name: sleep }}\n",
+        lab.prefix
+    );
+    let r = h.run(&experiment(port, "1s", &fault), &[]).await.unwrap();
+    let t = &r.report.faults[0].targets[0];
+    println!("agent from the image: {t:?}");
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert_eq!(t.killed.iter().map(|k| k.pid).collect::<Vec<_>>(), victim);
+    assert_eq!(t.state, "restored");
+    // Its own container is never a target.
+    let own = format!(
+        "    targets: {{ containers: {{ name: \"^{}-agent$\" }} }}\n    kill: {{ name: sleep }}\n",
+        lab.prefix
+    );
+    let r = h.run(&experiment(port, "500ms", &own), &[]).await.unwrap();
+    let t = &r.report.faults[0].targets[0];
+    assert_eq!(r.exit_code, 5, "{}", r.report.reason);
+    assert!(t.detail.contains("agent"), "{}", t.detail);
+    stop.cancel();
+}
