@@ -358,11 +358,11 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
                 fault: fault.name.clone(),
                 agent: a.agent_id.clone(),
                 kind,
-                // Fault kinds only (`dry_run` is not one).
+                // Fault kinds only (`dry_run` and `runtime:*` are not).
                 supports: a
                     .capabilities
                     .iter()
-                    .filter(|c| *c != faultline_proto::CAPABILITY_DRY_RUN)
+                    .filter(|c| *c != faultline_proto::CAPABILITY_DRY_RUN && !c.starts_with("runtime:"))
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", "),
