@@ -81,6 +81,21 @@ async fn kill_in_a_container_signals_only_its_process_and_times_the_restart() {
         "    targets: {{ containers: {{ name: \"^{}-\", labels: {{ fltest-role: victim }} }} }}\n    kill: {{ name: sleep }}\n",
         lab.prefix
     );
+    // `plan` names the resolved container in the agent's preview.
+    let plan = h
+        .control()
+        .await
+        .plan(faultline_proto::v1::PlanRequest {
+            source: Some(source(&experiment(port, "1s", &fault), &[])),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let preview = plan.faults[0].previews.join("\n");
+    assert!(
+        preview.contains(&format!("in container(s) {}-a", lab.prefix)) && preview.contains("would send SIGKILL to 1"),
+        "{preview}"
+    );
     let r = h.run(&experiment(port, "1s", &fault), &[]).await.unwrap();
     let t = &r.report.faults[0].targets[0];
     println!("kill in container: {t:?}");
