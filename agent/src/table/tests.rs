@@ -346,3 +346,24 @@ async fn a_dry_run_says_what_it_would_do_and_touches_nothing() {
     t.send(inject("k1", kill_cmdline("^w 100$", false), false)).await;
     assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
 }
+
+#[tokio::test]
+async fn a_container_fault_without_a_runtime_is_refused_and_touches_nothing() {
+    let (t, mut rx) = table();
+    t.send(Command::Inject {
+        fault_id: "f1".into(),
+        run_id: "r1".into(),
+        spec: kill_victim(),
+        lease: Duration::from_secs(3),
+        dry_run: false,
+        container: Some(Box::new(v1::ContainerSelector {
+            name_regex: "^web".into(),
+            ..Default::default()
+        })),
+    })
+    .await;
+    let st = rx.recv().await.unwrap();
+    assert_eq!(st.state(), v1::FaultState::Refused, "{}", st.detail);
+    assert!(st.detail.contains("no container runtime"), "{}", st.detail);
+    assert_eq!(t.active_faults(), 0);
+}
