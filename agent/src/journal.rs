@@ -93,18 +93,9 @@ pub enum Object {
         dir: PathBuf,
         name: String,
     },
-    /// An nftables table in a container's network namespace, named by its
-    /// inode: once the container restarted (new namespace) or was removed,
-    /// the namespace and the table are gone.
-    ContainerNftTable {
-        container_id: String,
-        netns_inode: u64,
-        family: String,
-        name: String,
-    },
-    /// An object (iptables chain, qdisc) inside a container's network
-    /// namespace, named by its inode; gone with the namespace once the
-    /// container restarted or was removed.
+    /// An object (iptables chain, nftables table) inside a container's
+    /// network namespace, named by its inode; gone with the namespace once
+    /// the container restarted or was removed.
     InContainerNetns {
         container_id: String,
         netns_inode: u64,
@@ -130,15 +121,6 @@ impl fmt::Display for Object {
                 netns_inode,
                 object,
             } => write!(f, "{object} in net:[{netns_inode}] of container {container_id}"),
-            Object::ContainerNftTable {
-                container_id,
-                netns_inode,
-                family,
-                name,
-            } => write!(
-                f,
-                "nftables table {family} {name} in net:[{netns_inode}] of container {container_id}"
-            ),
             Object::ContainerFile {
                 container_id,
                 container_name,
@@ -393,31 +375,6 @@ impl Cleaner {
                 };
                 let ns = File::open(&path).map_err(io)?;
                 crate::runtime::netns::enter(&ns, || self.remove(object)).map_err(io)?
-            }
-            Object::ContainerNftTable {
-                container_id,
-                netns_inode,
-                family,
-                name,
-            } => {
-                let rt = self.runtime.as_ref().ok_or(Error::NoTool("container runtime"))?;
-                let fw = self.firewall.as_ref().ok_or(Error::NoTool("nftables"))?;
-                let pid = match rt.inspect(container_id)? {
-                    Some(c) if c.running => c.pid,
-                    // Removed or stopped: its namespace, and the table, are gone.
-                    _ => return Ok(false),
-                };
-                if crate::runtime::ns_inode(pid, "net") != Some(*netns_inode) {
-                    return Ok(false); // restarted: a new namespace
-                }
-                let ns = crate::runtime::netns::InNetns::of_pid(fw.clone(), pid).map_err(|source| Error::Remove {
-                    path: format!("/proc/{pid}/ns/net").into(),
-                    source,
-                })?;
-                if !ns.nft_tables()?.iter().any(|(f, n)| f == family && n == name) {
-                    return Ok(false);
-                }
-                Ok(ns.nft_apply(&format!("delete table {family} {name}\n")).map(|_| true)?)
             }
             Object::ContainerFile {
                 container_id,

@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
-use self::container::{watch_for_container_restart, InContainers};
+use self::container::{watch_containers_whose_init_was_killed, InContainers};
 pub use self::selection::{select, Protection, Selection};
 use self::watch::watch_for_restart;
 pub use self::watch::AppliedKill;
@@ -350,11 +350,8 @@ impl FaultKind for Kill {
         let (processes, containers) = match place {
             faults::Place::Host => (self.processes.clone(), None),
             faults::Place::Containers { containers, allow_pid1 } => {
-                let table = Arc::new(InContainers::new(self.processes.clone(), containers, *allow_pid1));
-                (
-                    table.clone() as Arc<dyn ProcessTable>,
-                    Some((table, containers.clone())),
-                )
+                let table = InContainers::new(self.processes.clone(), containers, *allow_pid1);
+                (Arc::new(table) as Arc<dyn ProcessTable>, Some(containers.clone()))
             }
         };
         Ok(Box::new(PreparedKill {
@@ -372,9 +369,8 @@ struct PreparedKill {
     spec: KillSpec,
     processes: Arc<dyn ProcessTable>,
     protection: Protection,
-    /// The containers' view of the process table and the containers, when
-    /// the kill targets containers.
-    containers: Option<(Arc<InContainers>, Vec<crate::runtime::Container>)>,
+    /// The target containers, when the kill targets containers.
+    containers: Option<Vec<crate::runtime::Container>>,
     runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
     /// ` in container(s) ...`, or empty on the node.
     place: String,
@@ -393,22 +389,8 @@ impl Prepared for PreparedKill {
     fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
         let mut applied = apply(self.spec, self.processes, &self.protection)?;
         applied.summary.push_str(&self.place);
-        // A container's PID 1 was killed: what comes back is the container
-        // (its restart policy), under a new pid namespace the process
-        // watcher does not see; watch the runtime instead.
-        if let (Some((table, containers)), Some(rt)) = (self.containers, self.runtime) {
-            let hit: Vec<_> = containers
-                .into_iter()
-                .filter(|c| applied.killed.iter().any(|k| k.pid == c.pid && table.is_init(k.pid)))
-                .collect();
-            if !hit.is_empty() {
-                applied.stop.cancel();
-                applied.watcher.abort();
-                let stop = CancellationToken::new();
-                applied.watcher = tokio::spawn(watch_for_container_restart(rt, hit, Instant::now(), stop.clone()));
-                applied.stop = stop;
-                applied.container_restart = true;
-            }
+        if let (Some(containers), Some(rt)) = (self.containers, self.runtime) {
+            watch_containers_whose_init_was_killed(&mut applied, containers, rt);
         }
         Ok(Box::new(applied))
     }

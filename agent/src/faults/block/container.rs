@@ -76,11 +76,13 @@ impl Prepared for PreparedBlocks {
     fn undo_objects(&self) -> Vec<Object> {
         self.targets
             .iter()
-            .map(|t| Object::ContainerNftTable {
+            .map(|t| Object::InContainerNetns {
                 container_id: t.container.id.clone(),
                 netns_inode: t.firewall.inode,
-                family: "inet".into(),
-                name: self.table.clone(),
+                object: Box::new(Object::NftTable {
+                    family: "inet".into(),
+                    name: self.table.clone(),
+                }),
             })
             .collect()
     }

@@ -39,11 +39,6 @@ impl InContainers {
             allow_pid1,
         }
     }
-
-    /// Whether `pid` is one of the containers' init processes.
-    pub fn is_init(&self, pid: u32) -> bool {
-        self.inits.contains(&pid)
-    }
 }
 
 impl ProcessTable for InContainers {
@@ -62,10 +57,33 @@ impl ProcessTable for InContainers {
     }
 }
 
+/// A container's PID 1 was killed: what comes back is the container (its
+/// restart policy), under a new pid namespace the process watcher does not
+/// see; the watcher is replaced by one that asks the runtime.
+pub(super) fn watch_containers_whose_init_was_killed(
+    applied: &mut super::AppliedKill,
+    containers: Vec<Container>,
+    runtime: Arc<dyn ContainerRuntime>,
+) {
+    let hit: Vec<Container> = containers
+        .into_iter()
+        .filter(|c| applied.killed.iter().any(|k| k.pid == c.pid))
+        .collect();
+    if hit.is_empty() {
+        return;
+    }
+    applied.stop.cancel();
+    applied.watcher.abort();
+    let stop = CancellationToken::new();
+    applied.watcher = tokio::spawn(watch_for_container_restart(runtime, hit, Instant::now(), stop.clone()));
+    applied.stop = stop;
+    applied.container_restart = true;
+}
+
 /// Polls the runtime until one of `containers` (whose init was killed)
 /// runs again under a new init PID; returns how long that took and the new
 /// PID. A removed container never comes back: the watch ends with `None`.
-pub(super) async fn watch_for_container_restart(
+async fn watch_for_container_restart(
     runtime: Arc<dyn ContainerRuntime>,
     containers: Vec<Container>,
     started: Instant,
