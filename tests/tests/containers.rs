@@ -548,3 +548,52 @@ async fn the_agent_running_from_an_image_with_the_daemonsets_settings_kills_in_a
     assert!(t.detail.contains("agent"), "{}", t.detail);
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_block_removes_the_table_in_the_containers_namespace_on_restart() {
+    if !docker_or_skip("an_agent_killed_mid_block_removes_the_table_in_the_containers_namespace_on_restart") {
+        return;
+    }
+    let mut lab = DockerLab::new("crashblock");
+    lab.run("a", &[], LOOP);
+    let pid = lab.pid("a");
+    let (_, gw) = lab.addr("a");
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let h = std::sync::Arc::new(Harness::start().await);
+    let state = tempfile::tempdir().unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut agent = Reap(spawn_agent(&h.url, state.path()));
+    assert!(h.coordinator.registry.wait_for(1, Duration::from_secs(10)).await);
+    let fault = format!(
+        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    block: {{ peers: {{ cidrs: [{gw}/32] }} }}\n",
+        lab.prefix
+    );
+    let yaml = experiment(port, "30s", &fault);
+    let run = {
+        let h = h.clone();
+        tokio::spawn(async move { h.run(&yaml, &[]).await })
+    };
+    assert!(tokio::task::block_in_place(|| wait_for(
+        Duration::from_secs(10),
+        || { !faultline_tables(pid).is_empty() }
+    )));
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    assert!(!faultline_tables(pid).is_empty(), "nothing restored the block yet");
+    let _next = Reap(spawn_agent(&h.url, state.path()));
+    let cleaned =
+        tokio::task::block_in_place(|| wait_for(Duration::from_secs(10), || faultline_tables(pid).is_empty()));
+    assert!(
+        cleaned,
+        "the restarted agent deleted the table inside the container's namespace"
+    );
+    run.abort();
+    stop.cancel();
+}
