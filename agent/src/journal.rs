@@ -51,6 +51,8 @@ pub enum Error {
     Firewall(#[from] firewall::Error),
     #[error(transparent)]
     Tc(#[from] qdisc::Error),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::Error),
     /// A file a fault created could not be removed.
     #[error("{}: {source}", path.display())]
     Remove { path: PathBuf, source: std::io::Error },
@@ -82,6 +84,23 @@ pub enum Object {
     File {
         path: PathBuf,
     },
+    /// A file inside a container's filesystem: the container's identity and
+    /// the path as the container sees it (its host path changes with its
+    /// init PID when it restarts).
+    ContainerFile {
+        container_id: String,
+        container_name: String,
+        dir: PathBuf,
+        name: String,
+    },
+    /// An object (iptables chain, nftables table) inside a container's
+    /// network namespace, named by its inode; gone with the namespace once
+    /// the container restarted or was removed.
+    InContainerNetns {
+        container_id: String,
+        netns_inode: u64,
+        object: Box<Object>,
+    },
 }
 
 impl fmt::Display for Object {
@@ -97,6 +116,21 @@ impl fmt::Display for Object {
             Object::Qdisc { dev, handle } => write!(f, "qdisc {handle:x}: on {dev}"),
             Object::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
             Object::File { path } => write!(f, "file {}", path.display()),
+            Object::InContainerNetns {
+                container_id,
+                netns_inode,
+                object,
+            } => write!(f, "{object} in net:[{netns_inode}] of container {container_id}"),
+            Object::ContainerFile {
+                container_id,
+                container_name,
+                dir,
+                name,
+            } => write!(
+                f,
+                "file {} in container {container_name} ({container_id})",
+                dir.join(name).display()
+            ),
         }
     }
 }
@@ -279,6 +313,8 @@ impl Journal {
 pub struct Cleaner {
     pub firewall: Option<Arc<dyn Firewall>>,
     pub tc: Option<Arc<dyn Tc>>,
+    /// The container runtime, for files inside containers.
+    pub runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
 }
 
 impl Cleaner {
@@ -318,6 +354,41 @@ impl Cleaner {
                     // Gone, replaced by someone else's, or the device is gone.
                     _ => Ok(false),
                 }
+            }
+            Object::InContainerNetns {
+                container_id,
+                netns_inode,
+                object,
+            } => {
+                let rt = self.runtime.as_ref().ok_or(Error::NoTool("container runtime"))?;
+                let pid = match rt.inspect(container_id)? {
+                    Some(c) if c.running => c.pid,
+                    _ => return Ok(false),
+                };
+                if crate::runtime::ns_inode(pid, "net") != Some(*netns_inode) {
+                    return Ok(false);
+                }
+                let path = format!("/proc/{pid}/ns/net");
+                let io = |source| Error::Remove {
+                    path: path.clone().into(),
+                    source,
+                };
+                let ns = File::open(&path).map_err(io)?;
+                crate::runtime::netns::enter(&ns, || self.remove(object)).map_err(io)?
+            }
+            Object::ContainerFile {
+                container_id,
+                dir,
+                name,
+                ..
+            } => {
+                let rt = self.runtime.as_ref().ok_or(Error::NoTool("a container runtime"))?;
+                crate::faults::disk_fill::remove_in_container(rt.as_ref(), container_id, dir, name).map_err(|source| {
+                    Error::Remove {
+                        path: dir.join(name),
+                        source,
+                    }
+                })
             }
             Object::File { path } => match fs::remove_file(path) {
                 Ok(()) => Ok(true),

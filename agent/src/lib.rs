@@ -12,6 +12,7 @@
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
 //! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
 //! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
+//! - [`runtime`]: container runtimes (Docker Engine API), container selectors resolved to a [`runtime::Place`], and entering a container's network namespace.
 //! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids, verdicts).
 //! - [`journal`]: the undo journal and the start-up sweep of orphaned objects (whose names the kinds declare).
 //! - [`cidr`]: IP networks as `addr/prefix`.
@@ -29,6 +30,7 @@ pub mod node;
 pub mod policy;
 pub mod process;
 pub mod qdisc;
+pub mod runtime;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -264,7 +266,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if let Some(p) = config.policy.max_fill_used_percent {
         fill.max_used_percent = fill.max_used_percent.min(p);
     }
+    let runtime = runtime::detect();
     let kinds = Kinds::new(&Setup {
+        runtime: runtime.clone(),
         processes: config.processes.clone(),
         protection: Protection::for_this_process(protected_names),
         fill: fill.clone(),
@@ -278,12 +282,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     capabilities.retain(|c| config.policy.allows(c.split(':').next().unwrap_or(c)).is_ok());
     // Not a kind: this agent answers dry-run Injects (for `plan`).
     capabilities.push(faultline_proto::CAPABILITY_DRY_RUN.into());
+    if let Some(rt) = &runtime {
+        // Not a kind either: faults may target this node's containers.
+        capabilities.push(format!("runtime:{}", rt.name()));
+    }
     info!(capabilities = %capabilities.join(","), exempt = ?exempt.coordinator, "node probed");
     // Put the node back before registering: faults a previous run of this
     // agent left (it died without restoring), then orphans.
     let cleaner = journal::Cleaner {
         firewall: Some(Arc::new(SystemFirewall::detect())),
         tc: Some(Arc::new(qdisc::SystemTc::detect())),
+        runtime: runtime.clone(),
     };
     let (cleaned, restored) = journal::recover(&journal, &cleaner, &fill.allowed, config.sweep_orphans);
     for line in &cleaned {
@@ -312,6 +321,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             journal: Some(journal.clone()),
             policy: config.policy.clone(),
             metrics: config.metrics.clone(),
+            runtime,
+            protected_containers: runtime::Protected::for_this_process(),
         },
         status_tx,
     );

@@ -224,6 +224,7 @@ pub fn command_from_wire(msg: v1::CoordinatorMessage) -> Option<Command> {
             spec: i.spec.unwrap_or_default(),
             lease: Duration::from_millis(i.lease_ms),
             dry_run: i.dry_run,
+            container: i.container.map(Box::new),
         }),
         Msg::Restore(r) => Some(Command::Restore { fault_id: r.fault_id }),
         Msg::RestoreAll(r) => Some(Command::RestoreAll {

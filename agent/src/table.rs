@@ -33,6 +33,9 @@ use crate::policy::AgentPolicy;
 use crate::process::ProcessTable;
 
 /// What the table is asked to do.
+// One command per fault and message, moved once through a channel: the
+// size of the Inject variant costs nothing that boxing its spec would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Command {
     Inject {
@@ -45,6 +48,8 @@ pub enum Command {
         /// Check only (for `plan`): answer PLANNED with what would be done,
         /// or REFUSED, touching nothing and writing no undo record.
         dry_run: bool,
+        /// Narrows the fault to containers on this node; `None`: the node.
+        container: Option<Box<v1::ContainerSelector>>,
     },
     Restore {
         fault_id: String,
@@ -78,6 +83,11 @@ pub struct TableConfig {
     pub policy: AgentPolicy,
     /// Injection and restore counts and latencies (Prometheus).
     pub metrics: Metrics,
+    /// The node's container runtime, for faults that target containers;
+    /// `None` when none was detected (such faults are refused).
+    pub runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
+    /// Containers no fault targets (the agent's own).
+    pub protected_containers: crate::runtime::Protected,
 }
 
 impl TableConfig {
@@ -90,6 +100,8 @@ impl TableConfig {
             journal: None,
             policy: AgentPolicy::default(),
             metrics: Metrics::new(),
+            runtime: None,
+            protected_containers: crate::runtime::Protected::default(),
         }
     }
 
@@ -201,9 +213,11 @@ async fn run(
                 spec,
                 lease,
                 dry_run,
+                container,
             } => {
+                let container = container.map(|c| *c);
                 if dry_run {
-                    let _ = out.send(preview(&config, &fault_id, &run_id, spec, &active));
+                    let _ = out.send(preview(&config, &fault_id, &run_id, spec, container, &active));
                     continue;
                 }
                 let lease = match lease {
@@ -216,7 +230,7 @@ async fn run(
                     .as_ref()
                     .and_then(|w| config.kinds.of(w))
                     .map_or("", |(r, _)| r.name);
-                let result = inject(&config, &fault_id, &run_id, spec, &active);
+                let result = inject(&config, &fault_id, &run_id, spec, container, &active);
                 let st = match &result {
                     Ok((applied, _)) => {
                         let report = applied.injected();

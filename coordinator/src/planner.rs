@@ -358,15 +358,28 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
                 fault: fault.name.clone(),
                 agent: a.agent_id.clone(),
                 kind,
-                // Fault kinds only (`dry_run` is not one).
+                // Fault kinds only (`dry_run` and `runtime:*` are not).
                 supports: a
                     .capabilities
                     .iter()
-                    .filter(|c| *c != faultline_proto::CAPABILITY_DRY_RUN)
+                    .filter(|c| *c != faultline_proto::CAPABILITY_DRY_RUN && !c.starts_with("runtime:"))
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", "),
             });
+        }
+        if fault.targets.containers.is_some() {
+            if let Some(a) = targets
+                .iter()
+                .find(|a| !a.capabilities.iter().any(|c| c.starts_with("runtime:")))
+            {
+                return Err(Error::Capability {
+                    fault: fault.name.clone(),
+                    agent: a.agent_id.clone(),
+                    kind: "a container runtime (targets.containers)".into(),
+                    supports: a.capabilities.join(", "),
+                });
+            }
         }
         let peers = match fault.kind.peers() {
             Some(p) => targets

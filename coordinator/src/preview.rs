@@ -58,6 +58,7 @@ pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Ve
                 )),
                 lease_ms: 0,
                 dry_run: true,
+                container: pf.fault.targets.containers.as_ref().map(|c| c.to_wire()),
             };
             match registry.inject(id, inject) {
                 Ok(()) => {

@@ -11,6 +11,7 @@
 //!   network faults and crash tests.
 //! - [`tools`]: the commands root tests need, checked before they start.
 
+pub mod docker;
 pub mod lab;
 pub mod tools;
 

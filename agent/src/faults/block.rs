@@ -20,6 +20,8 @@ use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Re
 use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Object, Owned};
 
+mod container;
+
 /// The start of every block fault's nftables table name; the orphan sweep
 /// deletes tables named so.
 pub const NFT_PREFIX: &str = "faultline_";
@@ -244,7 +246,12 @@ impl FaultKind for Block {
         }
     }
 
-    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+    fn prepare(
+        &self,
+        fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &faults::Place,
+    ) -> faults::Result<Box<dyn Prepared>> {
         let v1::fault_spec::Kind::Block(w) = spec else {
             return Err(Error::InvalidSpec("not a block spec".into()).into());
         };
@@ -254,6 +261,16 @@ impl FaultKind for Block {
             .firewall
             .clone()
             .ok_or_else(|| Error::Refused("nft is not installed on this node, so it cannot block traffic".into()))?;
+        if let faults::Place::Containers { containers, .. } = place {
+            return Ok(Box::new(container::PreparedBlocks::new(
+                firewall,
+                fault_id,
+                spec,
+                table,
+                containers,
+                self.exempt.clone(),
+            )?));
+        }
         Ok(Box::new(PreparedBlock {
             firewall,
             fault_id: fault_id.to_string(),

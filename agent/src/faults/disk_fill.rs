@@ -29,6 +29,9 @@ use faultline_proto::v1;
 use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
 use crate::journal::{Object, Owned};
 
+mod container;
+pub use container::remove as remove_in_container;
+
 /// The start of every fill file's name; the orphan sweep removes files
 /// named so in the allowed fill paths.
 pub const FILL_PREFIX: &str = ".faultline-fill-";
@@ -330,26 +333,10 @@ pub fn apply(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result
         .create_new(true)
         .open(&file)
         .map_err(io)?;
-    let method = match nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, bytes as i64) {
-        Ok(()) => "fallocate",
-        Err(nix::errno::Errno::EOPNOTSUPP) => {
-            let zeros = vec![0u8; CHUNK];
-            let mut left = bytes;
-            while left > 0 {
-                let n = left.min(CHUNK as u64) as usize;
-                if let Err(e) = f.write_all(&zeros[..n]) {
-                    let _ = std::fs::remove_file(&file);
-                    return Err(io(e));
-                }
-                left -= n as u64;
-            }
-            "write"
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&file);
-            return Err(io(e.into()));
-        }
-    };
+    let method = allocate(&mut f, bytes).inspect_err(|_| {
+        let _ = std::fs::remove_file(&file);
+    });
+    let method = method.map_err(io)?;
     Ok(AppliedFill {
         observation: v1::DiskFillObservation {
             file: file.display().to_string(),
@@ -362,13 +349,37 @@ pub fn apply(fault_id: &str, spec: &DiskFillSpec, policy: &FillPolicy) -> Result
     })
 }
 
+/// Reserves `bytes` in `f`: `fallocate`, or zeros written where the
+/// filesystem lacks it. Returns the method used.
+fn allocate(f: &mut std::fs::File, bytes: u64) -> std::io::Result<&'static str> {
+    match nix::fcntl::fallocate(&*f, nix::fcntl::FallocateFlags::empty(), 0, bytes as i64) {
+        Ok(()) => Ok("fallocate"),
+        Err(nix::errno::Errno::EOPNOTSUPP) => {
+            let zeros = vec![0u8; CHUNK];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            Ok("write")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The disk_fill kind: one file per fault, named by [`fill_file_name`].
 pub const KIND: Registration = Registration {
     name: "disk_fill",
     owns: &[Owned::Files { prefix: FILL_PREFIX }],
     takes: |w| matches!(w, v1::fault_spec::Kind::DiskFill(_)),
     backend: "fallocate",
-    build: |s: &Setup| Arc::new(DiskFill { policy: s.fill.clone() }),
+    build: |s: &Setup| {
+        Arc::new(DiskFill {
+            policy: s.fill.clone(),
+            runtime: s.runtime.clone(),
+        })
+    },
 };
 
 impl From<Error> for faults::Error {
@@ -381,6 +392,7 @@ impl From<Error> for faults::Error {
 /// Disk fills on this node, within `policy`.
 struct DiskFill {
     policy: FillPolicy,
+    runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
 }
 
 impl FaultKind for DiskFill {
@@ -388,11 +400,25 @@ impl FaultKind for DiskFill {
         vec![KIND.name.into()]
     }
 
-    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+    fn prepare(
+        &self,
+        fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &faults::Place,
+    ) -> faults::Result<Box<dyn Prepared>> {
         let v1::fault_spec::Kind::DiskFill(w) = spec else {
             return Err(Error::InvalidSpec("not a disk_fill spec".into()).into());
         };
         let spec = DiskFillSpec::try_from(w)?;
+        if let (faults::Place::Containers { containers, .. }, Some(rt)) = (place, &self.runtime) {
+            return Ok(Box::new(container::PreparedFills::new(
+                fault_id,
+                spec,
+                containers,
+                &self.policy,
+                rt.clone(),
+            )?));
+        }
         // The file apply creates, as check() will name it (a path that does
         // not resolve is refused there).
         let dir = spec.path.canonicalize().unwrap_or_else(|_| spec.path.clone());

@@ -14,6 +14,7 @@
 //! [`MASS_KILL_SHARE_PERCENT`] and [`MASS_KILL_MAX`]) is refused unless the
 //! fault sets `allow_mass_kill`.
 
+mod container;
 mod selection;
 mod watch;
 
@@ -26,6 +27,7 @@ use nix::sys::signal::Signal;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
+use self::container::{watch_containers_whose_init_was_killed, InContainers};
 pub use self::selection::{select, Protection, Selection};
 use self::watch::watch_for_restart;
 pub use self::watch::AppliedKill;
@@ -297,6 +299,7 @@ pub fn apply(spec: KillSpec, table: Arc<dyn ProcessTable>, protection: &Protecti
         stop,
         watcher,
         summary,
+        container_restart: false,
     })
 }
 
@@ -310,6 +313,7 @@ pub const KIND: Registration = Registration {
         Arc::new(Kill {
             processes: s.processes.clone(),
             protection: s.protection.clone(),
+            runtime: s.runtime.clone(),
         })
     },
 };
@@ -325,6 +329,7 @@ impl From<Error> for faults::Error {
 struct Kill {
     processes: Arc<dyn ProcessTable>,
     protection: Protection,
+    runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
 }
 
 impl FaultKind for Kill {
@@ -332,14 +337,30 @@ impl FaultKind for Kill {
         vec![KIND.name.into()]
     }
 
-    fn prepare(&self, _fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+    fn prepare(
+        &self,
+        _fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &faults::Place,
+    ) -> faults::Result<Box<dyn Prepared>> {
         let v1::fault_spec::Kind::Kill(w) = spec else {
             return Err(Error::InvalidSpec("not a kill spec".into()).into());
         };
+        let spec = KillSpec::try_from(w)?;
+        let (processes, containers) = match place {
+            faults::Place::Host => (self.processes.clone(), None),
+            faults::Place::Containers { containers, allow_pid1 } => {
+                let table = InContainers::new(self.processes.clone(), containers, *allow_pid1);
+                (Arc::new(table) as Arc<dyn ProcessTable>, Some(containers.clone()))
+            }
+        };
         Ok(Box::new(PreparedKill {
-            spec: KillSpec::try_from(w)?,
-            processes: self.processes.clone(),
+            spec,
+            processes,
             protection: self.protection.clone(),
+            containers,
+            runtime: self.runtime.clone(),
+            place: place.describe(),
         }))
     }
 }
@@ -348,6 +369,11 @@ struct PreparedKill {
     spec: KillSpec,
     processes: Arc<dyn ProcessTable>,
     protection: Protection,
+    /// The target containers, when the kill targets containers.
+    containers: Option<Vec<crate::runtime::Container>>,
+    runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
+    /// ` in container(s) ...`, or empty on the node.
+    place: String,
 }
 
 impl Prepared for PreparedKill {
@@ -357,11 +383,16 @@ impl Prepared for PreparedKill {
 
     fn preview(&self) -> faults::Result<(String, String)> {
         let detail = preview(&self.spec, self.processes.as_ref(), &self.protection)?;
-        Ok((detail, KIND.backend.into()))
+        Ok((format!("{detail}{}", self.place), KIND.backend.into()))
     }
 
     fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
-        Ok(Box::new(apply(self.spec, self.processes, &self.protection)?))
+        let mut applied = apply(self.spec, self.processes, &self.protection)?;
+        applied.summary.push_str(&self.place);
+        if let (Some(containers), Some(rt)) = (self.containers, self.runtime) {
+            watch_containers_whose_init_was_killed(&mut applied, containers, rt);
+        }
+        Ok(Box::new(applied))
     }
 }
 

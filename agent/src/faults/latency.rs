@@ -14,6 +14,7 @@
 //! refuses a latency fault it has no backend for, before touching anything.
 
 mod backends;
+mod container;
 pub mod netem;
 pub mod nfqueue;
 
@@ -291,12 +292,24 @@ impl FaultKind for Latency {
         self.backends.capabilities()
     }
 
-    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> faults::Result<Box<dyn Prepared>> {
+    fn prepare(
+        &self,
+        fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &faults::Place,
+    ) -> faults::Result<Box<dyn Prepared>> {
         let v1::fault_spec::Kind::Latency(w) = spec else {
             return Err(Error::InvalidSpec("not a latency spec".into()).into());
         };
         let spec = LatencySpec::try_from(w)?;
-        let backend = self.backends.choose(spec.backend)?;
+        let backend = match place {
+            faults::Place::Host => self.backends.choose(spec.backend)?,
+            // The nfqueue backend only: netem names the host's interfaces.
+            faults::Place::Containers { containers, .. } => {
+                let nfqueue = self.backends.choose(Choice::Nfqueue)?;
+                Arc::new(container::InNetnsBackend::new(nfqueue, containers)?)
+            }
+        };
         let objects = backend.plan(fault_id, &spec)?;
         Ok(Box::new(PreparedLatency {
             fault_id: fault_id.to_string(),

@@ -23,6 +23,8 @@
 //!   backend; `latency/backends.rs`: which backends work here and their
 //!   trait; `latency/netem.rs` and `latency/nfqueue.rs`: the two backends.
 //! - `block.rs`: spec, the nftables table's name and script, apply, restore.
+//! - `<kind>/container.rs` (kill, disk_fill, latency, block): the same kind
+//!   inside containers, given a [`Place::Containers`] by `prepare`.
 //!
 //! # Adding a fault kind
 //!
@@ -65,6 +67,8 @@ pub use latency::{AppliedLatency, Backends, LatencySpec};
 use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Object, Owned};
 use crate::process::ProcessTable;
+use crate::runtime::ContainerRuntime;
+pub use crate::runtime::Place;
 
 /// Every fault kind this agent knows, in the order its capabilities are
 /// advertised. Adding a kind adds its line here.
@@ -102,6 +106,10 @@ pub fn owned() -> impl Iterator<Item = Owned> {
 /// the operator's limits.
 #[derive(Clone)]
 pub struct Setup {
+    /// The node's container runtime (kills watch a container restart
+    /// through it; fills remove files inside restarted containers). By
+    /// default, none.
+    pub runtime: Option<Arc<dyn ContainerRuntime>>,
     /// The process boundary (real or fake), for kills.
     pub processes: Arc<dyn ProcessTable>,
     /// Processes a kill never signals.
@@ -123,6 +131,7 @@ impl Setup {
     /// fills) only, for tests.
     pub fn basic(processes: Arc<dyn ProcessTable>) -> Self {
         Self {
+            runtime: None,
             processes,
             protection: Protection::default(),
             fill: FillPolicy::default(),
@@ -160,6 +169,21 @@ impl Error {
     }
 }
 
+/// Why a kind refuses a fault targeting containers.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} faults cannot target containers yet; remove targets.containers")]
+pub struct NotInContainers {
+    pub kind: &'static str,
+}
+
+/// For kinds that work on the node only: refuses [`Place::Containers`].
+pub fn refuse_containers(kind: &'static str, place: &Place) -> Result<()> {
+    match place {
+        Place::Host => Ok(()),
+        Place::Containers { .. } => Err(Error::Refused(Box::new(NotInContainers { kind }))),
+    }
+}
+
 /// Result of the fault kinds.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -177,7 +201,10 @@ pub trait FaultKind: Send + Sync {
     fn capabilities(&self) -> Vec<String>;
     /// Checks `spec` (one this kind [`Registration::takes`]) and names what
     /// the fault will create, touching nothing.
-    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind) -> Result<Box<dyn Prepared>>;
+    /// `place` is where it applies: the node, or containers resolved from
+    /// the Inject's selector; a kind that cannot work inside containers
+    /// refuses those ([`refuse_containers`]).
+    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind, place: &Place) -> Result<Box<dyn Prepared>>;
 }
 
 /// A fault that passed its kind's checks and is ready to apply.

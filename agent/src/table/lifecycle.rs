@@ -15,6 +15,7 @@ use super::TableConfig;
 use crate::faults::{self, Applied, Prepared, Registration};
 use crate::journal::{self, Object, Record};
 use crate::policy;
+use crate::runtime::{self, Place};
 
 /// Why the table did not inject (or preview) a fault.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,9 @@ pub enum Error {
     RecordNotWritten(journal::Error),
     /// The fault kind's own refusal or failure; `backend` is what its
     /// status names.
+    /// The fault's container selector could not be resolved on this node.
+    #[error(transparent)]
+    Containers(#[from] crate::runtime::Error),
     #[error("{source}")]
     Fault {
         source: faults::Error,
@@ -61,6 +65,7 @@ impl Error {
         match self {
             Error::Journal(_) | Error::RecordNotWritten(_) => false,
             Error::Fault { source, .. } => source.is_refusal(),
+            Error::Containers(e) => e.is_refusal(),
             _ => true,
         }
     }
@@ -158,13 +163,22 @@ fn prepare(
     fault_id: &str,
     run_id: &str,
     spec: v1::FaultSpec,
+    container: Option<v1::ContainerSelector>,
     active: &HashMap<String, Active>,
 ) -> Result<(&'static Registration, Box<dyn Prepared>)> {
     admit(fault_id, run_id, active)?;
     let wire = spec.kind.ok_or(Error::NoKind)?;
     let (reg, kind) = config.kinds.of(&wire).ok_or(Error::NoKind)?;
     config.policy.allows(reg.name)?;
-    let prepared = kind.prepare(fault_id, wire).map_err(|source| Error::Fault {
+    let place = match container {
+        None => Place::Host,
+        Some(sel) => {
+            let sel = runtime::ContainerSelector::try_from(sel)?;
+            let rt = config.runtime.as_deref().ok_or(runtime::Error::NoRuntime)?;
+            runtime::resolve(rt, &sel, &config.protected_containers)?
+        }
+    };
+    let prepared = kind.prepare(fault_id, wire, &place).map_err(|source| Error::Fault {
         source,
         backend: reg.backend,
     })?;
@@ -179,9 +193,10 @@ pub(super) fn preview(
     fault_id: &str,
     run_id: &str,
     spec: v1::FaultSpec,
+    container: Option<v1::ContainerSelector>,
     active: &HashMap<String, Active>,
 ) -> v1::FaultStatus {
-    let planned = prepare(config, fault_id, run_id, spec, active).and_then(|(reg, prepared)| {
+    let planned = prepare(config, fault_id, run_id, spec, container, active).and_then(|(reg, prepared)| {
         prepared.preview().map_err(|source| Error::Fault {
             source,
             backend: reg.backend,
@@ -201,9 +216,10 @@ pub(super) fn inject(
     fault_id: &str,
     run_id: &str,
     spec: v1::FaultSpec,
+    container: Option<v1::ContainerSelector>,
     active: &HashMap<String, Active>,
 ) -> Result<(Box<dyn Applied>, Vec<Object>)> {
-    let (reg, prepared) = prepare(config, fault_id, run_id, spec, active)?;
+    let (reg, prepared) = prepare(config, fault_id, run_id, spec, container, active)?;
     let objects = prepared.undo_objects();
     let apply = |prepared: Box<dyn Prepared>| {
         prepared.apply().map_err(|source| Error::Fault {

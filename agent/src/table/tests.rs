@@ -42,6 +42,7 @@ async fn lease_expiry_restores_without_the_coordinator() {
         spec: kill_victim(),
         lease: Duration::from_secs(3),
         dry_run: false,
+        container: None,
     })
     .await;
     let st = rx.recv().await.unwrap();
@@ -74,6 +75,7 @@ async fn a_kind_outside_the_agent_policy_is_refused_before_anything_runs() {
         spec: kill_victim(),
         lease: Duration::from_secs(3),
         dry_run: false,
+        container: None,
     })
     .await;
     let st = rx.recv().await.unwrap();
@@ -98,6 +100,7 @@ async fn max_fault_duration_restores_even_with_renewals() {
         spec: kill_victim(),
         lease: Duration::from_secs(3),
         dry_run: false,
+        container: None,
     })
     .await;
     assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
@@ -129,6 +132,7 @@ async fn leases_are_capped_by_the_agent() {
         spec: kill_victim(),
         lease: Duration::from_secs(3600),
         dry_run: false,
+        container: None,
     })
     .await;
     assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
@@ -145,6 +149,7 @@ async fn unknown_spec_is_refused_with_a_reason() {
         spec: v1::FaultSpec { kind: None },
         lease: Duration::ZERO,
         dry_run: false,
+        container: None,
     })
     .await;
     let st = rx.recv().await.unwrap();
@@ -159,6 +164,7 @@ fn inject(fault_id: &str, spec: v1::FaultSpec, dry_run: bool) -> Command {
         spec,
         lease: Duration::from_secs(10),
         dry_run,
+        container: None,
     }
 }
 
@@ -255,6 +261,7 @@ async fn an_invalid_run_id_is_refused_before_the_journal_is_touched() {
         spec: fill(fill_dir.path()),
         lease: Duration::ZERO,
         dry_run: false,
+        container: None,
     })
     .await;
     let st = rx.recv().await.unwrap();
@@ -338,4 +345,25 @@ async fn a_dry_run_says_what_it_would_do_and_touches_nothing() {
     // The real inject after the preview still works.
     t.send(inject("k1", kill_cmdline("^w 100$", false), false)).await;
     assert_eq!(rx.recv().await.unwrap().state(), v1::FaultState::Injected);
+}
+
+#[tokio::test]
+async fn a_container_fault_without_a_runtime_is_refused_and_touches_nothing() {
+    let (t, mut rx) = table();
+    t.send(Command::Inject {
+        fault_id: "f1".into(),
+        run_id: "r1".into(),
+        spec: kill_victim(),
+        lease: Duration::from_secs(3),
+        dry_run: false,
+        container: Some(Box::new(v1::ContainerSelector {
+            name_regex: "^web".into(),
+            ..Default::default()
+        })),
+    })
+    .await;
+    let st = rx.recv().await.unwrap();
+    assert_eq!(st.state(), v1::FaultState::Refused, "{}", st.detail);
+    assert!(st.detail.contains("no container runtime"), "{}", st.detail);
+    assert_eq!(t.active_faults(), 0);
 }

@@ -179,6 +179,9 @@ impl Control for ControlService {
                     matching_agents: pf.matching as u32,
                     summary: {
                         let mut s = pf.fault.kind.summary();
+                        if let Some(c) = &pf.fault.targets.containers {
+                            s += &format!(" in {}", c.describe());
+                        }
                         for (t, peers) in pf.targets.iter().zip(&pf.peers) {
                             if !peers.is_empty() {
                                 s += &format!("; on {}: peers {}", t.agent_id, peers.join(", "));

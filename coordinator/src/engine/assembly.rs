@@ -114,7 +114,10 @@ pub(super) fn fault_reports(exp: &Experiment, fault_ids: &[String], targets: &[P
                 fault_id: fault_id.clone(),
                 name: f.name.clone(),
                 kind: f.kind.name().into(),
-                summary: f.kind.summary(),
+                summary: match &f.targets.containers {
+                    Some(c) => format!("{} in {}", f.kind.summary(), c.describe()),
+                    None => f.kind.summary(),
+                },
                 targets: targets
                     .iter()
                     .filter(|t| !fault_id.is_empty() && t.fault_id == fault_id)

@@ -185,6 +185,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                         )),
                         lease_ms: exp.lease.as_millis() as u64,
                         dry_run: false,
+                        container: pf.fault.targets.containers.as_ref().map(|c| c.to_wire()),
                     };
                     sent.push(&agent.agent_id, &fault_id);
                     if let Err(e) = registry.inject(&agent.agent_id, inject) {

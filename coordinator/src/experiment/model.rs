@@ -129,6 +129,24 @@ pub struct Targets {
     /// Every label must match; empty selects every connected agent.
     pub labels: BTreeMap<String, String>,
     pub mode: Mode,
+    /// Narrows the fault to containers on each selected node; `None`: the
+    /// nodes themselves.
+    pub containers: Option<Containers>,
+}
+
+/// Containers on a node a fault goes to (resolved by the agent through its
+/// container runtime). Every set field must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Containers {
+    /// Regular expression on the container name (checked at parse time).
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Containers per node; 0: all that match.
+    pub count: u32,
+    /// A kill may signal the container's PID 1 (e.g. to test a restart
+    /// policy). By default, false.
+    pub allow_pid1: bool,
 }
 
 /// How many of the matching agents are chosen.

@@ -100,7 +100,7 @@ fn plain_words(message: &str) -> String {
         ),
         (
             "expected struct RawTargets",
-            "expected a mapping with labels, mode, count or percent",
+            "expected a mapping with labels, mode, count, percent or containers",
         ),
         ("expected u32", "expected a whole number from 0 to 4294967295"),
         ("expected u16", "expected a whole number from 0 to 65535"),

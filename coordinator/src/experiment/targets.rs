@@ -1,11 +1,54 @@
 //! Which agents a fault goes to, as written: `targets: { labels, mode,
-//! count, percent }`.
+//! count, percent, containers }`.
+//!
+//! With `containers: { name, image, labels, allow_pid1 }` the fault goes to
+//! containers on every selected agent's node instead of the node itself:
+//! the labels select agents (all that match), and `mode`/`count` count
+//! containers on each node (`one`: the first matching container by name;
+//! `count: N`: up to N; `all`: every match). `percent` is not supported
+//! with containers yet.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::model::{Mode, Targets};
+use faultline_proto::v1;
+
+use super::model::{Containers, Mode, Targets};
+
+impl Containers {
+    /// The selector on the wire.
+    pub fn to_wire(&self) -> v1::ContainerSelector {
+        v1::ContainerSelector {
+            name_regex: self.name.clone().unwrap_or_default(),
+            image: self.image.clone().unwrap_or_default(),
+            labels: self.labels.clone().into_iter().collect(),
+            count: self.count,
+            allow_pid1: self.allow_pid1,
+        }
+    }
+
+    /// The selector in words, for plans.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = &self.name {
+            parts.push(format!("name=~/{n}/"));
+        }
+        if let Some(i) = &self.image {
+            parts.push(format!("image={i}"));
+        }
+        parts.extend(self.labels.iter().map(|(k, v)| format!("{k}={v}")));
+        let what = if parts.is_empty() {
+            "any".into()
+        } else {
+            parts.join(" ")
+        };
+        match self.count {
+            0 => format!("containers {what} (all)"),
+            n => format!("containers {what} (at most {n} per node)"),
+        }
+    }
+}
 
 /// Why a written selector is refused.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +63,26 @@ pub enum Error {
         "targets: mode all/one takes no count or percent; mode count needs count: N; mode percent needs percent: P"
     )]
     Combination,
+    #[error("targets.containers.name {regex:?}: not a regular expression: {message}")]
+    ContainerName { regex: String, message: String },
+    #[error("targets: percent cannot count containers yet; use mode all, one or count with targets.containers")]
+    ContainerPercent,
+}
+
+/// Containers on the selected nodes, as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawContainers {
+    /// Regular expression on the container's name (unanchored).
+    name: Option<String>,
+    /// The image the container was created from, as the runtime records it.
+    image: Option<String>,
+    /// Runtime labels the container must carry.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// A kill may signal the container's PID 1. By default, false.
+    #[serde(default)]
+    allow_pid1: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -30,6 +93,7 @@ pub(crate) struct RawTargets {
     mode: Option<String>,
     count: Option<u32>,
     percent: Option<f64>,
+    containers: Option<RawContainers>,
 }
 
 impl RawTargets {
@@ -47,9 +111,34 @@ impl RawTargets {
             }
             _ => return Err(Error::Combination),
         };
+        let Some(c) = self.containers else {
+            return Ok(Targets {
+                labels: self.labels,
+                mode,
+                containers: None,
+            });
+        };
+        if let Some(re) = &c.name {
+            regex::Regex::new(re).map_err(|e| Error::ContainerName {
+                regex: re.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let count = match mode {
+            Mode::All => 0,
+            Mode::Count(n) => n,
+            Mode::Percent(_) => return Err(Error::ContainerPercent),
+        };
         Ok(Targets {
             labels: self.labels,
-            mode,
+            mode: Mode::All,
+            containers: Some(Containers {
+                name: c.name,
+                image: c.image,
+                labels: c.labels,
+                count,
+                allow_pid1: c.allow_pid1,
+            }),
         })
     }
 }

@@ -367,6 +367,7 @@ async fn restore_paths(n: usize) {
                 spec: spec(),
                 lease,
                 dry_run: false,
+                container: None,
             })
             .await;
     }

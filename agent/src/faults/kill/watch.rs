@@ -18,6 +18,9 @@ pub struct AppliedKill {
     pub(super) stop: CancellationToken,
     pub(super) watcher: tokio::task::JoinHandle<Option<(Duration, u32)>>,
     pub summary: String,
+    /// The watcher looks for a container running again (its PID 1 was
+    /// killed) rather than a matching process.
+    pub(super) container_restart: bool,
 }
 
 impl AppliedKill {
@@ -85,8 +88,12 @@ impl Applied for AppliedKill {
 
     fn restore(self: Box<Self>) -> Restoring {
         Box::pin(async move {
+            let container = self.container_restart;
             let obs = AppliedKill::restore(*self).await;
             let detail = match (obs.reappeared_after_ms, obs.reappeared_pid) {
+                (Some(ms), Some(pid)) if container => {
+                    format!("the container ran again {ms} ms after its PID 1 was killed (new PID 1: host pid {pid})")
+                }
                 (Some(ms), Some(pid)) => format!("a matching process (pid {pid}) reappeared {ms} ms after the kill"),
                 _ => "no matching process reappeared".to_string(),
             };

@@ -384,3 +384,31 @@ fn wrong_types_are_explained_without_rust_or_serde_names() {
         }
     }
 }
+
+#[test]
+fn container_targets_count_containers_and_go_on_the_wire() {
+    let src = GOOD.replace(
+        "targets: { labels: { role: web }, mode: count, count: 1 }",
+        "targets: { labels: { role: web }, mode: one, containers: { name: \"^web-\", labels: { app: web }, allow_pid1: true } }",
+    );
+    let e = parse("e.yaml", &src, &vars()).unwrap();
+    let t = &e.faults[0].targets;
+    // Every matching agent; one container on each.
+    assert_eq!(t.mode, Mode::All);
+    let w = t.containers.as_ref().unwrap().to_wire();
+    assert_eq!((w.name_regex.as_str(), w.count, w.allow_pid1), ("^web-", 1, true));
+    assert_eq!(w.labels.get("app").map(String::as_str), Some("web"));
+
+    let bad = GOOD.replace(
+        "targets: { labels: { role: web }, mode: count, count: 1 }",
+        "targets: { containers: { name: \"(\" } }",
+    );
+    let err = parse("e.yaml", &bad, &vars()).unwrap_err().to_string();
+    assert!(err.contains("targets.containers.name"), "{err}");
+    let pct = GOOD.replace(
+        "targets: { labels: { role: web }, mode: count, count: 1 }",
+        "targets: { percent: 50, containers: { image: web } }",
+    );
+    let err = parse("e.yaml", &pct, &vars()).unwrap_err().to_string();
+    assert!(err.contains("percent cannot count containers"), "{err}");
+}
