@@ -14,6 +14,7 @@ pub mod command;
 pub mod http;
 pub mod runner;
 pub mod tcp;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,9 +31,17 @@ use crate::experiment::{Guardrail, Probe};
 
 /// What the checks of every probe kind share: one HTTP client per run, so
 /// connections are reused across samples.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Clients {
     pub http: reqwest::Client,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            http: tls::base_builder().build().unwrap_or_else(|_| reqwest::Client::new()),
+        }
+    }
 }
 
 /// What every probe kind provides.

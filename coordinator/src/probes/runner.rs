@@ -34,13 +34,7 @@ pub fn start(
     stop: CancellationToken,
 ) -> (Samples, Vec<tokio::task::JoinHandle<()>>) {
     let samples: Samples = Arc::new(Mutex::new(vec![Vec::new(); probes.len()]));
-    let clients = Clients {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .user_agent(concat!("faultline/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default(),
-    };
+    let clients = Clients::default();
     let tasks = probes
         .iter()
         .cloned()
