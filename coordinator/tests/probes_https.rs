@@ -104,7 +104,7 @@ fn probe(yaml: &str) -> Probe {
 }
 
 async fn check(p: &Probe) -> Result<(), String> {
-    check_once(&Clients::default(), p).await.map_err(|e| e.to_string())
+    check_once(&Clients::default(), p).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn path(dir: &Path, name: &str) -> String {

@@ -125,7 +125,8 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
             for (i, probe) in exp.hypothesis.probes.iter().enumerate() {
                 for t in &probe.tolerances {
                     let c = match t {
-                        crate::experiment::Tolerance::RelativeLatency { .. } => None,
+                        crate::experiment::Tolerance::RelativeLatency { .. }
+                        | crate::experiment::Tolerance::RelativeValue { .. } => None,
                         _ => Some(verdict::check(t, &baseline_stats[i], &baseline_stats[i])),
                     };
                     if let Some(c) = &c {

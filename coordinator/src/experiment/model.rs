@@ -92,6 +92,12 @@ pub enum Tolerance {
         factor: f64,
         plus: Duration,
     },
+    /// The mean of a measuring probe's values (prometheus) over the phase
+    /// stays within `min`..=`max` (either may be open).
+    Value { min: Option<f64>, max: Option<f64> },
+    /// The mean value stays at or under `factor` × the baseline's mean +
+    /// `plus`: "the error ratio may at most double".
+    RelativeValue { factor: f64, plus: f64 },
 }
 
 impl fmt::Display for Tolerance {
@@ -110,6 +116,15 @@ impl fmt::Display for Tolerance {
                 "{percentile} latency <= {factor} x baseline {percentile} + {}",
                 fmt_duration(*plus)
             ),
+            Tolerance::Value { min, max } => match (min, max) {
+                (Some(lo), Some(hi)) => write!(f, "mean value within {lo}..={hi}"),
+                (Some(lo), None) => write!(f, "mean value >= {lo}"),
+                (None, Some(hi)) => write!(f, "mean value <= {hi}"),
+                (None, None) => write!(f, "mean value (unbounded)"),
+            },
+            Tolerance::RelativeValue { factor, plus } => {
+                write!(f, "mean value <= {factor} x baseline mean + {plus}")
+            }
         }
     }
 }

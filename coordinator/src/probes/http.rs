@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::tls::{self, RawTls, Tls};
-use super::{Clients, Kind};
+use super::{Clients, Kind, Reading};
 use crate::experiment::values::{self, compile};
 
 /// Methods a probe may send.
@@ -132,7 +132,7 @@ impl Kind for HttpProbe {
     }
 
     /// Sends the request and judges the response.
-    async fn check(&self, clients: &Clients, timeout: Duration) -> Result<(), Failure> {
+    async fn check(&self, clients: &Clients, timeout: Duration) -> Result<Reading, Failure> {
         let method = reqwest::Method::from_bytes(self.method.as_bytes()).map_err(|e| Failure::Method(e.to_string()))?;
         let client = match &self.tls {
             Some(tls) => tls.client()?,
@@ -161,7 +161,7 @@ impl Kind for HttpProbe {
                 return Err(Failure::BodyMismatch(re.clone()));
             }
         }
-        Ok(())
+        Ok(Reading::Done)
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod command;
 pub mod http;
+pub mod prometheus;
 pub mod runner;
 pub mod tcp;
 pub mod tls;
@@ -44,6 +45,18 @@ impl Default for Clients {
     }
 }
 
+/// What one successful check measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    /// The check held; the kind measures no value (http, tcp, command).
+    Done,
+    /// The check held and measured this value (prometheus).
+    Value(f64),
+    /// The check is not counted: no sample is recorded (prometheus'
+    /// `on_empty: skip`).
+    Skipped,
+}
+
 /// What every probe kind provides.
 pub trait Kind: Sized {
     /// The kind's name: its key in experiment files (equal to its module's
@@ -63,7 +76,13 @@ pub trait Kind: Sized {
     fn target(&self) -> String;
 
     /// One check, bounded by `timeout`.
-    fn check(&self, clients: &Clients, timeout: Duration) -> impl Future<Output = Result<(), Self::Failure>> + Send;
+    fn check(&self, clients: &Clients, timeout: Duration) -> impl Future<Output = Result<Reading, Self::Failure>> + Send;
+
+    /// The value a failed check measured (a metric out of its bounds), so
+    /// reports can show it. By default, none.
+    fn failure_value(_failure: &Self::Failure) -> Option<f64> {
+        None
+    }
 }
 
 /// Lists the kinds: `module => Variant(module::Type)`, in the order the
@@ -89,6 +108,16 @@ macro_rules! probe_kinds {
             /// The check did not finish within the probe's timeout.
             #[error("timeout")]
             Timeout,
+        }
+
+        impl Failure {
+            /// The value the failed check measured, if any.
+            pub fn value(&self) -> Option<f64> {
+                match self {
+                    $(Failure::$variant(f) => <$ty as Kind>::failure_value(f),)+
+                    Failure::Timeout => None,
+                }
+            }
         }
 
         /// A probe as written.
@@ -135,7 +164,7 @@ macro_rules! probe_kinds {
             }
 
             /// One check, bounded by `timeout`.
-            pub async fn check(&self, clients: &Clients, timeout: Duration) -> Result<(), Failure> {
+            pub async fn check(&self, clients: &Clients, timeout: Duration) -> Result<Reading, Failure> {
                 match self {
                     $(ProbeKind::$variant(p) => p.check(clients, timeout).await.map_err(Failure::$variant),)+
                 }
@@ -148,6 +177,7 @@ probe_kinds! {
     http => Http(http::HttpProbe),
     tcp => Tcp(tcp::TcpProbe),
     command => Command(command::CommandProbe),
+    prometheus => Prometheus(prometheus::PrometheusProbe),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
