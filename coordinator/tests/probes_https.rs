@@ -79,7 +79,9 @@ async fn serve(pki: &Pki, require_client_cert: bool) -> u16 {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let mut buf = vec![0u8; 4096];
                 let mut got = Vec::new();
                 // One request per connection: read the head, answer, close.
@@ -104,7 +106,10 @@ fn probe(yaml: &str) -> Probe {
 }
 
 async fn check(p: &Probe) -> Result<(), String> {
-    check_once(&Clients::default(), p).await.map(|_| ()).map_err(|e| e.to_string())
+    check_once(&Clients::default(), p)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn path(dir: &Path, name: &str) -> String {
@@ -126,7 +131,9 @@ async fn https_probe_trusts_a_private_ca_named_in_ca() {
 async fn https_probe_refuses_a_certificate_from_an_unknown_ca() {
     let pki = pki();
     let port = serve(&pki, false).await;
-    let p = probe(&format!("{{name: web, timeout: 2s, http: {{url: 'https://127.0.0.1:{port}/'}}}}"));
+    let p = probe(&format!(
+        "{{name: web, timeout: 2s, http: {{url: 'https://127.0.0.1:{port}/'}}}}"
+    ));
     let err = check(&p).await.expect_err("the test CA is not a system root");
     assert!(err.starts_with("tls: "), "{err}");
     assert!(err.contains("UnknownIssuer"), "{err}");
@@ -155,7 +162,9 @@ async fn https_probe_shows_its_client_certificate_to_a_server_that_asks() {
     let without = probe(&format!(
         "{{name: web, timeout: 2s, http: {{url: 'https://127.0.0.1:{port}/', ca: '{ca}'}}}}"
     ));
-    let err = check(&without).await.expect_err("the server requires a client certificate");
+    let err = check(&without)
+        .await
+        .expect_err("the server requires a client certificate");
     assert!(!err.is_empty());
 }
 

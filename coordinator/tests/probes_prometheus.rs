@@ -27,8 +27,9 @@ fn prometheus_binary(test: &str) -> Option<PathBuf> {
         .map(|d| d.join("prometheus"))
         .find(|p| p.is_file());
     if found.is_none() {
-        let msg =
-            format!("{test} needs `prometheus` which this machine does not have; install with: apt-get install -y prometheus");
+        let msg = format!(
+            "{test} needs `prometheus` which this machine does not have; install with: apt-get install -y prometheus"
+        );
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{msg}");
         }
@@ -166,7 +167,10 @@ async fn wait_for(base: &str, query: &str, want: f64) {
         if api_value(base, query).await == Some(want) {
             return;
         }
-        assert!(Instant::now() < deadline, "prometheus at {base} never answered {query} = {want}");
+        assert!(
+            Instant::now() < deadline,
+            "prometheus at {base} never answered {query} = {want}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -177,7 +181,8 @@ async fn prometheus_probe_reads_what_prometheus_answers() {
         return;
     };
     let exporter = Exporter::default();
-    exporter.set("faultline_test_gauge 7\nfaultline_test_series{shard=\"a\"} 1\nfaultline_test_series{shard=\"b\"} 3\n");
+    exporter
+        .set("faultline_test_gauge 7\nfaultline_test_series{shard=\"a\"} 1\nfaultline_test_series{shard=\"b\"} 3\n");
     let port = exporter.start().await;
     let server = start_prometheus(&bin, port, None);
     let base = &server.base;
@@ -192,7 +197,8 @@ async fn prometheus_probe_reads_what_prometheus_answers() {
 
     // The exporter changes; once Prometheus has scraped it, so does the
     // probe, and the bound fails the sample.
-    exporter.set("faultline_test_gauge 42\nfaultline_test_series{shard=\"a\"} 1\nfaultline_test_series{shard=\"b\"} 3\n");
+    exporter
+        .set("faultline_test_gauge 42\nfaultline_test_series{shard=\"a\"} 1\nfaultline_test_series{shard=\"b\"} 3\n");
     wait_for(base, "faultline_test_gauge", 42.0).await;
     assert_eq!(check(&gauge).await, Err("value 42 above max 10".into()));
 
@@ -203,10 +209,15 @@ async fn prometheus_probe_reads_what_prometheus_answers() {
             "{{name: s, timeout: 5s, prometheus: {{url: '{base}', query: faultline_test_series{extra}}}}}"
         ))
     };
-    assert_eq!(check(&series("")).await, Err("2 series; set reduce: max|min|sum|avg|each".into()));
+    assert_eq!(
+        check(&series("")).await,
+        Err("2 series; set reduce: max|min|sum|avg|each".into())
+    );
     assert_eq!(check(&series(", reduce: sum")).await, Ok(Reading::Value(4.0)));
     assert_eq!(check(&series(", reduce: max")).await, Ok(Reading::Value(3.0)));
-    let each = check(&series(", reduce: each, max: 2")).await.expect_err("shard b is 3");
+    let each = check(&series(", reduce: each, max: 2"))
+        .await
+        .expect_err("shard b is 3");
     assert!(each.starts_with("value 3 above max 2 for {"), "{each}");
     assert!(each.contains("shard=\"b\""), "{each}");
 
@@ -217,15 +228,26 @@ async fn prometheus_probe_reads_what_prometheus_answers() {
         ))
     };
     assert_eq!(check(&q("faultline_test_absent", "")).await, Err("empty result".into()));
-    assert_eq!(check(&q("faultline_test_absent", ", on_empty: skip")).await, Ok(Reading::Skipped));
-    assert_eq!(check(&q("faultline_test_absent", ", on_empty: pass")).await, Ok(Reading::Done));
+    assert_eq!(
+        check(&q("faultline_test_absent", ", on_empty: skip")).await,
+        Ok(Reading::Skipped)
+    );
+    assert_eq!(
+        check(&q("faultline_test_absent", ", on_empty: pass")).await,
+        Ok(Reading::Done)
+    );
     assert_eq!(check(&q("0/0", "")).await, Err("value is NaN".into()));
     assert_eq!(check(&q("1/0", ", max: 1")).await, Err("value inf above max 1".into()));
     assert_eq!(check(&q("2*3", "")).await, Ok(Reading::Value(6.0)));
     let bad = check(&q("sum(", "")).await.expect_err("a parse error");
     assert!(bad.starts_with("query error (bad_data)"), "{bad}");
-    let matrix = check(&q("faultline_test_gauge[1m]", "")).await.expect_err("a range vector");
-    assert_eq!(matrix, "query returns a matrix; write an instant vector or scalar expression");
+    let matrix = check(&q("faultline_test_gauge[1m]", ""))
+        .await
+        .expect_err("a range vector");
+    assert_eq!(
+        matrix,
+        "query returns a matrix; write an instant vector or scalar expression"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +271,11 @@ async fn prometheus_probe_logs_in_with_basic_auth_over_tls() {
         .expect("params")
         .signed_by(&key, &issuer)
         .expect("cert");
-    let (ca_pem, cert_pem, key_pem) = (pki.path().join("ca.pem"), pki.path().join("s.pem"), pki.path().join("s.key"));
+    let (ca_pem, cert_pem, key_pem) = (
+        pki.path().join("ca.pem"),
+        pki.path().join("s.pem"),
+        pki.path().join("s.key"),
+    );
     std::fs::write(&ca_pem, ca.pem()).expect("ca");
     std::fs::write(&cert_pem, cert.pem()).expect("cert");
     std::fs::write(&key_pem, key.serialize_pem()).expect("key");
@@ -293,7 +319,9 @@ async fn prometheus_probe_logs_in_with_basic_auth_over_tls() {
         "{{name: u, timeout: 5s, prometheus: {{url: '{base}', query: faultline_test_gauge, \
          basic_auth: {{username: faultline, password_file: '{password}'}}}}}}"
     ));
-    let err = check(&untrusted).await.expect_err("the test CA is not trusted without ca");
+    let err = check(&untrusted)
+        .await
+        .expect_err("the test CA is not trusted without ca");
     assert!(err.starts_with("tls: "), "{err}");
 }
 
@@ -319,11 +347,15 @@ async fn prometheus_probe_sends_the_bearer_token_from_the_environment() {
             let head = String::from_utf8_lossy(&got).to_string();
             let auth = head
                 .lines()
-                .find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: ")))
+                .find_map(|l| {
+                    l.strip_prefix("authorization: ")
+                        .or_else(|| l.strip_prefix("Authorization: "))
+                })
                 .unwrap_or("")
                 .to_string();
             seen2.lock().expect("lock").push(auth);
-            let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"+Inf"]}]}}"#;
+            let body =
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"+Inf"]}]}}"#;
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()

@@ -104,7 +104,8 @@ impl Kind for HttpProbe {
         if !https && !h.url.starts_with("http://") {
             return Err(Error::Scheme(h.url));
         }
-        let tls_written = h.tls.ca.is_some() || h.tls.cert.is_some() || h.tls.key.is_some() || h.tls.insecure_skip_verify;
+        let tls_written =
+            h.tls.ca.is_some() || h.tls.cert.is_some() || h.tls.key.is_some() || h.tls.insecure_skip_verify;
         if !https && tls_written {
             return Err(Error::TlsOnPlainHttp(h.url));
         }

@@ -76,7 +76,11 @@ pub trait Kind: Sized {
     fn target(&self) -> String;
 
     /// One check, bounded by `timeout`.
-    fn check(&self, clients: &Clients, timeout: Duration) -> impl Future<Output = Result<Reading, Self::Failure>> + Send;
+    fn check(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Reading, Self::Failure>> + Send;
 
     /// The value a failed check measured (a metric out of its bounds), so
     /// reports can show it. By default, none.

@@ -137,7 +137,9 @@ impl Failure {
     /// The value the failed sample measured, if it measured one.
     pub fn value(&self) -> Option<f64> {
         match self {
-            Failure::OutOfBounds { value, series: None, .. } => Some(*value),
+            Failure::OutOfBounds {
+                value, series: None, ..
+            } => Some(*value),
             _ => None,
         }
     }
@@ -203,7 +205,10 @@ impl Kind for PrometheusProbe {
             (Some((lo, hi)), None, None) => {
                 for value in [lo, hi] {
                     if !value.is_finite() {
-                        return Err(Error::NotFinite { field: "between", value });
+                        return Err(Error::NotFinite {
+                            field: "between",
+                            value,
+                        });
                     }
                 }
                 if lo > hi {
@@ -230,7 +235,8 @@ impl Kind for PrometheusProbe {
         if bearer_token.is_some() && basic_auth.is_some() {
             return Err(Error::TwoAuths);
         }
-        let tls_written = r.tls.ca.is_some() || r.tls.cert.is_some() || r.tls.key.is_some() || r.tls.insecure_skip_verify;
+        let tls_written =
+            r.tls.ca.is_some() || r.tls.cert.is_some() || r.tls.key.is_some() || r.tls.insecure_skip_verify;
         if !https && tls_written {
             return Err(Error::TlsOnPlainHttp(r.url));
         }
@@ -358,7 +364,11 @@ impl PrometheusProbe {
             }
         };
         self.bounds(value, None)?;
-        Ok(if value.is_nan() { Reading::Done } else { Reading::Value(value) })
+        Ok(if value.is_nan() {
+            Reading::Done
+        } else {
+            Reading::Value(value)
+        })
     }
 
     /// Checks one value against NaN and the bounds; `series` names it in
@@ -366,7 +376,11 @@ impl PrometheusProbe {
     fn bounds(&self, value: f64, series: Option<&str>) -> Result<(), Failure> {
         let series = series.map(|s| if s.is_empty() { "{}".to_string() } else { s.to_string() });
         if value.is_nan() {
-            return if self.nan_ok { Ok(()) } else { Err(Failure::NaN { series }) };
+            return if self.nan_ok {
+                Ok(())
+            } else {
+                Err(Failure::NaN { series })
+            };
         }
         // +Inf and -Inf compare as numbers: +Inf is above any max.
         if let Some(min) = self.min.filter(|m| value < *m) {
@@ -517,7 +531,10 @@ mod tests {
     fn between_sets_both_bounds() {
         let p = probe("{url: 'http://p:9090', query: up, between: [0.5, 1]}");
         assert_eq!(p.judge(vec![s("", 0.75)]).unwrap(), Reading::Value(0.75));
-        assert_eq!(p.judge(vec![s("", 0.25)]).unwrap_err().to_string(), "value 0.25 below min 0.5");
+        assert_eq!(
+            p.judge(vec![s("", 0.25)]).unwrap_err().to_string(),
+            "value 0.25 below min 0.5"
+        );
     }
 
     #[test]
@@ -525,8 +542,14 @@ mod tests {
         let cases = [
             ("{url: 'p:9090', query: up}", "must start with http:// or https://"),
             ("{url: 'http://p', query: ' '}", "prometheus.query: must not be empty"),
-            ("{url: 'http://p', query: up, between: [2, 1]}", "first bound must not exceed"),
-            ("{url: 'http://p', query: up, between: [0, 1], max: 2}", "between cannot be combined"),
+            (
+                "{url: 'http://p', query: up, between: [2, 1]}",
+                "first bound must not exceed",
+            ),
+            (
+                "{url: 'http://p', query: up, between: [0, 1], max: 2}",
+                "between cannot be combined",
+            ),
             (
                 "{url: 'http://p', query: up, bearer_token_file: t, bearer_token_env: T}",
                 "exactly one of bearer_token_file or bearer_token_env",
@@ -535,7 +558,10 @@ mod tests {
                 "{url: 'http://p', query: up, bearer_token_env: T, basic_auth: {username: u, password_env: P}}",
                 "keep one",
             ),
-            ("{url: 'http://p', query: up, basic_auth: {username: u}}", "password_file or password_env"),
+            (
+                "{url: 'http://p', query: up, basic_auth: {username: u}}",
+                "password_file or password_env",
+            ),
             ("{url: 'http://p', query: up, ca: ca.pem}", "https:// URLs only"),
         ];
         for (yaml, want) in cases {

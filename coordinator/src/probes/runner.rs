@@ -142,7 +142,10 @@ mod tests {
         let open = probe(ProbeKind::Tcp(TcpProbe {
             address: l.local_addr().unwrap().to_string(),
         }));
-        assert_eq!(check_once(&c, &open).await.map(|_| ()).map_err(|e| e.to_string()), Ok(()));
+        assert_eq!(
+            check_once(&c, &open).await.map(|_| ()).map_err(|e| e.to_string()),
+            Ok(())
+        );
         let port = l.local_addr().unwrap().port();
         drop(l);
         let closed = probe(ProbeKind::Tcp(TcpProbe {

@@ -83,6 +83,44 @@ pub fn render(r: &Report) -> String {
     o
 }
 
+/// The values of probes that measure one (prometheus), per phase, with
+/// the change of the mean against the baseline.
+fn values(o: &mut String, r: &Report) {
+    let measuring: Vec<&ProbeReport> = r
+        .probes
+        .iter()
+        .filter(|p| p.baseline.value_mean.is_some() || p.during.value_mean.is_some() || p.recovery.value_mean.is_some())
+        .collect();
+    if measuring.is_empty() {
+        return;
+    }
+    let num = |v: Option<f64>| v.map(crate::verdict::num).unwrap_or_else(|| "–".into());
+    let _ = writeln!(o, "| probe | phase | min | mean | max | mean vs baseline |");
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|");
+    for p in measuring {
+        for (phase, s) in [
+            ("baseline", &p.baseline),
+            ("during", &p.during),
+            ("recovery", &p.recovery),
+        ] {
+            let delta = s.value_mean.zip(p.baseline.value_mean).map(|(v, b)| v - b);
+            let delta = match (phase, delta) {
+                ("baseline", _) | (_, None) => "–".to_string(),
+                (_, Some(d)) => format!("{}{}", if d >= 0.0 { "+" } else { "" }, crate::verdict::num(d)),
+            };
+            let name = if phase == "baseline" { p.name.as_str() } else { "" };
+            let _ = writeln!(
+                o,
+                "| {name} | {phase} | {} | {} | {} | {delta} |",
+                num(s.value_min),
+                num(s.value_mean),
+                num(s.value_max)
+            );
+        }
+    }
+    let _ = writeln!(o);
+}
+
 fn probes_and_tolerances(o: &mut String, r: &Report) {
     let _ = writeln!(o, "## Probes\n");
     let _ = writeln!(o, "| probe | phase | samples | success | p50 | p90 | p99 | max |");
@@ -93,6 +131,7 @@ fn probes_and_tolerances(o: &mut String, r: &Report) {
         stats_row(o, "", "recovery", &p.recovery);
     }
     let _ = writeln!(o);
+    values(o, r);
     for p in &r.probes {
         let _ = writeln!(o, "**{}** ({} {}):", p.name, p.kind, p.target);
         if p.during.samples > 0 {

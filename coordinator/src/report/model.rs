@@ -113,6 +113,10 @@ pub struct Delta {
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// The change of the mean value, for probes that measure one
+    /// (prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_mean: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
