@@ -18,6 +18,7 @@
 //! - `leases`: lease renewals during observe.
 //! - [`guardrails`]: guardrail checks during observe.
 //! - `progress`: probe progress events.
+//! - [`stops`]: stop conditions evaluated during observe.
 //! - `judge`: the run's verdict from its samples (tolerances, recovery).
 //! - `assembly`: the report's probe, fault and experiment sections.
 //! - [`wire`]: a fault's parameters in wire form.
@@ -46,6 +47,7 @@ pub mod phases;
 mod placement;
 mod progress;
 mod restore;
+pub mod stops;
 #[cfg(test)]
 mod testing;
 pub mod wire;

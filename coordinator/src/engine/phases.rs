@@ -18,6 +18,7 @@ use super::observe::{wait_with_progress, Observe};
 use super::placement::{drain_statuses, wait_for_acks, Placement, TargetState};
 use super::progress::emit_progress;
 use super::restore::restore;
+use super::stops;
 use super::{spec_to_wire, RunInput, RunOutput, Sent, ACK_TIMEOUT};
 use crate::experiment::faults::Observed;
 use crate::outcome::{Outcome, Phase};
@@ -81,6 +82,14 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
     let _probes_stop = probe_stop.clone().drop_guard();
     let mut samples: probes::Samples = Arc::new(Mutex::new(vec![Vec::new(); exp.hypothesis.probes.len()]));
     let mut verdict: Option<Verdict> = None;
+    // The experiment's stop conditions, then the policy's.
+    let stop_conditions: Vec<_> = exp
+        .stop_conditions
+        .iter()
+        .chain(&policy.stop_conditions)
+        .cloned()
+        .collect();
+    let mut stop_evals: stops::Evaluations = Arc::new(Mutex::new(vec![Vec::new(); stop_conditions.len()]));
 
     let plan: Option<Plan> = match plan {
         Ok(p) => {
@@ -234,6 +243,10 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         // ---- observe ----
         if verdict.is_none() {
             ctx.enter(Phase::Observe, exp.duration).await;
+            let stops_stop = CancellationToken::new();
+            let _stops_stop = stops_stop.clone().drop_guard();
+            let (evals, fired) = stops::start(&stop_conditions, ctx.start, stops_stop);
+            stop_evals = evals;
             if !wait_with_progress(
                 &mut ctx,
                 &exp,
@@ -247,6 +260,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                     lease: exp.lease,
                     baseline: phase_stats(&samples, &exp, &[Phase::Baseline]),
                     abort_reason: &abort_reason,
+                    stop_fired: Some(fired),
                 }),
             )
             .await
@@ -309,7 +323,18 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         inject_at_ms,
         verdict.is_none() && plan.is_some(),
     );
-    let verdict = verdict.unwrap_or_else(|| judge(&exp, &probes));
+    let restored_at_ms = targets.iter().filter_map(|t| t.restored_at_ms).max();
+    let stop_reports = stops::reports(&stop_conditions, &stop_evals, restored_at_ms);
+    let verdict = verdict.unwrap_or_else(|| {
+        let v = judge(&exp, &probes);
+        match stops::error_fired(&stop_reports) {
+            Some(why) if v.outcome == Outcome::Passed => Verdict {
+                outcome: Outcome::Failed,
+                reason: why,
+            },
+            _ => v,
+        }
+    });
     ctx.enter(Phase::Report, Duration::ZERO).await;
     ctx.close_phases();
     let aborted_by = (verdict.outcome == Outcome::Aborted)
@@ -329,6 +354,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         phases: ctx.phases.clone(),
         probes,
         faults: fault_reports(&exp, &fault_ids, &targets),
+        stop_conditions: stop_reports,
         events: Vec::new(),
     };
     info!(run_id = %run_id, outcome = %report.outcome, "run finished");

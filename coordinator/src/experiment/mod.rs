@@ -8,6 +8,7 @@ pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod peers;
+pub mod stop_conditions;
 pub mod targets;
 pub mod tolerances;
 pub mod values;

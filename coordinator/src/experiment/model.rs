@@ -29,6 +29,9 @@ pub struct Experiment {
     /// Lease sent with every fault; the agent restores on its own if it is
     /// not renewed in time.
     pub lease: Duration,
+    /// PromQL conditions evaluated while faults are injected; see
+    /// [`super::stop_conditions`]. By default, none.
+    pub stop_conditions: Vec<super::stop_conditions::StopCondition>,
 }
 
 /// What must stay true while faults are injected.

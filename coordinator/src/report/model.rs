@@ -33,6 +33,10 @@ pub struct Report {
     pub phases: Vec<PhaseSpan>,
     pub probes: Vec<ProbeReport>,
     pub faults: Vec<FaultReport>,
+    /// Every stop condition (the experiment's, then the policy's) with its
+    /// evaluations. Empty, and left out of the JSON, without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_conditions: Vec<StopConditionReport>,
     /// What the run history recorded, for a run whose own report was never
     /// written (the coordinator stopped during it: outcome `error`, reason
     /// starting with "interrupted"), including what agents reported after
@@ -227,4 +231,37 @@ pub struct KilledProcess {
     pub pid: u32,
     pub name: String,
     pub cmdline: String,
+}
+
+/// A stop condition in a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopConditionReport {
+    pub name: String,
+    /// The PromQL expression.
+    pub query: String,
+    pub severity: crate::experiment::stop_conditions::Severity,
+    /// When it first returned a series, in ms since the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at_ms: Option<u64>,
+    /// Its first series' value then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// From turning true to the last fault restored: how long the system
+    /// stayed faulted after the condition said stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_after_ms: Option<u64>,
+    pub evaluations: Vec<StopEvaluation>,
+}
+
+/// One evaluation of a stop condition.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StopEvaluation {
+    pub at_ms: u64,
+    /// The query returned at least one series.
+    pub fired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Why the query failed; a failed evaluation does not fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
