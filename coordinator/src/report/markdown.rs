@@ -62,6 +62,7 @@ pub fn render(r: &Report) -> String {
         probes_and_tolerances(&mut o, r);
     }
     faults(&mut o, r);
+    stop_conditions(&mut o, r);
 
     let _ = writeln!(o, "## Timeline\n");
     let _ = writeln!(o, "| phase | start | end |");
@@ -238,4 +239,34 @@ fn faults(o: &mut String, r: &Report) {
         }
         let _ = writeln!(o);
     }
+}
+
+/// Each stop condition: how often it was evaluated, when it first turned
+/// true and how long the faults stayed after that.
+fn stop_conditions(o: &mut String, r: &Report) {
+    if r.stop_conditions.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "## Stop conditions\n");
+    let _ = writeln!(
+        o,
+        "| condition | severity | query | evaluations | errors | true at | value | restored after |"
+    );
+    let _ = writeln!(o, "|---|---|---|---:|---:|---:|---:|---:|");
+    for s in &r.stop_conditions {
+        let errors = s.evaluations.iter().filter(|e| e.error.is_some()).count();
+        let _ = writeln!(
+            o,
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} |",
+            s.name.replace('|', "\\|"),
+            s.severity,
+            s.query.replace('|', "\\|"),
+            s.evaluations.len(),
+            errors,
+            s.fired_at_ms.map(secs).unwrap_or_else(|| "never".into()),
+            s.value.map(crate::verdict::num).unwrap_or_else(|| "–".into()),
+            s.restored_after_ms.map(secs).unwrap_or_else(|| "–".into()),
+        );
+    }
+    let _ = writeln!(o);
 }
