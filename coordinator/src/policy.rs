@@ -151,6 +151,10 @@ pub struct Policy {
     /// Stop conditions checked for every run, after the experiment's own
     /// (see [`crate::experiment::stop_conditions`]). By default, none.
     pub stop_conditions: Vec<crate::experiment::stop_conditions::StopCondition>,
+    /// An error-budget gate checked before every run, after the
+    /// experiment's own (see [`crate::experiment::error_budget`]). By
+    /// default, none.
+    pub error_budget: Option<crate::experiment::error_budget::ErrorBudget>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +170,7 @@ struct RawPolicy {
     max_duration: Option<String>,
     #[serde(default)]
     stop_conditions: Vec<crate::experiment::stop_conditions::StopCondition>,
+    error_budget: Option<crate::experiment::error_budget::ErrorBudget>,
 }
 
 fn locate(text: &str, key: &str) -> (usize, usize) {
@@ -265,6 +270,7 @@ impl Policy {
             max_concurrent_runs: raw.max_concurrent_runs,
             max_duration,
             stop_conditions: raw.stop_conditions,
+            error_budget: raw.error_budget,
         })
     }
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::assembly::{experiment_info, fault_reports, probe_reports};
+use super::budget;
 use super::context::Ctx;
 use super::judge::{aborted, judge, phase_stats, recovered_now, Verdict};
 use super::observe::{wait_with_progress, Observe};
@@ -115,6 +116,25 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
             });
             None
         }
+    };
+
+    // ---- error budget: measured before anything runs ----
+    let budgets: Vec<_> = exp.error_budget.iter().chain(&policy.error_budget).cloned().collect();
+    let mut budget_reports = Vec::new();
+    let plan = if plan.is_some() && !budgets.is_empty() {
+        let (reports, refusal) = budget::gate(&budgets).await;
+        budget_reports = reports;
+        match refusal {
+            Some(v) => {
+                ctx.log(v.reason.clone()).await;
+                warn!(run_id = %run_id, reason = %v.reason, "error budget: run refused");
+                verdict = Some(v);
+                None
+            }
+            None => plan,
+        }
+    } else {
+        plan
     };
 
     if let Some(plan) = &plan {
@@ -310,6 +330,11 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         }
     }
 
+    // ---- error budget after the run (only one that started) ----
+    if plan.is_some() {
+        budget::after(&budgets, &mut budget_reports).await;
+    }
+
     // ---- verdict ----
     probe_stop.cancel();
     ctx.enter(Phase::Verdict, Duration::ZERO).await;
@@ -355,6 +380,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         probes,
         faults: fault_reports(&exp, &fault_ids, &targets),
         stop_conditions: stop_reports,
+        error_budgets: budget_reports,
         events: Vec::new(),
     };
     info!(run_id = %run_id, outcome = %report.outcome, "run finished");

@@ -140,86 +140,14 @@ pub fn error_fired(reports: &[StopConditionReport]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
-
-    use crate::engine::testing::acking_agent;
-    use crate::engine::{execute, AbortReason, RunInput};
-    use crate::events::EventLog;
+    use crate::engine::testing::{query_api, run_with};
     use crate::outcome::Outcome;
     use crate::policy::Policy;
-    use crate::registry::Registry;
-    use crate::report::Report;
-    use crate::store::Store;
-
-    /// A stand-in for the Prometheus query API that answers every query
-    /// with one series of value 7: a condition that is true at once.
-    async fn firing_api() -> u16 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 65536 {
-                        match tcp.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"api"},"value":[1,"7"]}]}}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tcp.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        port
-    }
-
-    async fn run(run_id: &str, stop_yaml: &str, policy: Policy) -> Report {
-        let registry = Arc::new(Registry::new());
-        acking_agent(&registry, "a1");
-        let exp = crate::experiment::parse(
-            "t.yaml",
-            &format!(
-                "name: t\nhypothesis:\n  probes:\n    - name: ok\n      interval: 200ms\n      command: {{ run: \"true\" }}\n      tolerances:\n        - success_rate: \"90%\"\nbaseline: 1s\nduration: 4s\nrecovery: 1s\nfaults:\n  - kill: {{ name: x }}\n{stop_yaml}"
-            ),
-            &HashMap::new(),
-        )
-        .expect("experiment");
-        let (client, mut rx) = mpsc::channel(1024);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let log = Arc::new(EventLog::new(Arc::new(Store::in_memory().expect("store"))));
-        let (events, writer) = log.open(run_id, "t", "t.yaml", client);
-        tokio::spawn(writer);
-        execute(RunInput {
-            run_id: run_id.into(),
-            experiment: exp,
-            source_name: "t.yaml".into(),
-            registry,
-            events,
-            cancel: CancellationToken::new(),
-            abort_reason: AbortReason::default(),
-            policy: Arc::new(policy),
-            running: 0,
-            metrics: faultline_proto::metrics::Metrics::new(),
-        })
-        .await
-        .report
-    }
 
     #[tokio::test]
     async fn a_critical_stop_condition_aborts_the_run_and_restores() {
-        let port = firing_api().await;
-        let report = run(
+        let port = query_api("7").await;
+        let report = run_with(
             "r-stop-critical",
             &format!(
                 "stop_conditions:\n  - name: error-storm\n    severity: critical\n    prometheus: {{ url: \"http://127.0.0.1:{port}\", query: \"sum(rate(errors_total[30s])) > 5\" }}\n"
@@ -262,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_stop_condition_from_the_policy_fails_the_verdict_without_aborting() {
-        let port = firing_api().await;
+        let port = query_api("7").await;
         let policy = Policy::parse(
             "policy.yaml",
             &format!(
@@ -270,7 +198,7 @@ mod tests {
             ),
         )
         .expect("policy");
-        let report = run("r-stop-error", "", policy).await;
+        let report = run_with("r-stop-error", "", policy).await;
         assert_eq!(report.outcome, Outcome::Failed, "{}", report.reason);
         assert!(
             report.reason.contains("stop condition slo-burn (error) turned true"),

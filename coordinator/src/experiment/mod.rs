@@ -3,6 +3,7 @@
 //! [`faults`]; each probe kind's in [`crate::probes`].
 
 pub mod durations;
+pub mod error_budget;
 pub mod faults;
 pub mod limits;
 pub mod model;

@@ -32,6 +32,9 @@ pub struct Experiment {
     /// PromQL conditions evaluated while faults are injected; see
     /// [`super::stop_conditions`]. By default, none.
     pub stop_conditions: Vec<super::stop_conditions::StopCondition>,
+    /// The SLO whose remaining budget gates the run; see
+    /// [`super::error_budget`]. By default, none.
+    pub error_budget: Option<super::error_budget::ErrorBudget>,
 }
 
 /// What must stay true while faults are injected.

@@ -104,6 +104,10 @@ fn plain_words(message: &str) -> String {
             "expected a mapping with min/max or factor/plus",
         ),
         (
+            "expected struct RawErrorBudget",
+            "expected a mapping with the error budget's fields (objective, window, min_remaining, prometheus)",
+        ),
+        (
             "expected struct RawStopCondition",
             "expected a mapping with the stop condition's fields (name, severity, interval, prometheus)",
         ),
@@ -165,6 +169,7 @@ struct RawExperiment {
     lease: Option<Dur>,
     #[serde(default)]
     stop_conditions: Vec<StopCondition>,
+    error_budget: Option<super::error_budget::ErrorBudget>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +374,7 @@ impl RawExperiment {
             },
             lease,
             stop_conditions: self.stop_conditions,
+            error_budget: self.error_budget,
         })
     }
 }

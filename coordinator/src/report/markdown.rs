@@ -63,6 +63,7 @@ pub fn render(r: &Report) -> String {
     }
     faults(&mut o, r);
     stop_conditions(&mut o, r);
+    error_budgets(&mut o, r);
 
     let _ = writeln!(o, "## Timeline\n");
     let _ = writeln!(o, "| phase | start | end |");
@@ -267,6 +268,39 @@ fn stop_conditions(o: &mut String, r: &Report) {
             s.value.map(crate::verdict::num).unwrap_or_else(|| "–".into()),
             s.restored_after_ms.map(secs).unwrap_or_else(|| "–".into()),
         );
+    }
+    let _ = writeln!(o);
+}
+
+/// Each error-budget gate with the budget left before and after the run.
+fn error_budgets(o: &mut String, r: &Report) {
+    if r.error_budgets.is_empty() {
+        return;
+    }
+    let pct = |v: Option<f64>| {
+        v.map(|v| format!("{}%", crate::verdict::num(v * 100.0)))
+            .unwrap_or_else(|| "–".into())
+    };
+    let _ = writeln!(o, "## Error budget\n");
+    let _ = writeln!(
+        o,
+        "| error ratio | objective | window | min remaining | before | after |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    for b in &r.error_budgets {
+        let _ = writeln!(
+            o,
+            "| `{}` | {} | {} | {} | {} | {} |",
+            b.query.replace('|', "\\|"),
+            pct(Some(b.objective)),
+            crate::experiment::fmt_duration(std::time::Duration::from_millis(b.window_ms)),
+            pct(Some(b.min_remaining)),
+            pct(b.remaining_before),
+            pct(b.remaining_after),
+        );
+        if let Some(e) = &b.error {
+            let _ = writeln!(o, "\n- {e}");
+        }
     }
     let _ = writeln!(o);
 }

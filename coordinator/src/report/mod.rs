@@ -50,6 +50,7 @@ mod tests {
             duration_ms: 3000,
             aborted_by: None,
             stop_conditions: Vec::new(),
+            error_budgets: Vec::new(),
             phases: Vec::new(),
             probes: Vec::new(),
             faults: vec![FaultReport {

@@ -37,6 +37,11 @@ pub struct Report {
     /// evaluations. Empty, and left out of the JSON, without any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop_conditions: Vec<StopConditionReport>,
+    /// Every error-budget gate (the experiment's, then the policy's) with
+    /// the remaining budget before and after the run. Empty, and left out
+    /// of the JSON, without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_budgets: Vec<ErrorBudgetReport>,
     /// What the run history recorded, for a run whose own report was never
     /// written (the coordinator stopped during it: outcome `error`, reason
     /// starting with "interrupted"), including what agents reported after
@@ -262,6 +267,26 @@ pub struct StopEvaluation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// Why the query failed; a failed evaluation does not fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An error-budget gate in a report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBudgetReport {
+    /// The error-ratio query, `$window` replaced.
+    pub query: String,
+    pub objective: f64,
+    pub window_ms: u64,
+    pub min_remaining: f64,
+    /// The remaining budget (fraction of the whole) measured before the
+    /// run; absent when it could not be measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_before: Option<f64>,
+    /// Measured after the run's recovery; absent for a refused run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_after: Option<f64>,
+    /// Why a measurement failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -93,6 +93,7 @@ pub fn interrupted_report(run: &RunRow, events: &[EventRow]) -> Report {
         duration_ms: finished.saturating_sub(run.started_unix_ms),
         aborted_by: None,
         stop_conditions: Vec::new(),
+        error_budgets: Vec::new(),
         phases,
         probes: Vec::new(),
         faults: Vec::new(),
