@@ -140,4 +140,33 @@ mod tests {
             report.reason
         );
     }
+
+    #[tokio::test]
+    async fn the_schedule_gate_names_a_spent_budget_and_passes_one_with_budget_left() {
+        let row = |port: u16| {
+            crate::store::ScheduleRow {
+            id: "s".into(),
+            source: "e.yaml".into(),
+            yaml: format!(
+                "name: t\nhypothesis:\n  probes:\n    - name: ok\n      command: {{ run: \"true\" }}\nduration: 1s\nfaults:\n  - kill: {{ name: x }}\n{}",
+                budget(port)
+            ),
+            vars: Default::default(),
+            cron: "* * * * *".into(),
+            tz: "UTC".into(),
+            window: None,
+            created_unix_ms: 0,
+            last_tick_unix_ms: 0,
+            last_run_id: None,
+        }
+        };
+        let gate = crate::schedule::error_budget_gate(std::sync::Arc::new(Policy::default()));
+        let spent = query_api("0.02").await;
+        assert_eq!(
+            gate(&row(spent)).await.as_deref(),
+            Some("-100% of the budget remains, below the minimum of 25% (objective 99% over 30d, at least 25% of the budget left)")
+        );
+        let left = query_api("0.0025").await;
+        assert_eq!(gate(&row(left)).await, None);
+    }
 }

@@ -174,6 +174,27 @@ impl ErrorBudget {
     }
 }
 
+/// Measures `budgets` in order; the first refusal in words: a budget below
+/// its minimum, or one that cannot be measured.
+pub async fn refusal(budgets: &[ErrorBudget]) -> Option<String> {
+    let clients = Clients::default();
+    for b in budgets {
+        match b.remaining(&clients).await {
+            Ok(left) if left < b.min_remaining => {
+                return Some(format!(
+                    "{}% of the budget remains, below the minimum of {}% ({})",
+                    crate::verdict::num(left * 100.0),
+                    crate::verdict::num(b.min_remaining * 100.0),
+                    b.describe()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Some(format!("cannot measure the remaining budget ({e})")),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
