@@ -14,7 +14,7 @@ use crate::verdict::num;
 use super::judge::Verdict;
 
 fn pct(f: f64) -> String {
-    format!("{}%", num(f * 100.0))
+    format!("{}%", num((f * 1000.0).round() / 10.0))
 }
 
 /// Measures every gate; the refusal, if any, is the first gate that fails.

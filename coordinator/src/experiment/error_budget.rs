@@ -183,7 +183,7 @@ pub async fn refusal(budgets: &[ErrorBudget]) -> Option<String> {
             Ok(left) if left < b.min_remaining => {
                 return Some(format!(
                     "{}% of the budget remains, below the minimum of {}% ({})",
-                    crate::verdict::num(left * 100.0),
+                    crate::verdict::num((left * 1000.0).round() / 10.0),
                     crate::verdict::num(b.min_remaining * 100.0),
                     b.describe()
                 ))

@@ -278,7 +278,7 @@ fn error_budgets(o: &mut String, r: &Report) {
         return;
     }
     let pct = |v: Option<f64>| {
-        v.map(|v| format!("{}%", crate::verdict::num(v * 100.0)))
+        v.map(|v| format!("{}%", crate::verdict::num((v * 1000.0).round() / 10.0)))
             .unwrap_or_else(|| "–".into())
     };
     let _ = writeln!(o, "## Error budget\n");
