@@ -11,6 +11,7 @@
 //! the proto nor the agent changes.
 
 pub mod command;
+pub mod grpc;
 pub mod http;
 pub mod prometheus;
 pub mod runner;
@@ -182,6 +183,7 @@ probe_kinds! {
     tcp => Tcp(tcp::TcpProbe),
     command => Command(command::CommandProbe),
     prometheus => Prometheus(prometheus::PrometheusProbe),
+    grpc => Grpc(grpc::GrpcProbe),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
