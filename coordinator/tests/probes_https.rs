@@ -178,13 +178,11 @@ async fn https_probe_names_an_unreadable_ca_file() {
 #[test]
 fn tls_options_are_refused_on_plain_http_and_cert_needs_key() {
     let e = serde_norway::from_str::<Probe>("{name: web, http: {url: 'http://x/', ca: ca.pem}}")
-        .err()
-        .expect("ca on http://")
+        .expect_err("ca on http://")
         .to_string();
     assert!(e.contains("https:// URLs only"), "{e}");
     let e = serde_norway::from_str::<Probe>("{name: web, http: {url: 'https://x/', cert: c.pem}}")
-        .err()
-        .expect("cert without key")
+        .expect_err("cert without key")
         .to_string();
     assert!(e.contains("cert and key go together"), "{e}");
 }

@@ -232,10 +232,7 @@ mod tests {
                 "does not apply",
             ),
         ] {
-            let e = serde_norway::from_str::<ErrorBudget>(yaml)
-                .err()
-                .expect(yaml)
-                .to_string();
+            let e = serde_norway::from_str::<ErrorBudget>(yaml).expect_err(yaml).to_string();
             assert!(e.contains(want), "{yaml}: {e}");
         }
     }

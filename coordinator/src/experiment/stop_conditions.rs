@@ -138,13 +138,11 @@ mod tests {
         let e = serde_norway::from_str::<StopCondition>(
             "{name: s, severity: error, prometheus: {url: 'http://p:9090', query: up, max: 1}}",
         )
-        .err()
-        .expect("bounds refused")
+        .expect_err("bounds refused")
         .to_string();
         assert!(e.contains("prometheus.min/max/between does not apply"), "{e}");
         let e = serde_norway::from_str::<StopCondition>("{severity: fatal, prometheus: {url: 'http://p', query: up}}")
-            .err()
-            .expect("unknown severity")
+            .expect_err("unknown severity")
             .to_string();
         assert!(e.contains("critical") && e.contains("error"), "{e}");
     }

@@ -217,7 +217,7 @@ mod tests {
             ),
         ] {
             let raw: RawGrpc = serde_norway::from_str(yaml).expect("yaml");
-            let e = GrpcProbe::from_raw(raw).err().expect(yaml).to_string();
+            let e = GrpcProbe::from_raw(raw).expect_err(yaml).to_string();
             assert!(e.contains(want), "{yaml}: {e}");
         }
     }

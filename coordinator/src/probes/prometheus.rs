@@ -472,7 +472,7 @@ mod tests {
 
     fn refusal(yaml: &str) -> String {
         let raw: RawPrometheus = serde_norway::from_str(yaml).expect("yaml");
-        PrometheusProbe::from_raw(raw).err().expect("refused").to_string()
+        PrometheusProbe::from_raw(raw).expect_err("refused").to_string()
     }
 
     fn s(labels: &str, value: f64) -> Series {
