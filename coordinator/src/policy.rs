@@ -10,6 +10,8 @@
 //! timezone: "+01:00"               # of the windows; UTC by default
 //! max_concurrent_runs: 2
 //! max_duration: 10m                # longest observe phase
+//! stop_conditions:                 # checked for every run (see experiment::stop_conditions)
+//!   - { severity: critical, prometheus: { url: "http://127.0.0.1:9090", query: "up{job=\"api\"} == 0" } }
 //! ```
 
 use std::collections::BTreeMap;
@@ -146,6 +148,13 @@ pub struct Policy {
     pub max_concurrent_runs: Option<u32>,
     /// Longest `duration` (observe phase) an experiment may ask for.
     pub max_duration: Option<Duration>,
+    /// Stop conditions checked for every run, after the experiment's own
+    /// (see [`crate::experiment::stop_conditions`]). By default, none.
+    pub stop_conditions: Vec<crate::experiment::stop_conditions::StopCondition>,
+    /// An error-budget gate checked before every run, after the
+    /// experiment's own (see [`crate::experiment::error_budget`]). By
+    /// default, none.
+    pub error_budget: Option<crate::experiment::error_budget::ErrorBudget>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +168,9 @@ struct RawPolicy {
     timezone: Option<String>,
     max_concurrent_runs: Option<u32>,
     max_duration: Option<String>,
+    #[serde(default)]
+    stop_conditions: Vec<crate::experiment::stop_conditions::StopCondition>,
+    error_budget: Option<crate::experiment::error_budget::ErrorBudget>,
 }
 
 fn locate(text: &str, key: &str) -> (usize, usize) {
@@ -257,6 +269,8 @@ impl Policy {
             timezone,
             max_concurrent_runs: raw.max_concurrent_runs,
             max_duration,
+            stop_conditions: raw.stop_conditions,
+            error_budget: raw.error_budget,
         })
     }
 

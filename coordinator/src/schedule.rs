@@ -9,7 +9,9 @@
 //!
 //! - the newest due tick (within [`GRACE`]) starts a run, unless the
 //!   previous run of the schedule is still going (`skipped: still running`)
-//!   or it falls outside the window (`skipped: outside window`);
+//!   or it falls outside the window (`skipped: outside window`), or its
+//!   error budget (the experiment's or the policy's) is below the minimum
+//!   or cannot be measured (`skipped: error budget: ...`, see [`Gate`]);
 //! - older due ticks — the coordinator was down or busy — are recorded as
 //!   `missed` and never replayed in a burst.
 
@@ -200,6 +202,26 @@ pub fn due_ticks(t: &Timing, last_ms: u64, now_ms: u64, running: bool) -> Vec<(u
 pub type Submit = Arc<dyn Fn(&ScheduleRow) -> Result<String, SubmitError> + Send + Sync>;
 /// Whether a run is still going.
 pub type IsRunning = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Why a due run must not start (its error budget), checked before
+/// [`Submit`]; `None` lets it start.
+pub type Gate = Arc<
+    dyn Fn(&ScheduleRow) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>> + Send + Sync,
+>;
+
+/// The gate of the error budgets of the schedule's experiment and of
+/// `policy`: the refusal in words, or `None`. A schedule whose file no
+/// longer parses is let through, so that [`Submit`] records why.
+pub fn error_budget_gate(policy: Arc<crate::policy::Policy>) -> Gate {
+    Arc::new(move |s: &ScheduleRow| {
+        let policy = policy.clone();
+        let parsed = crate::experiment::parse(&s.source, &s.yaml, &s.vars);
+        Box::pin(async move {
+            let exp = parsed.ok()?;
+            let budgets: Vec<_> = exp.error_budget.iter().chain(&policy.error_budget).cloned().collect();
+            crate::experiment::error_budget::refusal(&budgets).await
+        })
+    })
+}
 
 /// The scheduler task: handles due ticks of every schedule until `shutdown`.
 /// `changed` wakes it when schedules are added or removed.
@@ -207,6 +229,7 @@ pub async fn run(
     store: Arc<Store>,
     submit: Submit,
     is_running: IsRunning,
+    gate: Gate,
     changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -231,12 +254,17 @@ pub async fn run(
                 let mut tick_text = tick.as_str();
                 let mut run_id = None;
                 if tick == Tick::Run {
-                    match submit(&s) {
-                        Ok(id) => {
-                            info!(schedule = %s.id, run_id = %id, "scheduled run started");
-                            run_id = Some(id);
+                    if let Some(why) = gate(&s).await {
+                        info!(schedule = %s.id, %why, "scheduled run skipped: error budget");
+                        tick_text = format!("skipped: error budget: {why}");
+                    } else {
+                        match submit(&s) {
+                            Ok(id) => {
+                                info!(schedule = %s.id, run_id = %id, "scheduled run started");
+                                run_id = Some(id);
+                            }
+                            Err(e) => tick_text = format!("not started: {e}"),
                         }
-                        Err(e) => tick_text = format!("not started: {e}"),
                     }
                 }
                 if let Err(e) = store.schedule_tick(&s.id, due, &tick_text, run_id.as_deref()) {
@@ -364,5 +392,57 @@ mod tests {
         let t = Timing::new("*/10 * * * * *", "UTC", None).unwrap();
         assert_eq!(t.next_after(MON_9 + 10_999), Some(MON_9 + 20_000));
         assert_eq!(t.next_after(MON_9 + 9_999), Some(MON_9 + 10_000));
+    }
+
+    #[tokio::test]
+    async fn a_tick_whose_error_budget_is_spent_is_skipped_and_starts_no_run() {
+        let store = Arc::new(Store::in_memory().expect("store"));
+        let now = faultline_proto::now_unix_ms();
+        store
+            .add_schedule(&ScheduleRow {
+                id: "s1".into(),
+                source: "e.yaml".into(),
+                yaml: String::new(),
+                vars: Default::default(),
+                cron: "* * * * * *".into(),
+                tz: "UTC".into(),
+                window: None,
+                created_unix_ms: now,
+                last_tick_unix_ms: now,
+                last_run_id: None,
+            })
+            .expect("add");
+        let submitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = submitted.clone();
+        let submit: Submit = Arc::new(move |_s: &ScheduleRow| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok("r1".into())
+        });
+        let gate: Gate =
+            Arc::new(|_s: &ScheduleRow| Box::pin(async { Some("-100% of the budget remains".to_string()) }));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            store.clone(),
+            submit,
+            Arc::new(|_: &str| false),
+            gate,
+            Arc::new(Notify::new()),
+            stop.clone(),
+        ));
+        // Bounded: at most 5 s for the first tick to be handled.
+        let mut ticks = Vec::new();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ticks = store.schedule_ticks("s1", 10).expect("ticks");
+            if !ticks.is_empty() {
+                break;
+            }
+        }
+        stop.cancel();
+        let _ = task.await;
+        assert!(!ticks.is_empty(), "no tick handled within 5 s");
+        assert_eq!(ticks[0].outcome, "skipped: error budget: -100% of the budget remains");
+        assert_eq!(ticks[0].run_id, None);
+        assert_eq!(submitted.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

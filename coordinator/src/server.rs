@@ -192,10 +192,12 @@ impl Coordinator {
             });
             let is_running: crate::schedule::IsRunning =
                 Arc::new(move |run_id: &str| runs.is_known(run_id) && runs.report(run_id).is_none());
+            let gate = crate::schedule::error_budget_gate(control.policy.clone());
             tracker.spawn(crate::schedule::run(
                 self.store.clone(),
                 submit,
                 is_running,
+                gate,
                 control.schedules_changed.clone(),
                 runs_token.clone(),
             ));

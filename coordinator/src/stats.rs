@@ -21,6 +21,10 @@ pub struct Sample {
     pub ok: bool,
     /// Time the check took, success or not.
     pub latency_ms: f64,
+    /// What the check measured, for kinds that measure a value
+    /// (prometheus), success or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -36,14 +40,25 @@ pub struct PhaseStats {
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// For probes that measure a value (prometheus): the smallest, mean
+    /// and largest value of the phase's samples that have one (NaN left
+    /// out). Absent for the other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_max: Option<f64>,
 }
 
 impl PhaseStats {
     pub fn of<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Self {
         let mut n = 0u32;
         let mut lat: Vec<f64> = Vec::new();
+        let mut values: Vec<f64> = Vec::new();
         for s in samples {
             n += 1;
+            values.extend(s.value.filter(|v| !v.is_nan()));
             if s.ok {
                 lat.push(s.latency_ms);
             }
@@ -58,6 +73,9 @@ impl PhaseStats {
             p90_ms: nearest_rank(&lat, 90.0),
             p99_ms: nearest_rank(&lat, 99.0),
             max_ms: lat.last().copied(),
+            value_min: values.iter().copied().reduce(f64::min),
+            value_mean: (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64),
+            value_max: values.iter().copied().reduce(f64::max),
         }
     }
 
@@ -91,6 +109,7 @@ mod tests {
             phase: Phase::Observe,
             ok,
             latency_ms: ms,
+            value: None,
             error: None,
         }
     }

@@ -22,7 +22,7 @@ fn ms(v: f64) -> String {
 /// The latency limit of a tolerance in ms, if it bounds latency.
 pub fn latency_limit_ms(t: &Tolerance, baseline: &PhaseStats) -> Option<f64> {
     match t {
-        Tolerance::SuccessRate { .. } => None,
+        Tolerance::SuccessRate { .. } | Tolerance::Value { .. } | Tolerance::RelativeValue { .. } => None,
         Tolerance::Latency { max, .. } => Some(max.as_secs_f64() * 1000.0),
         Tolerance::RelativeLatency {
             percentile,
@@ -91,6 +91,61 @@ pub fn check(t: &Tolerance, stats: &PhaseStats, baseline: &PhaseStats) -> Check 
                 },
             }
         }
+        Tolerance::Value { min, max } => {
+            let allowed = match (min, max) {
+                (Some(lo), Some(hi)) => format!("within {lo}..={hi}"),
+                (Some(lo), None) => format!(">= {lo}"),
+                (None, Some(hi)) => format!("<= {hi}"),
+                (None, None) => "any".into(),
+            };
+            match stats.value_mean {
+                Some(v) => Check {
+                    passed: min.is_none_or(|lo| v >= lo) && max.is_none_or(|hi| v <= hi),
+                    measured: format!("mean {}", num(v)),
+                    allowed,
+                },
+                None => Check {
+                    passed: false,
+                    measured: "no value".into(),
+                    allowed,
+                },
+            }
+        }
+        Tolerance::RelativeValue { factor, plus } => {
+            let Some(base) = baseline.value_mean else {
+                return Check {
+                    passed: false,
+                    measured: "no baseline value".into(),
+                    allowed: format!("<= {factor} x baseline + {plus}"),
+                };
+            };
+            let limit = base * factor + plus;
+            let allowed = format!("<= {} ({factor} x baseline {} + {plus})", num(limit), num(base));
+            match stats.value_mean {
+                Some(v) => Check {
+                    passed: v <= limit,
+                    measured: format!("mean {}", num(v)),
+                    allowed,
+                },
+                None => Check {
+                    passed: false,
+                    measured: "no value".into(),
+                    allowed,
+                },
+            }
+        }
+    }
+}
+
+/// A metric value in reports: up to 6 significant decimals, no trailing
+/// zeros.
+pub fn num(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
     }
 }
 
@@ -119,6 +174,7 @@ mod tests {
             p90_ms: Some(p99),
             p99_ms: Some(p99),
             max_ms: Some(p99),
+            ..Default::default()
         }
     }
 

@@ -1,5 +1,10 @@
-//! The demo's HTTP service: answers `GET /health` with `200 ok`. Deliberately
+//! The demo's HTTP service: answers `GET /health` with `200 ok`, and
+//! `GET /metrics` with its request counter in Prometheus' text format, so a
+//! local Prometheus can scrape it (`experiments/slo-kill.yaml`). Deliberately
 //! tiny; what matters is that it is a real process a kill can hit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,10 +23,12 @@ pub async fn main(a: Args) -> i32 {
             return 1;
         }
     };
+    let requests = Arc::new(AtomicU64::new(0));
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
+        let requests = requests.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             let mut seen = Vec::new();
@@ -32,9 +39,17 @@ pub async fn main(a: Args) -> i32 {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = sock
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
-                .await;
+            let served = requests.fetch_add(1, Ordering::Relaxed) + 1;
+            let body = if seen.starts_with(b"GET /metrics") {
+                format!("# TYPE demo_requests_total counter\ndemo_requests_total {served}\n")
+            } else {
+                "ok\n".to_string()
+            };
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
         });
     }
 }

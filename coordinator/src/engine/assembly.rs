@@ -48,6 +48,7 @@ pub(super) fn probe_reports(
                 p90_ms: diff(during.p90_ms, baseline.p90_ms),
                 p99_ms: diff(during.p99_ms, baseline.p99_ms),
                 max_ms: diff(during.max_ms, baseline.max_ms),
+                value_mean: diff(during.value_mean, baseline.value_mean),
             };
             let after: Vec<&Sample> = match inject_at_ms {
                 Some(t0) => s

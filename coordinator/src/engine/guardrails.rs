@@ -62,6 +62,7 @@ mod tests {
             phase,
             ok,
             latency_ms: 1.0,
+            value: None,
             error: (!ok).then(|| "refused".into()),
         }
     }

@@ -18,6 +18,8 @@
 //! - `leases`: lease renewals during observe.
 //! - [`guardrails`]: guardrail checks during observe.
 //! - `progress`: probe progress events.
+//! - `budget`: the error-budget gate before a run and the budget after it.
+//! - [`stops`]: stop conditions evaluated during observe.
 //! - `judge`: the run's verdict from its samples (tolerances, recovery).
 //! - `assembly`: the report's probe, fault and experiment sections.
 //! - [`wire`]: a fault's parameters in wire form.
@@ -36,6 +38,7 @@ use crate::registry::Registry;
 use crate::report::Report;
 
 mod assembly;
+mod budget;
 mod context;
 pub mod guardrails;
 mod judge;
@@ -46,6 +49,7 @@ pub mod phases;
 mod placement;
 mod progress;
 mod restore;
+pub mod stops;
 #[cfg(test)]
 mod testing;
 pub mod wire;

@@ -30,6 +30,8 @@ pub(super) struct Observe<'a> {
     pub(super) baseline: Vec<PhaseStats>,
     /// Where a tripped guardrail writes why the run is aborted.
     pub(super) abort_reason: &'a AbortReason,
+    /// Critical stop conditions that turned true.
+    pub(super) stop_fired: Option<mpsc::UnboundedReceiver<super::stops::Fired>>,
 }
 
 /// Waits `len` while sending progress once a second; during observe also
@@ -53,6 +55,7 @@ pub(super) async fn wait_with_progress(
     let guarded = observe.is_some() && exp.hypothesis.probes.iter().any(|p| !p.guardrails.is_empty());
     let mut guard = tokio::time::interval_at(Instant::now() + GUARDRAIL_EVERY, GUARDRAIL_EVERY);
     let mut last_progress = Instant::now();
+    let mut fired_rx = observe.as_mut().and_then(|o| o.stop_fired.take());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return false,
@@ -85,6 +88,16 @@ pub(super) async fn wait_with_progress(
                     renew_leases(o.registry, o.targets, o.lease);
                 }
             }
+            Some(fired) = recv_fired(fired_rx.as_mut()) => {
+                if let Some(o) = observe.as_ref() {
+                    warn!(run_id = %ctx.run_id, why = %fired.why, "stop condition: aborting the run");
+                    if let Ok(mut r) = o.abort_reason.lock() {
+                        r.get_or_insert(fired.why.clone());
+                    }
+                    ctx.log(format!("{}: aborting and restoring", fired.why)).await;
+                    return false;
+                }
+            }
             Some(st) = recv_opt(observe.as_mut().map(|o| &mut *o.statuses)) => {
                 if let Some(o) = observe.as_mut() {
                     apply_status(ctx, o.targets, st).await;
@@ -95,6 +108,13 @@ pub(super) async fn wait_with_progress(
 }
 
 async fn recv_opt(rx: Option<&mut mpsc::UnboundedReceiver<StatusFromAgent>>) -> Option<StatusFromAgent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_fired(rx: Option<&mut mpsc::UnboundedReceiver<super::stops::Fired>>) -> Option<super::stops::Fired> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -101,6 +101,8 @@ pub async fn execute_with(input: RunInput, body: Body) -> RunOutput {
             finished_at: rfc3339_now(),
             duration_ms: elapsed_ms,
             aborted_by: None,
+            stop_conditions: Vec::new(),
+            error_budgets: Vec::new(),
             phases: Vec::new(),
             probes: Vec::new(),
             faults: Vec::new(),

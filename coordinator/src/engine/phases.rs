@@ -12,12 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::assembly::{experiment_info, fault_reports, probe_reports};
+use super::budget;
 use super::context::Ctx;
 use super::judge::{aborted, judge, phase_stats, recovered_now, Verdict};
 use super::observe::{wait_with_progress, Observe};
 use super::placement::{drain_statuses, wait_for_acks, Placement, TargetState};
 use super::progress::emit_progress;
 use super::restore::restore;
+use super::stops;
 use super::{spec_to_wire, RunInput, RunOutput, Sent, ACK_TIMEOUT};
 use crate::experiment::faults::Observed;
 use crate::outcome::{Outcome, Phase};
@@ -81,6 +83,14 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
     let _probes_stop = probe_stop.clone().drop_guard();
     let mut samples: probes::Samples = Arc::new(Mutex::new(vec![Vec::new(); exp.hypothesis.probes.len()]));
     let mut verdict: Option<Verdict> = None;
+    // The experiment's stop conditions, then the policy's.
+    let stop_conditions: Vec<_> = exp
+        .stop_conditions
+        .iter()
+        .chain(&policy.stop_conditions)
+        .cloned()
+        .collect();
+    let mut stop_evals: stops::Evaluations = Arc::new(Mutex::new(vec![Vec::new(); stop_conditions.len()]));
 
     let plan: Option<Plan> = match plan {
         Ok(p) => {
@@ -108,6 +118,25 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         }
     };
 
+    // ---- error budget: measured before anything runs ----
+    let budgets: Vec<_> = exp.error_budget.iter().chain(&policy.error_budget).cloned().collect();
+    let mut budget_reports = Vec::new();
+    let plan = if plan.is_some() && !budgets.is_empty() {
+        let (reports, refusal) = budget::gate(&budgets).await;
+        budget_reports = reports;
+        match refusal {
+            Some(v) => {
+                ctx.log(v.reason.clone()).await;
+                warn!(run_id = %run_id, reason = %v.reason, "error budget: run refused");
+                verdict = Some(v);
+                None
+            }
+            None => plan,
+        }
+    } else {
+        plan
+    };
+
     if let Some(plan) = &plan {
         // ---- baseline ----
         let (s, _tasks) = probes::start(&exp.hypothesis.probes, ctx.start, phase_rx.clone(), probe_stop.clone());
@@ -125,7 +154,8 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
             for (i, probe) in exp.hypothesis.probes.iter().enumerate() {
                 for t in &probe.tolerances {
                     let c = match t {
-                        crate::experiment::Tolerance::RelativeLatency { .. } => None,
+                        crate::experiment::Tolerance::RelativeLatency { .. }
+                        | crate::experiment::Tolerance::RelativeValue { .. } => None,
                         _ => Some(verdict::check(t, &baseline_stats[i], &baseline_stats[i])),
                     };
                     if let Some(c) = &c {
@@ -234,6 +264,10 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         // ---- observe ----
         if verdict.is_none() {
             ctx.enter(Phase::Observe, exp.duration).await;
+            let stops_stop = CancellationToken::new();
+            let _stops_stop = stops_stop.clone().drop_guard();
+            let (evals, fired) = stops::start(&stop_conditions, ctx.start, stops_stop);
+            stop_evals = evals;
             if !wait_with_progress(
                 &mut ctx,
                 &exp,
@@ -247,6 +281,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                     lease: exp.lease,
                     baseline: phase_stats(&samples, &exp, &[Phase::Baseline]),
                     abort_reason: &abort_reason,
+                    stop_fired: Some(fired),
                 }),
             )
             .await
@@ -296,6 +331,11 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         }
     }
 
+    // ---- error budget after the run (only one that started) ----
+    if plan.is_some() {
+        budget::after(&budgets, &mut budget_reports).await;
+    }
+
     // ---- verdict ----
     probe_stop.cancel();
     ctx.enter(Phase::Verdict, Duration::ZERO).await;
@@ -309,7 +349,18 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         inject_at_ms,
         verdict.is_none() && plan.is_some(),
     );
-    let verdict = verdict.unwrap_or_else(|| judge(&exp, &probes));
+    let restored_at_ms = targets.iter().filter_map(|t| t.restored_at_ms).max();
+    let stop_reports = stops::reports(&stop_conditions, &stop_evals, restored_at_ms);
+    let verdict = verdict.unwrap_or_else(|| {
+        let v = judge(&exp, &probes);
+        match stops::error_fired(&stop_reports) {
+            Some(why) if v.outcome == Outcome::Passed => Verdict {
+                outcome: Outcome::Failed,
+                reason: why,
+            },
+            _ => v,
+        }
+    });
     ctx.enter(Phase::Report, Duration::ZERO).await;
     ctx.close_phases();
     let aborted_by = (verdict.outcome == Outcome::Aborted)
@@ -329,6 +380,8 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         phases: ctx.phases.clone(),
         probes,
         faults: fault_reports(&exp, &fault_ids, &targets),
+        stop_conditions: stop_reports,
+        error_budgets: budget_reports,
         events: Vec::new(),
     };
     info!(run_id = %run_id, outcome = %report.outcome, "run finished");

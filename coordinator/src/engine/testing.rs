@@ -1,14 +1,21 @@
-//! Shared test helpers of the engine: a small experiment and agents that
-//! acknowledge at once.
+//! Shared test helpers of the engine: a small experiment, agents that
+//! acknowledge at once, a stand-in Prometheus query API and a run helper.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use faultline_proto::v1;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::engine::{execute, AbortReason, RunInput};
+use crate::events::EventLog;
 use crate::experiment::Experiment;
+use crate::policy::Policy;
 use crate::registry::Registry;
+use crate::report::Report;
+use crate::store::Store;
 
 pub(crate) fn exp() -> Experiment {
     crate::experiment::parse(
@@ -58,4 +65,68 @@ pub(crate) fn acking_agent(registry: &Arc<Registry>, id: &str) {
             );
         }
     });
+}
+
+/// A stand-in for the Prometheus query API that answers every query
+/// with one series of `value`.
+pub(crate) async fn query_api(value: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 65536 {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!(
+                    r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"job":"api"}},"value":[1,"{value}"]}}]}}}}"#
+                );
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// Runs a one-kill experiment (probe `true`, 1s baseline, 4s observe)
+/// with `extra` appended to its YAML, against an acking agent.
+pub(crate) async fn run_with(run_id: &str, extra: &str, policy: Policy) -> Report {
+    let registry = Arc::new(Registry::new());
+    acking_agent(&registry, "a1");
+    let exp = crate::experiment::parse(
+        "t.yaml",
+        &format!(
+            "name: t\nhypothesis:\n  probes:\n    - name: ok\n      interval: 200ms\n      command: {{ run: \"true\" }}\n      tolerances:\n        - success_rate: \"90%\"\nbaseline: 1s\nduration: 4s\nrecovery: 1s\nfaults:\n  - kill: {{ name: x }}\n{extra}"
+        ),
+        &HashMap::new(),
+    )
+    .expect("experiment");
+    let (client, mut rx) = mpsc::channel(1024);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let log = Arc::new(EventLog::new(Arc::new(Store::in_memory().expect("store"))));
+    let (events, writer) = log.open(run_id, "t", "t.yaml", client);
+    tokio::spawn(writer);
+    execute(RunInput {
+        run_id: run_id.into(),
+        experiment: exp,
+        source_name: "t.yaml".into(),
+        registry,
+        events,
+        cancel: CancellationToken::new(),
+        abort_reason: AbortReason::default(),
+        policy: Arc::new(policy),
+        running: 0,
+        metrics: faultline_proto::metrics::Metrics::new(),
+    })
+    .await
+    .report
 }

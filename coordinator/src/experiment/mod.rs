@@ -3,11 +3,13 @@
 //! [`faults`]; each probe kind's in [`crate::probes`].
 
 pub mod durations;
+pub mod error_budget;
 pub mod faults;
 pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod peers;
+pub mod stop_conditions;
 pub mod targets;
 pub mod tolerances;
 pub mod values;

@@ -29,6 +29,12 @@ pub struct Experiment {
     /// Lease sent with every fault; the agent restores on its own if it is
     /// not renewed in time.
     pub lease: Duration,
+    /// PromQL conditions evaluated while faults are injected; see
+    /// [`super::stop_conditions`]. By default, none.
+    pub stop_conditions: Vec<super::stop_conditions::StopCondition>,
+    /// The SLO whose remaining budget gates the run; see
+    /// [`super::error_budget`]. By default, none.
+    pub error_budget: Option<super::error_budget::ErrorBudget>,
 }
 
 /// What must stay true while faults are injected.
@@ -92,6 +98,12 @@ pub enum Tolerance {
         factor: f64,
         plus: Duration,
     },
+    /// The mean of a measuring probe's values (prometheus) over the phase
+    /// stays within `min`..=`max` (either may be open).
+    Value { min: Option<f64>, max: Option<f64> },
+    /// The mean value stays at or under `factor` × the baseline's mean +
+    /// `plus`: "the error ratio may at most double".
+    RelativeValue { factor: f64, plus: f64 },
 }
 
 impl fmt::Display for Tolerance {
@@ -110,6 +122,15 @@ impl fmt::Display for Tolerance {
                 "{percentile} latency <= {factor} x baseline {percentile} + {}",
                 fmt_duration(*plus)
             ),
+            Tolerance::Value { min, max } => match (min, max) {
+                (Some(lo), Some(hi)) => write!(f, "mean value within {lo}..={hi}"),
+                (Some(lo), None) => write!(f, "mean value >= {lo}"),
+                (None, Some(hi)) => write!(f, "mean value <= {hi}"),
+                (None, None) => write!(f, "mean value (unbounded)"),
+            },
+            Tolerance::RelativeValue { factor, plus } => {
+                write!(f, "mean value <= {factor} x baseline mean + {plus}")
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use super::durations::{
     fmt_duration, Dur, DEFAULT_BASELINE, DEFAULT_INTERVAL, DEFAULT_LEASE, DEFAULT_RECOVERY, MAX_LEASE, MAX_WINDOW,
 };
 use super::model::*;
+use super::stop_conditions::StopCondition;
 use super::vars::substitute;
 
 /// A problem with an experiment file, located in it.
@@ -91,9 +92,25 @@ fn plain_words(message: &str) -> String {
         ("expected struct RawProbe", &probe),
         (
             "expected struct RawTolerance",
-            "expected a mapping with success_rate or latency",
+            "expected a mapping with success_rate, latency or value",
         ),
         ("expected struct RawFault", &fault),
+        (
+            "expected struct RawPrometheus",
+            "expected a mapping with the prometheus query's fields (url, query, ...)",
+        ),
+        (
+            "expected struct RawValue",
+            "expected a mapping with min/max or factor/plus",
+        ),
+        (
+            "expected struct RawErrorBudget",
+            "expected a mapping with the error budget's fields (objective, window, min_remaining, prometheus)",
+        ),
+        (
+            "expected struct RawStopCondition",
+            "expected a mapping with the stop condition's fields (name, severity, interval, prometheus)",
+        ),
         (
             "expected struct RawBlastRadius",
             "expected a mapping of blast-radius limits",
@@ -150,6 +167,9 @@ struct RawExperiment {
     #[serde(default)]
     blast_radius: RawBlastRadius,
     lease: Option<Dur>,
+    #[serde(default)]
+    stop_conditions: Vec<StopCondition>,
+    error_budget: Option<super::error_budget::ErrorBudget>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +373,8 @@ impl RawExperiment {
                 max_duration,
             },
             lease,
+            stop_conditions: self.stop_conditions,
+            error_budget: self.error_budget,
         })
     }
 }

@@ -29,7 +29,15 @@ pub enum Error {
         "tolerance latency: max is absolute and cannot be combined with factor/plus (relative); write two tolerances"
     )]
     AbsoluteAndRelative,
-    #[error("a tolerance sets exactly one of success_rate or latency")]
+    #[error("tolerance value: set min and/or max (absolute) or factor and/or plus (relative to the baseline's mean)")]
+    NoValueBound,
+    #[error("tolerance value: min/max are absolute and cannot be combined with factor/plus (relative); write two tolerances")]
+    ValueAbsoluteAndRelative,
+    #[error("tolerance value.{field} {value}: must be a finite number")]
+    ValueNotFinite { field: &'static str, value: f64 },
+    #[error("tolerance value.factor {0}: must be at least 1.0")]
+    ValueFactor(f64),
+    #[error("a tolerance sets exactly one of success_rate, latency or value")]
     NotExactlyOne,
     #[error("tolerance window: must be at least 100ms")]
     WindowTooShort,
@@ -44,6 +52,7 @@ pub enum Error {
 struct RawTolerance {
     success_rate: Option<RawRate>,
     latency: Option<RawLatency>,
+    value: Option<RawValue>,
     guardrail: Option<bool>,
     window: Option<Dur>,
 }
@@ -55,6 +64,45 @@ struct RawLatency {
     max: Option<Dur>,
     factor: Option<f64>,
     plus: Option<Dur>,
+}
+
+/// Bounds on the mean value of a measuring probe (prometheus).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValue {
+    min: Option<f64>,
+    max: Option<f64>,
+    factor: Option<f64>,
+    plus: Option<f64>,
+}
+
+impl TryFrom<RawValue> for Tolerance {
+    type Error = Error;
+
+    fn try_from(v: RawValue) -> Result<Self, Error> {
+        for (field, x) in [("min", v.min), ("max", v.max), ("factor", v.factor), ("plus", v.plus)] {
+            if let Some(value) = x.filter(|x| !x.is_finite()) {
+                return Err(Error::ValueNotFinite { field, value });
+            }
+        }
+        let absolute = v.min.is_some() || v.max.is_some();
+        let relative = v.factor.is_some() || v.plus.is_some();
+        match (absolute, relative) {
+            (true, true) => Err(Error::ValueAbsoluteAndRelative),
+            (false, false) => Err(Error::NoValueBound),
+            (true, false) => Ok(Tolerance::Value { min: v.min, max: v.max }),
+            (false, true) => {
+                let factor = v.factor.unwrap_or(1.0);
+                if factor < 1.0 {
+                    return Err(Error::ValueFactor(factor));
+                }
+                Ok(Tolerance::RelativeValue {
+                    factor,
+                    plus: v.plus.unwrap_or(0.0),
+                })
+            }
+        }
+    }
 }
 
 /// A tolerance as written, with its guardrail marking.
@@ -92,8 +140,9 @@ impl TryFrom<RawTolerance> for Tolerance {
     type Error = Error;
 
     fn try_from(r: RawTolerance) -> Result<Self, Error> {
-        match (r.success_rate, r.latency) {
-            (Some(rate), None) => {
+        match (r.success_rate, r.latency, r.value) {
+            (None, None, Some(v)) => Tolerance::try_from(v),
+            (Some(rate), None, None) => {
                 let min = match rate {
                     RawRate::Fraction(f) => f,
                     RawRate::Text(t) => match RawRate::percent_text(&t) {
@@ -106,7 +155,7 @@ impl TryFrom<RawTolerance> for Tolerance {
                 }
                 Ok(Tolerance::SuccessRate { min })
             }
-            (None, Some(l)) => {
+            (None, Some(l), None) => {
                 let percentile = match l.percentile.to_ascii_lowercase().as_str() {
                     "p50" | "median" => Percentile::P50,
                     "p90" => Percentile::P90,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Clients, Kind};
+use super::{Clients, Kind, Reading};
 use crate::experiment::values::{self, compile};
 
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ impl Kind for CommandProbe {
         self.run.clone()
     }
 
-    async fn check(&self, _clients: &Clients, timeout: Duration) -> Result<(), Failure> {
+    async fn check(&self, _clients: &Clients, timeout: Duration) -> Result<Reading, Failure> {
         let child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&self.run)
@@ -105,6 +105,6 @@ impl Kind for CommandProbe {
                 return Err(Failure::StdoutMismatch(re.clone()));
             }
         }
-        Ok(())
+        Ok(Reading::Done)
     }
 }

@@ -1,5 +1,6 @@
 //! `http` probe: one request; success is an expected status and, if set, a
-//! body matching the regex.
+//! body matching the regex. `https://` URLs go through the probe's own
+//! rustls client (see [`super::tls`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Clients, Kind};
+use super::tls::{self, RawTls, Tls};
+use super::{Clients, Kind, Reading};
 use crate::experiment::values::{self, compile};
 
 /// Methods a probe may send.
@@ -22,19 +24,23 @@ pub struct HttpProbe {
     /// Statuses that count as success; empty means any 2xx.
     pub expect_status: Vec<u16>,
     pub body_match: Option<Regex>,
+    /// For `https://` URLs: whom to trust and which certificate to show.
+    pub tls: Option<Tls>,
 }
 
 /// Why a written `http` probe is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("http.url {0:?}: https is not supported yet; probe the service over plain http")]
-    Https(String),
-    #[error("http.url {0:?}: must start with http://")]
+    #[error("http.url {0:?}: must start with http:// or https://")]
     Scheme(String),
     #[error("http.method {0:?}: use one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]
     Method(String),
     #[error("http.expect_status: {0} is not an HTTP status (100-599)")]
     Status(u16),
+    #[error("http.url {0:?}: ca, cert, key and insecure_skip_verify apply to https:// URLs only")]
+    TlsOnPlainHttp(String),
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
     #[error(transparent)]
     Value(#[from] values::Error),
 }
@@ -62,6 +68,13 @@ pub enum Failure {
     Status(u16),
     #[error("body does not match /{0}/")]
     BodyMismatch(Regex),
+    /// The probe's TLS client could not be built (unreadable CA, key).
+    #[error(transparent)]
+    Client(#[from] tls::ClientError),
+    /// The TLS handshake failed: an untrusted or expired certificate, a
+    /// name mismatch, a refused client certificate.
+    #[error("tls: {0}")]
+    Handshake(String),
 }
 
 /// An `http` probe as written.
@@ -76,6 +89,8 @@ pub struct RawHttp {
     #[serde(default)]
     expect_status: Vec<u16>,
     body_match: Option<String>,
+    #[serde(flatten)]
+    tls: RawTls,
 }
 
 impl Kind for HttpProbe {
@@ -85,12 +100,16 @@ impl Kind for HttpProbe {
     type Failure = Failure;
 
     fn from_raw(h: RawHttp) -> Result<Self, Error> {
-        if h.url.starts_with("https://") {
-            return Err(Error::Https(h.url));
-        }
-        if !h.url.starts_with("http://") {
+        let https = h.url.starts_with("https://");
+        if !https && !h.url.starts_with("http://") {
             return Err(Error::Scheme(h.url));
         }
+        let tls_written =
+            h.tls.ca.is_some() || h.tls.cert.is_some() || h.tls.key.is_some() || h.tls.insecure_skip_verify;
+        if !https && tls_written {
+            return Err(Error::TlsOnPlainHttp(h.url));
+        }
+        let tls = https.then(|| Tls::from_raw("http", h.tls)).transpose()?;
         let method = h.method.unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
             return Err(Error::Method(method));
@@ -105,6 +124,7 @@ impl Kind for HttpProbe {
             body: h.body,
             expect_status: h.expect_status,
             body_match: h.body_match.map(|re| compile("http.body_match", &re)).transpose()?,
+            tls,
         })
     }
 
@@ -113,9 +133,13 @@ impl Kind for HttpProbe {
     }
 
     /// Sends the request and judges the response.
-    async fn check(&self, clients: &Clients, timeout: Duration) -> Result<(), Failure> {
+    async fn check(&self, clients: &Clients, timeout: Duration) -> Result<Reading, Failure> {
         let method = reqwest::Method::from_bytes(self.method.as_bytes()).map_err(|e| Failure::Method(e.to_string()))?;
-        let mut req = clients.http.request(method, &self.url).timeout(timeout);
+        let client = match &self.tls {
+            Some(tls) => tls.client()?,
+            None => clients.http.clone(),
+        };
+        let mut req = client.request(method, &self.url).timeout(timeout);
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
@@ -138,14 +162,17 @@ impl Kind for HttpProbe {
                 return Err(Failure::BodyMismatch(re.clone()));
             }
         }
-        Ok(())
+        Ok(Reading::Done)
     }
 }
 
 /// The kind of failure rather than reqwest's nested chain.
-fn describe(e: reqwest::Error) -> Failure {
+pub(crate) fn describe(e: reqwest::Error) -> Failure {
     if e.is_timeout() {
         return Failure::Timeout;
+    }
+    if let Some(tls) = find_tls_error(&e) {
+        return Failure::Handshake(tls.to_string());
     }
     let mut src: Option<&dyn std::error::Error> = Some(&e);
     while let Some(s) = src {
@@ -163,4 +190,24 @@ fn describe(e: reqwest::Error) -> Failure {
     } else {
         Failure::Request(e.to_string())
     }
+}
+
+/// The rustls error under a failed request, if the handshake failed:
+/// rustls reports it as an I/O error wrapping its own, which `source()`
+/// skips, so wrapped I/O errors are opened too.
+fn find_tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    for _ in 0..32 {
+        let s = src?;
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(tls) = find_tls_error(inner) {
+                return Some(tls);
+            }
+        }
+        src = s.source();
+    }
+    None
 }

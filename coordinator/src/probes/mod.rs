@@ -11,9 +11,12 @@
 //! the proto nor the agent changes.
 
 pub mod command;
+pub mod grpc;
 pub mod http;
+pub mod prometheus;
 pub mod runner;
 pub mod tcp;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,9 +33,29 @@ use crate::experiment::{Guardrail, Probe};
 
 /// What the checks of every probe kind share: one HTTP client per run, so
 /// connections are reused across samples.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Clients {
     pub http: reqwest::Client,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            http: tls::base_builder().build().unwrap_or_else(|_| reqwest::Client::new()),
+        }
+    }
+}
+
+/// What one successful check measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    /// The check held; the kind measures no value (http, tcp, command).
+    Done,
+    /// The check held and measured this value (prometheus).
+    Value(f64),
+    /// The check is not counted: no sample is recorded (prometheus'
+    /// `on_empty: skip`).
+    Skipped,
 }
 
 /// What every probe kind provides.
@@ -54,7 +77,17 @@ pub trait Kind: Sized {
     fn target(&self) -> String;
 
     /// One check, bounded by `timeout`.
-    fn check(&self, clients: &Clients, timeout: Duration) -> impl Future<Output = Result<(), Self::Failure>> + Send;
+    fn check(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Reading, Self::Failure>> + Send;
+
+    /// The value a failed check measured (a metric out of its bounds), so
+    /// reports can show it. By default, none.
+    fn failure_value(_failure: &Self::Failure) -> Option<f64> {
+        None
+    }
 }
 
 /// Lists the kinds: `module => Variant(module::Type)`, in the order the
@@ -80,6 +113,16 @@ macro_rules! probe_kinds {
             /// The check did not finish within the probe's timeout.
             #[error("timeout")]
             Timeout,
+        }
+
+        impl Failure {
+            /// The value the failed check measured, if any.
+            pub fn value(&self) -> Option<f64> {
+                match self {
+                    $(Failure::$variant(f) => <$ty as Kind>::failure_value(f),)+
+                    Failure::Timeout => None,
+                }
+            }
         }
 
         /// A probe as written.
@@ -126,7 +169,7 @@ macro_rules! probe_kinds {
             }
 
             /// One check, bounded by `timeout`.
-            pub async fn check(&self, clients: &Clients, timeout: Duration) -> Result<(), Failure> {
+            pub async fn check(&self, clients: &Clients, timeout: Duration) -> Result<Reading, Failure> {
                 match self {
                     $(ProbeKind::$variant(p) => p.check(clients, timeout).await.map_err(Failure::$variant),)+
                 }
@@ -139,6 +182,8 @@ probe_kinds! {
     http => Http(http::HttpProbe),
     tcp => Tcp(tcp::TcpProbe),
     command => Command(command::CommandProbe),
+    prometheus => Prometheus(prometheus::PrometheusProbe),
+    grpc => Grpc(grpc::GrpcProbe),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Clients, Failure};
+use super::{Clients, Failure, Reading};
 use crate::experiment::Probe;
 use crate::outcome::Phase;
 use crate::stats::Sample;
@@ -17,7 +17,7 @@ use crate::stats::Sample;
 pub type Samples = Arc<Mutex<Vec<Vec<Sample>>>>;
 
 /// Runs one check of `probe`.
-pub async fn check_once(clients: &Clients, probe: &Probe) -> Result<(), Failure> {
+pub async fn check_once(clients: &Clients, probe: &Probe) -> Result<Reading, Failure> {
     let fut = probe.kind.check(clients, probe.timeout);
     // Belt and braces: every kind has its own timeout, this bounds them all.
     match tokio::time::timeout(probe.timeout + Duration::from_millis(50), fut).await {
@@ -34,13 +34,7 @@ pub fn start(
     stop: CancellationToken,
 ) -> (Samples, Vec<tokio::task::JoinHandle<()>>) {
     let samples: Samples = Arc::new(Mutex::new(vec![Vec::new(); probes.len()]));
-    let clients = Clients {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .user_agent(concat!("faultline/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default(),
-    };
+    let clients = Clients::default();
     let tasks = probes
         .iter()
         .cloned()
@@ -64,6 +58,12 @@ pub fn start(
                         r = check_once(&clients, &probe) => r,
                     };
                     let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    let value = match &result {
+                        Ok(Reading::Skipped) => continue,
+                        Ok(Reading::Value(v)) => Some(*v),
+                        Ok(Reading::Done) => None,
+                        Err(e) => e.value(),
+                    };
                     // A sample belongs to the phase in which its result is
                     // known, read while holding the samples lock: the engine
                     // switches the phase first and then reads the samples
@@ -76,6 +76,7 @@ pub fn start(
                             phase: *phase.borrow(),
                             ok: result.is_ok(),
                             latency_ms,
+                            value,
                             error: result.err().map(|e| e.to_string()),
                         };
                         all[i].push(sample);
@@ -113,14 +114,14 @@ mod tests {
             exit_code: 0,
             stdout_match: Some(regex::Regex::new("^ready").unwrap()),
         }));
-        assert_eq!(check_once(&c, &ok).await.map_err(|e| e.to_string()), Ok(()));
+        assert_eq!(check_once(&c, &ok).await.map(|_| ()).map_err(|e| e.to_string()), Ok(()));
         let bad = probe(ProbeKind::Command(CommandProbe {
             run: "exit 3".into(),
             exit_code: 0,
             stdout_match: None,
         }));
         assert_eq!(
-            check_once(&c, &bad).await.map_err(|e| e.to_string()),
+            check_once(&c, &bad).await.map(|_| ()).map_err(|e| e.to_string()),
             Err("exit code 3, expected 0".into())
         );
         let slow = probe(ProbeKind::Command(CommandProbe {
@@ -129,7 +130,7 @@ mod tests {
             stdout_match: None,
         }));
         assert_eq!(
-            check_once(&c, &slow).await.map_err(|e| e.to_string()),
+            check_once(&c, &slow).await.map(|_| ()).map_err(|e| e.to_string()),
             Err("timeout".into())
         );
     }
@@ -141,14 +142,17 @@ mod tests {
         let open = probe(ProbeKind::Tcp(TcpProbe {
             address: l.local_addr().unwrap().to_string(),
         }));
-        assert_eq!(check_once(&c, &open).await.map_err(|e| e.to_string()), Ok(()));
+        assert_eq!(
+            check_once(&c, &open).await.map(|_| ()).map_err(|e| e.to_string()),
+            Ok(())
+        );
         let port = l.local_addr().unwrap().port();
         drop(l);
         let closed = probe(ProbeKind::Tcp(TcpProbe {
             address: format!("127.0.0.1:{port}"),
         }));
         assert_eq!(
-            check_once(&c, &closed).await.map_err(|e| e.to_string()),
+            check_once(&c, &closed).await.map(|_| ()).map_err(|e| e.to_string()),
             Err("connection refused".into())
         );
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Clients, Kind};
+use super::{Clients, Kind, Reading};
 
 #[derive(Debug, Clone)]
 pub struct TcpProbe {
@@ -54,12 +54,12 @@ impl Kind for TcpProbe {
         self.address.clone()
     }
 
-    async fn check(&self, _clients: &Clients, timeout: Duration) -> Result<(), Failure> {
+    async fn check(&self, _clients: &Clients, timeout: Duration) -> Result<Reading, Failure> {
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&self.address)).await {
             Err(_) => Err(Failure::Timeout),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Failure::ConnectionRefused),
             Ok(Err(e)) => Err(Failure::Io(e)),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => Ok(Reading::Done),
         }
     }
 }

@@ -62,6 +62,8 @@ pub fn render(r: &Report) -> String {
         probes_and_tolerances(&mut o, r);
     }
     faults(&mut o, r);
+    stop_conditions(&mut o, r);
+    error_budgets(&mut o, r);
 
     let _ = writeln!(o, "## Timeline\n");
     let _ = writeln!(o, "| phase | start | end |");
@@ -83,6 +85,44 @@ pub fn render(r: &Report) -> String {
     o
 }
 
+/// The values of probes that measure one (prometheus), per phase, with
+/// the change of the mean against the baseline.
+fn values(o: &mut String, r: &Report) {
+    let measuring: Vec<&ProbeReport> = r
+        .probes
+        .iter()
+        .filter(|p| p.baseline.value_mean.is_some() || p.during.value_mean.is_some() || p.recovery.value_mean.is_some())
+        .collect();
+    if measuring.is_empty() {
+        return;
+    }
+    let num = |v: Option<f64>| v.map(crate::verdict::num).unwrap_or_else(|| "–".into());
+    let _ = writeln!(o, "| probe | phase | min | mean | max | mean vs baseline |");
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|");
+    for p in measuring {
+        for (phase, s) in [
+            ("baseline", &p.baseline),
+            ("during", &p.during),
+            ("recovery", &p.recovery),
+        ] {
+            let delta = s.value_mean.zip(p.baseline.value_mean).map(|(v, b)| v - b);
+            let delta = match (phase, delta) {
+                ("baseline", _) | (_, None) => "–".to_string(),
+                (_, Some(d)) => format!("{}{}", if d >= 0.0 { "+" } else { "" }, crate::verdict::num(d)),
+            };
+            let name = if phase == "baseline" { p.name.as_str() } else { "" };
+            let _ = writeln!(
+                o,
+                "| {name} | {phase} | {} | {} | {} | {delta} |",
+                num(s.value_min),
+                num(s.value_mean),
+                num(s.value_max)
+            );
+        }
+    }
+    let _ = writeln!(o);
+}
+
 fn probes_and_tolerances(o: &mut String, r: &Report) {
     let _ = writeln!(o, "## Probes\n");
     let _ = writeln!(o, "| probe | phase | samples | success | p50 | p90 | p99 | max |");
@@ -93,6 +133,7 @@ fn probes_and_tolerances(o: &mut String, r: &Report) {
         stats_row(o, "", "recovery", &p.recovery);
     }
     let _ = writeln!(o);
+    values(o, r);
     for p in &r.probes {
         let _ = writeln!(o, "**{}** ({} {}):", p.name, p.kind, p.target);
         if p.during.samples > 0 {
@@ -199,4 +240,67 @@ fn faults(o: &mut String, r: &Report) {
         }
         let _ = writeln!(o);
     }
+}
+
+/// Each stop condition: how often it was evaluated, when it first turned
+/// true and how long the faults stayed after that.
+fn stop_conditions(o: &mut String, r: &Report) {
+    if r.stop_conditions.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "## Stop conditions\n");
+    let _ = writeln!(
+        o,
+        "| condition | severity | query | evaluations | errors | true at | value | restored after |"
+    );
+    let _ = writeln!(o, "|---|---|---|---:|---:|---:|---:|---:|");
+    for s in &r.stop_conditions {
+        let errors = s.evaluations.iter().filter(|e| e.error.is_some()).count();
+        let _ = writeln!(
+            o,
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} |",
+            s.name.replace('|', "\\|"),
+            s.severity,
+            s.query.replace('|', "\\|"),
+            s.evaluations.len(),
+            errors,
+            s.fired_at_ms.map(secs).unwrap_or_else(|| "never".into()),
+            s.value.map(crate::verdict::num).unwrap_or_else(|| "–".into()),
+            s.restored_after_ms.map(secs).unwrap_or_else(|| "–".into()),
+        );
+    }
+    let _ = writeln!(o);
+}
+
+/// Each error-budget gate with the budget left before and after the run.
+fn error_budgets(o: &mut String, r: &Report) {
+    if r.error_budgets.is_empty() {
+        return;
+    }
+    let pct = |v: Option<f64>| {
+        v.map(|v| format!("{}%", crate::verdict::num((v * 1000.0).round() / 10.0)))
+            .unwrap_or_else(|| "–".into())
+    };
+    let _ = writeln!(o, "## Error budget\n");
+    let _ = writeln!(
+        o,
+        "| error ratio | objective | window | min remaining | before | after |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    for b in &r.error_budgets {
+        let _ = writeln!(
+            o,
+            "| `{}` | {} | {} | {} | {} | {} |",
+            b.query.replace('|', "\\|"),
+            pct(Some(b.objective)),
+            crate::experiment::fmt_duration(std::time::Duration::from_millis(b.window_ms)),
+            pct(Some(b.min_remaining)),
+            pct(b.remaining_before),
+            pct(b.remaining_after),
+        );
+        if let Some(e) = &b.error {
+            let _ = writeln!(o, "\n- {e}");
+        }
+    }
+    let _ = writeln!(o);
 }

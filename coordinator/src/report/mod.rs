@@ -49,6 +49,8 @@ mod tests {
             finished_at: "2026-01-01T00:00:03Z".into(),
             duration_ms: 3000,
             aborted_by: None,
+            stop_conditions: Vec::new(),
+            error_budgets: Vec::new(),
             phases: Vec::new(),
             probes: Vec::new(),
             faults: vec![FaultReport {

@@ -33,6 +33,15 @@ pub struct Report {
     pub phases: Vec<PhaseSpan>,
     pub probes: Vec<ProbeReport>,
     pub faults: Vec<FaultReport>,
+    /// Every stop condition (the experiment's, then the policy's) with its
+    /// evaluations. Empty, and left out of the JSON, without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_conditions: Vec<StopConditionReport>,
+    /// Every error-budget gate (the experiment's, then the policy's) with
+    /// the remaining budget before and after the run. Empty, and left out
+    /// of the JSON, without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_budgets: Vec<ErrorBudgetReport>,
     /// What the run history recorded, for a run whose own report was never
     /// written (the coordinator stopped during it: outcome `error`, reason
     /// starting with "interrupted"), including what agents reported after
@@ -113,6 +122,10 @@ pub struct Delta {
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// The change of the mean value, for probes that measure one
+    /// (prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_mean: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,4 +236,57 @@ pub struct KilledProcess {
     pub pid: u32,
     pub name: String,
     pub cmdline: String,
+}
+
+/// A stop condition in a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopConditionReport {
+    pub name: String,
+    /// The PromQL expression.
+    pub query: String,
+    pub severity: crate::experiment::stop_conditions::Severity,
+    /// When it first returned a series, in ms since the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at_ms: Option<u64>,
+    /// Its first series' value then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// From turning true to the last fault restored: how long the system
+    /// stayed faulted after the condition said stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_after_ms: Option<u64>,
+    pub evaluations: Vec<StopEvaluation>,
+}
+
+/// One evaluation of a stop condition.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StopEvaluation {
+    pub at_ms: u64,
+    /// The query returned at least one series.
+    pub fired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Why the query failed; a failed evaluation does not fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An error-budget gate in a report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBudgetReport {
+    /// The error-ratio query, `$window` replaced.
+    pub query: String,
+    pub objective: f64,
+    pub window_ms: u64,
+    pub min_remaining: f64,
+    /// The remaining budget (fraction of the whole) measured before the
+    /// run; absent when it could not be measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_before: Option<f64>,
+    /// Measured after the run's recovery; absent for a refused run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_after: Option<f64>,
+    /// Why a measurement failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

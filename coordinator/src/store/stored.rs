@@ -92,6 +92,8 @@ pub fn interrupted_report(run: &RunRow, events: &[EventRow]) -> Report {
         finished_at: crate::timestamp::rfc3339_ms(finished),
         duration_ms: finished.saturating_sub(run.started_unix_ms),
         aborted_by: None,
+        stop_conditions: Vec::new(),
+        error_budgets: Vec::new(),
         phases,
         probes: Vec::new(),
         faults: Vec::new(),

@@ -102,7 +102,7 @@ fn semantic_errors_name_the_field_and_the_fix() {
         ("signal: TERM", "signal: BOOM", "kill.signal"),
         ("duration: 5s", "duration: 5 parsecs", "invalid duration"),
         ("mode: count, count: 1", "mode: some", "targets.mode"),
-        ("url: http://", "url: https://", "https is not supported"),
+        ("url: http://", "url: ftp://", "must start with http:// or https://"),
         (
             "baseline: 2s",
             "baseline: 10ms",
