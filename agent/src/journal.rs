@@ -51,6 +51,8 @@ pub enum Error {
     Firewall(#[from] firewall::Error),
     #[error(transparent)]
     Tc(#[from] qdisc::Error),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::Error),
     /// A file a fault created could not be removed.
     #[error("{}: {source}", path.display())]
     Remove { path: PathBuf, source: std::io::Error },
@@ -82,6 +84,10 @@ pub enum Object {
     File {
         path: PathBuf,
     },
+    /// A stressor cgroup directory and every process in it.
+    Cgroup {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for Object {
@@ -97,6 +103,7 @@ impl fmt::Display for Object {
             Object::Qdisc { dev, handle } => write!(f, "qdisc {handle:x}: on {dev}"),
             Object::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
             Object::File { path } => write!(f, "file {}", path.display()),
+            Object::Cgroup { path } => write!(f, "cgroup {}", path.display()),
         }
     }
 }
@@ -116,6 +123,8 @@ pub enum Owned {
     /// Files whose names start with `prefix`, in the directories faults may
     /// create files in (the allowed fill paths).
     Files { prefix: &'static str },
+    /// Cgroups at the top of a hierarchy whose names start with `prefix`.
+    Cgroups { prefix: &'static str },
 }
 
 impl Owned {
@@ -128,6 +137,9 @@ impl Owned {
             (Owned::NftTables { prefix }, Object::NftTable { name, .. }) => name.starts_with(prefix),
             (Owned::RootQdiscs { mask, handle }, Object::Qdisc { handle: h, .. }) => h & mask == *handle,
             (Owned::Files { prefix }, Object::File { path }) => path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix)),
+            (Owned::Cgroups { prefix }, Object::Cgroup { path }) => path
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(prefix)),
             _ => false,
@@ -327,6 +339,7 @@ impl Cleaner {
                     source,
                 }),
             },
+            Object::Cgroup { path } => Ok(crate::cgroup::remove(path)?),
         }
     }
 
@@ -375,6 +388,10 @@ impl Cleaner {
                     .iter()
                     .filter_map(|dir| fs::read_dir(dir).ok())
                     .flat_map(|rd| rd.flatten().map(|e| Object::File { path: e.path() }))
+                    .collect(),
+                Owned::Cgroups { prefix } => crate::cgroup::find(&crate::cgroup::Layout::detect(), prefix)
+                    .into_iter()
+                    .map(|path| Object::Cgroup { path })
                     .collect(),
             };
             out.extend(found.into_iter().filter(|o| owned.covers(o)));

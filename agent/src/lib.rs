@@ -19,6 +19,7 @@
 //! - [`policy`]: the agent's policy file (allowed kinds, protected processes, fill limits, max duration).
 
 pub mod backoff;
+pub mod cgroup;
 pub mod cidr;
 pub mod faults;
 pub mod firewall;
@@ -85,6 +86,10 @@ pub struct AgentConfig {
     pub latency_backend: Allowed,
     /// Whether block faults may use nftables. By default, yes if `nft` is installed.
     pub block: bool,
+    /// Caps of cpu_stress and memory_stress; `None` switches them off. By
+    /// default on, with [`faults::StressPolicy::default`] (the policy
+    /// file's `max_cpu_percent` / `max_memory_percent` lower them).
+    pub stress: Option<faults::StressPolicy>,
     /// Where the undo journal lives; one directory per agent (it is
     /// locked). By default, `/var/lib/faultline-agent/<agent id>` as root,
     /// else `$HOME/.local/state/faultline-agent/<agent id>`.
@@ -160,6 +165,7 @@ impl AgentConfig {
             fill: FillPolicy::default(),
             latency_backend: Allowed::Auto,
             block: true,
+            stress: Some(faults::StressPolicy::default()),
             state_dir: default_state_dir(&node::hostname()),
             sweep_orphans: true,
             state_dir_fallback: None,
@@ -264,6 +270,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if let Some(p) = config.policy.max_fill_used_percent {
         fill.max_used_percent = fill.max_used_percent.min(p);
     }
+    let stress = config.stress.clone().map(|mut p| {
+        if let Some(c) = config.policy.max_cpu_percent {
+            p.max_cpu_percent = p.max_cpu_percent.min(c);
+        }
+        if let Some(m) = config.policy.max_memory_percent {
+            p.max_memory_percent = p.max_memory_percent.min(m);
+        }
+        faults::Stress {
+            layout: cgroup::Layout::detect(),
+            policy: p,
+        }
+    });
     let kinds = Kinds::new(&Setup {
         processes: config.processes.clone(),
         protection: Protection::for_this_process(protected_names),
@@ -271,6 +289,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         latency,
         block,
         exempt: exempt.clone(),
+        stress,
     });
     // Advertise only what works here and the policy allows, so the
     // coordinator refuses at plan time instead of the agent at injection.

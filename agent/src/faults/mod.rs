@@ -23,6 +23,10 @@
 //!   backend; `latency/backends.rs`: which backends work here and their
 //!   trait; `latency/netem.rs` and `latency/nfqueue.rs`: the two backends.
 //! - `block.rs`: spec, the nftables table's name and script, apply, restore.
+//! - `stress.rs`: what the stress kinds share: stressor processes (forked,
+//!   async-signal-safe) in a cgroup of the fault's, started and stopped;
+//!   `cpu_stress.rs` and `memory_stress.rs`: each kind's spec, limits and
+//!   figures.
 //!
 //! # Adding a fault kind
 //!
@@ -47,9 +51,12 @@
 //! is one its own sweep pattern covers.
 
 pub mod block;
+pub mod cpu_stress;
 pub mod disk_fill;
 pub mod kill;
 pub mod latency;
+pub mod memory_stress;
+pub mod stress;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +68,7 @@ pub use block::{AppliedBlock, BlockSpec};
 pub use disk_fill::{AppliedFill, DiskFillSpec, FillPolicy};
 pub use kill::{AppliedKill, KillSpec, Protection};
 pub use latency::{AppliedLatency, Backends, LatencySpec};
+pub use stress::{Stress, StressPolicy};
 
 use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Object, Owned};
@@ -68,7 +76,14 @@ use crate::process::ProcessTable;
 
 /// Every fault kind this agent knows, in the order its capabilities are
 /// advertised. Adding a kind adds its line here.
-pub const REGISTRY: &[Registration] = &[kill::KIND, disk_fill::KIND, latency::KIND, block::KIND];
+pub const REGISTRY: &[Registration] = &[
+    kill::KIND,
+    disk_fill::KIND,
+    latency::KIND,
+    block::KIND,
+    cpu_stress::KIND,
+    memory_stress::KIND,
+];
 
 /// A fault kind's static facts and how to set it up on a node.
 pub struct Registration {
@@ -116,6 +131,9 @@ pub struct Setup {
     pub block: Option<Arc<dyn Firewall>>,
     /// Traffic no network fault touches (the coordinator, SSH).
     pub exempt: Exempt,
+    /// The cgroup layout and caps for CPU and memory stress; `None`
+    /// switches them off. By default, off.
+    pub stress: Option<Stress>,
 }
 
 impl Setup {
@@ -129,6 +147,7 @@ impl Setup {
             latency: Backends::default(),
             block: None,
             exempt: Exempt::default(),
+            stress: None,
         }
     }
 }
@@ -244,6 +263,8 @@ mod tests {
             W::DiskFill(Default::default()),
             W::Latency(Default::default()),
             W::Block(Default::default()),
+            W::CpuStress(Default::default()),
+            W::MemoryStress(Default::default()),
         ]
     }
 
@@ -296,6 +317,20 @@ mod tests {
                 },
             ),
             (
+                "cpu_stress",
+                Object::Cgroup {
+                    path: std::path::Path::new("/sys/fs/cgroup/cpu")
+                        .join(crate::cgroup::name(cpu_stress::CGROUP_PREFIX, long).unwrap()),
+                },
+            ),
+            (
+                "memory_stress",
+                Object::Cgroup {
+                    path: std::path::Path::new("/sys/fs/cgroup/memory")
+                        .join(crate::cgroup::name(memory_stress::CGROUP_PREFIX, "r1-1").unwrap()),
+                },
+            ),
+            (
                 "latency",
                 Object::Qdisc {
                     dev: "eth0".into(),
@@ -323,6 +358,9 @@ mod tests {
             Object::Qdisc {
                 dev: "eth0".into(),
                 handle: 0x8001,
+            },
+            Object::Cgroup {
+                path: "/sys/fs/cgroup/memory/system.slice".into(),
             },
         ] {
             assert!(!owned().any(|o| o.covers(&obj)), "{obj}");
