@@ -27,9 +27,11 @@
 //! `experiments/` or no mention in the README.
 
 pub mod block;
+pub mod cpu_stress;
 pub mod disk_fill;
 pub mod kill;
 pub mod latency;
+pub mod memory_stress;
 
 use faultline_proto::v1;
 use serde::Deserialize;
@@ -196,6 +198,8 @@ fault_kinds! {
     latency => Latency(latency::LatencyFault),
     block => Block(block::BlockFault),
     disk_fill => DiskFill(disk_fill::DiskFillFault),
+    cpu_stress => CpuStress(cpu_stress::CpuStressFault),
+    memory_stress => MemoryStress(memory_stress::MemoryStressFault),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
