@@ -76,15 +76,21 @@ impl Layout {
     }
 
     /// The root of the hierarchy holding `controller` (v1: `cpu`,
-    /// `cpuacct`, `memory`), canonicalised.
+    /// `cpuacct`, `memory`); a co-mount's link (`cpu -> cpu,cpuacct`) is
+    /// followed within the root (not canonicalised: a root reached through
+    /// `/proc/1/root` must stay so).
     pub fn hierarchy(&self, controller: &'static str) -> Result<PathBuf> {
         let dir = match self {
             Layout::V2(root) => root.clone(),
-            Layout::V1(root) => root.join(controller),
+            Layout::V1(root) => match fs::read_link(root.join(controller)) {
+                Ok(target) if target.is_relative() && target.components().count() == 1 => root.join(target),
+                _ => root.join(controller),
+            },
         };
-        match dir.canonicalize() {
-            Ok(d) if d.is_dir() => Ok(d),
-            _ => Err(Error::NoController(controller)),
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(Error::NoController(controller))
         }
     }
 

@@ -291,6 +291,8 @@ impl Journal {
 pub struct Cleaner {
     pub firewall: Option<Arc<dyn Firewall>>,
     pub tc: Option<Arc<dyn Tc>>,
+    /// Where stress cgroups are swept; `None`: `/sys/fs/cgroup`.
+    pub cgroups: Option<crate::cgroup::Layout>,
 }
 
 impl Cleaner {
@@ -389,10 +391,13 @@ impl Cleaner {
                     .filter_map(|dir| fs::read_dir(dir).ok())
                     .flat_map(|rd| rd.flatten().map(|e| Object::File { path: e.path() }))
                     .collect(),
-                Owned::Cgroups { prefix } => crate::cgroup::find(&crate::cgroup::Layout::detect(), prefix)
-                    .into_iter()
-                    .map(|path| Object::Cgroup { path })
-                    .collect(),
+                Owned::Cgroups { prefix } => crate::cgroup::find(
+                    &self.cgroups.clone().unwrap_or_else(crate::cgroup::Layout::detect),
+                    prefix,
+                )
+                .into_iter()
+                .map(|path| Object::Cgroup { path })
+                .collect(),
             };
             out.extend(found.into_iter().filter(|o| owned.covers(o)));
         }

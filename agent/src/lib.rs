@@ -90,6 +90,9 @@ pub struct AgentConfig {
     /// default on, with [`faults::StressPolicy::default`] (the policy
     /// file's `max_cpu_percent` / `max_memory_percent` lower them).
     pub stress: Option<faults::StressPolicy>,
+    /// Where the cgroup filesystems are mounted (stress faults, and the
+    /// sweep of their cgroups). By default, `/sys/fs/cgroup`.
+    pub cgroup_root: PathBuf,
     /// Where the undo journal lives; one directory per agent (it is
     /// locked). By default, `/var/lib/faultline-agent/<agent id>` as root,
     /// else `$HOME/.local/state/faultline-agent/<agent id>`.
@@ -166,6 +169,7 @@ impl AgentConfig {
             latency_backend: Allowed::Auto,
             block: true,
             stress: Some(faults::StressPolicy::default()),
+            cgroup_root: PathBuf::from(cgroup::ROOT),
             state_dir: default_state_dir(&node::hostname()),
             sweep_orphans: true,
             state_dir_fallback: None,
@@ -278,7 +282,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             p.max_memory_percent = p.max_memory_percent.min(m);
         }
         faults::Stress {
-            layout: cgroup::Layout::detect(),
+            layout: cgroup::Layout::under(&config.cgroup_root),
             policy: p,
         }
     });
@@ -303,6 +307,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let cleaner = journal::Cleaner {
         firewall: Some(Arc::new(SystemFirewall::detect())),
         tc: Some(Arc::new(qdisc::SystemTc::detect())),
+        cgroups: Some(cgroup::Layout::under(&config.cgroup_root)),
     };
     let (cleaned, restored) = journal::recover(&journal, &cleaner, &fill.allowed, config.sweep_orphans);
     for line in &cleaned {

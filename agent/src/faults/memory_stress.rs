@@ -63,8 +63,8 @@ impl TryFrom<v1::MemoryStressSpec> for MemoryStressSpec {
 
     fn try_from(w: v1::MemoryStressSpec) -> Result<Self, Error> {
         let size = match (w.size_bytes, w.available_percent) {
-            (0, p) if p == 0.0 => return Err(invalid("set size_bytes or available_percent")),
-            (b, p) if p == 0.0 => Size::Bytes(b),
+            (0, 0.0) => return Err(invalid("set size_bytes or available_percent")),
+            (b, 0.0) => Size::Bytes(b),
             (0, p) if p > 0.0 && p <= 100.0 => Size::AvailablePercent(p),
             (0, p) => return Err(invalid(format!("available_percent {p} must be within (0, 100]"))),
             _ => return Err(invalid("set size_bytes or available_percent, not both")),

@@ -146,7 +146,13 @@ mod tests {
         );
         assert_eq!(parse("cores: 1.5\n").unwrap().load, CpuLoad::Millicores(1500));
         assert_eq!(parse("millicores: 250\n").unwrap().load, CpuLoad::Millicores(250));
-        assert!(parse("workers: 1\ncores: 1\n").unwrap_err().to_string().contains("exactly one"));
-        assert!(parse("workers: 1\nload: \"150%\"\n").unwrap_err().to_string().contains("(0, 100]"));
+        assert!(parse("workers: 1\ncores: 1\n")
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one"));
+        assert!(parse("workers: 1\nload: \"150%\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("(0, 100]"));
     }
 }

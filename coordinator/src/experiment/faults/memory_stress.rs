@@ -139,7 +139,10 @@ mod tests {
             parse("available: \"25%\"\n").unwrap().amount,
             MemoryAmount::AvailablePercent(25.0)
         );
-        assert!(parse("size: 1MiB\navailable: 0.5\n").unwrap_err().to_string().contains("exactly one"));
+        assert!(parse("size: 1MiB\navailable: 0.5\n")
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one"));
         assert!(parse("available: \"120%\"\n").is_err());
     }
 }
