@@ -238,7 +238,7 @@ fn stress_over_the_agents_caps_is_refused_before_anything_is_made() {
     }
     let kinds = kinds();
     let too_much_cpu = v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
-        workers: 4096.min(1024),
+        workers: 1024,
         load_percent: 100.0,
         millicores: 0,
     });
