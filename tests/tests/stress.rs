@@ -1,6 +1,6 @@
 //! cpu_stress and memory_stress through whole runs: stressors are gone
 //! after an abort, after lease expiry (coordinator kill -9) and after an
-//! agent kill -9 and restart. They need root (cgroups; the lab tests also
+//! agent kill -9 and restart; io_stress (agent library) on a tmpfs. They need root (cgroups; the lab tests also
 //! network namespaces): without it they print why and return, except under
 //! CI=true, where they fail. The tests of this file run one at a time: a
 //! restarted lab agent sweeps every stress cgroup on the machine.
@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use faultline_agent::cgroup::{self, Layout};
-use faultline_agent::faults::{cpu_stress, memory_stress};
+use faultline_agent::faults::{cpu_stress, io_stress, memory_stress};
 use faultline_proto::v1;
 use faultline_tests::lab::{lab_or_skip, root_or_skip, CoordinatorMode, HostSpec, Lab};
 use faultline_tests::*;
@@ -21,10 +21,14 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Every stress cgroup on the machine and the processes in them.
 fn stress_cgroups() -> (Vec<PathBuf>, Vec<i32>) {
     let layout = Layout::detect();
-    let dirs: Vec<PathBuf> = [cpu_stress::CGROUP_PREFIX, memory_stress::CGROUP_PREFIX]
-        .iter()
-        .flat_map(|p| cgroup::find(&layout, p))
-        .collect();
+    let dirs: Vec<PathBuf> = [
+        cpu_stress::CGROUP_PREFIX,
+        memory_stress::CGROUP_PREFIX,
+        io_stress::CGROUP_PREFIX,
+    ]
+    .iter()
+    .flat_map(|p| cgroup::find(&layout, p))
+    .collect();
     let pids = dirs.iter().flat_map(|d| cgroup::pids(d)).collect();
     (dirs, pids)
 }
@@ -258,4 +262,101 @@ fn agent_killed_mid_stress_its_stressors_exit_and_the_restart_removes_the_cgroup
         assert_eq!(f.targets[0].state, "restored", "{}: {:?}", f.name, f.targets[0]);
     }
     lab.assert_clean();
+}
+
+/// The agent's kinds (library) with stress on and `fill` allowed.
+fn kinds_allowing(fill: &std::path::Path) -> faultline_agent::faults::Kinds {
+    use faultline_agent::faults::{FillPolicy, Setup, Stress, StressPolicy};
+    let mut setup = Setup::basic(std::sync::Arc::new(faultline_agent::process::SystemProcessTable::new()));
+    setup.stress = Some(Stress {
+        layout: Layout::detect(),
+        policy: StressPolicy::default(),
+    });
+    setup.fill = FillPolicy {
+        allowed: vec![fill.to_path_buf()],
+        max_used_percent: 95.0,
+    };
+    faultline_agent::faults::Kinds::new(&setup)
+}
+
+fn io_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[allow(clippy::await_holding_lock)] // orders this file's tests only
+#[tokio::test]
+async fn io_stress_writes_at_the_requested_rate_and_restore_removes_its_files() {
+    if !root_or_skip("io_stress_writes_at_the_requested_rate_and_restore_removes_its_files") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let fs = faultline_tests::lab::Tmpfs::mount(64);
+    let dir = fs.path().to_path_buf();
+    let kinds = kinds_allowing(&dir);
+    assert!(kinds.capabilities().contains(&"io_stress".to_string()));
+    let spec = v1::fault_spec::Kind::IoStress(v1::IoStressSpec {
+        path: dir.display().to_string(),
+        workers: 2,
+        mode: "write".into(),
+        block_bytes: 64 << 10,
+        rate_bytes_per_second: 20 << 20,
+        file_bytes: 8 << 20,
+    });
+    let (_, kind) = kinds.of(&spec).unwrap();
+    let a = kind.prepare("t-io-1", spec).expect("prepare").apply().expect("apply");
+    let Some(v1::observation::Kind::IoStress(o)) = a.injected().observation else {
+        panic!("no observation")
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut during = io_files(&dir);
+    during.sort();
+    assert_eq!(during, [".faultline-io-t-io-1-0", ".faultline-io-t-io-1-1"]);
+    let r = a.restore().await.expect("restore");
+    let Some(v1::observation::Kind::IoStress(done)) = r.observation else {
+        panic!("no observation")
+    };
+    eprintln!("{}", r.detail);
+    let want = (20 << 20) as f64;
+    let err = (done.achieved_bytes_per_second - want) / want * 100.0;
+    assert!(
+        err.abs() <= 5.0,
+        "asked 20 MiB/s, got {:.2} MiB/s ({err:+.1}%)",
+        done.achieved_bytes_per_second / (1 << 20) as f64
+    );
+    assert!(io_files(&dir).is_empty(), "files left: {:?}", io_files(&dir));
+    assert!(o.pids.iter().all(|p| !alive(*p as i32)));
+    assert!(stress_cgroups().0.is_empty());
+}
+
+#[allow(clippy::await_holding_lock)] // orders this file's tests only
+#[tokio::test]
+async fn io_stress_mixed_reads_back_what_it_writes() {
+    if !root_or_skip("io_stress_mixed_reads_back_what_it_writes") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let fs = faultline_tests::lab::Tmpfs::mount(32);
+    let dir = fs.path().to_path_buf();
+    let kinds = kinds_allowing(&dir);
+    let spec = v1::fault_spec::Kind::IoStress(v1::IoStressSpec {
+        path: dir.display().to_string(),
+        mode: "mixed".into(),
+        file_bytes: 4 << 20,
+        ..Default::default()
+    });
+    let (_, kind) = kinds.of(&spec).unwrap();
+    let a = kind.prepare("t-io-2", spec).expect("prepare").apply().expect("apply");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = a.restore().await.expect("restore");
+    let Some(v1::observation::Kind::IoStress(done)) = r.observation else {
+        panic!("no observation")
+    };
+    eprintln!("{}", r.detail);
+    assert!(done.bytes_written > 0 && done.bytes_read > 0, "{done:?}");
+    assert!(done.bytes_read.abs_diff(done.bytes_written) <= 1 << 20, "{done:?}");
+    assert!(io_files(&dir).is_empty());
 }

@@ -181,14 +181,9 @@ impl Prepared for PreparedCpu {
                 ("cpu.cfs_quota_us", quota_us.to_string()),
             ]
         };
-        let group = stress::start(
-            self.dirs.clone(),
-            &limits,
-            self.spec.workers,
-            Work::Cpu {
-                load_percent: self.spec.load_percent,
-            },
-        )?;
+        let group = stress::start(self.dirs.clone(), &limits, self.spec.workers, &|_| Work::Cpu {
+            load_percent: self.spec.load_percent,
+        })?;
         let start_usage = usage_ns(&self.stress, &group.dirs);
         Ok(Box::new(AppliedCpu {
             spec: self.spec,

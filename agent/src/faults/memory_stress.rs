@@ -178,15 +178,10 @@ impl Prepared for PreparedMemory {
         } else {
             vec![("memory.limit_in_bytes", limit), ("memory.swappiness", "0".into())]
         };
-        let group = stress::start(
-            self.dirs.clone(),
-            &limits,
-            1,
-            Work::Memory {
-                bytes: self.bytes,
-                ramp: self.ramp,
-            },
-        )?;
+        let group = stress::start(self.dirs.clone(), &limits, 1, &|_| Work::Memory {
+            bytes: self.bytes,
+            ramp: self.ramp,
+        })?;
         Ok(Box::new(AppliedMemory {
             bytes: self.bytes,
             v2: self.stress.layout.is_v2(),

@@ -25,8 +25,8 @@
 //! - `block.rs`: spec, the nftables table's name and script, apply, restore.
 //! - `stress.rs`: what the stress kinds share: stressor processes (forked,
 //!   async-signal-safe) in a cgroup of the fault's, started and stopped;
-//!   `cpu_stress.rs` and `memory_stress.rs`: each kind's spec, limits and
-//!   figures.
+//!   `cpu_stress.rs`, `memory_stress.rs` and `io_stress.rs`: each kind's
+//!   spec, limits and figures (and the IO workers' loop).
 //!
 //! # Adding a fault kind
 //!
@@ -53,6 +53,7 @@
 pub mod block;
 pub mod cpu_stress;
 pub mod disk_fill;
+pub mod io_stress;
 pub mod kill;
 pub mod latency;
 pub mod memory_stress;
@@ -83,6 +84,7 @@ pub const REGISTRY: &[Registration] = &[
     block::KIND,
     cpu_stress::KIND,
     memory_stress::KIND,
+    io_stress::KIND,
 ];
 
 /// A fault kind's static facts and how to set it up on a node.
@@ -265,6 +267,7 @@ mod tests {
             W::Block(Default::default()),
             W::CpuStress(Default::default()),
             W::MemoryStress(Default::default()),
+            W::IoStress(Default::default()),
         ]
     }
 
@@ -328,6 +331,19 @@ mod tests {
                 Object::Cgroup {
                     path: std::path::Path::new("/sys/fs/cgroup/memory")
                         .join(crate::cgroup::name(memory_stress::CGROUP_PREFIX, "r1-1").unwrap()),
+                },
+            ),
+            (
+                "io_stress",
+                Object::Cgroup {
+                    path: std::path::Path::new("/sys/fs/cgroup/cpu")
+                        .join(crate::cgroup::name(io_stress::CGROUP_PREFIX, "r1-1").unwrap()),
+                },
+            ),
+            (
+                "io_stress",
+                Object::File {
+                    path: std::path::Path::new("/var/tmp").join(io_stress::file_name("r1-1", 0).unwrap()),
                 },
             ),
             (

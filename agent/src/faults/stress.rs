@@ -142,6 +142,8 @@ pub enum Work {
     Cpu { load_percent: f64 },
     /// Map and touch `bytes` of anonymous memory over `ramp`, then hold it.
     Memory { bytes: u64, ramp: Duration },
+    /// Write and/or read one file (see [`super::io_stress`]).
+    Io(super::io_stress::IoWork),
 }
 
 /// A fault's stressors: its cgroup directories and processes.
@@ -167,7 +169,13 @@ pub struct Ended {
 /// into them (file, value; skipped where a directory lacks the file) and
 /// starts `n` stressors doing `work`. On error, everything created is
 /// removed again.
-pub fn start(dirs: Vec<PathBuf>, limits: &[(&str, String)], n: u32, work: Work) -> Result<Group, Error> {
+/// `work(i)` is what stressor `i` does, computed before its fork.
+pub fn start(
+    dirs: Vec<PathBuf>,
+    limits: &[(&str, String)],
+    n: u32,
+    work: &dyn Fn(u32) -> Work,
+) -> Result<Group, Error> {
     let group = Group {
         dirs,
         pids: Vec::new(),
@@ -182,7 +190,12 @@ pub fn start(dirs: Vec<PathBuf>, limits: &[(&str, String)], n: u32, work: Work) 
     }
 }
 
-fn start_in(mut g: Group, limits: &[(&str, String)], n: u32, work: Work) -> Result<Group, (Group, Error)> {
+fn start_in(
+    mut g: Group,
+    limits: &[(&str, String)],
+    n: u32,
+    work: &dyn Fn(u32) -> Work,
+) -> Result<Group, (Group, Error)> {
     for d in &g.dirs {
         if let Err(e) = cgroup::create(d) {
             return Err((g, e.into()));
@@ -212,8 +225,9 @@ fn start_in(mut g: Group, limits: &[(&str, String)], n: u32, work: Work) -> Resu
     };
     let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
     let parent = getpid();
-    for _ in 0..n {
+    for i in 0..n {
         let pgid = g.pids.first().copied().unwrap_or(Pid::from_raw(0));
+        let work = work(i);
         // SAFETY: the child runs `child` only, which makes async-signal-safe
         // system calls on data prepared before the fork and never returns.
         match unsafe { fork() } {
@@ -292,7 +306,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn now_ns() -> u64 {
+pub(super) fn now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
@@ -301,7 +315,7 @@ fn cpu_ns() -> u64 {
     clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
-fn sleep_ns(ns: u64) {
+pub(super) fn sleep_ns(ns: u64) {
     let ts = libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
@@ -311,7 +325,7 @@ fn sleep_ns(ns: u64) {
 }
 
 /// Exits when the agent is gone (the child was re-parented).
-fn exit_if_orphaned(parent: Pid) {
+pub(super) fn exit_if_orphaned(parent: Pid) {
     // SAFETY: getppid and _exit are async-signal-safe.
     unsafe {
         if libc::getppid() != parent.as_raw() {
@@ -350,6 +364,7 @@ fn child(procs: &[i32], pgid: Pid, parent: Pid, work: Work) -> ! {
     match work {
         Work::Cpu { load_percent } => cpu(load_percent, parent),
         Work::Memory { bytes, ramp } => memory(bytes, ramp, parent),
+        Work::Io(w) => super::io_stress::io(w, parent),
     }
 }
 

@@ -29,6 +29,7 @@
 pub mod block;
 pub mod cpu_stress;
 pub mod disk_fill;
+pub mod io_stress;
 pub mod kill;
 pub mod latency;
 pub mod memory_stress;
@@ -200,6 +201,7 @@ fault_kinds! {
     disk_fill => DiskFill(disk_fill::DiskFillFault),
     cpu_stress => CpuStress(cpu_stress::CpuStressFault),
     memory_stress => MemoryStress(memory_stress::MemoryStressFault),
+    io_stress => IoStress(io_stress::IoStressFault),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use faultline_agent::cgroup::{self, Layout};
-use faultline_agent::faults::{cpu_stress, memory_stress, Applied, Kinds, Setup, Stress, StressPolicy};
+use faultline_agent::faults::{cpu_stress, memory_stress, Applied, FillPolicy, Kinds, Setup, Stress, StressPolicy};
 use faultline_proto::v1;
 
-fn kinds() -> Kinds {
+fn kinds(fill: &std::path::Path) -> Kinds {
     let mut setup = Setup::basic(std::sync::Arc::new(faultline_agent::process::SystemProcessTable::new()));
     setup.stress = Some(Stress {
         layout: Layout::detect(),
@@ -19,6 +19,10 @@ fn kinds() -> Kinds {
             max_memory_percent: 80.0,
         },
     });
+    setup.fill = FillPolicy {
+        allowed: vec![fill.to_path_buf()],
+        max_used_percent: 95.0,
+    };
     Kinds::new(&setup)
 }
 
@@ -51,7 +55,17 @@ fn alive(pid: u32) -> bool {
 }
 
 pub async fn run(secs: u64) {
-    let kinds = kinds();
+    // A tmpfs for the IO rows: never a real filesystem.
+    let mnt = tempfile::tempdir().expect("tempdir");
+    nix::mount::mount(
+        Some("tmpfs"),
+        mnt.path(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=128m"),
+    )
+    .expect("mount tmpfs");
+    let kinds = kinds(mnt.path());
     let mut n = 0;
     let mut id = || {
         n += 1;
@@ -129,6 +143,35 @@ pub async fn run(secs: u64) {
         );
     }
     println!();
+    println!("## IO: requested vs achieved rate (2 writers, 64 KiB blocks, on a tmpfs; {secs}s each)");
+    println!("| requested | achieved | error |");
+    println!("|---:|---:|---:|");
+    for mib in [10u64, 50, 200] {
+        let a = apply(
+            &kinds,
+            &id(),
+            v1::fault_spec::Kind::IoStress(v1::IoStressSpec {
+                path: mnt.path().display().to_string(),
+                workers: 2,
+                mode: "write".into(),
+                block_bytes: 64 << 10,
+                rate_bytes_per_second: mib << 20,
+                file_bytes: 16 << 20,
+            }),
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let r = a.restore().await.expect("restore");
+        let Some(v1::observation::Kind::IoStress(o)) = r.observation else {
+            panic!("no observation")
+        };
+        let want = (mib << 20) as f64;
+        println!(
+            "| {mib} MiB/s | {:.2} MiB/s | {:+.2}% |",
+            o.achieved_bytes_per_second / (1 << 20) as f64,
+            (o.achieved_bytes_per_second - want) / want * 100.0
+        );
+    }
+    println!();
     println!("## Restore (abort / lease expiry / shutdown) → every stressor gone, cgroups removed");
     println!("(2 CPU workers at 50% + 256 MiB held, 1 s in place; 5 runs)");
     let mut times = Vec::new();
@@ -177,4 +220,5 @@ pub async fn run(secs: u64) {
         sorted[sorted.len() / 2],
         times.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", ")
     );
+    let _ = nix::mount::umount2(mnt.path(), nix::mount::MntFlags::MNT_DETACH);
 }
