@@ -294,6 +294,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         block,
         exempt: exempt.clone(),
         stress,
+        tc: {
+            let tc = qdisc::SystemTc::detect();
+            tc.installed().then(|| Arc::new(tc) as Arc<dyn qdisc::Tc>)
+        },
     });
     // Advertise only what works here and the policy allows, so the
     // coordinator refuses at plan time instead of the agent at injection.

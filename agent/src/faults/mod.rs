@@ -23,6 +23,7 @@
 //!   backend; `latency/backends.rs`: which backends work here and their
 //!   trait; `latency/netem.rs` and `latency/nfqueue.rs`: the two backends.
 //! - `block.rs`: spec, the nftables table's name and script, apply, restore.
+//! - `bandwidth.rs`: a tbf root qdisc with its own handle range.
 //! - `stress.rs`: what the stress kinds share: stressor processes (forked,
 //!   async-signal-safe) in a cgroup of the fault's, started and stopped;
 //!   `cpu_stress.rs`, `memory_stress.rs` and `io_stress.rs`: each kind's
@@ -50,6 +51,7 @@
 //! the registry, and the registry's tests check that every name it creates
 //! is one its own sweep pattern covers.
 
+pub mod bandwidth;
 pub mod block;
 pub mod cpu_stress;
 pub mod disk_fill;
@@ -85,6 +87,7 @@ pub const REGISTRY: &[Registration] = &[
     cpu_stress::KIND,
     memory_stress::KIND,
     io_stress::KIND,
+    bandwidth::KIND,
 ];
 
 /// A fault kind's static facts and how to set it up on a node.
@@ -136,6 +139,9 @@ pub struct Setup {
     /// The cgroup layout and caps for CPU and memory stress; `None`
     /// switches them off. By default, off.
     pub stress: Option<Stress>,
+    /// `tc` for bandwidth faults; `None` when it is not installed. By
+    /// default, none.
+    pub tc: Option<Arc<dyn crate::qdisc::Tc>>,
 }
 
 impl Setup {
@@ -150,6 +156,7 @@ impl Setup {
             block: None,
             exempt: Exempt::default(),
             stress: None,
+            tc: None,
         }
     }
 }
@@ -268,6 +275,7 @@ mod tests {
             W::CpuStress(Default::default()),
             W::MemoryStress(Default::default()),
             W::IoStress(Default::default()),
+            W::Bandwidth(Default::default()),
         ]
     }
 
@@ -344,6 +352,13 @@ mod tests {
                 "io_stress",
                 Object::File {
                     path: std::path::Path::new("/var/tmp").join(io_stress::file_name("r1-1", 0).unwrap()),
+                },
+            ),
+            (
+                "bandwidth",
+                Object::Qdisc {
+                    dev: "eth0".into(),
+                    handle: bandwidth::handle("r1-1"),
                 },
             ),
             (

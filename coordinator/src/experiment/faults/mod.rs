@@ -26,6 +26,7 @@
 //! Tests in this module fail when a listed kind has no example in
 //! `experiments/` or no mention in the README.
 
+pub mod bandwidth;
 pub mod block;
 pub mod cpu_stress;
 pub mod disk_fill;
@@ -202,6 +203,7 @@ fault_kinds! {
     cpu_stress => CpuStress(cpu_stress::CpuStressFault),
     memory_stress => MemoryStress(memory_stress::MemoryStressFault),
     io_stress => IoStress(io_stress::IoStressFault),
+    bandwidth => Bandwidth(bandwidth::BandwidthFault),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
