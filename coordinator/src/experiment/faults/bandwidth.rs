@@ -49,7 +49,7 @@ pub fn parse_rate(t: &str) -> Option<u64> {
         .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n.trim().to_string(), *m)))?;
     let v: f64 = num.parse().ok()?;
     let bps = v * mult;
-    (bps.is_finite() && bps >= 8_000.0 && bps <= 1e12).then_some(bps.round() as u64)
+    (8_000.0..=1e12).contains(&bps).then_some(bps.round() as u64)
 }
 
 impl Kind for BandwidthFault {
