@@ -205,6 +205,8 @@ mod tests {
             "{e}"
         );
         assert!(AgentPolicy::default().allows("block").is_ok());
+        let p = AgentPolicy::parse("agent.yaml", "max_cpu_percent: 50\nmax_memory_percent: 25\n").unwrap();
+        assert_eq!((p.max_cpu_percent, p.max_memory_percent), (Some(50.0), Some(25.0)));
     }
 
     #[test]
@@ -220,6 +222,8 @@ mod tests {
             ),
             ("max_fill_used_percent: 120\n", "within (0, 100]"),
             ("max_fault_duration: forever\n", "max_fault_duration \"forever\""),
+            ("\nmax_cpu_percent: 0\n", "2:1: max_cpu_percent 0: must be within (0, 100]"),
+            ("max_memory_percent: 101\n", "max_memory_percent 101: must be within (0, 100]"),
             ("protect: [x]\n", "unknown field `protect`"),
         ] {
             let e = AgentPolicy::parse("agent.yaml", text).unwrap_err().to_string();
