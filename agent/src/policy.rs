@@ -222,8 +222,14 @@ mod tests {
             ),
             ("max_fill_used_percent: 120\n", "within (0, 100]"),
             ("max_fault_duration: forever\n", "max_fault_duration \"forever\""),
-            ("\nmax_cpu_percent: 0\n", "2:1: max_cpu_percent 0: must be within (0, 100]"),
-            ("max_memory_percent: 101\n", "max_memory_percent 101: must be within (0, 100]"),
+            (
+                "\nmax_cpu_percent: 0\n",
+                "2:1: max_cpu_percent 0: must be within (0, 100]",
+            ),
+            (
+                "max_memory_percent: 101\n",
+                "max_memory_percent 101: must be within (0, 100]",
+            ),
             ("protect: [x]\n", "unknown field `protect`"),
         ] {
             let e = AgentPolicy::parse("agent.yaml", text).unwrap_err().to_string();
