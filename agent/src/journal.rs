@@ -53,6 +53,8 @@ pub enum Error {
     Tc(#[from] qdisc::Error),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::Error),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::Error),
     /// A file a fault created could not be removed.
     #[error("{}: {source}", path.display())]
     Remove { path: PathBuf, source: std::io::Error },
@@ -101,6 +103,10 @@ pub enum Object {
         netns_inode: u64,
         object: Box<Object>,
     },
+    /// A stressor cgroup directory and every process in it.
+    Cgroup {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for Object {
@@ -131,6 +137,7 @@ impl fmt::Display for Object {
                 "file {} in container {container_name} ({container_id})",
                 dir.join(name).display()
             ),
+            Object::Cgroup { path } => write!(f, "cgroup {}", path.display()),
         }
     }
 }
@@ -150,6 +157,8 @@ pub enum Owned {
     /// Files whose names start with `prefix`, in the directories faults may
     /// create files in (the allowed fill paths).
     Files { prefix: &'static str },
+    /// Cgroups at the top of a hierarchy whose names start with `prefix`.
+    Cgroups { prefix: &'static str },
 }
 
 impl Owned {
@@ -162,6 +171,9 @@ impl Owned {
             (Owned::NftTables { prefix }, Object::NftTable { name, .. }) => name.starts_with(prefix),
             (Owned::RootQdiscs { mask, handle }, Object::Qdisc { handle: h, .. }) => h & mask == *handle,
             (Owned::Files { prefix }, Object::File { path }) => path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix)),
+            (Owned::Cgroups { prefix }, Object::Cgroup { path }) => path
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(prefix)),
             _ => false,
@@ -315,6 +327,8 @@ pub struct Cleaner {
     pub tc: Option<Arc<dyn Tc>>,
     /// The container runtime, for files inside containers.
     pub runtime: Option<Arc<dyn crate::runtime::ContainerRuntime>>,
+    /// Where stress cgroups are swept; `None`: `/sys/fs/cgroup`.
+    pub cgroups: Option<crate::cgroup::Layout>,
 }
 
 impl Cleaner {
@@ -398,6 +412,7 @@ impl Cleaner {
                     source,
                 }),
             },
+            Object::Cgroup { path } => Ok(crate::cgroup::remove(path)?),
         }
     }
 
@@ -447,6 +462,13 @@ impl Cleaner {
                     .filter_map(|dir| fs::read_dir(dir).ok())
                     .flat_map(|rd| rd.flatten().map(|e| Object::File { path: e.path() }))
                     .collect(),
+                Owned::Cgroups { prefix } => crate::cgroup::find(
+                    &self.cgroups.clone().unwrap_or_else(crate::cgroup::Layout::detect),
+                    prefix,
+                )
+                .into_iter()
+                .map(|path| Object::Cgroup { path })
+                .collect(),
             };
             out.extend(found.into_iter().filter(|o| owned.covers(o)));
         }

@@ -20,6 +20,7 @@
 //! - [`policy`]: the agent's policy file (allowed kinds, protected processes, fill limits, max duration).
 
 pub mod backoff;
+pub mod cgroup;
 pub mod cidr;
 pub mod faults;
 pub mod firewall;
@@ -87,6 +88,13 @@ pub struct AgentConfig {
     pub latency_backend: Allowed,
     /// Whether block faults may use nftables. By default, yes if `nft` is installed.
     pub block: bool,
+    /// Caps of cpu_stress and memory_stress; `None` switches them off. By
+    /// default on, with [`faults::StressPolicy::default`] (the policy
+    /// file's `max_cpu_percent` / `max_memory_percent` lower them).
+    pub stress: Option<faults::StressPolicy>,
+    /// Where the cgroup filesystems are mounted (stress faults, and the
+    /// sweep of their cgroups). By default, `/sys/fs/cgroup`.
+    pub cgroup_root: PathBuf,
     /// Where the undo journal lives; one directory per agent (it is
     /// locked). By default, `/var/lib/faultline-agent/<agent id>` as root,
     /// else `$HOME/.local/state/faultline-agent/<agent id>`.
@@ -162,6 +170,8 @@ impl AgentConfig {
             fill: FillPolicy::default(),
             latency_backend: Allowed::Auto,
             block: true,
+            stress: Some(faults::StressPolicy::default()),
+            cgroup_root: PathBuf::from(cgroup::ROOT),
             state_dir: default_state_dir(&node::hostname()),
             sweep_orphans: true,
             state_dir_fallback: None,
@@ -267,6 +277,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         fill.max_used_percent = fill.max_used_percent.min(p);
     }
     let runtime = runtime::detect();
+    let stress = config.stress.clone().map(|mut p| {
+        if let Some(c) = config.policy.max_cpu_percent {
+            p.max_cpu_percent = p.max_cpu_percent.min(c);
+        }
+        if let Some(m) = config.policy.max_memory_percent {
+            p.max_memory_percent = p.max_memory_percent.min(m);
+        }
+        faults::Stress {
+            layout: cgroup::Layout::under(&config.cgroup_root),
+            policy: p,
+        }
+    });
     let kinds = Kinds::new(&Setup {
         runtime: runtime.clone(),
         processes: config.processes.clone(),
@@ -275,6 +297,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         latency,
         block,
         exempt: exempt.clone(),
+        stress,
+        tc: {
+            let tc = qdisc::SystemTc::detect();
+            tc.installed().then(|| Arc::new(tc) as Arc<dyn qdisc::Tc>)
+        },
     });
     // Advertise only what works here and the policy allows, so the
     // coordinator refuses at plan time instead of the agent at injection.
@@ -293,6 +320,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         firewall: Some(Arc::new(SystemFirewall::detect())),
         tc: Some(Arc::new(qdisc::SystemTc::detect())),
         runtime: runtime.clone(),
+        cgroups: Some(cgroup::Layout::under(&config.cgroup_root)),
     };
     let (cleaned, restored) = journal::recover(&journal, &cleaner, &fill.allowed, config.sweep_orphans);
     for line in &cleaned {

@@ -38,6 +38,14 @@ struct Args {
     /// netem, nfqueue, or none (refuse every latency fault).
     #[arg(long, default_value = "auto", value_parser = ["auto", "netem", "nfqueue", "none"])]
     latency_backend: String,
+    /// Where the cgroup filesystems are mounted, for cpu_stress and
+    /// memory_stress. Under `ip netns exec` (which remounts /sys) the host's
+    /// are reachable as /proc/1/root/sys/fs/cgroup.
+    #[arg(long, value_name = "DIR", default_value = faultline_agent::cgroup::ROOT)]
+    cgroup_root: std::path::PathBuf,
+    /// Refuse every cpu_stress and memory_stress fault.
+    #[arg(long)]
+    no_stress: bool,
     /// Directory for the undo journal (locked: one per agent). Default:
     /// /var/lib/faultline-agent/<id> as root, else ~/.local/state/faultline-agent/<id>.
     #[arg(long, value_name = "DIR")]
@@ -150,6 +158,10 @@ async fn main() -> anyhow::Result<()> {
         _ => Allowed::Auto,
     };
     config.block = !args.no_block;
+    config.cgroup_root = args.cgroup_root;
+    if args.no_stress {
+        config.stress = None;
+    }
 
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

@@ -7,6 +7,8 @@
 //! allowed_fill_paths: [/var/tmp/chaos]    # adds to --allow-fill
 //! max_fill_used_percent: 90               # df's Use%; the lower of this and --max-fill-used-percent
 //! max_fault_duration: 5m                  # restored after this, renewed or not
+//! max_cpu_percent: 50                     # cpu_stress: of all cores (default 90)
+//! max_memory_percent: 50                  # memory_stress: of MemAvailable (default 80)
 //! ```
 
 use std::path::PathBuf;
@@ -55,6 +57,12 @@ pub struct AgentPolicy {
     pub max_fill_used_percent: Option<f64>,
     /// Longest any fault stays applied, renewals or not.
     pub max_fault_duration: Option<Duration>,
+    /// Highest load of one cpu_stress, percent of all cores; the lower of
+    /// this and the built-in 90 % applies. By default, none.
+    pub max_cpu_percent: Option<f64>,
+    /// Largest memory_stress, percent of MemAvailable; the lower of this
+    /// and the built-in 80 % applies. By default, none.
+    pub max_memory_percent: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +75,8 @@ struct Raw {
     allowed_fill_paths: Vec<PathBuf>,
     max_fill_used_percent: Option<f64>,
     max_fault_duration: Option<String>,
+    max_cpu_percent: Option<f64>,
+    max_memory_percent: Option<f64>,
 }
 
 impl AgentPolicy {
@@ -119,6 +129,14 @@ impl AgentPolicy {
                 ));
             }
         }
+        for (key, v) in [
+            ("max_cpu_percent", raw.max_cpu_percent),
+            ("max_memory_percent", raw.max_memory_percent),
+        ] {
+            if let Some(p) = v.filter(|p| !(*p > 0.0 && *p <= 100.0)) {
+                return Err(at(key, format!("{key} {p}: must be within (0, 100]")));
+            }
+        }
         let max_fault_duration = match raw.max_fault_duration {
             None => None,
             Some(d) => Some(humantime::parse_duration(d.trim()).map_err(|e| {
@@ -141,6 +159,8 @@ impl AgentPolicy {
             allowed_fill_paths: raw.allowed_fill_paths,
             max_fill_used_percent: raw.max_fill_used_percent,
             max_fault_duration,
+            max_cpu_percent: raw.max_cpu_percent,
+            max_memory_percent: raw.max_memory_percent,
         })
     }
 
@@ -185,6 +205,8 @@ mod tests {
             "{e}"
         );
         assert!(AgentPolicy::default().allows("block").is_ok());
+        let p = AgentPolicy::parse("agent.yaml", "max_cpu_percent: 50\nmax_memory_percent: 25\n").unwrap();
+        assert_eq!((p.max_cpu_percent, p.max_memory_percent), (Some(50.0), Some(25.0)));
     }
 
     #[test]
@@ -200,6 +222,14 @@ mod tests {
             ),
             ("max_fill_used_percent: 120\n", "within (0, 100]"),
             ("max_fault_duration: forever\n", "max_fault_duration \"forever\""),
+            (
+                "\nmax_cpu_percent: 0\n",
+                "2:1: max_cpu_percent 0: must be within (0, 100]",
+            ),
+            (
+                "max_memory_percent: 101\n",
+                "max_memory_percent 101: must be within (0, 100]",
+            ),
             ("protect: [x]\n", "unknown field `protect`"),
         ] {
             let e = AgentPolicy::parse("agent.yaml", text).unwrap_err().to_string();

@@ -52,6 +52,13 @@ pub enum QdiscKind {
         jitter: Duration,
         loss_percent: f64,
     },
+    /// Token bucket filter: `rate_bps` bits per second, a bucket of
+    /// `burst` bytes, packets waiting longer than `latency` dropped.
+    Tbf {
+        rate_bps: u64,
+        burst: u64,
+        latency: Duration,
+    },
 }
 
 /// A u32 classifier sending matching packets to `major:band`.
@@ -161,6 +168,21 @@ pub fn qdisc_args(dev: &str, parent: Parent, handle: u16, kind: &QdiscKind) -> V
             if *loss_percent > 0.0 {
                 a.extend(["loss".into(), format!("{loss_percent}%")]);
             }
+        }
+        QdiscKind::Tbf {
+            rate_bps,
+            burst,
+            latency,
+        } => {
+            a.extend([
+                "tbf".into(),
+                "rate".into(),
+                format!("{rate_bps}bit"),
+                "burst".into(),
+                burst.to_string(),
+                "latency".into(),
+                us(*latency),
+            ]);
         }
     }
     a

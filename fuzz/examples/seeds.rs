@@ -18,6 +18,7 @@ fn inject(spec: v1::fault_spec::Kind, dry_run: bool) -> Vec<u8> {
             spec: Some(v1::FaultSpec { kind: Some(spec) }),
             lease_ms: 10_000,
             dry_run,
+            container: None,
         })),
     }
     .encode_to_vec()

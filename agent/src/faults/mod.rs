@@ -25,6 +25,11 @@
 //! - `block.rs`: spec, the nftables table's name and script, apply, restore.
 //! - `<kind>/container.rs` (kill, disk_fill, latency, block): the same kind
 //!   inside containers, given a [`Place::Containers`] by `prepare`.
+//! - `bandwidth.rs`: a tbf root qdisc with its own handle range.
+//! - `stress.rs`: what the stress kinds share: stressor processes (forked,
+//!   async-signal-safe) in a cgroup of the fault's, started and stopped;
+//!   `cpu_stress.rs`, `memory_stress.rs` and `io_stress.rs`: each kind's
+//!   spec, limits and figures (and the IO workers' loop).
 //!
 //! # Adding a fault kind
 //!
@@ -48,10 +53,15 @@
 //! the registry, and the registry's tests check that every name it creates
 //! is one its own sweep pattern covers.
 
+pub mod bandwidth;
 pub mod block;
+pub mod cpu_stress;
 pub mod disk_fill;
+pub mod io_stress;
 pub mod kill;
 pub mod latency;
+pub mod memory_stress;
+pub mod stress;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +73,7 @@ pub use block::{AppliedBlock, BlockSpec};
 pub use disk_fill::{AppliedFill, DiskFillSpec, FillPolicy};
 pub use kill::{AppliedKill, KillSpec, Protection};
 pub use latency::{AppliedLatency, Backends, LatencySpec};
+pub use stress::{Stress, StressPolicy};
 
 use crate::firewall::{Exempt, Firewall};
 use crate::journal::{Object, Owned};
@@ -72,7 +83,16 @@ pub use crate::runtime::Place;
 
 /// Every fault kind this agent knows, in the order its capabilities are
 /// advertised. Adding a kind adds its line here.
-pub const REGISTRY: &[Registration] = &[kill::KIND, disk_fill::KIND, latency::KIND, block::KIND];
+pub const REGISTRY: &[Registration] = &[
+    kill::KIND,
+    disk_fill::KIND,
+    latency::KIND,
+    block::KIND,
+    cpu_stress::KIND,
+    memory_stress::KIND,
+    io_stress::KIND,
+    bandwidth::KIND,
+];
 
 /// A fault kind's static facts and how to set it up on a node.
 pub struct Registration {
@@ -124,6 +144,12 @@ pub struct Setup {
     pub block: Option<Arc<dyn Firewall>>,
     /// Traffic no network fault touches (the coordinator, SSH).
     pub exempt: Exempt,
+    /// The cgroup layout and caps for CPU and memory stress; `None`
+    /// switches them off. By default, off.
+    pub stress: Option<Stress>,
+    /// `tc` for bandwidth faults; `None` when it is not installed. By
+    /// default, none.
+    pub tc: Option<Arc<dyn crate::qdisc::Tc>>,
 }
 
 impl Setup {
@@ -138,6 +164,8 @@ impl Setup {
             latency: Backends::default(),
             block: None,
             exempt: Exempt::default(),
+            stress: None,
+            tc: None,
         }
     }
 }
@@ -271,6 +299,10 @@ mod tests {
             W::DiskFill(Default::default()),
             W::Latency(Default::default()),
             W::Block(Default::default()),
+            W::CpuStress(Default::default()),
+            W::MemoryStress(Default::default()),
+            W::IoStress(Default::default()),
+            W::Bandwidth(Default::default()),
         ]
     }
 
@@ -323,6 +355,40 @@ mod tests {
                 },
             ),
             (
+                "cpu_stress",
+                Object::Cgroup {
+                    path: std::path::Path::new("/sys/fs/cgroup/cpu")
+                        .join(crate::cgroup::name(cpu_stress::CGROUP_PREFIX, long).unwrap()),
+                },
+            ),
+            (
+                "memory_stress",
+                Object::Cgroup {
+                    path: std::path::Path::new("/sys/fs/cgroup/memory")
+                        .join(crate::cgroup::name(memory_stress::CGROUP_PREFIX, "r1-1").unwrap()),
+                },
+            ),
+            (
+                "io_stress",
+                Object::Cgroup {
+                    path: std::path::Path::new("/sys/fs/cgroup/cpu")
+                        .join(crate::cgroup::name(io_stress::CGROUP_PREFIX, "r1-1").unwrap()),
+                },
+            ),
+            (
+                "io_stress",
+                Object::File {
+                    path: std::path::Path::new("/var/tmp").join(io_stress::file_name("r1-1", 0).unwrap()),
+                },
+            ),
+            (
+                "bandwidth",
+                Object::Qdisc {
+                    dev: "eth0".into(),
+                    handle: bandwidth::handle("r1-1"),
+                },
+            ),
+            (
                 "latency",
                 Object::Qdisc {
                     dev: "eth0".into(),
@@ -350,6 +416,9 @@ mod tests {
             Object::Qdisc {
                 dev: "eth0".into(),
                 handle: 0x8001,
+            },
+            Object::Cgroup {
+                path: "/sys/fs/cgroup/memory/system.slice".into(),
             },
         ] {
             assert!(!owned().any(|o| o.covers(&obj)), "{obj}");

@@ -10,6 +10,8 @@
 //! - `restore --faults 100`: lease expiry → restored, and agent start →
 //!   journal fully restored, with N journaled faults (real agent library,
 //!   disk fills on a tmpfs; needs root).
+//! - `stress --seconds 5`: cpu_stress and memory_stress accuracy and
+//!   restore → clean time (real agent library and cgroups; needs root).
 //!
 //! Build with `cargo build --release --bins` first; the benchmarks use the
 //! release binaries next to this one.
@@ -20,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "bench_parts/stress.rs"]
+mod stress;
 
 use faultline_proto::v1;
 use tokio::sync::mpsc;
@@ -598,8 +603,15 @@ async fn main() {
             }
             restore_paths(get("--faults", "100").parse().unwrap_or(100)).await;
         }
+        Some("stress") => {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("stress: needs root to create cgroups");
+                std::process::exit(2);
+            }
+            stress::run(get("--seconds", "5").parse().unwrap_or(5)).await;
+        }
         _ => {
-            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3]");
+            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5]");
             std::process::exit(2);
         }
     }

@@ -302,6 +302,7 @@ mod tests {
                 let kind = match kind {
                     QdiscKind::Prio { .. } => "prio",
                     QdiscKind::Netem { .. } => "netem",
+                    QdiscKind::Tbf { .. } => "tbf",
                 };
                 self.roots.lock().unwrap().insert(
                     dev.into(),

@@ -26,10 +26,14 @@
 //! Tests in this module fail when a listed kind has no example in
 //! `experiments/` or no mention in the README.
 
+pub mod bandwidth;
 pub mod block;
+pub mod cpu_stress;
 pub mod disk_fill;
+pub mod io_stress;
 pub mod kill;
 pub mod latency;
+pub mod memory_stress;
 
 use faultline_proto::v1;
 use serde::Deserialize;
@@ -196,6 +200,10 @@ fault_kinds! {
     latency => Latency(latency::LatencyFault),
     block => Block(block::BlockFault),
     disk_fill => DiskFill(disk_fill::DiskFillFault),
+    cpu_stress => CpuStress(cpu_stress::CpuStressFault),
+    memory_stress => MemoryStress(memory_stress::MemoryStressFault),
+    io_stress => IoStress(io_stress::IoStressFault),
+    bandwidth => Bandwidth(bandwidth::BandwidthFault),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

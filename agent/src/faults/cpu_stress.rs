@@ -1,0 +1,324 @@
+//! `cpu_stress` fault: worker processes that keep CPUs busy, each for a
+//! share of every 100 ms, in the cgroup `faultline-cpu-stress-<fault id>` (see
+//! [`super::stress`] for how stressors are started, capped and stopped).
+//!
+//! The load asked for is also the cgroup's CFS quota, so the stressors can
+//! never take more than asked even if a worker overshoots, and the agent's
+//! cap (90 % of the node by default) keeps the rest of the node for the
+//! agent and everything else. The cgroup keeps the default CPU weight: a
+//! stressor competes like any process (with a lower weight it would only
+//! soak up idle time and stress nothing); on a busy node it gets less than
+//! asked, and the achieved figure says so.
+//! Achieved load is read from the cgroup's CPU accounting (`cpuacct.usage`,
+//! v2 `cpu.stat` `usage_usec`) over the time the fault ran.
+//!
+//! On a host only: stress inside a target container's cgroup is not yet
+//! supported (it comes with container targets).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::v1;
+
+use super::stress::{self, Error, Group, Stress, Work};
+use crate::cgroup;
+use crate::faults::{Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
+use crate::journal::{Object, Owned};
+
+const KIND_NAME: &str = "cpu_stress";
+
+/// The start of this kind's cgroup names; the orphan sweep removes cgroups
+/// named so.
+pub const CGROUP_PREFIX: &str = "faultline-cpu-stress-";
+
+/// A validated CPU stress: `workers` processes at `load_percent` each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuStressSpec {
+    pub workers: u32,
+    /// Percent of one core, per worker (0 < load <= 100).
+    pub load_percent: f64,
+}
+
+impl CpuStressSpec {
+    /// The total load, in percent of one core.
+    pub fn total_percent(&self) -> f64 {
+        self.workers as f64 * self.load_percent
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidSpec {
+        kind: KIND_NAME,
+        message: message.into(),
+    }
+}
+
+impl TryFrom<v1::CpuStressSpec> for CpuStressSpec {
+    type Error = Error;
+
+    fn try_from(w: v1::CpuStressSpec) -> Result<Self, Error> {
+        match (w.workers, w.millicores) {
+            (0, 0) => Err(invalid("set workers (with load_percent) or millicores")),
+            (n, 0) => {
+                if !(w.load_percent > 0.0 && w.load_percent <= 100.0) {
+                    return Err(invalid(format!(
+                        "load_percent {} must be within (0, 100]",
+                        w.load_percent
+                    )));
+                }
+                if n > 1024 {
+                    return Err(invalid(format!("{n} workers: at most 1024")));
+                }
+                Ok(CpuStressSpec {
+                    workers: n,
+                    load_percent: w.load_percent,
+                })
+            }
+            (0, m) => {
+                if m > 1024 * 1000 {
+                    return Err(invalid(format!("{m} millicores: at most 1024 cores")));
+                }
+                let workers = m.div_ceil(1000) as u32;
+                Ok(CpuStressSpec {
+                    workers,
+                    load_percent: m as f64 / 10.0 / workers as f64,
+                })
+            }
+            _ => Err(invalid("set workers or millicores, not both")),
+        }
+    }
+}
+
+/// The controllers a CPU stressor's cgroup is made in.
+const CONTROLLERS: &[&str] = &["cpu", "cpuacct"];
+
+pub const KIND: Registration = Registration {
+    name: KIND_NAME,
+    owns: &[Owned::Cgroups { prefix: CGROUP_PREFIX }],
+    takes: |w| matches!(w, v1::fault_spec::Kind::CpuStress(_)),
+    backend: "cgroup",
+    build: |s: &Setup| {
+        Arc::new(CpuStress {
+            stress: s.stress.clone(),
+        })
+    },
+};
+
+struct CpuStress {
+    stress: Option<Stress>,
+}
+
+impl FaultKind for CpuStress {
+    fn capabilities(&self) -> Vec<String> {
+        match &self.stress {
+            Some(s) if s.usable(CONTROLLERS) => vec![KIND_NAME.into()],
+            _ => vec![],
+        }
+    }
+
+    fn prepare(
+        &self,
+        fault_id: &str,
+        spec: v1::fault_spec::Kind,
+        place: &crate::faults::Place,
+    ) -> crate::faults::Result<Box<dyn Prepared>> {
+        crate::faults::refuse_containers(KIND.name, place)?;
+        let v1::fault_spec::Kind::CpuStress(w) = spec else {
+            return Err(invalid("not a cpu_stress spec").into());
+        };
+        let spec = CpuStressSpec::try_from(w)?;
+        let Some(stress) = self.stress.clone().filter(|s| s.usable(CONTROLLERS)) else {
+            return Err(Error::Refused(
+                "this agent cannot create cpu cgroups (it needs root and the cpu and cpuacct controllers)".into(),
+            )
+            .into());
+        };
+        let cap = stress.policy.max_cpu_percent * stress::cpus() as f64;
+        if spec.total_percent() > cap + 1e-9 {
+            return Err(Error::Refused(format!(
+                "{} workers at {}% is {:.0}% of one core, over the agent's cap of {}% of the node ({cap:.0}% of one core on {} CPUs)",
+                spec.workers,
+                spec.load_percent,
+                spec.total_percent(),
+                stress.policy.max_cpu_percent,
+                stress::cpus()
+            ))
+            .into());
+        }
+        let name = cgroup::name(CGROUP_PREFIX, fault_id)
+            .ok_or_else(|| invalid(format!("fault id {fault_id:?} is not a valid id")))?;
+        let dirs = cgroup::dirs(&stress.layout, CONTROLLERS, &name).map_err(Error::from)?;
+        Ok(Box::new(PreparedCpu { spec, stress, dirs }))
+    }
+}
+
+struct PreparedCpu {
+    spec: CpuStressSpec,
+    stress: Stress,
+    dirs: Vec<PathBuf>,
+}
+
+impl Prepared for PreparedCpu {
+    fn undo_objects(&self) -> Vec<Object> {
+        self.dirs.iter().map(|d| Object::Cgroup { path: d.clone() }).collect()
+    }
+
+    fn preview(&self) -> crate::faults::Result<(String, String)> {
+        Ok((
+            format!(
+                "would start {} CPU stressor(s) at {}% each in cgroup {}",
+                self.spec.workers,
+                self.spec.load_percent,
+                self.dirs[0].display()
+            ),
+            "cgroup".into(),
+        ))
+    }
+
+    fn apply(self: Box<Self>) -> crate::faults::Result<Box<dyn Applied>> {
+        let period_us = stress::PERIOD.as_micros() as u64;
+        let quota_us = ((self.spec.total_percent() / 100.0 * period_us as f64).ceil() as u64).max(1000);
+        let limits: Vec<(&str, String)> = if self.stress.layout.is_v2() {
+            vec![("cpu.max", format!("{quota_us} {period_us}"))]
+        } else {
+            vec![
+                ("cpu.cfs_period_us", period_us.to_string()),
+                ("cpu.cfs_quota_us", quota_us.to_string()),
+            ]
+        };
+        let group = stress::start(self.dirs.clone(), &limits, self.spec.workers, &|_| Work::Cpu {
+            load_percent: self.spec.load_percent,
+        })?;
+        let start_usage = usage_ns(&self.stress, &group.dirs);
+        Ok(Box::new(AppliedCpu {
+            spec: self.spec,
+            stress: self.stress,
+            group,
+            start_usage,
+        }))
+    }
+}
+
+/// CPU time the cgroup has used, in nanoseconds.
+fn usage_ns(stress: &Stress, dirs: &[PathBuf]) -> u64 {
+    if stress.layout.is_v2() {
+        dirs.first()
+            .and_then(|d| cgroup::keyed(d, "cpu.stat", "usage_usec"))
+            .map_or(0, |us| us * 1000)
+    } else {
+        stress::dir_of(&stress.layout, dirs, "cpuacct")
+            .and_then(|d| cgroup::read_u64(d, "cpuacct.usage"))
+            .unwrap_or(0)
+    }
+}
+
+pub struct AppliedCpu {
+    spec: CpuStressSpec,
+    stress: Stress,
+    group: Group,
+    start_usage: u64,
+}
+
+impl AppliedCpu {
+    fn observation(&self, achieved_percent: f64, elapsed: Duration) -> v1::CpuStressObservation {
+        v1::CpuStressObservation {
+            cgroup: self
+                .group
+                .dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            pids: stress::wire_pids(&self.group),
+            workers: self.spec.workers,
+            load_percent: self.spec.load_percent,
+            achieved_percent,
+            elapsed_ms: elapsed.as_millis() as u64,
+        }
+    }
+
+    /// CPU used so far, in percent of one core, and the time it ran.
+    pub fn achieved(&self) -> (f64, Duration) {
+        let elapsed = self.group.started.elapsed();
+        let used = usage_ns(&self.stress, &self.group.dirs).saturating_sub(self.start_usage);
+        let pct = if elapsed.is_zero() {
+            0.0
+        } else {
+            used as f64 * 100.0 / elapsed.as_nanos() as f64
+        };
+        (pct, elapsed)
+    }
+}
+
+impl Applied for AppliedCpu {
+    fn backend(&self) -> String {
+        "cgroup".into()
+    }
+
+    fn injected(&self) -> Report {
+        let o = self.observation(0.0, Duration::ZERO);
+        Report {
+            detail: format!(
+                "started {} CPU stressor(s) at {}% each (pids {:?}) in {}",
+                o.workers, o.load_percent, o.pids, o.cgroup
+            ),
+            observation: Some(v1::observation::Kind::CpuStress(o)),
+        }
+    }
+
+    fn restore(self: Box<Self>) -> Restoring {
+        let (pct, elapsed) = self.achieved();
+        let o = self.observation(pct, elapsed);
+        let result = stress::stop(self.group);
+        Box::pin(async move {
+            result?;
+            Ok(Report {
+                detail: format!(
+                    "stopped {} CPU stressor(s) and removed {}: {pct:.1}% of one core used over {:.1}s (asked {:.1}%)",
+                    o.workers,
+                    o.cgroup,
+                    elapsed.as_secs_f64(),
+                    o.workers as f64 * o.load_percent
+                ),
+                observation: Some(v1::observation::Kind::CpuStress(o)),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millicores_are_spread_over_as_few_workers_as_hold_them() {
+        let s = CpuStressSpec::try_from(v1::CpuStressSpec {
+            millicores: 1500,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.workers, 2);
+        assert!((s.load_percent - 75.0).abs() < 1e-9);
+        assert!((s.total_percent() - 150.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn specs_need_one_amount_and_a_load_within_range() {
+        for w in [
+            v1::CpuStressSpec::default(),
+            v1::CpuStressSpec {
+                workers: 1,
+                load_percent: 120.0,
+                ..Default::default()
+            },
+            v1::CpuStressSpec {
+                workers: 1,
+                load_percent: 50.0,
+                millicores: 500,
+            },
+        ] {
+            assert!(CpuStressSpec::try_from(w).unwrap_err().is_refusal());
+        }
+    }
+}
