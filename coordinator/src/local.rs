@@ -28,6 +28,8 @@ pub enum Error {
     Bind(std::io::Error),
     #[error("the local agent did not connect within {0:?}")]
     AgentTimeout(Duration),
+    #[error("the local agent could not start: {0}")]
+    AgentStart(String),
 }
 
 impl Local {
@@ -61,17 +63,29 @@ impl Local {
         // The in-process agent may share this node with a real agent, so it
         // only restores what its own journal lists (no orphan sweep). Its
         // journal is per user and host; a second local run at the same time
-        // gets a private one.
+        // gets a private one. The agent decides when it takes the lock (a
+        // check here and a lock there would race: two runs started together
+        // both saw the shared directory free, and the second agent then
+        // failed to start).
         cfg.sweep_orphans = false;
         cfg.state_dir = faultline_agent::default_state_dir(&format!("local-{}", faultline_agent::node::hostname()));
-        if let Err(faultline_agent::journal::Error::Locked(_)) = faultline_agent::journal::Journal::open(&cfg.state_dir)
-        {
-            cfg.state_dir = std::env::temp_dir().join(format!("faultline-local-{}", std::process::id()));
-        }
+        cfg.state_dir_fallback = Some(std::env::temp_dir().join(format!("faultline-local-{}", std::process::id())));
         let agent_stop = CancellationToken::new();
-        let agent = tokio::spawn(faultline_agent::run(cfg, agent_stop.clone()));
+        let mut agent = tokio::spawn(faultline_agent::run(cfg, agent_stop.clone()));
         let wait = Duration::from_secs(10);
-        if !coordinator.registry.wait_for(1, wait).await {
+        let registered = tokio::select! {
+            ok = coordinator.registry.wait_for(1, wait) => ok,
+            // An agent that cannot start says why instead of a timeout.
+            ended = &mut agent => {
+                server_stop.cancel();
+                return Err(match ended {
+                    Ok(Err(e)) => Error::AgentStart(e.to_string()),
+                    Ok(Ok(())) => Error::AgentStart("it stopped before registering".into()),
+                    Err(e) => Error::AgentStart(e.to_string()),
+                });
+            }
+        };
+        if !registered {
             agent_stop.cancel();
             server_stop.cancel();
             return Err(Error::AgentTimeout(wait));

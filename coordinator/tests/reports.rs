@@ -59,7 +59,15 @@ faults:
         .unwrap();
     // Ours to clean up if the run did not kill it.
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    out.status.code().unwrap_or(-1)
+    let code = out.status.code().unwrap_or(-1);
+    if code != 1 {
+        // Shown with the failing assertion: why the run did not fail as planned.
+        eprintln!(
+            "faultline run exited {code}; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    code
 }
 
 #[test]
