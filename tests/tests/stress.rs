@@ -42,9 +42,19 @@ fn alive(pid: i32) -> bool {
 fn wait_stressing(limit: Duration) -> Vec<i32> {
     let deadline = Instant::now() + limit;
     loop {
-        let (dirs, pids) = stress_cgroups();
-        // cpu + cpuacct (one dir where co-mounted or v2) and memory.
-        if dirs.len() >= 2 && pids.len() >= 2 {
+        let (dirs, mut pids) = stress_cgroups();
+        // Both faults' cgroups, each with a stressor in it. Counting
+        // directories is not enough: where cpu and cpuacct are separate
+        // hierarchies (cgroup v1 here) the cpu fault alone has two, and the
+        // memory fault may not have started yet.
+        let has = |prefix: &str| {
+            dirs.iter().any(|d| {
+                d.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)) && !cgroup::pids(d).is_empty()
+            })
+        };
+        if has(cpu_stress::CGROUP_PREFIX) && has(memory_stress::CGROUP_PREFIX) {
+            pids.sort_unstable();
+            pids.dedup();
             return pids;
         }
         assert!(Instant::now() < deadline, "stressors never started: {dirs:?} {pids:?}");
