@@ -18,6 +18,7 @@
 //! - [`probes`]: one module per probe kind (http, tcp, command: YAML,
 //!   validation, check) and the sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
+//! - [`canary`]: the canary judge (canary vs control under a fault, scored 0–100).
 //! - [`verdict`]: tolerance checks.
 //! - [`report`]: the report model (JSON) and its Markdown, JUnit and HTML renderings.
 //! - [`registry`]: connected agents and status routing.
@@ -36,6 +37,7 @@
 //! - [`local`]: local mode (in-process coordinator + agent).
 //! - [`cli`]: the `faultline` command line, one subcommand per file.
 
+pub mod canary;
 pub mod certs;
 pub mod cli;
 pub mod control;
