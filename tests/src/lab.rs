@@ -464,6 +464,11 @@ impl Lab {
             .unwrap_or_else(|| panic!("no lab host {name}"))
     }
 
+    /// The agent's state directory (its undo journal).
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.logs.path().join(format!("state-{name}"))
+    }
+
     /// The agent's log file.
     pub fn agent_log(&self, name: &str) -> PathBuf {
         self.logs.path().join(format!("agent-{name}.log"))
@@ -483,7 +488,7 @@ impl Lab {
             .arg(agent_bin())
             .args(["--coordinator", &url, "--id", &h.name])
             .arg("--state-dir")
-            .arg(self.logs.path().join(format!("state-{name}")))
+            .arg(self.state_dir(name))
             .args([
                 "--label",
                 &format!("zone={}", h.zone),
@@ -536,7 +541,9 @@ impl Lab {
         }
     }
 
-    fn wait_agents(&self, n: usize) {
+    /// Waits up to 20 s until the coordinator lists at least `n` agents;
+    /// panics with every agent's log otherwise.
+    pub fn wait_agents(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut ok = false;
         while Instant::now() < deadline {

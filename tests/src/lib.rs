@@ -10,7 +10,9 @@
 //! - [`lab`]: hosts in network namespaces running the real agent binary, for
 //!   network faults and crash tests.
 //! - [`tools`]: the commands root tests need, checked before they start.
+//! - [`crashpoints`]: random SIGKILLs of agents and the coordinator around inject and restore.
 
+pub mod crashpoints;
 pub mod docker;
 pub mod lab;
 pub mod tools;

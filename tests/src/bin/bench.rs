@@ -13,6 +13,11 @@
 //! - `stress --seconds 5`: cpu_stress and memory_stress accuracy and
 //!   restore → clean time (real agent library and cgroups; needs root).
 //!
+//! - `crash-points --iterations 200 [--seed N]`: runs with latency, block
+//!   and disk fill on 3 lab hosts, SIGKILLing a random agent or the
+//!   coordinator at a random moment, restarting it, and proving every host
+//!   clean (needs root; see `faultline_tests::crashpoints`).
+//!
 //! Build with `cargo build --release --bins` first; the benchmarks use the
 //! release binaries next to this one.
 
@@ -610,9 +615,62 @@ async fn main() {
             }
             stress::run(get("--seconds", "5").parse().unwrap_or(5)).await;
         }
+        Some("crash-points") => {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("crash-points: needs root for the namespace lab");
+                std::process::exit(2);
+            }
+            let n: usize = get("--iterations", "200").parse().unwrap_or(200);
+            let seed: u64 = get("--seed", "0").parse().unwrap_or(0);
+            let ok = tokio::task::spawn_blocking(move || crash_points(n, seed))
+                .await
+                .unwrap();
+            if !ok {
+                std::process::exit(1);
+            }
+        }
         _ => {
-            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5]");
+            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5] | crash-points [--iterations 200] [--seed N]");
             std::process::exit(2);
         }
     }
+}
+
+/// `crash-points`: iterations of random SIGKILLs; false if any failed.
+fn crash_points(n: usize, seed: u64) -> bool {
+    use faultline_tests::crashpoints::{summary, CrashLab, Rng};
+    let seed = if seed == 0 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    } else {
+        seed
+    };
+    println!("crash-points: {n} iterations, seed {seed} (replay with --seed {seed})");
+    let mut rng = Rng::new(seed);
+    let mut lab = CrashLab::build();
+    let started = Instant::now();
+    let mut its = Vec::with_capacity(n);
+    for i in 0..n {
+        let it = lab.iteration(&mut rng);
+        println!(
+            "{:>4} {:<14} killed after {:>5} ms ({:<15}) clean after {}{}",
+            i + 1,
+            it.victim,
+            it.kill_after.as_millis(),
+            it.point.name(),
+            it.time_to_clean
+                .map(|d| format!("{} ms", d.as_millis()))
+                .unwrap_or("-".into()),
+            it.failure
+                .as_deref()
+                .map(|f| format!("  FAILED: {f}"))
+                .unwrap_or_default()
+        );
+        its.push(it);
+    }
+    println!("{}", summary(&its));
+    println!("wall time {:?}", started.elapsed());
+    its.iter().all(|i| i.failure.is_none())
 }
