@@ -195,6 +195,11 @@ fn built_bin(name: &str, env: &str) -> PathBuf {
     bin
 }
 
+/// The real `faultline` binary (the CLI and `faultline serve`).
+pub fn faultline_bin() -> PathBuf {
+    built_bin("faultline", "FAULTLINE_BIN")
+}
+
 /// The real `faultline-agent` binary.
 pub fn agent_bin() -> PathBuf {
     built_bin("faultline-agent", "FAULTLINE_AGENT_BIN")

@@ -10,11 +10,13 @@
 //! - [`lab`]: hosts in network namespaces running the real agent binary, for
 //!   network faults and crash tests.
 //! - [`tools`]: the commands root tests need, checked before they start.
+//! - [`soak`]: many consecutive runs, sampling memory, descriptors and the database.
 //! - [`crashpoints`]: random SIGKILLs of agents and the coordinator around inject and restore.
 
 pub mod crashpoints;
 pub mod docker;
 pub mod lab;
+pub mod soak;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};

@@ -366,3 +366,24 @@ fn random_crash_points_leave_every_host_clean() {
     assert!(its.iter().all(|i| i.failure.is_none()), "seed {seed}:\n{s}");
     lab.lab.assert_clean();
 }
+
+/// A shorter soak (the `soak` bench command runs 1,000): consecutive runs
+/// against one coordinator process and three agents; memory, descriptors
+/// and the database stay within the bounds of `faultline_tests::soak`.
+#[test]
+fn consecutive_runs_keep_memory_and_descriptors_flat_and_the_history_prunes() {
+    if !lab_or_skip("consecutive_runs_keep_memory_and_descriptors_flat_and_the_history_prunes") {
+        return;
+    }
+    use faultline_tests::soak::{check, soak, table};
+    let runs: usize = std::env::var("SOAK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let r = soak(runs, (runs / 4).max(1), |_| {});
+    let t = table(&r);
+    eprintln!("{t}");
+    if let Err(e) = check(&r) {
+        panic!("{e}\n{t}");
+    }
+}

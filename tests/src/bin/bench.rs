@@ -18,6 +18,11 @@
 //!   coordinator at a random moment, restarting it, and proving every host
 //!   clean (needs root; see `faultline_tests::crashpoints`).
 //!
+//! - `soak --runs 1000 --every 100`: consecutive runs against one
+//!   coordinator process and 3 agents; RSS, open fds and the database size
+//!   sampled, bounds checked, then the database pruned (needs root; see
+//!   `faultline_tests::soak`).
+//!
 //! Build with `cargo build --release --bins` first; the benchmarks use the
 //! release binaries next to this one.
 
@@ -615,6 +620,44 @@ async fn main() {
             }
             stress::run(get("--seconds", "5").parse().unwrap_or(5)).await;
         }
+        Some("soak") => {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("soak: needs root for the namespace lab");
+                std::process::exit(2);
+            }
+            let runs: usize = get("--runs", "1000").parse().unwrap_or(1000);
+            let every: usize = get("--every", "100").parse().unwrap_or(100);
+            let ok = tokio::task::spawn_blocking(move || {
+                use faultline_tests::soak::{check, soak, table};
+                println!("soak: {runs} runs against one coordinator and 3 agents, sampled every {every}");
+                let r = soak(runs, every, |s| {
+                    println!(
+                        "after {} runs ({:.0} s): coordinator {} KiB, {} fds; db {} bytes",
+                        s.runs,
+                        s.elapsed.as_secs_f64(),
+                        s.coordinator.rss_kib,
+                        s.coordinator.fds,
+                        s.db_bytes
+                    )
+                });
+                println!("{}", table(&r));
+                match check(&r) {
+                    Ok(()) => {
+                        println!("bounds held");
+                        true
+                    }
+                    Err(e) => {
+                        println!("BOUNDS BROKEN:\n{e}");
+                        false
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            if !ok {
+                std::process::exit(1);
+            }
+        }
         Some("crash-points") => {
             if !nix::unistd::geteuid().is_root() {
                 eprintln!("crash-points: needs root for the namespace lab");
@@ -630,7 +673,7 @@ async fn main() {
             }
         }
         _ => {
-            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5] | crash-points [--iterations 200] [--seed N]");
+            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5] | crash-points [--iterations 200] [--seed N] | soak [--runs 1000] [--every 100]");
             std::process::exit(2);
         }
     }
