@@ -1,5 +1,8 @@
 //! Runs known to this coordinator: in flight (with their abort handles) and
-//! finished (with their reports). Kept in memory; a restart forgets them.
+//! the most recently finished ones (with their reports). Kept in memory; a
+//! restart forgets them. Finished runs beyond [`KEEP_FINISHED`] are dropped
+//! from memory (oldest first): their reports are read from the history
+//! store, so a long-lived coordinator's memory does not grow with every run.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,10 @@ struct Entry {
     reason: AbortReason,
     report: Option<Arc<Report>>,
 }
+
+/// Finished runs kept in memory, most recent first; older ones are read
+/// from the store.
+pub const KEEP_FINISHED: usize = 64;
 
 /// The run table.
 #[derive(Default)]
@@ -51,10 +58,25 @@ impl Runs {
     }
 
     pub fn finish(&self, run_id: &str, report: Arc<Report>) {
-        if let Some(e) = self.lock().get_mut(run_id) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.get_mut(run_id) {
             e.finished_unix_ms = now_unix_ms();
             e.outcome = Some(report.outcome);
             e.report = Some(report);
+        }
+        // Forget the oldest finished runs beyond the limit (the store has
+        // their reports); runs in flight are never forgotten.
+        let mut finished: Vec<(u64, String)> = inner
+            .iter()
+            .filter(|(_, e)| e.outcome.is_some())
+            .map(|(id, e)| (e.finished_unix_ms, id.clone()))
+            .collect();
+        if finished.len() > KEEP_FINISHED {
+            finished.sort();
+            let excess = finished.len() - KEEP_FINISHED;
+            for (_, id) in finished.into_iter().take(excess) {
+                inner.remove(&id);
+            }
         }
     }
 
@@ -123,5 +145,47 @@ impl Runs {
                 finished_at_unix_ms: e.finished_unix_ms,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(run_id: &str) -> Arc<Report> {
+        let row = crate::store::RunRow {
+            run_id: run_id.to_string(),
+            experiment: "exp".into(),
+            source: "e.yaml".into(),
+            status: "running".into(),
+            started_unix_ms: 1_000,
+            finished_unix_ms: None,
+            exit_code: None,
+            reason: None,
+        };
+        Arc::new(crate::store::interrupted_report(&row, &[]))
+    }
+
+    /// Regression: every finished run and its report stayed in memory for
+    /// the coordinator's life (the soak saw RSS grow ~1 KiB per run).
+    #[test]
+    fn only_the_most_recent_finished_runs_stay_in_memory_and_runs_in_flight_always_do() {
+        let runs = Runs::default();
+        runs.start("r-live", "exp", CancellationToken::new(), AbortReason::default());
+        for i in 0..(KEEP_FINISHED + 50) {
+            let id = format!("r-{i}");
+            runs.start(&id, "exp", CancellationToken::new(), AbortReason::default());
+            runs.finish(&id, report(&id));
+        }
+        let held = runs.list();
+        assert_eq!(held.len(), KEEP_FINISHED + 1, "{} runs held", held.len());
+        assert!(runs.is_known("r-live") && runs.report("r-live").is_none());
+        assert_eq!(runs.in_flight(), 1);
+        let last = format!("r-{}", KEEP_FINISHED + 49);
+        assert!(runs.report(&last).is_some(), "the newest finished run is kept");
+        assert!(
+            !runs.is_known("r-0"),
+            "the oldest finished run was forgotten (the store has it)"
+        );
     }
 }
