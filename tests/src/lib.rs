@@ -10,12 +10,14 @@
 //! - [`lab`]: hosts in network namespaces running the real agent binary, for
 //!   network faults and crash tests.
 //! - [`tools`]: the commands root tests need, checked before they start.
+//! - [`qemu`]: a Debian kernel with `sch_netem` under qemu, with an initramfs of this host's binaries.
 //! - [`soak`]: many consecutive runs, sampling memory, descriptors and the database.
 //! - [`crashpoints`]: random SIGKILLs of agents and the coordinator around inject and restore.
 
 pub mod crashpoints;
 pub mod docker;
 pub mod lab;
+pub mod qemu;
 pub mod soak;
 pub mod tools;
 
