@@ -74,7 +74,7 @@ pub struct PrometheusProbe {
 pub enum Error {
     #[error("prometheus.url {0:?}: must start with http:// or https://")]
     Scheme(String),
-    #[error("prometheus.query: must not be empty")]
+    #[error("prometheus.query: required; write a PromQL expression")]
     EmptyQuery,
     #[error("prometheus: between cannot be combined with min or max; write one of them")]
     BetweenAndBounds,
@@ -150,6 +150,10 @@ impl Failure {
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheus {
     url: String,
+    /// Required; left out only where the expression is written elsewhere
+    /// (an error budget's `good`/`total`), so its absence is our message,
+    /// not serde's.
+    #[serde(default)]
     query: String,
     reduce: Option<Reduce>,
     #[serde(default)]
@@ -179,6 +183,18 @@ struct RawBasicAuth {
     username: String,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
+}
+
+impl RawPrometheus {
+    /// Whether `query` was written (and is not blank).
+    pub fn has_query(&self) -> bool {
+        !self.query.trim().is_empty()
+    }
+
+    /// Sets the expression, for a caller that writes it elsewhere.
+    pub fn set_query(&mut self, query: String) {
+        self.query = query;
+    }
 }
 
 impl Kind for PrometheusProbe {
@@ -541,7 +557,8 @@ mod tests {
     fn written_mistakes_are_refused_in_the_files_words() {
         let cases = [
             ("{url: 'p:9090', query: up}", "must start with http:// or https://"),
-            ("{url: 'http://p', query: ' '}", "prometheus.query: must not be empty"),
+            ("{url: 'http://p', query: ' '}", "prometheus.query: required"),
+            ("{url: 'http://p'}", "prometheus.query: required"),
             (
                 "{url: 'http://p', query: up, between: [2, 1]}",
                 "first bound must not exceed",
