@@ -219,10 +219,12 @@ impl TryFrom<RawErrorBudget> for ErrorBudget {
     }
 }
 
-/// Evaluates one expression of a budget to its value.
-async fn value_of(query: &PrometheusProbe, clients: &Clients) -> Result<f64, MeasureError> {
+/// Evaluates one expression of a budget to its value, at `at` (Unix
+/// seconds) when given.
+async fn value_of(query: &PrometheusProbe, clients: &Clients, at: Option<f64>) -> Result<f64, MeasureError> {
     let timeout = Duration::from_secs(10);
-    match tokio::time::timeout(timeout, query.check(clients, timeout)).await {
+    let judged = async { query.judge(query.query_at(clients, timeout, at).await?) };
+    match tokio::time::timeout(timeout, judged).await {
         Err(_) => Err(MeasureError::Timeout),
         Ok(Err(e)) => Err(e.into()),
         Ok(Ok(Reading::Value(v))) => Ok(v),
@@ -240,24 +242,33 @@ impl ErrorBudget {
     /// Measures the error ratio now.
     pub async fn error_ratio(&self, clients: &Clients) -> Result<f64, MeasureError> {
         match &self.sli {
-            Sli::ErrorRatio(q) => value_of(q, clients).await,
+            Sli::ErrorRatio(q) => value_of(q, clients, None).await,
             Sli::GoodTotal { good, total } => {
+                // Both at one instant: `increase` extrapolates to the
+                // evaluation time, so two "nows" a few ms apart can put
+                // good above total.
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .ok();
                 let part = |which| {
                     move |e| MeasureError::Part {
                         which,
                         source: Box::new(e),
                     }
                 };
-                let (g, t) = tokio::join!(value_of(good, clients), value_of(total, clients));
+                let (g, t) = tokio::join!(value_of(good, clients, at), value_of(total, clients, at));
                 let (g, t) = (g.map_err(part("good"))?, t.map_err(part("total"))?);
                 if t == 0.0 && g == 0.0 {
                     // No requests in the window: nothing was spent.
                     return Ok(0.0);
                 }
-                if !(0.0..=t).contains(&g) {
+                // Above total by more than rounding: the two expressions
+                // do not count the same requests.
+                if !(g >= 0.0 && g <= t * (1.0 + 1e-9)) {
                     return Err(MeasureError::GoodOverTotal { good: g, total: t });
                 }
-                Ok(1.0 - g / t)
+                Ok((1.0 - g / t).max(0.0))
             }
         }
     }

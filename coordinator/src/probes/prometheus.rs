@@ -286,8 +286,19 @@ impl Kind for PrometheusProbe {
 
 impl PrometheusProbe {
     /// Asks the API and returns every series (a scalar is one unnamed
-    /// series).
+    /// series), evaluated now.
     pub async fn query(&self, clients: &Clients, timeout: Duration) -> Result<Vec<Series>, Failure> {
+        self.query_at(clients, timeout, None).await
+    }
+
+    /// [`Self::query`] evaluated at `at` (Unix seconds; the API's `time`):
+    /// two expressions asked for the same instant see the same samples.
+    pub async fn query_at(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+        at: Option<f64>,
+    ) -> Result<Vec<Series>, Failure> {
         let client = match &self.tls {
             Some(tls) => tls.client()?,
             None => clients.http.clone(),
@@ -300,6 +311,9 @@ impl PrometheusProbe {
             .get(format!("{}/api/v1/query", self.url))
             .query(&[("query", self.query.as_str()), ("timeout", server_timeout.as_str())])
             .timeout(timeout);
+        if let Some(at) = at {
+            req = req.query(&[("time", format!("{at:.3}"))]);
+        }
         if let Some(token) = &self.bearer_token {
             req = req.bearer_auth(read_secret(token, "bearer token")?);
         }
