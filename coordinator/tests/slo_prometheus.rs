@@ -163,9 +163,15 @@ async fn setup(bin: &std::path::Path, with_service: bool) -> Setup {
 async fn run(dir: &std::path::Path, yaml: &str) -> (i32, serde_json::Value, String) {
     let file = dir.join("experiment.yaml");
     std::fs::write(&file, yaml).expect("write experiment");
+    run_file(dir, &file, &[]).await
+}
+
+/// `faultline run FILE ARGS...`, as [`run`].
+async fn run_file(dir: &std::path::Path, file: &std::path::Path, args: &[String]) -> (i32, serde_json::Value, String) {
     let out = tokio::process::Command::new(FAULTLINE)
         .arg("run")
-        .arg(&file)
+        .arg(file)
+        .args(args)
         .args(["--no-store", "--format", "json"])
         .arg("--junit")
         .arg(dir.join("junit.xml"))
@@ -178,8 +184,8 @@ async fn run(dir: &std::path::Path, yaml: &str) -> (i32, serde_json::Value, Stri
         .await
         .expect("run faultline");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
     (out.status.code().unwrap_or(-1), report, stderr)
 }
 
@@ -503,4 +509,59 @@ error_budget:
     assert!(!listing.contains(" started"), "no tick started a run:\n{listing}");
     let (_, runs, err) = cli(vec!["runs".into(), "--coordinator".into(), url.clone()]).await;
     assert!(!runs.contains("budget-gated-kill"), "no run was started:\n{runs}{err}");
+}
+
+/// `experiments/slo-kill.yaml` as shipped, against the demo service and a
+/// Prometheus scraping the service's own `/metrics`: the supervisor brings
+/// the service back within its tolerances, so the run passes, with its
+/// error budget measured before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slo_kill_example_runs_against_the_demo_service_and_a_real_prometheus() {
+    let Some(bin) =
+        prometheus_binary("the_slo_kill_example_runs_against_the_demo_service_and_a_real_prometheus")
+    else {
+        return;
+    };
+    let port = free_port();
+    let _demo = Demo::start(port);
+    let server = start_prometheus(&bin, port, None);
+    let base = &server.base;
+    // Two scrapes of the service: `up` and its averages exist.
+    wait_until(base, "count_over_time(up{job=\"exporter\"}[1m])", |v| v >= 2.0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments/slo-kill.yaml"));
+    let args: Vec<String> = [
+        "--var",
+        &format!("port={port}"),
+        "--var",
+        &format!("prometheus={base}"),
+        "--var",
+        "job=exporter",
+        "--label",
+        "service=demo",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, report, stderr) = run_file(dir.path(), file, &args).await;
+    let md = markdown(dir.path(), &report);
+    eprintln!("{md}");
+    assert_eq!(code, 0, "stderr:\n{stderr}\n{md}");
+    let target = &report["faults"][0]["targets"][0];
+    assert!(target["reappeared_after_ms"].as_u64().is_some(), "{target}");
+    let ratio = report["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["name"] == "error-ratio")
+        .expect("the error-ratio probe");
+    for phase in ["baseline", "during", "recovery"] {
+        assert!(ratio[phase]["value_mean"].as_f64().is_some(), "{phase}: {ratio}");
+    }
+    let sc = &report["stop_conditions"][0];
+    assert!(!sc["evaluations"].as_array().expect("evaluations").is_empty(), "{sc}");
+    assert!(sc.get("fired_at_ms").is_none(), "the job never vanished for 3 s: {sc}");
+    let b = &report["error_budgets"][0];
+    assert_eq!(f(&b["remaining_before"]), 1.0, "no failed scrape before the run: {b}");
+    assert!(b["remaining_after"].as_f64().is_some(), "{b}");
 }

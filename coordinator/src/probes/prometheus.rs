@@ -121,7 +121,7 @@ pub enum Failure {
     NoReduce { series: usize },
     #[error("value is NaN{}", series_suffix(.series))]
     NaN { series: Option<String> },
-    #[error("value {value} {bound}{}", series_suffix(.series))]
+    #[error("value {} {bound}{}", crate::verdict::num(*.value), series_suffix(.series))]
     OutOfBounds {
         value: f64,
         bound: String,
