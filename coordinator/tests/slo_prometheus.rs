@@ -184,8 +184,8 @@ async fn run_file(dir: &std::path::Path, file: &std::path::Path, args: &[String]
         .await
         .expect("run faultline");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
     (out.status.code().unwrap_or(-1), report, stderr)
 }
 
@@ -517,8 +517,7 @@ error_budget:
 /// error budget measured before and after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slo_kill_example_runs_against_the_demo_service_and_a_real_prometheus() {
-    let Some(bin) =
-        prometheus_binary("the_slo_kill_example_runs_against_the_demo_service_and_a_real_prometheus")
+    let Some(bin) = prometheus_binary("the_slo_kill_example_runs_against_the_demo_service_and_a_real_prometheus")
     else {
         return;
     };

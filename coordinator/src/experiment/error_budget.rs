@@ -71,7 +71,8 @@ pub enum Sli {
     /// `1 - good / total`.
     GoodTotal {
         good: PrometheusProbe,
-        total: PrometheusProbe,
+        /// Boxed only to keep the two variants of similar size.
+        total: Box<PrometheusProbe>,
     },
 }
 
@@ -205,7 +206,7 @@ impl TryFrom<RawErrorBudget> for ErrorBudget {
                 total_probe.query = total.replace("$window", &win);
                 Sli::GoodTotal {
                     good,
-                    total: total_probe,
+                    total: Box::new(total_probe),
                 }
             }
             _ => return Err(Error::GoodWithoutTotal),
