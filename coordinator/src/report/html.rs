@@ -512,7 +512,9 @@ fn stop_conditions(o: &mut String, r: &Report) {
             if sc.fired_at_ms.is_some() { "failed" } else { "passed" },
             secs(sc.fired_at_ms).unwrap_or_else(|| "never".into()),
             sc.value.map(axis_num).unwrap_or_else(|| "–".into()),
-            secs(sc.restored_after_ms).unwrap_or_else(|| "–".into())
+            sc.restored_after_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "–".into())
         );
     }
     o.push_str("</table>");

@@ -168,7 +168,7 @@ pub fn render(r: &Report) -> String {
                 sc.value.map(crate::verdict::num).unwrap_or_else(|| "a series".into()),
                 at as f64 / 1000.0,
                 sc.restored_after_ms
-                    .map(|ms| format!("; every fault restored {:.1}s later", ms as f64 / 1000.0))
+                    .map(|ms| format!("; every fault restored {ms} ms later"))
                     .unwrap_or_default()
             )),
             (None, true) => Result::Skipped("not evaluated: no fault was injected".into()),

@@ -225,7 +225,7 @@ mod tests {
             r#"<property name="error_budget.0.remaining_before" value="75%"/>"#,
             r#"<property name="error_budget.0.remaining_after" value="50%"/>"#,
             r#"<testcase classname="faultline.e.stop_conditions" name="errors-seen (critical)""#,
-            "sum(increase(errors[10s])) &gt; 0 returned 3 at 1.6s; every fault restored 0.0s later",
+            "sum(increase(errors[10s])) &gt; 0 returned 3 at 1.6s; every fault restored 12 ms later",
         ] {
             assert!(junit.contains(want), "{want} missing from:\n{junit}");
         }
