@@ -197,6 +197,30 @@ fn markdown(dir: &std::path::Path, report: &serde_json::Value) -> String {
     std::fs::read_to_string(dir.join(format!("{id}.md"))).expect("markdown report")
 }
 
+/// Checks the JUnit report in `dir` against Jenkins' junit-10.xsd with
+/// xmllint (Debian's libxml2-utils; a failure when missing under CI=true).
+fn junit_valid(dir: &std::path::Path) {
+    let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/junit-10.xsd");
+    if Command::new("xmllint").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "xmllint is not installed and CI=true forbids skipping (install Debian's libxml2-utils)"
+        );
+        eprintln!("skipping the schema check: xmllint is not installed (Debian package libxml2-utils)");
+        return;
+    }
+    let out = Command::new("xmllint")
+        .args(["--noout", "--schema", xsd])
+        .arg(dir.join("junit.xml"))
+        .output()
+        .expect("run xmllint");
+    assert!(
+        out.status.success(),
+        "junit.xml is not valid against junit-10.xsd:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -302,6 +326,7 @@ error_budget:
     ] {
         assert!(junit.contains(&format!("<property name=\"{prop}\"")), "{prop}: {junit}");
     }
+    junit_valid(dir.path());
     let html = std::fs::read_to_string(dir.path().join("report.html")).expect("html");
     assert!(html.contains("<svg class=\"values\""), "no value chart");
     assert!(
@@ -392,6 +417,7 @@ stop_conditions:
     );
     let junit = std::fs::read_to_string(dir.path().join("junit.xml")).expect("junit");
     assert!(junit.contains("name=\"client-errors (critical)\""), "{junit}");
+    junit_valid(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
