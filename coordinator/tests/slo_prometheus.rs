@@ -9,6 +9,7 @@
 //! - an error-ratio SLO probe fails while the service is down and recovers
 //!   after, with its values per phase in every report format;
 //! - a critical stop condition evaluated against Prometheus aborts the run;
+//!   an `error` one in the policy file fails a run that would have passed;
 //! - an exhausted error budget refuses a run (exit 2) and makes a schedule
 //!   tick record `skipped: error budget`.
 //!
@@ -654,4 +655,66 @@ async fn the_slo_kill_example_runs_against_the_demo_service_and_a_real_prometheu
     let b = &report["error_budgets"][0];
     assert_eq!(f(&b["remaining_before"]), 1.0, "no failed scrape before the run: {b}");
     assert!(b["remaining_after"].as_f64().is_some(), "{b}");
+}
+
+/// The coordinator's policy list, checked for every run: an `error`
+/// condition evaluated by Prometheus fails a run whose own hypothesis held,
+/// without aborting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_stop_condition_in_the_policy_fails_a_run_that_would_have_passed() {
+    let Some(bin) = prometheus_binary("an_error_stop_condition_in_the_policy_fails_a_run_that_would_have_passed")
+    else {
+        return;
+    };
+    let s = setup(&bin, true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, port) = (&s.prometheus.base, s.demo_port);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "stop_conditions:\n  - name: policy-errors\n    severity: error\n    interval: 250ms\n    prometheus: {{ url: {base}, query: \"sum(increase(client_errors_total[10s])) > 0\" }}\n"
+        ),
+    )
+    .expect("write policy");
+    let file = dir.path().join("experiment.yaml");
+    // The hypothesis only asks that Prometheus answers: it holds.
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: policy-stop
+hypothesis:
+  probes:
+    - name: error-ratio
+      interval: 500ms
+      timeout: 2s
+      prometheus: {{ url: {base}, query: "{ERROR_RATIO}" }}
+baseline: 2s
+duration: 4s
+recovery: 5s
+faults:
+  - name: kill-demo-service
+    kill: {{ cmdline: "demo-service --port {port}$", signal: SIGKILL }}
+"#
+        ),
+    )
+    .expect("write experiment");
+    let args = vec!["--policy".to_string(), policy.display().to_string()];
+    let (code, report, stderr) = run_file(dir.path(), &file, &args).await;
+    let md = markdown(dir.path(), &report);
+    assert_eq!(code, 1, "failed by the policy's condition; stderr:\n{stderr}\n{md}");
+    let reason = report["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("stop condition policy-errors (error) turned true at "),
+        "{reason}"
+    );
+    assert!(report.get("aborted_by").is_none(), "not aborted: {reason}");
+    let sc = &report["stop_conditions"][0];
+    assert_eq!(sc["severity"], "error");
+    assert!(f(&sc["value"]) > 0.0, "{sc}");
+    // The run went on for its whole duration after the condition fired.
+    let target = &report["faults"][0]["targets"][0];
+    let held =
+        target["restored_at_ms"].as_u64().expect("restored") - target["injected_at_ms"].as_u64().expect("injected");
+    assert!(held >= 4_000, "the fault stayed its 4 s: {held} ms");
 }
