@@ -19,9 +19,9 @@
 //! - `prometheus.query`: the **error ratio** over the window (errors /
 //!   total), as above;
 //! - `good:` and `total:` (with `prometheus:` naming only the server): two
-//!   expressions, each evaluated on its own to one value, and the error
-//!   ratio is `1 - good / total`. A window with no requests (`total` 0)
-//!   spent nothing: its error ratio is 0.
+//!   expressions, each evaluated to one value for the same instant (the
+//!   API's `time`), and the error ratio is `1 - good / total`. A window
+//!   with no requests (`total` 0) spent nothing: its error ratio is 0.
 //!
 //! ```yaml
 //! error_budget:
