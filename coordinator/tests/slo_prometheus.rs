@@ -16,126 +16,24 @@
 //! Without the `prometheus` binary the tests print why and return, except
 //! with `CI=true`, where that is a failure.
 
+#[path = "support/demo.rs"]
+mod demo;
 #[path = "support/prometheus.rs"]
 mod prometheus;
+#[path = "support/reports.rs"]
+mod reports;
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use prometheus::{free_port, prometheus_binary, start_prometheus, wait_until, Exporter, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use demo::{start_client, Demo};
+use prometheus::{free_port, prometheus_binary, start_prometheus, wait_until, Server};
+use reports::{junit_valid, rendered_pixels};
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
 /// The error ratio clients saw over the last 5 s.
 const ERROR_RATIO: &str = "sum(rate(client_errors_total[5s])) / sum(rate(client_requests_total[5s]))";
-
-/// The demo service on `port` under a supervisor thread that restarts it
-/// `delay` after it dies (at most 50 times); stopped and reaped on drop.
-struct Demo {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Demo {
-    fn start(port: u16, delay: Duration) -> Demo {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for _ in 0..50 {
-                let mut child: Child = Command::new(FAULTLINE)
-                    .args(["demo-service", "--port", &port.to_string()])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start the demo service");
-                // Reaped within 20 ms of dying, so a killed service never
-                // lingers as a zombie.
-                loop {
-                    if flag.load(Ordering::SeqCst) {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return;
-                    }
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let restart_at = Instant::now() + delay;
-                while Instant::now() < restart_at {
-                    if flag.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        });
-        Demo {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One `GET /health` to the demo service, bounded by 1 s (generous: a
-/// slow answer on a loaded machine is not an error a kill caused).
-async fn health(port: u16) -> bool {
-    let attempt = async {
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut answer = Vec::new();
-        tcp.read_to_end(&mut answer).await.ok()?;
-        Some(answer.starts_with(b"HTTP/1.1 200"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), attempt).await,
-        Ok(Some(true))
-    )
-}
-
-/// The client: asks the demo service on `backend` every 100 ms and
-/// exports `client_requests_total` and `client_errors_total`; returns the
-/// exporter's port. Runs until the test's runtime ends.
-async fn start_client(backend: u16) -> u16 {
-    let exporter = Exporter::default();
-    let text = |requests: u64, errors: u64| {
-        format!(
-            "# TYPE client_requests_total counter\nclient_requests_total {requests}\n\
-             # TYPE client_errors_total counter\nclient_errors_total {errors}\n"
-        )
-    };
-    exporter.set(&text(0, 0));
-    let port = exporter.start().await;
-    tokio::spawn(async move {
-        let (mut requests, mut errors) = (0u64, 0u64);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let ok = health(backend).await;
-            requests += 1;
-            errors += u64::from(!ok);
-            // Both counters change in one step: a scrape sees them agree.
-            exporter.set(&text(requests, errors));
-        }
-    });
-    port
-}
 
 /// The demo service, its client and Prometheus scraping the client, with
 /// the error ratio known to Prometheus (0 while the service is up).
@@ -196,86 +94,6 @@ async fn run_file(dir: &std::path::Path, file: &std::path::Path, args: &[String]
 fn markdown(dir: &std::path::Path, report: &serde_json::Value) -> String {
     let id = report["run_id"].as_str().expect("run_id");
     std::fs::read_to_string(dir.join(format!("{id}.md"))).expect("markdown report")
-}
-
-/// Checks the JUnit report in `dir` against Jenkins' junit-10.xsd with
-/// xmllint (Debian's libxml2-utils; a failure when missing under CI=true).
-fn junit_valid(dir: &std::path::Path) {
-    let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/junit-10.xsd");
-    if Command::new("xmllint").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "xmllint is not installed and CI=true forbids skipping (install Debian's libxml2-utils)"
-        );
-        eprintln!("skipping the schema check: xmllint is not installed (Debian package libxml2-utils)");
-        return;
-    }
-    let out = Command::new("xmllint")
-        .args(["--noout", "--schema", xsd])
-        .arg(dir.join("junit.xml"))
-        .output()
-        .expect("run xmllint");
-    assert!(
-        out.status.success(),
-        "junit.xml is not valid against junit-10.xsd:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Pixels of `colour` in a headless-Chromium screenshot of the HTML report
-/// in `dir`; `None` (after saying why) without Chromium outside CI.
-fn rendered_pixels(dir: &std::path::Path, colour: (i32, i32, i32)) -> Option<usize> {
-    let browser = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| {
-        ["/usr/bin", "/usr/local/bin", "/snap/bin"]
-            .iter()
-            .map(|d| format!("{d}/{b}"))
-            .find(|p| std::path::Path::new(p).exists())
-    });
-    let Some(browser) = browser else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
-        );
-        eprintln!("skipping the screenshot: chromium is not installed");
-        return None;
-    };
-    let shot = dir.join("shot.png");
-    let out = Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1000,1100",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", dir.join("report.html").display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run chromium");
-    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).expect("png")));
-    let mut reader = decoder.read_info().expect("png header");
-    let mut buf = vec![0; reader.output_buffer_size().expect("png size")];
-    let info = reader.next_frame(&mut buf).expect("png frame");
-    let px = match info.color_type {
-        png::ColorType::Rgba => 4,
-        png::ColorType::Rgb => 3,
-        other => panic!("unexpected PNG colour type {other:?}"),
-    };
-    let (r, g, b) = colour;
-    Some(
-        buf[..info.buffer_size()]
-            .chunks(px)
-            .filter(|c| (c[0] as i32 - r).abs() < 24 && (c[1] as i32 - g).abs() < 24 && (c[2] as i32 - b).abs() < 24)
-            .count(),
-    )
 }
 
 fn f(v: &serde_json::Value) -> f64 {
