@@ -189,3 +189,117 @@ async fn grpc_probe_over_tls_trusts_the_ca_it_is_given() {
     assert!(err.starts_with("connect error"), "{err}");
     assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "{err}");
 }
+
+/// `insecure_skip_verify` against tonic-health's standard health service
+/// behind a self-signed certificate for a name the probe does not dial:
+/// accepted only when asked for, and the service statuses still count.
+#[tokio::test]
+async fn grpc_probe_with_insecure_skip_verify_accepts_a_self_signed_certificate() {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["faultline-test.invalid".to_string()]).expect("self-signed");
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("demo.Api", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+        cert.pem(),
+        signing_key.serialize_pem(),
+    ));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("tls")
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let insecure = |service: &str| {
+        probe(&format!(
+            "{{name: g, timeout: 2s, grpc: {{address: 'https://127.0.0.1:{port}', service: '{service}', insecure_skip_verify: true}}}}"
+        ))
+    };
+    assert_eq!(check(&insecure("")).await, Ok(()), "the server as a whole");
+    assert_eq!(check(&insecure("demo.Api")).await, Ok(()));
+    reporter
+        .set_service_status("demo.Api", tonic_health::ServingStatus::NotServing)
+        .await;
+    assert_eq!(check(&insecure("demo.Api")).await, Err("NOT_SERVING".into()));
+    let unknown = check(&insecure("nope")).await.expect_err("unknown service");
+    assert!(unknown.starts_with("grpc status NotFound"), "{unknown}");
+
+    // Without the option the same certificate is refused, and plaintext
+    // gRPC does not get through a TLS port.
+    let verified = probe(&format!(
+        "{{name: g, timeout: 2s, grpc: {{address: 'https://127.0.0.1:{port}'}}}}"
+    ));
+    let err = check(&verified)
+        .await
+        .expect_err("a self-signed certificate is not trusted");
+    assert!(err.starts_with("connect error"), "{err}");
+    assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "{err}");
+    let plaintext = probe(&format!(
+        "{{name: g, timeout: 2s, grpc: {{address: 'http://127.0.0.1:{port}'}}}}"
+    ));
+    assert!(check(&plaintext).await.is_err(), "plaintext against a TLS port");
+}
+
+/// The client certificate (mutual TLS) is shown to a server that demands
+/// one, through the same connector.
+#[tokio::test]
+async fn grpc_probe_shows_its_client_certificate_to_a_server_that_requires_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&server_key, &issuer)
+        .expect("cert");
+    let client_key = rcgen::KeyPair::generate().expect("key");
+    let client_cert = rcgen::CertificateParams::new(vec!["probe".to_string()])
+        .expect("params")
+        .signed_by(&client_key, &issuer)
+        .expect("cert");
+    let path = |n: &str| dir.path().join(n);
+    std::fs::write(path("ca.pem"), ca.pem()).expect("ca");
+    std::fs::write(path("client.pem"), client_cert.pem()).expect("cert");
+    std::fs::write(path("client.key"), client_key.serialize_pem()).expect("key");
+
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            server_cert.pem(),
+            server_key.serialize_pem(),
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.pem()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("tls")
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let ca_pem = path("ca.pem");
+    let with_cert = probe(&format!(
+        "{{name: g, timeout: 2s, grpc: {{address: 'https://127.0.0.1:{port}', ca: '{}', cert: '{}', key: '{}'}}}}",
+        ca_pem.display(),
+        path("client.pem").display(),
+        path("client.key").display()
+    ));
+    assert_eq!(check(&with_cert).await, Ok(()));
+    let without = probe(&format!(
+        "{{name: g, timeout: 2s, grpc: {{address: 'https://127.0.0.1:{port}', ca: '{}'}}}}",
+        ca_pem.display()
+    ));
+    assert!(
+        check(&without).await.is_err(),
+        "the server requires a client certificate"
+    );
+}

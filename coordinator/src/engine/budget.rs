@@ -24,7 +24,7 @@ pub(super) async fn gate(budgets: &[ErrorBudget]) -> (Vec<ErrorBudgetReport>, Op
     let mut refusal = None;
     for b in budgets {
         let mut r = ErrorBudgetReport {
-            query: b.query.query.clone(),
+            query: b.query_text(),
             objective: b.objective,
             window_ms: b.window.as_millis() as u64,
             min_remaining: b.min_remaining,

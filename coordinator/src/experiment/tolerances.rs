@@ -37,6 +37,10 @@ pub enum Error {
     ValueNotFinite { field: &'static str, value: f64 },
     #[error("tolerance value.factor {0}: must be at least 1.0")]
     ValueFactor(f64),
+    #[error("tolerance value: between [lo, hi] is min and max in one; write one of them")]
+    ValueBetweenAndBounds,
+    #[error("tolerance value: the lower bound {0} exceeds the upper bound {1}")]
+    ValueBoundsOrder(f64, f64),
     #[error("a tolerance sets exactly one of success_rate, latency or value")]
     NotExactlyOne,
     #[error("tolerance window: must be at least 100ms")]
@@ -72,6 +76,8 @@ struct RawLatency {
 struct RawValue {
     min: Option<f64>,
     max: Option<f64>,
+    /// `[lo, hi]`: `min: lo` and `max: hi` in one.
+    between: Option<(f64, f64)>,
     factor: Option<f64>,
     plus: Option<f64>,
 }
@@ -79,7 +85,18 @@ struct RawValue {
 impl TryFrom<RawValue> for Tolerance {
     type Error = Error;
 
-    fn try_from(v: RawValue) -> Result<Self, Error> {
+    fn try_from(mut v: RawValue) -> Result<Self, Error> {
+        if let Some((lo, hi)) = v.between {
+            if v.min.is_some() || v.max.is_some() {
+                return Err(Error::ValueBetweenAndBounds);
+            }
+            (v.min, v.max) = (Some(lo), Some(hi));
+        }
+        if let (Some(lo), Some(hi)) = (v.min, v.max) {
+            if lo > hi {
+                return Err(Error::ValueBoundsOrder(lo, hi));
+            }
+        }
         for (field, x) in [("min", v.min), ("max", v.max), ("factor", v.factor), ("plus", v.plus)] {
             if let Some(value) = x.filter(|x| !x.is_finite()) {
                 return Err(Error::ValueNotFinite { field, value });
@@ -187,5 +204,43 @@ impl TryFrom<RawTolerance> for Tolerance {
             }
             _ => Err(Error::NotExactlyOne),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(yaml: &str) -> Result<Tolerance, String> {
+        let raw: RawValue = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
+        Tolerance::try_from(raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_value_tolerance_takes_min_max_or_between_and_refuses_mixed_or_reversed_bounds() {
+        assert!(matches!(
+            value("{between: [0.1, 0.5]}"),
+            Ok(Tolerance::Value {
+                min: Some(lo),
+                max: Some(hi)
+            }) if lo == 0.1 && hi == 0.5
+        ));
+        assert!(matches!(
+            value("{max: 0.05}"),
+            Ok(Tolerance::Value {
+                min: None,
+                max: Some(_)
+            })
+        ));
+        assert!(value("{between: [0, 1], max: 2}")
+            .unwrap_err()
+            .contains("between [lo, hi] is min and max in one"));
+        assert!(value("{between: [2, 1]}")
+            .unwrap_err()
+            .contains("the lower bound 2 exceeds the upper bound 1"));
+        assert!(value("{min: 3, max: 1}").unwrap_err().contains("exceeds"));
+        assert!(value("{between: [0, 1], factor: 2}")
+            .unwrap_err()
+            .contains("cannot be combined with factor/plus"));
     }
 }

@@ -3,15 +3,26 @@
 //! status `SERVING`. The two messages are written here by hand with prost
 //! (they are stable and tiny), so no health crate or proto file is needed.
 //!
-//! TLS (`https://` address) uses tonic's rustls client: the system roots
-//! plus an optional `ca`, and an optional client `cert`/`key`.
+//! TLS (`https://` address) is the same as the `http` probe's (see
+//! [`super::tls`]): the system roots plus an optional `ca`, an optional
+//! client `cert`/`key`, or `insecure_skip_verify`. tonic's own TLS options
+//! cannot take a custom certificate verifier, so the probe makes the TLS
+//! connection itself (rustls, ALPN `h2`) and hands tonic the encrypted
+//! stream; the requests still say `https` as their scheme.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::codegen::http::Uri;
+use tonic::transport::Endpoint;
 
+use super::tls::{self, RawTls, Tls};
 use super::{Clients, Kind, Reading};
 
 /// `grpc.health.v1.HealthCheckRequest`.
@@ -52,8 +63,10 @@ pub struct GrpcProbe {
     pub address: String,
     /// The service name asked about; empty for the whole server.
     pub service: String,
-    pub ca: Option<PathBuf>,
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// For `https://` addresses: whom to trust, what to show.
+    pub tls: Option<Tls>,
+    /// The rustls configuration built from `tls` on the first check.
+    config: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, tls::ClientError>>>,
 }
 
 /// Why a written `grpc` probe is refused.
@@ -61,21 +74,17 @@ pub struct GrpcProbe {
 pub enum Error {
     #[error("grpc.address {0:?}: write http://host:port (plaintext) or https://host:port (TLS)")]
     Address(String),
-    #[error("grpc.address {0:?}: ca, cert and key apply to https:// addresses only")]
+    #[error("grpc.address {0:?}: ca, cert, key and insecure_skip_verify apply to https:// addresses only")]
     TlsOnPlaintext(String),
-    #[error("grpc: cert and key go together; set both or neither")]
-    CertWithoutKey,
-    #[error("grpc.insecure_skip_verify: not supported for grpc probes; name the server's CA with ca")]
-    Insecure,
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
 }
 
 /// Why one health check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
-    #[error("tls: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] tls::ClientError),
     #[error("connect error: {0}")]
     Connect(String),
     /// The call ended with a gRPC status other than OK (e.g. NOT_FOUND for
@@ -93,11 +102,8 @@ pub struct RawGrpc {
     address: String,
     #[serde(default)]
     service: String,
-    ca: Option<PathBuf>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    #[serde(default)]
-    insecure_skip_verify: bool,
+    #[serde(flatten)]
+    tls: RawTls,
 }
 
 impl Kind for GrpcProbe {
@@ -114,22 +120,15 @@ impl Kind for GrpcProbe {
         if r.address.parse::<tonic::codegen::http::Uri>().is_err() {
             return Err(Error::Address(r.address));
         }
-        if r.insecure_skip_verify {
-            return Err(Error::Insecure);
-        }
-        if !https && (r.ca.is_some() || r.cert.is_some() || r.key.is_some()) {
+        let t = &r.tls;
+        if !https && (t.ca.is_some() || t.cert.is_some() || t.key.is_some() || t.insecure_skip_verify) {
             return Err(Error::TlsOnPlaintext(r.address));
         }
-        let client_cert = match (r.cert, r.key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => return Err(Error::CertWithoutKey),
-        };
         Ok(GrpcProbe {
+            tls: https.then(|| Tls::from_raw("grpc", r.tls)).transpose()?,
             address: r.address,
             service: r.service,
-            ca: r.ca,
-            client_cert,
+            config: Arc::default(),
         })
     }
 
@@ -142,16 +141,38 @@ impl Kind for GrpcProbe {
     }
 
     async fn check(&self, _clients: &Clients, timeout: Duration) -> Result<Reading, Failure> {
-        let mut endpoint = Endpoint::from_shared(self.address.clone())
-            .map_err(|e| Failure::Connect(e.to_string()))?
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        if self.address.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(self.tls()?)
-                .map_err(|e| Failure::Tls(e.to_string()))?;
-        }
-        let channel = endpoint.connect().await.map_err(|e| Failure::Connect(chain(&e)))?;
+        let channel = match &self.tls {
+            None => Endpoint::from_shared(self.address.clone())
+                .map_err(|e| Failure::Connect(e.to_string()))?
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .connect()
+                .await
+                .map_err(|e| Failure::Connect(chain(&e)))?,
+            Some(tls) => {
+                let origin: Uri = self
+                    .address
+                    .parse()
+                    .map_err(|e: tonic::codegen::http::uri::InvalidUri| Failure::Connect(e.to_string()))?;
+                let connector = TlsConnector {
+                    config: self.config(tls)?,
+                    server_name: server_name(&origin)?,
+                };
+                // tonic would try TLS itself on an https:// endpoint (and
+                // refuse without its own TLS options): it dials the
+                // plaintext form, the connector encrypts, and the origin
+                // keeps `https` in the requests.
+                let dial = self.address.replacen("https://", "http://", 1);
+                Endpoint::from_shared(dial)
+                    .map_err(|e| Failure::Connect(e.to_string()))?
+                    .origin(origin)
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .connect_with_connector(connector)
+                    .await
+                    .map_err(|e| Failure::Connect(chain(&e)))?
+            }
+        };
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| Failure::Connect(chain(&e)))?;
         let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
@@ -171,21 +192,65 @@ impl Kind for GrpcProbe {
 }
 
 impl GrpcProbe {
-    fn tls(&self) -> Result<ClientTlsConfig, Failure> {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| Failure::Read {
-                path: p.clone(),
-                reason: e.to_string(),
+    /// The rustls configuration for `tls`, with ALPN `h2` (gRPC is
+    /// HTTP/2), built once.
+    fn config(&self, tls: &Tls) -> Result<Arc<rustls::ClientConfig>, Failure> {
+        let built = self.config.get_or_init(|| {
+            tls.config().map(|mut c| {
+                c.alpn_protocols = vec![b"h2".to_vec()];
+                Arc::new(c)
             })
-        };
-        let mut tls = ClientTlsConfig::new().with_native_roots();
-        if let Some(ca) = &self.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        if let Some((cert, key)) = &self.client_cert {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        Ok(tls)
+        });
+        Ok(built.clone()?)
+    }
+}
+
+/// The name the server's certificate must carry: the address's host (a DNS
+/// name or an IP address), as a browser would check it.
+fn server_name(uri: &Uri) -> Result<ServerName<'static>, Failure> {
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|e| Failure::Connect(format!("host {host:?}: {e}")))
+}
+
+/// Dials TCP and makes the TLS connection for tonic.
+#[derive(Clone)]
+struct TlsConnector {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+type Io = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tonic::codegen::Service<Uri> for TlsConnector {
+    type Response = Io;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Io, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = tokio_rustls::TlsConnector::from(this.config)
+                .connect(this.server_name, tcp)
+                .await?;
+            Ok(TokioIo::new(tls))
+        })
     }
 }
 
@@ -210,10 +275,14 @@ mod tests {
         for (yaml, want) in [
             ("{address: '127.0.0.1:50051'}", "write http://host:port"),
             ("{address: 'http://h:1', ca: ca.pem}", "https:// addresses only"),
+            (
+                "{address: 'http://h:1', insecure_skip_verify: true}",
+                "https:// addresses only",
+            ),
             ("{address: 'https://h:1', cert: c.pem}", "cert and key go together"),
             (
-                "{address: 'https://h:1', insecure_skip_verify: true}",
-                "not supported for grpc",
+                "{address: 'https://h:1', insecure_skip_verify: true, ca: ca.pem}",
+                "contradict each other",
             ),
         ] {
             let raw: RawGrpc = serde_norway::from_str(yaml).expect("yaml");

@@ -74,7 +74,7 @@ pub struct PrometheusProbe {
 pub enum Error {
     #[error("prometheus.url {0:?}: must start with http:// or https://")]
     Scheme(String),
-    #[error("prometheus.query: must not be empty")]
+    #[error("prometheus.query: required; write a PromQL expression")]
     EmptyQuery,
     #[error("prometheus: between cannot be combined with min or max; write one of them")]
     BetweenAndBounds,
@@ -121,7 +121,7 @@ pub enum Failure {
     NoReduce { series: usize },
     #[error("value is NaN{}", series_suffix(.series))]
     NaN { series: Option<String> },
-    #[error("value {value} {bound}{}", series_suffix(.series))]
+    #[error("value {} {bound}{}", crate::verdict::num(*.value), series_suffix(.series))]
     OutOfBounds {
         value: f64,
         bound: String,
@@ -150,6 +150,10 @@ impl Failure {
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheus {
     url: String,
+    /// Required; left out only where the expression is written elsewhere
+    /// (an error budget's `good`/`total`), so its absence is our message,
+    /// not serde's.
+    #[serde(default)]
     query: String,
     reduce: Option<Reduce>,
     #[serde(default)]
@@ -179,6 +183,18 @@ struct RawBasicAuth {
     username: String,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
+}
+
+impl RawPrometheus {
+    /// Whether `query` was written (and is not blank).
+    pub fn has_query(&self) -> bool {
+        !self.query.trim().is_empty()
+    }
+
+    /// Sets the expression, for a caller that writes it elsewhere.
+    pub fn set_query(&mut self, query: String) {
+        self.query = query;
+    }
 }
 
 impl Kind for PrometheusProbe {
@@ -270,8 +286,19 @@ impl Kind for PrometheusProbe {
 
 impl PrometheusProbe {
     /// Asks the API and returns every series (a scalar is one unnamed
-    /// series).
+    /// series), evaluated now.
     pub async fn query(&self, clients: &Clients, timeout: Duration) -> Result<Vec<Series>, Failure> {
+        self.query_at(clients, timeout, None).await
+    }
+
+    /// [`Self::query`] evaluated at `at` (Unix seconds; the API's `time`):
+    /// two expressions asked for the same instant see the same samples.
+    pub async fn query_at(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+        at: Option<f64>,
+    ) -> Result<Vec<Series>, Failure> {
         let client = match &self.tls {
             Some(tls) => tls.client()?,
             None => clients.http.clone(),
@@ -284,6 +311,9 @@ impl PrometheusProbe {
             .get(format!("{}/api/v1/query", self.url))
             .query(&[("query", self.query.as_str()), ("timeout", server_timeout.as_str())])
             .timeout(timeout);
+        if let Some(at) = at {
+            req = req.query(&[("time", format!("{at:.3}"))]);
+        }
         if let Some(token) = &self.bearer_token {
             req = req.bearer_auth(read_secret(token, "bearer token")?);
         }
@@ -541,7 +571,8 @@ mod tests {
     fn written_mistakes_are_refused_in_the_files_words() {
         let cases = [
             ("{url: 'p:9090', query: up}", "must start with http:// or https://"),
-            ("{url: 'http://p', query: ' '}", "prometheus.query: must not be empty"),
+            ("{url: 'http://p', query: ' '}", "prometheus.query: required"),
+            ("{url: 'http://p'}", "prometheus.query: required"),
             (
                 "{url: 'http://p', query: up, between: [2, 1]}",
                 "first bound must not exceed",

@@ -1,5 +1,8 @@
 //! TLS for the probes that speak HTTPS (`http` with an `https://` URL,
-//! `prometheus`): which servers to trust and which certificate to show.
+//! `prometheus`) and for `grpc` over `https://`: which servers to trust and
+//! which certificate to show. All three build their rustls configuration
+//! here, so `ca`, `cert`/`key` and `insecure_skip_verify` mean the same for
+//! each.
 //!
 //! The client is rustls with the ring provider (the one tonic already uses
 //! for the agent links), built once per probe on its first check, so a file
@@ -90,6 +93,15 @@ impl Tls {
     }
 
     fn build(&self) -> Result<reqwest::Client, ClientError> {
+        base_builder()
+            .tls_backend_preconfigured(self.config()?)
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))
+    }
+
+    /// The rustls client configuration the options describe (no ALPN set;
+    /// a caller speaking HTTP/2 directly adds `h2`).
+    pub fn config(&self) -> Result<rustls::ClientConfig, ClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -113,16 +125,12 @@ impl Tls {
             }
             builder.with_root_certificates(roots)
         };
-        let config = match &self.client_cert {
+        Ok(match &self.client_cert {
             Some((cert, key)) => builder
                 .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
                 .map_err(|e| ClientError::Config(format!("cert {}: {e}", cert.display())))?,
             None => builder.with_no_client_auth(),
-        };
-        base_builder()
-            .tls_backend_preconfigured(config)
-            .build()
-            .map_err(|e| ClientError::Config(e.to_string()))
+        })
     }
 }
 

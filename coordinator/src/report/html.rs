@@ -1,8 +1,10 @@
 //! A self-contained HTML report: no scripts, no fonts, no network fetches.
 //! One SVG timeline per probe — latency of successful samples as a line,
 //! failed samples as red marks along the top, the baseline p50–p99 band, the
-//! fault windows shaded, and restore and recovery marked — followed by the
-//! tables of the Markdown report.
+//! fault windows shaded, and restore and recovery marked; for a probe that
+//! measures a value (prometheus) a second SVG of the value itself, with the
+//! baseline mean and the probe's bounds — followed by the tables of the
+//! Markdown report, the stop conditions and the error budgets.
 
 use std::fmt::Write;
 
@@ -14,6 +16,8 @@ use crate::stats::PhaseStats;
 /// Colour of the latency line (tests look for it in screenshots).
 pub const LINE_COLOUR: &str = "#1f77b4";
 const ERROR_COLOUR: &str = "#d62728";
+/// Colour of a metric probe's value line.
+pub const VALUE_COLOUR: &str = "#9467bd";
 const W: f64 = 900.0;
 const H: f64 = 240.0;
 const ML: f64 = 56.0;
@@ -60,23 +64,7 @@ pub fn timeline(r: &Report, p: &ProbeReport) -> String {
         escape(&p.name)
     );
     let _ = write!(s, r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>"##);
-    // Fault windows.
-    for f in &r.faults {
-        for t in &f.targets {
-            if let Some(a) = t.injected_at_ms {
-                let b = t.restored_at_ms.unwrap_or(r.duration_ms) as f64;
-                let _ = write!(
-                    s,
-                    r##"<rect class="fault" x="{:.1}" y="{MT}" width="{:.1}" height="{:.1}" fill="#d62728" fill-opacity="0.12"><title>{} on {}</title></rect>"##,
-                    x(a as f64),
-                    (x(b) - x(a as f64)).max(1.0),
-                    H - MT - MB,
-                    escape(&f.name),
-                    escape(&t.agent_id)
-                );
-            }
-        }
-    }
+    fault_windows(&mut s, r, &x);
     // Baseline band p50..p99.
     if let (Some(lo), Some(hi)) = (p.baseline.p50_ms, p.baseline.p99_ms) {
         let _ = write!(
@@ -191,6 +179,137 @@ pub fn timeline(r: &Report, p: &ProbeReport) -> String {
     s
 }
 
+/// Shades each fault window of `r` on a chart whose x axis is `x`.
+fn fault_windows(s: &mut String, r: &Report, x: &dyn Fn(f64) -> f64) {
+    for f in &r.faults {
+        for t in &f.targets {
+            if let Some(a) = t.injected_at_ms {
+                let b = t.restored_at_ms.unwrap_or(r.duration_ms) as f64;
+                let _ = write!(
+                    s,
+                    r##"<rect class="fault" x="{:.1}" y="{MT}" width="{:.1}" height="{:.1}" fill="#d62728" fill-opacity="0.12"><title>{} on {}</title></rect>"##,
+                    x(a as f64),
+                    (x(b) - x(a as f64)).max(1.0),
+                    H - MT - MB,
+                    escape(&f.name),
+                    escape(&t.agent_id)
+                );
+            }
+        }
+    }
+}
+
+/// A number for an axis label: short, whatever its size.
+fn axis_num(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 0.01 || v.abs() >= 1e6) {
+        format!("{v:.1e}")
+    } else {
+        crate::verdict::num((v * 1000.0).round() / 1000.0)
+    }
+}
+
+/// The SVG of the values a metric probe (prometheus) measured over time:
+/// one line through every sample that has a value (a failed sample's value
+/// is drawn too, as a red dot: it is why it failed), the baseline mean as a
+/// dashed line, the fault windows shaded. `None` for a probe without values.
+pub fn value_timeline(r: &Report, p: &ProbeReport) -> Option<String> {
+    let points: Vec<(f64, f64, bool)> = p
+        .samples
+        .iter()
+        .filter_map(|s| s.value.filter(|v| v.is_finite()).map(|v| (s.at_ms as f64, v, s.ok)))
+        .collect();
+    if points.is_empty() {
+        return None;
+    }
+    let end = (r.duration_ms.max(1)) as f64;
+    let x = |ms: f64| ML + (ms / end).clamp(0.0, 1.0) * (W - ML - MR);
+    let (mut lo, mut hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v, _)| {
+            (lo.min(*v), hi.max(*v))
+        });
+    if let Some(b) = p.baseline.value_mean {
+        lo = lo.min(b);
+        hi = hi.max(b);
+    }
+    lo = lo.min(0.0);
+    if hi - lo < 1e-12 {
+        hi = lo + 1.0;
+    }
+    hi += (hi - lo) * 0.15;
+    let y = |v: f64| H - MB - ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * (H - MT - MB);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="values" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{} value over time">"#,
+        escape(&p.name)
+    );
+    let _ = write!(s, r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>"##);
+    fault_windows(&mut s, r, &x);
+    let _ = write!(
+        s,
+        r##"<line x1="{ML}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#444"/><line x1="{ML}" y1="{MT}" x2="{ML}" y2="{:.1}" stroke="#444"/>"##,
+        H - MB,
+        W - MR,
+        H - MB,
+        H - MB
+    );
+    for frac in [0.0, 0.5, 1.0] {
+        let v = lo + (hi - lo) * frac;
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end" fill="#444">{}</text>"##,
+            ML - 4.0,
+            y(v) + 3.0,
+            axis_num(v)
+        );
+    }
+    let step = ((end / 1000.0 / 10.0).ceil().max(1.0)) * 1000.0;
+    let mut t = 0.0;
+    while t <= end {
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#444">{:.0}s</text>"##,
+            x(t),
+            H - MB + 14.0,
+            t / 1000.0
+        );
+        t += step;
+    }
+    if let Some(b) = p.baseline.value_mean {
+        let _ = write!(
+            s,
+            r##"<line class="baseline-mean" x1="{ML}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#2ca02c" stroke-dasharray="6 3"><title>baseline mean {2}</title></line>"##,
+            y(b),
+            W - MR,
+            axis_num(b)
+        );
+    }
+    let pts: Vec<String> = points
+        .iter()
+        .map(|(t, v, _)| format!("{:.1},{:.1}", x(*t), y(*v)))
+        .collect();
+    let _ = write!(
+        s,
+        r#"<polyline class="value" fill="none" stroke="{VALUE_COLOUR}" stroke-width="2" points="{}"/>"#,
+        pts.join(" ")
+    );
+    for (t, v, ok) in &points {
+        let colour = if *ok { VALUE_COLOUR } else { ERROR_COLOUR };
+        let _ = write!(
+            s,
+            r#"<circle class="{}" cx="{:.1}" cy="{:.1}" r="2.5" fill="{colour}"><title>{} at {:.1}s</title></circle>"#,
+            if *ok { "value-ok" } else { "value-failed" },
+            x(*t),
+            y(*v),
+            axis_num(*v),
+            t / 1000.0
+        );
+    }
+    s.push_str("</svg>");
+    Some(s)
+}
+
 /// Renders the whole report as one HTML document.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
@@ -233,6 +352,12 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
             escape(&p.target),
             timeline(r, p)
         );
+        if let Some(chart) = value_timeline(r, p) {
+            let _ = write!(
+                o,
+                "<p class=\"legend\"><span style=\"color:{VALUE_COLOUR}\">━ value</span><span style=\"color:{ERROR_COLOUR}\">● failed sample's value</span><span style=\"color:#2ca02c\">┅ baseline mean</span></p>\n{chart}\n"
+            );
+        }
     }
     let _ = write!(
         o,
@@ -277,7 +402,11 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
             );
         }
     }
-    o.push_str("</table><h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th><th>observed</th></tr>");
+    o.push_str("</table>");
+    values_table(&mut o, r);
+    stop_conditions(&mut o, r);
+    error_budgets(&mut o, r);
+    o.push_str("<h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th><th>observed</th></tr>");
     for f in &r.faults {
         for t in &f.targets {
             let at = |v: Option<u64>| {
@@ -326,6 +455,95 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
     }
     o.push_str("</body></html>\n");
     o
+}
+
+/// The values of metric probes per phase, with the mean's change.
+fn values_table(o: &mut String, r: &Report) {
+    let measuring: Vec<&ProbeReport> = r
+        .probes
+        .iter()
+        .filter(|p| p.samples.iter().any(|s| s.value.is_some()))
+        .collect();
+    if measuring.is_empty() {
+        return;
+    }
+    let num = |v: Option<f64>| v.map(axis_num).unwrap_or_else(|| "–".into());
+    o.push_str("<h2>Values</h2><table><tr><th>probe</th><th>phase</th><th>min</th><th>mean</th><th>max</th><th>mean vs baseline</th></tr>");
+    for p in measuring {
+        for (phase, st) in [
+            ("baseline", &p.baseline),
+            ("during", &p.during),
+            ("recovery", &p.recovery),
+        ] {
+            let delta = match (phase, st.value_mean.zip(p.baseline.value_mean)) {
+                ("baseline", _) | (_, None) => "–".to_string(),
+                (_, Some((v, b))) => format!("{}{}", if v >= b { "+" } else { "" }, axis_num(v - b)),
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{phase}</td><td>{}</td><td>{}</td><td>{}</td><td>{delta}</td></tr>",
+                escape(&p.name),
+                num(st.value_min),
+                num(st.value_mean),
+                num(st.value_max)
+            );
+        }
+    }
+    o.push_str("</table>");
+}
+
+/// Each stop condition: evaluations, when it turned true, with what value,
+/// and how long the faults stayed after that.
+fn stop_conditions(o: &mut String, r: &Report) {
+    if r.stop_conditions.is_empty() {
+        return;
+    }
+    o.push_str("<h2>Stop conditions</h2><table><tr><th>condition</th><th>severity</th><th>query</th><th>evaluations</th><th>errors</th><th>true at</th><th>value</th><th>restored after</th></tr>");
+    let secs = |v: Option<u64>| v.map(|v| format!("{:.2} s", v as f64 / 1000.0));
+    for sc in &r.stop_conditions {
+        let errors = sc.evaluations.iter().filter(|e| e.error.is_some()).count();
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{errors}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&sc.name),
+            sc.severity,
+            escape(&sc.query),
+            sc.evaluations.len(),
+            if sc.fired_at_ms.is_some() { "failed" } else { "passed" },
+            secs(sc.fired_at_ms).unwrap_or_else(|| "never".into()),
+            sc.value.map(axis_num).unwrap_or_else(|| "–".into()),
+            sc.restored_after_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "–".into())
+        );
+    }
+    o.push_str("</table>");
+}
+
+/// Each error-budget gate with the budget left before and after the run.
+fn error_budgets(o: &mut String, r: &Report) {
+    if r.error_budgets.is_empty() {
+        return;
+    }
+    let pct = |v: Option<f64>| {
+        v.map(|v| format!("{}%", crate::verdict::num((v * 1000.0).round() / 10.0)))
+            .unwrap_or_else(|| "–".into())
+    };
+    o.push_str("<h2>Error budget</h2><table><tr><th>error ratio</th><th>objective</th><th>window</th><th>min remaining</th><th>before</th><th>after</th><th>error</th></tr>");
+    for b in &r.error_budgets {
+        let _ = write!(
+            o,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&b.query),
+            pct(Some(b.objective)),
+            crate::experiment::fmt_duration(std::time::Duration::from_millis(b.window_ms)),
+            pct(Some(b.min_remaining)),
+            pct(b.remaining_before),
+            pct(b.remaining_after),
+            escape(b.error.as_deref().unwrap_or("–"))
+        );
+    }
+    o.push_str("</table>");
 }
 
 /// What the agent observed of one fault on one target, kind-agnostic:

@@ -1,8 +1,12 @@
 //! JUnit XML for CI: one test case per tolerance of each probe (checked on
 //! the samples taken during the fault), one per probe for "recovers after
 //! restore", and one for the run itself when it ended without a verdict
-//! (not steady, aborted, error, invalid). The Markdown report goes into
-//! `system-out`, so a CI page shows the whole run next to the failures.
+//! (not steady, aborted, error, invalid), and one per stop condition (a
+//! failure when it turned true). Each probe's figures per phase and their
+//! change against the baseline are suite properties
+//! (`probe.<probe>.<phase>.<figure>`, `probe.<probe>.delta.<figure>`), as
+//! are the error budgets before and after the run. The Markdown report goes
+//! into `system-out`, so a CI page shows the whole run next to the failures.
 
 use std::fmt::Write;
 
@@ -38,6 +42,81 @@ struct Case {
     class: String,
     name: String,
     result: Result,
+}
+
+/// The probes' figures per phase with their change against the baseline,
+/// the stop conditions' and the error budgets' outcomes, as
+/// `(property name, value)`.
+fn figures(r: &Report) -> Vec<(String, String)> {
+    let num = |v: f64| crate::verdict::num((v * 1000.0).round() / 1000.0);
+    let mut out = Vec::new();
+    for p in &r.probes {
+        for (phase, st) in [
+            ("baseline", &p.baseline),
+            ("during", &p.during),
+            ("recovery", &p.recovery),
+        ] {
+            let prefix = format!("probe.{}.{phase}", p.name);
+            out.push((format!("{prefix}.samples"), st.samples.to_string()));
+            out.push((
+                format!("{prefix}.success_rate"),
+                format!("{}%", num(st.success_rate * 100.0)),
+            ));
+            for (name, v) in [
+                ("p50_ms", st.p50_ms),
+                ("p99_ms", st.p99_ms),
+                ("value_min", st.value_min),
+                ("value_mean", st.value_mean),
+                ("value_max", st.value_max),
+            ] {
+                if let Some(v) = v {
+                    out.push((format!("{prefix}.{name}"), num(v)));
+                }
+            }
+        }
+        let prefix = format!("probe.{}.delta", p.name);
+        if p.during.samples > 0 {
+            out.push((
+                format!("{prefix}.success_rate_points"),
+                num(p.delta.success_rate_points),
+            ));
+        }
+        for (name, v) in [
+            ("p50_ms", p.delta.p50_ms),
+            ("p99_ms", p.delta.p99_ms),
+            ("value_mean", p.delta.value_mean),
+        ] {
+            if let Some(v) = v {
+                out.push((format!("{prefix}.{name}"), num(v)));
+            }
+        }
+        if let Some(ttr) = p.time_to_recovery_ms {
+            out.push((format!("probe.{}.time_to_recovery_ms", p.name), ttr.to_string()));
+        }
+    }
+    for sc in &r.stop_conditions {
+        let prefix = format!("stop_condition.{}", sc.name);
+        out.push((format!("{prefix}.evaluations"), sc.evaluations.len().to_string()));
+        if let Some(at) = sc.fired_at_ms {
+            out.push((format!("{prefix}.fired_at_ms"), at.to_string()));
+        }
+        if let Some(v) = sc.value {
+            out.push((format!("{prefix}.value"), num(v)));
+        }
+        if let Some(ms) = sc.restored_after_ms {
+            out.push((format!("{prefix}.restored_after_ms"), ms.to_string()));
+        }
+    }
+    for (i, b) in r.error_budgets.iter().enumerate() {
+        let pct = |v: f64| format!("{}%", num(v * 100.0));
+        if let Some(v) = b.remaining_before {
+            out.push((format!("error_budget.{i}.remaining_before"), pct(v)));
+        }
+        if let Some(v) = b.remaining_after {
+            out.push((format!("error_budget.{i}.remaining_after"), pct(v)));
+        }
+    }
+    out
 }
 
 /// Renders `r` as a JUnit XML document.
@@ -79,6 +158,26 @@ pub fn render(r: &Report) -> String {
                     crate::experiment::fmt_duration(std::time::Duration::from_millis(r.experiment.recovery_ms))
                 ))
             },
+        });
+    }
+    for sc in &r.stop_conditions {
+        let result = match (sc.fired_at_ms, sc.evaluations.is_empty()) {
+            (Some(at), _) => Result::Failed(format!(
+                "{} returned {} at {:.1}s{}",
+                sc.query,
+                sc.value.map(crate::verdict::num).unwrap_or_else(|| "a series".into()),
+                at as f64 / 1000.0,
+                sc.restored_after_ms
+                    .map(|ms| format!("; every fault restored {ms} ms later"))
+                    .unwrap_or_default()
+            )),
+            (None, true) => Result::Skipped("not evaluated: no fault was injected".into()),
+            (None, false) => Result::Passed,
+        };
+        cases.push(Case {
+            class: format!("faultline.{exp}.stop_conditions"),
+            name: format!("{} ({})", sc.name, sc.severity),
+            result,
         });
     }
     if !matches!(r.outcome, Outcome::Passed | Outcome::Failed) {
@@ -131,6 +230,14 @@ pub fn render(r: &Report) -> String {
                 );
             }
         }
+    }
+    for (name, value) in figures(r) {
+        let _ = writeln!(
+            o,
+            r#"      <property name="{}" value="{}"/>"#,
+            escape(&name),
+            escape(&value)
+        );
     }
     let _ = writeln!(o, "    </properties>");
     for c in &cases {

@@ -266,7 +266,10 @@ fn stop_conditions(o: &mut String, r: &Report) {
             errors,
             s.fired_at_ms.map(secs).unwrap_or_else(|| "never".into()),
             s.value.map(crate::verdict::num).unwrap_or_else(|| "–".into()),
-            s.restored_after_ms.map(secs).unwrap_or_else(|| "–".into()),
+            // In ms: an abort path is measured in milliseconds.
+            s.restored_after_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "–".into()),
         );
     }
     let _ = writeln!(o);

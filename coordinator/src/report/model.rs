@@ -85,9 +85,9 @@ pub struct PhaseSpan {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeReport {
     pub name: String,
-    /// http, tcp or command.
+    /// The probe kind: http, tcp, command, prometheus or grpc.
     pub kind: String,
-    /// URL, address or command.
+    /// URL, address, command, or a prometheus probe's URL and query.
     pub target: String,
     pub interval_ms: u64,
     /// Samples taken before anything was injected.
@@ -274,7 +274,8 @@ pub struct StopEvaluation {
 /// An error-budget gate in a report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorBudgetReport {
-    /// The error-ratio query, `$window` replaced.
+    /// The error-ratio query, `$window` replaced; for a good/total SLI,
+    /// `1 - (good) / (total)`.
     pub query: String,
     pub objective: f64,
     pub window_ms: u64,
