@@ -1110,3 +1110,55 @@ fn runs_prune_deletes_old_finished_runs_and_keeps_running_ones() {
     let out = faultline(&["runs", "prune", "--older-than", "soon", "--db", d]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+/// Regression: on a host without a CA bundle (a minimal container or VM),
+/// building the probe client failed ("No CA certificates were loaded from
+/// the system"), the fallback `reqwest::Client::new()` panicked, and every
+/// run ended as an internal error (exit 5) — even with only a tcp probe.
+#[test]
+fn a_host_without_ca_certificates_can_still_run_experiments() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A second number `sleep` adds to the first: unique per test process.
+    let marker = format!("0.{}1", std::process::id());
+    let mut sleeper = Command::new("sh")
+        .args(["-c", &format!("exec sleep 60 {marker}")])
+        .spawn()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-ca.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: no-ca
+hypothesis:
+  probes:
+    - name: listener
+      interval: 100ms
+      tcp: {{ address: "127.0.0.1:{port}" }}
+baseline: 300ms
+duration: 300ms
+recovery: 300ms
+faults:
+  - name: nudge
+    kill: {{ cmdline: "sleep 60 {marker}$", signal: SIGCONT }}
+"#
+        ),
+    )
+    .unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let out = Command::new(FAULTLINE)
+        .args(["run", file.to_str().unwrap(), "--quiet"])
+        .env("FAULTLINE_DB", db.path().join("history.db"))
+        .env("SSL_CERT_FILE", dir.path().join("no-such-bundle.pem"))
+        .env("SSL_CERT_DIR", dir.path().join("no-such-dir"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    drop(listener);
+    let err = text(&out.stderr);
+    assert!(!err.contains("No CA certificates"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}\n{}", text(&out.stdout));
+}

@@ -65,6 +65,8 @@ mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mkdir -p /run/netns /var/lib
+echo faultline-vm > /proc/sys/kernel/hostname
+echo 1 > /proc/sys/kernel/printk
 for m in /lib/modules/*.ko*; do insmod "$m" || echo "@@ INSMOD-FAILED $m"; done
 echo "@@ KERNEL $(uname -r) netem=$(test -d /sys/module/sch_netem && echo loaded)"
 ip link set lo up
@@ -103,6 +105,8 @@ t1=$(date +%s%N)
 echo "@@ CLEANED-MS $(( (t1 - t0) / 1000000 ))"
 echo "@@ AFTER-RESTART $(qdisc)"
 echo "@@ AGENT2-LOG $(grep -i -E 'restor|clean' /tmp/agent2.log | head -5 | tr '\n' ' ')"
+echo "@@ LONG-OUT $(tail -5 /tmp/long.out | tr '\n' ' ')"
+echo "@@ AGENT1-LOG $(tail -5 /tmp/agent1.log | tr '\n' ' ')"
 echo "@@ DONE"
 echo o > /proc/sysrq-trigger
 sleep 10

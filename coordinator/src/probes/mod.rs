@@ -41,7 +41,7 @@ pub struct Clients {
 impl Default for Clients {
     fn default() -> Self {
         Clients {
-            http: tls::base_builder().build().unwrap_or_else(|_| reqwest::Client::new()),
+            http: tls::default_client(),
         }
     }
 }

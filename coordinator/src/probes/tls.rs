@@ -134,6 +134,42 @@ impl Tls {
     }
 }
 
+/// The client of probes without TLS options (plain http, prometheus over
+/// http, stop conditions, error budgets): the system's roots as rustls
+/// reads them — none at all on a host without a CA bundle, which is fine
+/// for plain http. reqwest's own verifier refuses to build a client on
+/// such a host ("No CA certificates were loaded from the system"), and a
+/// fallback to `reqwest::Client::new()` then panicked, ending every run on
+/// a minimal host or container as an internal error.
+pub fn default_client() -> reqwest::Client {
+    let tls = Tls {
+        ca: None,
+        client_cert: None,
+        insecure_skip_verify: false,
+        client: Arc::default(),
+    };
+    match tls.build() {
+        Ok(c) => c,
+        Err(e) => {
+            // Not reachable with ring and no files to read; kept total.
+            tracing::warn!(error = %e, "building the probe client with the system's roots failed; https probes without `ca` will fail");
+            let empty = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                });
+            match empty {
+                Ok(cfg) => base_builder()
+                    .tls_backend_preconfigured(cfg)
+                    .build()
+                    .unwrap_or_default(),
+                Err(_) => reqwest::Client::default(),
+            }
+        }
+    }
+}
+
 /// The settings every probe client shares. reqwest is built without a
 /// crypto provider of its own, so ring is installed as the process's
 /// default first (a no-op when one is already installed).
