@@ -184,6 +184,11 @@ pub struct MetricResult {
     pub outliers_removed: u64,
     /// One sentence why, for reports.
     pub reason: String,
+    /// The change went beyond `critical_increase`/`critical_decrease`:
+    /// the score is 0 whether or not the metric is `critical`. (Added by
+    /// the statistics; absent in older serialized results → false.)
+    #[serde(default)]
+    pub critical_effect: bool,
 }
 
 /// The canary score's verdict.
