@@ -13,6 +13,7 @@
 //!   Fisher's exact tests, Welch's t-test.
 //! - [`classify`]: NaN and outlier handling, effect sizes, direction and the
 //!   `pass` / `high` / `low` / `nodata` classification of one metric.
+//! - [`sim`]: seeded A/A and power simulations (tests and the bench).
 //! - [`score`]: the weighted 0–100 score and its `pass` / `marginal` / `fail`
 //!   verdict (a critical metric that is not `pass` ends at 0).
 //!
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod classify;
 pub mod score;
+pub mod sim;
 pub mod stats;
 
 /// Which change of the canary relative to the control is bad.

@@ -624,7 +624,10 @@ pub fn fisher_exact(x_ok: u64, x_n: u64, y_ok: u64, y_n: u64) -> Result<Fisher> 
     let mut w = vec![0.0f64; len];
     w[(mode - lo) as usize] = 1.0;
     let ratio = |k: u64| -> f64 {
-        ((successes - k) as f64 * (x_n - k) as f64) / ((k + 1) as f64 * (total - successes - x_n + k + 1) as f64)
+        // Failures left for the control row: (total − successes) − (x_n − k) ≥ 0
+        // on the support; computed in f64 so no step underflows.
+        let control_failures = (total - successes) as f64 - (x_n - k) as f64;
+        ((successes - k) as f64 * (x_n - k) as f64) / ((k + 1) as f64 * (control_failures + 1.0))
     };
     for k in mode..hi {
         let i = (k - lo) as usize;

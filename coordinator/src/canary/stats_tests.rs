@@ -283,6 +283,12 @@ fn fisher_matches_the_tea_tasting_table() {
     let r = fisher_exact(5, 5, 7, 7).unwrap();
     assert_eq!(r.p.two_sided, 1.0);
     assert!(r.odds_ratio.is_nan());
+    // 9/10 against 10/10: one failure in all, so X is 9 or 10 with
+    // C(19,9)·C(1,1)/C(20,10) = 1/2 each (a table where the failures are
+    // fewer than the canary's trials).
+    let r = fisher_exact(9, 10, 10, 10).unwrap();
+    assert_close!(r.p.less, 0.5, 1e-14);
+    assert_eq!((r.p.greater, r.p.two_sided), (1.0, 1.0));
     // 0/10 against 10/10: P(X = 0) = 1/C(20,10) = 1/184756.
     let r = fisher_exact(0, 10, 10, 10).unwrap();
     assert_close!(r.p.less, 1.0 / 184_756.0, 1e-12);
