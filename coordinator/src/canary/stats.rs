@@ -31,10 +31,12 @@
 //!   (tolerance 1e-4); this one stays an order statistic (no tie
 //!   correction, so with ties it is a little wider). The `m·n` differences
 //!   are never stored: the k-th smallest is found by bisecting the `f64`
-//!   bit patterns between the smallest and largest difference, counting
-//!   the pairs `x_i − y_j ≤ d` with two pointers over the sorted samples
-//!   (O(m + n) per probe, at most 64 probes), which returns exactly the
-//!   k-th smallest floating-point difference.
+//!   bit patterns between the smallest and largest difference (midpoints
+//!   in value for the first 48 probes, in bit pattern after, so at most 112
+//!   probes), counting the pairs `x_i − y_j ≤ d` with two pointers over the
+//!   sorted samples (O(m + n) per probe) until at most `2(m + n)`
+//!   differences remain in the bracket, which are then listed and sorted.
+//!   It returns exactly the k-th smallest floating-point difference.
 //! - [`welch`]: Welch's t-test (`scipy.stats.ttest_ind(x, y,
 //!   equal_var=False)`) with the Welch–Satterthwaite degrees of freedom, a
 //!   Student-t distribution from the regularized incomplete beta function,
@@ -356,30 +358,114 @@ fn count_le(xs: &[f64], ys: &[f64], d: f64) -> u64 {
     count
 }
 
-/// The k-th smallest (1-based) of the differences `x_i − y_j` of two
-/// ascending samples, exactly, without storing them.
-fn kth_difference(xs: &[f64], ys: &[f64], k: u64) -> f64 {
-    let lo_v = xs[0] - ys[ys.len() - 1];
-    let hi_v = xs[xs.len() - 1] - ys[0];
-    // -0.0 and +0.0 compare equal: start from the bits of -0.0 when the
-    // minimum is a zero so the search space covers both.
-    let mut lo = ordered_bits(if lo_v == 0.0 { -0.0 } else { lo_v });
-    let mut hi = ordered_bits(hi_v);
-    // Invariant: count_le(hi) ≥ k; the answer is the smallest such value.
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if count_le(xs, ys, from_ordered_bits(mid)) >= k {
-            hi = mid;
-        } else {
-            lo = mid + 1;
+/// The differences `d` with `lo < d ≤ hi`, unsorted.
+fn differences_between(xs: &[f64], ys: &[f64], lo: f64, hi: f64) -> Vec<f64> {
+    let n = ys.len();
+    let (mut j_hi, mut j_lo) = (0usize, 0usize);
+    let mut out = Vec::new();
+    for &xi in xs {
+        while j_hi < n && xi - ys[j_hi] > hi {
+            j_hi += 1;
+        }
+        while j_lo < n && xi - ys[j_lo] > lo {
+            j_lo += 1;
+        }
+        out.extend(ys[j_hi..j_lo.max(j_hi)].iter().map(|&y| xi - y));
+    }
+    out
+}
+
+/// The `k1`-th to `k2`-th smallest (1-based, `k1 ≤ k2`) of the differences
+/// `x_i − y_j` of two ascending samples, exactly, without storing all of
+/// them: bisection over the bit patterns of `f64` keeps a bracket
+/// `(lo, hi]` with fewer than `k1` differences at or below `lo` and at
+/// least `k2` at or below `hi`; once at most `limit` differences lie inside
+/// it they are listed and sorted. A bracket holding a single value (heavy
+/// ties) answers at once; a probe that falls between `k1` and `k2` splits
+/// the range in two. At most 112 probes of O(m + n) each (see [`probe`]).
+fn kth_differences(xs: &[f64], ys: &[f64], k1: u64, k2: u64, limit: u64) -> Vec<f64> {
+    let min = xs[0] - ys[ys.len() - 1];
+    let max = xs[xs.len() - 1] - ys[0];
+    // Just below the smallest difference (and below -0.0 when it is a zero).
+    let lo = ordered_bits(if min == 0.0 { -0.0 } else { min }) - 1;
+    let hi = ordered_bits(max);
+    let cells = xs.len() as u64 * ys.len() as u64;
+    let mut out = Vec::with_capacity((k2 - k1 + 1) as usize);
+    let bracket = Bracket {
+        lo,
+        c_lo: 0,
+        hi,
+        c_hi: cells,
+        probes: 0,
+    };
+    select_range(xs, ys, k1, k2, bracket, limit, &mut out);
+    out.into_iter().map(|v| if v == 0.0 { 0.0 } else { v }).collect()
+}
+
+/// Ordered bit patterns `lo < hi` and the counts of differences at or
+/// below each; `probes` counted so far.
+#[derive(Clone, Copy)]
+struct Bracket {
+    lo: u64,
+    c_lo: u64,
+    hi: u64,
+    c_hi: u64,
+    probes: u32,
+}
+
+/// Probes before the bisection switches from the midpoint in value (which
+/// halves the bracket's width, and so roughly its count) to the midpoint in
+/// bit patterns (which reaches adjacent floats in at most 64 more).
+const VALUE_PROBES: u32 = 48;
+
+/// The next probe strictly inside the bracket (`hi − lo ≥ 2`).
+fn probe(b: &mut Bracket) -> u64 {
+    b.probes += 1;
+    if b.probes <= VALUE_PROBES {
+        let (lo, hi) = (from_ordered_bits(b.lo), from_ordered_bits(b.hi));
+        let mid = ordered_bits(lo + (hi - lo) / 2.0);
+        if mid > b.lo && mid < b.hi && (hi - lo).is_finite() {
+            return mid;
         }
     }
-    let v = from_ordered_bits(lo);
-    if v == 0.0 {
-        0.0
-    } else {
-        v
+    b.lo + (b.hi - b.lo) / 2
+}
+
+fn select_range(xs: &[f64], ys: &[f64], k1: u64, k2: u64, mut b: Bracket, limit: u64, out: &mut Vec<f64>) {
+    loop {
+        if b.hi - b.lo <= 1 {
+            // Only the value `hi` lies in the bracket.
+            out.extend((k1..=k2).map(|_| from_ordered_bits(b.hi)));
+            return;
+        }
+        if b.c_hi - b.c_lo <= limit {
+            let mut v = differences_between(xs, ys, from_ordered_bits(b.lo), from_ordered_bits(b.hi));
+            v.sort_by(f64::total_cmp);
+            out.extend((k1..=k2).map(|k| v[(k - b.c_lo - 1) as usize]));
+            return;
+        }
+        let mid = probe(&mut b);
+        let c = count_le(xs, ys, from_ordered_bits(mid));
+        if c >= k2 {
+            b.hi = mid;
+            b.c_hi = c;
+        } else if c < k1 {
+            b.lo = mid;
+            b.c_lo = c;
+        } else {
+            // Ranks k1..=c are at or below `mid`, c+1..=k2 above it.
+            select_range(xs, ys, k1, c, Bracket { hi: mid, c_hi: c, ..b }, limit, out);
+            select_range(xs, ys, c + 1, k2, Bracket { lo: mid, c_lo: c, ..b }, limit, out);
+            return;
+        }
     }
+}
+
+/// The k-th smallest (1-based) difference, listing at most `2(m + n)`
+/// candidates at the end.
+fn kth_difference(xs: &[f64], ys: &[f64], k: u64) -> f64 {
+    let limit = 2 * (xs.len() + ys.len()) as u64;
+    kth_differences(xs, ys, k, k, limit)[0]
 }
 
 /// The Hodges–Lehmann shift of `x` (canary) against `y` (control) and its
@@ -395,9 +481,9 @@ pub fn hodges_lehmann(x: &[f64], y: &[f64], alpha: f64) -> Result<HodgesLehmann>
     let shift = if cells % 2 == 1 {
         kth_difference(&xs, &ys, cells.div_ceil(2))
     } else {
-        let a = kth_difference(&xs, &ys, cells / 2);
-        let b = kth_difference(&xs, &ys, cells / 2 + 1);
-        a + (b - a) / 2.0
+        let limit = 2 * (m + n) as u64;
+        let mid = kth_differences(&xs, &ys, cells / 2, cells / 2 + 1, limit);
+        mid[0] + (mid[1] - mid[0]) / 2.0
     };
     let (_, tie_term) = rank_sum(x, y);
     let exact = if tie_term == 0.0 && m < 50 && n < 50 {

@@ -159,12 +159,24 @@ fn kth_difference_matches_brute_force_with_ties_and_signs() {
         let y = gen(n);
         let d = brute_differences(&x, &y);
         let (xs, ys) = (sorted(&x), sorted(&y));
-        for k in 1..=d.len() as u64 {
+        let cells = d.len() as u64;
+        for k in 1..=cells {
             assert_eq!(
                 kth_difference(&xs, &ys, k),
                 d[(k - 1) as usize],
                 "case {case}, k {k}, x {x:?}, y {y:?}"
             );
+            // Pure bisection (no listing) and a small listing limit, for
+            // single ranks and adjacent pairs (the median's).
+            for limit in [0, 3] {
+                let k2 = (k + 1).min(cells);
+                let got = kth_differences(&xs, &ys, k, k2, limit);
+                let want: Vec<f64> = (k..=k2).map(|r| d[(r - 1) as usize]).collect();
+                assert_eq!(
+                    got, want,
+                    "case {case}, ranks {k}..={k2}, limit {limit}, x {x:?}, y {y:?}"
+                );
+            }
         }
     }
 }
