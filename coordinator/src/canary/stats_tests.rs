@@ -312,3 +312,20 @@ fn alpha_is_checked() {
     assert_eq!(hodges_lehmann(&[1.0], &[2.0], 1.0), Err(Error::Alpha(1.0)));
     assert_eq!(welch(&[1.0, 2.0], &[2.0, 3.0], 0.0), Err(Error::Alpha(0.0)));
 }
+
+#[test]
+fn signed_zeros_select_like_zero() {
+    // −0.0 − 0.0 = −0.0: the zero difference is found, reported as +0.0,
+    // and −0.0 inputs do not upset the search.
+    let x = sorted(&[-0.0, 1.0, -0.0]);
+    let y = sorted(&[0.0, 2.0, -0.0]);
+    let d = brute_differences(&x, &y);
+    for k in 1..=d.len() as u64 {
+        let v = kth_difference(&x, &y, k);
+        assert_eq!(v, d[(k - 1) as usize], "k {k}");
+        assert!(v != 0.0 || v.is_sign_positive(), "k {k}: −0.0");
+    }
+    let r = hodges_lehmann(&[-0.0, 1.0], &[0.0, 2.0], 0.05).unwrap();
+    // Differences −2, −1, −0, 1: median (−1 + 0)/2.
+    assert_eq!(r.shift, -0.5);
+}
