@@ -10,9 +10,12 @@
 //! Layout:
 //! - [`stats`]: Mann–Whitney U (ties, exact/normal p-values), the
 //!   Hodges–Lehmann shift and its confidence interval, two-proportion and
-//!   Fisher's exact tests, Welch's t-test.
+//!   Fisher's exact tests, Welch's t-test; with `selection` (the k-th
+//!   of the m·n pairwise differences without storing them) and `special`
+//!   (erfc, ln Γ, incomplete beta, Student's t).
 //! - [`classify`]: NaN and outlier handling, effect sizes, direction and the
 //!   `pass` / `high` / `low` / `nodata` classification of one metric.
+//! - [`sim`]: seeded A/A and power simulations (tests and the bench).
 //! - [`score`]: the weighted 0–100 score and its `pass` / `marginal` / `fail`
 //!   verdict (a critical metric that is not `pass` ends at 0).
 //!
@@ -25,6 +28,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod classify;
 pub mod score;
+mod selection;
+pub mod sim;
+mod special;
 pub mod stats;
 
 /// Which change of the canary relative to the control is bad.
@@ -184,6 +190,11 @@ pub struct MetricResult {
     pub outliers_removed: u64,
     /// One sentence why, for reports.
     pub reason: String,
+    /// The change went beyond `critical_increase`/`critical_decrease`:
+    /// the score is 0 whether or not the metric is `critical`. (Added by
+    /// the statistics; absent in older serialized results → false.)
+    #[serde(default)]
+    pub critical_effect: bool,
 }
 
 /// The canary score's verdict.
