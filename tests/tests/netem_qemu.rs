@@ -37,7 +37,7 @@ recovery: 3s
 faults:
   - name: slow-b
     targets: { mode: all }
-    latency: { delay: 100ms, to: { cidrs: [10.88.0.2/32] }, backend: netem }
+    latency: { delay: 100ms, to: { cidrs: [10.88.0.2/32] }, backend: netem, interface: eth0 }
 "#;
 
 const LONG_RUN: &str = r#"name: netem-kill
@@ -53,7 +53,7 @@ lease: 60s
 faults:
   - name: slow-b
     targets: { mode: all }
-    latency: { delay: 100ms, to: { cidrs: [10.88.0.2/32] }, backend: netem }
+    latency: { delay: 100ms, to: { cidrs: [10.88.0.2/32] }, backend: netem, interface: eth0 }
 "#;
 
 /// The guest's /init: bash, printing `@@ KEY value` lines the test reads.
@@ -115,23 +115,17 @@ sleep 10
 /// The value of the first `@@ KEY ...` line.
 fn field<'a>(console: &'a str, key: &str) -> Option<&'a str> {
     let tag = format!("@@ {key}");
+    // A line may start with the firmware's terminal escapes: find the tag.
     console
         .lines()
-        .find_map(|l| l.trim_end_matches('\r').strip_prefix(&tag))
+        .find_map(|l| l.find(&tag).map(|i| &l[i + tag.len()..]))
         .map(str::trim)
 }
 
-/// The median of a probe phase's latency from the JSON report.
-fn p50(report: &serde_json::Value, phase: &str) -> f64 {
-    let probe = &report["probes"][0];
-    let stats = probe["phases"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["phase"] == phase))
-        .unwrap_or_else(|| panic!("no {phase} phase in {probe}"));
-    stats["stats"]["p50_ms"]
-        .as_f64()
-        .or_else(|| stats["p50_ms"].as_f64())
-        .unwrap_or_else(|| panic!("no p50 in {stats}"))
+/// The median latency of the first probe in a phase (`baseline`,
+/// `during`, `recovery`) of the JSON report.
+fn p50(report: &serde_json::Value, phase: &str) -> Option<f64> {
+    report["probes"][0][phase]["p50_ms"].as_f64()
 }
 
 #[test]
@@ -195,7 +189,7 @@ fn netem_latency_on_a_real_kernel_is_measured_restored_and_cleaned_after_kill_9(
     eprintln!("guest ran {:?} (KVM: {})", boot.wall, boot.kvm);
     let show = || {
         c.lines()
-            .filter(|l| l.starts_with("@@") && !l.starts_with("@@ REPORT"))
+            .filter(|l| l.contains("@@ ") && !l.contains("@@ REPORT"))
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -210,8 +204,9 @@ fn netem_latency_on_a_real_kernel_is_measured_restored_and_cleaned_after_kill_9(
     // 1. measured and restored.
     let report: serde_json::Value =
         serde_json::from_str(field(c, "REPORT").unwrap_or("")).unwrap_or_else(|e| panic!("report: {e}\n{}", show()));
-    let baseline = p50(&report, "baseline");
-    let during = p50(&report, "observe");
+    let (Some(baseline), Some(during)) = (p50(&report, "baseline"), p50(&report, "during")) else {
+        panic!("no medians in the report: {}\n{}", report["reason"], show());
+    };
     let added = during - baseline;
     eprintln!(
         "tcp connect median: baseline {baseline:.1} ms, during the 100 ms netem fault {during:.1} ms: +{added:.1} ms"

@@ -185,7 +185,15 @@ impl LatencyBackend for Netem {
                 )
                 .map_err(|e| err(e.to_string()))?;
             for f in filters(spec, exempt) {
-                let prio = if f.band == NORMAL_BAND { 1 } else { 10 };
+                // One priority per protocol: the kernel refuses an IPv6
+                // filter at a priority that holds IPv4 ones ("Filter with
+                // specified priority/protocol not found").
+                let prio = match (f.band == NORMAL_BAND, f.v6) {
+                    (true, false) => 1,
+                    (true, true) => 2,
+                    (false, false) => 10,
+                    (false, true) => 11,
+                };
                 self.tc
                     .add_filter(&dev, handle, prio, &f)
                     .map_err(|e| err(e.to_string()))?;
@@ -287,6 +295,9 @@ mod tests {
         calls: Mutex<Vec<String>>,
         roots: Mutex<std::collections::HashMap<String, Qdisc>>,
         fail_filters: bool,
+        /// (dev, parent, prio) → whether its filters are IPv6: the kernel
+        /// keeps one protocol per priority of a parent.
+        prios: Mutex<std::collections::HashMap<(String, u16, u16), bool>>,
     }
 
     impl Tc for FakeTc {
@@ -325,7 +336,20 @@ mod tests {
                     stderr: "RTNETLINK answers: Invalid argument".into(),
                 });
             }
-            Ok(())
+            // As the kernel does (found on a real kernel under qemu): a
+            // second protocol at a priority that already holds filters of
+            // another is refused.
+            let mut prios = self.prios.lock().unwrap();
+            match prios.get(&(dev.to_string(), parent, prio)) {
+                Some(v6) if *v6 != f.v6 => Err(qdisc::Error::Failed {
+                    args: "filter".into(),
+                    stderr: "Error: Filter with specified priority/protocol not found.".into(),
+                }),
+                _ => {
+                    prios.insert((dev.to_string(), parent, prio), f.v6);
+                    Ok(())
+                }
+            }
         }
         fn delete_root(&self, dev: &str) -> qdisc::Result<()> {
             self.calls.lock().unwrap().push(format!("qdisc del dev {dev} root"));
