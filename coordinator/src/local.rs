@@ -55,6 +55,8 @@ impl Local {
             }
         });
         let mut cfg = faultline_agent::AgentConfig::new(url.clone());
+        // Local mode has no --id: any host name must give a usable id.
+        cfg.agent_id = faultline_agent::node::agent_id_from(&cfg.agent_id);
         let mut all = BTreeMap::from([("host".to_string(), faultline_agent::node::hostname())]);
         all.extend(labels);
         cfg.labels = all;

@@ -65,7 +65,7 @@ mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mkdir -p /run/netns /var/lib
-echo faultline-vm > /proc/sys/kernel/hostname
+# The host name stays the kernel's `(none)`: local mode must cope.
 echo 1 > /proc/sys/kernel/printk
 for m in /lib/modules/*.ko*; do insmod "$m" || echo "@@ INSMOD-FAILED $m"; done
 echo "@@ KERNEL $(uname -r) netem=$(test -d /sys/module/sch_netem && echo loaded)"
