@@ -61,6 +61,7 @@ mod tests {
                 targets: vec![target],
             }],
             events: Vec::new(),
+            judge: None,
         }
     }
 
