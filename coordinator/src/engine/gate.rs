@@ -108,6 +108,7 @@ pub(super) fn judge(exp: &Experiment, spec: &JudgeSpec, all: &[Vec<Sample>]) -> 
         phases: spec.phases.iter().map(|p| p.as_str().to_string()).collect(),
         marginal_passes: spec.marginal_passes,
         passed,
+        settings: metrics.into_iter().map(|(c, _)| c).collect(),
         judgement,
     }
 }
@@ -278,6 +279,7 @@ judge:
             phases: vec!["inject".into()],
             marginal_passes,
             passed,
+            settings: Vec::new(),
             judgement: Judgement {
                 metrics: Vec::new(),
                 score: 80.0,

@@ -277,7 +277,11 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
             );
         }
     }
-    o.push_str("</table><h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th><th>observed</th></tr>");
+    o.push_str("</table>");
+    if let Some(j) = &r.judge {
+        super::judge::html(&mut o, j, escape);
+    }
+    o.push_str("<h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th><th>observed</th></tr>");
     for f in &r.faults {
         for t in &f.targets {
             let at = |v: Option<u64>| {

@@ -67,6 +67,11 @@ pub struct JudgeReport {
     /// True when the score lets the run pass: verdict `pass`, or `marginal`
     /// with `marginal_passes`. The run's outcome also needs every tolerance.
     pub passed: bool,
+    /// Each metric's settings as judged (direction, allowed and critical
+    /// effect sizes, must_have_data, weight, ...), in the order of the
+    /// metrics.
+    #[serde(default)]
+    pub settings: Vec<crate::canary::MetricConfig>,
     /// Metrics, score, verdict, the critical failure and the settings.
     #[serde(flatten)]
     pub judgement: crate::canary::Judgement,
