@@ -13,6 +13,7 @@
 //!   Fisher's exact tests, Welch's t-test.
 //! - [`classify`]: NaN and outlier handling, effect sizes, direction and the
 //!   `pass` / `high` / `low` / `nodata` classification of one metric.
+//! - [`sim`]: seeded A/A and power simulations (tests and the bench).
 //! - [`score`]: the weighted 0–100 score and its `pass` / `marginal` / `fail`
 //!   verdict (a critical metric that is not `pass` ends at 0).
 //!
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod classify;
 pub mod score;
+pub mod sim;
 pub mod stats;
 
 /// Which change of the canary relative to the control is bad.
@@ -184,6 +186,11 @@ pub struct MetricResult {
     pub outliers_removed: u64,
     /// One sentence why, for reports.
     pub reason: String,
+    /// The change went beyond `critical_increase`/`critical_decrease`:
+    /// the score is 0 whether or not the metric is `critical`. (Added by
+    /// the statistics; absent in older serialized results → false.)
+    #[serde(default)]
+    pub critical_effect: bool,
 }
 
 /// The canary score's verdict.
