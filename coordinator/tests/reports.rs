@@ -390,7 +390,7 @@ judge: {{}}
         .iter()
         .filter(|c| c.classname.as_deref() == Some("faultline.slow-canary.judge"))
         .collect();
-    let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = cases.iter().map(|c| c.original_name.as_str()).collect();
     assert_eq!(names, ["work latency", "work success_rate", "canary score"], "{xml}");
     let junit_parser::TestStatus::Failure(f) = &cases[0].status else {
         panic!("the latency case did not fail: {xml}")
