@@ -225,3 +225,90 @@ pub fn junit_message(m: &MetricResult) -> String {
         m.reason
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::{self, JudgeConfig, MetricConfig, Samples};
+
+    fn judged() -> JudgeReport {
+        let mut latency = MetricConfig::new("api latency");
+        latency.weight = Some(50.0);
+        let mut rate = MetricConfig::new("api success_rate");
+        rate.direction = canary::Direction::Decrease;
+        rate.must_have_data = true;
+        let value = MetricConfig::new("queue value");
+        let metrics = vec![
+            (
+                latency,
+                Samples::Continuous {
+                    canary: (0..30).map(|i| 110.0 + f64::from(i)).collect(),
+                    control: (0..30).map(|i| 10.0 + f64::from(i)).collect(),
+                },
+            ),
+            (
+                rate,
+                Samples::Proportion {
+                    canary_ok: 0,
+                    canary_n: 0,
+                    control_ok: 0,
+                    control_n: 0,
+                },
+            ),
+            (
+                value,
+                Samples::Continuous {
+                    canary: vec![],
+                    control: vec![],
+                },
+            ),
+        ];
+        let judgement = canary::judge(&JudgeConfig::default(), &metrics);
+        JudgeReport {
+            control: "control".into(),
+            canary: "canary".into(),
+            phases: vec!["inject".into()],
+            marginal_passes: false,
+            passed: false,
+            settings: metrics.into_iter().map(|(c, _)| c).collect(),
+            judgement,
+        }
+    }
+
+    #[test]
+    fn junit_fails_high_and_low_and_nodata_only_when_the_metric_must_have_data() {
+        let j = judged();
+        let by = |name: &str| j.judgement.metrics.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(by("api latency").classification, Classification::High);
+        let why = junit_failure(&j, by("api latency")).expect("high fails");
+        assert!(why.starts_with("high: effect x"), "{why}");
+        assert!(
+            why.contains(&interval(by("api latency"))) && why.contains(", p "),
+            "{why}"
+        );
+        assert_eq!(by("api success_rate").classification, Classification::Nodata);
+        assert!(junit_failure(&j, by("api success_rate")).is_some(), "must have data");
+        assert_eq!(by("queue value").classification, Classification::Nodata);
+        assert_eq!(junit_failure(&j, by("queue value")), None, "may lack data");
+    }
+
+    #[test]
+    fn markdown_and_html_show_a_row_per_metric_with_its_figures() {
+        let j = judged();
+        let mut md = String::new();
+        markdown(&mut md, &j);
+        assert!(md.contains("## Canary judge"), "{md}");
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| api latency |"))
+            .expect("latency row");
+        assert!(row.contains("| high | mann_whitney |"), "{row}");
+        assert!(row.contains(&effect(&j.judgement.metrics[0])), "{row}");
+        let mut html = String::new();
+        super::html(&mut html, &j, |s| s.replace('<', "&lt;"));
+        assert!(
+            html.contains("<h2>Canary judge</h2>") && html.matches("<tr><td>").count() == 3,
+            "{html}"
+        );
+    }
+}
