@@ -20,8 +20,10 @@
 //!   503 emergency stop or the coordinator not serving yet; 500 error.
 //!   The body is the gate's summary (score and one line per metric).
 //!
-//! Plain HTTP/1.1 with one request per connection, like `/metrics`: head
-//! and body are bounded and read within a time limit before anything runs.
+//! HTTP/1.1 with one request per connection, like `/metrics`: head and body
+//! are bounded and read within a time limit before anything runs. With
+//! `serve --tls-dir` the gate speaks HTTPS with the coordinator's
+//! certificate (no client certificate: callers authenticate with a token).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use faultline_proto::v1;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +68,30 @@ pub struct Gate {
     pub tokens: Option<Arc<Tokens>>,
     /// Set by `Coordinator::serve` once runs can start.
     pub start: Arc<OnceLock<StartRun>>,
+    /// HTTPS with this configuration (see [`tls_config`]); `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The gate's HTTPS configuration from the files `faultline certs init DIR`
+/// made: `coordinator.pem` and `coordinator.key`.
+pub fn tls_config(dir: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = dir.join("coordinator.pem");
+    let key_path = dir.join("coordinator.key");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("cannot read the certificate {}: {e}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("cannot read the key {}: {e}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS for the gate: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS for the gate: {} and its key: {e}", cert_path.display()))?;
+    Ok(Arc::new(config))
 }
 
 /// Flagger's webhook payload.
@@ -134,19 +160,33 @@ pub async fn serve(listener: TcpListener, gate: Gate, shutdown: CancellationToke
         };
         let gate = gate.clone();
         tokio::spawn(async move {
-            let mut sock = sock;
-            let a = handle_connection(&mut sock, &gate, &peer.to_string()).await;
-            let resp = format!(
-                "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-                a.status,
-                reason_phrase(a.status),
-                a.body.len(),
-                a.body
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            let peer = peer.to_string();
+            match gate.tls.clone() {
+                None => respond(sock, &gate, &peer).await,
+                Some(config) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(sock);
+                    // The handshake is bounded like the request.
+                    if let Ok(Ok(tls)) = tokio::time::timeout(READ_TIMEOUT, accept).await {
+                        respond(tls, &gate, &peer).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// Reads one request from `sock`, handles it and writes the answer.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, gate: &Gate, peer: &str) {
+    let a = handle_connection(&mut sock, gate, peer).await;
+    let resp = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        a.status,
+        reason_phrase(a.status),
+        a.body.len(),
+        a.body
+    );
+    let _ = sock.write_all(resp.as_bytes()).await;
+    let _ = sock.shutdown().await;
 }
 
 /// A request as read off the connection.
@@ -376,5 +416,70 @@ mod tests {
             assert!(!valid_experiment(bad), "{bad:?}");
         }
         assert!(valid_experiment("canary-gate"));
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    /// With `serve --tls-dir`, the gate answers over HTTPS with the
+    /// coordinator's certificate (made by `faultline certs init`), and a
+    /// plain-HTTP request gets no HTTP answer.
+    #[tokio::test]
+    async fn the_gate_speaks_https_with_the_coordinators_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::certs::init(dir.path(), &[], &[], false).unwrap();
+        let gates = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            Gate {
+                dir: gates.path().to_path_buf(),
+                tokens: None,
+                start: Arc::default(),
+                tls: Some(tls_config(dir.path()).unwrap()),
+            },
+            stop.clone(),
+        ));
+        let body = r#"{"name":"podinfo","namespace":"test","phase":"Progressing","metadata":{}}"#;
+        let request = format!(
+            "POST /gate/missing HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with the coordinator's certificate");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        let _ = tls.read_to_string(&mut out).await;
+        assert!(out.starts_with("HTTP/1.1 404 Not Found"), "{out}");
+        assert!(out.contains("no experiment \"missing\""), "{out}");
+
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut raw)).await;
+        assert!(
+            !raw.starts_with(b"HTTP/1.1"),
+            "plain HTTP was answered over a TLS listener"
+        );
+        stop.cancel();
     }
 }

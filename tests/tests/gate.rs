@@ -104,6 +104,7 @@ async fn the_gate_answers_flagger_webhooks_200_for_a_passing_canary_and_412_for_
             dir: dir.path().to_path_buf(),
             tokens: Some(Arc::new(tokens)),
             start: h.coordinator.run_starter.clone(),
+            tls: None,
         },
         stop.clone(),
     ));

@@ -48,7 +48,8 @@ pub struct Args {
     pub metrics_public: bool,
     /// Serve the release-gate endpoint on this address (`POST /gate/NAME`
     /// runs DIR/NAME.yaml of --gate-dir and answers 200 when it passes,
-    /// Flagger's webhook contract), e.g. 127.0.0.1:7702. Plain HTTP: only a
+    /// Flagger's webhook contract), e.g. 127.0.0.1:7702. HTTPS with the
+    /// coordinator's certificate under --tls-dir, else plain HTTP; only a
     /// loopback address unless --gate-public.
     #[arg(long, value_name = "ADDR", requires = "gate_dir")]
     pub gate_listen: Option<SocketAddr>,
@@ -90,7 +91,7 @@ pub async fn main(a: Args) -> i32 {
     if let Some(g) = a.gate_listen {
         if !g.ip().is_loopback() && !a.gate_public {
             eprint_err(format!(
-                "refusing to serve the gate on {g}: it runs experiments for whoever calls it, over plain HTTP. Use a loopback address (e.g. 127.0.0.1:{}) behind your cluster's own proxy, or pass --gate-public (with --tokens)",
+                "refusing to serve the gate on {g}: it runs experiments for whoever calls it. Use a loopback address (e.g. 127.0.0.1:{}) behind your cluster's own proxy, or pass --gate-public (with --tokens)",
                 g.port()
             ));
             return 2;
@@ -211,8 +212,22 @@ pub async fn main(a: Args) -> i32 {
                 return 5;
             }
         };
+        let tls = match &a.tls_dir {
+            None => None,
+            Some(tls_dir) => match crate::gate::tls_config(tls_dir) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprint_err(format!(
+                        "{e} (make the files with `faultline certs init {}`)",
+                        tls_dir.display()
+                    ));
+                    return 2;
+                }
+            },
+        };
         eprintln!(
-            "faultline: release gate on http://{addr}/gate/NAME running {}/NAME.yaml",
+            "faultline: release gate on {}://{addr}/gate/NAME running {}/NAME.yaml",
+            if tls.is_some() { "https" } else { "http" },
             dir.display()
         );
         tokio::spawn(crate::gate::serve(
@@ -221,6 +236,7 @@ pub async fn main(a: Args) -> i32 {
                 dir: dir.clone(),
                 tokens: coordinator.security.tokens.clone().map(std::sync::Arc::new),
                 start: coordinator.run_starter.clone(),
+                tls,
             },
             shutdown.clone(),
         ));
