@@ -10,7 +10,9 @@
 //! Layout:
 //! - [`stats`]: Mann–Whitney U (ties, exact/normal p-values), the
 //!   Hodges–Lehmann shift and its confidence interval, two-proportion and
-//!   Fisher's exact tests, Welch's t-test.
+//!   Fisher's exact tests, Welch's t-test; with `selection` (the k-th
+//!   of the m·n pairwise differences without storing them) and `special`
+//!   (erfc, ln Γ, incomplete beta, Student's t).
 //! - [`classify`]: NaN and outlier handling, effect sizes, direction and the
 //!   `pass` / `high` / `low` / `nodata` classification of one metric.
 //! - [`sim`]: seeded A/A and power simulations (tests and the bench).
@@ -26,7 +28,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod classify;
 pub mod score;
+mod selection;
 pub mod sim;
+mod special;
 pub mod stats;
 
 /// Which change of the canary relative to the control is bad.

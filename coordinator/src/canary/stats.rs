@@ -31,10 +31,12 @@
 //!   (tolerance 1e-4); this one stays an order statistic (no tie
 //!   correction, so with ties it is a little wider). The `m·n` differences
 //!   are never stored: the k-th smallest is found by bisecting the `f64`
-//!   bit patterns between the smallest and largest difference, counting
-//!   the pairs `x_i − y_j ≤ d` with two pointers over the sorted samples
-//!   (O(m + n) per probe, at most 64 probes), which returns exactly the
-//!   k-th smallest floating-point difference.
+//!   bit patterns between the smallest and largest difference (midpoints
+//!   in value for the first 48 probes, in bit pattern after, so at most 112
+//!   probes), counting the pairs `x_i − y_j ≤ d` with two pointers over the
+//!   sorted samples (O(m + n) per probe) until at most `2(m + n)`
+//!   differences remain in the bracket, which are then listed and sorted.
+//!   It returns exactly the k-th smallest floating-point difference.
 //! - [`welch`]: Welch's t-test (`scipy.stats.ttest_ind(x, y,
 //!   equal_var=False)`) with the Welch–Satterthwaite degrees of freedom, a
 //!   Student-t distribution from the regularized incomplete beta function,
@@ -48,12 +50,15 @@
 //!   sums every table no more likely than the observed one (relative
 //!   tolerance 1e-7, R's; SciPy uses 1e-14).
 //!
-//! Special functions: `erfc` (power series below 2, continued fraction
-//! above; ~1e-15 relative), `ln Γ` (Lanczos, g = 7, 9 terms), the
-//! regularized incomplete beta (Lentz's continued fraction), and the
-//! quantiles of the normal and Student-t by bisection on those.
+//! The special functions (`erfc`, the normal and Student-t distributions,
+//! `ln Γ`, the incomplete beta) are in `special.rs`, re-exported here; the
+//! selection of the k-th pairwise difference is in `selection.rs`.
 
 use thiserror::Error;
+
+use super::selection::{kth_difference, kth_differences};
+use super::special::ln_choose;
+pub use super::special::{erfc, inc_beta, ln_gamma, normal_cdf, normal_isf, normal_sf, student_t_isf, student_t_sf};
 
 /// Why a statistic could not be computed.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -321,67 +326,6 @@ pub fn mann_whitney(x: &[f64], y: &[f64]) -> Result<MannWhitney> {
 
 // -------------------------------------------------------------- Hodges–Lehmann
 
-/// Maps an `f64` to a `u64` whose order is the numeric order (for finite
-/// values; -0.0 sorts just below +0.0).
-fn ordered_bits(v: f64) -> u64 {
-    let b = v.to_bits();
-    if b >> 63 == 1 {
-        !b
-    } else {
-        b | (1 << 63)
-    }
-}
-
-fn from_ordered_bits(k: u64) -> f64 {
-    if k >> 63 == 1 {
-        f64::from_bits(k & !(1 << 63))
-    } else {
-        f64::from_bits(!k)
-    }
-}
-
-/// The number of pairs with `fl(x_i − y_j) ≤ d`, both sorted ascending.
-/// Floating-point subtraction is monotone in each argument, so the first
-/// `j` with `x_i − y_j ≤ d` never moves left as `i` grows.
-fn count_le(xs: &[f64], ys: &[f64], d: f64) -> u64 {
-    let n = ys.len();
-    let mut j = 0usize;
-    let mut count = 0u64;
-    for &xi in xs {
-        while j < n && xi - ys[j] > d {
-            j += 1;
-        }
-        count += (n - j) as u64;
-    }
-    count
-}
-
-/// The k-th smallest (1-based) of the differences `x_i − y_j` of two
-/// ascending samples, exactly, without storing them.
-fn kth_difference(xs: &[f64], ys: &[f64], k: u64) -> f64 {
-    let lo_v = xs[0] - ys[ys.len() - 1];
-    let hi_v = xs[xs.len() - 1] - ys[0];
-    // -0.0 and +0.0 compare equal: start from the bits of -0.0 when the
-    // minimum is a zero so the search space covers both.
-    let mut lo = ordered_bits(if lo_v == 0.0 { -0.0 } else { lo_v });
-    let mut hi = ordered_bits(hi_v);
-    // Invariant: count_le(hi) ≥ k; the answer is the smallest such value.
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if count_le(xs, ys, from_ordered_bits(mid)) >= k {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    let v = from_ordered_bits(lo);
-    if v == 0.0 {
-        0.0
-    } else {
-        v
-    }
-}
-
 /// The Hodges–Lehmann shift of `x` (canary) against `y` (control) and its
 /// `1 − alpha` confidence interval (see the module docs for `k`).
 pub fn hodges_lehmann(x: &[f64], y: &[f64], alpha: f64) -> Result<HodgesLehmann> {
@@ -395,9 +339,9 @@ pub fn hodges_lehmann(x: &[f64], y: &[f64], alpha: f64) -> Result<HodgesLehmann>
     let shift = if cells % 2 == 1 {
         kth_difference(&xs, &ys, cells.div_ceil(2))
     } else {
-        let a = kth_difference(&xs, &ys, cells / 2);
-        let b = kth_difference(&xs, &ys, cells / 2 + 1);
-        a + (b - a) / 2.0
+        let limit = 2 * (m + n) as u64;
+        let mid = kth_differences(&xs, &ys, cells / 2, cells / 2 + 1, limit);
+        mid[0] + (mid[1] - mid[0]) / 2.0
     };
     let (_, tie_term) = rank_sum(x, y);
     let exact = if tie_term == 0.0 && m < 50 && n < 50 {
@@ -652,192 +596,6 @@ pub fn fisher_exact(x_ok: u64, x_n: u64, y_ok: u64, y_n: u64) -> Result<Fisher> 
             less: less.min(1.0),
         },
     })
-}
-
-// ---------------------------------------------------------- special functions
-
-const SQRT_PI: f64 = 1.772_453_850_905_516;
-
-/// Complementary error function, ~1e-15 relative below 2 and better above.
-pub fn erfc(x: f64) -> f64 {
-    if x.is_nan() {
-        return f64::NAN;
-    }
-    if x < 0.0 {
-        return 2.0 - erfc(-x);
-    }
-    if x < 2.0 {
-        // erf(x) = 2/√π · e^{−x²} · Σ (2x²)^n · x / (1·3·…·(2n+1)): all
-        // terms positive, no cancellation.
-        let x2 = x * x;
-        let mut term = x;
-        let mut sum = x;
-        let mut n = 0.0;
-        while term > 1e-17 * sum {
-            n += 1.0;
-            term *= 2.0 * x2 / (2.0 * n + 1.0);
-            sum += term;
-        }
-        1.0 - 2.0 / SQRT_PI * (-x2).exp() * sum
-    } else {
-        // erfc(x) = e^{−x²}/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + …)))),
-        // evaluated from the tail.
-        let mut f = x;
-        for k in (1..=120).rev() {
-            f = x + (k as f64 / 2.0) / f;
-        }
-        (-x * x).exp() / (SQRT_PI * f)
-    }
-}
-
-/// P(Z > z) for a standard normal Z.
-pub fn normal_sf(z: f64) -> f64 {
-    0.5 * erfc(z / std::f64::consts::SQRT_2)
-}
-
-/// P(Z ≤ z) for a standard normal Z.
-pub fn normal_cdf(z: f64) -> f64 {
-    0.5 * erfc(-z / std::f64::consts::SQRT_2)
-}
-
-/// The z with `P(Z > z) = p`, for p in (0, 1).
-pub fn normal_isf(p: f64) -> f64 {
-    invert_decreasing(normal_sf, p, -40.0, 40.0)
-}
-
-/// Finds x in [lo, hi] with f(x) = p for a decreasing f, by bisection to
-/// the last bit.
-fn invert_decreasing(f: impl Fn(f64) -> f64, p: f64, mut lo: f64, mut hi: f64) -> f64 {
-    for _ in 0..200 {
-        let mid = lo + (hi - lo) / 2.0;
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if f(mid) > p {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    lo + (hi - lo) / 2.0
-}
-
-/// ln Γ(x) for x > 0 (Lanczos, g = 7, n = 9).
-pub fn ln_gamma(x: f64) -> f64 {
-    const G: f64 = 7.0;
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection: Γ(x)Γ(1−x) = π / sin(πx).
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).abs().ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let mut a = C[0];
-    let t = x + G + 0.5;
-    for (i, c) in C.iter().enumerate().skip(1) {
-        a += c / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
-}
-
-fn ln_choose(n: usize, k: usize) -> f64 {
-    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
-}
-
-/// The regularized incomplete beta `I_x(a, b)`, with `y = 1 − x` passed
-/// separately so that x near 1 keeps its precision.
-pub fn inc_beta(a: f64, b: f64, x: f64, y: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if y <= 0.0 {
-        return 1.0;
-    }
-    let ln_front = a * x.ln() + b * y.ln() - (ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b));
-    if x < (a + 1.0) / (a + b + 2.0) {
-        (ln_front.exp() * beta_cf(a, b, x)) / a
-    } else {
-        1.0 - (ln_front.exp() * beta_cf(b, a, y)) / b
-    }
-}
-
-/// The continued fraction of the incomplete beta (modified Lentz).
-fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
-    const TINY: f64 = 1e-300;
-    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
-    let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < TINY {
-        d = TINY;
-    }
-    d = 1.0 / d;
-    let mut h = d;
-    for m in 1..=20_000 {
-        let m = m as f64;
-        let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        let del = d * c;
-        h *= del;
-        if (del - 1.0).abs() < 1e-16 {
-            break;
-        }
-    }
-    h
-}
-
-/// P(T > t) for Student's t with `df` degrees of freedom (df > 0, not
-/// necessarily an integer).
-pub fn student_t_sf(t: f64, df: f64) -> f64 {
-    if t.is_nan() || df.is_nan() || df <= 0.0 {
-        return f64::NAN;
-    }
-    if t.is_infinite() {
-        return if t > 0.0 { 0.0 } else { 1.0 };
-    }
-    let t2 = t * t;
-    let x = df / (df + t2);
-    let y = t2 / (df + t2);
-    let tail = 0.5 * inc_beta(df / 2.0, 0.5, x, y);
-    if t >= 0.0 {
-        tail
-    } else {
-        1.0 - tail
-    }
-}
-
-/// The t with `P(T > t) = p` for Student's t with `df` degrees of freedom.
-pub fn student_t_isf(p: f64, df: f64) -> f64 {
-    invert_decreasing(|t| student_t_sf(t, df), p, -1e6, 1e6)
 }
 
 #[cfg(test)]

@@ -159,12 +159,24 @@ fn kth_difference_matches_brute_force_with_ties_and_signs() {
         let y = gen(n);
         let d = brute_differences(&x, &y);
         let (xs, ys) = (sorted(&x), sorted(&y));
-        for k in 1..=d.len() as u64 {
+        let cells = d.len() as u64;
+        for k in 1..=cells {
             assert_eq!(
                 kth_difference(&xs, &ys, k),
                 d[(k - 1) as usize],
                 "case {case}, k {k}, x {x:?}, y {y:?}"
             );
+            // Pure bisection (no listing) and a small listing limit, for
+            // single ranks and adjacent pairs (the median's).
+            for limit in [0, 3] {
+                let k2 = (k + 1).min(cells);
+                let got = kth_differences(&xs, &ys, k, k2, limit);
+                let want: Vec<f64> = (k..=k2).map(|r| d[(r - 1) as usize]).collect();
+                assert_eq!(
+                    got, want,
+                    "case {case}, ranks {k}..={k2}, limit {limit}, x {x:?}, y {y:?}"
+                );
+            }
         }
     }
 }
@@ -299,4 +311,21 @@ fn fisher_matches_the_tea_tasting_table() {
 fn alpha_is_checked() {
     assert_eq!(hodges_lehmann(&[1.0], &[2.0], 1.0), Err(Error::Alpha(1.0)));
     assert_eq!(welch(&[1.0, 2.0], &[2.0, 3.0], 0.0), Err(Error::Alpha(0.0)));
+}
+
+#[test]
+fn signed_zeros_select_like_zero() {
+    // −0.0 − 0.0 = −0.0: the zero difference is found, reported as +0.0,
+    // and −0.0 inputs do not upset the search.
+    let x = sorted(&[-0.0, 1.0, -0.0]);
+    let y = sorted(&[0.0, 2.0, -0.0]);
+    let d = brute_differences(&x, &y);
+    for k in 1..=d.len() as u64 {
+        let v = kth_difference(&x, &y, k);
+        assert_eq!(v, d[(k - 1) as usize], "k {k}");
+        assert!(v != 0.0 || v.is_sign_positive(), "k {k}: −0.0");
+    }
+    let r = hodges_lehmann(&[-0.0, 1.0], &[0.0, 2.0], 0.05).unwrap();
+    // Differences −2, −1, −0, 1: median (−1 + 0)/2.
+    assert_eq!(r.shift, -0.5);
 }

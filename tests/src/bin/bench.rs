@@ -12,6 +12,9 @@
 //!   disk fills on a tmpfs; needs root).
 //! - `stress --seconds 5`: cpu_stress and memory_stress accuracy and
 //!   restore → clean time (real agent library and cgroups; needs root).
+//! - `judge [--aa-reps 10000] [--power-reps 1000]`: the canary judge's A/A
+//!   false-positive rate, power table and time for 10,000 samples per group
+//!   (pure computation, seeded).
 //!
 //! Build with `cargo build --release --bins` first; the benchmarks use the
 //! release binaries next to this one.
@@ -23,6 +26,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "bench_parts/judge.rs"]
+mod judge;
 #[path = "bench_parts/stress.rs"]
 mod stress;
 
@@ -610,8 +615,15 @@ async fn main() {
             }
             stress::run(get("--seconds", "5").parse().unwrap_or(5)).await;
         }
+        Some("judge") => {
+            let aa = get("--aa-reps", "10000").parse().unwrap_or(10_000);
+            let power = get("--power-reps", "1000").parse().unwrap_or(1000);
+            tokio::task::spawn_blocking(move || judge::run(aa, power))
+                .await
+                .unwrap();
+        }
         _ => {
-            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5]");
+            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5] | judge [--aa-reps 10000] [--power-reps 1000]");
             std::process::exit(2);
         }
     }
