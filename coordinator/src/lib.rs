@@ -28,6 +28,7 @@
 //! - [`control`]: the `Control` service.
 //! - [`events`]: the one path of a run's events (store, then followers, then the client).
 //! - [`follow`]: following a run's stored and live events (`Control.Follow`).
+//! - [`gate`]: the release-gate HTTP endpoint (Flagger's webhook contract).
 //! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
 //! - [`security`]: mTLS and bearer tokens: who may call which service.
 //! - [`certs`]: the CA and role-marked certificates `faultline certs` makes.
@@ -45,6 +46,7 @@ pub mod engine;
 pub mod events;
 pub mod experiment;
 pub mod follow;
+pub mod gate;
 pub mod link;
 #[cfg(feature = "local")]
 pub mod local;

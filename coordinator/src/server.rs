@@ -39,6 +39,9 @@ pub struct Coordinator {
     /// How often agents heartbeat; an agent silent for three of these is
     /// dropped. By default, 5 s ([`crate::link::HEARTBEAT_INTERVAL`]).
     pub heartbeat_interval: Duration,
+    /// Starts runs the way SubmitRun does; set by [`Coordinator::serve`]
+    /// for the release-gate endpoint ([`crate::gate`]).
+    pub run_starter: Arc<std::sync::OnceLock<crate::gate::StartRun>>,
 }
 
 impl Default for Coordinator {
@@ -51,6 +54,7 @@ impl Default for Coordinator {
             metrics: coordinator_metrics(),
             security: Arc::default(),
             heartbeat_interval: crate::link::HEARTBEAT_INTERVAL,
+            run_starter: Arc::default(),
         }
     }
 }
@@ -176,6 +180,16 @@ impl Coordinator {
             tracker: tracker.clone(),
             events,
         };
+        // The gate endpoint starts runs the way SubmitRun does.
+        {
+            let c = control.clone();
+            let _ = self.run_starter.set(Arc::new(move |exp, source, who: &str| {
+                if let Some(why) = c.runs.stopped() {
+                    return Err(crate::control::Error::Stopped(why));
+                }
+                Ok(c.start_run(exp, source, who))
+            }));
+        }
         // The scheduler starts runs the way SubmitRun does.
         {
             let c = control.clone();

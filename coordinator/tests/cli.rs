@@ -1162,3 +1162,95 @@ faults:
     assert!(!err.contains("No CA certificates"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}\n{}", text(&out.stdout));
 }
+
+/// `serve` with `args`, given 10 s to exit on its own; its exit code (None
+/// if it was still serving) and stderr.
+fn serve_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(FAULTLINE)
+        .arg("serve")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run faultline serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
+#[test]
+fn serve_refuses_a_public_gate_without_gate_public_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let base = [
+        "--no-store",
+        "--listen",
+        "127.0.0.1:0",
+        "--gate-dir",
+        d,
+        "--gate-listen",
+        "0.0.0.0:0",
+    ];
+    let (code, err) = serve_exit(&base);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("refusing to serve the gate on 0.0.0.0:0") && err.contains("--gate-public"),
+        "{err}"
+    );
+    let mut public = base.to_vec();
+    public.push("--gate-public");
+    let (code, err) = serve_exit(&public);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("without --tokens"), "{err}");
+    // The gate needs its directory.
+    let (code, err) = serve_exit(&["--no-store", "--listen", "127.0.0.1:0", "--gate-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--gate-dir"), "{err}");
+}
+
+#[test]
+fn validate_and_plan_show_both_groups_and_the_judge() {
+    let file = format!("{EXPERIMENTS}/canary-gate.yaml");
+    let out = faultline(&["validate", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for want in [
+        "group control (url=http://127.0.0.1:8081/work)",
+        "probe work [control]: http GET http://127.0.0.1:8081/work",
+        "group canary (url=http://127.0.0.1:8082/work)",
+        "probe work [canary]: http GET http://127.0.0.1:8082/work",
+        "faults hit both groups at the same time: slow-dependency",
+        "judge: canary vs control on the inject samples, alpha 0.05, pass >= 95, marginal >= 75 (marginal fails)",
+        "metric \"work latency\": Increase, allowed x1.25/x1, weight 60",
+    ] {
+        assert!(stdout.contains(want), "{want:?} missing from:\n{stdout}");
+    }
+    // plan (local mode, no store) prints the same groups after the faults.
+    let dir = tempfile::tempdir().unwrap();
+    let grouped = dir.path().join("grouped.yaml");
+    std::fs::write(
+        &grouped,
+        "name: g\nhypothesis:\n  groups:\n    control: { port: \"1\" }\n    canary: { port: \"2\" }\n  probes:\n    - name: api\n      per_group: true\n      tcp: { address: \"127.0.0.1:${group.port}\" }\nduration: 1s\nfaults:\n  - kill: { name: faultline-no-such-process }\njudge: {}\n",
+    )
+    .unwrap();
+    let out = faultline(&["plan", grouped.to_str().unwrap(), "--no-store"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("groups:\n  group control (port=1)\n    probe api [control]: tcp 127.0.0.1:1\n  group canary (port=2)\n    probe api [canary]: tcp 127.0.0.1:2\n"),
+        "{stdout}"
+    );
+}

@@ -319,3 +319,87 @@ fn an_interrupted_run_has_the_one_report_model_with_human_times() {
         "styled like every report:\n{html}"
     );
 }
+
+/// `faultline gate` in local mode on a canary that is slower than its
+/// control (a real `sleep` in its probe): exit 1, the concise verdict on
+/// stdout, and a JUnit report with one test case per judged metric that
+/// validates against junit-10.xsd and reads back through a JUnit parser.
+#[test]
+fn gate_prints_the_score_and_writes_a_junit_case_per_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("0.{:06}999", std::process::id() % 1_000_000);
+    let mut victim = Command::new("sleep")
+        .args(["300", &marker])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exp = dir.path().join("gate.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"name: slow-canary
+hypothesis:
+  groups:
+    control: {{ cmd: "true" }}
+    canary: {{ cmd: "sleep 0.05" }}
+  probes:
+    - name: work
+      per_group: true
+      interval: 100ms
+      timeout: 1s
+      command: {{ run: "${{group.cmd}}" }}
+baseline: 500ms
+duration: 2s
+recovery: 500ms
+faults:
+  - name: kill-bystander
+    kill: {{ cmdline: '^sleep 300 {}$' }}
+judge: {{}}
+"#,
+            marker.replace('.', "\\.")
+        ),
+    )
+    .unwrap();
+    let junit = dir.path().join("gate.xml");
+    let out = Command::new(FAULTLINE)
+        .arg("gate")
+        .arg(&exp)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--no-store")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("slow-canary: FAILED (exit 1)\nscore "), "{stdout}");
+    assert!(stdout.contains("high   work latency"), "{stdout}");
+    assert!(stdout.contains("pass   work success_rate"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    valid_against_junit_10_xsd(dir.path(), "gate.xml", &xml);
+    let suites = junit_parser::from_reader(std::io::Cursor::new(xml.as_bytes())).unwrap();
+    let cases: Vec<&junit_parser::TestCase> = suites.suites[0]
+        .cases
+        .iter()
+        .filter(|c| c.classname.as_deref() == Some("faultline.slow-canary.judge"))
+        .collect();
+    let names: Vec<&str> = cases.iter().map(|c| c.original_name.as_str()).collect();
+    assert_eq!(names, ["work latency", "work success_rate", "canary score"], "{xml}");
+    let junit_parser::TestStatus::Failure(f) = &cases[0].status else {
+        panic!("the latency case did not fail: {xml}")
+    };
+    assert!(
+        f.message.starts_with("high: effect x") && f.message.contains(", p ") && f.message.contains('['),
+        "{}",
+        f.message
+    );
+    assert!(cases[1].status.is_success(), "{xml}");
+    assert!(cases[2].status.is_failure(), "{xml}");
+}

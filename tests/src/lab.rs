@@ -474,6 +474,45 @@ impl Lab {
         self.logs.path().join(format!("state-{name}"))
     }
 
+    /// Starts `faultline demo-service --listen <host ip>:PORT ARGS...` in
+    /// host `name`'s namespace (e.g. a service with `--upstream`), waits
+    /// until it accepts connections, and returns its address. The lab stops
+    /// it on drop, with the other services.
+    pub fn start_demo_service(&mut self, name: &str, port: u16, args: &[&str]) -> SocketAddrV4 {
+        let host = self.host(name).clone();
+        let listen = SocketAddrV4::new(host.ip, port);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.netns])
+            .arg(built_bin("faultline", "FAULTLINE_BIN"))
+            .args(["demo-service", "--listen", &listen.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn faultline demo-service");
+        self.services.push(ChildGuard {
+            child,
+            cmdline_regex: format!("faultline demo-service --listen {listen}( |$)"),
+        });
+        let hub = self.hub.clone();
+        let up = std::thread::spawn(move || {
+            enter_netns(&hub).expect("enter hub");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect_timeout(&SocketAddr::V4(listen), Duration::from_millis(200)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+        .join()
+        .expect("wait thread");
+        assert!(up, "demo-service on {name} did not listen on {listen}");
+        listen
+    }
+
     /// The agent's log file.
     pub fn agent_log(&self, name: &str) -> PathBuf {
         self.logs.path().join(format!("agent-{name}.log"))

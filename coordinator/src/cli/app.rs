@@ -17,6 +17,9 @@ pub struct Cli {
 pub enum Command {
     /// Run an experiment and print its report (local mode without --coordinator).
     Run(run::Args),
+    /// Release gate for CI: run an experiment with a canary judge and print
+    /// the score and each metric's classification; exit 0 only if it passes.
+    Gate(gate::Args),
     /// Check an experiment file without running it.
     Validate(validate::Args),
     /// Show which agents each fault would hit and the blast-radius headroom.
@@ -61,6 +64,7 @@ impl Cli {
         match &self.command {
             Command::Serve(_) => "info",
             Command::Run(a) if a.quiet => "error",
+            Command::Gate(a) if !a.progress => "error",
             Command::Gameday(a) if a.quiet => "error",
             Command::Follow(a) if a.quiet => "error",
             _ => "warn",
@@ -72,6 +76,7 @@ impl Cli {
 pub async fn main_with(cli: Cli) -> i32 {
     match cli.command {
         Command::Run(a) => run::main(a).await,
+        Command::Gate(a) => gate::main(a).await,
         Command::Validate(a) => validate::main(a),
         Command::Plan(a) => plan::main(a).await,
         Command::Serve(a) => serve::main(a).await,

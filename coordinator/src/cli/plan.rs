@@ -74,5 +74,14 @@ async fn plan(url: &str, source: &common::Source) -> i32 {
     for l in &p.limits {
         println!("  {l}");
     }
+    // The groups and the judge, read from the same file the coordinator
+    // planned (it accepted it, so it parses).
+    if let Ok(e) = source.parse() {
+        let g = super::validate::groups_and_judge(&e);
+        if !g.is_empty() {
+            println!("groups:");
+            print!("{g}");
+        }
+    }
     0
 }

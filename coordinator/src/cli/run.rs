@@ -166,7 +166,8 @@ fn finish(f: &v1::RunFinished, o: &RunOpts) -> i32 {
     )
 }
 
-/// Prints a finished run's report on stdout in `format` (md or json) and
+/// Prints a finished run's report on stdout in `format` (md, json, or gate:
+/// the judge's summary) and
 /// writes the files asked for; returns the run's exit code.
 pub(crate) fn write_report(
     f: &v1::RunFinished,
@@ -210,6 +211,7 @@ pub(crate) fn write_report(
     let mut out = std::io::stdout().lock();
     let _ = match format {
         "json" => writeln!(out, "{json}"),
+        "gate" => write!(out, "{}", report::judge::summary(&report)),
         _ => write!(out, "{md}"),
     };
     f.exit_code

@@ -46,6 +46,21 @@ pub struct Args {
     /// hosts, no experiment contents).
     #[arg(long, requires = "metrics_listen")]
     pub metrics_public: bool,
+    /// Serve the release-gate endpoint on this address (`POST /gate/NAME`
+    /// runs DIR/NAME.yaml of --gate-dir and answers 200 when it passes,
+    /// Flagger's webhook contract), e.g. 127.0.0.1:7702. HTTPS with the
+    /// coordinator's certificate under --tls-dir, else plain HTTP; only a
+    /// loopback address unless --gate-public.
+    #[arg(long, value_name = "ADDR", requires = "gate_dir")]
+    pub gate_listen: Option<SocketAddr>,
+    /// Directory of the experiments the gate endpoint may run (NAME.yaml).
+    #[arg(long, value_name = "DIR", requires = "gate_listen")]
+    pub gate_dir: Option<std::path::PathBuf>,
+    /// Allow --gate-listen on a non-loopback address. Anyone who reaches it
+    /// can run the experiments of --gate-dir, so it also needs --tokens
+    /// (callers send a token), or --insecure on a network you trust.
+    #[arg(long, requires = "gate_listen")]
+    pub gate_public: bool,
     /// Delete finished runs that started longer ago than this (checked at
     /// start and then hourly), e.g. `30d`. By default, history is kept
     /// forever; `faultline runs prune` does it once by hand.
@@ -69,6 +84,21 @@ pub async fn main(a: Args) -> i32 {
             eprint_err(format!(
                 "refusing to serve metrics on {m}: /metrics has no TLS and no authentication. Use a loopback address (e.g. 127.0.0.1:{}) behind your scraper's own tunnel, or pass --metrics-public to expose it",
                 m.port()
+            ));
+            return 2;
+        }
+    }
+    if let Some(g) = a.gate_listen {
+        if !g.ip().is_loopback() && !a.gate_public {
+            eprint_err(format!(
+                "refusing to serve the gate on {g}: it runs experiments for whoever calls it. Use a loopback address (e.g. 127.0.0.1:{}) behind your cluster's own proxy, or pass --gate-public (with --tokens)",
+                g.port()
+            ));
+            return 2;
+        }
+        if !g.ip().is_loopback() && a.tokens.is_none() && !a.insecure {
+            eprint_err(format!(
+                "refusing to serve the gate on {g} without --tokens: anyone reaching it could run the experiments of --gate-dir. Pass --tokens FILE (callers send Authorization: Bearer TOKEN or metadata.token), or --insecure on a trusted network"
             ));
             return 2;
         }
@@ -172,6 +202,43 @@ pub async fn main(a: Args) -> i32 {
             coordinator.metrics.clone(),
             move |_| c.refresh_metrics(),
             async move { stop.cancelled().await },
+        ));
+    }
+    if let (Some(addr), Some(dir)) = (a.gate_listen, &a.gate_dir) {
+        let l = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprint_err(format!("cannot listen for the gate on {addr}: {e}"));
+                return 5;
+            }
+        };
+        let tls = match &a.tls_dir {
+            None => None,
+            Some(tls_dir) => match crate::gate::tls_config(tls_dir) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprint_err(format!(
+                        "{e} (make the files with `faultline certs init {}`)",
+                        tls_dir.display()
+                    ));
+                    return 2;
+                }
+            },
+        };
+        eprintln!(
+            "faultline: release gate on {}://{addr}/gate/NAME running {}/NAME.yaml",
+            if tls.is_some() { "https" } else { "http" },
+            dir.display()
+        );
+        tokio::spawn(crate::gate::serve(
+            l,
+            crate::gate::Gate {
+                dir: dir.clone(),
+                tokens: coordinator.security.tokens.clone().map(std::sync::Arc::new),
+                start: coordinator.run_starter.clone(),
+                tls,
+            },
+            shutdown.clone(),
         ));
     }
     if let Some(keep) = a.retention {

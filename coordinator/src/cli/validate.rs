@@ -51,5 +51,79 @@ fn validate(file: &str, vars: &[String]) -> Result<(), String> {
         crate::experiment::fmt_duration(e.duration),
         crate::experiment::fmt_duration(e.recovery),
     );
+    print!("{}", groups_and_judge(&e));
     Ok(())
+}
+
+/// The groups with the probes that run for each, and the judge: what
+/// `validate` and `plan` show of a release gate. Empty without groups.
+pub fn groups_and_judge(e: &crate::experiment::Experiment) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    for g in &e.groups {
+        let values: Vec<String> = g.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(o, "  group {} ({})", g.name, values.join(", "));
+        for p in e
+            .hypothesis
+            .probes
+            .iter()
+            .filter(|p| p.group.as_ref().is_some_and(|pg| pg.group == g.name))
+        {
+            let _ = writeln!(o, "    probe {}: {} {}", p.name, p.kind.name(), p.kind.target());
+        }
+    }
+    let shared: Vec<&str> = e
+        .hypothesis
+        .probes
+        .iter()
+        .filter(|p| p.group.is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+    if !e.groups.is_empty() && !shared.is_empty() {
+        let _ = writeln!(o, "  shared probes (once, not judged): {}", shared.join(", "));
+    }
+    if !e.groups.is_empty() {
+        let _ = writeln!(
+            o,
+            "  faults hit both groups at the same time: {}",
+            e.faults.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(j) = &e.judge {
+        let _ = writeln!(
+            o,
+            "  judge: {} vs {} on the {} samples, alpha {}, pass >= {}, marginal >= {} ({})",
+            j.canary,
+            j.control,
+            j.phases.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("+"),
+            j.config.alpha,
+            j.config.pass,
+            j.config.marginal,
+            if j.marginal_passes {
+                "marginal passes"
+            } else {
+                "marginal fails"
+            }
+        );
+        for m in &j.metrics {
+            let c = &m.config;
+            let _ = writeln!(
+                o,
+                "    metric {:?}: {:?}, allowed x{}/x{}{}{}{}{}",
+                c.name,
+                c.direction,
+                c.allowed_increase,
+                c.allowed_decrease,
+                c.weight.map(|w| format!(", weight {w}")).unwrap_or_default(),
+                if c.critical { ", critical" } else { "" },
+                if c.must_have_data { ", must have data" } else { "" },
+                if c.test == crate::canary::Test::Welch {
+                    ", welch"
+                } else {
+                    ""
+                },
+            );
+        }
+    }
+    o
 }

@@ -21,6 +21,8 @@
 //! - `budget`: the error-budget gate before a run and the budget after it.
 //! - [`stops`]: stop conditions evaluated during observe.
 //! - `judge`: the run's verdict from its samples (tolerances, recovery).
+//! - [`gate`]: the canary judge's samples per group, and how its score
+//!   combines with the tolerances.
 //! - `assembly`: the report's probe, fault and experiment sections.
 //! - [`wire`]: a fault's parameters in wire form.
 
@@ -40,6 +42,7 @@ use crate::report::Report;
 mod assembly;
 mod budget;
 mod context;
+pub mod gate;
 pub mod guardrails;
 mod judge;
 mod leases;

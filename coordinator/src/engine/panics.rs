@@ -107,6 +107,7 @@ pub async fn execute_with(input: RunInput, body: Body) -> RunOutput {
             probes: Vec::new(),
             faults: Vec::new(),
             events: Vec::new(),
+            judge: None,
         },
     }
 }

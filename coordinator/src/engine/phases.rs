@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use super::assembly::{experiment_info, fault_reports, probe_reports};
 use super::budget;
 use super::context::Ctx;
+use super::gate;
 use super::judge::{aborted, judge, phase_stats, recovered_now, Verdict};
 use super::observe::{wait_with_progress, Observe};
 use super::placement::{drain_statuses, wait_for_acks, Placement, TargetState};
@@ -351,6 +352,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
     );
     let restored_at_ms = targets.iter().filter_map(|t| t.restored_at_ms).max();
     let stop_reports = stops::reports(&stop_conditions, &stop_evals, restored_at_ms);
+    let reached_verdict = verdict.is_none() && plan.is_some();
     let verdict = verdict.unwrap_or_else(|| {
         let v = judge(&exp, &probes);
         match stops::error_fired(&stop_reports) {
@@ -361,6 +363,19 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
             _ => v,
         }
     });
+    // ---- the canary judge, for a run that got through recovery ----
+    let judge_report = exp
+        .judge
+        .as_ref()
+        .filter(|_| reached_verdict)
+        .map(|spec| gate::judge(&exp, spec, &all_samples));
+    let verdict = match &judge_report {
+        Some(j) => {
+            ctx.log(gate::summary(j)).await;
+            gate::combine(verdict, j)
+        }
+        None => verdict,
+    };
     ctx.enter(Phase::Report, Duration::ZERO).await;
     ctx.close_phases();
     let aborted_by = (verdict.outcome == Outcome::Aborted)
@@ -383,6 +398,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         stop_conditions: stop_reports,
         error_budgets: budget_reports,
         events: Vec::new(),
+        judge: judge_report,
     };
     info!(run_id = %run_id, outcome = %report.outcome, "run finished");
     RunOutput { report }

@@ -5,6 +5,8 @@
 pub mod durations;
 pub mod error_budget;
 pub mod faults;
+pub mod groups;
+pub mod judge;
 pub mod limits;
 pub mod model;
 pub mod parse;

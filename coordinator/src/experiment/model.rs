@@ -35,6 +35,12 @@ pub struct Experiment {
     /// The SLO whose remaining budget gates the run; see
     /// [`super::error_budget`]. By default, none.
     pub error_budget: Option<super::error_budget::ErrorBudget>,
+    /// Named groups of probe targets (release gates); see
+    /// [`super::groups`]. By default, none.
+    pub groups: Vec<super::groups::Group>,
+    /// The canary judge: compares two groups metric by metric; see
+    /// [`super::judge`]. By default, none.
+    pub judge: Option<super::judge::JudgeSpec>,
 }
 
 /// What must stay true while faults are injected.
@@ -55,6 +61,12 @@ pub struct Probe {
     /// Tolerances that are also guardrails: checked live during observe
     /// over a sliding window; a violation aborts the run at once.
     pub guardrails: Vec<Guardrail>,
+    /// Written `per_group: true`: the probe runs once per group of
+    /// [`Experiment::groups`]. By default, false.
+    pub per_group: bool,
+    /// For a per-group probe's instance: the probe as written and the group
+    /// it measures (its `name` is then `NAME [GROUP]`).
+    pub group: Option<super::groups::ProbeGroup>,
 }
 
 /// A tolerance evaluated live while faults are injected.

@@ -52,7 +52,71 @@ pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result
     super::limits::check_source(file, source, vars)?;
     let text = substitute(file, source, vars)?;
     super::limits::check(file, &text)?;
-    let raw: RawExperiment = serde_norway::from_str(&text).map_err(|e| {
+    let groups = super::groups::read(file, &text)?;
+    if groups.is_empty() {
+        let text = super::groups::substitute(file, &text, None, &[])?;
+        let (raw, judge) = read_raw(file, &text)?;
+        let exp = raw.into_experiment(file, &text)?;
+        return with_judge(file, &text, exp, judge);
+    }
+    let mut readings = Vec::with_capacity(groups.len());
+    let mut judge = None;
+    for g in &groups {
+        // An error on a line that reads differently per group names the group.
+        let in_group = |mut e: Error| {
+            let line = e.line.checked_sub(1).and_then(|i| text.lines().nth(i)).unwrap_or("");
+            if line.contains("${group.") {
+                e.message = format!("{} (reading the file for group {:?})", e.message, g.name);
+            }
+            e
+        };
+        let t = super::groups::substitute(file, &text, Some(g), &groups)?;
+        super::limits::check(file, &t)?;
+        let (raw, j) = read_raw(file, &t).map_err(in_group)?;
+        judge = judge.or(j);
+        readings.push(raw.into_experiment(file, &t).map_err(in_group)?);
+    }
+    let exp = super::groups::combine(file, &text, groups, readings)?;
+    with_judge(file, &text, exp, judge)
+}
+
+/// Checks the `judge:` section against the experiment's groups and probes.
+fn with_judge(
+    file: &str,
+    text: &str,
+    mut exp: Experiment,
+    judge: Option<super::judge::RawJudge>,
+) -> Result<Experiment> {
+    if let Some(j) = judge {
+        exp.judge = Some(j.into_spec(&exp, |key, message| {
+            let (line, column) = locate_under(text, "judge", key);
+            Error {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?);
+    }
+    if let Some(p) = exp.hypothesis.probes.iter().find(|p| p.per_group && p.group.is_none()) {
+        let (line, column) = locate(text, "hypothesis");
+        return Err(Error {
+            file: file.to_string(),
+            line,
+            column,
+            message: format!(
+                "probe {:?}: per_group: true needs groups; define them under hypothesis.groups (e.g. control and canary)",
+                p.name
+            ),
+        });
+    }
+    Ok(exp)
+}
+
+/// Reads the YAML into the raw experiment; the judge is taken out, to be
+/// checked once the groups are combined.
+fn read_raw(file: &str, text: &str) -> Result<(RawExperiment, Option<super::judge::RawJudge>)> {
+    let mut raw: RawExperiment = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let mut message = e.to_string();
         // serde_norway appends " at line L column C"; we put it in front.
@@ -66,7 +130,8 @@ pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result
             message: plain_words(&message),
         }
     })?;
-    raw.into_experiment(file, &text)
+    let judge = raw.judge.take();
+    Ok((raw, judge))
 }
 
 /// What serde says about the Rust types behind the file (`expected struct
@@ -87,7 +152,11 @@ fn plain_words(message: &str) -> String {
         ),
         (
             "expected struct RawHypothesis",
-            "expected a mapping with the hypothesis' fields (description, probes)",
+            "expected a mapping with the hypothesis' fields (description, groups, probes)",
+        ),
+        (
+            "expected struct RawJudge",
+            "expected a mapping with the judge's fields (control, canary, alpha, pass, marginal, phases, metrics)",
         ),
         ("expected struct RawProbe", &probe),
         (
@@ -144,9 +213,28 @@ fn plain_words(message: &str) -> String {
     out
 }
 
+/// Finds the line and column of the first line after the top-level
+/// `section:` that mentions `needle` (e.g. `probe: api`, `alpha`); the
+/// section's own line if none does.
+fn locate_under(text: &str, section: &str, needle: &str) -> (usize, usize) {
+    let (start, col) = locate(text, section);
+    if start == 0 {
+        return (0, 0);
+    }
+    for (i, l) in text.lines().enumerate().skip(start) {
+        if !l.is_empty() && !l.starts_with([' ', '\t', '#', '-']) {
+            break;
+        }
+        if let Some(c) = l.find(needle) {
+            return (i + 1, c + 1);
+        }
+    }
+    (start, col)
+}
+
 /// Finds the line and column of a top-level `key:` for errors about values
 /// that serde already accepted.
-fn locate(text: &str, key: &str) -> (usize, usize) {
+pub(super) fn locate(text: &str, key: &str) -> (usize, usize) {
     text.lines()
         .position(|l| l.starts_with(&format!("{key}:")))
         .map(|i| (i + 1, 1))
@@ -170,6 +258,7 @@ struct RawExperiment {
     #[serde(default)]
     stop_conditions: Vec<StopCondition>,
     error_budget: Option<super::error_budget::ErrorBudget>,
+    judge: Option<super::judge::RawJudge>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +266,10 @@ struct RawExperiment {
 struct RawHypothesis {
     #[serde(default)]
     description: String,
+    /// Read by [`super::groups::read`] before this parse; here only accepted.
+    #[serde(default)]
+    #[allow(dead_code)]
+    groups: Option<super::groups::RawGroups>,
     probes: Vec<Probe>,
 }
 
@@ -375,6 +468,8 @@ impl RawExperiment {
             lease,
             stop_conditions: self.stop_conditions,
             error_budget: self.error_budget,
+            groups: Vec::new(),
+            judge: None,
         })
     }
 }

@@ -26,7 +26,12 @@ pub fn substitute(file: &str, source: &str, vars: &HashMap<String, String>) -> R
         while let Some(i) = rest.find("${") {
             if i > 0 && rest.as_bytes()[i - 1] == b'$' {
                 out.push_str(&rest[..i - 1]);
-                out.push_str("${");
+                // `$${group.KEY}` stays escaped for the group pass.
+                out.push_str(if rest[i + 2..].starts_with(super::groups::PREFIX) {
+                    "$${"
+                } else {
+                    "${"
+                });
                 col += i + 2;
                 rest = &rest[i + 2..];
                 continue;
@@ -43,6 +48,12 @@ pub fn substitute(file: &str, source: &str, vars: &HashMap<String, String>) -> R
                 return Err(err("unterminated ${ placeholder: write ${name}".into()));
             };
             let (name, default) = split_placeholder(&after[..end]);
+            if name.starts_with(super::groups::PREFIX) {
+                out.push_str(&rest[i..i + 2 + end + 1]);
+                col += i + 2 + end + 1;
+                rest = &after[end + 1..];
+                continue;
+            }
             match (vars.get(name), default) {
                 (Some(v), _) if v.contains('\n') => {
                     return Err(err(format!("value of variable {name} contains a newline")))

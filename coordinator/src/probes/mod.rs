@@ -135,6 +135,10 @@ macro_rules! probe_kinds {
             $($module: Option<<$ty as Kind>::Raw>,)+
             #[serde(default)]
             tolerances: Vec<ToleranceSpec>,
+            /// Run once per group of `hypothesis.groups` (see
+            /// [`crate::experiment::groups`]). By default, false.
+            #[serde(default)]
+            per_group: bool,
         }
 
         impl RawProbe {
@@ -259,6 +263,8 @@ impl TryFrom<RawProbe> for Probe {
             kind,
             tolerances: r.tolerances.into_iter().map(|t| t.tolerance).collect(),
             guardrails,
+            per_group: r.per_group,
+            group: None,
         })
     }
 }

@@ -103,6 +103,8 @@ mod tests {
             kind,
             tolerances: vec![],
             guardrails: vec![],
+            per_group: false,
+            group: None,
         }
     }
 

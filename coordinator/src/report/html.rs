@@ -406,6 +406,9 @@ table {{ border-collapse: collapse; margin: 8px 0; }} td, th {{ border: 1px soli
     values_table(&mut o, r);
     stop_conditions(&mut o, r);
     error_budgets(&mut o, r);
+    if let Some(j) = &r.judge {
+        super::judge::html(&mut o, j, escape);
+    }
     o.push_str("<h2>Faults</h2><table><tr><th>fault</th><th>agent</th><th>state</th><th>backend</th><th>injected</th><th>restored</th><th>restored by</th><th>detail</th><th>observed</th></tr>");
     for f in &r.faults {
         for t in &f.targets {

@@ -1,12 +1,16 @@
 //! JUnit XML for CI: one test case per tolerance of each probe (checked on
 //! the samples taken during the fault), one per probe for "recovers after
-//! restore", and one for the run itself when it ended without a verdict
-//! (not steady, aborted, error, invalid), and one per stop condition (a
-//! failure when it turned true). Each probe's figures per phase and their
-//! change against the baseline are suite properties
-//! (`probe.<probe>.<phase>.<figure>`, `probe.<probe>.delta.<figure>`), as
-//! are the error budgets before and after the run. The Markdown report goes
-//! into `system-out`, so a CI page shows the whole run next to the failures.
+//! restore", with a canary judge one per judged metric (failed when `high`
+//! or `low`, or `nodata` with `must_have_data`; its classification, effect
+//! size, interval and p-value in the message, the case's `system-out` and
+//! the suite's `judge.<metric>.*` properties) and one for the canary score,
+//! one per stop condition (a failure when it turned true), and one for the
+//! run itself when it ended without a verdict (not steady, aborted, error,
+//! invalid). Each probe's figures per phase and their change against the
+//! baseline are suite properties (`probe.<probe>.<phase>.<figure>`,
+//! `probe.<probe>.delta.<figure>`), as are the error budgets before and
+//! after the run. The Markdown report goes into `system-out`, so a CI page
+//! shows the whole run next to the failures.
 
 use std::fmt::Write;
 
@@ -42,6 +46,11 @@ struct Case {
     class: String,
     name: String,
     result: Result,
+    /// The case's `system-out` (the judge's figures in words, so a
+    /// passing metric shows them too). junit-10.xsd allows no properties
+    /// on a test case: the figures are also suite properties
+    /// `judge.<metric>.<figure>`.
+    out: Option<String>,
 }
 
 /// The probes' figures per phase with their change against the baseline,
@@ -138,6 +147,7 @@ pub fn render(r: &Report) -> String {
                 class: class.clone(),
                 name: t.tolerance.clone(),
                 result,
+                out: None,
             });
         }
         let injected = r
@@ -158,6 +168,32 @@ pub fn render(r: &Report) -> String {
                     crate::experiment::fmt_duration(std::time::Duration::from_millis(r.experiment.recovery_ms))
                 ))
             },
+            out: None,
+        });
+    }
+    // The canary judge: one test case per metric, and one for the score.
+    if let Some(j) = &r.judge {
+        let class = format!("faultline.{exp}.judge");
+        for m in &j.judgement.metrics {
+            cases.push(Case {
+                class: class.clone(),
+                name: m.name.clone(),
+                result: match super::judge::junit_failure(j, m) {
+                    Some(why) => Result::Failed(why),
+                    None => Result::Passed,
+                },
+                out: Some(super::judge::junit_message(m)),
+            });
+        }
+        cases.push(Case {
+            class,
+            name: "canary score".into(),
+            result: if j.passed {
+                Result::Passed
+            } else {
+                Result::Failed(crate::engine::gate::summary(j))
+            },
+            out: Some(crate::engine::gate::summary(j)),
         });
     }
     for sc in &r.stop_conditions {
@@ -178,6 +214,7 @@ pub fn render(r: &Report) -> String {
             class: format!("faultline.{exp}.stop_conditions"),
             name: format!("{} ({})", sc.name, sc.severity),
             result,
+            out: None,
         });
     }
     if !matches!(r.outcome, Outcome::Passed | Outcome::Failed) {
@@ -185,6 +222,7 @@ pub fn render(r: &Report) -> String {
             class: format!("faultline.{exp}"),
             name: "run".into(),
             result: Result::Error(format!("{}: {}", r.outcome.as_str(), r.reason)),
+            out: None,
         });
     }
     let count = |f: fn(&Result) -> bool| cases.iter().filter(|c| f(&c.result)).count();
@@ -239,6 +277,32 @@ pub fn render(r: &Report) -> String {
             escape(&value)
         );
     }
+    // The judge's figures per metric: `judge.<metric>.<figure>`.
+    if let Some(j) = &r.judge {
+        let _ = writeln!(
+            o,
+            r#"      <property name="judge.score" value="{:.1}"/>"#,
+            j.judgement.score
+        );
+        for m in &j.judgement.metrics {
+            for (k, v) in [
+                (
+                    "classification",
+                    crate::engine::gate::classification_name(m.classification).to_string(),
+                ),
+                ("effect_size", super::judge::effect(m)),
+                ("interval", super::judge::interval(m)),
+                ("p_value", super::judge::p_value(m)),
+            ] {
+                let _ = writeln!(
+                    o,
+                    r#"      <property name="{}" value="{}"/>"#,
+                    escape(&format!("judge.{}.{k}", m.name)),
+                    escape(&v)
+                );
+            }
+        }
+    }
     let _ = writeln!(o, "    </properties>");
     for c in &cases {
         let open = format!(
@@ -246,15 +310,28 @@ pub fn render(r: &Report) -> String {
             escape(&c.class),
             escape(&c.name)
         );
+        let out = c
+            .out
+            .as_ref()
+            .map(|m| format!("\n      <system-out>{}</system-out>", escape(m)))
+            .unwrap_or_default();
         match &c.result {
-            Result::Passed => {
+            Result::Passed if out.is_empty() => {
                 let _ = writeln!(o, "{open}/>");
+            }
+            Result::Passed => {
+                let _ = writeln!(o, "{open}>{out}\n    </testcase>");
             }
             Result::Failed(m) => {
                 let _ = writeln!(
                     o,
-                    "{open}>\n      <failure message=\"{}\" type=\"tolerance\">{}</failure>\n    </testcase>",
+                    "{open}>\n      <failure message=\"{}\" type=\"{}\">{}</failure>{out}\n    </testcase>",
                     escape(m),
+                    if c.class.ends_with(".judge") {
+                        "canary"
+                    } else {
+                        "tolerance"
+                    },
                     escape(m)
                 );
             }

@@ -61,6 +61,9 @@ pub fn render(r: &Report) -> String {
     } else {
         probes_and_tolerances(&mut o, r);
     }
+    if let Some(j) = &r.judge {
+        super::judge::markdown(&mut o, j);
+    }
     faults(&mut o, r);
     stop_conditions(&mut o, r);
     error_budgets(&mut o, r);

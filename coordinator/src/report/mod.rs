@@ -2,6 +2,7 @@
 //! self-contained HTML).
 
 pub mod html;
+pub mod judge;
 pub mod junit;
 pub mod markdown;
 pub mod model;
@@ -61,6 +62,7 @@ mod tests {
                 targets: vec![target],
             }],
             events: Vec::new(),
+            judge: None,
         }
     }
 

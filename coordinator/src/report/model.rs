@@ -49,6 +49,32 @@ pub struct Report {
     /// run that finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventReport>,
+    /// The canary judge's judgement, for an experiment with a `judge:`
+    /// section whose run got through recovery. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeReport>,
+}
+
+/// The canary judge in a report: which groups, which samples, each
+/// metric's classification, the score and what it did to the outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JudgeReport {
+    pub control: String,
+    pub canary: String,
+    /// Judged phases as written: `inject`, `recover`.
+    pub phases: Vec<String>,
+    pub marginal_passes: bool,
+    /// True when the score lets the run pass: verdict `pass`, or `marginal`
+    /// with `marginal_passes`. The run's outcome also needs every tolerance.
+    pub passed: bool,
+    /// Each metric's settings as judged (direction, allowed and critical
+    /// effect sizes, must_have_data, weight, ...), in the order of the
+    /// metrics.
+    #[serde(default)]
+    pub settings: Vec<crate::canary::MetricConfig>,
+    /// Metrics, score, verdict, the critical failure and the settings.
+    #[serde(flatten)]
+    pub judgement: crate::canary::Judgement,
 }
 
 /// One recorded event of a run.

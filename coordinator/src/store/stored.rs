@@ -97,6 +97,7 @@ pub fn interrupted_report(run: &RunRow, events: &[EventRow]) -> Report {
         phases,
         probes: Vec::new(),
         faults: Vec::new(),
+        judge: None,
         events: events
             .iter()
             .map(|e| EventReport {
