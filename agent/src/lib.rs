@@ -379,6 +379,29 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     table.restore_all("agent shutting down").await;
     drop(table);
     let _ = table_task.await;
+    // A private fallback directory (local mode, when another agent held the
+    // shared one) goes once nothing but its lock is left in it: each local
+    // run used to leave one behind in the temporary directory.
+    if let Some(fallback) = &config.state_dir_fallback {
+        if journal.dir() == fallback.as_path() {
+            remove_if_only_lock(fallback);
+        }
+    }
     info!(agent_id = %config.agent_id, "agent stopped; every fault restored");
     Ok(())
+}
+
+/// Removes `dir` if it holds nothing but the journal's lock file (an undo
+/// record left in it keeps it, for the next agent to restore).
+fn remove_if_only_lock(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.iter().all(|n| n == "lock") {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            warn!(dir = %dir.display(), err = %e, "could not remove the private state directory");
+        }
+    }
 }
