@@ -26,6 +26,7 @@
 //! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
+//! - [`console`]: the web console (`serve --ui-listen`): pages, login, SSE.
 //! - [`events`]: the one path of a run's events (store, then followers, then the client).
 //! - [`follow`]: following a run's stored and live events (`Control.Follow`).
 //! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
@@ -40,6 +41,7 @@
 pub mod canary;
 pub mod certs;
 pub mod cli;
+pub mod console;
 pub mod control;
 pub mod engine;
 pub mod events;
