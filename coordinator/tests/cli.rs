@@ -1162,3 +1162,52 @@ faults:
     assert!(!err.contains("No CA certificates"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}\n{}", text(&out.stdout));
 }
+
+/// Runs `faultline serve ARGS` with a 10 s deadline; its exit code and stderr.
+fn serve_refusal(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(FAULTLINE)
+        .args(["serve", "--no-store", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run faultline serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.and_then(|s| s.code()), err)
+}
+
+#[test]
+fn serve_refuses_a_console_off_loopback_without_tls_and_a_console_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "ops 0123456789abcdef0123 operator\nviewer fedcba9876543210fedc read-only\n").unwrap();
+    let t = tokens.to_str().unwrap();
+    let (code, err) = serve_refusal(&["--tokens", t, "--ui-listen", "0.0.0.0:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("refusing to serve the console on 0.0.0.0:0 without TLS") && err.contains("--insecure"),
+        "{err}"
+    );
+    let (code, err) = serve_refusal(&["--ui-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--ui-listen needs --tokens FILE"), "{err}");
+    // A token file with an unknown role is refused with its line.
+    std::fs::write(&tokens, "ops 0123456789abcdef0123 admin\n").unwrap();
+    let (code, err) = serve_refusal(&["--tokens", t, "--ui-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(":1: unknown role \"admin\""), "{err}");
+}

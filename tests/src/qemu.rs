@@ -144,7 +144,7 @@ impl Cpio {
         }
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(0);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -173,7 +173,7 @@ impl Cpio {
         }
         self.header(path, 0o100000 | perm, data.len());
         self.out.extend_from_slice(data);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -186,14 +186,14 @@ impl Cpio {
         }
         self.header(path, 0o120777, target.len());
         self.out.extend_from_slice(target.as_bytes());
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
 
     pub fn finish(mut self) -> Vec<u8> {
         self.header("TRAILER!!!", 0, 0);
-        while self.out.len() % 512 != 0 {
+        while !self.out.len().is_multiple_of(512) {
             self.out.push(0);
         }
         self.out
