@@ -1194,7 +1194,11 @@ fn serve_refusal(args: &[&str]) -> (Option<i32>, String) {
 fn serve_refuses_a_console_off_loopback_without_tls_and_a_console_without_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, "ops 0123456789abcdef0123 operator\nviewer fedcba9876543210fedc read-only\n").unwrap();
+    std::fs::write(
+        &tokens,
+        "ops 0123456789abcdef0123 operator\nviewer fedcba9876543210fedc read-only\n",
+    )
+    .unwrap();
     let t = tokens.to_str().unwrap();
     let (code, err) = serve_refusal(&["--tokens", t, "--ui-listen", "0.0.0.0:0"]);
     assert_eq!(code, Some(2), "{err}");

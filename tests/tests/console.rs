@@ -156,6 +156,10 @@ fn assert_security_headers(r: &Resp, what: &str) {
 
 /// A run of `duration` killing `victim` on node-a with a probe on `port`.
 fn experiment(port: u16, victim: &ChildGuard, duration: &str) -> String {
+    experiment_with_baseline(port, victim, "500ms", duration)
+}
+
+fn experiment_with_baseline(port: u16, victim: &ChildGuard, baseline: &str, duration: &str) -> String {
     let cmdline = &victim.cmdline_regex;
     format!(
         r#"name: console
@@ -166,7 +170,7 @@ hypothesis:
       http: {{ url: "http://127.0.0.1:{port}/" }}
       tolerances:
         - success_rate: "90%"
-baseline: 500ms
+baseline: {baseline}
 duration: {duration}
 recovery: 500ms
 faults:
@@ -523,6 +527,138 @@ async fn the_live_page_streams_a_runs_events_and_its_abort_button_restores_the_f
     }
     println!("SSE minus gRPC client arrival per phase (µs): {lag_us:?}");
     println!("agent state change to SSE delivery per fault status (ms): {fault_lag_ms:?}");
+    let Lab { h, .. } = lab;
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_headless_chromium_an_operator_logs_in_sees_the_fleet_watches_a_run_live_and_aborts_it() {
+    let Some(binary) = faultline_tests::browser::chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
+        );
+        eprintln!("skipping: chromium is not installed");
+        return;
+    };
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let lab = lab().await;
+    let (ui, c) = (lab.ui, lab.h.coordinator.clone());
+    let mut b = faultline_tests::browser::Browser::start(&binary)
+        .await
+        .expect("start chromium");
+    b.goto(&format!("http://{ui}/fleet")).await.expect("goto");
+    assert!(
+        b.wait_for("location.pathname === '/login'", Duration::from_secs(10))
+            .await
+            .expect("eval"),
+        "without a session the browser lands on the login page"
+    );
+    b.eval(&format!(
+        "document.querySelector('input[name=token]').value = '{OPERATOR}'; document.forms[0].submit(); true"
+    ))
+    .await
+    .expect("log in");
+    assert!(
+        b.wait_for(
+            "location.pathname === '/fleet' && document.querySelector('#agents').textContent.includes('node-a')",
+            Duration::from_secs(10)
+        )
+        .await
+        .expect("eval"),
+        "the fleet page lists the agent: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    assert_eq!(
+        b.eval("document.cookie").await.expect("eval"),
+        serde_json::json!(""),
+        "the session cookie is HttpOnly: scripts cannot read it"
+    );
+    // A 3 s baseline: the page is open before the fault goes in.
+    let (run_id, mut stream) = submit(&lab.h, &experiment_with_baseline(port, &victim, "3s", "30s")).await;
+    let (inject_tx, inject_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut inject_tx = Some(inject_tx);
+        while let Ok(Some(ev)) = stream.message().await {
+            if matches!(&ev.event, Some(v1::run_event::Event::Phase(p)) if p.phase == "inject") {
+                if let Some(tx) = inject_tx.take() {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+        }
+    });
+    b.goto(&format!("http://{ui}/runs/{run_id}")).await.expect("goto");
+    assert!(
+        b.wait_for(
+            "document.querySelector('#phases').textContent.includes('baseline') && !document.querySelector('#phases').textContent.includes('inject')",
+            Duration::from_secs(10)
+        )
+        .await
+        .expect("eval"),
+        "the page is live before the fault: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    // From the submitting client receiving the inject phase to the
+    // browser's page showing it, polled as fast as DevTools answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut shown = None;
+    while Instant::now() < deadline {
+        let q = "document.querySelector('#phases').textContent.includes('inject')";
+        if b.eval(q).await.expect("eval") == serde_json::json!(true) {
+            shown = Some(Instant::now());
+            break;
+        }
+    }
+    let shown = shown.expect("the inject phase reaches the page");
+    let sent = inject_rx.await.expect("the client saw inject");
+    println!(
+        "inject phase: browser page shows it {} µs after the gRPC client received it (negative: before)",
+        shown.saturating_duration_since(sent).as_micros() as i64
+            - sent.saturating_duration_since(shown).as_micros() as i64
+    );
+    // The console's script (allowed by the CSP as a same-origin file) fills
+    // the tables from the event stream, without a reload.
+    let live = "document.querySelector('#phases').textContent.includes('observe') \
+                && document.querySelector('#targets').textContent.includes('injected') \
+                && document.querySelector('#probes').textContent.includes('web') \
+                && document.querySelector('#stream').textContent === 'live'";
+    assert!(
+        b.wait_for(live, Duration::from_secs(20)).await.expect("eval"),
+        "the live page updates: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    let shot = b.screenshot().await.expect("screenshot");
+    assert!(
+        shot.starts_with(b"\x89PNG") && shot.len() > 5_000,
+        "a real screenshot ({} bytes)",
+        shot.len()
+    );
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-live-run.png");
+    std::fs::write(&path, &shot).expect("save the screenshot");
+    println!("screenshot of the live run: {} ({} bytes)", path.display(), shot.len());
+    // The Abort button: the form POSTs with its CSRF token; the run ends
+    // aborted and the page shows it.
+    b.eval("document.getElementById('abort').click(); true")
+        .await
+        .expect("click");
+    assert!(
+        b.wait_for(
+            "document.getElementById('outcome').textContent === 'aborted'",
+            Duration::from_secs(20)
+        )
+        .await
+        .expect("eval"),
+        "the page shows aborted: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    let report = c.runs.report(&run_id).expect("the run ended");
+    assert_eq!(report.outcome.as_str(), "aborted");
+    assert_eq!(report.aborted_by.as_deref(), Some("aborted from the console"));
+    assert_eq!(report.faults[0].targets[0].state, "restored");
+    drop(b);
     let Lab { h, .. } = lab;
     h.stop().await;
     stop.cancel();
