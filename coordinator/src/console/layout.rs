@@ -4,10 +4,10 @@
 use super::auth::Session;
 use super::http::{esc, Response};
 
-/// The console's stylesheet is a few rules in the HTML: CSP
-/// `default-src 'self'` forbids inline `<style>`, so pages use plain
-/// markup and the browser's defaults; the live page's script adds nothing
-/// stylistic either.
+/// A page of the console. There is no stylesheet yet: the CSP
+/// (`default-src 'self'`) forbids inline `<style>`, so pages are plain
+/// markup in the browser's defaults. `script` adds `/static/console.js`
+/// (the live page only).
 pub fn page(session: &Session, title: &str, body: &str, script: bool) -> Response {
     let script = if script {
         "<script src=\"/static/console.js\" defer></script>"
