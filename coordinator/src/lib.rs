@@ -26,6 +26,7 @@
 //! - [`store`]: the SQLite run history (runs, events, reports, audit), with migrations.
 //! - [`link`]: the `AgentLink` service.
 //! - [`control`]: the `Control` service.
+//! - [`console`]: the web console (`serve --ui-listen`): pages, login, SSE.
 //! - [`events`]: the one path of a run's events (store, then followers, then the client).
 //! - [`follow`]: following a run's stored and live events (`Control.Follow`).
 //! - [`gate`]: the release-gate HTTP endpoint (Flagger's webhook contract).
@@ -41,6 +42,7 @@
 pub mod canary;
 pub mod certs;
 pub mod cli;
+pub mod console;
 pub mod control;
 pub mod engine;
 pub mod events;

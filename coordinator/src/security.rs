@@ -4,8 +4,12 @@
 //!   init`): the coordinator presents its certificate; agents must present
 //!   one signed by the same CA, and the agent id in Hello must equal the
 //!   certificate's common name, so one node cannot pose as another.
-//! - **Bearer tokens** (`--tokens FILE`, lines `NAME TOKEN`): Control calls
-//!   must carry `authorization: Bearer TOKEN`; the audit log records NAME.
+//! - **Bearer tokens** (`--tokens FILE`, lines `NAME TOKEN [ROLE]`): Control
+//!   calls must carry `authorization: Bearer TOKEN`; the audit log records
+//!   NAME. ROLE is `operator` (the default, so files written before roles
+//!   existed keep their meaning) or `read-only`: a read-only token may list,
+//!   follow and read reports, and is refused every call that changes state
+//!   (submit, abort, stop, resume, schedules) by Control and the console.
 //!   With TLS on, the CLI certificate from the CA is accepted instead.
 //! - **Roles**: every certificate names its role (see [`crate::certs`]). An
 //!   agent certificate only opens AgentLink, the CLI certificate only
@@ -42,14 +46,39 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-/// Bearer tokens and the names they stand for.
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    /// Everything a caller may do: submit, abort, stop, resume, schedules.
+    Operator,
+    /// Look only: lists, follows, reports; every state change is refused.
+    ReadOnly,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Operator => "operator",
+            TokenRole::ReadOnly => "read-only",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bearer tokens and the names and roles they stand for.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    by_token: HashMap<String, String>,
+    by_token: HashMap<String, (String, TokenRole)>,
 }
 
 impl Tokens {
-    /// Parses `NAME TOKEN` lines (`#` starts a comment).
+    /// Parses `NAME TOKEN [ROLE]` lines (`#` starts a comment); ROLE is
+    /// `operator` (the default) or `read-only`.
     pub fn parse(path: &Path, text: &str) -> Result<Tokens, Error> {
         let mut by_token = HashMap::new();
         for (i, line) in text.lines().enumerate() {
@@ -63,13 +92,22 @@ impl Tokens {
                 message: message.to_string(),
             };
             let mut w = line.split_whitespace();
-            let (Some(name), Some(token), None) = (w.next(), w.next(), w.next()) else {
-                return Err(err("expected NAME TOKEN"));
+            let (Some(name), Some(token), role, None) = (w.next(), w.next(), w.next(), w.next()) else {
+                return Err(err("expected NAME TOKEN [ROLE]"));
+            };
+            let role = match role {
+                None | Some("operator") => TokenRole::Operator,
+                Some("read-only") => TokenRole::ReadOnly,
+                Some(other) => {
+                    return Err(err(&format!(
+                        "unknown role {other:?}; the role column is `operator` or `read-only`"
+                    )))
+                }
             };
             if token.len() < 16 {
                 return Err(err("token is shorter than 16 characters; use a long random one"));
             }
-            if by_token.insert(token.to_string(), name.to_string()).is_some() {
+            if by_token.insert(token.to_string(), (name.to_string(), role)).is_some() {
                 return Err(err("token used twice"));
             }
         }
@@ -90,13 +128,22 @@ impl Tokens {
 
     /// The name of a token, compared in constant time per entry.
     pub fn name_of(&self, token: &str) -> Option<&str> {
+        self.lookup(token).map(|(n, _)| n)
+    }
+
+    /// The name and role of a token, compared in constant time per entry.
+    pub fn lookup(&self, token: &str) -> Option<(&str, TokenRole)> {
         self.by_token
             .iter()
-            .find(|(t, _)| {
-                t.len() == token.len() && t.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
-            })
-            .map(|(_, n)| n.as_str())
+            .find(|(t, _)| constant_time_eq(t, token))
+            .map(|(_, (n, r))| (n.as_str(), *r))
     }
+}
+
+/// Whether two strings are equal, without stopping at the first
+/// difference (the time taken does not tell how much of a guess was right).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The coordinator's security settings. The default is none (loopback only).
@@ -172,6 +219,22 @@ impl Security {
         })
     }
 
+    /// Like [`Security::control_caller`], for calls that change state:
+    /// a `read-only` token is refused. Certificates and anonymous loopback
+    /// callers are operators.
+    pub fn control_operator<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let who = self.control_caller(req)?;
+        if let (Some(tokens), Some(h)) = (&self.tokens, req.metadata().get("authorization")) {
+            let token = h.to_str().ok().and_then(bearer_token).unwrap_or("");
+            if let Some((name, TokenRole::ReadOnly)) = tokens.lookup(token) {
+                return Err(Status::permission_denied(format!(
+                    "token {name:?} is read-only; this call changes state and needs an operator token"
+                )));
+            }
+        }
+        Ok(who)
+    }
+
     /// Checks an agent's identity: with TLS on, it must present an agent
     /// certificate (role `faultline-agent`) whose common name is the agent
     /// id it claims. `peer` is the client certificate's common name and
@@ -220,9 +283,22 @@ mod tests {
         assert_eq!(t.name_of("0123456789abcdef0123"), Some("ci"));
         assert_eq!(t.name_of("0123456789abcdef0124"), None);
         assert_eq!(t.name_of(""), None);
+        assert_eq!(t.lookup("0123456789abcdef0123"), Some(("ci", TokenRole::Operator)));
+        let t = Tokens::parse(
+            p,
+            "ro 0123456789abcdef0123 read-only\nop fedcba9876543210fedc operator\n",
+        )
+        .unwrap();
+        assert_eq!(t.lookup("0123456789abcdef0123"), Some(("ro", TokenRole::ReadOnly)));
+        assert_eq!(t.lookup("fedcba9876543210fedc"), Some(("op", TokenRole::Operator)));
         for (text, want) in [
             ("ci short\n", "tokens:1: token is shorter"),
-            ("ci\n", "tokens:1: expected NAME TOKEN"),
+            ("ci\n", "tokens:1: expected NAME TOKEN [ROLE]"),
+            ("ci 0123456789abcdef0123 admin\n", "tokens:1: unknown role \"admin\""),
+            (
+                "ci 0123456789abcdef0123 read-only x\n",
+                "tokens:1: expected NAME TOKEN [ROLE]",
+            ),
             (
                 "a 0123456789abcdef0123\nb 0123456789abcdef0123\n",
                 "tokens:2: token used twice",

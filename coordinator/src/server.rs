@@ -36,6 +36,9 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// mTLS and bearer tokens. By default, none (loopback only).
     pub security: Arc<Security>,
+    /// The one path of every run's events (store, followers, client),
+    /// shared by Control and the web console. Follows `store`.
+    pub events: Arc<crate::events::EventLog>,
     /// How often agents heartbeat; an agent silent for three of these is
     /// dropped. By default, 5 s ([`crate::link::HEARTBEAT_INTERVAL`]).
     pub heartbeat_interval: Duration,
@@ -46,11 +49,13 @@ pub struct Coordinator {
 
 impl Default for Coordinator {
     fn default() -> Self {
+        let store = Arc::new(Store::in_memory().expect("an in-memory SQLite database always opens"));
         Self {
             registry: Arc::default(),
             runs: Arc::default(),
             policy: Arc::default(),
-            store: Arc::new(Store::in_memory().expect("an in-memory SQLite database always opens")),
+            events: Arc::new(crate::events::EventLog::new(store.clone())),
+            store,
             metrics: coordinator_metrics(),
             security: Arc::default(),
             heartbeat_interval: crate::link::HEARTBEAT_INTERVAL,
@@ -138,6 +143,7 @@ impl Coordinator {
     /// Keeps history in `store` instead of memory.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Arc::new(store);
+        self.events = Arc::new(crate::events::EventLog::new(self.store.clone()));
         self
     }
 
@@ -160,7 +166,7 @@ impl Coordinator {
             Ok(_) => {}
             Err(e) => warn!(err = %e, "cannot mark interrupted runs"),
         }
-        let events = Arc::new(crate::events::EventLog::new(self.store.clone()));
+        let events = self.events.clone();
         let link = AgentLinkService {
             registry: self.registry.clone(),
             shutdown: links_token.clone(),

@@ -1254,3 +1254,37 @@ fn validate_and_plan_show_both_groups_and_the_judge() {
         "{stdout}"
     );
 }
+
+/// Runs `faultline serve --no-store --listen 127.0.0.1:0 ARGS` with a 10 s
+/// deadline; its exit code and stderr.
+fn serve_refusal(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["--no-store", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    serve_exit(&all)
+}
+
+#[test]
+fn serve_refuses_a_console_off_loopback_without_tls_and_a_console_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "ops 0123456789abcdef0123 operator\nviewer fedcba9876543210fedc read-only\n",
+    )
+    .unwrap();
+    let t = tokens.to_str().unwrap();
+    let (code, err) = serve_refusal(&["--tokens", t, "--ui-listen", "0.0.0.0:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("refusing to serve the console on 0.0.0.0:0 without TLS") && err.contains("--insecure"),
+        "{err}"
+    );
+    let (code, err) = serve_refusal(&["--ui-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--ui-listen needs --tokens FILE"), "{err}");
+    // A token file with an unknown role is refused with its line.
+    std::fs::write(&tokens, "ops 0123456789abcdef0123 admin\n").unwrap();
+    let (code, err) = serve_refusal(&["--tokens", t, "--ui-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(":1: unknown role \"admin\""), "{err}");
+}

@@ -12,8 +12,10 @@
 //! - [`tools`]: the commands root tests need, checked before they start.
 //! - [`qemu`]: a Debian kernel with `sch_netem` under qemu, with an initramfs of this host's binaries.
 //! - [`soak`]: many consecutive runs, sampling memory, descriptors and the database.
+//! - [`browser`]: headless Chromium over the DevTools protocol (console tests).
 //! - [`crashpoints`]: random SIGKILLs of agents and the coordinator around inject and restore.
 
+pub mod browser;
 pub mod crashpoints;
 pub mod docker;
 pub mod lab;

@@ -22,9 +22,10 @@ pub struct Args {
     /// present a certificate from its CA whose common name is their id.
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<std::path::PathBuf>,
-    /// Bearer tokens for Control calls, one `NAME TOKEN` per line; the audit
-    /// log records NAME. With TLS, the CLI certificate also works (agent
-    /// certificates never do).
+    /// Bearer tokens for Control calls, one `NAME TOKEN [ROLE]` per line;
+    /// the audit log records NAME. ROLE is `operator` (the default) or
+    /// `read-only` (may look, never change state). With TLS, the CLI
+    /// certificate also works (agent certificates never do).
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<std::path::PathBuf>,
     /// Policy file: fleet-wide limits every run is planned within
@@ -61,6 +62,12 @@ pub struct Args {
     /// (callers send a token), or --insecure on a network you trust.
     #[arg(long, requires = "gate_listen")]
     pub gate_public: bool,
+    /// Serve the web console on this address, e.g. 127.0.0.1:7780. Needs
+    /// --tokens (the console logs in with them). A non-loopback address
+    /// needs --tls-dir (the console then serves HTTPS with the
+    /// coordinator's certificate) or --insecure, like --listen.
+    #[arg(long, value_name = "ADDR")]
+    pub ui_listen: Option<SocketAddr>,
     /// Delete finished runs that started longer ago than this (checked at
     /// start and then hourly), e.g. `30d`. By default, history is kept
     /// forever; `faultline runs prune` does it once by hand.
@@ -100,6 +107,19 @@ pub async fn main(a: Args) -> i32 {
             eprint_err(format!(
                 "refusing to serve the gate on {g} without --tokens: anyone reaching it could run the experiments of --gate-dir. Pass --tokens FILE (callers send Authorization: Bearer TOKEN or metadata.token), or --insecure on a trusted network"
             ));
+            return 2;
+        }
+    }
+    if let Some(u) = a.ui_listen {
+        if !crate::console::exposure_allowed(&u, a.tls_dir.is_some(), a.insecure) {
+            eprint_err(format!(
+                "refusing to serve the console on {u} without TLS: the login token and session cookie would cross the network in the clear. Use --tls-dir DIR, a loopback address (e.g. 127.0.0.1:{}), or pass --insecure on a trusted network",
+                u.port()
+            ));
+            return 2;
+        }
+        if a.tokens.is_none() {
+            eprint_err("--ui-listen needs --tokens FILE: the console logs in with those bearer tokens (lines `NAME TOKEN [ROLE]`)");
             return 2;
         }
     }
@@ -240,6 +260,34 @@ pub async fn main(a: Args) -> i32 {
             },
             shutdown.clone(),
         ));
+    }
+    if let Some(addr) = a.ui_listen {
+        let mut console = match crate::console::Console::new(coordinator.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprint_err(e);
+                return 2;
+            }
+        };
+        if let Some(dir) = &a.tls_dir {
+            console = match console.with_tls_dir(dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint_err(e);
+                    return 2;
+                }
+            };
+        }
+        let l = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprint_err(format!("cannot listen for the console on {addr}: {e}"));
+                return 5;
+            }
+        };
+        let scheme = if a.tls_dir.is_some() { "https" } else { "http" };
+        eprintln!("faultline: console on {scheme}://{addr}/");
+        tokio::spawn(console.serve(l, shutdown.clone()));
     }
     if let Some(keep) = a.retention {
         eprintln!(

@@ -1,6 +1,7 @@
 //! The `Control` service: what the CLI, CI and schedules call.
 //!
 //! Layout:
+//! - [`actions`]: abort and emergency stop, shared with the web console.
 //! - `error`: errors of Control calls and their gRPC codes.
 //! - `parsing`: parsing submitted experiments off the runtime, bounded.
 
@@ -17,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+pub mod actions;
 mod error;
 mod parsing;
 
@@ -123,12 +125,7 @@ impl ControlService {
     }
 
     fn audit(&self, caller: &str, action: &str, target: &str, detail: &str) {
-        if let Err(e) = self
-            .store
-            .audit(faultline_proto::now_unix_ms(), caller, action, target, detail)
-        {
-            tracing::warn!(err = %e, %action, "cannot write the audit log");
-        }
+        actions::audit(&self.store, caller, action, target, detail)
     }
 }
 
@@ -140,7 +137,7 @@ impl Control for ControlService {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown.into());
         }
-        let who = self.security.control_caller(&req)?;
+        let who = self.security.control_operator(&req)?;
         if let Some(why) = self.runs.stopped() {
             self.audit(&who, "submit", "-", &format!("refused: {why}"));
             return Err(Error::Stopped(why).into());
@@ -196,71 +193,26 @@ impl Control for ControlService {
     }
 
     async fn abort(&self, req: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
-        let who = self.security.control_caller(&req)?;
+        let who = self.security.control_operator(&req)?;
         let r = req.into_inner();
-        let reason = if r.reason.is_empty() {
-            "operator abort".to_string()
-        } else {
-            r.reason
-        };
-        let found = self.runs.abort(&r.run_id, &reason);
-        if found {
-            info!(run_id = %r.run_id, %reason, caller = %who, "run aborted");
-        }
-        self.audit(
-            &who,
-            "abort",
-            &r.run_id,
-            &if found {
-                reason.clone()
-            } else {
-                format!("no such run in flight ({reason})")
-            },
-        );
+        let found = actions::abort_run(&self.runs, &self.store, &who, &r.run_id, &r.reason);
         Ok(Response::new(v1::AbortResponse { found }))
     }
 
     async fn stop(&self, req: Request<v1::StopRequest>) -> Result<Response<v1::StopResponse>, Status> {
-        let who = self.security.control_caller(&req)?;
+        let who = self.security.control_operator(&req)?;
         let r = req.into_inner();
-        let when = crate::timestamp::rfc3339_now();
-        let reason = if r.reason.is_empty() {
-            format!("emergency stop at {when}")
-        } else {
-            format!("emergency stop at {when}: {}", r.reason)
-        };
-        let aborted_runs = self.runs.stop(&reason);
-        // Belt and braces: every agent restores everything it holds, also
-        // faults whose run is already gone.
-        let mut agents_told = 0;
-        for a in self.registry.agents() {
-            let msg = v1::CoordinatorMessage {
-                msg: Some(v1::coordinator_message::Msg::RestoreAll(v1::RestoreAll {
-                    reason: reason.clone(),
-                })),
-            };
-            if self.registry.send(&a.agent_id, msg).is_ok() {
-                agents_told += 1;
-            }
-        }
-        tracing::warn!(%reason, runs = aborted_runs.len(), agents_told, caller = %who, "emergency stop");
-        self.audit(
+        Ok(Response::new(actions::emergency_stop(
+            &self.runs,
+            &self.registry,
+            &self.store,
             &who,
-            "stop",
-            "*",
-            &format!(
-                "{reason}; aborted {} run(s), {agents_told} agent(s) told",
-                aborted_runs.len()
-            ),
-        );
-        Ok(Response::new(v1::StopResponse {
-            aborted_runs,
-            agents_told,
-        }))
+            &r.reason,
+        )))
     }
 
     async fn resume(&self, req: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
-        let who = self.security.control_caller(&req)?;
+        let who = self.security.control_operator(&req)?;
         let was_stopped = self.runs.resume();
         self.audit(
             &who,
@@ -278,7 +230,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::AddScheduleRequest>,
     ) -> Result<Response<v1::AddScheduleResponse>, Status> {
-        let who = self.security.control_caller(&req)?;
+        let who = self.security.control_operator(&req)?;
         let r = req.into_inner();
         let src = r.source.clone().ok_or(Error::NoSource)?;
         // Check everything now, not at 3 a.m.
@@ -371,7 +323,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::RemoveScheduleRequest>,
     ) -> Result<Response<v1::RemoveScheduleResponse>, Status> {
-        let who = self.security.control_caller(&req)?;
+        let who = self.security.control_operator(&req)?;
         let id = req.into_inner().schedule_id;
         let found = self
             .store

@@ -1,0 +1,73 @@
+//! The Runs page (history from the store, with outcomes) and each run's
+//! full HTML report, the same one `faultline report --format html` gives.
+
+use std::fmt::Write;
+
+use super::auth::Session;
+use super::http::{esc, Response, REPORT_CSP};
+use super::layout;
+use crate::server::Coordinator;
+use crate::store::Stored;
+
+/// Runs listed on the page, newest first.
+pub const RUNS_SHOWN: usize = 200;
+
+pub fn page(c: &Coordinator, session: &Session) -> Response {
+    let rows = match c.store.list(RUNS_SHOWN, None) {
+        Ok(r) => r,
+        Err(e) => return Response::text(500, format!("cannot read the run history: {e}\n")),
+    };
+    let mut b = format!("<p>The last {RUNS_SHOWN} runs at most, newest first.</p>\n");
+    b.push_str("<table id=\"runs\"><thead><tr><th>Run</th><th>Experiment</th><th>Outcome</th><th>Started</th><th>Finished</th><th>Reason</th><th>Report</th></tr></thead><tbody>\n");
+    for r in rows {
+        let id = esc(&r.run_id);
+        let report = if r.status == "running" {
+            "-".to_string()
+        } else {
+            format!("<a href=\"/runs/{id}/report\">report</a>")
+        };
+        let _ = writeln!(
+            b,
+            "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td class=\"outcome\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{report}</td></tr>",
+            esc(&r.experiment),
+            esc(&r.status),
+            layout::time(r.started_unix_ms),
+            layout::time(r.finished_unix_ms.unwrap_or(0)),
+            esc(r.reason.as_deref().unwrap_or("")),
+        );
+    }
+    b.push_str("</tbody></table>");
+    layout::page(session, "Runs", &b, false)
+}
+
+/// The run's self-contained HTML report (inline style and SVG, no script),
+/// served with a policy that allows exactly that.
+pub fn report(c: &Coordinator, run_id: &str) -> Response {
+    if faultline_proto::ids::validate_run_id(run_id).is_err() {
+        return Response::text(404, "no such run\n");
+    }
+    let html = if let Some(rep) = c.runs.report(run_id) {
+        Some(crate::report::html::render(&rep))
+    } else {
+        match c.store.load(run_id) {
+            Ok(Some(Stored::Finished(rep))) => Some(crate::report::html::render(&rep)),
+            Ok(Some(Stored::Interrupted { run, events })) => crate::store::render_interrupted(&run, &events, "html"),
+            Ok(Some(Stored::Running(_))) => {
+                return Response::text(
+                    409,
+                    format!("run {run_id} is still in flight; its report comes at its end\n"),
+                )
+            }
+            Ok(None) => return Response::text(404, format!("no run {run_id} on this coordinator\n")),
+            Err(e) => return Response::text(500, format!("cannot read run {run_id}: {e}\n")),
+        }
+    };
+    match html {
+        Some(h) => {
+            let mut r = Response::html(200, h);
+            r.csp = REPORT_CSP;
+            r
+        }
+        None => Response::text(500, format!("run {run_id} has no HTML report\n")),
+    }
+}

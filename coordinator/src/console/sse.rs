@@ -1,0 +1,125 @@
+//! A run's events as Server-Sent Events (`GET /runs/ID/events`).
+//!
+//! The stream is [`crate::follow::follow`], the same one `Control.Follow`
+//! serves: the run's stored events first, then its live ones without a gap
+//! or a duplicate, until RunFinished. Each event becomes one SSE message
+//! whose `event:` is its kind (`started`, `phase`, `probe`, `fault`,
+//! `log`, `finished`) and whose `data:` is one line of JSON. A comment
+//! line every [`KEEPALIVE`] keeps proxies from closing an idle stream.
+
+use std::time::Duration;
+
+use faultline_proto::v1::{self, run_event::Event};
+use serde_json::json;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{security_headers, Response, CSP};
+use crate::server::Coordinator;
+
+/// How often an idle stream sends a comment line. By default, 15 s.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Streams `run_id`'s events to `sock` until the run's end, the client
+/// leaving, or shutdown.
+pub async fn stream<S: AsyncWrite + Unpin>(c: &Coordinator, run_id: &str, sock: &mut S, stop: CancellationToken) {
+    if faultline_proto::ids::validate_run_id(run_id).is_err() {
+        let _ = Response::text(404, "no such run\n").send(sock, false).await;
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = match crate::follow::follow(c.store.clone(), c.events.followers(), run_id, 0, tx) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = Response::text(404, format!("{e}\n")).send(sock, false).await;
+            return;
+        }
+    };
+    // Ends when its run ends or when this stream drops the receiver.
+    tokio::spawn(task);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n{}Connection: close\r\n\r\n",
+        security_headers(CSP)
+    );
+    if sock.write_all(head.as_bytes()).await.is_err() || sock.flush().await.is_err() {
+        return;
+    }
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = keepalive.tick() => ": keepalive\n\n".to_string(),
+            ev = rx.recv() => match ev {
+                Some(Ok(ev)) => message(&ev),
+                Some(Err(_)) | None => return,
+            },
+        };
+        if sock.write_all(msg.as_bytes()).await.is_err() || sock.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One SSE message for `ev`.
+pub fn message(ev: &v1::RunEvent) -> String {
+    let (kind, data) = match &ev.event {
+        Some(Event::Started(s)) => (
+            "started",
+            json!({"experiment": s.experiment, "planned_ms": s.planned_ms}),
+        ),
+        Some(Event::Phase(p)) => ("phase", json!({"phase": p.phase, "planned_ms": p.planned_ms})),
+        Some(Event::Probe(p)) => (
+            "probe",
+            json!({
+                "probe": p.probe, "phase": p.phase, "samples": p.samples, "successes": p.successes,
+                "last_latency_us": p.last_latency_us, "last_error": p.last_error,
+            }),
+        ),
+        Some(Event::Fault(f)) => {
+            let s = f.status.clone().unwrap_or_default();
+            let state = v1::FaultState::try_from(s.state)
+                .map(|st| st.as_str_name().trim_start_matches("FAULT_STATE_").to_ascii_lowercase())
+                .unwrap_or_else(|_| format!("state {}", s.state));
+            (
+                "fault",
+                json!({
+                    "agent_id": f.agent_id, "fault_id": s.fault_id, "state": state,
+                    "detail": s.detail, "backend": s.backend, "at_unix_ms": s.at_unix_ms,
+                }),
+            )
+        }
+        Some(Event::Finished(f)) => (
+            "finished",
+            json!({"outcome": f.outcome, "exit_code": f.exit_code, "reason": f.reason}),
+        ),
+        Some(Event::Log(l)) => ("log", json!({"message": l.message})),
+        None => ("log", json!({"message": ""})),
+    };
+    let mut data = data;
+    data["elapsed_ms"] = json!(ev.elapsed_ms);
+    // serde_json writes one line: no newline can end the SSE field early.
+    format!("event: {kind}\ndata: {data}\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_is_one_sse_message_of_its_kind() {
+        let ev = v1::RunEvent {
+            run_id: "r".into(),
+            elapsed_ms: 42,
+            event: Some(Event::Log(v1::LogLine {
+                message: "two\nlines".into(),
+            })),
+        };
+        let m = message(&ev);
+        assert_eq!(
+            m,
+            "event: log\ndata: {\"elapsed_ms\":42,\"message\":\"two\\nlines\"}\n\n"
+        );
+    }
+}

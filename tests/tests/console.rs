@@ -1,0 +1,665 @@
+//! The web console (`faultline serve --ui-listen`) over real HTTP on
+//! loopback: login and session cookies, roles decided on the server, CSRF
+//! tokens, no state change over GET, security headers, the live run's
+//! Server-Sent Events and its Abort button on a real run.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use faultline_coordinator::console::Console;
+use faultline_coordinator::security::{Security, Tokens};
+use faultline_coordinator::Coordinator;
+use faultline_proto::v1;
+use faultline_tests::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+const OPERATOR: &str = "op-0123456789abcdef";
+const READ_ONLY: &str = "ro-0123456789abcdef";
+
+/// A harness whose coordinator wants tokens, with its console on loopback.
+struct Lab {
+    h: Harness,
+    ui: SocketAddr,
+    _stop: StopOnDrop,
+}
+
+/// Stops the console when the test ends, passed or not.
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+async fn lab() -> Lab {
+    let tokens = Tokens::parse(
+        std::path::Path::new("tokens"),
+        &format!("alice {OPERATOR}\nbob {READ_ONLY} read-only\n"),
+    )
+    .expect("tokens");
+    let c = Coordinator::new().with_security(Security {
+        tls: None,
+        tokens: Some(tokens),
+    });
+    let mut h = Harness::start_with("127.0.0.1:0", c).await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind console");
+    let ui = l.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let console = Console::new(h.coordinator.clone()).expect("console");
+    tokio::spawn(console.serve(l, stop.clone()));
+    Lab {
+        h,
+        ui,
+        _stop: StopOnDrop(stop),
+    }
+}
+
+/// One HTTP response.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    /// Header names in lower case; repeated headers joined by "\n".
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> Resp {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect console");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: fl_session={c}\r\n"));
+    }
+    let body = form.unwrap_or("");
+    if form.is_some() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("a response within 10 s")
+        .expect("read");
+    parse(&String::from_utf8_lossy(&raw))
+}
+
+fn parse(raw: &str) -> Resp {
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().expect("status line")[9..12].parse().expect("status");
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for l in lines {
+        let (k, v) = l.split_once(':').expect("header");
+        let e = headers.entry(k.trim().to_ascii_lowercase()).or_default();
+        if !e.is_empty() {
+            e.push('\n');
+        }
+        e.push_str(v.trim());
+    }
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Logs in with `token`; the session id from the cookie.
+async fn login(addr: SocketAddr, token: &str) -> String {
+    let r = http(addr, "POST", "/login", None, Some(&format!("token={token}"))).await;
+    assert_eq!(r.status, 303, "{r:?}");
+    let c = r.headers.get("set-cookie").expect("a session cookie");
+    c.strip_prefix("fl_session=")
+        .and_then(|c| c.split(';').next())
+        .expect("fl_session=ID")
+        .to_string()
+}
+
+/// The CSRF token in a page's hidden form field.
+fn csrf_of(page: &str) -> String {
+    let i = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + "name=\"csrf\" value=\"".len();
+    page[i..].split('"').next().expect("value").to_string()
+}
+
+async fn csrf(addr: SocketAddr, session: &str) -> String {
+    csrf_of(&http(addr, "GET", "/fleet", Some(session), None).await.body)
+}
+
+fn assert_security_headers(r: &Resp, what: &str) {
+    let h = &r.headers;
+    let csp = h
+        .get("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no CSP"));
+    // Scripts only from the console itself: no inline script, no other origin.
+    assert!(csp.starts_with("default-src 'self';"), "{what}: {csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        "{what}: {csp}"
+    );
+    assert_eq!(h.get("x-frame-options").map(String::as_str), Some("DENY"), "{what}");
+    assert_eq!(
+        h.get("x-content-type-options").map(String::as_str),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(
+        h.get("referrer-policy").map(String::as_str),
+        Some("no-referrer"),
+        "{what}"
+    );
+}
+
+/// A run of `duration` killing `victim` on node-a with a probe on `port`.
+fn experiment(port: u16, victim: &ChildGuard, duration: &str) -> String {
+    experiment_with_baseline(port, victim, "500ms", duration)
+}
+
+fn experiment_with_baseline(port: u16, victim: &ChildGuard, baseline: &str, duration: &str) -> String {
+    let cmdline = &victim.cmdline_regex;
+    format!(
+        r#"name: console
+hypothesis:
+  probes:
+    - name: web
+      interval: 50ms
+      http: {{ url: "http://127.0.0.1:{port}/" }}
+      tolerances:
+        - success_rate: "90%"
+baseline: {baseline}
+duration: {duration}
+recovery: 500ms
+faults:
+  - name: k
+    targets: {{ labels: {{ zone: a }} }}
+    kill: {{ cmdline: '{cmdline}' }}
+"#
+    )
+}
+
+/// Submits `yaml` with the operator token; the run id and its event stream.
+async fn submit(h: &Harness, yaml: &str) -> (String, tonic::Streaming<v1::RunEvent>) {
+    let mut c = h.control().await;
+    let mut req = tonic::Request::new(v1::SubmitRunRequest {
+        source: Some(source(yaml, &[])),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {OPERATOR}").parse().expect("header"));
+    let mut stream = c.submit_run(req).await.expect("submit").into_inner();
+    let first = stream.message().await.expect("stream").expect("a first event");
+    (first.run_id, stream)
+}
+
+/// Waits (at most 10 s) until the run is in its observe phase.
+async fn wait_observe(stream: &mut tonic::Streaming<v1::RunEvent>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(ev))) => {
+                if let Some(v1::run_event::Event::Phase(p)) = &ev.event {
+                    if p.phase == "observe" {
+                        return;
+                    }
+                }
+            }
+            other => panic!("no observe phase: {other:?}"),
+        }
+    }
+    panic!("no observe phase within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sets_an_httponly_samesite_strict_cookie_and_pages_need_a_session() {
+    let lab = lab().await;
+    let ui = lab.ui;
+    // Without a session: pages send the browser to the login page, the
+    // event stream and POSTs are refused.
+    for p in ["/fleet", "/runs", "/stop", "/", "/runs/r-1"] {
+        let r = http(ui, "GET", p, None, None).await;
+        assert_eq!(r.status, 303, "{p}: {r:?}");
+        assert_eq!(r.headers.get("location").map(String::as_str), Some("/login"), "{p}");
+        assert_security_headers(&r, p);
+    }
+    assert_eq!(http(ui, "GET", "/runs/r-1/events", None, None).await.status, 401);
+    assert_eq!(http(ui, "POST", "/stop", None, Some("confirm=STOP")).await.status, 401);
+    assert_eq!(
+        http(ui, "GET", "/fleet", Some("forged-session-id"), None).await.status,
+        303
+    );
+    // A wrong token logs nobody in.
+    let r = http(ui, "POST", "/login", None, Some("token=wrong-0123456789abcdef")).await;
+    assert_eq!(r.status, 401);
+    assert!(!r.headers.contains_key("set-cookie"));
+    // A right one sets the cookie with HttpOnly and SameSite=Strict.
+    let r = http(ui, "POST", "/login", None, Some(&format!("token={OPERATOR}"))).await;
+    assert_eq!(r.status, 303, "{r:?}");
+    let cookie = r.headers.get("set-cookie").expect("cookie");
+    assert!(cookie.starts_with("fl_session="), "{cookie}");
+    assert!(cookie.contains("; HttpOnly"), "{cookie}");
+    assert!(cookie.contains("; SameSite=Strict"), "{cookie}");
+    assert!(
+        !cookie.contains(OPERATOR),
+        "the token itself never goes into the cookie: {cookie}"
+    );
+    let session = login(ui, OPERATOR).await;
+    let fleet = http(ui, "GET", "/fleet", Some(&session), None).await;
+    assert_eq!(fleet.status, 200);
+    assert_security_headers(&fleet, "/fleet");
+    assert!(fleet.body.contains("<td>node-a</td>"), "{}", fleet.body);
+    assert!(fleet.body.contains("zone=a"), "{}", fleet.body);
+    assert!(fleet.body.contains("alice</b> (operator)"), "{}", fleet.body);
+    assert!(!fleet.body.contains("<script>"), "no inline script");
+    let runs = http(ui, "GET", "/runs", Some(&session), None).await;
+    assert_eq!(runs.status, 200);
+    assert_security_headers(&runs, "/runs");
+    let js = http(ui, "GET", "/static/console.js", None, None).await;
+    assert_eq!(js.status, 200);
+    assert!(js.headers["content-type"].starts_with("text/javascript"));
+    assert_security_headers(&js, "/static/console.js");
+    assert_security_headers(&http(ui, "GET", "/login", None, None).await, "/login");
+    assert_security_headers(&http(ui, "GET", "/nope", Some(&session), None).await, "404");
+    // Logging out needs the CSRF token, then ends the session.
+    let token = csrf(ui, &session).await;
+    assert_eq!(http(ui, "POST", "/logout", Some(&session), None).await.status, 403);
+    let out = http(ui, "POST", "/logout", Some(&session), Some(&format!("csrf={token}"))).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(http(ui, "GET", "/fleet", Some(&session), None).await.status, 303);
+    drop(lab);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_sessions_missing_csrf_tokens_and_gets_change_nothing() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let lab = lab().await;
+    let (ui, c) = (lab.ui, lab.h.coordinator.clone());
+    let (run_id, mut stream) = submit(&lab.h, &experiment(port, &victim, "30s")).await;
+    wait_observe(&mut stream).await;
+    let in_flight = || c.runs.is_known(&run_id) && c.runs.report(&run_id).is_none();
+    let op = login(ui, OPERATOR).await;
+    let ro = login(ui, READ_ONLY).await;
+    let (op_csrf, ro_csrf) = (csrf(ui, &op).await, csrf(ui, &ro).await);
+    assert_ne!(op_csrf, ro_csrf, "one CSRF token per session");
+    let abort = format!("/runs/{run_id}/abort");
+    // The read-only page has no button, and the server refuses the POST anyway.
+    let page = http(ui, "GET", &format!("/runs/{run_id}"), Some(&ro), None).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("id=\"abort\""), "{}", page.body);
+    let r = http(ui, "POST", &abort, Some(&ro), Some(&format!("csrf={ro_csrf}"))).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.body.contains("read-only"), "{}", r.body);
+    let r = http(
+        ui,
+        "POST",
+        "/stop",
+        Some(&ro),
+        Some(&format!("csrf={ro_csrf}&confirm=STOP")),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{r:?}");
+    // An operator without the CSRF token, with a wrong one, or with the
+    // other session's one, is refused.
+    for form in [
+        String::new(),
+        "csrf=".to_string(),
+        "csrf=0000000000000000".to_string(),
+        format!("csrf={ro_csrf}"),
+    ] {
+        let r = http(ui, "POST", &abort, Some(&op), Some(&form)).await;
+        assert_eq!(r.status, 403, "{form}: {r:?}");
+        assert!(r.body.contains("CSRF"), "{}", r.body);
+        let r = http(ui, "POST", "/stop", Some(&op), Some(&format!("{form}&confirm=STOP"))).await;
+        assert_eq!(r.status, 403, "{form}: {r:?}");
+    }
+    // GET never changes state, whatever it asks for.
+    for p in [
+        abort.clone(),
+        format!("{abort}?csrf={op_csrf}"),
+        format!("/stop?csrf={op_csrf}&confirm=STOP"),
+        format!("/logout?csrf={op_csrf}"),
+    ] {
+        let r = http(ui, "GET", &p, Some(&op), None).await;
+        assert_ne!(r.status, 303, "{p}: {r:?}");
+    }
+    // The emergency stop also needs its typed confirmation.
+    let r = http(
+        ui,
+        "POST",
+        "/stop",
+        Some(&op),
+        Some(&format!("csrf={op_csrf}&confirm=stop please")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(in_flight(), "nothing above aborted the run");
+    assert_eq!(c.runs.stopped(), None, "nothing above stopped the fleet");
+    assert_eq!(
+        http(ui, "GET", "/fleet", Some(&op), None).await.status,
+        200,
+        "the session survived"
+    );
+    // The read-only token is refused by Control too.
+    let mut client = lab.h.control().await;
+    let mut req = tonic::Request::new(v1::AbortRequest {
+        run_id: run_id.clone(),
+        reason: String::new(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {READ_ONLY}").parse().expect("header"));
+    let e = client.abort(req).await.expect_err("read-only abort");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(in_flight());
+    // Now the operator stops the fleet for real: the run ends aborted.
+    let r = http(
+        ui,
+        "POST",
+        "/stop",
+        Some(&op),
+        Some(&format!("csrf={op_csrf}&confirm=STOP&reason=drill")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(&run_id), "{}", r.body);
+    assert!(c.runs.stopped().is_some_and(|w| w.contains("drill")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = c.runs.report(&run_id).expect("the run ended");
+    assert_eq!(report.outcome.as_str(), "aborted");
+    let audit = c.store.audit_list(20).expect("audit");
+    assert!(
+        audit.iter().any(|a| a.action == "stop" && a.caller == "console:alice"),
+        "{audit:?}"
+    );
+    let Lab { h, .. } = lab;
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_page_streams_a_runs_events_and_its_abort_button_restores_the_faults() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let lab = lab().await;
+    let (ui, c) = (lab.ui, lab.h.coordinator.clone());
+    let (run_id, mut stream) = submit(&lab.h, &experiment(port, &victim, "30s")).await;
+    let op = login(ui, OPERATOR).await;
+    // The submitting client's view: when each phase arrived there.
+    let (grpc_tx, mut grpc_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Ok(Some(ev))) = tokio::time::timeout(Duration::from_secs(60), stream.message()).await {
+            if let Some(v1::run_event::Event::Phase(p)) = &ev.event {
+                let _ = grpc_tx.send((p.phase.clone(), Instant::now()));
+            }
+        }
+    });
+    let page = http(ui, "GET", &format!("/runs/{run_id}"), Some(&op), None).await;
+    assert_eq!(page.status, 200);
+    assert_security_headers(&page, "live run");
+    assert!(page.body.contains("<script src=\"/static/console.js\" defer></script>"));
+    assert!(page.body.contains("id=\"abort\""), "an operator sees the Abort button");
+    let js = http(ui, "GET", "/static/console.js", None, None).await;
+    println!(
+        "live-run page weight: {} bytes HTML + {} bytes JS = {} bytes",
+        page.body.len(),
+        js.body.len(),
+        page.body.len() + js.body.len()
+    );
+    let page_csrf = csrf_of(&page.body);
+    // The event stream, read like a browser's EventSource.
+    let mut s = tokio::net::TcpStream::connect(ui).await.expect("connect");
+    s.write_all(format!("GET /runs/{run_id}/events HTTP/1.1\r\nHost: x\r\nCookie: fl_session={op}\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).await.expect("head");
+        if l == "\r\n" || l.is_empty() {
+            break;
+        }
+        head.push_str(&l);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    assert!(head.contains("X-Frame-Options: DENY"), "{head}");
+    let mut kinds = Vec::new();
+    let mut phases = Vec::new();
+    let mut sse_phase_at: HashMap<String, Instant> = HashMap::new();
+    let mut fault_lag_ms = Vec::new();
+    let mut states = Vec::new();
+    let mut aborted = false;
+    let mut finished = None;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut event = String::new();
+    while finished.is_none() && Instant::now() < deadline {
+        let mut l = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), r.read_line(&mut l))
+            .await
+            .expect("an SSE line within 20 s")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        let l = l.trim_end();
+        if let Some(k) = l.strip_prefix("event: ") {
+            event = k.to_string();
+            continue;
+        }
+        let Some(data) = l.strip_prefix("data: ") else { continue };
+        let d: serde_json::Value = serde_json::from_str(data).expect("one JSON line per message");
+        kinds.push(event.clone());
+        match event.as_str() {
+            "phase" => {
+                let p = d["phase"].as_str().expect("phase").to_string();
+                sse_phase_at.insert(p.clone(), Instant::now());
+                phases.push(p.clone());
+                if p == "observe" && !aborted {
+                    // The Abort button: a form POST with the page's CSRF token.
+                    let r = http(
+                        ui,
+                        "POST",
+                        &format!("/runs/{run_id}/abort"),
+                        Some(&op),
+                        Some(&format!("csrf={page_csrf}")),
+                    )
+                    .await;
+                    assert_eq!(r.status, 303, "{r:?}");
+                    aborted = true;
+                }
+            }
+            "fault" => {
+                states.push(d["state"].as_str().expect("state").to_string());
+                let at = d["at_unix_ms"].as_u64().expect("at");
+                fault_lag_ms.push(faultline_proto::now_unix_ms().saturating_sub(at));
+            }
+            "finished" => finished = Some(d),
+            _ => {}
+        }
+    }
+    let f = finished.expect("the stream ends with the run's finished event");
+    assert_eq!(f["outcome"], "aborted", "{f}");
+    assert!(aborted);
+    assert!(kinds.contains(&"started".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"probe".to_string()),
+        "probe samples stream live: {kinds:?}"
+    );
+    for p in ["baseline", "inject", "observe", "restore"] {
+        assert!(phases.iter().any(|x| x == p), "phase {p} in {phases:?}");
+    }
+    assert!(states.iter().any(|s| s == "injected"), "{states:?}");
+    assert!(states.iter().any(|s| s == "restored"), "{states:?}");
+    // The run's report: aborted from the console, its fault restored.
+    let report = c.runs.report(&run_id).expect("report");
+    assert_eq!(report.outcome.as_str(), "aborted");
+    assert_eq!(report.aborted_by.as_deref(), Some("aborted from the console"));
+    assert_eq!(report.faults[0].targets[0].state, "restored");
+    let html = http(ui, "GET", &format!("/runs/{run_id}/report"), Some(&op), None).await;
+    assert_eq!(html.status, 200);
+    assert!(html.body.contains("aborted"), "the HTML report");
+    assert!(html.headers["content-security-policy"].starts_with("default-src 'none'"));
+    let runs = http(ui, "GET", "/runs", Some(&op), None).await;
+    assert!(
+        runs.body.contains(&format!("<a href=\"/runs/{run_id}\">")),
+        "{}",
+        runs.body
+    );
+    assert!(runs.body.contains(">aborted<"), "{}", runs.body);
+    // How much later the event stream delivered each phase than the
+    // submitting gRPC client, and each fault status after the agent's clock.
+    let mut lag_us = Vec::new();
+    while let Ok((p, at)) = grpc_rx.try_recv() {
+        if let Some(s) = sse_phase_at.get(&p) {
+            lag_us.push(
+                s.saturating_duration_since(at).as_micros() as i64
+                    - at.saturating_duration_since(*s).as_micros() as i64,
+            );
+        }
+    }
+    println!("SSE minus gRPC client arrival per phase (µs): {lag_us:?}");
+    println!("agent state change to SSE delivery per fault status (ms): {fault_lag_ms:?}");
+    let Lab { h, .. } = lab;
+    h.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_headless_chromium_an_operator_logs_in_sees_the_fleet_watches_a_run_live_and_aborts_it() {
+    let Some(binary) = faultline_tests::browser::chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
+        );
+        eprintln!("skipping: chromium is not installed");
+        return;
+    };
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let lab = lab().await;
+    let (ui, c) = (lab.ui, lab.h.coordinator.clone());
+    let mut b = faultline_tests::browser::Browser::start(&binary)
+        .await
+        .expect("start chromium");
+    b.goto(&format!("http://{ui}/fleet")).await.expect("goto");
+    assert!(
+        b.wait_for("location.pathname === '/login'", Duration::from_secs(10))
+            .await
+            .expect("eval"),
+        "without a session the browser lands on the login page"
+    );
+    b.eval(&format!(
+        "document.querySelector('input[name=token]').value = '{OPERATOR}'; document.forms[0].submit(); true"
+    ))
+    .await
+    .expect("log in");
+    assert!(
+        b.wait_for(
+            "location.pathname === '/fleet' && document.querySelector('#agents').textContent.includes('node-a')",
+            Duration::from_secs(10)
+        )
+        .await
+        .expect("eval"),
+        "the fleet page lists the agent: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    assert_eq!(
+        b.eval("document.cookie").await.expect("eval"),
+        serde_json::json!(""),
+        "the session cookie is HttpOnly: scripts cannot read it"
+    );
+    // A 3 s baseline: the page is open before the fault goes in.
+    let (run_id, mut stream) = submit(&lab.h, &experiment_with_baseline(port, &victim, "3s", "30s")).await;
+    let (inject_tx, inject_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut inject_tx = Some(inject_tx);
+        while let Ok(Some(ev)) = stream.message().await {
+            if matches!(&ev.event, Some(v1::run_event::Event::Phase(p)) if p.phase == "inject") {
+                if let Some(tx) = inject_tx.take() {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+        }
+    });
+    b.goto(&format!("http://{ui}/runs/{run_id}")).await.expect("goto");
+    assert!(
+        b.wait_for(
+            "document.querySelector('#phases').textContent.includes('baseline') && !document.querySelector('#phases').textContent.includes('inject')",
+            Duration::from_secs(10)
+        )
+        .await
+        .expect("eval"),
+        "the page is live before the fault: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    // From the submitting client receiving the inject phase to the
+    // browser's page showing it, polled as fast as DevTools answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut shown = None;
+    while Instant::now() < deadline {
+        let q = "document.querySelector('#phases').textContent.includes('inject')";
+        if b.eval(q).await.expect("eval") == serde_json::json!(true) {
+            shown = Some(Instant::now());
+            break;
+        }
+    }
+    let shown = shown.expect("the inject phase reaches the page");
+    let sent = inject_rx.await.expect("the client saw inject");
+    println!(
+        "inject phase: browser page shows it {} µs after the gRPC client received it (negative: before)",
+        shown.saturating_duration_since(sent).as_micros() as i64
+            - sent.saturating_duration_since(shown).as_micros() as i64
+    );
+    // The console's script (allowed by the CSP as a same-origin file) fills
+    // the tables from the event stream, without a reload.
+    let live = "document.querySelector('#phases').textContent.includes('observe') \
+                && document.querySelector('#targets').textContent.includes('injected') \
+                && document.querySelector('#probes').textContent.includes('web') \
+                && document.querySelector('#stream').textContent === 'live'";
+    assert!(
+        b.wait_for(live, Duration::from_secs(20)).await.expect("eval"),
+        "the live page updates: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    let shot = b.screenshot().await.expect("screenshot");
+    assert!(
+        shot.starts_with(b"\x89PNG") && shot.len() > 5_000,
+        "a real screenshot ({} bytes)",
+        shot.len()
+    );
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-live-run.png");
+    std::fs::write(&path, &shot).expect("save the screenshot");
+    println!("screenshot of the live run: {} ({} bytes)", path.display(), shot.len());
+    // The Abort button: the form POSTs with its CSRF token; the run ends
+    // aborted and the page shows it.
+    b.eval("document.getElementById('abort').click(); true")
+        .await
+        .expect("click");
+    assert!(
+        b.wait_for(
+            "document.getElementById('outcome').textContent === 'aborted'",
+            Duration::from_secs(20)
+        )
+        .await
+        .expect("eval"),
+        "the page shows aborted: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    let report = c.runs.report(&run_id).expect("the run ended");
+    assert_eq!(report.outcome.as_str(), "aborted");
+    assert_eq!(report.aborted_by.as_deref(), Some("aborted from the console"));
+    assert_eq!(report.faults[0].targets[0].state, "restored");
+    drop(b);
+    let Lab { h, .. } = lab;
+    h.stop().await;
+    stop.cancel();
+}
