@@ -21,7 +21,7 @@ for target in $(cargo fuzz list); do
   echo "-- $target: ${seconds}s"
   cargo fuzz run -O "$target" "$work/$target" "corpus/$target" -- \
     "${extra[@]}" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
-    -artifact_prefix="$work/" -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|SUMMARY|crash|timeout|leak" || true
+    -artifact_prefix="$work/" -print_final_stats=1 2>&1 | grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^==[0-9]+== ?ERROR|^SUMMARY|Test unit written" || true
   if ls "$work"/crash-* "$work"/timeout-* "$work"/oom-* >/dev/null 2>&1; then
     echo "fuzz target $target found a failing input:"; ls "$work"/crash-* "$work"/timeout-* "$work"/oom-* 2>/dev/null
     exit 1

@@ -70,6 +70,8 @@ pub struct SoakResult {
     pub exits: Vec<(i32, usize)>,
     pub db_after_prune: u64,
     pub prune_output: String,
+    /// The last lines the CLI printed for the first runs that did not pass.
+    pub failures: Vec<String>,
 }
 
 fn file_bytes(db: &Path, suffix: &str) -> u64 {
@@ -116,6 +118,7 @@ pub fn soak(runs: usize, every: usize, mut progress: impl FnMut(&SoakSample)) ->
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut exits: Vec<(i32, usize)> = Vec::new();
+    let mut failures = Vec::new();
     for i in 1..=runs {
         let mut cli = lab.run_cli(&file);
         let code = if cli.wait_exit(Duration::from_secs(30)) {
@@ -123,6 +126,18 @@ pub fn soak(runs: usize, every: usize, mut progress: impl FnMut(&SoakSample)) ->
         } else {
             -2
         };
+        if code != 0 && failures.len() < 5 {
+            let mut err = String::new();
+            if let Some(mut e) = cli.child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            let tail: Vec<&str> = err.lines().rev().take(3).collect();
+            failures.push(format!(
+                "run {i}: exit {code}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+        }
         match exits.iter_mut().find(|(c, _)| *c == code) {
             Some((_, n)) => *n += 1,
             None => exits.push((code, 1)),
@@ -165,6 +180,7 @@ pub fn soak(runs: usize, every: usize, mut progress: impl FnMut(&SoakSample)) ->
         exits,
         db_after_prune,
         prune_output,
+        failures,
     }
 }
 
@@ -249,5 +265,8 @@ pub fn table(r: &SoakResult) -> String {
         }
     }
     s.push_str(&format!("exit codes (code, runs): {:?}\n", r.exits));
+    for f in &r.failures {
+        s.push_str(&format!("  {f}\n"));
+    }
     s
 }
