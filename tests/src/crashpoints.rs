@@ -1,9 +1,17 @@
-//! Random crash points: runs with latency, block and disk fill on three lab
-//! hosts, with the agent of a random host or the coordinator killed with
+//! Random crash points: runs with latency, block, disk fill and CPU stress
+//! on three lab hosts, and a disk fill inside a Docker container on host
+//! `a`, with the agent of a random host or the coordinator killed with
 //! SIGKILL at a random moment (before, during and after inject and
 //! restore), restarted at once, and every host proven clean — no network
-//! object, no fill file, no undo record — within the lease, after every
-//! iteration.
+//! object, no fill file (on the host or in the container), no stress cgroup,
+//! no undo record — within the lease, after every iteration.
+//!
+//! The three lab agents share this machine's cgroups and Docker Engine, so
+//! they run with `--no-sweep`: a restarted agent's orphan sweep would
+//! otherwise take the other hosts' live stress cgroups for orphans. What an
+//! agent held is restored from its undo journal (written before each
+//! object is made), which is what is under test; the sweep has tests of its
+//! own.
 //!
 //! Used by the `crash-points` bench command (≥ 200 iterations, figures in
 //! BENCHMARKS.md) and by a short CI test. Needs root (a namespace lab).
@@ -19,6 +27,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use faultline_agent::cgroup::{self, Layout};
+use faultline_agent::faults::cpu_stress;
+
+use crate::docker::DockerLab;
 use crate::lab::{CoordinatorMode, HostSpec, Lab, Tmpfs};
 
 /// The experiment's lease: the bound on "clean within the lease".
@@ -89,24 +101,75 @@ impl Rng {
     }
 }
 
+/// The host's cgroup filesystems bound on a temporary directory, for the
+/// lab agents (`ip netns exec` mounts a sysfs of the namespace's own,
+/// without /sys/fs/cgroup). Unmounted on drop.
+struct CgroupBind {
+    dir: tempfile::TempDir,
+}
+
+impl CgroupBind {
+    fn mount() -> CgroupBind {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::tempdir().expect("tempdir");
+        mount(
+            Some(cgroup::ROOT),
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .expect("bind /sys/fs/cgroup");
+        CgroupBind { dir }
+    }
+}
+
+impl Drop for CgroupBind {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The container the fill of host `a` goes into.
+const CONTAINER: &str = "a";
+const LOOP: &[&str] = &["/bin/sh", "-c", "while :; do /bin/sleep 1000; done"];
+/// Fault indexes (1-based, in file order): the fault id is `<run>-<n>`.
+const FIRST_STRESS: usize = 6;
+
 /// The lab the iterations run in: three hosts, a `faultline serve`
-/// process (so it can be killed), a tmpfs per host for its fill.
+/// process (so it can be killed), a tmpfs per host for its fill, a
+/// container on host `a`'s node.
 pub struct CrashLab {
     pub lab: Lab,
     fills: Vec<Tmpfs>,
     dir: tempfile::TempDir,
+    docker: DockerLab,
+    container_root: PathBuf,
+    _cgroups: CgroupBind,
 }
 
 impl CrashLab {
     pub fn build() -> CrashLab {
         let fills: Vec<Tmpfs> = HOSTS.iter().map(|_| Tmpfs::mount(16)).collect();
+        let cgroups = CgroupBind::mount();
+        let mut docker = DockerLab::new("crashpts");
+        docker.run(CONTAINER, &["--tmpfs", "/fill:size=16m"], LOOP);
+        let pid = docker.pid(CONTAINER);
+        assert!(pid > 0, "the crash-points container is not running");
         let specs = HOSTS
             .iter()
             .zip(&fills)
             .map(|(h, f)| {
-                HostSpec::new(h, h)
+                let mut spec = HostSpec::new(h, h)
+                    .agent_arg("--no-sweep")
+                    .agent_arg("--cgroup-root")
+                    .agent_arg(&cgroups.dir.path().display().to_string())
                     .agent_arg("--allow-fill")
-                    .agent_arg(&f.path().display().to_string())
+                    .agent_arg(&f.path().display().to_string());
+                if *h == "a" {
+                    spec = spec.agent_arg("--allow-fill").agent_arg("/fill");
+                }
+                spec
             })
             .collect();
         let lab = Lab::build_with(specs, CoordinatorMode::Process);
@@ -114,7 +177,29 @@ impl CrashLab {
             lab,
             fills,
             dir: tempfile::tempdir().expect("experiment dir"),
+            container_root: PathBuf::from(format!("/proc/{pid}/root/fill")),
+            docker,
+            _cgroups: cgroups,
         }
+    }
+
+    /// Stress cgroups of the fault with index `n` of any run (every
+    /// controller hierarchy that has one).
+    fn stress_cgroups(n: usize) -> Vec<PathBuf> {
+        cgroup::find(&Layout::detect(), cpu_stress::CGROUP_PREFIX)
+            .into_iter()
+            .filter(|d| {
+                d.file_name()
+                    .is_some_and(|f| f.to_string_lossy().ends_with(&format!("-{n}")))
+            })
+            .collect()
+    }
+
+    /// Whether the container holds a fill file.
+    fn container_filled(&self) -> bool {
+        std::fs::read_dir(&self.container_root)
+            .map(|rd| rd.flatten().next().is_some())
+            .unwrap_or(false)
     }
 
     /// Latency (nfqueue) and a block on every host, and a disk fill of
@@ -146,14 +231,33 @@ faults:
                 f.path().display()
             ));
         }
+        for h in HOSTS {
+            y.push_str(&format!(
+                "  - name: stress-{h}\n    targets: {{ labels: {{ host: {h} }} }}\n    cpu_stress: {{ workers: 1, load: \"5%\" }}\n"
+            ));
+        }
+        y.push_str(&format!(
+            "  - name: fill-container\n    targets: {{ labels: {{ host: a }}, containers: {{ name: \"^{}-{CONTAINER}$\" }} }}\n    disk_fill: {{ path: /fill, used: \"50%\" }}\n",
+            self.docker.prefix
+        ));
         let file = self.dir.path().join("crash-points.yaml");
         std::fs::write(&file, y).expect("write experiment");
         file
     }
 
-    /// Which of its three faults host `i` holds now: latency (an
-    /// iptables chain or NFQUEUE queue), block (an nftables table), fill
-    /// (a file in its tmpfs).
+    /// How many faults host `i` holds when all are in.
+    fn full(i: usize) -> usize {
+        if i == 0 {
+            5
+        } else {
+            4
+        }
+    }
+
+    /// Which of its faults host `i` holds now: latency (an iptables chain
+    /// or NFQUEUE queue), block (an nftables table), fill (a file in its
+    /// tmpfs), CPU stress (its cgroup), and for host `a` the fill in the
+    /// container.
     fn held(&self, leftovers: &[String], i: usize) -> usize {
         let h = HOSTS[i];
         let mine: Vec<&String> = leftovers.iter().filter(|l| l.starts_with(&format!("{h}: "))).collect();
@@ -162,7 +266,9 @@ faults:
         let fill = std::fs::read_dir(self.fills[i].path())
             .map(|rd| rd.flatten().next().is_some())
             .unwrap_or(false);
-        latency as usize + block as usize + fill as usize
+        let stress = !Self::stress_cgroups(FIRST_STRESS + i).is_empty();
+        let container = i == 0 && self.container_filled();
+        latency as usize + block as usize + fill as usize + stress as usize + container as usize
     }
 
     /// Faults held in the scope of `victim` (a host index, or every host
@@ -170,8 +276,11 @@ faults:
     fn scope_held(&self, victim: Option<usize>) -> (usize, usize) {
         let left = self.lab.leftovers();
         match victim {
-            Some(i) => (self.held(&left, i), 3),
-            None => ((0..HOSTS.len()).map(|i| self.held(&left, i)).sum(), 3 * HOSTS.len()),
+            Some(i) => (self.held(&left, i), Self::full(i)),
+            None => (
+                (0..HOSTS.len()).map(|i| self.held(&left, i)).sum(),
+                (0..HOSTS.len()).map(Self::full).sum(),
+            ),
         }
     }
 
@@ -207,10 +316,17 @@ faults:
             })
             .collect();
         let records = self.journal_records();
-        if left.is_empty() && fills.is_empty() && records.is_empty() {
+        let mut other: Vec<String> = (0..HOSTS.len())
+            .flat_map(|i| Self::stress_cgroups(FIRST_STRESS + i))
+            .map(|d| format!("stress cgroup {}", d.display()))
+            .collect();
+        if self.container_filled() {
+            other.push(format!("a fill file in container {}", CONTAINER));
+        }
+        if left.is_empty() && fills.is_empty() && records.is_empty() && other.is_empty() {
             Ok(())
         } else {
-            Err([left, fills, records].concat().join("; "))
+            Err([left, fills, records, other].concat().join("; "))
         }
     }
 

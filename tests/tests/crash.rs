@@ -345,7 +345,9 @@ fn abort_restores_faults_on_three_hosts() {
 /// must be clean within the lease, with nothing stale in any journal.
 #[test]
 fn random_crash_points_leave_every_host_clean() {
-    if !lab_or_skip("random_crash_points_leave_every_host_clean") {
+    if !lab_or_skip("random_crash_points_leave_every_host_clean")
+        || !faultline_tests::docker::docker_or_skip("random_crash_points_leave_every_host_clean")
+    {
         return;
     }
     use faultline_tests::crashpoints::{summary, CrashLab, Rng};
