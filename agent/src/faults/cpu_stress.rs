@@ -111,10 +111,7 @@ struct CpuStress {
 
 impl FaultKind for CpuStress {
     fn capabilities(&self) -> Vec<String> {
-        match &self.stress {
-            Some(s) if s.usable(CONTROLLERS) => vec![KIND_NAME.into()],
-            _ => vec![],
-        }
+        Stress::capabilities(&self.stress, CONTROLLERS, KIND_NAME)
     }
 
     fn prepare(
@@ -128,12 +125,11 @@ impl FaultKind for CpuStress {
             return Err(invalid("not a cpu_stress spec").into());
         };
         let spec = CpuStressSpec::try_from(w)?;
-        let Some(stress) = self.stress.clone().filter(|s| s.usable(CONTROLLERS)) else {
-            return Err(Error::Refused(
-                "this agent cannot create cpu cgroups (it needs root and the cpu and cpuacct controllers)".into(),
-            )
-            .into());
-        };
+        let stress = Stress::usable_or_refuse(
+            &self.stress,
+            CONTROLLERS,
+            "this agent cannot create cpu cgroups (it needs root and the cpu and cpuacct controllers)",
+        )?;
         let cap = stress.policy.max_cpu_percent * stress::cpus() as f64;
         if spec.total_percent() > cap + 1e-9 {
             return Err(Error::Refused(format!(

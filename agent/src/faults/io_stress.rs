@@ -136,10 +136,7 @@ struct IoStress {
 
 impl FaultKind for IoStress {
     fn capabilities(&self) -> Vec<String> {
-        match &self.stress {
-            Some(s) if s.usable(CONTROLLERS) => vec![KIND_NAME.into()],
-            _ => vec![],
-        }
+        Stress::capabilities(&self.stress, CONTROLLERS, KIND_NAME)
     }
 
     fn prepare(
@@ -153,11 +150,11 @@ impl FaultKind for IoStress {
             return Err(invalid("not an io_stress spec").into());
         };
         let spec = IoStressSpec::try_from(w)?;
-        let Some(stress) = self.stress.clone().filter(|s| s.usable(CONTROLLERS)) else {
-            return Err(
-                Error::Refused("this agent cannot create cpu cgroups for IO workers (it needs root)".into()).into(),
-            );
-        };
+        let stress = Stress::usable_or_refuse(
+            &self.stress,
+            CONTROLLERS,
+            "this agent cannot create cpu cgroups for IO workers (it needs root)",
+        )?;
         let refused = |m: String| crate::faults::Error::from(Error::Refused(m));
         let dir = spec
             .path

@@ -115,10 +115,7 @@ struct MemoryStress {
 
 impl FaultKind for MemoryStress {
     fn capabilities(&self) -> Vec<String> {
-        match &self.stress {
-            Some(s) if s.usable(CONTROLLERS) => vec![KIND_NAME.into()],
-            _ => vec![],
-        }
+        Stress::capabilities(&self.stress, CONTROLLERS, KIND_NAME)
     }
 
     fn prepare(
@@ -132,12 +129,11 @@ impl FaultKind for MemoryStress {
             return Err(invalid("not a memory_stress spec").into());
         };
         let spec = MemoryStressSpec::try_from(w)?;
-        let Some(stress) = self.stress.clone().filter(|s| s.usable(CONTROLLERS)) else {
-            return Err(Error::Refused(
-                "this agent cannot create memory cgroups (it needs root and the memory controller)".into(),
-            )
-            .into());
-        };
+        let stress = Stress::usable_or_refuse(
+            &self.stress,
+            CONTROLLERS,
+            "this agent cannot create memory cgroups (it needs root and the memory controller)",
+        )?;
         let available = stress::mem_available()
             .ok_or_else(|| Error::Refused("cannot read MemAvailable from /proc/meminfo".into()))?;
         let bytes = bytes_for(spec.size, available, stress.policy.max_memory_percent)?;

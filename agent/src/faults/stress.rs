@@ -114,6 +114,24 @@ impl Stress {
                 .is_ok_and(|d| nix::unistd::access(&d, nix::unistd::AccessFlags::W_OK).is_ok())
         })
     }
+
+    /// The capability `kind` advertises: itself when `stress` can make
+    /// cgroups in `controllers`, nothing otherwise.
+    pub fn capabilities(stress: &Option<Stress>, controllers: &[&'static str], kind: &str) -> Vec<String> {
+        match stress {
+            Some(s) if s.usable(controllers) => vec![kind.into()],
+            _ => vec![],
+        }
+    }
+
+    /// `stress` if it can make cgroups in `controllers`; otherwise the
+    /// refusal `why` (which says what the agent needs).
+    pub fn usable_or_refuse(stress: &Option<Stress>, controllers: &[&'static str], why: &str) -> Result<Stress, Error> {
+        stress
+            .clone()
+            .filter(|s| s.usable(controllers))
+            .ok_or_else(|| Error::Refused(why.into()))
+    }
 }
 
 /// MemAvailable of `/proc/meminfo`, in bytes.
