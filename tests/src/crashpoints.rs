@@ -31,7 +31,7 @@ use faultline_agent::cgroup::{self, Layout};
 use faultline_agent::faults::cpu_stress;
 
 use crate::docker::DockerLab;
-use crate::lab::{CoordinatorMode, HostSpec, Lab, Tmpfs};
+use crate::lab::{CgroupBind, CoordinatorMode, HostSpec, Lab, Tmpfs};
 
 /// The experiment's lease: the bound on "clean within the lease".
 pub const LEASE: Duration = Duration::from_secs(3);
@@ -101,35 +101,6 @@ impl Rng {
     }
 }
 
-/// The host's cgroup filesystems bound on a temporary directory, for the
-/// lab agents (`ip netns exec` mounts a sysfs of the namespace's own,
-/// without /sys/fs/cgroup). Unmounted on drop.
-struct CgroupBind {
-    dir: tempfile::TempDir,
-}
-
-impl CgroupBind {
-    fn mount() -> CgroupBind {
-        use nix::mount::{mount, MsFlags};
-        let dir = tempfile::tempdir().expect("tempdir");
-        mount(
-            Some(cgroup::ROOT),
-            dir.path(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .expect("bind /sys/fs/cgroup");
-        CgroupBind { dir }
-    }
-}
-
-impl Drop for CgroupBind {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 /// The container the fill of host `a` goes into.
 const CONTAINER: &str = "a";
 const LOOP: &[&str] = &["/bin/sh", "-c", "while :; do /bin/sleep 1000; done"];
@@ -163,7 +134,7 @@ impl CrashLab {
                 let mut spec = HostSpec::new(h, h)
                     .agent_arg("--no-sweep")
                     .agent_arg("--cgroup-root")
-                    .agent_arg(&cgroups.dir.path().display().to_string())
+                    .agent_arg(&cgroups.path().display().to_string())
                     .agent_arg("--allow-fill")
                     .agent_arg(&f.path().display().to_string());
                 if *h == "a" {

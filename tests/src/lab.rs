@@ -883,3 +883,38 @@ impl Drop for Tmpfs {
         let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
+
+/// The host's cgroup filesystems bound (recursively) on a temporary
+/// directory, for lab agents: `ip netns exec` mounts a sysfs of the
+/// namespace's own, without /sys/fs/cgroup, but keeps other mounts. Pass
+/// [`CgroupBind::path`] as the agents' `--cgroup-root`. Unmounted on drop.
+pub struct CgroupBind {
+    dir: tempfile::TempDir,
+}
+
+impl CgroupBind {
+    /// Binds /sys/fs/cgroup. Needs root.
+    pub fn mount() -> CgroupBind {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::tempdir().expect("tempdir");
+        mount(
+            Some(faultline_agent::cgroup::ROOT),
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .expect("bind /sys/fs/cgroup");
+        CgroupBind { dir }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for CgroupBind {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use faultline_agent::cgroup::{self, Layout};
 use faultline_agent::faults::{cpu_stress, io_stress, memory_stress};
 use faultline_proto::v1;
-use faultline_tests::lab::{lab_or_skip, root_or_skip, CoordinatorMode, HostSpec, Lab};
+use faultline_tests::lab::{lab_or_skip, root_or_skip, CgroupBind, CoordinatorMode, HostSpec, Lab};
 use faultline_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -79,41 +79,11 @@ fn wait_clean(pids: &[i32], since: Instant, limit: Duration) -> Duration {
     }
 }
 
-/// The host's cgroup filesystems bound (recursively) on a temporary
-/// directory, for lab agents: `ip netns exec` mounts a sysfs of the
-/// namespace's own, without /sys/fs/cgroup, but keeps other mounts.
-/// Unmounted on drop.
-struct CgroupBind {
-    dir: tempfile::TempDir,
-}
-
-impl CgroupBind {
-    fn mount() -> CgroupBind {
-        use nix::mount::{mount, MsFlags};
-        let dir = tempfile::tempdir().expect("tempdir");
-        mount(
-            Some(cgroup::ROOT),
-            dir.path(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .expect("bind /sys/fs/cgroup");
-        CgroupBind { dir }
-    }
-}
-
-impl Drop for CgroupBind {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 /// Lab host `a`, whose agent finds the host's cgroups under `bind`.
 fn stressed_host(bind: &CgroupBind) -> HostSpec {
     HostSpec::new("a", "a")
         .agent_arg("--cgroup-root")
-        .agent_arg(&bind.dir.path().display().to_string())
+        .agent_arg(&bind.path().display().to_string())
 }
 
 fn stress_experiment(targets: &str, duration: &str, lease: &str, probe_url: &str) -> String {
