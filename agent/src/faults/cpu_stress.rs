@@ -12,8 +12,11 @@
 //! Achieved load is read from the cgroup's CPU accounting (`cpuacct.usage`,
 //! v2 `cpu.stat` `usage_usec`) over the time the fault ran.
 //!
-//! On a host only: stress inside a target container's cgroup is not yet
-//! supported (it comes with container targets).
+//! On a container target the cgroup is made inside the container's own
+//! cgroup ([`stress::Site`]): the container's CPU limit then bounds the
+//! stressors too, and their use counts against the container, as a
+//! workload's would. The stressors exit by themselves when the container's
+//! init does (a restart or stop mid-fault).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use faultline_proto::v1;
 
-use super::stress::{self, Error, Group, Stress, Work};
+use super::stress::{self, Error, Group, Site, Stress, Work};
 use crate::cgroup;
 use crate::faults::{Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
 use crate::journal::{Object, Owned};
@@ -120,7 +123,6 @@ impl FaultKind for CpuStress {
         spec: v1::fault_spec::Kind,
         place: &crate::faults::Place,
     ) -> crate::faults::Result<Box<dyn Prepared>> {
-        crate::faults::refuse_containers(KIND.name, place)?;
         let v1::fault_spec::Kind::CpuStress(w) = spec else {
             return Err(invalid("not a cpu_stress spec").into());
         };
@@ -142,31 +144,34 @@ impl FaultKind for CpuStress {
             ))
             .into());
         }
-        let name = cgroup::name(CGROUP_PREFIX, fault_id)
-            .ok_or_else(|| invalid(format!("fault id {fault_id:?} is not a valid id")))?;
-        let dirs = cgroup::dirs(&stress.layout, CONTROLLERS, &name).map_err(Error::from)?;
-        Ok(Box::new(PreparedCpu { spec, stress, dirs }))
+        let site = Site::of(&stress, place, KIND_NAME, CONTROLLERS, CGROUP_PREFIX, fault_id)?;
+        Ok(Box::new(PreparedCpu { spec, stress, site }))
     }
 }
 
 struct PreparedCpu {
     spec: CpuStressSpec,
     stress: Stress,
-    dirs: Vec<PathBuf>,
+    site: Site,
 }
 
 impl Prepared for PreparedCpu {
     fn undo_objects(&self) -> Vec<Object> {
-        self.dirs.iter().map(|d| Object::Cgroup { path: d.clone() }).collect()
+        self.site
+            .dirs
+            .iter()
+            .map(|d| Object::Cgroup { path: d.clone() })
+            .collect()
     }
 
     fn preview(&self) -> crate::faults::Result<(String, String)> {
         Ok((
             format!(
-                "would start {} CPU stressor(s) at {}% each in cgroup {}",
+                "would start {} CPU stressor(s) at {}% each{} in cgroup {}",
                 self.spec.workers,
                 self.spec.load_percent,
-                self.dirs[0].display()
+                self.site.describe(),
+                self.site.dirs[0].display()
             ),
             "cgroup".into(),
         ))
@@ -174,7 +179,17 @@ impl Prepared for PreparedCpu {
 
     fn apply(self: Box<Self>) -> crate::faults::Result<Box<dyn Applied>> {
         let period_us = stress::PERIOD.as_micros() as u64;
-        let quota_us = ((self.spec.total_percent() / 100.0 * period_us as f64).ceil() as u64).max(1000);
+        let mut quota_us = ((self.spec.total_percent() / 100.0 * period_us as f64).ceil() as u64).max(1000);
+        // cgroup v1 refuses a child quota above its parent's (EINVAL): in a
+        // container with a CPU limit, the stressors get at most that limit,
+        // which is what they would get anyway.
+        let mut where_ = self.site.describe();
+        if let Some(limit) = self.container_quota_share() {
+            if limit * 100.0 < self.spec.total_percent() {
+                where_ = format!("{where_} (bounded by its CPU limit of {limit} cores)");
+            }
+            quota_us = quota_us.min(((limit * period_us as f64).floor() as u64).max(1000));
+        }
         let limits: Vec<(&str, String)> = if self.stress.layout.is_v2() {
             vec![("cpu.max", format!("{quota_us} {period_us}"))]
         } else {
@@ -183,35 +198,61 @@ impl Prepared for PreparedCpu {
                 ("cpu.cfs_quota_us", quota_us.to_string()),
             ]
         };
-        let group = stress::start(self.dirs.clone(), &limits, self.spec.workers, &|_| Work::Cpu {
-            load_percent: self.spec.load_percent,
-        })?;
-        let start_usage = usage_ns(&self.stress, &group.dirs);
+        let group = stress::start(
+            self.site.dirs.clone(),
+            &limits,
+            self.spec.workers,
+            self.site.watch_pid(),
+            &|_| Work::Cpu {
+                load_percent: self.spec.load_percent,
+            },
+        )?;
+        let start_usage = usage_ns(&self.stress, &group.dirs).unwrap_or(0);
         Ok(Box::new(AppliedCpu {
             spec: self.spec,
             stress: self.stress,
+            where_,
             group,
             start_usage,
         }))
     }
 }
 
-/// CPU time the cgroup has used, in nanoseconds.
-fn usage_ns(stress: &Stress, dirs: &[PathBuf]) -> u64 {
+impl PreparedCpu {
+    /// The CFS limit of the target container (v1: its `cpu.cfs_quota_us`
+    /// over its period), in cores; `None` on a host target, on v2 (which
+    /// takes any child limit and applies the tighter one itself) and for a
+    /// container without a limit.
+    fn container_quota_share(&self) -> Option<f64> {
+        self.site.container.as_ref()?;
+        if self.stress.layout.is_v2() {
+            return None;
+        }
+        let parent = stress::dir_of(&self.stress.layout, &self.site.dirs, "cpu")?.parent()?;
+        let quota: i64 = cgroup::read(parent, "cpu.cfs_quota_us").ok()?.parse().ok()?;
+        let period = cgroup::read_u64(parent, "cpu.cfs_period_us")?;
+        (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
+    }
+}
+
+/// CPU time the cgroup has used, in nanoseconds; `None` once the cgroup is
+/// gone (a container's runtime removes the stressors' cgroup with the
+/// container's when the container stops and the stressors left with it).
+fn usage_ns(stress: &Stress, dirs: &[PathBuf]) -> Option<u64> {
     if stress.layout.is_v2() {
         dirs.first()
             .and_then(|d| cgroup::keyed(d, "cpu.stat", "usage_usec"))
-            .map_or(0, |us| us * 1000)
+            .map(|us| us * 1000)
     } else {
-        stress::dir_of(&stress.layout, dirs, "cpuacct")
-            .and_then(|d| cgroup::read_u64(d, "cpuacct.usage"))
-            .unwrap_or(0)
+        stress::dir_of(&stress.layout, dirs, "cpuacct").and_then(|d| cgroup::read_u64(d, "cpuacct.usage"))
     }
 }
 
 pub struct AppliedCpu {
     spec: CpuStressSpec,
     stress: Stress,
+    /// ` in container NAME`, or empty.
+    where_: String,
     group: Group,
     start_usage: u64,
 }
@@ -234,15 +275,17 @@ impl AppliedCpu {
         }
     }
 
-    /// CPU used so far, in percent of one core, and the time it ran.
-    pub fn achieved(&self) -> (f64, Duration) {
+    /// CPU used so far, in percent of one core, and the time it ran; the
+    /// percentage is `None` when the cgroup is gone (see [`usage_ns`]).
+    pub fn achieved(&self) -> (Option<f64>, Duration) {
         let elapsed = self.group.started.elapsed();
-        let used = usage_ns(&self.stress, &self.group.dirs).saturating_sub(self.start_usage);
-        let pct = if elapsed.is_zero() {
-            0.0
-        } else {
-            used as f64 * 100.0 / elapsed.as_nanos() as f64
-        };
+        let pct = usage_ns(&self.stress, &self.group.dirs).map(|u| {
+            if elapsed.is_zero() {
+                0.0
+            } else {
+                u.saturating_sub(self.start_usage) as f64 * 100.0 / elapsed.as_nanos() as f64
+            }
+        });
         (pct, elapsed)
     }
 }
@@ -256,8 +299,8 @@ impl Applied for AppliedCpu {
         let o = self.observation(0.0, Duration::ZERO);
         Report {
             detail: format!(
-                "started {} CPU stressor(s) at {}% each (pids {:?}) in {}",
-                o.workers, o.load_percent, o.pids, o.cgroup
+                "started {} CPU stressor(s) at {}% each{} (pids {:?}) in {}",
+                o.workers, o.load_percent, self.where_, o.pids, o.cgroup
             ),
             observation: Some(v1::observation::Kind::CpuStress(o)),
         }
@@ -265,13 +308,18 @@ impl Applied for AppliedCpu {
 
     fn restore(self: Box<Self>) -> Restoring {
         let (pct, elapsed) = self.achieved();
-        let o = self.observation(pct, elapsed);
+        // A negative figure on the wire: not measured.
+        let o = self.observation(pct.unwrap_or(-1.0), elapsed);
         let result = stress::stop(self.group);
         Box::pin(async move {
             result?;
+            let used = match pct {
+                Some(p) => format!("{p:.1}% of one core used"),
+                None => "CPU use unknown (the container's runtime removed the cgroup with the container)".into(),
+            };
             Ok(Report {
                 detail: format!(
-                    "stopped {} CPU stressor(s) and removed {}: {pct:.1}% of one core used over {:.1}s (asked {:.1}%)",
+                    "stopped {} CPU stressor(s) and removed {}: {used} over {:.1}s (asked {:.1}%)",
                     o.workers,
                     o.cgroup,
                     elapsed.as_secs_f64(),

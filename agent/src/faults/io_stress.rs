@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use faultline_proto::v1;
 use nix::libc;
-use nix::unistd::Pid;
 
 use super::disk_fill::{FillPolicy, Space};
 use super::stress::{self, exit_if_orphaned, now_ns, sleep_ns, Error, Group, Stress, Work};
@@ -230,7 +229,7 @@ impl Prepared for PreparedIo {
             .collect::<Result<_, _>>()?;
         let buf = vec![0x5au8; self.spec.block_bytes as usize];
         let rate = self.spec.rate_bytes_per_second.div_ceil(self.spec.workers as u64);
-        let group = stress::start(self.dirs.clone(), &[], self.spec.workers, &|i| {
+        let group = stress::start(self.dirs.clone(), &[], self.spec.workers, None, &|i| {
             Work::Io(IoWork {
                 path: paths[i as usize].as_ptr(),
                 buf: buf.as_ptr(),
@@ -419,7 +418,7 @@ pub struct IoWork {
 }
 
 /// The worker's loop: async-signal-safe system calls and atomics only.
-pub(super) fn io(w: IoWork, parent: Pid) -> ! {
+pub(super) fn io(w: IoWork, watch: stress::Watch) -> ! {
     // SAFETY: the pointers point into this process's copy of memory the
     // agent prepared before the fork; the buffer is this process's own.
     unsafe {
@@ -488,7 +487,7 @@ pub(super) fn io(w: IoWork, parent: Pid) -> ! {
                 }
             }
             if now.saturating_sub(last_check) >= stress::PERIOD.as_nanos() as u64 {
-                exit_if_orphaned(parent);
+                exit_if_orphaned(watch);
                 last_check = now;
             }
         }

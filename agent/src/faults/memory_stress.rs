@@ -13,16 +13,18 @@
 //! the fault, not an agent failure. Resident bytes are the cgroup's charge
 //! (`memory.usage_in_bytes` / v2 `memory.current`), and its peak.
 //!
-//! On a host only: stress inside a target container's cgroup is not yet
-//! supported (it comes with container targets).
+//! On a container target the cgroup is made inside the container's memory
+//! cgroup ([`stress::Site`]): the container's limit bounds the stressor
+//! too (it is hierarchical), `available_percent` is a share of that limit
+//! when the container has one, and an OOM kill the limit causes takes the
+//! stressor first (`oom_score_adj` 1000) and is reported as `oom_killed`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_proto::v1;
 
-use super::stress::{self, Error, Group, Stress, Work};
+use super::stress::{self, Error, Group, Site, Stress, Work};
 use crate::cgroup;
 use crate::faults::{Applied, FaultKind, Prepared, Registration, Report, Restoring, Setup};
 use crate::journal::{Object, Owned};
@@ -40,7 +42,8 @@ const HEADROOM: u64 = 32 << 20;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Size {
     Bytes(u64),
-    /// Percent of MemAvailable at apply time (0 < p <= 100).
+    /// Percent of MemAvailable at apply time (0 < p <= 100); in a container
+    /// with a memory limit, percent of that limit.
     AvailablePercent(f64),
 }
 
@@ -124,7 +127,6 @@ impl FaultKind for MemoryStress {
         spec: v1::fault_spec::Kind,
         place: &crate::faults::Place,
     ) -> crate::faults::Result<Box<dyn Prepared>> {
-        crate::faults::refuse_containers(KIND.name, place)?;
         let v1::fault_spec::Kind::MemoryStress(w) = spec else {
             return Err(invalid("not a memory_stress spec").into());
         };
@@ -136,38 +138,61 @@ impl FaultKind for MemoryStress {
         )?;
         let available = stress::mem_available()
             .ok_or_else(|| Error::Refused("cannot read MemAvailable from /proc/meminfo".into()))?;
-        let bytes = bytes_for(spec.size, available, stress.policy.max_memory_percent)?;
-        let name = cgroup::name(CGROUP_PREFIX, fault_id)
-            .ok_or_else(|| invalid(format!("fault id {fault_id:?} is not a valid id")))?;
-        let dirs = cgroup::dirs(&stress.layout, CONTROLLERS, &name).map_err(Error::from)?;
+        let site = Site::of(&stress, place, KIND_NAME, CONTROLLERS, CGROUP_PREFIX, fault_id)?;
+        // A share of the container's limit when it has one; the agent's cap
+        // is always a share of the node's available memory.
+        let size = match (spec.size, container_limit(&site, stress.layout.is_v2())) {
+            (Size::AvailablePercent(p), Some(limit)) => Size::Bytes((limit as f64 * p / 100.0) as u64),
+            (size, _) => size,
+        };
+        let bytes = bytes_for(size, available, stress.policy.max_memory_percent)?;
         Ok(Box::new(PreparedMemory {
             ramp: spec.ramp,
             bytes,
             stress,
-            dirs,
+            site,
         }))
     }
+}
+
+/// The memory limit of the container holding `site`'s cgroup (its
+/// parent), if it has one below the node's memory.
+fn container_limit(site: &Site, v2: bool) -> Option<u64> {
+    site.container.as_ref()?;
+    let parent = site.dirs.first()?.parent()?;
+    let limit = if v2 {
+        cgroup::read_u64(parent, "memory.max")?
+    } else {
+        cgroup::read_u64(parent, "memory.limit_in_bytes")?
+    };
+    // v1 writes "no limit" as a page-rounded i64::MAX.
+    (limit < stress::mem_total().unwrap_or(u64::MAX)).then_some(limit)
 }
 
 struct PreparedMemory {
     ramp: Duration,
     bytes: u64,
     stress: Stress,
-    dirs: Vec<PathBuf>,
+    site: Site,
 }
 
 impl Prepared for PreparedMemory {
     fn undo_objects(&self) -> Vec<Object> {
-        self.dirs.iter().map(|d| Object::Cgroup { path: d.clone() }).collect()
+        self.site
+            .dirs
+            .iter()
+            .map(|d| Object::Cgroup { path: d.clone() })
+            .collect()
     }
 
     fn preview(&self) -> crate::faults::Result<(String, String)> {
         Ok((
             format!(
-                "would hold {} bytes (over {:?}) in cgroup {}",
+                "would hold {} bytes (over {:?}){} in cgroup {}",
                 self.bytes,
                 self.ramp,
-                self.dirs[0].display()
+                self.site.describe(),
+                self.site.dirs[0].display()
             ),
             "cgroup".into(),
         ))
@@ -180,11 +205,14 @@ impl Prepared for PreparedMemory {
         } else {
             vec![("memory.limit_in_bytes", limit), ("memory.swappiness", "0".into())]
         };
-        let group = stress::start(self.dirs.clone(), &limits, 1, &|_| Work::Memory {
-            bytes: self.bytes,
-            ramp: self.ramp,
+        let group = stress::start(self.site.dirs.clone(), &limits, 1, self.site.watch_pid(), &|_| {
+            Work::Memory {
+                bytes: self.bytes,
+                ramp: self.ramp,
+            }
         })?;
         Ok(Box::new(AppliedMemory {
+            where_: self.site.describe(),
             bytes: self.bytes,
             v2: self.stress.layout.is_v2(),
             group,
@@ -193,6 +221,8 @@ impl Prepared for PreparedMemory {
 }
 
 pub struct AppliedMemory {
+    /// ` in container NAME`, or empty.
+    where_: String,
     bytes: u64,
     v2: bool,
     group: Group,
@@ -247,8 +277,8 @@ impl Applied for AppliedMemory {
         let o = self.observation();
         Report {
             detail: format!(
-                "started a memory stressor (pid {}) holding {} bytes in {}",
-                o.pid, o.requested_bytes, o.cgroup
+                "started a memory stressor (pid {}) holding {} bytes{} in {}",
+                o.pid, o.requested_bytes, self.where_, o.cgroup
             ),
             observation: Some(v1::observation::Kind::MemoryStress(o)),
         }

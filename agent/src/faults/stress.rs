@@ -36,7 +36,7 @@
 //! cgroup, not on the node, and takes the stressor first.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -136,10 +136,19 @@ impl Stress {
 
 /// MemAvailable of `/proc/meminfo`, in bytes.
 pub fn mem_available() -> Option<u64> {
+    meminfo("MemAvailable:")
+}
+
+/// MemTotal of `/proc/meminfo`, in bytes.
+pub fn mem_total() -> Option<u64> {
+    meminfo("MemTotal:")
+}
+
+fn meminfo(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = s
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .trim()
         .strip_suffix("kB")?
         .trim()
@@ -188,10 +197,15 @@ pub struct Ended {
 /// starts `n` stressors doing `work`. On error, everything created is
 /// removed again.
 /// `work(i)` is what stressor `i` does, computed before its fork.
+/// With `container_pid` (the host PID of a target container's init), each
+/// stressor also exits by itself within [`PERIOD`] once that process is
+/// gone (the container stopped or restarted), so it never holds the
+/// container's cgroup open after the runtime tore the container down.
 pub fn start(
     dirs: Vec<PathBuf>,
     limits: &[(&str, String)],
     n: u32,
+    container_pid: Option<u32>,
     work: &dyn Fn(u32) -> Work,
 ) -> Result<Group, Error> {
     let group = Group {
@@ -199,7 +213,28 @@ pub fn start(
         pids: Vec::new(),
         started: Instant::now(),
     };
-    match start_in(group, limits, n, work) {
+    // A pidfd, not the pid: it cannot be reused by another process, and it
+    // turns readable when the process exits (poll is async-signal-safe).
+    let pidfd = match container_pid {
+        Some(pid) => {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+            if fd < 0 {
+                return Err(Error::Refused(format!(
+                    "the target container's init (pid {pid}) is gone: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // SAFETY: the fd was just returned to us and is owned here only.
+            Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+        }
+        None => None,
+    };
+    let watch = Watch {
+        parent: getpid(),
+        pidfd: pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+    };
+    match start_in(group, limits, n, watch, work) {
         Ok(g) => Ok(g),
         Err((g, e)) => {
             let _ = stop(g);
@@ -212,6 +247,7 @@ fn start_in(
     mut g: Group,
     limits: &[(&str, String)],
     n: u32,
+    watch: Watch,
     work: &dyn Fn(u32) -> Work,
 ) -> Result<Group, (Group, Error)> {
     for d in &g.dirs {
@@ -242,14 +278,13 @@ fn start_in(
         Err(e) => return Err((g, e.into())),
     };
     let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
-    let parent = getpid();
     for i in 0..n {
         let pgid = g.pids.first().copied().unwrap_or(Pid::from_raw(0));
         let work = work(i);
         // SAFETY: the child runs `child` only, which makes async-signal-safe
         // system calls on data prepared before the fork and never returns.
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => child(&fds, pgid, parent, work),
+            Ok(ForkResult::Child) => child(&fds, pgid, watch, work),
             Ok(ForkResult::Parent { child }) => {
                 // Either side may win the race; both set the same group.
                 let _ = setpgid(child, if pgid.as_raw() == 0 { child } else { pgid });
@@ -302,6 +337,68 @@ pub fn stop(g: Group) -> Result<Ended, Error> {
     }
 }
 
+/// Where one stress fault's stressors run: their cgroup directories and,
+/// for a container target, the container whose cgroup holds them.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub dirs: Vec<PathBuf>,
+    pub container: Option<crate::runtime::Container>,
+}
+
+impl Site {
+    /// The cgroups `<prefix><fault id>` for `controllers`: at the top of
+    /// each hierarchy on a host target; inside the target container's own
+    /// cgroups otherwise, so the container's limits bound the stressors and
+    /// their use counts against the container. One container per fault:
+    /// its stressors' observation (pids, cgroup, achieved figures) is one
+    /// container's.
+    pub fn of(
+        stress: &Stress,
+        place: &crate::faults::Place,
+        kind: &'static str,
+        controllers: &[&'static str],
+        prefix: &str,
+        fault_id: &str,
+    ) -> Result<Site, Error> {
+        let name = cgroup::name(prefix, fault_id).ok_or_else(|| Error::InvalidSpec {
+            kind,
+            message: format!("fault id {fault_id:?} is not a valid id"),
+        })?;
+        match place {
+            crate::faults::Place::Host => Ok(Site {
+                dirs: cgroup::dirs(&stress.layout, controllers, &name)?,
+                container: None,
+            }),
+            crate::faults::Place::Containers { containers, .. } => {
+                let [c] = containers.as_slice() else {
+                    return Err(Error::Refused(format!(
+                        "{kind} runs in one container per fault and the selector matched {}; narrow it with `mode: one` or `count: 1` (or a name regex)",
+                        containers.len()
+                    )));
+                };
+                let member = cgroup::Membership::of(c.pid)?;
+                Ok(Site {
+                    dirs: cgroup::dirs_in(&stress.layout, &member, controllers, &name)?,
+                    container: Some(c.clone()),
+                })
+            }
+        }
+    }
+
+    /// The target container's init, which the stressors watch.
+    pub fn watch_pid(&self) -> Option<u32> {
+        self.container.as_ref().map(|c| c.pid)
+    }
+
+    /// ` in container NAME` (empty on a host target), for details.
+    pub fn describe(&self) -> String {
+        self.container
+            .as_ref()
+            .map(|c| format!(" in container {}", c.name))
+            .unwrap_or_default()
+    }
+}
+
 /// Pids as the wire carries them.
 pub fn wire_pids(g: &Group) -> Vec<u32> {
     g.pids.iter().map(|p| p.as_raw() as u32).collect()
@@ -310,9 +407,9 @@ pub fn wire_pids(g: &Group) -> Vec<u32> {
 /// The directory of `dirs` in the hierarchy holding `controller`.
 pub fn dir_of<'a>(layout: &Layout, dirs: &'a [PathBuf], controller: &'static str) -> Option<&'a Path> {
     let h = layout.hierarchy(controller).ok()?;
-    dirs.iter()
-        .find(|d| d.parent() == Some(h.as_path()))
-        .map(|d| d.as_path())
+    // Component-wise: `cpuacct/…` does not start with `cpu`. A stressor
+    // cgroup may be nested (inside a container's).
+    dirs.iter().find(|d| d.starts_with(&h)).map(|d| d.as_path())
 }
 
 // ---- the child: async-signal-safe system calls only from here on ----
@@ -342,17 +439,39 @@ pub(super) fn sleep_ns(ns: u64) {
     unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
 }
 
-/// Exits when the agent is gone (the child was re-parented).
-pub(super) fn exit_if_orphaned(parent: Pid) {
-    // SAFETY: getppid and _exit are async-signal-safe.
+/// What a stressor watches to know it must exit by itself.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Watch {
+    /// The agent: when the stressor's parent is another process, the agent
+    /// died and the stressor was re-parented.
+    parent: Pid,
+    /// A pidfd of the target container's init, or -1 on a host target.
+    pidfd: i32,
+}
+
+/// Exits when the agent is gone (the child was re-parented) or the target
+/// container's init exited.
+pub(super) fn exit_if_orphaned(w: Watch) {
+    // SAFETY: getppid, poll and _exit are async-signal-safe; the pollfd is
+    // on this stack.
     unsafe {
-        if libc::getppid() != parent.as_raw() {
+        if libc::getppid() != w.parent.as_raw() {
             libc::_exit(0);
+        }
+        if w.pidfd >= 0 {
+            let mut p = libc::pollfd {
+                fd: w.pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut p, 1, 0) > 0 {
+                libc::_exit(0);
+            }
         }
     }
 }
 
-fn child(procs: &[i32], pgid: Pid, parent: Pid, work: Work) -> ! {
+fn child(procs: &[i32], pgid: Pid, watch: Watch, work: Work) -> ! {
     // SAFETY: raw system calls on memory prepared before the fork; nothing
     // here allocates, locks or unwinds. See the module docs.
     unsafe {
@@ -368,7 +487,15 @@ fn child(procs: &[i32], pgid: Pid, parent: Pid, work: Work) -> ! {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        // Close every inherited descriptor but the container's pidfd.
+        if watch.pidfd >= 3 {
+            if watch.pidfd > 3 {
+                libc::syscall(libc::SYS_close_range, 3u32, (watch.pidfd - 1) as u32, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, (watch.pidfd + 1) as u32, u32::MAX, 0u32);
+        } else {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        }
         libc::setpriority(libc::PRIO_PROCESS, 0, 19);
         libc::prctl(libc::PR_SET_NAME, c"faultline-stres".as_ptr() as libc::c_ulong, 0, 0, 0);
         if let Work::Memory { .. } = work {
@@ -380,9 +507,9 @@ fn child(procs: &[i32], pgid: Pid, parent: Pid, work: Work) -> ! {
         }
     }
     match work {
-        Work::Cpu { load_percent } => cpu(load_percent, parent),
-        Work::Memory { bytes, ramp } => memory(bytes, ramp, parent),
-        Work::Io(w) => super::io_stress::io(w, parent),
+        Work::Cpu { load_percent } => cpu(load_percent, watch),
+        Work::Memory { bytes, ramp } => memory(bytes, ramp, watch),
+        Work::Io(w) => super::io_stress::io(w, watch),
     }
 }
 
@@ -391,7 +518,7 @@ fn child(procs: &[i32], pgid: Pid, parent: Pid, work: Work) -> ! {
 /// period's end (catching up what contention took from it earlier), then
 /// sleeps out the period. The cgroup's quota keeps the catching up from
 /// ever exceeding the load asked for.
-fn cpu(load_percent: f64, parent: Pid) -> ! {
+fn cpu(load_percent: f64, watch: Watch) -> ! {
     let period = PERIOD.as_nanos() as u64;
     let share = load_percent.clamp(0.0, 100.0) / 100.0;
     let (t0, c0) = (now_ns(), cpu_ns());
@@ -408,11 +535,11 @@ fn cpu(load_percent: f64, parent: Pid) -> ! {
             sleep_ns(next - n);
         }
         next += period;
-        exit_if_orphaned(parent);
+        exit_if_orphaned(watch);
     }
 }
 
-fn memory(bytes: u64, ramp: Duration, parent: Pid) -> ! {
+fn memory(bytes: u64, ramp: Duration, watch: Watch) -> ! {
     const PAGE: usize = 4096;
     let len = (bytes as usize).max(PAGE);
     // SAFETY: an anonymous private mapping, written only inside its bounds.
@@ -441,12 +568,12 @@ fn memory(bytes: u64, ramp: Duration, parent: Pid) -> ! {
             done = end;
             if done < pages {
                 sleep_ns(PERIOD.as_nanos() as u64);
-                exit_if_orphaned(parent);
+                exit_if_orphaned(watch);
             }
         }
     }
     loop {
         sleep_ns(PERIOD.as_nanos() as u64);
-        exit_if_orphaned(parent);
+        exit_if_orphaned(watch);
     }
 }

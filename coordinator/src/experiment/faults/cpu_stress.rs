@@ -121,7 +121,8 @@ impl Kind for CpuStressFault {
         into.objects = vec![format!("cgroup {} (pids {:?})", o.cgroup, o.pids)];
         into.set_figure("requested", o.workers as f64 * o.load_percent, "% of a core");
         // The CPU used is measured over the whole fault: final at restore.
-        if state == v1::FaultState::Restored {
+        // Negative: not measured (the target container's cgroup went away).
+        if state == v1::FaultState::Restored && o.achieved_percent >= 0.0 {
             into.set_figure("achieved", (o.achieved_percent * 10.0).round() / 10.0, "% of a core");
         }
     }
