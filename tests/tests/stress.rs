@@ -348,3 +348,59 @@ async fn io_stress_mixed_reads_back_what_it_writes() {
     assert!(done.bytes_read.abs_diff(done.bytes_written) <= 1 << 20, "{done:?}");
     assert!(io_files(&dir).is_empty());
 }
+
+#[allow(clippy::await_holding_lock)] // orders this file's tests only
+#[tokio::test]
+async fn cpu_stress_pins_its_workers_to_the_cpus_asked_and_refuses_cpus_the_target_lacks() {
+    if !root_or_skip("cpu_stress_pins_its_workers_to_the_cpus_asked_and_refuses_cpus_the_target_lacks") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let kinds = kinds_allowing(std::path::Path::new("/nonexistent"));
+    let last = (faultline_agent::faults::stress::cpus() - 1) as u32;
+    let spec = |cpus: Vec<u32>| {
+        v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
+            workers: 2,
+            load_percent: 20.0,
+            cpus,
+            ..Default::default()
+        })
+    };
+    let (_, kind) = kinds.of(&spec(vec![last])).unwrap();
+    let a = kind
+        .prepare("t-pin-1", spec(vec![last]), &faultline_agent::faults::Place::Host)
+        .expect("prepare")
+        .apply()
+        .expect("apply");
+    let Some(v1::observation::Kind::CpuStress(o)) = a.injected().observation else {
+        panic!("no observation")
+    };
+    // Each worker pins itself right after the fork: poll briefly.
+    let allowed = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while o.pids.iter().any(|p| allowed(*p) != last.to_string()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seen: Vec<String> = o.pids.iter().map(|p| allowed(*p)).collect();
+    a.restore().await.expect("restore");
+    assert_eq!(o.pids.len(), 2);
+    assert!(
+        seen.iter().all(|s| *s == last.to_string()),
+        "workers on {seen:?}, asked CPU {last}"
+    );
+    assert!(stress_cgroups().0.is_empty());
+
+    // A CPU the target may not use is refused before anything is made.
+    let err = match kind.prepare("t-pin-2", spec(vec![1000]), &faultline_agent::faults::Place::Host) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("CPU 1000 accepted"),
+    };
+    assert!(err.contains("CPU 1000 is not among the CPUs"), "{err}");
+    assert!(stress_cgroups().0.is_empty());
+}

@@ -36,11 +36,13 @@ const KIND_NAME: &str = "cpu_stress";
 pub const CGROUP_PREFIX: &str = "faultline-cpu-stress-";
 
 /// A validated CPU stress: `workers` processes at `load_percent` each.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CpuStressSpec {
     pub workers: u32,
     /// Percent of one core, per worker (0 < load <= 100).
     pub load_percent: f64,
+    /// CPUs the workers are pinned to, round-robin; empty: not pinned.
+    pub cpus: Vec<u32>,
 }
 
 impl CpuStressSpec {
@@ -61,8 +63,15 @@ impl TryFrom<v1::CpuStressSpec> for CpuStressSpec {
     type Error = Error;
 
     fn try_from(w: v1::CpuStressSpec) -> Result<Self, Error> {
-        match (w.workers, w.millicores) {
-            (0, 0) => Err(invalid("set workers (with load_percent) or millicores")),
+        let cpus = w.cpus;
+        if cpus.iter().any(|c| *c >= nix::libc::CPU_SETSIZE as u32) {
+            return Err(invalid(format!(
+                "cpus {cpus:?}: CPU numbers go up to {}",
+                nix::libc::CPU_SETSIZE - 1
+            )));
+        }
+        let (workers, load_percent) = match (w.workers, w.millicores) {
+            (0, 0) => return Err(invalid("set workers (with load_percent) or millicores")),
             (n, 0) => {
                 if !(w.load_percent > 0.0 && w.load_percent <= 100.0) {
                     return Err(invalid(format!(
@@ -73,24 +82,41 @@ impl TryFrom<v1::CpuStressSpec> for CpuStressSpec {
                 if n > 1024 {
                     return Err(invalid(format!("{n} workers: at most 1024")));
                 }
-                Ok(CpuStressSpec {
-                    workers: n,
-                    load_percent: w.load_percent,
-                })
+                (n, w.load_percent)
             }
             (0, m) => {
                 if m > 1024 * 1000 {
                     return Err(invalid(format!("{m} millicores: at most 1024 cores")));
                 }
                 let workers = m.div_ceil(1000) as u32;
-                Ok(CpuStressSpec {
-                    workers,
-                    load_percent: m as f64 / 10.0 / workers as f64,
-                })
+                (workers, m as f64 / 10.0 / workers as f64)
             }
-            _ => Err(invalid("set workers or millicores, not both")),
+            _ => return Err(invalid("set workers or millicores, not both")),
+        };
+        Ok(CpuStressSpec {
+            workers,
+            load_percent,
+            cpus,
+        })
+    }
+}
+
+/// A kernel CPU list (`0-3,6`), as `Cpus_allowed_list` writes it.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a || b - a > 4096 {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
         }
     }
+    Some(out)
 }
 
 /// The controllers a CPU stressor's cgroup is made in.
@@ -145,6 +171,26 @@ impl FaultKind for CpuStress {
             .into());
         }
         let site = Site::of(&stress, place, KIND_NAME, CONTROLLERS, CGROUP_PREFIX, fault_id)?;
+        if !spec.cpus.is_empty() {
+            // The target's own CPUs (the agent's, or the container init's:
+            // its cpuset), which a pinned worker must stay within.
+            let status = format!("/proc/{}/status", site.watch_pid().unwrap_or(std::process::id()));
+            let allowed = std::fs::read_to_string(&status)
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                        .map(|l| l.trim().to_string())
+                })
+                .ok_or_else(|| Error::Refused(format!("cannot read the CPUs the target may use from {status}")))?;
+            let set = parse_cpu_list(&allowed).unwrap_or_default();
+            if let Some(c) = spec.cpus.iter().find(|c| !set.contains(c)) {
+                return Err(Error::Refused(format!(
+                    "cpu_stress.cpus: CPU {c} is not among the CPUs the target may use ({allowed}); pick from those"
+                ))
+                .into());
+            }
+        }
         Ok(Box::new(PreparedCpu { spec, stress, site }))
     }
 }
@@ -184,6 +230,9 @@ impl Prepared for PreparedCpu {
         // container with a CPU limit, the stressors get at most that limit,
         // which is what they would get anyway.
         let mut where_ = self.site.describe();
+        if !self.spec.cpus.is_empty() {
+            where_ = format!("{where_} pinned to CPU(s) {:?}", self.spec.cpus);
+        }
         if let Some(limit) = self.container_quota_share() {
             if limit * 100.0 < self.spec.total_percent() {
                 where_ = format!("{where_} (bounded by its CPU limit of {limit} cores)");
@@ -203,8 +252,12 @@ impl Prepared for PreparedCpu {
             &limits,
             self.spec.workers,
             self.site.watch_pid(),
-            &|_| Work::Cpu {
+            &|i| Work::Cpu {
                 load_percent: self.spec.load_percent,
+                cpu: match self.spec.cpus.as_slice() {
+                    [] => -1,
+                    cpus => cpus[i as usize % cpus.len()] as i32,
+                },
             },
         )?;
         let start_usage = usage_ns(&self.stress, &group.dirs).unwrap_or(0);
@@ -336,6 +389,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpu_lists_are_read_like_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-3,6"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("1"), Some(vec![1]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
     fn millicores_are_spread_over_as_few_workers_as_hold_them() {
         let s = CpuStressSpec::try_from(v1::CpuStressSpec {
             millicores: 1500,
@@ -360,6 +421,13 @@ mod tests {
                 workers: 1,
                 load_percent: 50.0,
                 millicores: 500,
+                ..Default::default()
+            },
+            v1::CpuStressSpec {
+                workers: 1,
+                load_percent: 50.0,
+                cpus: vec![1 << 20],
+                ..Default::default()
             },
         ] {
             assert!(CpuStressSpec::try_from(w).unwrap_err().is_refusal());

@@ -166,7 +166,8 @@ pub fn cpus() -> usize {
 #[derive(Debug, Clone, Copy)]
 pub enum Work {
     /// Busy `load_percent` of every [`PERIOD`], asleep the rest.
-    Cpu { load_percent: f64 },
+    /// `cpu`: the CPU to pin this worker to, or -1.
+    Cpu { load_percent: f64, cpu: i32 },
     /// Map and touch `bytes` of anonymous memory over `ramp`, then hold it.
     Memory { bytes: u64, ramp: Duration },
     /// Write and/or read one file (see [`super::io_stress`]).
@@ -507,7 +508,18 @@ fn child(procs: &[i32], pgid: Pid, watch: Watch, work: Work) -> ! {
         }
     }
     match work {
-        Work::Cpu { load_percent } => cpu(load_percent, watch),
+        Work::Cpu { load_percent, cpu: pin } => {
+            if pin >= 0 {
+                // SAFETY: a cpu_set_t on this stack; sched_setaffinity is a
+                // plain system call.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(pin as usize, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
+            }
+            cpu(load_percent, watch)
+        }
         Work::Memory { bytes, ramp } => memory(bytes, ramp, watch),
         Work::Io(w) => super::io_stress::io(w, watch),
     }

@@ -1,8 +1,9 @@
 //! `cpu_stress`: keep CPUs of each target busy: `workers` processes at
 //! `load` each, or a total in `cores` (e.g. `1.5`) or `millicores`. The
 //! agent runs them in a cgroup of the fault's with a CFS quota of exactly
-//! the load asked, kills them and removes the cgroup at restore. Host
-//! targets only for now (not yet inside a container's cgroup).
+//! the load asked, kills them and removes the cgroup at restore; on a
+//! container target, inside the container's cgroup. `cpus` pins the
+//! workers, round-robin, to CPUs (a list, or a kernel CPU list "0-3,6").
 
 use faultline_proto::v1;
 use serde::Deserialize;
@@ -23,6 +24,8 @@ pub enum CpuLoad {
 #[derive(Debug, Clone)]
 pub struct CpuStressFault {
     pub load: CpuLoad,
+    /// CPUs to pin the workers to, round-robin; empty: not pinned.
+    pub cpus: Vec<u32>,
 }
 
 /// Why a written `cpu_stress` is refused.
@@ -38,6 +41,52 @@ pub enum Error {
     Workers(u32),
     #[error("cpu_stress.{field} {value}: must be more than 0 and at most 1024 cores")]
     Total { field: &'static str, value: f64 },
+    #[error("cpu_stress.cpus {0:?}: write CPU numbers, as a list ([0, 1]) or a CPU list (\"0-3,6\"), each below 1024")]
+    Cpus(String),
+}
+
+/// `cpus` as written: a list of CPU numbers or a kernel CPU list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawCpus {
+    List(Vec<u32>),
+    Text(String),
+}
+
+impl RawCpus {
+    fn parse(self) -> Result<Vec<u32>, Error> {
+        let (cpus, text) = match self {
+            RawCpus::List(l) => (Some(l.clone()), format!("{l:?}")),
+            RawCpus::Text(t) => (parse_cpu_list(&t), t),
+        };
+        match cpus {
+            Some(c) if !c.is_empty() && c.iter().all(|n| *n < 1024) => {
+                let mut c = c;
+                c.sort_unstable();
+                c.dedup();
+                Ok(c)
+            }
+            _ => Err(Error::Cpus(text)),
+        }
+    }
+}
+
+/// A kernel CPU list, `0-3,6`.
+fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if b < a || b >= 1024 {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
 }
 
 /// A `cpu_stress` as written.
@@ -52,6 +101,8 @@ pub struct RawCpuStress {
     cores: Option<f64>,
     /// Total load in thousandths of a core.
     millicores: Option<u64>,
+    /// CPUs to pin the workers to.
+    cpus: Option<RawCpus>,
 }
 
 impl Kind for CpuStressFault {
@@ -91,15 +142,21 @@ impl Kind for CpuStressFault {
             (None, None, None, Some(m)) => total("millicores", m as f64 / 1000.0)?,
             _ => return Err(Error::NotExactlyOneAmount),
         };
-        Ok(CpuStressFault { load })
+        let cpus = r.cpus.map(RawCpus::parse).transpose()?.unwrap_or_default();
+        Ok(CpuStressFault { load, cpus })
     }
 
     fn summary(&self) -> String {
-        match self.load {
+        let what = match self.load {
             CpuLoad::Workers { workers, load_percent } => {
                 format!("keep {workers} CPU worker(s) busy at {load_percent}% of a core each")
             }
             CpuLoad::Millicores(m) => format!("keep {} cores busy", m as f64 / 1000.0),
+        };
+        if self.cpus.is_empty() {
+            what
+        } else {
+            format!("{what}, pinned to CPU(s) {:?}", self.cpus)
         }
     }
 
@@ -109,9 +166,11 @@ impl Kind for CpuStressFault {
                 workers,
                 load_percent,
                 millicores: 0,
+                cpus: self.cpus.clone(),
             },
             CpuLoad::Millicores(millicores) => v1::CpuStressSpec {
                 millicores,
+                cpus: self.cpus.clone(),
                 ..Default::default()
             },
         }
@@ -134,6 +193,17 @@ mod tests {
 
     fn parse(y: &str) -> Result<CpuStressFault, Error> {
         CpuStressFault::from_raw(serde_norway::from_str(y).unwrap())
+    }
+
+    #[test]
+    fn cpus_are_a_list_or_a_kernel_cpu_list() {
+        assert_eq!(parse("workers: 2\ncpus: [1, 0, 1]\n").unwrap().cpus, [0, 1]);
+        assert_eq!(parse("workers: 2\ncpus: \"0-2,5\"\n").unwrap().cpus, [0, 1, 2, 5]);
+        assert!(parse("workers: 1\n").unwrap().cpus.is_empty());
+        for bad in ["cpus: []", "cpus: \"2-1\"", "cpus: \"a\"", "cpus: [1024]"] {
+            let e = parse(&format!("workers: 1\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("cpu_stress.cpus"), "{bad}: {e}");
+        }
     }
 
     #[test]

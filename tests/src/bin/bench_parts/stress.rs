@@ -84,7 +84,7 @@ pub async fn run(secs: u64) {
             v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
                 workers,
                 load_percent: load,
-                millicores: 0,
+                ..Default::default()
             }),
         );
         tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -184,7 +184,7 @@ pub async fn run(secs: u64) {
             v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
                 workers: 2,
                 load_percent: 50.0,
-                millicores: 0,
+                ..Default::default()
             }),
         );
         let mem = apply(
