@@ -87,7 +87,7 @@ async fn cpu_stress_reaches_the_requested_load_and_restore_leaves_no_process_or_
     let spec = v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
         workers: 1,
         load_percent: 50.0,
-        millicores: 0,
+        ..Default::default()
     });
     let (a, guard) = applied(&kinds, "t-cpu-1", spec);
     let Some(v1::observation::Kind::CpuStress(o)) = a.injected().observation else {
@@ -203,7 +203,7 @@ async fn stressors_a_dead_agent_left_are_found_and_killed_by_the_sweep() {
     let spec = v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
         workers: 2,
         load_percent: 10.0,
-        millicores: 0,
+        ..Default::default()
     });
     let (a, guard) = applied(&kinds, "t-cpu-orphan", spec);
     let Some(v1::observation::Kind::CpuStress(o)) = a.injected().observation else {
@@ -242,7 +242,7 @@ fn stress_over_the_agents_caps_is_refused_before_anything_is_made() {
     let too_much_cpu = v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
         workers: 1024,
         load_percent: 100.0,
-        millicores: 0,
+        ..Default::default()
     });
     let too_much_memory = v1::fault_spec::Kind::MemoryStress(v1::MemoryStressSpec {
         available_percent: 95.0,
