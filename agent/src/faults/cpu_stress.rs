@@ -5,10 +5,14 @@
 //! The load asked for is also the cgroup's CFS quota, so the stressors can
 //! never take more than asked even if a worker overshoots, and the agent's
 //! cap (90 % of the node by default) keeps the rest of the node for the
-//! agent and everything else. The cgroup keeps the default CPU weight: a
-//! stressor competes like any process (with a lower weight it would only
-//! soak up idle time and stress nothing); on a busy node it gets less than
-//! asked, and the achieved figure says so.
+//! agent and everything else. The cgroup's CPU weight is that of as many
+//! processes as cores asked, and never less than one process's (v1
+//! `cpu.shares` 1024 per core, v2 `cpu.weight` 100 per core, as Kubernetes
+//! turns CPU requests into weights): the scheduler shares CPU between
+//! cgroups as single entities, so with the default weight a stress of 1.8
+//! cores would compete like one process; with a lower weight it would only
+//! soak up idle time and stress nothing. On a busy node it still gets less
+//! than asked, and the achieved figure says so.
 //! Achieved load is read from the cgroup's CPU accounting (`cpuacct.usage`,
 //! v2 `cpu.stat` `usage_usec`) over the time the fault ran.
 //!
@@ -239,12 +243,19 @@ impl Prepared for PreparedCpu {
             }
             quota_us = quota_us.min(((limit * period_us as f64).floor() as u64).max(1000));
         }
+        // Never below one process's weight: a small stress wants little and
+        // gets it at the default weight; a lighter one would lose it.
+        let cores = (self.spec.total_percent() / 100.0).max(1.0);
         let limits: Vec<(&str, String)> = if self.stress.layout.is_v2() {
-            vec![("cpu.max", format!("{quota_us} {period_us}"))]
+            vec![
+                ("cpu.max", format!("{quota_us} {period_us}")),
+                ("cpu.weight", ((100.0 * cores).round() as u64).clamp(1, 10_000).to_string()),
+            ]
         } else {
             vec![
                 ("cpu.cfs_period_us", period_us.to_string()),
                 ("cpu.cfs_quota_us", quota_us.to_string()),
+                ("cpu.shares", ((1024.0 * cores).round() as u64).clamp(2, 262_144).to_string()),
             ]
         };
         let group = stress::start(

@@ -74,31 +74,55 @@ pub async fn run(secs: u64) {
         format!("bench-stress-{n}")
     };
     println!("## CPU: requested vs achieved ({secs}s each; % of one core)");
-    println!("| workers | load each | requested | achieved | error | load avg before |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("Each row twice, back to back: the cgroup's CPU weight as shipped (as many");
+    println!("processes as cores asked) and reset to the default (one process's).");
+    println!("| workers | load each | requested | achieved (weight as shipped) | error | achieved (default weight) | error | load avg before |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (workers, load) in [(1u32, 25.0), (1, 50.0), (1, 100.0), (2, 50.0), (2, 90.0)] {
         let before = loadavg();
-        let a = apply(
-            &kinds,
-            &id(),
-            v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
-                workers,
-                load_percent: load,
-                ..Default::default()
-            }),
-        );
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        let r = a.restore().await.expect("restore");
-        let Some(v1::observation::Kind::CpuStress(o)) = r.observation else {
-            panic!("no observation")
-        };
         let asked = workers as f64 * load;
-        println!(
-            "| {workers} | {load}% | {asked:.1}% | {:.1}% | {:+.1} points ({:+.1}%) | {before} |",
-            o.achieved_percent,
-            o.achieved_percent - asked,
-            (o.achieved_percent - asked) / asked * 100.0
-        );
+        let mut cells = Vec::new();
+        for default_weight in [false, true] {
+            let a = apply(
+                &kinds,
+                &id(),
+                v1::fault_spec::Kind::CpuStress(v1::CpuStressSpec {
+                    workers,
+                    load_percent: load,
+                    ..Default::default()
+                }),
+            );
+            if default_weight {
+                let Some(v1::observation::Kind::CpuStress(o)) = a.injected().observation else {
+                    panic!("no observation")
+                };
+                for dir in o.cgroup.split(", ") {
+                    let dir = std::path::Path::new(dir);
+                    for (file, value) in [("cpu.shares", "1024"), ("cpu.weight", "100")] {
+                        if dir.join(file).exists() {
+                            std::fs::write(dir.join(file), value).expect("reset the weight");
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let r = a.restore().await.expect("restore");
+            let Some(v1::observation::Kind::CpuStress(o)) = r.observation else {
+                panic!("no observation")
+            };
+            if o.achieved_percent < 0.0 {
+                // Not measured: the cgroup was gone at restore (something
+                // else removed it, e.g. another agent's orphan sweep).
+                cells.push("unknown (cgroup gone) | –".to_string());
+            } else {
+                cells.push(format!(
+                    "{:.1}% | {:+.1}%",
+                    o.achieved_percent,
+                    (o.achieved_percent - asked) / asked * 100.0
+                ));
+            }
+        }
+        println!("| {workers} | {load}% | {asked:.1}% | {} | {} | {before} |", cells[0], cells[1]);
     }
     println!();
     println!("## Memory: requested vs resident (the cgroup's charge, read at restore)");
