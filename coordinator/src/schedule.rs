@@ -54,7 +54,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a scheduled run did not start (the coordinator is stopped, the
-/// experiment no longer parses), as the tick records it.
+/// experiment or the stored game day no longer parses), as the tick records it.
 pub type SubmitError = crate::control::Error;
 
 /// A schedule's timing, checked and compiled.
@@ -214,10 +214,26 @@ pub type Gate = Arc<
 pub fn error_budget_gate(policy: Arc<crate::policy::Policy>) -> Gate {
     Arc::new(move |s: &ScheduleRow| {
         let policy = policy.clone();
-        let parsed = crate::experiment::parse(&s.source, &s.yaml, &s.vars);
+        // A game day's budgets are those of every experiment it lists.
+        let parsed: Vec<_> = match s.kind {
+            crate::store::ScheduleKind::Experiment => vec![crate::experiment::parse(&s.source, &s.yaml, &s.vars)],
+            crate::store::ScheduleKind::GameDay => crate::gameday::Suite::from_json(&s.yaml)
+                .map(|suite| {
+                    suite
+                        .members
+                        .iter()
+                        .map(|m| crate::experiment::parse(&m.source, &m.yaml, &m.vars))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         Box::pin(async move {
-            let exp = parsed.ok()?;
-            let budgets: Vec<_> = exp.error_budget.iter().chain(&policy.error_budget).cloned().collect();
+            let mut budgets: Vec<_> = parsed
+                .into_iter()
+                .filter_map(Result::ok)
+                .flat_map(|exp| exp.error_budget)
+                .collect();
+            budgets.extend(policy.error_budget.iter().cloned());
             crate::experiment::error_budget::refusal(&budgets).await
         })
     })
@@ -401,6 +417,7 @@ mod tests {
         store
             .add_schedule(&ScheduleRow {
                 id: "s1".into(),
+                kind: Default::default(),
                 source: "e.yaml".into(),
                 yaml: String::new(),
                 vars: Default::default(),

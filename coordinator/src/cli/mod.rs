@@ -10,6 +10,7 @@ pub mod demo;
 pub mod demo_service;
 pub mod follow;
 pub mod gameday;
+pub mod gamedays;
 pub mod gate;
 pub mod plan;
 pub mod prune;

@@ -52,6 +52,8 @@ pub struct ControlService {
     pub tracker: TaskTracker,
     /// The one path of every run's events: store, followers, client.
     pub events: Arc<crate::events::EventLog>,
+    /// Game-day runs in flight.
+    pub gamedays: Arc<crate::gameday::runner::InFlight>,
 }
 
 /// Agents per `ListAgents` page when the request does not say.
@@ -231,10 +233,33 @@ impl Control for ControlService {
         req: Request<v1::AddScheduleRequest>,
     ) -> Result<Response<v1::AddScheduleResponse>, Status> {
         let who = self.security.control_operator(&req)?;
-        let r = req.into_inner();
-        let src = r.source.clone().ok_or(Error::NoSource)?;
+        let mut r = req.into_inner();
         // Check everything now, not at 3 a.m.
-        let (exp, source_name) = parse_source(r.source).await?;
+        let (kind, what, source_name, yaml, vars) = match (r.source.take(), r.gameday.take()) {
+            (Some(_), Some(_)) => return Err(Error::SourceAndGameDay.into()),
+            (None, Some(g)) => {
+                let suite = crate::gameday::Suite::from_wire(g).map_err(Error::from)?;
+                crate::gameday::runner::check(&suite).await?;
+                (
+                    crate::store::ScheduleKind::GameDay,
+                    format!("game day {}", suite.name),
+                    suite.source.clone(),
+                    suite.to_json(),
+                    Default::default(),
+                )
+            }
+            (src, None) => {
+                let wire = src.clone().ok_or(Error::NoSource)?;
+                let (exp, source_name) = parse_source(src).await?;
+                (
+                    crate::store::ScheduleKind::Experiment,
+                    format!("experiment {}", exp.name),
+                    source_name,
+                    wire.yaml,
+                    wire.vars.into_iter().collect(),
+                )
+            }
+        };
         let window = (!r.window.is_empty()).then_some(r.window.as_str());
         // Off the runtime: proving that a pattern never fires searches years.
         let timing = {
@@ -248,9 +273,10 @@ impl Control for ControlService {
         let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let row = crate::store::ScheduleRow {
             id: id.clone(),
+            kind,
             source: source_name.clone(),
-            yaml: src.yaml,
-            vars: src.vars.into_iter().collect(),
+            yaml,
+            vars,
             cron: r.cron.clone(),
             tz: r.tz.clone(),
             window: window.map(str::to_string),
@@ -266,8 +292,8 @@ impl Control for ControlService {
             "schedule-add",
             &id,
             &format!(
-                "experiment {} from {source_name}, cron {:?} tz {:?} window {:?}",
-                exp.name, r.cron, r.tz, r.window
+                "{what} from {source_name}, cron {:?} tz {:?} window {:?}",
+                r.cron, r.tz, r.window
             ),
         );
         self.schedules_changed.notify_one();
@@ -290,10 +316,17 @@ impl Control for ControlService {
                 .ok()
                 .and_then(|t| t.next_after(now))
                 .unwrap_or(0);
-            let experiment = parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
-                .await
-                .map(|e| e.name)
-                .unwrap_or_else(|e| format!("(no longer parses: {e})"));
+            let experiment = match s.kind {
+                crate::store::ScheduleKind::Experiment => {
+                    parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
+                        .await
+                        .map(|e| e.name)
+                        .unwrap_or_else(|e| format!("(no longer parses: {e})"))
+                }
+                crate::store::ScheduleKind::GameDay => crate::gameday::Suite::from_json(&s.yaml)
+                    .map(|g| g.name)
+                    .unwrap_or_else(|e| format!("({e})")),
+            };
             let recent_ticks = self
                 .store
                 .schedule_ticks(&s.id, 10)
@@ -305,6 +338,7 @@ impl Control for ControlService {
                 })
                 .collect();
             schedules.push(v1::ScheduleInfo {
+                kind: s.kind.as_str().into(),
                 schedule_id: s.id,
                 experiment,
                 source: s.source,
@@ -410,6 +444,57 @@ impl Control for ControlService {
         // live follow ends with its run anyway.
         tokio::spawn(task);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type RunGameDayStream = Pin<Box<dyn Stream<Item = Result<v1::GameDayEvent, Status>> + Send>>;
+
+    async fn run_game_day(
+        &self,
+        req: Request<v1::RunGameDayRequest>,
+    ) -> Result<Response<Self::RunGameDayStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown.into());
+        }
+        let who = self.security.control_operator(&req)?;
+        if let Some(why) = self.runs.stopped() {
+            self.audit(&who, "gameday", "-", &format!("refused: {why}"));
+            return Err(Error::Stopped(why).into());
+        }
+        let suite = req.into_inner().suite.ok_or(Error::NoSource)?;
+        let suite = crate::gameday::Suite::from_wire(suite).map_err(Error::from)?;
+        crate::gameday::runner::check(&suite).await?;
+        let (tx, rx) = mpsc::channel(256);
+        crate::gameday::runner::spawn(
+            self,
+            suite,
+            crate::gameday::runner::Start {
+                id: crate::gameday::runner::new_id(),
+                who,
+                schedule_id: None,
+                events: Some(tx),
+            },
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+
+    async fn list_game_days(
+        &self,
+        req: Request<v1::ListGameDaysRequest>,
+    ) -> Result<Response<v1::ListGameDaysResponse>, Status> {
+        self.security.control_caller(&req)?;
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 20,
+            n => (n as usize).min(10_000),
+        };
+        let name = (!r.name.is_empty()).then_some(r.name.as_str());
+        let rows = self
+            .store
+            .gamedays(name, limit)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::ListGameDaysResponse {
+            runs: rows.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> Result<Response<v1::ListAuditResponse>, Status> {

@@ -146,6 +146,7 @@ mod tests {
         let row = |port: u16| {
             crate::store::ScheduleRow {
             id: "s".into(),
+            kind: Default::default(),
             source: "e.yaml".into(),
             yaml: format!(
                 "name: t\nhypothesis:\n  probes:\n    - name: ok\n      command: {{ run: \"true\" }}\nduration: 1s\nfaults:\n  - kill: {{ name: x }}\n{}",
