@@ -3,7 +3,8 @@
 //! its time to recovery.
 //!
 //! A point is a **regression** when
-//! - its outcome fails where the previous point's passed (for experiments), or
+//! - its outcome fails (or aborts) where the previous judged run passed
+//!   (for experiments), or
 //! - its figure is worse than the median of the [`TRAILING`] points before
 //!   it by more than the figure's [`Margin`] (both a ratio and an absolute
 //!   floor, so that 1 ms → 2 ms is not a "100 % worse" alarm).
@@ -113,14 +114,18 @@ pub fn points(values: &[Option<f64>], margin: Margin) -> Vec<Point> {
     out
 }
 
-/// Which outcomes regress: `passed` before, something else now. Oldest first.
+/// Which outcomes regress, oldest first: `failed` or `aborted` where the
+/// previous judged run `passed`. Runs without a verdict on the hypothesis
+/// (running, interrupted, invalid, not_steady, error) neither regress nor
+/// reset the comparison.
 pub fn outcome_regressions(outcomes: &[&str]) -> Vec<bool> {
     let mut prev: Option<&str> = None;
     outcomes
         .iter()
         .map(|o| {
-            let r = prev == Some("passed") && *o != "passed" && *o != "running";
-            if *o != "running" {
+            let judged = matches!(*o, "passed" | "failed" | "aborted");
+            let r = judged && prev == Some("passed") && *o != "passed";
+            if judged {
                 prev = Some(o);
             }
             r
@@ -178,8 +183,8 @@ mod tests {
     #[test]
     fn a_pass_turning_into_a_failure_regresses_once() {
         assert_eq!(
-            outcome_regressions(&["failed", "passed", "running", "failed", "failed", "passed", "aborted"]),
-            [false, false, false, true, false, false, true]
+            outcome_regressions(&["failed", "passed", "running", "failed", "failed", "passed", "error", "aborted"]),
+            [false, false, false, true, false, false, false, true]
         );
     }
 }

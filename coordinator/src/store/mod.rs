@@ -11,6 +11,7 @@
 //! Layout:
 //! - `schedules`: schedules and their handled ticks.
 //! - `gamedays`: game-day runs, their scores and the runs they contain.
+//! - `history`: one experiment's runs over time, and the experiments known.
 //! - `stored`: a run read back (finished, running, interrupted) and the
 //!   report of an interrupted run.
 
@@ -22,6 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::report::Report;
 
 mod gamedays;
+mod history;
 mod retention;
 mod schedules;
 mod stored;
@@ -29,6 +31,7 @@ mod stored;
 pub use retention::{retain, Pruned};
 
 pub use gamedays::{GameDayMemberRow, GameDayRunRow};
+pub use history::ExperimentRow;
 pub use schedules::{ScheduleKind, ScheduleRow, TickRow};
 pub use stored::{interrupted_report, render_interrupted, Stored};
 
