@@ -37,7 +37,8 @@ pub fn line(s: &Series) -> String {
     if hi <= lo {
         hi = lo + 1.0;
     }
-    let hi = hi + (hi - lo) * 0.05;
+    // Headroom above the data, not above a fixed range such as 0–100 %.
+    let hi = if hi > s.floor.1 { hi + (hi - lo) * 0.05 } else { hi };
     let x = |i: usize| {
         if n <= 1 {
             LEFT + (W - LEFT - RIGHT) / 2.0
@@ -73,7 +74,7 @@ pub fn line(s: &Series) -> String {
     if drawn == 0 {
         let _ = write!(
             o,
-            r##"<text x="{}" y="{}" font-size="12" text-anchor="middle" fill="#666666">no data yet</text>"##,
+            r##"<text x="{}" y="{}" font-size="12" text-anchor="middle" fill="#666666">no value in these runs</text>"##,
             W / 2.0,
             H / 2.0
         );
@@ -164,6 +165,6 @@ mod tests {
             titles: &[],
             floor: (0.0, 100.0),
         });
-        assert!(empty.contains("no data yet") && empty.contains("data-points=\"0\""));
+        assert!(empty.contains("no value in these runs") && empty.contains("data-points=\"0\""));
     }
 }
