@@ -64,7 +64,10 @@ impl Margin {
                 trim(self.absolute)
             )
         } else {
-            format!("more than {} {dir} the median of the previous {TRAILING}", trim(self.absolute))
+            format!(
+                "more than {} {dir} the median of the previous {TRAILING}",
+                trim(self.absolute)
+            )
         }
     }
 
@@ -153,7 +156,15 @@ mod tests {
 
     #[test]
     fn a_figure_worse_than_its_trailing_median_by_the_margin_regresses() {
-        let p99 = [Some(100.0), Some(110.0), None, Some(90.0), Some(120.0), Some(200.0), Some(101.0)];
+        let p99 = [
+            Some(100.0),
+            Some(110.0),
+            None,
+            Some(90.0),
+            Some(120.0),
+            Some(200.0),
+            Some(101.0),
+        ];
         let t = points(&p99, Margin::LATENCY_MS);
         assert_eq!(t[0].median_before, None);
         assert!(!t[0].regression);
@@ -176,7 +187,9 @@ mod tests {
         assert!(!t[1].regression && !t[2].regression);
         let t = points(&[Some(80.0), Some(60.0)], Margin::SCORE);
         assert!(t[1].regression);
-        assert!(Margin::SCORE.describe().contains("more than 10 below the median of the previous 5"));
+        assert!(Margin::SCORE
+            .describe()
+            .contains("more than 10 below the median of the previous 5"));
         assert!(Margin::LATENCY_MS.describe().contains("more than 25% and 5 above"));
     }
 

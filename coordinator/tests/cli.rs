@@ -784,7 +784,10 @@ fn gameday_on_a_coordinator_is_recorded_scheduled_and_listed_with_its_trend() {
     let out = faultline(&["gamedays", "--coordinator", &c.url]);
     let table = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(table.contains(&gid) && table.contains("n/a") && table.contains("nightly"), "{table}");
+    assert!(
+        table.contains(&gid) && table.contains("n/a") && table.contains("nightly"),
+        "{table}"
+    );
     let out = faultline(&["gamedays", "--coordinator", &c.url, "--name", "nightly"]);
     let history = text(&out.stdout);
     assert!(history.contains(&run_id), "{history}");
@@ -798,9 +801,23 @@ fn gameday_on_a_coordinator_is_recorded_scheduled_and_listed_with_its_trend() {
     assert!(text(&out.stdout).contains("added (game day)"), "{}", text(&out.stdout));
     let out = faultline(&["schedule", "list", "--coordinator", &c.url]);
     assert!(text(&out.stdout).contains("game day nightly"), "{}", text(&out.stdout));
-    let out = faultline(&["schedule", "add", gd, "--var", "a=b", "--cron", "0 0 1 1 *", "--coordinator", &c.url]);
+    let out = faultline(&[
+        "schedule",
+        "add",
+        gd,
+        "--var",
+        "a=b",
+        "--cron",
+        "0 0 1 1 *",
+        "--coordinator",
+        &c.url,
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("is a game day: --var does not apply"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is a game day: --var does not apply"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Root, or a printed reason and false (a failure under CI=true).

@@ -166,4 +166,3 @@ pub async fn submit(h: &Harness, yaml: &str) -> (String, tonic::Streaming<v1::Ru
     let first = stream.message().await.expect("stream").expect("a first event");
     (first.run_id, stream)
 }
-

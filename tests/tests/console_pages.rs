@@ -69,12 +69,21 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
     slow.run_id = "r20260101-000000-5105e5".into();
     slow.probes[0].during.p99_ms = Some(10_000.0);
     let started = c.store.list(1, None).unwrap()[0].started_unix_ms;
-    c.store.run_started(&slow.run_id, "trendy", "t.yaml", started - 1).unwrap();
+    c.store
+        .run_started(&slow.run_id, "trendy", "t.yaml", started - 1)
+        .unwrap();
     c.store.run_finished(&slow, started).unwrap();
 
     let session = login(ui, READ_ONLY).await;
     // Every page links the new ones and carries the security headers.
-    for path in ["/fleet", "/experiments", "/experiments/trend?name=trendy", "/gamedays", "/schedules", "/audit"] {
+    for path in [
+        "/fleet",
+        "/experiments",
+        "/experiments/trend?name=trendy",
+        "/gamedays",
+        "/schedules",
+        "/audit",
+    ] {
         let r = http(ui, "GET", path, Some(&session), None).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert_security_headers(&r, path);
@@ -84,12 +93,17 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
     }
     let r = http(ui, "GET", "/experiments", Some(&session), None).await;
     assert!(
-        r.body.contains("href=\"/experiments/trend?name=trendy\">trendy</a></td><td>4</td>"),
+        r.body
+            .contains("href=\"/experiments/trend?name=trendy\">trendy</a></td><td>4</td>"),
         "{}",
         r.body
     );
     let runs = http(ui, "GET", "/runs", Some(&session), None).await;
-    assert!(runs.body.contains("href=\"/experiments/trend?name=trendy\""), "{}", runs.body);
+    assert!(
+        runs.body.contains("href=\"/experiments/trend?name=trendy\""),
+        "{}",
+        runs.body
+    );
 
     let trend = http(ui, "GET", "/experiments/trend?name=trendy", Some(&session), None)
         .await
@@ -97,11 +111,20 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
     // Three charts of four runs; the failed run's probe never succeeded
     // during the fault, so it has a success rate but no latency.
     assert_eq!(trend.matches("<svg class=\"chart\"").count(), 3, "{trend}");
-    assert!(trend.contains("aria-label=\"p99 during (ms)\" data-points=\"3\""), "{trend}");
-    assert!(trend.contains("aria-label=\"success rate during (%)\" data-points=\"4\""), "{trend}");
+    assert!(
+        trend.contains("aria-label=\"p99 during (ms)\" data-points=\"3\""),
+        "{trend}"
+    );
+    assert!(
+        trend.contains("aria-label=\"success rate during (%)\" data-points=\"4\""),
+        "{trend}"
+    );
     let rows: Vec<&str> = trend.split("<tr").filter(|r| r.contains("/runs/r")).collect();
     assert_eq!(rows.len(), 4, "{trend}");
-    assert!(rows[0].contains(&ids[0]) && rows[3].contains(&ids[2]), "oldest first: {trend}");
+    assert!(
+        rows[0].contains(&ids[0]) && rows[3].contains(&ids[2]),
+        "oldest first: {trend}"
+    );
     assert!(
         rows[2].starts_with(" class=\"regression\"") && rows[2].contains("p99 during 10000ms vs median"),
         "{}",
@@ -112,7 +135,10 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
         "{}",
         rows[3]
     );
-    assert!(trend.contains("more than 25% and 5 above the median of the previous 5"), "{trend}");
+    assert!(
+        trend.contains("more than 25% and 5 above the median of the previous 5"),
+        "{trend}"
+    );
     let r = http(ui, "GET", "/experiments/trend?name=nope", Some(&session), None).await;
     assert_eq!(r.status, 404);
     let r = http(ui, "GET", "/experiments/trend", Some(&session), None).await;
@@ -182,10 +208,16 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
     assert!(skipped, "a tick was handled within 10 s");
 
     let g = http(ui, "GET", "/gamedays", Some(&session), None).await.body;
-    assert!(g.contains("aria-label=\"weekly: resilience score\" data-points=\"1\""), "{g}");
+    assert!(
+        g.contains("aria-label=\"weekly: resilience score\" data-points=\"1\""),
+        "{g}"
+    );
     assert!(g.contains("<td class=\"score\">100</td>"), "{g}");
     assert!(g.contains("trendy.yaml</a> passed"), "{g}");
-    assert!(g.contains("<table id=\"suites\">") && g.contains("trendy.yaml ×1"), "{g}");
+    assert!(
+        g.contains("<table id=\"suites\">") && g.contains("trendy.yaml ×1"),
+        "{g}"
+    );
 
     let s = http(ui, "GET", "/schedules", Some(&session), None).await.body;
     assert!(s.contains("game day weekly"), "{s}");
@@ -196,7 +228,11 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
     assert!(s.contains("(outside the window: will be skipped)"), "{s}");
 
     let a = http(ui, "GET", "/audit", Some(&session), None).await.body;
-    for want in ["<td>token:alice</td><td>gameday</td>", "<td>token:alice</td><td>schedule-add</td>", "<td>token:alice</td><td>submit</td>"] {
+    for want in [
+        "<td>token:alice</td><td>gameday</td>",
+        "<td>token:alice</td><td>schedule-add</td>",
+        "<td>token:alice</td><td>submit</td>",
+    ] {
         assert!(a.contains(want), "audit lacks {want}: {a}");
     }
     drop((victim, victim2));
@@ -222,9 +258,12 @@ async fn in_headless_chromium_a_trend_page_draws_its_charts_and_is_screenshotted
         .expect("start chromium");
     b.goto(&format!("http://{ui}/login")).await.expect("goto");
     assert!(
-        b.wait_for("document.querySelector('input[name=token]') !== null", Duration::from_secs(10))
-            .await
-            .expect("eval"),
+        b.wait_for(
+            "document.querySelector('input[name=token]') !== null",
+            Duration::from_secs(10)
+        )
+        .await
+        .expect("eval"),
         "the login page loads"
     );
     b.eval(&format!(
@@ -261,7 +300,11 @@ async fn in_headless_chromium_a_trend_page_draws_its_charts_and_is_screenshotted
     );
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-trend.png");
     std::fs::write(&path, &shot).expect("save the screenshot");
-    println!("screenshot of the trend page: {} ({} bytes)", path.display(), shot.len());
+    println!(
+        "screenshot of the trend page: {} ({} bytes)",
+        path.display(),
+        shot.len()
+    );
     drop(b);
     let Lab { h, .. } = lab;
     h.stop().await;

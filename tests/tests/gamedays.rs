@@ -184,8 +184,7 @@ async fn run_game_day_streams_the_runs_and_refuses_a_broken_suite_before_anythin
     let e = c
         .run_game_day(v1::RunGameDayRequest { suite: Some(broken) })
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("gd/fail.yaml"), "{}", e.message());
     let mut zero = suite(&a, &b);
@@ -193,9 +192,12 @@ async fn run_game_day_streams_the_runs_and_refuses_a_broken_suite_before_anythin
     let e = c
         .run_game_day(v1::RunGameDayRequest { suite: Some(zero) })
         .await
-        .err()
-        .expect("refused");
-    assert!(e.message().contains("experiments[0] (pass.yaml): weight 0"), "{}", e.message());
+        .expect_err("refused");
+    assert!(
+        e.message().contains("experiments[0] (pass.yaml): weight 0"),
+        "{}",
+        e.message()
+    );
     assert!(c
         .list_game_days(v1::ListGameDaysRequest::default())
         .await
@@ -238,7 +240,10 @@ async fn run_game_day_streams_the_runs_and_refuses_a_broken_suite_before_anythin
         .into_inner()
         .runs;
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].gameday_run_id.as_str(), listed[0].schedule_id.as_str()), (id.as_str(), ""));
+    assert_eq!(
+        (listed[0].gameday_run_id.as_str(), listed[0].schedule_id.as_str()),
+        (id.as_str(), "")
+    );
     assert_eq!(listed[0].resilience_score, Some(75.0));
     h.stop().await;
     drop((a, b));

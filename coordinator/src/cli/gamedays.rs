@@ -179,12 +179,20 @@ mod tests {
     #[test]
     fn the_history_marks_a_score_drop_and_states_the_trend() {
         // Newest first, as listed.
-        let runs = [g("g4", Some(50.0)), g("g3", None), g("g2", Some(100.0)), g("g1", Some(90.0))];
+        let runs = [
+            g("g4", Some(50.0)),
+            g("g3", None),
+            g("g2", Some(100.0)),
+            g("g1", Some(90.0)),
+        ];
         let h = history(&runs);
         let lines: Vec<&str> = h.lines().collect();
         assert!(lines[1].contains("g1") && lines[4].contains("g4"), "{h}");
         assert!(lines[4].ends_with("REGRESSION"), "{h}");
-        assert!(!lines[2].contains("REGRESSION") && !lines[3].contains("REGRESSION"), "{h}");
+        assert!(
+            !lines[2].contains("REGRESSION") && !lines[3].contains("REGRESSION"),
+            "{h}"
+        );
         assert!(
             h.contains("trend: 90.0 → 50.0 over 3 scored runs (worse); 1 regression(s)"),
             "{h}"

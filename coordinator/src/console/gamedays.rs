@@ -36,7 +36,11 @@ pub fn page(c: &Coordinator, session: &Session) -> Response {
             let (name, members) = match &suite {
                 Ok(g) => (
                     g.name.clone(),
-                    g.members.iter().map(|m| format!("{} ×{}", m.file, m.weight)).collect::<Vec<_>>().join(", "),
+                    g.members
+                        .iter()
+                        .map(|m| format!("{} ×{}", m.file, m.weight))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
                 Err(e) => (e.to_string(), String::new()),
             };

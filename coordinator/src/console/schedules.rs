@@ -37,7 +37,11 @@ pub fn page(c: &Coordinator, session: &Session) -> Response {
             let mut at = now;
             for _ in 0..NEXT_TICKS {
                 let Some(n) = t.next_after(at) else { break };
-                let inside = if t.in_window(n) { "" } else { " (outside the window: will be skipped)" };
+                let inside = if t.in_window(n) {
+                    ""
+                } else {
+                    " (outside the window: will be skipped)"
+                };
                 next.push(format!("{}{inside}", layout::time(n)));
                 at = n;
             }
@@ -61,7 +65,9 @@ pub fn page(c: &Coordinator, session: &Session) -> Response {
             b.push_str("<p>No tick yet.</p></section>\n");
             continue;
         }
-        b.push_str("<table class=\"ticks\"><thead><tr><th>Due</th><th>What happened</th><th>Run</th></tr></thead><tbody>\n");
+        b.push_str(
+            "<table class=\"ticks\"><thead><tr><th>Due</th><th>What happened</th><th>Run</th></tr></thead><tbody>\n",
+        );
         for t in ticks {
             let run = match (&t.run_id, s.kind) {
                 (Some(r), ScheduleKind::Experiment) => format!("<a href=\"/runs/{r}\">{r}</a>", r = esc(r)),

@@ -26,7 +26,8 @@ pub fn index(c: &Coordinator, session: &Session) -> Response {
         Ok(r) => r,
         Err(e) => return Response::text(500, format!("cannot read the run history: {e}\n")),
     };
-    let mut b = String::from("<p>Every experiment in the run history, most recently run first. Open one for its trend.</p>\n");
+    let mut b =
+        String::from("<p>Every experiment in the run history, most recently run first. Open one for its trend.</p>\n");
     b.push_str("<table id=\"experiments\"><thead><tr><th>Experiment</th><th>Runs</th><th>Last run</th><th>Last outcome</th></tr></thead><tbody>\n");
     for e in rows {
         let _ = writeln!(
@@ -148,7 +149,10 @@ p99 {}; success rate {}; time to recovery {}. With several probes, the worst pro
         esc(&Margin::SUCCESS_PERCENT.describe()),
         esc(&Margin::LATENCY_MS.describe()),
     );
-    let _ = write!(b, "<figure>{p99_svg}</figure>\n<figure>{succ_svg}</figure>\n<figure>{ttr_svg}</figure>\n");
+    let _ = write!(
+        b,
+        "<figure>{p99_svg}</figure>\n<figure>{succ_svg}</figure>\n<figure>{ttr_svg}</figure>\n"
+    );
     b.push_str("<table id=\"trend\"><thead><tr><th>Started</th><th>Run</th><th>Outcome</th><th>p99 during (ms)</th><th>Success during (%)</th><th>Time to recovery (ms)</th><th>Regression</th></tr></thead><tbody>\n");
     let cell = |v: Option<f64>| v.map(chart::num).unwrap_or_else(|| "-".into());
     for (i, (r, _)) in rows.iter().enumerate() {

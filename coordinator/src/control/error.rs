@@ -53,9 +53,7 @@ impl From<Error> for Status {
             | Error::RunId(_)
             | Error::Status(_)
             | Error::GameDay(_)
-            | Error::SourceAndGameDay => {
-                Status::invalid_argument(msg)
-            }
+            | Error::SourceAndGameDay => Status::invalid_argument(msg),
             Error::Follow(crate::follow::Error::UnknownRun(_)) => Status::not_found(msg),
             Error::Follow(_) => Status::internal(msg),
             Error::ParseTimeout(_) => Status::resource_exhausted(msg),

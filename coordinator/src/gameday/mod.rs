@@ -332,10 +332,16 @@ mod tests {
         let mut w = wire();
         w.experiments[0].weight = 0.0;
         let e = Suite::from_wire(w).unwrap_err().to_string();
-        assert_eq!(e, "game day gd.yaml: experiments[0] (kill.yaml): weight 0 must be above 0");
+        assert_eq!(
+            e,
+            "game day gd.yaml: experiments[0] (kill.yaml): weight 0 must be above 0"
+        );
         let mut w = wire();
         w.experiments[0].source = None;
-        assert!(Suite::from_wire(w).unwrap_err().to_string().contains("has no experiment source"));
+        assert!(Suite::from_wire(w)
+            .unwrap_err()
+            .to_string()
+            .contains("has no experiment source"));
         let mut w = wire();
         w.experiments.clear();
         assert!(Suite::from_wire(w).unwrap_err().to_string().contains("at least one"));
@@ -343,6 +349,9 @@ mod tests {
         let one = w.experiments[0].clone();
         w.experiments = vec![one; MAX_MEMBERS + 1];
         assert!(Suite::from_wire(w).unwrap_err().to_string().contains("at most 100"));
-        assert!(Suite::from_json("{").unwrap_err().to_string().starts_with("stored game day is damaged"));
+        assert!(Suite::from_json("{")
+            .unwrap_err()
+            .to_string()
+            .starts_with("stored game day is damaged"));
     }
 }

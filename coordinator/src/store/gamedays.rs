@@ -226,7 +226,10 @@ mod tests {
             "newest first"
         );
         let g1 = &s.gamedays(Some("weekly"), 10).unwrap()[0];
-        assert_eq!((g1.status.as_str(), g1.score, g1.passed, g1.judged), ("done", Some(100.0), 1, 1));
+        assert_eq!(
+            (g1.status.as_str(), g1.score, g1.passed, g1.judged),
+            ("done", Some(100.0), 1, 1)
+        );
         assert_eq!(g1.members, vec![member("passed", Some("r1")), member("skipped", None)]);
         assert_eq!(g1.schedule_id.as_deref(), Some("s1"));
         assert_eq!(s.gameday_of_run("r1").unwrap().as_deref(), Some("g1"));

@@ -61,10 +61,16 @@ mod tests {
         s.run_started("r2", "fill", "f.yaml", 20).unwrap();
         s.run_started("r3", "kill", "k.yaml", 30).unwrap();
         let runs = s.experiment_runs("kill", 10).unwrap();
-        assert_eq!(runs.iter().map(|(r, _)| r.run_id.as_str()).collect::<Vec<_>>(), ["r3", "r1"]);
+        assert_eq!(
+            runs.iter().map(|(r, _)| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["r3", "r1"]
+        );
         assert!(runs[0].1.is_none());
         let names = s.experiments(10).unwrap();
-        assert_eq!(names.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["kill", "fill"]);
+        assert_eq!(
+            names.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["kill", "fill"]
+        );
         assert_eq!((names[0].runs, names[0].last_started_unix_ms), (2, 30));
         assert_eq!(names[0].last_status, "running");
     }
