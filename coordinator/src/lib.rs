@@ -29,6 +29,8 @@
 //! - [`console`]: the web console (`serve --ui-listen`): pages, login, SSE.
 //! - [`events`]: the one path of a run's events (store, then followers, then the client).
 //! - [`follow`]: following a run's stored and live events (`Control.Follow`).
+//! - [`notify`]: webhooks on run and game-day events (signed, retried, never
+//!   blocking a run) and the pre-flight approval webhook.
 //! - [`gate`]: the release-gate HTTP endpoint (Flagger's webhook contract).
 //! - [`gameday`]: game days: suites run and scored on the coordinator, at a
 //!   schedule's tick or from `Control.RunGameDay`.
@@ -56,6 +58,7 @@ pub mod gate;
 pub mod link;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod notify;
 pub mod outcome;
 pub mod planner;
 pub mod policy;

@@ -47,6 +47,8 @@ pub struct Coordinator {
     pub run_starter: Arc<std::sync::OnceLock<crate::gate::StartRun>>,
     /// Game-day runs in flight.
     pub gamedays: Arc<crate::gameday::runner::InFlight>,
+    /// Webhooks and the approval webhook (`serve --notify`). By default, none.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Default for Coordinator {
@@ -63,6 +65,7 @@ impl Default for Coordinator {
             heartbeat_interval: crate::link::HEARTBEAT_INTERVAL,
             run_starter: Arc::default(),
             gamedays: Arc::default(),
+            notifier: None,
         }
     }
 }
@@ -148,6 +151,12 @@ impl Coordinator {
         self
     }
 
+    /// Sends webhooks and asks the approval webhook through `notifier`.
+    pub fn with_notifier(mut self, notifier: Arc<crate::notify::Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
     /// Keeps history in `store` instead of memory.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Arc::new(store);
@@ -202,6 +211,7 @@ impl Coordinator {
             tracker: tracker.clone(),
             events,
             gamedays: self.gamedays.clone(),
+            notifier: self.notifier.clone(),
         };
         // The gate endpoint starts runs the way SubmitRun does.
         {

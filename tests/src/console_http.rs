@@ -35,12 +35,17 @@ impl Drop for StopOnDrop {
 }
 
 pub async fn lab() -> Lab {
+    lab_with(Coordinator::new()).await
+}
+
+/// [`lab`] over `c` (e.g. with a notifier), given the lab's tokens.
+pub async fn lab_with(c: Coordinator) -> Lab {
     let tokens = Tokens::parse(
         std::path::Path::new("tokens"),
         &format!("alice {OPERATOR}\nbob {READ_ONLY} read-only\n"),
     )
     .expect("tokens");
-    let c = Coordinator::new().with_security(Security {
+    let c = c.with_security(Security {
         tls: None,
         tokens: Some(tokens),
     });

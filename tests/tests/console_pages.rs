@@ -54,7 +54,27 @@ fn with_token<T>(msg: T) -> tonic::Request<T> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressions() {
-    let lab = lab().await;
+    // Webhooks to a closed loopback port: every delivery fails, and the
+    // Audit page lists the failures.
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        "webhooks:\n  - url: http://127.0.0.1:1/hook\n    events: [run_finish]\n",
+    )
+    .unwrap();
+    let c = faultline_coordinator::Coordinator::new();
+    let n = faultline_coordinator::notify::Notifier::start(
+        faultline_coordinator::notify::Config::load(&notify).unwrap(),
+        c.metrics.clone(),
+        faultline_coordinator::notify::deliver::Retry {
+            attempts: 2,
+            backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(20),
+            timeout: Duration::from_secs(2),
+        },
+    );
+    let lab = lab_with(c.with_notifier(n.clone())).await;
     let (h, ui) = (&lab.h, lab.ui);
     let c = h.coordinator.clone();
     let ids = history(h).await;
@@ -235,6 +255,16 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
     ] {
         assert!(a.contains(want), "audit lacks {want}: {a}");
     }
+    for _ in 0..100 {
+        if n.failures().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = http(ui, "GET", "/audit", Some(&session), None).await.body;
+    assert!(a.contains("<h2>Notification failures</h2>"), "{a}");
+    let listed = a.matches("run.finished: http://127.0.0.1:1/hook: ").count();
+    assert!(listed >= 4 && listed == n.failures().len(), "{listed}: {a}");
     drop((victim, victim2));
     let Lab { h, .. } = lab;
     h.stop().await;

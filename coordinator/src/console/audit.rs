@@ -1,5 +1,6 @@
 //! The Audit page: every state-changing call (Control and console), newest
-//! first: who did what to which run or schedule.
+//! first: who did what to which run or schedule; and, with `serve --notify`,
+//! the webhook deliveries that failed.
 
 use std::fmt::Write;
 
@@ -30,5 +31,19 @@ pub fn page(c: &Coordinator, session: &Session) -> Response {
         );
     }
     b.push_str("</tbody></table>");
+    if let Some(n) = &c.notifier {
+        let failures = n.failures();
+        let _ = writeln!(
+            b,
+            "<h2>Notification failures</h2>\n<p>{} webhook deliveries failed after their retries (the newest {} are kept).</p>",
+            failures.len(),
+            crate::notify::FAILURES_KEPT
+        );
+        b.push_str("<ul id=\"notify-failures\">");
+        for f in failures.iter().rev() {
+            let _ = write!(b, "<li>{}</li>", esc(f));
+        }
+        b.push_str("</ul>");
+    }
     layout::page(session, "Audit", &b, false)
 }

@@ -54,6 +54,8 @@ pub struct ControlService {
     pub events: Arc<crate::events::EventLog>,
     /// Game-day runs in flight.
     pub gamedays: Arc<crate::gameday::runner::InFlight>,
+    /// Webhooks and the approval webhook; none by default.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// Agents per `ListAgents` page when the request does not say.
@@ -94,6 +96,14 @@ impl ControlService {
             &run_id,
             &format!("experiment {} from {source_name}", exp.name),
         );
+        let notifier = self.notifier.clone();
+        if let Some(n) = &notifier {
+            n.notify(
+                crate::notify::EventKind::RunStart,
+                serde_json::json!({ "run_id": run_id, "experiment": exp.name, "source": source_name, "caller": who }),
+                format!("faultline: run {run_id} of experiment {} started (by {who})", exp.name),
+            );
+        }
         let (tx, rx) = mpsc::channel(1024);
         let (events, writer) = self.events.open(&run_id, &exp.name, &source_name, tx);
         self.tracker.spawn(writer);
@@ -120,6 +130,27 @@ impl ControlService {
             .await;
             let report = Arc::new(out.report);
             metrics.inc("faultline_runs_total", &[("outcome", report.outcome.as_str())]);
+            if let Some(n) = &notifier {
+                let kind = if report.outcome == crate::outcome::Outcome::Aborted {
+                    crate::notify::EventKind::RunAbort
+                } else {
+                    crate::notify::EventKind::RunFinish
+                };
+                n.notify(
+                    kind,
+                    serde_json::json!({
+                        "run_id": report.run_id, "experiment": report.experiment.name,
+                        "outcome": report.outcome.as_str(), "exit_code": report.exit_code, "reason": report.reason,
+                    }),
+                    format!(
+                        "faultline: run {} of experiment {} {}: {}",
+                        report.run_id,
+                        report.experiment.name,
+                        report.outcome.as_str(),
+                        report.reason
+                    ),
+                );
+            }
             runs.finish(&run_id, report.clone());
             events.finish(report);
         });
@@ -145,6 +176,36 @@ impl Control for ControlService {
             return Err(Error::Stopped(why).into());
         }
         let (exp, source_name) = parse_source(req.into_inner().source).await?;
+        if let Some((approval, client)) = self.notifier.as_ref().and_then(|n| n.approval()) {
+            // A plan that fails is refused by the run itself, with nothing
+            // injected; only a run that would inject is asked about.
+            if let Ok(plan) = planner::plan(
+                &exp,
+                &self.registry.agents(),
+                &planner::Context {
+                    policy: &self.policy,
+                    now: time::OffsetDateTime::now_utc(),
+                    running: self.runs.in_flight(),
+                },
+            ) {
+                let planned = serde_json::json!({
+                    "event": "run.approval",
+                    "experiment": exp.name,
+                    "source": source_name,
+                    "caller": who,
+                    "faults": plan.faults.iter().map(|pf| serde_json::json!({
+                        "fault": pf.fault.name,
+                        "kind": pf.fault.kind.name(),
+                        "summary": pf.fault.kind.summary(),
+                        "targets": pf.targets.iter().map(|t| t.agent_id.clone()).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                });
+                if let Err(refusal) = crate::notify::approval::ask(approval, client, &planned).await {
+                    self.audit(&who, "submit", "-", &format!("refused: {refusal}"));
+                    return Err(Status::failed_precondition(refusal.to_string()));
+                }
+            }
+        }
         let (_, rx) = self.start_run(exp, source_name, &who);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }

@@ -163,6 +163,7 @@ mod tests {
             tracker: tokio_util::task::TaskTracker::new(),
             events: Arc::new(crate::events::EventLog::new(store.clone())),
             gamedays: Arc::default(),
+            notifier: None,
         };
         let (run_id, mut rx) = control.start_run_with(exp(), "t.yaml".into(), "test", panicking_body);
         let finished = loop {

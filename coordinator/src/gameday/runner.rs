@@ -192,6 +192,26 @@ pub async fn run(control: &ControlService, suite: Suite, start: Start) -> Summar
         &[("result", if summary.exit_code == 0 { "passed" } else { "not_passed" })],
     );
     info!(gameday = %id, score = ?summary.resilience_score, "game day finished");
+    if let Some(n) = &control.notifier {
+        n.notify(
+            crate::notify::EventKind::GamedayFinish,
+            serde_json::json!({
+                "gameday_run_id": id, "name": suite.name, "resilience_score": summary.resilience_score,
+                "passed": summary.passed, "judged": summary.judged, "exit_code": summary.exit_code,
+                "run_ids": summary.experiments.iter().filter_map(|e| e.run_id.clone()).collect::<Vec<_>>(),
+            }),
+            format!(
+                "faultline: game day {} ({id}) finished: resilience score {} ({} of {} judged experiments passed)",
+                suite.name,
+                summary
+                    .resilience_score
+                    .map(|s| format!("{s:.1}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                summary.passed,
+                summary.judged
+            ),
+        );
+    }
     send(v1::game_day_event::Event::Finished(v1::GameDayFinished {
         summary_json: json,
         exit_code: summary.exit_code,
