@@ -12,6 +12,7 @@ pub mod follow;
 pub mod gameday;
 pub mod gamedays;
 pub mod gate;
+pub mod local_console;
 pub mod plan;
 pub mod prune;
 pub mod report;

@@ -82,6 +82,16 @@ impl Console {
         })
     }
 
+    /// A console over `coordinator` that logs in with `tokens` of its own
+    /// (local mode's one-time token), not the coordinator's.
+    pub fn with_tokens(coordinator: Coordinator, tokens: Tokens) -> Console {
+        Console {
+            coordinator,
+            sessions: auth::Sessions::new(tokens),
+            tls: None,
+        }
+    }
+
     /// Serves HTTPS with the coordinator's certificate and key from `dir`
     /// (`coordinator.pem`, `coordinator.key`, made by `faultline certs init`).
     pub fn with_tls_dir(mut self, dir: &std::path::Path) -> Result<Console, Error> {
