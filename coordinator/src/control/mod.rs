@@ -157,6 +157,48 @@ impl ControlService {
         (run_id_out, rx)
     }
 
+    /// Asks the approval webhook (`serve --notify`), if there is one, about
+    /// the plan of `exp`; a refusal is audited. A plan that fails is not
+    /// asked about: the run ends at plan with nothing injected.
+    pub async fn approve(
+        &self,
+        exp: &Experiment,
+        source_name: &str,
+        who: &str,
+    ) -> Result<(), crate::notify::approval::Refusal> {
+        let Some((approval, client)) = self.notifier.as_ref().and_then(|n| n.approval()) else {
+            return Ok(());
+        };
+        let Ok(plan) = planner::plan(
+            exp,
+            &self.registry.agents(),
+            &planner::Context {
+                policy: &self.policy,
+                now: time::OffsetDateTime::now_utc(),
+                running: self.runs.in_flight(),
+            },
+        ) else {
+            return Ok(());
+        };
+        let planned = serde_json::json!({
+            "event": "run.approval",
+            "experiment": exp.name,
+            "source": source_name,
+            "caller": who,
+            "faults": plan.faults.iter().map(|pf| serde_json::json!({
+                "fault": pf.fault.name,
+                "kind": pf.fault.kind.name(),
+                "summary": pf.fault.kind.summary(),
+                "targets": pf.targets.iter().map(|t| t.agent_id.clone()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        let r = crate::notify::approval::ask(approval, client, &planned).await;
+        if let Err(refusal) = &r {
+            self.audit(who, "submit", "-", &format!("refused: {refusal}"));
+        }
+        r
+    }
+
     fn audit(&self, caller: &str, action: &str, target: &str, detail: &str) {
         actions::audit(&self.store, caller, action, target, detail)
     }
@@ -176,35 +218,8 @@ impl Control for ControlService {
             return Err(Error::Stopped(why).into());
         }
         let (exp, source_name) = parse_source(req.into_inner().source).await?;
-        if let Some((approval, client)) = self.notifier.as_ref().and_then(|n| n.approval()) {
-            // A plan that fails is refused by the run itself, with nothing
-            // injected; only a run that would inject is asked about.
-            if let Ok(plan) = planner::plan(
-                &exp,
-                &self.registry.agents(),
-                &planner::Context {
-                    policy: &self.policy,
-                    now: time::OffsetDateTime::now_utc(),
-                    running: self.runs.in_flight(),
-                },
-            ) {
-                let planned = serde_json::json!({
-                    "event": "run.approval",
-                    "experiment": exp.name,
-                    "source": source_name,
-                    "caller": who,
-                    "faults": plan.faults.iter().map(|pf| serde_json::json!({
-                        "fault": pf.fault.name,
-                        "kind": pf.fault.kind.name(),
-                        "summary": pf.fault.kind.summary(),
-                        "targets": pf.targets.iter().map(|t| t.agent_id.clone()).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                });
-                if let Err(refusal) = crate::notify::approval::ask(approval, client, &planned).await {
-                    self.audit(&who, "submit", "-", &format!("refused: {refusal}"));
-                    return Err(Status::failed_precondition(refusal.to_string()));
-                }
-            }
+        if let Err(refusal) = self.approve(&exp, &source_name, &who).await {
+            return Err(Status::failed_precondition(refusal.to_string()));
         }
         let (_, rx) = self.start_run(exp, source_name, &who);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))

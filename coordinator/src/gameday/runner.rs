@@ -141,31 +141,39 @@ pub async fn run(control: &ControlService, suite: Suite, start: Start) -> Summar
                     entry.outcome = "invalid".into();
                     entry.reason = e.to_string();
                 }
-                Ok(exp) => {
-                    send(v1::game_day_event::Event::Log(v1::LogLine {
-                        message: format!("game day {}: {}", suite.name, m.file),
-                    }))
-                    .await;
-                    let (run_id, mut rx) = control.start_run(exp, m.source.clone(), &who);
-                    let _ = store.gameday_member(&id, i, &member(&entry, "running", Some(&run_id)));
-                    entry.run_id = Some(run_id);
-                    entry.outcome = "error".into();
-                    entry.reason = "the run ended without a verdict".into();
-                    while let Some(ev) = rx.recv().await {
-                        if let Some(v1::run_event::Event::Finished(f)) = &ev.event {
-                            let report: Option<crate::report::Report> = serde_json::from_str(&f.report_json).ok();
-                            entry.outcome = f.outcome.clone();
-                            entry.reason = f.reason.clone();
-                            entry.time_to_recovery_ms = report
-                                .as_ref()
-                                .and_then(|r| r.probes.iter().filter_map(|p| p.time_to_recovery_ms).max());
-                        }
-                        // Probe progress is for live views; the rest is the story.
-                        if !matches!(ev.event, Some(v1::run_event::Event::Probe(_))) {
-                            send(v1::game_day_event::Event::Run(ev)).await;
+                // The approval webhook is asked about each experiment as
+                // the game day reaches it.
+                Ok(exp) => match control.approve(&exp, &m.source, &who).await {
+                    Err(refusal) => {
+                        entry.outcome = "error".into();
+                        entry.reason = refusal.to_string();
+                    }
+                    Ok(()) => {
+                        send(v1::game_day_event::Event::Log(v1::LogLine {
+                            message: format!("game day {}: {}", suite.name, m.file),
+                        }))
+                        .await;
+                        let (run_id, mut rx) = control.start_run(exp, m.source.clone(), &who);
+                        let _ = store.gameday_member(&id, i, &member(&entry, "running", Some(&run_id)));
+                        entry.run_id = Some(run_id);
+                        entry.outcome = "error".into();
+                        entry.reason = "the run ended without a verdict".into();
+                        while let Some(ev) = rx.recv().await {
+                            if let Some(v1::run_event::Event::Finished(f)) = &ev.event {
+                                let report: Option<crate::report::Report> = serde_json::from_str(&f.report_json).ok();
+                                entry.outcome = f.outcome.clone();
+                                entry.reason = f.reason.clone();
+                                entry.time_to_recovery_ms = report
+                                    .as_ref()
+                                    .and_then(|r| r.probes.iter().filter_map(|p| p.time_to_recovery_ms).max());
+                            }
+                            // Probe progress is for live views; the rest is the story.
+                            if !matches!(ev.event, Some(v1::run_event::Event::Probe(_))) {
+                                send(v1::game_day_event::Event::Run(ev)).await;
+                            }
                         }
                     }
-                }
+                },
             }
         }
         if suite.stop_on_failure && stop_reason.is_none() && entry.outcome != "passed" {
