@@ -259,7 +259,27 @@ impl Coordinator {
             let is_running: crate::schedule::IsRunning = Arc::new(move |run_id: &str| {
                 gamedays.contains(run_id) || (runs.is_known(run_id) && runs.report(run_id).is_none())
             });
-            let gate = crate::schedule::error_budget_gate(control.policy.clone());
+            // The error budgets first, then the approval webhook (a game
+            // day asks about each experiment as it reaches it).
+            let budget = crate::schedule::error_budget_gate(control.policy.clone());
+            let c = control.clone();
+            let gate: crate::schedule::Gate = Arc::new(move |s: &crate::store::ScheduleRow| {
+                let budget = budget(s);
+                let (c, s) = (c.clone(), s.clone());
+                Box::pin(async move {
+                    if let Some(why) = budget.await {
+                        return Some(why);
+                    }
+                    if s.kind != crate::store::ScheduleKind::Experiment {
+                        return None;
+                    }
+                    let exp = crate::control::parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
+                        .await
+                        .ok()?;
+                    let who = format!("schedule:{}", s.id);
+                    c.approve(&exp, &s.source, &who).await.err().map(|r| r.to_string())
+                })
+            });
             tracker.spawn(crate::schedule::run(
                 self.store.clone(),
                 submit,
