@@ -2,7 +2,9 @@
 //!
 //! Layout:
 //! - [`actions`]: abort and emergency stop, shared with the web console.
+//! - `approval`: asking the approval webhook about a run's plan.
 //! - `error`: errors of Control calls and their gRPC codes.
+//! - `gamedays`: `RunGameDay` and `ListGameDays`.
 //! - `parsing`: parsing submitted experiments off the runtime, bounded.
 
 use std::pin::Pin;
@@ -19,7 +21,9 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 pub mod actions;
+mod approval;
 mod error;
+mod gamedays;
 mod parsing;
 
 pub use error::{Error, RUN_STATUSES};
@@ -155,48 +159,6 @@ impl ControlService {
             events.finish(report);
         });
         (run_id_out, rx)
-    }
-
-    /// Asks the approval webhook (`serve --notify`), if there is one, about
-    /// the plan of `exp`; a refusal is audited. A plan that fails is not
-    /// asked about: the run ends at plan with nothing injected.
-    pub async fn approve(
-        &self,
-        exp: &Experiment,
-        source_name: &str,
-        who: &str,
-    ) -> Result<(), crate::notify::approval::Refusal> {
-        let Some((approval, client)) = self.notifier.as_ref().and_then(|n| n.approval()) else {
-            return Ok(());
-        };
-        let Ok(plan) = planner::plan(
-            exp,
-            &self.registry.agents(),
-            &planner::Context {
-                policy: &self.policy,
-                now: time::OffsetDateTime::now_utc(),
-                running: self.runs.in_flight(),
-            },
-        ) else {
-            return Ok(());
-        };
-        let planned = serde_json::json!({
-            "event": "run.approval",
-            "experiment": exp.name,
-            "source": source_name,
-            "caller": who,
-            "faults": plan.faults.iter().map(|pf| serde_json::json!({
-                "fault": pf.fault.name,
-                "kind": pf.fault.kind.name(),
-                "summary": pf.fault.kind.summary(),
-                "targets": pf.targets.iter().map(|t| t.agent_id.clone()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        });
-        let r = crate::notify::approval::ask(approval, client, &planned).await;
-        if let Err(refusal) = &r {
-            self.audit(who, "submit", "-", &format!("refused: {refusal}"));
-        }
-        r
     }
 
     fn audit(&self, caller: &str, action: &str, target: &str, detail: &str) {
@@ -522,55 +484,20 @@ impl Control for ControlService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    type RunGameDayStream = Pin<Box<dyn Stream<Item = Result<v1::GameDayEvent, Status>> + Send>>;
+    type RunGameDayStream = gamedays::GameDayStream;
 
     async fn run_game_day(
         &self,
         req: Request<v1::RunGameDayRequest>,
     ) -> Result<Response<Self::RunGameDayStream>, Status> {
-        if self.shutdown.is_cancelled() {
-            return Err(Error::ShuttingDown.into());
-        }
-        let who = self.security.control_operator(&req)?;
-        if let Some(why) = self.runs.stopped() {
-            self.audit(&who, "gameday", "-", &format!("refused: {why}"));
-            return Err(Error::Stopped(why).into());
-        }
-        let suite = req.into_inner().suite.ok_or(Error::NoSource)?;
-        let suite = crate::gameday::Suite::from_wire(suite).map_err(Error::from)?;
-        crate::gameday::runner::check(&suite).await?;
-        let (tx, rx) = mpsc::channel(256);
-        crate::gameday::runner::spawn(
-            self,
-            suite,
-            crate::gameday::runner::Start {
-                id: crate::gameday::runner::new_id(),
-                who,
-                schedule_id: None,
-                events: Some(tx),
-            },
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        gamedays::run(self, req).await
     }
 
     async fn list_game_days(
         &self,
         req: Request<v1::ListGameDaysRequest>,
     ) -> Result<Response<v1::ListGameDaysResponse>, Status> {
-        self.security.control_caller(&req)?;
-        let r = req.into_inner();
-        let limit = match r.limit {
-            0 => 20,
-            n => (n as usize).min(10_000),
-        };
-        let name = (!r.name.is_empty()).then_some(r.name.as_str());
-        let rows = self
-            .store
-            .gamedays(name, limit)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(v1::ListGameDaysResponse {
-            runs: rows.into_iter().map(Into::into).collect(),
-        }))
+        gamedays::list(self, req).await
     }
 
     async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> Result<Response<v1::ListAuditResponse>, Status> {
