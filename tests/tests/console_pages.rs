@@ -139,6 +139,7 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
         trend.contains("aria-label=\"success rate during (%)\" data-points=\"4\""),
         "{trend}"
     );
+    println!("trend page of 4 runs: {} bytes of HTML, no script", trend.len());
     let rows: Vec<&str> = trend.split("<tr").filter(|r| r.contains("/runs/r")).collect();
     assert_eq!(rows.len(), 4, "{trend}");
     assert!(
@@ -228,6 +229,7 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
     assert!(skipped, "a tick was handled within 10 s");
 
     let g = http(ui, "GET", "/gamedays", Some(&session), None).await.body;
+    println!("game days page (1 suite, 1 run): {} bytes of HTML", g.len());
     assert!(
         g.contains("aria-label=\"weekly: resilience score\" data-points=\"1\""),
         "{g}"
