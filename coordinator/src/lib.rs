@@ -29,7 +29,12 @@
 //! - [`console`]: the web console (`serve --ui-listen`): pages, login, SSE.
 //! - [`events`]: the one path of a run's events (store, then followers, then the client).
 //! - [`follow`]: following a run's stored and live events (`Control.Follow`).
+//! - [`notify`]: webhooks on run and game-day events (signed, retried, never
+//!   blocking a run) and the pre-flight approval webhook.
 //! - [`gate`]: the release-gate HTTP endpoint (Flagger's webhook contract).
+//! - [`gameday`]: game days: suites run and scored on the coordinator, at a
+//!   schedule's tick or from `Control.RunGameDay`.
+//! - [`trend`]: figures over time and their regressions (trailing median, margins).
 //! - [`schedule`]: cron schedules (time zones, windows, concurrency forbid, missed ticks).
 //! - [`security`]: mTLS and bearer tokens: who may call which service.
 //! - [`certs`]: the CA and role-marked certificates `faultline certs` makes.
@@ -48,10 +53,12 @@ pub mod engine;
 pub mod events;
 pub mod experiment;
 pub mod follow;
+pub mod gameday;
 pub mod gate;
 pub mod link;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod notify;
 pub mod outcome;
 pub mod planner;
 pub mod policy;
@@ -66,6 +73,7 @@ pub mod server;
 pub mod stats;
 pub mod store;
 pub mod timestamp;
+pub mod trend;
 pub mod verdict;
 
 pub use outcome::{Outcome, Phase};

@@ -11,7 +11,9 @@
 //!   previous run of the schedule is still going (`skipped: still running`)
 //!   or it falls outside the window (`skipped: outside window`), or its
 //!   error budget (the experiment's or the policy's) is below the minimum
-//!   or cannot be measured (`skipped: error budget: ...`, see [`Gate`]);
+//!   or cannot be measured (`skipped: error budget: ...`), or the approval
+//!   webhook refuses it (`skipped: the approval webhook refused ...`, see
+//!   [`Gate`]);
 //! - older due ticks — the coordinator was down or busy — are recorded as
 //!   `missed` and never replayed in a burst.
 
@@ -54,7 +56,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a scheduled run did not start (the coordinator is stopped, the
-/// experiment no longer parses), as the tick records it.
+/// experiment or the stored game day no longer parses), as the tick records it.
 pub type SubmitError = crate::control::Error;
 
 /// A schedule's timing, checked and compiled.
@@ -202,7 +204,8 @@ pub fn due_ticks(t: &Timing, last_ms: u64, now_ms: u64, running: bool) -> Vec<(u
 pub type Submit = Arc<dyn Fn(&ScheduleRow) -> Result<String, SubmitError> + Send + Sync>;
 /// Whether a run is still going.
 pub type IsRunning = Arc<dyn Fn(&str) -> bool + Send + Sync>;
-/// Why a due run must not start (its error budget), checked before
+/// Why a due run must not start (its error budget, the approval webhook),
+/// in words that follow `skipped: ` in the tick's record, checked before
 /// [`Submit`]; `None` lets it start.
 pub type Gate = Arc<
     dyn Fn(&ScheduleRow) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>> + Send + Sync,
@@ -214,11 +217,29 @@ pub type Gate = Arc<
 pub fn error_budget_gate(policy: Arc<crate::policy::Policy>) -> Gate {
     Arc::new(move |s: &ScheduleRow| {
         let policy = policy.clone();
-        let parsed = crate::experiment::parse(&s.source, &s.yaml, &s.vars);
+        // A game day's budgets are those of every experiment it lists.
+        let parsed: Vec<_> = match s.kind {
+            crate::store::ScheduleKind::Experiment => vec![crate::experiment::parse(&s.source, &s.yaml, &s.vars)],
+            crate::store::ScheduleKind::GameDay => crate::gameday::Suite::from_json(&s.yaml)
+                .map(|suite| {
+                    suite
+                        .members
+                        .iter()
+                        .map(|m| crate::experiment::parse(&m.source, &m.yaml, &m.vars))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         Box::pin(async move {
-            let exp = parsed.ok()?;
-            let budgets: Vec<_> = exp.error_budget.iter().chain(&policy.error_budget).cloned().collect();
-            crate::experiment::error_budget::refusal(&budgets).await
+            let mut budgets: Vec<_> = parsed
+                .into_iter()
+                .filter_map(Result::ok)
+                .flat_map(|exp| exp.error_budget)
+                .collect();
+            budgets.extend(policy.error_budget.iter().cloned());
+            crate::experiment::error_budget::refusal(&budgets)
+                .await
+                .map(|why| format!("error budget: {why}"))
         })
     })
 }
@@ -255,8 +276,8 @@ pub async fn run(
                 let mut run_id = None;
                 if tick == Tick::Run {
                     if let Some(why) = gate(&s).await {
-                        info!(schedule = %s.id, %why, "scheduled run skipped: error budget");
-                        tick_text = format!("skipped: error budget: {why}");
+                        info!(schedule = %s.id, %why, "scheduled run skipped");
+                        tick_text = format!("skipped: {why}");
                     } else {
                         match submit(&s) {
                             Ok(id) => {
@@ -401,6 +422,7 @@ mod tests {
         store
             .add_schedule(&ScheduleRow {
                 id: "s1".into(),
+                kind: Default::default(),
                 source: "e.yaml".into(),
                 yaml: String::new(),
                 vars: Default::default(),
@@ -418,8 +440,9 @@ mod tests {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok("r1".into())
         });
-        let gate: Gate =
-            Arc::new(|_s: &ScheduleRow| Box::pin(async { Some("-100% of the budget remains".to_string()) }));
+        let gate: Gate = Arc::new(|_s: &ScheduleRow| {
+            Box::pin(async { Some("error budget: -100% of the budget remains".to_string()) })
+        });
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             store.clone(),

@@ -45,6 +45,10 @@ pub struct Coordinator {
     /// Starts runs the way SubmitRun does; set by [`Coordinator::serve`]
     /// for the release-gate endpoint ([`crate::gate`]).
     pub run_starter: Arc<std::sync::OnceLock<crate::gate::StartRun>>,
+    /// Game-day runs in flight.
+    pub gamedays: Arc<crate::gameday::runner::InFlight>,
+    /// Webhooks and the approval webhook (`serve --notify`). By default, none.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Default for Coordinator {
@@ -60,6 +64,8 @@ impl Default for Coordinator {
             security: Arc::default(),
             heartbeat_interval: crate::link::HEARTBEAT_INTERVAL,
             run_starter: Arc::default(),
+            gamedays: Arc::default(),
+            notifier: None,
         }
     }
 }
@@ -79,6 +85,11 @@ fn coordinator_metrics() -> Metrics {
             "Faults currently injected, by kind.",
         ),
         ("faultline_runs_total", "counter", "Finished runs, by outcome."),
+        (
+            "faultline_gamedays_total",
+            "counter",
+            "Finished game days, by result (passed: every experiment passed).",
+        ),
         ("faultline_runs_in_flight", "gauge", "Runs in flight."),
         (
             "faultline_inject_ack_seconds",
@@ -140,6 +151,12 @@ impl Coordinator {
         self
     }
 
+    /// Sends webhooks and asks the approval webhook through `notifier`.
+    pub fn with_notifier(mut self, notifier: Arc<crate::notify::Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
     /// Keeps history in `store` instead of memory.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Arc::new(store);
@@ -166,6 +183,14 @@ impl Coordinator {
             Ok(_) => {}
             Err(e) => warn!(err = %e, "cannot mark interrupted runs"),
         }
+        match self.store.mark_gamedays_interrupted(faultline_proto::now_unix_ms()) {
+            Ok(ids) if !ids.is_empty() => warn!(
+                gamedays = %ids.join(", "),
+                "game days were in flight when the coordinator last stopped: marked interrupted"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(err = %e, "cannot mark interrupted game days"),
+        }
         let events = self.events.clone();
         let link = AgentLinkService {
             registry: self.registry.clone(),
@@ -185,6 +210,8 @@ impl Coordinator {
             shutdown: runs_token.clone(),
             tracker: tracker.clone(),
             events,
+            gamedays: self.gamedays.clone(),
+            notifier: self.notifier.clone(),
         };
         // The gate endpoint starts runs the way SubmitRun does.
         {
@@ -204,15 +231,55 @@ impl Coordinator {
                 if let Some(why) = c.runs.stopped() {
                     return Err(crate::control::Error::Stopped(why));
                 }
+                let who = format!("schedule:{}", s.id);
+                if s.kind == crate::store::ScheduleKind::GameDay {
+                    // Its experiments are parsed (and refused one by one)
+                    // as the game day reaches them.
+                    let suite = crate::gameday::Suite::from_json(&s.yaml)?;
+                    let id = crate::gameday::runner::new_id();
+                    crate::gameday::runner::spawn(
+                        &c,
+                        suite,
+                        crate::gameday::runner::Start {
+                            id: id.clone(),
+                            who,
+                            schedule_id: Some(s.id.clone()),
+                            events: None,
+                        },
+                    );
+                    return Ok(id);
+                }
                 let exp = crate::experiment::parse(&s.source, &s.yaml, &s.vars)?;
-                let (id, mut rx) = c.start_run(exp, s.source.clone(), &format!("schedule:{}", s.id));
+                let (id, mut rx) = c.start_run(exp, s.source.clone(), &who);
                 // Nobody follows a scheduled run's stream; the store does.
                 tokio::spawn(async move { while rx.recv().await.is_some() {} });
                 Ok(id)
             });
-            let is_running: crate::schedule::IsRunning =
-                Arc::new(move |run_id: &str| runs.is_known(run_id) && runs.report(run_id).is_none());
-            let gate = crate::schedule::error_budget_gate(control.policy.clone());
+            let gamedays = self.gamedays.clone();
+            let is_running: crate::schedule::IsRunning = Arc::new(move |run_id: &str| {
+                gamedays.contains(run_id) || (runs.is_known(run_id) && runs.report(run_id).is_none())
+            });
+            // The error budgets first, then the approval webhook (a game
+            // day asks about each experiment as it reaches it).
+            let budget = crate::schedule::error_budget_gate(control.policy.clone());
+            let c = control.clone();
+            let gate: crate::schedule::Gate = Arc::new(move |s: &crate::store::ScheduleRow| {
+                let budget = budget(s);
+                let (c, s) = (c.clone(), s.clone());
+                Box::pin(async move {
+                    if let Some(why) = budget.await {
+                        return Some(why);
+                    }
+                    if s.kind != crate::store::ScheduleKind::Experiment {
+                        return None;
+                    }
+                    let exp = crate::control::parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
+                        .await
+                        .ok()?;
+                    let who = format!("schedule:{}", s.id);
+                    c.approve(&exp, &s.source, &who).await.err().map(|r| r.to_string())
+                })
+            });
             tracker.spawn(crate::schedule::run(
                 self.store.clone(),
                 submit,

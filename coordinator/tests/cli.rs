@@ -755,6 +755,71 @@ fn schedule_add_refuses_a_cron_that_never_fires_and_ticks_on_whole_seconds() {
     );
 }
 
+#[test]
+fn gameday_on_a_coordinator_is_recorded_scheduled_and_listed_with_its_trend() {
+    let c = InProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kill = std::fs::read_to_string(format!("{EXPERIMENTS}/kill.yaml")).unwrap();
+    std::fs::write(dir.path().join("kill.yaml"), kill).unwrap();
+    let gd = dir.path().join("gd.yaml");
+    std::fs::write(
+        &gd,
+        "name: nightly\nexperiments:\n  - file: kill.yaml\n    vars: { port: \"1\" }\n    weight: 2\n",
+    )
+    .unwrap();
+    let gd = gd.to_str().unwrap();
+    // No agent is connected: the run ends `error` at plan; the game day is
+    // still recorded (unscored) on the coordinator.
+    let out = faultline(&["gameday", gd, "--coordinator", &c.url, "--format", "json"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert_eq!(s["experiments"][0]["outcome"], "error", "{s}");
+    assert!(s["resilience_score"].is_null(), "{s}");
+    let gid = s["gameday_run_id"].as_str().unwrap().to_string();
+    assert!(gid.starts_with('g'), "{gid}");
+    let run_id = s["experiments"][0]["run_id"].as_str().unwrap().to_string();
+    assert!(err.contains(&format!("game day nightly: kill.yaml ({gid})")), "{err}");
+
+    let out = faultline(&["gamedays", "--coordinator", &c.url]);
+    let table = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        table.contains(&gid) && table.contains("n/a") && table.contains("nightly"),
+        "{table}"
+    );
+    let out = faultline(&["gamedays", "--coordinator", &c.url, "--name", "nightly"]);
+    let history = text(&out.stdout);
+    assert!(history.contains(&run_id), "{history}");
+    assert!(history.contains("trend: no scored run yet"), "{history}");
+    let out = faultline(&["gamedays", "--coordinator", &c.url, "--name", "other"]);
+    assert_eq!(text(&out.stdout).trim(), "no game-day runs named \"other\"");
+
+    // The file's kind is detected: a game day is scheduled as one.
+    let out = faultline(&["schedule", "add", gd, "--cron", "0 0 1 1 *", "--coordinator", &c.url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("added (game day)"), "{}", text(&out.stdout));
+    let out = faultline(&["schedule", "list", "--coordinator", &c.url]);
+    assert!(text(&out.stdout).contains("game day nightly"), "{}", text(&out.stdout));
+    let out = faultline(&[
+        "schedule",
+        "add",
+        gd,
+        "--var",
+        "a=b",
+        "--cron",
+        "0 0 1 1 *",
+        "--coordinator",
+        &c.url,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is a game day: --var does not apply"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// Root, or a printed reason and false (a failure under CI=true).
 fn root_or_skip(what: &str) -> bool {
     if nix::unistd::geteuid().is_root() {

@@ -110,6 +110,7 @@ fn main() {
             9,
             v1::AddScheduleRequest {
                 source: Some(source),
+                gameday: None,
                 cron: "0 3 * * 1-5".into(),
                 tz: "Europe/Berlin".into(),
                 window: "Mon-Fri 02:00-04:00".into(),

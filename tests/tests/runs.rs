@@ -652,6 +652,7 @@ async fn a_schedule_starts_runs_on_its_ticks_and_can_be_removed() {
     let added = c
         .add_schedule(v1::AddScheduleRequest {
             source: Some(source(&yaml, &[])),
+            gameday: None,
             cron: "* * * * * *".into(),
             tz: "Europe/Paris".into(),
             window: String::new(),
@@ -663,6 +664,7 @@ async fn a_schedule_starts_runs_on_its_ticks_and_can_be_removed() {
     let bad = c
         .add_schedule(v1::AddScheduleRequest {
             source: Some(source(&yaml, &[])),
+            gameday: None,
             cron: "every day".into(),
             tz: String::new(),
             window: String::new(),

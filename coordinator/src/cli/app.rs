@@ -41,6 +41,9 @@ pub enum Command {
     Audit(audit::Args),
     /// Run a game day: several experiments in order, one summary with a resilience score.
     Gameday(gameday::Args),
+    /// Game-day runs with their resilience scores; --name NAME: one game
+    /// day's score history and trend.
+    Gamedays(gamedays::Args),
     /// Run experiments on a cron schedule (on a coordinator).
     Schedule(schedule::Args),
     /// Make a CA and certificates for mTLS between coordinator and agents.
@@ -89,6 +92,7 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Certs(a) => certs::main(a),
         Command::Schedule(a) => schedule::main(a).await,
         Command::Gameday(a) => gameday::main(a).await,
+        Command::Gamedays(a) => gamedays::main(a).await,
         Command::Stop(a) => stop::main(a).await,
         Command::Resume(a) => resume::main(a).await,
         Command::Demo(a) => demo::main(a).await,

@@ -456,6 +456,14 @@ impl CoordinatorAddr {
         }
     }
 
+    /// The in-process coordinator of local mode; `None` with `--coordinator`.
+    pub fn local_coordinator(&self) -> Option<crate::server::Coordinator> {
+        #[cfg(feature = "local")]
+        return self.local.as_ref().map(|l| l.coordinator.clone());
+        #[cfg(not(feature = "local"))]
+        None
+    }
+
     /// Stops local mode, if it was started.
     pub async fn stop(self) {
         #[cfg(feature = "local")]

@@ -77,6 +77,7 @@ pub async fn main(a: Args) -> i32 {
         junit: None,
         html: None,
         store: Default::default(),
+        ui: None,
         source: Source {
             name,
             yaml,

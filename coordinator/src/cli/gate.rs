@@ -63,6 +63,7 @@ pub async fn main(a: Args) -> i32 {
         junit: a.junit,
         html: a.html,
         store,
+        ui: None,
     })
     .await
 }

@@ -28,11 +28,12 @@ pub fn main(a: Args) -> i32 {
     match db.prune(cutoff) {
         Ok(p) => {
             println!(
-                "pruned {} run(s) older than {} ({} event(s), {} schedule tick(s)) from {}",
+                "pruned {} run(s) older than {} ({} event(s), {} schedule tick(s), {} game-day run(s)) from {}",
                 p.runs,
                 humantime::format_duration(a.older_than),
                 p.events,
                 p.ticks,
+                p.gamedays,
                 db.path()
             );
             0

@@ -31,6 +31,12 @@ pub struct Args {
     /// No progress and no warnings on stderr (errors only).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Local mode only: serve the web console on this loopback address
+    /// (e.g. 127.0.0.1:7781, or port 0 for any) to watch the run live; it
+    /// prints the page's URL and a one-time login token, and stops with the
+    /// run.
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 /// What `run` (and `demo`) need, already read.
@@ -48,6 +54,8 @@ pub struct RunOpts {
     pub html: Option<String>,
     /// Local mode's run store.
     pub store: super::common::StoreChoice,
+    /// Local mode's console address (`--ui`).
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 pub async fn main(a: Args) -> i32 {
@@ -71,6 +79,7 @@ pub async fn main(a: Args) -> i32 {
         junit: a.junit,
         html: a.html,
         store,
+        ui: a.ui,
     })
     .await
 }
@@ -81,6 +90,21 @@ pub async fn execute(o: RunOpts) -> i32 {
     if let Err(e) = o.source.parse() {
         eprint_err(e);
         return Outcome::Invalid.exit_code();
+    }
+    if let Some(ui) = o.ui {
+        if o.coordinator.is_some() {
+            eprint_err(
+                "--ui is for local mode; a coordinator serves its own console (`faultline serve --ui-listen ADDR`)",
+            );
+            return Outcome::Invalid.exit_code();
+        }
+        if !ui.ip().is_loopback() {
+            eprint_err(format!(
+                "--ui {ui}: the local console has no TLS; use a loopback address such as 127.0.0.1:{}",
+                ui.port()
+            ));
+            return Outcome::Invalid.exit_code();
+        }
     }
     let coordinator = match CoordinatorAddr::open(
         o.coordinator.clone(),
@@ -94,12 +118,25 @@ pub async fn execute(o: RunOpts) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let code = submit_and_follow(&coordinator.url, &o).await;
+    let console_stop = tokio_util::sync::CancellationToken::new();
+    let mut ui_base = None;
+    if let Some(addr) = o.ui {
+        match super::local_console::start(&coordinator, addr, console_stop.clone()).await {
+            Ok(base) => ui_base = Some(base),
+            Err(e) => {
+                eprint_err(e);
+                coordinator.stop().await;
+                return Outcome::Error.exit_code();
+            }
+        }
+    }
+    let code = submit_and_follow(&coordinator.url, &o, ui_base.as_deref()).await;
+    console_stop.cancel();
     coordinator.stop().await;
     code
 }
 
-async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
+async fn submit_and_follow(url: &str, o: &RunOpts, ui_base: Option<&str>) -> i32 {
     let mut client = match common::control_or_exit(url).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -147,6 +184,11 @@ async fn submit_and_follow(url: &str, o: &RunOpts) -> i32 {
                 return Outcome::Error.exit_code();
             }
         };
+        if run_id.is_empty() {
+            if let Some(base) = ui_base {
+                eprintln!("faultline: watch it live at {base}/runs/{}", ev.run_id);
+            }
+        }
         run_id = ev.run_id.clone();
         if let Some(v1::run_event::Event::Finished(f)) = &ev.event {
             progress.show(&ev);

@@ -1,5 +1,7 @@
-//! `faultline schedule add|list|rm`: run an experiment on a cron schedule on
-//! a coordinator (`faultline serve`), which keeps schedules in its store.
+//! `faultline schedule add|list|rm`: run an experiment or a game day on a
+//! cron schedule on a coordinator (`faultline serve`), which keeps schedules
+//! in its store. The file's kind is detected: a game day lists
+//! `experiments:`, and its experiment files are read now and sent with it.
 
 use faultline_proto::v1;
 
@@ -16,7 +18,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Schedule FILE. A tick while the previous run still goes is skipped;
+    /// Schedule FILE (an experiment or a game day). A tick while the
+    /// previous run (or game day) still goes is skipped;
     /// ticks missed while the coordinator was down are recorded, not replayed.
     Add {
         file: String,
@@ -76,9 +79,28 @@ pub async fn main(a: Args) -> i32 {
                     return 2;
                 }
             };
+            // A game day lists experiments; it is sent with their files.
+            let (source, gameday, what) = if super::gameday::is_game_day(&source.yaml) {
+                if !vars.is_empty() {
+                    eprint_err(format!(
+                        "{file} is a game day: --var does not apply; set variables in the vars of each of its experiments"
+                    ));
+                    return 2;
+                }
+                match super::gameday::load(&file) {
+                    Ok(suite) => (None, Some(suite.to_wire()), "game day"),
+                    Err(e) => {
+                        eprint_err(e);
+                        return 2;
+                    }
+                }
+            } else {
+                (Some(source.to_wire()), None, "experiment")
+            };
             match c
                 .add_schedule(v1::AddScheduleRequest {
-                    source: Some(source.to_wire()),
+                    source,
+                    gameday,
                     cron,
                     tz,
                     window: window.unwrap_or_default(),
@@ -88,7 +110,7 @@ pub async fn main(a: Args) -> i32 {
                 Ok(r) => {
                     let r = r.into_inner();
                     println!(
-                        "schedule {} added; first tick at {}",
+                        "schedule {} added ({what}); first tick at {}",
                         r.schedule_id,
                         common::rfc3339_ms(r.next_unix_ms)
                     );
@@ -105,8 +127,9 @@ pub async fn main(a: Args) -> i32 {
                 }
                 for s in list {
                     println!(
-                        "{}  {}  cron {:?}{}{}  next {}",
+                        "{}  {}{}  cron {:?}{}{}  next {}",
                         s.schedule_id,
+                        if s.kind == "gameday" { "game day " } else { "" },
                         s.experiment,
                         s.cron,
                         if s.tz.is_empty() {

@@ -73,6 +73,11 @@ pub struct Args {
     /// forever; `faultline runs prune` does it once by hand.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub retention: Option<std::time::Duration>,
+    /// Notification config (YAML): webhooks on run start / finish / abort
+    /// and game-day finish (url, events, secret_file), and an optional
+    /// pre-flight approval webhook (url, secret_file, timeout).
+    #[arg(long, value_name = "FILE")]
+    pub notify: Option<std::path::PathBuf>,
     /// Keep run history in memory only (lost when the coordinator stops).
     #[arg(long, conflicts_with = "db")]
     pub no_store: bool,
@@ -203,9 +208,30 @@ pub async fn main(a: Args) -> i32 {
         s.cancel();
     });
     eprintln!("faultline: coordinator listening on {}", a.listen);
-    let coordinator = Coordinator::with_policy(policy)
+    let mut coordinator = Coordinator::with_policy(policy)
         .with_store(store)
         .with_security(security);
+    if let Some(path) = &a.notify {
+        match crate::notify::Config::load(path) {
+            Ok(config) => {
+                eprintln!(
+                    "faultline: {} webhook(s){}",
+                    config.webhooks.len(),
+                    if config.approval.is_some() {
+                        ", and an approval webhook every submitted run must pass"
+                    } else {
+                        ""
+                    }
+                );
+                let notifier = crate::notify::Notifier::start(config, coordinator.metrics.clone(), Default::default());
+                coordinator = coordinator.with_notifier(notifier);
+            }
+            Err(e) => {
+                eprint_err(e);
+                return 2;
+            }
+        }
+    }
     if let Some(addr) = a.metrics_listen {
         let l = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,

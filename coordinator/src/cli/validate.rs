@@ -36,7 +36,7 @@ fn validate(file: &str, vars: &[String]) -> Result<(), String> {
         println!(
             "{file}: valid — game day {:?}, {} experiment(s)",
             gd.name,
-            gd.sources.len()
+            gd.members.len()
         );
         return Ok(());
     }

@@ -18,7 +18,9 @@ pub fn page(session: &Session, title: &str, body: &str, script: bool) -> Respons
         200,
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · faultline</title>{script}</head><body>\n\
-<nav><a href=\"/fleet\">Fleet</a> · <a href=\"/runs\">Runs</a> · <a href=\"/stop\">Emergency stop</a> · \
+<nav><a href=\"/fleet\">Fleet</a> · <a href=\"/runs\">Runs</a> · <a href=\"/experiments\">Experiments</a> · \
+<a href=\"/gamedays\">Game days</a> · <a href=\"/schedules\">Schedules</a> · <a href=\"/audit\">Audit</a> · \
+<a href=\"/stop\">Emergency stop</a> · \
 logged in as <b>{name}</b> ({role}) \
 <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Log out</button></form></nav>\n\
 <h1>{title}</h1>\n{body}\n</body></html>\n",
@@ -49,6 +51,19 @@ pub fn login(status: u16, error: Option<&str>) -> Response {
 /// A hidden CSRF field for a form of `session`.
 pub fn csrf_field(session: &Session) -> String {
     format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(&session.csrf))
+}
+
+/// `s` percent-encoded for a query value (everything but unreserved characters).
+pub fn query_value(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
 }
 
 /// Unix milliseconds as an RFC 3339 UTC time, or `-` for 0.

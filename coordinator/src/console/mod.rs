@@ -17,6 +17,12 @@
 //! - `live`: the Live run page and its Abort button.
 //! - `stop`: the fleet-wide emergency stop, with a confirmation step.
 //! - `sse`: a run's events as a Server-Sent Events stream.
+//! - `trend`: the Experiments page and one experiment's trend (figures over
+//!   runs, regressions marked).
+//! - `gamedays`: scheduled suites, game-day runs and their scores over time.
+//! - `schedules`: next ticks and recent ticks with skip/miss reasons.
+//! - `audit`: the audit log.
+//! - `chart`: the inline SVG line chart the trend pages draw.
 
 use std::sync::Arc;
 
@@ -27,14 +33,19 @@ use tokio_util::sync::CancellationToken;
 use crate::security::Tokens;
 use crate::server::Coordinator;
 
+mod audit;
 pub mod auth;
+mod chart;
 mod fleet;
+mod gamedays;
 pub mod http;
 mod layout;
 mod live;
 mod runs;
+mod schedules;
 mod sse;
 mod stop;
+mod trend;
 
 use auth::Session;
 use http::{Request, Response};
@@ -69,6 +80,16 @@ impl Console {
             sessions: auth::Sessions::new(tokens),
             tls: None,
         })
+    }
+
+    /// A console over `coordinator` that logs in with `tokens` of its own
+    /// (local mode's one-time token), not the coordinator's.
+    pub fn with_tokens(coordinator: Coordinator, tokens: Tokens) -> Console {
+        Console {
+            coordinator,
+            sessions: auth::Sessions::new(tokens),
+            tls: None,
+        }
     }
 
     /// Serves HTTPS with the coordinator's certificate and key from `dir`
@@ -192,6 +213,11 @@ impl Console {
             (false, "/") => Response::redirect("/fleet"),
             (false, "/fleet") => fleet::page(c, &session),
             (false, "/runs") => runs::page(c, &session),
+            (false, "/experiments") => trend::index(c, &session),
+            (false, "/experiments/trend") => trend::page(c, &session, req),
+            (false, "/gamedays") => gamedays::page(c, &session),
+            (false, "/schedules") => schedules::page(c, &session),
+            (false, "/audit") => audit::page(c, &session),
             (false, "/stop") => stop::confirm(c, &session),
             (true, "/stop") => stop::post(c, &session, req),
             (true, "/logout") => {

@@ -28,7 +28,8 @@ pub fn page(c: &Coordinator, session: &Session) -> Response {
         };
         let _ = writeln!(
             b,
-            "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td class=\"outcome\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{report}</td></tr>",
+            "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td><a href=\"/experiments/trend?name={}\">{}</a></td><td class=\"outcome\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{report}</td></tr>",
+            layout::query_value(&r.experiment),
             esc(&r.experiment),
             esc(&r.status),
             layout::time(r.started_unix_ms),

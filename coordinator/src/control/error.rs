@@ -37,15 +37,23 @@ pub enum Error {
     ShuttingDown,
     #[error("the coordinator is stopped ({0}); no run starts until it is resumed")]
     Stopped(String),
+    #[error("{0}")]
+    GameDay(#[from] crate::gameday::Error),
+    #[error("set either an experiment source or a game day, not both")]
+    SourceAndGameDay,
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let msg = e.to_string();
         match e {
-            Error::NoSource | Error::Parse(_) | Error::Format(_) | Error::RunId(_) | Error::Status(_) => {
-                Status::invalid_argument(msg)
-            }
+            Error::NoSource
+            | Error::Parse(_)
+            | Error::Format(_)
+            | Error::RunId(_)
+            | Error::Status(_)
+            | Error::GameDay(_)
+            | Error::SourceAndGameDay => Status::invalid_argument(msg),
             Error::Follow(crate::follow::Error::UnknownRun(_)) => Status::not_found(msg),
             Error::Follow(_) => Status::internal(msg),
             Error::ParseTimeout(_) => Status::resource_exhausted(msg),

@@ -2,7 +2,9 @@
 //!
 //! Layout:
 //! - [`actions`]: abort and emergency stop, shared with the web console.
+//! - `approval`: asking the approval webhook about a run's plan.
 //! - `error`: errors of Control calls and their gRPC codes.
+//! - `gamedays`: `RunGameDay` and `ListGameDays`.
 //! - `parsing`: parsing submitted experiments off the runtime, bounded.
 
 use std::pin::Pin;
@@ -19,7 +21,9 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 pub mod actions;
+mod approval;
 mod error;
+mod gamedays;
 mod parsing;
 
 pub use error::{Error, RUN_STATUSES};
@@ -52,6 +56,10 @@ pub struct ControlService {
     pub tracker: TaskTracker,
     /// The one path of every run's events: store, followers, client.
     pub events: Arc<crate::events::EventLog>,
+    /// Game-day runs in flight.
+    pub gamedays: Arc<crate::gameday::runner::InFlight>,
+    /// Webhooks and the approval webhook; none by default.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// Agents per `ListAgents` page when the request does not say.
@@ -92,6 +100,14 @@ impl ControlService {
             &run_id,
             &format!("experiment {} from {source_name}", exp.name),
         );
+        let notifier = self.notifier.clone();
+        if let Some(n) = &notifier {
+            n.notify(
+                crate::notify::EventKind::RunStart,
+                serde_json::json!({ "run_id": run_id, "experiment": exp.name, "source": source_name, "caller": who }),
+                format!("faultline: run {run_id} of experiment {} started (by {who})", exp.name),
+            );
+        }
         let (tx, rx) = mpsc::channel(1024);
         let (events, writer) = self.events.open(&run_id, &exp.name, &source_name, tx);
         self.tracker.spawn(writer);
@@ -118,6 +134,27 @@ impl ControlService {
             .await;
             let report = Arc::new(out.report);
             metrics.inc("faultline_runs_total", &[("outcome", report.outcome.as_str())]);
+            if let Some(n) = &notifier {
+                let kind = if report.outcome == crate::outcome::Outcome::Aborted {
+                    crate::notify::EventKind::RunAbort
+                } else {
+                    crate::notify::EventKind::RunFinish
+                };
+                n.notify(
+                    kind,
+                    serde_json::json!({
+                        "run_id": report.run_id, "experiment": report.experiment.name,
+                        "outcome": report.outcome.as_str(), "exit_code": report.exit_code, "reason": report.reason,
+                    }),
+                    format!(
+                        "faultline: run {} of experiment {} {}: {}",
+                        report.run_id,
+                        report.experiment.name,
+                        report.outcome.as_str(),
+                        report.reason
+                    ),
+                );
+            }
             runs.finish(&run_id, report.clone());
             events.finish(report);
         });
@@ -143,6 +180,9 @@ impl Control for ControlService {
             return Err(Error::Stopped(why).into());
         }
         let (exp, source_name) = parse_source(req.into_inner().source).await?;
+        if let Err(refusal) = self.approve(&exp, &source_name, &who).await {
+            return Err(Status::failed_precondition(refusal.to_string()));
+        }
         let (_, rx) = self.start_run(exp, source_name, &who);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
@@ -231,10 +271,33 @@ impl Control for ControlService {
         req: Request<v1::AddScheduleRequest>,
     ) -> Result<Response<v1::AddScheduleResponse>, Status> {
         let who = self.security.control_operator(&req)?;
-        let r = req.into_inner();
-        let src = r.source.clone().ok_or(Error::NoSource)?;
+        let mut r = req.into_inner();
         // Check everything now, not at 3 a.m.
-        let (exp, source_name) = parse_source(r.source).await?;
+        let (kind, what, source_name, yaml, vars) = match (r.source.take(), r.gameday.take()) {
+            (Some(_), Some(_)) => return Err(Error::SourceAndGameDay.into()),
+            (None, Some(g)) => {
+                let suite = crate::gameday::Suite::from_wire(g).map_err(Error::from)?;
+                crate::gameday::runner::check(&suite).await?;
+                (
+                    crate::store::ScheduleKind::GameDay,
+                    format!("game day {}", suite.name),
+                    suite.source.clone(),
+                    suite.to_json(),
+                    Default::default(),
+                )
+            }
+            (src, None) => {
+                let wire = src.clone().ok_or(Error::NoSource)?;
+                let (exp, source_name) = parse_source(src).await?;
+                (
+                    crate::store::ScheduleKind::Experiment,
+                    format!("experiment {}", exp.name),
+                    source_name,
+                    wire.yaml,
+                    wire.vars.into_iter().collect(),
+                )
+            }
+        };
         let window = (!r.window.is_empty()).then_some(r.window.as_str());
         // Off the runtime: proving that a pattern never fires searches years.
         let timing = {
@@ -248,9 +311,10 @@ impl Control for ControlService {
         let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let row = crate::store::ScheduleRow {
             id: id.clone(),
+            kind,
             source: source_name.clone(),
-            yaml: src.yaml,
-            vars: src.vars.into_iter().collect(),
+            yaml,
+            vars,
             cron: r.cron.clone(),
             tz: r.tz.clone(),
             window: window.map(str::to_string),
@@ -266,8 +330,8 @@ impl Control for ControlService {
             "schedule-add",
             &id,
             &format!(
-                "experiment {} from {source_name}, cron {:?} tz {:?} window {:?}",
-                exp.name, r.cron, r.tz, r.window
+                "{what} from {source_name}, cron {:?} tz {:?} window {:?}",
+                r.cron, r.tz, r.window
             ),
         );
         self.schedules_changed.notify_one();
@@ -290,10 +354,17 @@ impl Control for ControlService {
                 .ok()
                 .and_then(|t| t.next_after(now))
                 .unwrap_or(0);
-            let experiment = parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
-                .await
-                .map(|e| e.name)
-                .unwrap_or_else(|e| format!("(no longer parses: {e})"));
+            let experiment = match s.kind {
+                crate::store::ScheduleKind::Experiment => {
+                    parse_off_runtime(s.source.clone(), s.yaml.clone(), s.vars.clone())
+                        .await
+                        .map(|e| e.name)
+                        .unwrap_or_else(|e| format!("(no longer parses: {e})"))
+                }
+                crate::store::ScheduleKind::GameDay => crate::gameday::Suite::from_json(&s.yaml)
+                    .map(|g| g.name)
+                    .unwrap_or_else(|e| format!("({e})")),
+            };
             let recent_ticks = self
                 .store
                 .schedule_ticks(&s.id, 10)
@@ -305,6 +376,7 @@ impl Control for ControlService {
                 })
                 .collect();
             schedules.push(v1::ScheduleInfo {
+                kind: s.kind.as_str().into(),
                 schedule_id: s.id,
                 experiment,
                 source: s.source,
@@ -410,6 +482,22 @@ impl Control for ControlService {
         // live follow ends with its run anyway.
         tokio::spawn(task);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type RunGameDayStream = gamedays::GameDayStream;
+
+    async fn run_game_day(
+        &self,
+        req: Request<v1::RunGameDayRequest>,
+    ) -> Result<Response<Self::RunGameDayStream>, Status> {
+        gamedays::run(self, req).await
+    }
+
+    async fn list_game_days(
+        &self,
+        req: Request<v1::ListGameDaysRequest>,
+    ) -> Result<Response<v1::ListGameDaysResponse>, Status> {
+        gamedays::list(self, req).await
     }
 
     async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> Result<Response<v1::ListAuditResponse>, Status> {

@@ -146,6 +146,7 @@ mod tests {
         let row = |port: u16| {
             crate::store::ScheduleRow {
             id: "s".into(),
+            kind: Default::default(),
             source: "e.yaml".into(),
             yaml: format!(
                 "name: t\nhypothesis:\n  probes:\n    - name: ok\n      command: {{ run: \"true\" }}\nduration: 1s\nfaults:\n  - kill: {{ name: x }}\n{}",
@@ -164,7 +165,7 @@ mod tests {
         let spent = query_api("0.02").await;
         assert_eq!(
             gate(&row(spent)).await.as_deref(),
-            Some("-100% of the budget remains, below the minimum of 25% (objective 99% over 30d, at least 25% of the budget left)")
+            Some("error budget: -100% of the budget remains, below the minimum of 25% (objective 99% over 30d, at least 25% of the budget left)")
         );
         let left = query_api("0.0025").await;
         assert_eq!(gate(&row(left)).await, None);

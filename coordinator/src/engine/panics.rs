@@ -162,6 +162,8 @@ mod tests {
             shutdown: CancellationToken::new(),
             tracker: tokio_util::task::TaskTracker::new(),
             events: Arc::new(crate::events::EventLog::new(store.clone())),
+            gamedays: Arc::default(),
+            notifier: None,
         };
         let (run_id, mut rx) = control.start_run_with(exp(), "t.yaml".into(), "test", panicking_body);
         let finished = loop {

@@ -10,6 +10,8 @@
 //!
 //! Layout:
 //! - `schedules`: schedules and their handled ticks.
+//! - `gamedays`: game-day runs, their scores and the runs they contain.
+//! - `history`: one experiment's runs over time, and the experiments known.
 //! - `stored`: a run read back (finished, running, interrupted) and the
 //!   report of an interrupted run.
 
@@ -20,13 +22,17 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::report::Report;
 
+mod gamedays;
+mod history;
 mod retention;
 mod schedules;
 mod stored;
 
 pub use retention::{retain, Pruned};
 
-pub use schedules::{ScheduleRow, TickRow};
+pub use gamedays::{GameDayMemberRow, GameDayRunRow};
+pub use history::ExperimentRow;
+pub use schedules::{ScheduleKind, ScheduleRow, TickRow};
 pub use stored::{interrupted_report, render_interrupted, Stored};
 
 /// Errors of the store.
@@ -95,6 +101,33 @@ pub const MIGRATIONS: &[&str] = &[
         due_unix_ms INTEGER NOT NULL,
         outcome TEXT NOT NULL,           -- started | skipped: ... | missed ...
         run_id TEXT
+    );",
+    // 4: game days: a schedule may run a suite (its yaml column then holds
+    // the suite as JSON); every game-day run with its score and its runs.
+    "ALTER TABLE schedules ADD COLUMN kind TEXT NOT NULL DEFAULT 'experiment';
+    CREATE TABLE gameday_runs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        schedule_id TEXT,
+        status TEXT NOT NULL,            -- running | interrupted | done
+        started_unix_ms INTEGER NOT NULL,
+        finished_unix_ms INTEGER,
+        score REAL,
+        passed INTEGER,
+        judged INTEGER,
+        exit_code INTEGER,
+        summary_json TEXT
+    );
+    CREATE INDEX gameday_runs_by_name ON gameday_runs (name, started_unix_ms);
+    CREATE TABLE gameday_members (
+        gameday_id TEXT NOT NULL REFERENCES gameday_runs (id),
+        position INTEGER NOT NULL,
+        file TEXT NOT NULL,
+        weight REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        run_id TEXT,
+        PRIMARY KEY (gameday_id, position)
     );",
 ];
 

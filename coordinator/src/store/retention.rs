@@ -3,7 +3,8 @@
 //!
 //! Runs still `running` are never deleted, whatever their age; the audit
 //! log is kept (it is the record of who did what, and small). Schedule tick
-//! records older than the cutoff go too. After deleting, the database file
+//! records older than the cutoff go too, and so do game-day runs that
+//! started before it and are not running (with their member lists). After deleting, the database file
 //! is compacted (`VACUUM`), so the space goes back to the filesystem.
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub struct Pruned {
     pub runs: usize,
     pub events: usize,
     pub ticks: usize,
+    pub gamedays: usize,
 }
 
 impl Store {
@@ -40,10 +42,24 @@ impl Store {
                 params![cutoff],
             )?;
             let ticks = tx.execute("DELETE FROM schedule_ticks WHERE due_unix_ms < ?1", params![cutoff])?;
+            tx.execute(
+                "DELETE FROM gameday_members WHERE gameday_id IN
+                   (SELECT id FROM gameday_runs WHERE started_unix_ms < ?1 AND status != 'running')",
+                params![cutoff],
+            )?;
+            let gamedays = tx.execute(
+                "DELETE FROM gameday_runs WHERE started_unix_ms < ?1 AND status != 'running'",
+                params![cutoff],
+            )?;
             tx.commit()?;
-            Ok(Pruned { runs, events, ticks })
+            Ok(Pruned {
+                runs,
+                events,
+                ticks,
+                gamedays,
+            })
         })?;
-        if pruned.runs > 0 || pruned.ticks > 0 {
+        if pruned.runs > 0 || pruned.ticks > 0 || pruned.gamedays > 0 {
             self.with(|c| c.execute_batch("VACUUM"))?;
             // In WAL mode VACUUM writes the compacted database into the
             // write-ahead log; until a checkpoint the file on disk keeps its
@@ -64,10 +80,11 @@ pub async fn retain(store: Arc<Store>, keep: Duration, every: Duration, shutdown
         let cutoff = faultline_proto::now_unix_ms().saturating_sub(keep.as_millis() as u64);
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.prune(cutoff)).await {
-            Ok(Ok(p)) if p.runs > 0 || p.ticks > 0 => tracing::info!(
+            Ok(Ok(p)) if p.runs > 0 || p.ticks > 0 || p.gamedays > 0 => tracing::info!(
                 runs = p.runs,
                 events = p.events,
                 ticks = p.ticks,
+                gamedays = p.gamedays,
                 keep = %humantime::format_duration(keep),
                 "pruned run history"
             ),
@@ -106,15 +123,36 @@ mod tests {
         finished(&store, "r-new", 50_000);
         store.run_started("r-running", "exp", "e.yaml", 500).unwrap();
         store.event("r-running", 501, "log", "still going").unwrap();
+        // Game days: an old finished one goes with its members; an old one
+        // still running and a new one stay.
+        store.gameday_started("g-old", "gd", "gd.yaml", None, 1_000).unwrap();
+        let member = crate::store::GameDayMemberRow {
+            file: "e.yaml".into(),
+            weight: 1.0,
+            outcome: "passed".into(),
+            run_id: Some("r-old".into()),
+        };
+        store.gameday_member("g-old", 0, &member).unwrap();
+        store
+            .gameday_finished("g-old", 2_000, Some(100.0), 1, 1, 0, "{}")
+            .unwrap();
+        store
+            .gameday_started("g-running", "gd", "gd.yaml", None, 1_000)
+            .unwrap();
+        store.gameday_started("g-new", "gd", "gd.yaml", None, 50_000).unwrap();
         let p = store.prune(10_000).unwrap();
         assert_eq!(
             p,
             Pruned {
                 runs: 1,
                 events: 1,
-                ticks: 0
+                ticks: 0,
+                gamedays: 1,
             }
         );
+        let gamedays: Vec<String> = store.gamedays(None, 10).unwrap().into_iter().map(|g| g.id).collect();
+        assert_eq!(gamedays, ["g-new", "g-running"]);
+        assert_eq!(store.gameday_of_run("r-old").unwrap(), None, "its members went too");
         let left: Vec<String> = store.list(10, None).unwrap().into_iter().map(|r| r.run_id).collect();
         assert_eq!(left, vec!["r-new".to_string(), "r-running".to_string()]);
         assert!(store.get("r-old").unwrap().is_none());

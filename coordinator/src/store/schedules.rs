@@ -4,11 +4,39 @@ use rusqlite::params;
 
 use super::{Result, Store};
 
+/// What a schedule runs at each tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScheduleKind {
+    /// One experiment: `yaml` is its text.
+    #[default]
+    Experiment,
+    /// A game day: `yaml` is the suite as JSON ([`crate::gameday::Suite`]).
+    GameDay,
+}
+
+impl ScheduleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleKind::Experiment => "experiment",
+            ScheduleKind::GameDay => "gameday",
+        }
+    }
+
+    fn from_column(s: &str) -> ScheduleKind {
+        match s {
+            "gameday" => ScheduleKind::GameDay,
+            _ => ScheduleKind::Experiment,
+        }
+    }
+}
+
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRow {
     pub id: String,
+    pub kind: ScheduleKind,
     pub source: String,
+    /// The experiment's YAML, or the game day's suite as JSON.
     pub yaml: String,
     pub vars: std::collections::HashMap<String, String>,
     pub cron: String,
@@ -33,9 +61,9 @@ impl Store {
         let vars = serde_json::to_string(&s.vars).unwrap_or_else(|_| "{}".into());
         self.with(|c| {
             c.execute(
-                "INSERT INTO schedules (id, source, yaml, vars_json, cron, tz, window, created_unix_ms, last_tick_unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![s.id, s.source, s.yaml, vars, s.cron, s.tz, s.window, s.created_unix_ms as i64, s.last_tick_unix_ms as i64],
+                "INSERT INTO schedules (id, source, yaml, vars_json, cron, tz, window, created_unix_ms, last_tick_unix_ms, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![s.id, s.source, s.yaml, vars, s.cron, s.tz, s.window, s.created_unix_ms as i64, s.last_tick_unix_ms as i64, s.kind.as_str()],
             )
             .map(|_| ())
         })
@@ -49,12 +77,13 @@ impl Store {
     pub fn schedules(&self) -> Result<Vec<ScheduleRow>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, source, yaml, vars_json, cron, tz, window, created_unix_ms, last_tick_unix_ms, last_run_id
+                "SELECT id, source, yaml, vars_json, cron, tz, window, created_unix_ms, last_tick_unix_ms, last_run_id, kind
                  FROM schedules ORDER BY created_unix_ms, id",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(ScheduleRow {
                     id: r.get(0)?,
+                    kind: ScheduleKind::from_column(&r.get::<_, String>(10)?),
                     source: r.get(1)?,
                     yaml: r.get(2)?,
                     vars: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
