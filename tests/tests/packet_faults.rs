@@ -1,0 +1,340 @@
+//! corrupt, duplicate, reorder and dns in the namespace lab: each fault on
+//! host a (the NFQUEUE backend, IPv4), its effect measured at host b over
+//! N ≥ 1000 UDP datagrams (or DNS lookups), then restored with no rule or
+//! queue left. The dns test also kills the agent with -9 mid-fault: the
+//! rules stay but fail open (`--queue-bypass`), and the restarted agent
+//! removes them from its journal. Needs root and the lab's tools: without
+//! them each test prints why and returns, except under CI=true.
+
+use std::collections::HashMap;
+use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use faultline_tests::dns::{self, Lookup};
+use faultline_tests::lab::{enter_netns, in_netns, lab_or_skip, Lab, LabHost};
+
+/// One lab at a time: they share the machine's CPU, and the measured
+/// fractions need the queue thread to keep up.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Datagrams per measurement.
+const N: u32 = 2000;
+const PAYLOAD: usize = 100;
+
+fn experiment(b: &LabHost, fault: &str, duration: &str) -> String {
+    format!(
+        r#"name: packet-fault
+hypothesis:
+  probes:
+    - name: b-http
+      interval: 500ms
+      http: {{ url: "http://{}:8080/" }}
+baseline: 500ms
+duration: {duration}
+recovery: 1s
+faults:
+  - name: f
+    targets: {{ labels: {{ host: a }} }}
+    {fault}
+"#,
+        b.ip
+    )
+}
+
+/// What b received: the sequence numbers in arrival order, and how many
+/// datagrams arrived with a payload other than what was sent.
+struct Received {
+    seqs: Vec<u32>,
+    damaged: u64,
+}
+
+/// Sends [`N`] numbered datagrams from a to b:`port`, one every `pace`,
+/// and collects what b receives until it has been quiet for a second.
+fn udp_exchange(a: &LabHost, b: &LabHost, port: u16, pace: Duration) -> Received {
+    let (ans, bns, bip) = (a.netns.clone(), b.netns.clone(), b.ip);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || {
+        enter_netns(&bns).expect("enter b");
+        let s = UdpSocket::bind((bip, port)).expect("bind receiver");
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut r = Received {
+            seqs: Vec::new(),
+            damaged: 0,
+        };
+        let mut buf = [0u8; 2048];
+        let limit = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < limit {
+            let Ok(n) = s.recv(&mut buf) else { break };
+            if n != PAYLOAD || buf[4..n].iter().any(|b| *b != 0xa5) {
+                r.damaged += 1;
+                continue;
+            }
+            r.seqs.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        }
+        r
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
+    let sender = std::thread::spawn(move || {
+        enter_netns(&ans).expect("enter a");
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind sender");
+        let mut buf = [0xa5u8; PAYLOAD];
+        for seq in 0..N {
+            buf[..4].copy_from_slice(&seq.to_be_bytes());
+            s.send_to(&buf, SocketAddrV4::new(bip, port)).expect("send");
+            std::thread::sleep(pace);
+        }
+    });
+    sender.join().unwrap();
+    receiver.join().unwrap()
+}
+
+/// A counter of the `Udp:` lines of `/proc/net/snmp` in `netns`.
+fn udp_counter(netns: &str, name: &str) -> u64 {
+    let snmp = in_netns(netns, &["cat", "/proc/net/snmp"]);
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let (names, values) = (udp[0].split_whitespace(), udp[1].split_whitespace());
+    names
+        .zip(values)
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Udp {name} in {snmp}"))
+}
+
+/// The fault's only target in the report, once the run is over.
+fn restored(run: faultline_tests::lab::RunWatch) -> String {
+    let result = run.finish();
+    let t = &result.report.faults[0].targets[0];
+    assert_eq!(t.state, "restored", "{t:?}");
+    t.detail.clone()
+}
+
+/// faultline lines of the filter table (the agent uses iptables-legacy
+/// where it is installed).
+fn chains(netns: &str) -> String {
+    ["iptables-legacy-save", "iptables-nft-save"]
+        .iter()
+        .map(|tool| in_netns(netns, &[tool, "-t", "filter"]))
+        .collect::<String>()
+        .lines()
+        .filter(|l| l.contains("faultline"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver() {
+    if !lab_or_skip("corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let mut run = lab.submit(&experiment(
+        &b,
+        "corrupt: { percent: 30%, protocol: udp, ports: [9101], to: { zones: [b] } }",
+        "8s",
+    ));
+    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    assert!(chains(&a.netns).contains("faultline-c-"), "{}", chains(&a.netns));
+    let csum0 = udp_counter(&b.netns, "InCsumErrors");
+    let r = udp_exchange(&a, &b, 9101, Duration::from_micros(500));
+    let csum = udp_counter(&b.netns, "InCsumErrors") - csum0;
+    let lost = u64::from(N) - r.seqs.len() as u64;
+    let share = lost as f64 * 100.0 / f64::from(N);
+    eprintln!(
+        "corrupt 30%: {lost} of {N} datagrams lost ({share:.1}%), {csum} bad checksums at b, {} damaged delivered",
+        r.damaged
+    );
+    assert_eq!(r.damaged, 0, "a corrupted datagram was delivered");
+    assert!((share - 30.0).abs() <= 5.0, "asked 30%, lost {share:.1}%");
+    assert!(
+        csum.abs_diff(lost) <= u64::from(N) / 100,
+        "{lost} lost but {csum} checksum errors"
+    );
+    let detail = restored(run);
+    assert!(detail.contains("affected"), "{detail}");
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+#[test]
+fn duplicate_20_percent_delivers_that_share_twice() {
+    if !lab_or_skip("duplicate_20_percent_delivers_that_share_twice") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let mut run = lab.submit(&experiment(
+        &b,
+        "duplicate: { percent: 20%, protocol: udp, ports: [9102], to: { zones: [b] } }",
+        "8s",
+    ));
+    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    let r = udp_exchange(&a, &b, 9102, Duration::from_micros(500));
+    let mut count: HashMap<u32, u32> = HashMap::new();
+    for s in &r.seqs {
+        *count.entry(*s).or_default() += 1;
+    }
+    let dups: u32 = count.values().map(|c| c - 1).sum();
+    let share = f64::from(dups) * 100.0 / f64::from(N);
+    eprintln!(
+        "duplicate 20%: {} of {N} delivered, {dups} twice ({share:.1}%), at most {} copies of one",
+        count.len(),
+        count.values().max().unwrap_or(&0)
+    );
+    assert_eq!(count.len() as u32, N, "datagrams lost");
+    assert!(count.values().all(|c| *c <= 2), "a datagram arrived more than twice");
+    assert!((share - 20.0).abs() <= 4.0, "asked 20%, duplicated {share:.1}%");
+    assert_eq!(r.damaged, 0);
+    restored(run);
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+#[test]
+fn reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late() {
+    if !lab_or_skip("reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let mut run = lab.submit(&experiment(
+        &b,
+        "reorder: { percent: 25%, gap: 20ms, protocol: udp, ports: [9103], to: { zones: [b] } }",
+        "8s",
+    ));
+    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    let r = udp_exchange(&a, &b, 9103, Duration::from_micros(500));
+    // Late: arrived after a datagram sent after it.
+    let mut max = None;
+    let mut late = 0u32;
+    for s in &r.seqs {
+        match max {
+            Some(m) if *s < m => late += 1,
+            _ => max = Some(*s),
+        }
+    }
+    let share = f64::from(late) * 100.0 / f64::from(N);
+    eprintln!("reorder 25% gap 20ms: {} of {N} delivered, {late} late ({share:.1}%)", r.seqs.len());
+    assert_eq!(r.seqs.len() as u32, N, "datagrams lost");
+    assert!((share - 25.0).abs() <= 5.0, "asked 25%, {share:.1}% arrived late");
+    restored(run);
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+/// Starts the tiny DNS server in b on port 53.
+fn dns_server(b: &LabHost) -> dns::Server {
+    let (bns, bip) = (b.netns.clone(), b.ip);
+    let socket = std::thread::spawn(move || {
+        enter_netns(&bns).expect("enter b");
+        UdpSocket::bind((bip, 53)).expect("bind 53 in b")
+    })
+    .join()
+    .unwrap();
+    dns::Server::spawn(socket)
+}
+
+/// `n` lookups of each name from a, alternating; what each name got.
+fn lookups(a: &LabHost, server: SocketAddrV4, names: &[&'static str], n: u16, timeout: Duration) -> HashMap<&'static str, Vec<Lookup>> {
+    let ans = a.netns.clone();
+    let names = names.to_vec();
+    std::thread::spawn(move || {
+        enter_netns(&ans).expect("enter a");
+        let mut out: HashMap<&str, Vec<Lookup>> = HashMap::new();
+        for i in 0..n {
+            for name in &names {
+                out.entry(name).or_default().push(dns::lookup(server, name, i, timeout));
+            }
+        }
+        out
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolve() {
+    if !lab_or_skip("dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolve") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let server = dns_server(&b);
+    let resolver = SocketAddrV4::new(b.ip, 53);
+    let mut run = lab.submit(&experiment(
+        &b,
+        "dns: { names: ['*.example.com'], action: nxdomain }",
+        "10s",
+    ));
+    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    let t = Instant::now();
+    let got = lookups(&a, resolver, &["db.example.com", "www.example.org"], 500, Duration::from_secs(2));
+    let failed = got["db.example.com"]
+        .iter()
+        .filter(|l| matches!(l, Lookup::Rcode(3, from) if *from == std::net::SocketAddr::V4(resolver)))
+        .count();
+    let resolved = got["www.example.org"]
+        .iter()
+        .filter(|l| **l == Lookup::Address(dns::ANSWER))
+        .count();
+    eprintln!(
+        "dns nxdomain: {failed}/500 lookups of db.example.com got NXDOMAIN from {resolver}, {resolved}/500 of www.example.org resolved, in {:?}; the server answered {}",
+        t.elapsed(),
+        server.answered.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(failed, 500, "{:?}", &got["db.example.com"][..3]);
+    assert_eq!(resolved, 500, "{:?}", &got["www.example.org"][..3]);
+    assert_eq!(server.answered.load(std::sync::atomic::Ordering::Relaxed), 500, "chosen queries reached the resolver");
+    restored(run);
+    // Restored: the name resolves again.
+    let after = lookups(&a, resolver, &["db.example.com"], 1, Duration::from_secs(2));
+    assert_eq!(after["db.example.com"], vec![Lookup::Address(dns::ANSWER)]);
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+#[test]
+fn dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_the_rules() {
+    if !lab_or_skip("dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_the_rules") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let _server = dns_server(&b);
+    let resolver = SocketAddrV4::new(b.ip, 53);
+    let mut run = lab.submit(&experiment(&b, "dns: { names: [db.example.com], action: timeout }", "30s"));
+    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    let got = lookups(&a, resolver, &["db.example.com", "other.example.com"], 5, Duration::from_millis(500));
+    assert!(got["db.example.com"].iter().all(|l| *l == Lookup::Timeout), "{:?}", got["db.example.com"]);
+    assert!(
+        got["other.example.com"].iter().all(|l| *l == Lookup::Address(dns::ANSWER)),
+        "{:?}",
+        got["other.example.com"]
+    );
+    lab.kill_agent("a");
+    // The rules outlive the agent but fail open: nobody holds the queue.
+    assert!(chains(&a.netns).contains("faultline-n-"), "{}", chains(&a.netns));
+    let open = lookups(&a, resolver, &["db.example.com"], 1, Duration::from_secs(2));
+    assert_eq!(open["db.example.com"], vec![Lookup::Address(dns::ANSWER)], "not failing open");
+    let t = Instant::now();
+    lab.start_agent("a");
+    let pid = lab.agent_pid("a").expect("restarted");
+    let info = lab
+        .wait_registered("a", pid, Duration::from_secs(20))
+        .expect("the restarted agent registers");
+    eprintln!("dns: agent kill -9, restart removed the rules before registering ({:?})", t.elapsed());
+    assert_eq!(chains(&a.netns), "", "rules left after the restart");
+    let cleaned = info.cleaned.join("\n");
+    assert!(cleaned.contains("restored dns fault"), "{cleaned}");
+    let result = run.finish();
+    let t = &result.report.faults[0].targets[0];
+    assert_ne!(t.state, "injected", "{t:?}");
+    lab.assert_clean();
+}
