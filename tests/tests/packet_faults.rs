@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use faultline_tests::dns::{self, Lookup};
-use faultline_tests::lab::{enter_netns, in_netns, lab_or_skip, Lab, LabHost};
+use faultline_tests::lab::{enter_netns, lab_or_skip, Lab, LabHost};
+use faultline_tests::packets::{filter_chains as chains, udp_counter, udp_exchange};
 
 /// One lab at a time: they share the machine's CPU, and the measured
 /// fractions need the queue thread to keep up.
@@ -20,7 +21,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Datagrams per measurement.
 const N: u32 = 2000;
-const PAYLOAD: usize = 100;
 
 fn experiment(b: &LabHost, fault: &str, duration: &str) -> String {
     format!(
@@ -42,85 +42,12 @@ faults:
     )
 }
 
-/// What b received: the sequence numbers in arrival order, and how many
-/// datagrams arrived with a payload other than what was sent.
-struct Received {
-    seqs: Vec<u32>,
-    damaged: u64,
-}
-
-/// Sends [`N`] numbered datagrams from a to b:`port`, one every `pace`,
-/// and collects what b receives until it has been quiet for a second.
-fn udp_exchange(a: &LabHost, b: &LabHost, port: u16, pace: Duration) -> Received {
-    let (ans, bns, bip) = (a.netns.clone(), b.netns.clone(), b.ip);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let receiver = std::thread::spawn(move || {
-        enter_netns(&bns).expect("enter b");
-        let s = UdpSocket::bind((bip, port)).expect("bind receiver");
-        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut r = Received {
-            seqs: Vec::new(),
-            damaged: 0,
-        };
-        let mut buf = [0u8; 2048];
-        let limit = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < limit {
-            let Ok(n) = s.recv(&mut buf) else { break };
-            if n != PAYLOAD || buf[4..n].iter().any(|b| *b != 0xa5) {
-                r.damaged += 1;
-                continue;
-            }
-            r.seqs.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
-        }
-        r
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
-    let sender = std::thread::spawn(move || {
-        enter_netns(&ans).expect("enter a");
-        let s = UdpSocket::bind("0.0.0.0:0").expect("bind sender");
-        let mut buf = [0xa5u8; PAYLOAD];
-        for seq in 0..N {
-            buf[..4].copy_from_slice(&seq.to_be_bytes());
-            s.send_to(&buf, SocketAddrV4::new(bip, port)).expect("send");
-            std::thread::sleep(pace);
-        }
-    });
-    sender.join().unwrap();
-    receiver.join().unwrap()
-}
-
-/// A counter of the `Udp:` lines of `/proc/net/snmp` in `netns`.
-fn udp_counter(netns: &str, name: &str) -> u64 {
-    let snmp = in_netns(netns, &["cat", "/proc/net/snmp"]);
-    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
-    let (names, values) = (udp[0].split_whitespace(), udp[1].split_whitespace());
-    names
-        .zip(values)
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or_else(|| panic!("no Udp {name} in {snmp}"))
-}
-
 /// The fault's only target in the report, once the run is over.
 fn restored(run: faultline_tests::lab::RunWatch) -> String {
     let result = run.finish();
     let t = &result.report.faults[0].targets[0];
     assert_eq!(t.state, "restored", "{t:?}");
     t.detail.clone()
-}
-
-/// faultline lines of the filter table (the agent uses iptables-legacy
-/// where it is installed).
-fn chains(netns: &str) -> String {
-    ["iptables-legacy-save", "iptables-nft-save"]
-        .iter()
-        .map(|tool| in_netns(netns, &[tool, "-t", "filter"]))
-        .collect::<String>()
-        .lines()
-        .filter(|l| l.contains("faultline"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]
@@ -139,9 +66,9 @@ fn corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver() {
     assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
     assert!(chains(&a.netns).contains("faultline-c-"), "{}", chains(&a.netns));
     let csum0 = udp_counter(&b.netns, "InCsumErrors");
-    let r = udp_exchange(&a, &b, 9101, Duration::from_micros(500));
+    let r = udp_exchange(&a, &b, 9101, N, Duration::from_micros(500));
     let csum = udp_counter(&b.netns, "InCsumErrors") - csum0;
-    let lost = u64::from(N) - r.seqs.len() as u64;
+    let lost = r.lost(N);
     let share = lost as f64 * 100.0 / f64::from(N);
     eprintln!(
         "corrupt 30%: {lost} of {N} datagrams lost ({share:.1}%), {csum} bad checksums at b, {} damaged delivered",
@@ -173,20 +100,16 @@ fn duplicate_20_percent_delivers_that_share_twice() {
         "8s",
     ));
     assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
-    let r = udp_exchange(&a, &b, 9102, Duration::from_micros(500));
-    let mut count: HashMap<u32, u32> = HashMap::new();
-    for s in &r.seqs {
-        *count.entry(*s).or_default() += 1;
-    }
-    let dups: u32 = count.values().map(|c| c - 1).sum();
-    let share = f64::from(dups) * 100.0 / f64::from(N);
+    let r = udp_exchange(&a, &b, 9102, N, Duration::from_micros(500));
+    let dups = r.duplicates();
+    let share = dups as f64 * 100.0 / f64::from(N);
     eprintln!(
-        "duplicate 20%: {} of {N} delivered, {dups} twice ({share:.1}%), at most {} copies of one",
-        count.len(),
-        count.values().max().unwrap_or(&0)
+        "duplicate 20%: {} of {N} lost, {dups} delivered twice ({share:.1}%), at most {} copies of one",
+        r.lost(N),
+        r.most_copies()
     );
-    assert_eq!(count.len() as u32, N, "datagrams lost");
-    assert!(count.values().all(|c| *c <= 2), "a datagram arrived more than twice");
+    assert_eq!(r.lost(N), 0, "datagrams lost");
+    assert!(r.most_copies() <= 2, "a datagram arrived more than twice");
     assert!((share - 20.0).abs() <= 4.0, "asked 20%, duplicated {share:.1}%");
     assert_eq!(r.damaged, 0);
     restored(run);
@@ -208,17 +131,10 @@ fn reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late() {
         "8s",
     ));
     assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
-    let r = udp_exchange(&a, &b, 9103, Duration::from_micros(500));
+    let r = udp_exchange(&a, &b, 9103, N, Duration::from_micros(500));
     // Late: arrived after a datagram sent after it.
-    let mut max = None;
-    let mut late = 0u32;
-    for s in &r.seqs {
-        match max {
-            Some(m) if *s < m => late += 1,
-            _ => max = Some(*s),
-        }
-    }
-    let share = f64::from(late) * 100.0 / f64::from(N);
+    let late = r.late();
+    let share = late as f64 * 100.0 / f64::from(N);
     eprintln!("reorder 25% gap 20ms: {} of {N} delivered, {late} late ({share:.1}%)", r.seqs.len());
     assert_eq!(r.seqs.len() as u32, N, "datagrams lost");
     assert!((share - 25.0).abs() <= 5.0, "asked 25%, {share:.1}% arrived late");
