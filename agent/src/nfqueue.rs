@@ -264,7 +264,10 @@ impl QueueSocket {
     /// Accepts one packet with `payload` in place of its bytes.
     pub fn accept_changed(&mut self, id: u32, payload: &[u8]) -> io::Result<()> {
         if payload.len() > usize::from(u16::MAX) - 4 {
-            return Err(io::Error::other(format!("payload of {} bytes is too long", payload.len())));
+            return Err(io::Error::other(format!(
+                "payload of {} bytes is too long",
+                payload.len()
+            )));
         }
         let msg = Msg::new(NFQNL_MSG_VERDICT, 0, 0, self.queue)
             .attr(NFQA_VERDICT_HDR, &verdict_hdr(id, Verdict::Accept))
@@ -435,7 +438,10 @@ mod tests {
                     id: 9,
                     payload: vec![0x45, 0, 0, 21, 1]
                 },
-                Packet { id: 10, payload: vec![] }
+                Packet {
+                    id: 10,
+                    payload: vec![]
+                }
             ]
         );
         let m = Msg::new(NFQNL_MSG_VERDICT, 0, 0, 1)

@@ -84,7 +84,9 @@ impl Server {
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             while !st.load(Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
                 if let Some(r) = answer(&buf[..n]) {
                     let _ = socket.send_to(&r, from);
                     an.fetch_add(1, Ordering::Relaxed);

@@ -63,7 +63,10 @@ fn corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver() {
         "corrupt: { percent: 30%, protocol: udp, ports: [9101], to: { zones: [b] } }",
         "8s",
     ));
-    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
     assert!(chains(&a.netns).contains("faultline-c-"), "{}", chains(&a.netns));
     let csum0 = udp_counter(&b.netns, "InCsumErrors");
     let r = udp_exchange(&a, &b, 9101, N, Duration::from_micros(500));
@@ -99,7 +102,10 @@ fn duplicate_20_percent_delivers_that_share_twice() {
         "duplicate: { percent: 20%, protocol: udp, ports: [9102], to: { zones: [b] } }",
         "8s",
     ));
-    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
     let r = udp_exchange(&a, &b, 9102, N, Duration::from_micros(500));
     let dups = r.duplicates();
     let share = dups as f64 * 100.0 / f64::from(N);
@@ -130,12 +136,18 @@ fn reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late() {
         "reorder: { percent: 25%, gap: 20ms, protocol: udp, ports: [9103], to: { zones: [b] } }",
         "8s",
     ));
-    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
     let r = udp_exchange(&a, &b, 9103, N, Duration::from_micros(500));
     // Late: arrived after a datagram sent after it.
     let late = r.late();
     let share = late as f64 * 100.0 / f64::from(N);
-    eprintln!("reorder 25% gap 20ms: {} of {N} delivered, {late} late ({share:.1}%)", r.seqs.len());
+    eprintln!(
+        "reorder 25% gap 20ms: {} of {N} delivered, {late} late ({share:.1}%)",
+        r.seqs.len()
+    );
     assert_eq!(r.seqs.len() as u32, N, "datagrams lost");
     assert!((share - 25.0).abs() <= 5.0, "asked 25%, {share:.1}% arrived late");
     restored(run);
@@ -156,7 +168,13 @@ fn dns_server(b: &LabHost) -> dns::Server {
 }
 
 /// `n` lookups of each name from a, alternating; what each name got.
-fn lookups(a: &LabHost, server: SocketAddrV4, names: &[&'static str], n: u16, timeout: Duration) -> HashMap<&'static str, Vec<Lookup>> {
+fn lookups(
+    a: &LabHost,
+    server: SocketAddrV4,
+    names: &[&'static str],
+    n: u16,
+    timeout: Duration,
+) -> HashMap<&'static str, Vec<Lookup>> {
     let ans = a.netns.clone();
     let names = names.to_vec();
     std::thread::spawn(move || {
@@ -188,9 +206,18 @@ fn dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolv
         "dns: { names: ['*.example.com'], action: nxdomain }",
         "10s",
     ));
-    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
     let t = Instant::now();
-    let got = lookups(&a, resolver, &["db.example.com", "www.example.org"], 500, Duration::from_secs(2));
+    let got = lookups(
+        &a,
+        resolver,
+        &["db.example.com", "www.example.org"],
+        500,
+        Duration::from_secs(2),
+    );
     let failed = got["db.example.com"]
         .iter()
         .filter(|l| matches!(l, Lookup::Rcode(3, from) if *from == std::net::SocketAddr::V4(resolver)))
@@ -206,7 +233,11 @@ fn dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolv
     );
     assert_eq!(failed, 500, "{:?}", &got["db.example.com"][..3]);
     assert_eq!(resolved, 500, "{:?}", &got["www.example.org"][..3]);
-    assert_eq!(server.answered.load(std::sync::atomic::Ordering::Relaxed), 500, "chosen queries reached the resolver");
+    assert_eq!(
+        server.answered.load(std::sync::atomic::Ordering::Relaxed),
+        500,
+        "chosen queries reached the resolver"
+    );
     restored(run);
     // Restored: the name resolves again.
     let after = lookups(&a, resolver, &["db.example.com"], 1, Duration::from_secs(2));
@@ -225,12 +256,31 @@ fn dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_t
     let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
     let _server = dns_server(&b);
     let resolver = SocketAddrV4::new(b.ip, 53);
-    let mut run = lab.submit(&experiment(&b, "dns: { names: [db.example.com], action: timeout }", "30s"));
-    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
-    let got = lookups(&a, resolver, &["db.example.com", "other.example.com"], 5, Duration::from_millis(500));
-    assert!(got["db.example.com"].iter().all(|l| *l == Lookup::Timeout), "{:?}", got["db.example.com"]);
+    let mut run = lab.submit(&experiment(
+        &b,
+        "dns: { names: [db.example.com], action: timeout }",
+        "30s",
+    ));
     assert!(
-        got["other.example.com"].iter().all(|l| *l == Lookup::Address(dns::ANSWER)),
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
+    let got = lookups(
+        &a,
+        resolver,
+        &["db.example.com", "other.example.com"],
+        5,
+        Duration::from_millis(500),
+    );
+    assert!(
+        got["db.example.com"].iter().all(|l| *l == Lookup::Timeout),
+        "{:?}",
+        got["db.example.com"]
+    );
+    assert!(
+        got["other.example.com"]
+            .iter()
+            .all(|l| *l == Lookup::Address(dns::ANSWER)),
         "{:?}",
         got["other.example.com"]
     );
@@ -238,14 +288,21 @@ fn dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_t
     // The rules outlive the agent but fail open: nobody holds the queue.
     assert!(chains(&a.netns).contains("faultline-n-"), "{}", chains(&a.netns));
     let open = lookups(&a, resolver, &["db.example.com"], 1, Duration::from_secs(2));
-    assert_eq!(open["db.example.com"], vec![Lookup::Address(dns::ANSWER)], "not failing open");
+    assert_eq!(
+        open["db.example.com"],
+        vec![Lookup::Address(dns::ANSWER)],
+        "not failing open"
+    );
     let t = Instant::now();
     lab.start_agent("a");
     let pid = lab.agent_pid("a").expect("restarted");
     let info = lab
         .wait_registered("a", pid, Duration::from_secs(20))
         .expect("the restarted agent registers");
-    eprintln!("dns: agent kill -9, restart removed the rules before registering ({:?})", t.elapsed());
+    eprintln!(
+        "dns: agent kill -9, restart removed the rules before registering ({:?})",
+        t.elapsed()
+    );
     assert_eq!(chains(&a.netns), "", "rules left after the restart");
     let cleaned = info.cleaned.join("\n");
     assert!(cleaned.contains("restored dns fault"), "{cleaned}");

@@ -117,7 +117,9 @@ mod tests {
             rng: Rng::seeded("t-1"),
         };
         for _ in 0..50 {
-            let Decision::Change(q) = c.decide(&p) else { panic!("not changed") };
+            let Decision::Change(q) = c.decide(&p) else {
+                panic!("not changed")
+            };
             assert_eq!(q[..28], p[..28], "headers changed");
             let flipped: u32 = q.iter().zip(&p).map(|(a, b)| (a ^ b).count_ones()).sum();
             assert_eq!(flipped, 1);

@@ -78,14 +78,21 @@ impl Pattern {
                 "name {raw:?} is not a DNS name (write db.example.com or *.example.com)"
             ));
         }
-        Ok(if suffix { Pattern::Suffix(name) } else { Pattern::Exact(name) })
+        Ok(if suffix {
+            Pattern::Suffix(name)
+        } else {
+            Pattern::Exact(name)
+        })
     }
 
     pub fn matches(&self, name: &str) -> bool {
         match self {
             Pattern::Exact(n) => n == name,
             Pattern::Suffix(s) => {
-                name == s || (name.len() > s.len() && name.ends_with(s.as_str()) && name.as_bytes()[name.len() - s.len() - 1] == b'.')
+                name == s
+                    || (name.len() > s.len()
+                        && name.ends_with(s.as_str())
+                        && name.as_bytes()[name.len() - s.len() - 1] == b'.')
             }
         }
     }
@@ -321,7 +328,9 @@ mod tests {
             names: vec![Pattern::parse("*.example.com").unwrap()],
             action: Action::NxDomain,
         };
-        let Decision::Answer(r) = d.decide(&p) else { panic!("not answered") };
+        let Decision::Answer(r) = d.decide(&p) else {
+            panic!("not answered")
+        };
         assert_eq!(&r[12..16], &[10, 0, 0, 53], "from the resolver");
         assert_eq!(&r[16..20], &[10, 0, 0, 1]);
         assert_eq!(u16::from_be_bytes([r[20], r[21]]), 53);

@@ -322,9 +322,7 @@ impl Nfqueue {
         if !fw.has_iptables(Family::V4) || probe_queue().is_err() {
             return None;
         }
-        Some(Nfqueue {
-            firewall: Arc::new(fw),
-        })
+        Some(Nfqueue { firewall: Arc::new(fw) })
     }
 }
 
@@ -390,7 +388,13 @@ fn jump(interface: &Option<String>, chain: &str) -> String {
 }
 
 /// The `iptables-restore --noflush` script that installs a packet fault.
-pub fn install_script(lines: &[String], interface: &Option<String>, exempt: &Exempt, chain: &str, queue: u16) -> String {
+pub fn install_script(
+    lines: &[String],
+    interface: &Option<String>,
+    exempt: &Exempt,
+    chain: &str,
+    queue: u16,
+) -> String {
     let mut s = format!("*{TABLE}\n:{chain} - [0:0]\n-A {chain} -m mark --mark {MARK:#x} -j RETURN\n");
     for h in latency::exempt_hosts(exempt).iter().filter(|h| h.is_ipv4()) {
         s += &format!("-A {chain} -d {h} -j RETURN\n");
@@ -408,7 +412,10 @@ pub fn install_script(lines: &[String], interface: &Option<String>, exempt: &Exe
 
 /// The script that removes what [`install_script`] installed.
 pub fn remove_script(interface: &Option<String>, chain: &str) -> String {
-    format!("*{TABLE}\n-D {}\n-F {chain}\n-X {chain}\nCOMMIT\n", jump(interface, chain))
+    format!(
+        "*{TABLE}\n-D {}\n-F {chain}\n-X {chain}\nCOMMIT\n",
+        jump(interface, chain)
+    )
 }
 
 impl Prepared for PreparedPacket {
@@ -513,13 +520,7 @@ fn send_raw(raw: &OwnedFd, packet: &[u8]) -> bool {
     }
     let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
     let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-    socket::sendto(
-        std::os::fd::AsRawFd::as_raw_fd(raw),
-        packet,
-        &addr,
-        MsgFlags::empty(),
-    )
-    .is_ok()
+    socket::sendto(std::os::fd::AsRawFd::as_raw_fd(raw), packet, &addr, MsgFlags::empty()).is_ok()
 }
 
 /// Packets seen and affected by a queue.
@@ -606,7 +607,11 @@ fn queue_loop(
     // rather than have the kernel drop it on unbind.
     packets.clear();
     let _ = sock.recv_packets(&mut packets);
-    for id in held.drain().map(|Reverse((_, id))| id).chain(packets.iter().map(|p| p.id)) {
+    for id in held
+        .drain()
+        .map(|Reverse((_, id))| id)
+        .chain(packets.iter().map(|p| p.id))
+    {
         let _ = sock.verdict(id, Verdict::Accept);
     }
     (c, error)
@@ -721,10 +726,7 @@ mod tests {
         assert_eq!(chain_name("faultline-c-", "r1-1").unwrap(), "faultline-c-r1-1");
         let long = chain_name("faultline-c-", "r20261123-144000-abc123-12").unwrap();
         assert!(long.len() <= MAX_CHAIN && long.starts_with("faultline-c-~"), "{long}");
-        assert_ne!(
-            long,
-            chain_name("faultline-c-", "r20261123-144000-abc123-13").unwrap()
-        );
+        assert_ne!(long, chain_name("faultline-c-", "r20261123-144000-abc123-13").unwrap());
         assert!(chain_name("faultline-c-", "a b").is_err());
     }
 

@@ -131,10 +131,16 @@ mod tests {
     #[test]
     fn names_actions_and_resolvers_are_checked() {
         let f = parse("names: ['*.example.com', db.internal]\naction: timeout\nresolvers: [10.0.0.53]\n").unwrap();
-        assert_eq!(f.summary(), "timeout lookups of *.example.com, db.internal via 10.0.0.53");
+        assert_eq!(
+            f.summary(),
+            "timeout lookups of *.example.com, db.internal via 10.0.0.53"
+        );
         assert_eq!(parse("{}").unwrap().to_wire(&[]).action, "nxdomain");
         assert!(parse("names: ['a b']").unwrap_err().to_string().contains("dns.names"));
         assert!(parse("action: refuse").unwrap_err().to_string().contains("dns.action"));
-        assert!(parse("resolvers: ['fd00::1']").unwrap_err().to_string().contains("IPv6 not yet"));
+        assert!(parse("resolvers: ['fd00::1']")
+            .unwrap_err()
+            .to_string()
+            .contains("IPv6 not yet"));
     }
 }

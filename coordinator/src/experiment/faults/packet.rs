@@ -77,7 +77,12 @@ impl Scope {
         let protocol = match protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("any") | Some("all") => None,
             Some(p @ ("tcp" | "udp" | "icmp")) => Some(p.to_string()),
-            Some(p) => return Err(Error::Protocol { kind, name: p.to_string() }),
+            Some(p) => {
+                return Err(Error::Protocol {
+                    kind,
+                    name: p.to_string(),
+                })
+            }
         };
         check_ports(field(kind, "ports"), &ports)?;
         check_ports(field(kind, "source_ports"), &source_ports)?;

@@ -37,7 +37,10 @@ faults:
 fn with_fault<T>(lab: &Lab, fault: &str, measure: impl FnOnce() -> T) -> T {
     let b = lab.host("b").clone();
     let mut run = lab.submit(&experiment(&b, fault));
-    assert!(run.wait_phase("observe", Duration::from_secs(30)), "never reached observe");
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
     let out = measure();
     let run_id = run.run_id().expect("run id");
     let h = lab.harness().clone();
@@ -139,7 +142,12 @@ pub fn run(n: u32) {
             &format!("duplicate: {{ percent: {pct}, protocol: udp, ports: [{port}], to: {{ zones: [b] }} }}"),
             || udp_exchange(&a, &b, port, n, pace).duplicates(),
         );
-        row(format!("duplicate {pct}% (twice)"), pct, dups as f64 * 100.0 / f64::from(n), "%");
+        row(
+            format!("duplicate {pct}% (twice)"),
+            pct,
+            dups as f64 * 100.0 / f64::from(n),
+            "%",
+        );
     }
     for pct in [10.0, 25.0] {
         port += 1;
@@ -148,7 +156,12 @@ pub fn run(n: u32) {
             &format!("reorder: {{ percent: {pct}, gap: 20ms, protocol: udp, ports: [{port}], to: {{ zones: [b] }} }}"),
             || udp_exchange(&a, &b, port, n, pace).late(),
         );
-        row(format!("reorder {pct}% gap 20ms (late)"), pct, late as f64 * 100.0 / f64::from(n), "%");
+        row(
+            format!("reorder {pct}% gap 20ms (late)"),
+            pct,
+            late as f64 * 100.0 / f64::from(n),
+            "%",
+        );
     }
     for mbit in [8.0, 20.0] {
         port += 1;
