@@ -16,27 +16,28 @@
 //! The rule uses `--queue-bypass`, so a dead agent lets packets through;
 //! restore removes the rules first, then releases every held packet, then
 //! unbinds. IPv4 only: an IPv6 destination is refused.
+//!
+//! Parts: `packet/scope.rs` (which packets, checked, as iptables matches),
+//! `packet/queue.rs` (the queue thread and the fault in place).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, OwnedFd};
+mod queue;
+mod scope;
+
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faultline_proto::v1;
-use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::EventFd;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
-use nix::sys::time::TimeSpec;
 
-use crate::cidr::Cidr;
-use crate::faults::latency::{self, nfqueue::probe_queue, short_hash, Protocol, MAX_PORTS};
-use crate::faults::{self, Applied, FaultKind, Place, Prepared, Report, Restoring, Setup};
+use crate::faults::latency::{self, nfqueue::probe_queue, short_hash};
+use crate::faults::{self, Applied, FaultKind, Place, Prepared, Setup};
 use crate::firewall::{Exempt, Family, Firewall};
 use crate::journal::Object;
-use crate::nfqueue::{CopyMode, QueueSocket, Verdict};
+use crate::nfqueue::{CopyMode, QueueSocket};
+
+pub use self::queue::Counters;
+use self::queue::{queue_loop, raw_socket, AppliedPacket};
+pub use self::scope::{ipv4_networks, percent, Scope};
 
 /// The iptables table of every packet fault's chain.
 pub const TABLE: &str = "filter";
@@ -71,158 +72,6 @@ impl From<Error> for faults::Error {
 
 /// Result of the packet faults.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Which packets leaving the node a fault takes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scope {
-    pub interface: Option<String>,
-    /// Empty means any destination.
-    pub destinations: Vec<Cidr>,
-    pub dst_ports: Vec<u16>,
-    pub src_ports: Vec<u16>,
-    pub protocol: Protocol,
-}
-
-fn ports(kind: &'static str, what: &str, raw: &[u32]) -> Result<Vec<u16>> {
-    let invalid = |message| Error::InvalidSpec { kind, message };
-    if raw.len() > MAX_PORTS {
-        return Err(invalid(format!("{what}: at most {MAX_PORTS} ports")));
-    }
-    raw.iter()
-        .map(|p| match u16::try_from(*p) {
-            Ok(p) if p > 0 => Ok(p),
-            _ => Err(invalid(format!("{what}: {p} is not a port (1-65535)"))),
-        })
-        .collect()
-}
-
-/// IPv4 networks from the wire, refusing IPv6 (not yet).
-pub fn ipv4_networks(kind: &'static str, what: &str, raw: &[String]) -> Result<Vec<Cidr>> {
-    raw.iter()
-        .map(|d| {
-            let c = d.parse::<Cidr>().map_err(|e| Error::InvalidSpec {
-                kind,
-                message: format!("{what}: {e}"),
-            })?;
-            if !c.is_ipv4() {
-                return Err(Error::InvalidSpec {
-                    kind,
-                    message: format!("{what}: {c} is IPv6; {kind} takes IPv4 packets only (not yet IPv6)"),
-                });
-            }
-            Ok(c)
-        })
-        .collect()
-}
-
-impl Scope {
-    /// The scope of a wire spec; none means every packet.
-    pub fn from_wire(kind: &'static str, w: Option<v1::PacketScope>) -> Result<Self> {
-        let w = w.unwrap_or_default();
-        let invalid = |message| Error::InvalidSpec { kind, message };
-        let interface = match w.interface.as_str() {
-            "" => None,
-            i if latency::valid_interface(i) => Some(i.to_string()),
-            i => return Err(invalid(format!("interface {i:?} is not a valid interface name"))),
-        };
-        let protocol = match w.protocol.to_ascii_lowercase().as_str() {
-            "" | "any" | "all" => Protocol::Any,
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            "icmp" => Protocol::Icmp,
-            p => return Err(invalid(format!("protocol {p:?}: use tcp, udp, icmp or leave it empty"))),
-        };
-        let dst_ports = ports(kind, "dst_ports", &w.dst_ports)?;
-        let src_ports = ports(kind, "src_ports", &w.src_ports)?;
-        if protocol == Protocol::Icmp && !(dst_ports.is_empty() && src_ports.is_empty()) {
-            return Err(invalid("icmp has no ports; drop the port lists".into()));
-        }
-        Ok(Scope {
-            interface,
-            destinations: ipv4_networks(kind, "destinations", &w.destinations)?,
-            dst_ports,
-            src_ports,
-            protocol,
-        })
-    }
-
-    /// iptables match arguments, one line per destination × protocol.
-    pub fn match_lines(&self) -> Vec<String> {
-        let dests: Vec<Option<String>> = if self.destinations.is_empty() {
-            vec![None]
-        } else {
-            self.destinations.iter().map(|c| Some(format!("-d {c}"))).collect()
-        };
-        let ported = !(self.dst_ports.is_empty() && self.src_ports.is_empty());
-        let protos: Vec<Option<&str>> = match (self.protocol, ported) {
-            (Protocol::Any, false) => vec![None],
-            (Protocol::Any, true) => vec![Some("tcp"), Some("udp")],
-            (Protocol::Tcp, _) => vec![Some("tcp")],
-            (Protocol::Udp, _) => vec![Some("udp")],
-            (Protocol::Icmp, _) => vec![Some("icmp")],
-        };
-        let list = |p: &[u16]| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
-        let mut out = Vec::new();
-        for d in &dests {
-            for p in &protos {
-                let mut parts: Vec<String> = d.iter().cloned().collect();
-                if let Some(p) = p {
-                    parts.push(format!("-p {p}"));
-                }
-                if ported {
-                    parts.push("-m multiport".into());
-                    if !self.dst_ports.is_empty() {
-                        parts.push(format!("--dports {}", list(&self.dst_ports)));
-                    }
-                    if !self.src_ports.is_empty() {
-                        parts.push(format!("--sports {}", list(&self.src_ports)));
-                    }
-                }
-                out.push(parts.join(" "));
-            }
-        }
-        out
-    }
-
-    /// "to 10.0.0.2/32 udp ports 53", for detail texts.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if self.destinations.is_empty() {
-            parts.push("to any destination".to_string());
-        } else {
-            let d: Vec<String> = self.destinations.iter().map(|c| c.to_string()).collect();
-            parts.push(format!("to {}", d.join(", ")));
-        }
-        if let Some(i) = &self.interface {
-            parts.push(format!("via {i}"));
-        }
-        match self.protocol {
-            Protocol::Any => {}
-            Protocol::Tcp => parts.push("tcp".into()),
-            Protocol::Udp => parts.push("udp".into()),
-            Protocol::Icmp => parts.push("icmp".into()),
-        }
-        if !self.dst_ports.is_empty() {
-            parts.push(format!("ports {:?}", self.dst_ports));
-        }
-        if !self.src_ports.is_empty() {
-            parts.push(format!("source ports {:?}", self.src_ports));
-        }
-        parts.join(" ")
-    }
-}
-
-/// A share of packets, checked: (0, 100].
-pub fn percent(kind: &'static str, p: f64) -> Result<f64> {
-    if p > 0.0 && p <= 100.0 {
-        Ok(p)
-    } else {
-        Err(Error::InvalidSpec {
-            kind,
-            message: format!("percent {p} is not within (0, 100]"),
-        })
-    }
-}
 
 /// The chain of a fault: `<prefix><fault id>` when that fits iptables' 28
 /// characters, else `<prefix>~<64-bit FNV-1a of the id, base32>`. Injective
@@ -501,208 +350,6 @@ impl Prepared for PreparedPacket {
     }
 }
 
-/// A raw IPv4 socket for packets the agent sends (`IPPROTO_RAW` implies
-/// `IP_HDRINCL`: we give the whole IP header), marked with [`MARK`].
-fn raw_socket() -> nix::Result<OwnedFd> {
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::Raw,
-    )?;
-    socket::setsockopt(&fd, socket::sockopt::Mark, &MARK)?;
-    Ok(fd)
-}
-
-fn send_raw(raw: &OwnedFd, packet: &[u8]) -> bool {
-    if packet.len() < 20 {
-        return false;
-    }
-    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-    socket::sendto(std::os::fd::AsRawFd::as_raw_fd(raw), packet, &addr, MsgFlags::empty()).is_ok()
-}
-
-/// Packets seen and affected by a queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub seen: u64,
-    pub affected: u64,
-}
-
-fn queue_loop(
-    mut sock: QueueSocket,
-    raw: OwnedFd,
-    stop: Arc<EventFd>,
-    mut handler: Box<dyn Handler>,
-) -> (Counters, Option<String>) {
-    let mut held: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::new();
-    let mut packets = Vec::with_capacity(256);
-    let mut c = Counters::default();
-    let mut error = None;
-    loop {
-        let timeout = held
-            .peek()
-            .map(|Reverse((t, _))| TimeSpec::from_duration(t.saturating_duration_since(Instant::now())));
-        let (ready_sock, ready_stop) = {
-            let mut fds = [
-                PollFd::new(sock.as_fd(), PollFlags::POLLIN),
-                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-            ];
-            match nix::poll::ppoll(&mut fds, timeout, None) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    error = Some(format!("poll: {e}"));
-                    break;
-                }
-            }
-            (fds[0].any().unwrap_or(false), fds[1].any().unwrap_or(false))
-        };
-        if ready_stop {
-            break;
-        }
-        if ready_sock {
-            packets.clear();
-            if let Err(e) = sock.recv_packets(&mut packets) {
-                error = Some(format!("receiving from the queue: {e}"));
-                break;
-            }
-            let now = Instant::now();
-            for p in packets.drain(..) {
-                c.seen += 1;
-                let d = handler.decide(&p.payload);
-                if d != Decision::Accept {
-                    c.affected += 1;
-                }
-                let _ = match d {
-                    Decision::Accept => sock.verdict(p.id, Verdict::Accept),
-                    Decision::Drop => sock.verdict(p.id, Verdict::Drop),
-                    Decision::Change(bytes) => sock.accept_changed(p.id, &bytes),
-                    Decision::Hold(d) => {
-                        held.push(Reverse((now + d, p.id)));
-                        Ok(())
-                    }
-                    Decision::Duplicate => {
-                        let r = sock.verdict(p.id, Verdict::Accept);
-                        send_raw(&raw, &p.payload);
-                        r
-                    }
-                    Decision::Answer(bytes) => {
-                        send_raw(&raw, &bytes);
-                        sock.verdict(p.id, Verdict::Drop)
-                    }
-                };
-            }
-        }
-        let now = Instant::now();
-        while let Some(Reverse((t, id))) = held.peek().copied() {
-            if t > now {
-                break;
-            }
-            held.pop();
-            let _ = sock.verdict(id, Verdict::Accept);
-        }
-    }
-    // Stopping: the rules are gone; let what is held and waiting go now
-    // rather than have the kernel drop it on unbind.
-    packets.clear();
-    let _ = sock.recv_packets(&mut packets);
-    for id in held
-        .drain()
-        .map(|Reverse((_, id))| id)
-        .chain(packets.iter().map(|p| p.id))
-    {
-        let _ = sock.verdict(id, Verdict::Accept);
-    }
-    (c, error)
-}
-
-struct AppliedPacket {
-    kind: &'static PacketKind,
-    firewall: Arc<dyn Firewall>,
-    chain: String,
-    interface: Option<String>,
-    queue: u16,
-    effect: String,
-    stop: Arc<EventFd>,
-    thread: Option<JoinHandle<(Counters, Option<String>)>>,
-}
-
-impl AppliedPacket {
-    fn stop_thread(&mut self) -> (Counters, Option<String>) {
-        let _ = self.stop.write(1);
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => (Counters::default(), Some("the queue thread panicked".into())),
-            None => (Counters::default(), None),
-        }
-    }
-
-    fn objects(&self) -> Vec<String> {
-        vec![
-            format!("iptables {TABLE} chain {}", self.chain),
-            format!("nfqueue {}", self.queue),
-        ]
-    }
-
-    fn observation(&self, c: Counters) -> v1::observation::Kind {
-        (self.kind.wrap)(v1::PacketObservation {
-            objects: self.objects(),
-            packets_seen: c.seen,
-            packets_affected: c.affected,
-        })
-    }
-}
-
-impl Drop for AppliedPacket {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            let _ = self.stop_thread();
-        }
-    }
-}
-
-impl Applied for AppliedPacket {
-    fn backend(&self) -> String {
-        "nfqueue".into()
-    }
-
-    fn injected(&self) -> Report {
-        Report {
-            detail: format!("{}, with nfqueue: {}", self.effect, self.objects().join(", ")),
-            observation: Some(self.observation(Counters::default())),
-        }
-    }
-
-    fn restore(mut self: Box<Self>) -> Restoring {
-        let mut errors = Vec::new();
-        if let Err(e) = self
-            .firewall
-            .iptables_restore(Family::V4, &remove_script(&self.interface, &self.chain))
-        {
-            errors.push(e.to_string());
-        }
-        let (c, err) = self.stop_thread();
-        errors.extend(err);
-        let objects = self.objects();
-        let observation = self.observation(c);
-        Box::pin(async move {
-            if !errors.is_empty() {
-                return Err(Error::Failed(errors.join("; ")).into());
-            }
-            Ok(Report {
-                detail: format!(
-                    "removed {}; {} packets seen, {} affected",
-                    objects.join(", "),
-                    c.seen,
-                    c.affected
-                ),
-                observation: Some(observation),
-            })
-        })
-    }
-}
-
 /// The offset of the transport header and the transport protocol of an
 /// IPv4 packet, if it is one and is not a fragment after the first.
 pub fn ipv4_transport(p: &[u8]) -> Option<(usize, u8)> {
@@ -758,45 +405,6 @@ mod tests {
             remove_script(&Some("eth0".into()), "c"),
             "*filter\n-D OUTPUT -o eth0 -j c\n-F c\n-X c\nCOMMIT\n"
         );
-    }
-
-    #[test]
-    fn bad_scopes_and_shares_are_refused_with_the_reason() {
-        let bad = |w: v1::PacketScope, want: &str| {
-            let e = Scope::from_wire("corrupt", Some(w)).unwrap_err().to_string();
-            assert!(e.contains(want), "{e} should mention {want}");
-        };
-        bad(
-            v1::PacketScope {
-                destinations: vec!["fd00::1".into()],
-                ..Default::default()
-            },
-            "IPv4 packets only",
-        );
-        bad(
-            v1::PacketScope {
-                dst_ports: vec![0],
-                ..Default::default()
-            },
-            "not a port",
-        );
-        bad(
-            v1::PacketScope {
-                protocol: "sctp".into(),
-                ..Default::default()
-            },
-            "protocol",
-        );
-        bad(
-            v1::PacketScope {
-                interface: "a/b".into(),
-                ..Default::default()
-            },
-            "interface",
-        );
-        assert!(percent("corrupt", 0.0).is_err());
-        assert!(percent("corrupt", 100.5).is_err());
-        assert_eq!(percent("corrupt", 30.0).unwrap(), 30.0);
     }
 
     #[test]

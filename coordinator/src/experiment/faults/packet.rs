@@ -155,3 +155,51 @@ pub fn observe(o: &v1::PacketObservation, state: v1::FaultState, affected: &str,
         into.set_figure(affected, o.packets_affected as f64, "packets");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::corrupt::CorruptFault;
+    use super::super::reorder::ReorderFault;
+    use super::super::Kind;
+
+    #[test]
+    fn shares_scopes_and_gaps_are_checked_and_ipv6_peers_are_left_out_of_the_wire() {
+        let f = CorruptFault::from_raw(
+            serde_norway::from_str(
+                "percent: 30%\nprotocol: udp\nports: [9000]\nto: { zones: [b], cidrs: [10.0.0.0/8] }\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            f.summary(),
+            "corrupt 30% of packets to zones b + 10.0.0.0/8 udp ports 9000"
+        );
+        let w = f.to_wire(&["10.77.0.12/32".into(), "fd00::12/128".into()]);
+        let scope = w.scope.unwrap();
+        assert_eq!(scope.destinations, vec!["10.77.0.12/32".to_string()]);
+        assert_eq!(
+            (w.percent, scope.dst_ports, scope.protocol.as_str()),
+            (30.0, vec![9000], "udp")
+        );
+        for (yaml, want) in [
+            ("percent: 0", "corrupt.percent 0"),
+            ("percent: 101%", "corrupt.percent 101"),
+            ("percent: lots", "corrupt.percent \"lots\""),
+            ("percent: 5\nto: { cidrs: ['fd00::1'] }", "IPv4 packets only"),
+            ("percent: 5\nprotocol: icmp\nports: [1]", "icmp has no ports"),
+            ("percent: 5\nprotocol: sctp", "corrupt.protocol"),
+        ] {
+            let e = CorruptFault::from_raw(serde_norway::from_str(yaml).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+        let r = ReorderFault::from_raw(serde_norway::from_str("percent: 25\n").unwrap()).unwrap();
+        assert_eq!(r.to_wire(&[]).gap_us, 10_000);
+        let e = ReorderFault::from_raw(serde_norway::from_str("percent: 25\ngap: 5s\n").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reorder.gap 5s"), "{e}");
+    }
+}
