@@ -137,11 +137,12 @@ impl Scope {
             Protocol::Udp => parts.push("udp".into()),
             Protocol::Icmp => parts.push("icmp".into()),
         }
+        let list = |p: &[u16]| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
         if !self.dst_ports.is_empty() {
-            parts.push(format!("ports {:?}", self.dst_ports));
+            parts.push(format!("ports {}", list(&self.dst_ports)));
         }
         if !self.src_ports.is_empty() {
-            parts.push(format!("source ports {:?}", self.src_ports));
+            parts.push(format!("source ports {}", list(&self.src_ports)));
         }
         parts.join(" ")
     }
