@@ -8,12 +8,12 @@
 //! - [`backoff`]: capped exponential backoff with jitter for reconnects.
 //! - [`link`]: the agent side of the stream: Hello, heartbeats, commands, statuses.
 //! - [`table`]: the kind-agnostic task that owns every applied fault, its lease, undo record and restore.
-//! - [`faults`]: the fault-kind trait and registry, and one module per kind (`kill`, `disk_fill`, `latency`, `block`).
+//! - [`faults`]: the fault-kind trait and registry, and one module per kind (`kill`, `disk_fill`, `latency`, `block`, the stress kinds, `bandwidth`, and the NFQUEUE packet kinds `corrupt`, `duplicate`, `reorder`, `dns`).
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
 //! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
 //! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
 //! - [`runtime`]: container runtimes (Docker Engine API), container selectors resolved to a [`runtime::Place`], and entering a container's network namespace.
-//! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids, verdicts).
+//! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids or whole packets, verdicts, changed payloads).
 //! - [`journal`]: the undo journal and the start-up sweep of orphaned objects (whose names the kinds declare).
 //! - [`cidr`]: IP networks as `addr/prefix`.
 //! - [`node`]: facts about this node (hostname, addresses).
@@ -302,6 +302,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             let tc = qdisc::SystemTc::detect();
             tc.installed().then(|| Arc::new(tc) as Arc<dyn qdisc::Tc>)
         },
+        nfqueue: faults::packet::Nfqueue::detect(),
     });
     // Advertise only what works here and the policy allows, so the
     // coordinator refuses at plan time instead of the agent at injection.

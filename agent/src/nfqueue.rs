@@ -11,6 +11,13 @@
 //! verdict accepts every queued packet up to an id at once (used when the
 //! delay is constant and packets leave in arrival order).
 //!
+//! The packet faults (corrupt, duplicate, dns) need the packet itself: they
+//! bind with [`CopyMode::Packet`], read it from `NFQA_PAYLOAD`, and may give the
+//! verdict with a changed payload (the kernel then replaces the packet's
+//! bytes). Packets are copied after the kernel computed their checksums
+//! (`skb_checksum_help` for offloaded ones), so a changed byte is one the
+//! receiver's checksum catches.
+//!
 //! The queue is configured fail-open: if it is full, or the socket cannot
 //! take more messages, the kernel lets packets through rather than dropping
 //! them, so a slow agent degrades the fault, never the node.
@@ -29,6 +36,7 @@ const NFQNL_MSG_VERDICT_BATCH: u16 = 3;
 
 const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;
+const NFQA_PAYLOAD: u16 = 10;
 const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
 const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
@@ -38,6 +46,7 @@ const NFQA_CFG_FLAGS: u16 = 5;
 const NFQNL_CFG_CMD_BIND: u8 = 1;
 const NFQNL_CFG_CMD_UNBIND: u8 = 2;
 const NFQNL_COPY_META: u8 = 1;
+const NFQNL_COPY_PACKET: u8 = 2;
 const NFQA_CFG_F_FAIL_OPEN: u32 = 1;
 
 const NLMSG_ERROR: u16 = 2;
@@ -61,6 +70,22 @@ impl Verdict {
             Verdict::Accept => 1,
         }
     }
+}
+
+/// What the kernel copies to userspace for each queued packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Ids only (a few dozen bytes per packet).
+    Meta,
+    /// Ids and the whole packet, from its IP header on.
+    Packet,
+}
+
+/// A queued packet: its id and, with [`CopyMode::Packet`], its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub id: u32,
+    pub payload: Vec<u8>,
 }
 
 /// A netlink socket bound to one NFQUEUE queue number. Dropping it unbinds
@@ -117,6 +142,11 @@ impl QueueSocket {
     /// only, a kernel-side queue of up to `max_len` packets, and fail-open.
     /// Fails with `EBUSY` if another socket already owns the queue.
     pub fn bind(queue: u16, max_len: u32) -> io::Result<Self> {
+        Self::bind_copying(queue, max_len, CopyMode::Meta)
+    }
+
+    /// Like [`QueueSocket::bind`], copying what `copy` says.
+    pub fn bind_copying(queue: u16, max_len: u32, copy: CopyMode) -> io::Result<Self> {
         let fd = socket::socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -131,12 +161,22 @@ impl QueueSocket {
             fd,
             queue,
             seq: 0,
-            buf: vec![0; 1 << 16],
+            // A copied packet is at most 64 KiB (GSO packets are segmented
+            // before they are queued), plus the message's headers.
+            buf: vec![0; if copy == CopyMode::Packet { 1 << 18 } else { 1 << 16 }],
         };
         s.config_cmd(NFQNL_CFG_CMD_BIND)?;
         let mut params = Vec::with_capacity(5);
-        params.extend_from_slice(&0u32.to_be_bytes()); // copy range: none
-        params.push(NFQNL_COPY_META);
+        match copy {
+            CopyMode::Meta => {
+                params.extend_from_slice(&0u32.to_be_bytes()); // copy range: none
+                params.push(NFQNL_COPY_META);
+            }
+            CopyMode::Packet => {
+                params.extend_from_slice(&0xffffu32.to_be_bytes());
+                params.push(NFQNL_COPY_PACKET);
+            }
+        }
         s.request(NFQNL_MSG_CONFIG, |m| m.attr(NFQA_CFG_PARAMS, &params))?;
         s.request(NFQNL_MSG_CONFIG, |m| {
             m.attr(NFQA_CFG_QUEUE_MAXLEN, &max_len.to_be_bytes())
@@ -208,6 +248,39 @@ impl QueueSocket {
         }
     }
 
+    /// Like [`QueueSocket::recv_ids`], with each packet's bytes.
+    pub fn recv_packets(&mut self, out: &mut Vec<Packet>) -> io::Result<()> {
+        loop {
+            let n = match socket::recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::ENOBUFS) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            parse_packets(&self.buf[..n], out);
+        }
+    }
+
+    /// Accepts one packet with `payload` in place of its bytes.
+    pub fn accept_changed(&mut self, id: u32, payload: &[u8]) -> io::Result<()> {
+        if payload.len() > usize::from(u16::MAX) - 4 {
+            return Err(io::Error::other(format!(
+                "payload of {} bytes is too long",
+                payload.len()
+            )));
+        }
+        let msg = Msg::new(NFQNL_MSG_VERDICT, 0, 0, self.queue)
+            .attr(NFQA_VERDICT_HDR, &verdict_hdr(id, Verdict::Accept))
+            .attr(NFQA_PAYLOAD, payload)
+            .finish();
+        loop {
+            match socket::send(self.fd.as_raw_fd(), &msg, MsgFlags::empty()) {
+                Err(Errno::EINTR) => continue,
+                r => return r.map(|_| ()).map_err(Into::into),
+            }
+        }
+    }
+
     /// Gives one packet its verdict.
     pub fn verdict(&mut self, id: u32, verdict: Verdict) -> io::Result<()> {
         self.send_verdict(NFQNL_MSG_VERDICT, id, verdict)
@@ -219,11 +292,9 @@ impl QueueSocket {
     }
 
     fn send_verdict(&mut self, kind: u16, id: u32, verdict: Verdict) -> io::Result<()> {
-        // struct nfqnl_msg_verdict_hdr { be32 verdict; be32 id; }
-        let mut hdr = [0u8; 8];
-        hdr[..4].copy_from_slice(&verdict.code().to_be_bytes());
-        hdr[4..].copy_from_slice(&id.to_be_bytes());
-        let msg = Msg::new(kind, 0, 0, self.queue).attr(NFQA_VERDICT_HDR, &hdr).finish();
+        let msg = Msg::new(kind, 0, 0, self.queue)
+            .attr(NFQA_VERDICT_HDR, &verdict_hdr(id, verdict))
+            .finish();
         loop {
             match socket::send(self.fd.as_raw_fd(), &msg, MsgFlags::empty()) {
                 Err(Errno::EINTR) => continue,
@@ -231,6 +302,14 @@ impl QueueSocket {
             }
         }
     }
+}
+
+/// struct nfqnl_msg_verdict_hdr { be32 verdict; be32 id; }
+fn verdict_hdr(id: u32, verdict: Verdict) -> [u8; 8] {
+    let mut hdr = [0u8; 8];
+    hdr[..4].copy_from_slice(&verdict.code().to_be_bytes());
+    hdr[4..].copy_from_slice(&id.to_be_bytes());
+    hdr
 }
 
 impl AsFd for QueueSocket {
@@ -278,6 +357,42 @@ fn parse_packet_ids(buf: &[u8], ids: &mut Vec<u32>) {
     }
 }
 
+/// Extracts packets (id and payload) from a buffer of netlink messages; a
+/// message without a payload attribute gives an empty payload.
+fn parse_packets(buf: &[u8], out: &mut Vec<Packet>) {
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let h = &buf[off..];
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let kind = u16::from_ne_bytes([h[4], h[5]]);
+        if len < NLMSG_HDRLEN || off + len > buf.len() || kind == NLMSG_DONE {
+            return;
+        }
+        if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
+            let mut id = None;
+            let mut payload = Vec::new();
+            let mut a = NLMSG_HDRLEN + NFGENMSG_LEN;
+            while a + 4 <= len {
+                let alen = u16::from_ne_bytes([h[a], h[a + 1]]) as usize;
+                let akind = u16::from_ne_bytes([h[a + 2], h[a + 3]]) & 0x3fff;
+                if alen < 4 || a + alen > len {
+                    break;
+                }
+                if akind == NFQA_PACKET_HDR && alen >= 8 {
+                    id = Some(u32::from_be_bytes([h[a + 4], h[a + 5], h[a + 6], h[a + 7]]));
+                } else if akind == NFQA_PAYLOAD {
+                    payload = h[a + 4..a + alen].to_vec();
+                }
+                a += align4(alen);
+            }
+            if let Some(id) = id {
+                out.push(Packet { id, payload });
+            }
+        }
+        off += align4(len);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,9 +401,9 @@ mod tests {
         let mut hdr = id.to_be_bytes().to_vec();
         hdr.extend_from_slice(&0x0800u16.to_be_bytes());
         hdr.push(3);
-        // A mark attribute first, so the parser has to skip one.
+        // A mark attribute (NFQA_MARK) first, so the parser has to skip one.
         Msg::new(NFQNL_MSG_PACKET, 0, 0, 7)
-            .attr(10, &5u32.to_be_bytes())
+            .attr(3, &5u32.to_be_bytes())
             .attr(NFQA_PACKET_HDR, &hdr)
             .finish()
     }
@@ -301,6 +416,43 @@ mod tests {
         let mut ids = Vec::new();
         parse_packet_ids(&buf, &mut ids);
         assert_eq!(ids, vec![41, 42, 7]);
+    }
+
+    #[test]
+    fn packets_are_read_with_their_payload_and_a_changed_payload_is_sent_as_nfqa_payload() {
+        let mut hdr = 9u32.to_be_bytes().to_vec();
+        hdr.extend_from_slice(&0x0800u16.to_be_bytes());
+        hdr.push(3);
+        let mut buf = Msg::new(NFQNL_MSG_PACKET, 0, 0, 7)
+            .attr(NFQA_PACKET_HDR, &hdr)
+            .attr(3, &5u32.to_be_bytes())
+            .attr(NFQA_PAYLOAD, &[0x45, 0, 0, 21, 1])
+            .finish();
+        buf.extend(packet_msg(10));
+        let mut out = Vec::new();
+        parse_packets(&buf, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Packet {
+                    id: 9,
+                    payload: vec![0x45, 0, 0, 21, 1]
+                },
+                Packet {
+                    id: 10,
+                    payload: vec![]
+                }
+            ]
+        );
+        let m = Msg::new(NFQNL_MSG_VERDICT, 0, 0, 1)
+            .attr(NFQA_VERDICT_HDR, &verdict_hdr(9, Verdict::Accept))
+            .attr(NFQA_PAYLOAD, &[1, 2, 3])
+            .finish();
+        // header 16 + nfgenmsg 4 + verdict attr 12 + payload attr 4+3 padded to 8.
+        assert_eq!(m.len(), 40);
+        assert_eq!(u16::from_ne_bytes([m[32], m[33]]), 7);
+        assert_eq!(u16::from_ne_bytes([m[34], m[35]]), NFQA_PAYLOAD);
+        assert_eq!(&m[36..39], &[1, 2, 3]);
     }
 
     #[test]

@@ -210,6 +210,13 @@ mod tests {
     }
 
     #[test]
+    fn the_packet_kinds_are_kinds_a_policy_may_allow() {
+        let p = AgentPolicy::parse("agent.yaml", "allowed_kinds: [corrupt, duplicate, reorder, dns]\n").unwrap();
+        assert!(p.allows("dns").is_ok() && p.allows("reorder").is_ok());
+        assert!(p.allows("latency").is_err());
+    }
+
+    #[test]
     fn mistakes_are_located() {
         for (text, want) in [
             (

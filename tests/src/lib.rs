@@ -9,6 +9,8 @@
 //! - [`sleeper`], [`http_server`], [`serve_http_in_process`]: things to kill and to probe.
 //! - [`lab`]: hosts in network namespaces running the real agent binary, for
 //!   network faults and crash tests.
+//! - [`dns`]: a tiny DNS server and client for the `dns` fault's lab tests.
+//! - [`packets`]: numbered UDP datagrams between lab hosts, for the packet faults.
 //! - [`tools`]: the commands root tests need, checked before they start.
 //! - [`qemu`]: a Debian kernel with `sch_netem` under qemu, with an initramfs of this host's binaries.
 //! - [`soak`]: many consecutive runs, sampling memory, descriptors and the database.
@@ -19,8 +21,10 @@
 pub mod browser;
 pub mod console_http;
 pub mod crashpoints;
+pub mod dns;
 pub mod docker;
 pub mod lab;
+pub mod packets;
 pub mod qemu;
 pub mod soak;
 pub mod tools;

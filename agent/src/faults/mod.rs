@@ -26,6 +26,9 @@
 //! - `<kind>/container.rs` (kill, disk_fill, latency, block): the same kind
 //!   inside containers, given a [`Place::Containers`] by `prepare`.
 //! - `bandwidth.rs`: a tbf root qdisc with its own handle range.
+//! - `packet.rs`: what the NFQUEUE packet kinds share (scope, chain, queue
+//!   thread, raw socket); `corrupt.rs`, `duplicate.rs`, `reorder.rs` and
+//!   `dns.rs`: each one's spec and per-packet decision.
 //! - `stress.rs`: what the stress kinds share: stressor processes (forked,
 //!   async-signal-safe) in a cgroup of the fault's, started and stopped;
 //!   `cpu_stress.rs`, `memory_stress.rs` and `io_stress.rs`: each kind's
@@ -55,12 +58,17 @@
 
 pub mod bandwidth;
 pub mod block;
+pub mod corrupt;
 pub mod cpu_stress;
 pub mod disk_fill;
+pub mod dns;
+pub mod duplicate;
 pub mod io_stress;
 pub mod kill;
 pub mod latency;
 pub mod memory_stress;
+pub mod packet;
+pub mod reorder;
 pub mod stress;
 
 use std::future::Future;
@@ -92,6 +100,10 @@ pub const REGISTRY: &[Registration] = &[
     memory_stress::KIND,
     io_stress::KIND,
     bandwidth::KIND,
+    corrupt::KIND,
+    duplicate::KIND,
+    reorder::KIND,
+    dns::KIND,
 ];
 
 /// A fault kind's static facts and how to set it up on a node.
@@ -150,6 +162,10 @@ pub struct Setup {
     /// `tc` for bandwidth faults; `None` when it is not installed. By
     /// default, none.
     pub tc: Option<Arc<dyn crate::qdisc::Tc>>,
+    /// iptables and a working NFQUEUE for the packet faults (corrupt,
+    /// duplicate, reorder, dns); `None` when either is missing. By
+    /// default, none.
+    pub nfqueue: Option<packet::Nfqueue>,
 }
 
 impl Setup {
@@ -166,6 +182,7 @@ impl Setup {
             exempt: Exempt::default(),
             stress: None,
             tc: None,
+            nfqueue: None,
         }
     }
 }
@@ -303,6 +320,10 @@ mod tests {
             W::MemoryStress(Default::default()),
             W::IoStress(Default::default()),
             W::Bandwidth(Default::default()),
+            W::Corrupt(Default::default()),
+            W::Duplicate(Default::default()),
+            W::Reorder(Default::default()),
+            W::Dns(Default::default()),
         ]
     }
 
@@ -396,6 +417,24 @@ mod tests {
                 },
             ),
         ];
+        let mut cases = cases;
+        for (kind, prefix) in [
+            ("corrupt", corrupt::CHAIN_PREFIX),
+            ("duplicate", duplicate::CHAIN_PREFIX),
+            ("reorder", reorder::CHAIN_PREFIX),
+            ("dns", dns::CHAIN_PREFIX),
+        ] {
+            for id in ["r1-1", long] {
+                cases.push((
+                    kind,
+                    Object::IptablesChain {
+                        ipv6: false,
+                        table: packet::TABLE.into(),
+                        chain: packet::chain_name(prefix, id).unwrap(),
+                    },
+                ));
+            }
+        }
         for (kind, obj) in cases {
             let owners: Vec<&str> = REGISTRY
                 .iter()

@@ -12,6 +12,8 @@
 //!   disk fills on a tmpfs; needs root).
 //! - `stress --seconds 5`: cpu_stress and memory_stress accuracy and
 //!   restore → clean time (real agent library and cgroups; needs root).
+//! - `packets [--datagrams 5000]`: requested vs achieved for corrupt,
+//!   duplicate, reorder and bandwidth in the namespace lab (needs root).
 //! - `judge [--aa-reps 10000] [--power-reps 1000]`: the canary judge's A/A
 //!   false-positive rate, power table and time for 10,000 samples per group
 //!   (pure computation, seeded).
@@ -38,6 +40,8 @@ use std::time::{Duration, Instant};
 
 #[path = "bench_parts/judge.rs"]
 mod judge;
+#[path = "bench_parts/packets.rs"]
+mod packets;
 #[path = "bench_parts/stress.rs"]
 mod stress;
 
@@ -677,6 +681,14 @@ async fn main() {
                 std::process::exit(1);
             }
         }
+        Some("packets") => {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("packets: needs root for the namespace lab");
+                std::process::exit(2);
+            }
+            let n: u32 = get("--datagrams", "5000").parse().unwrap_or(5000);
+            tokio::task::spawn_blocking(move || packets::run(n)).await.unwrap();
+        }
         Some("judge") => {
             let aa = get("--aa-reps", "10000").parse().unwrap_or(10_000);
             let power = get("--power-reps", "1000").parse().unwrap_or(1000);
@@ -685,7 +697,7 @@ async fn main() {
                 .unwrap();
         }
         _ => {
-            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5] | crash-points [--iterations 200] [--seed N] | soak [--runs 1000] [--every 100] | judge [--aa-reps 10000] [--power-reps 1000]");
+            eprintln!("usage: faultline-bench fanout [--agents 100,1000,10000] | footprint [--seconds 60] | restore [--faults 100] | precision [--rates 1000,10000] [--delays 10,100] [--seconds 3] | stress [--seconds 5] | crash-points [--iterations 200] [--seed N] | soak [--runs 1000] [--every 100] | packets [--datagrams 5000] | judge [--aa-reps 10000] [--power-reps 1000]");
             std::process::exit(2);
         }
     }

@@ -76,6 +76,12 @@ pub fn chain_name(fault_id: &str) -> Result<String> {
     Ok(format!("{prefix}{tail}~{}", base32(fnv1a64(fault_id))))
 }
 
+/// The 64-bit FNV-1a of `s` in 13 base32 characters, for names with a
+/// length limit (the packet faults' chains too).
+pub fn hash_base32(s: &str) -> String {
+    base32(fnv1a64(s))
+}
+
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
 fn fnv1a64(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {

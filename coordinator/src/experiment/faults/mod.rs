@@ -28,12 +28,17 @@
 
 pub mod bandwidth;
 pub mod block;
+pub mod corrupt;
 pub mod cpu_stress;
 pub mod disk_fill;
+pub mod dns;
+pub mod duplicate;
 pub mod io_stress;
 pub mod kill;
 pub mod latency;
 pub mod memory_stress;
+pub mod packet;
+pub mod reorder;
 
 use faultline_proto::v1;
 use serde::Deserialize;
@@ -204,6 +209,10 @@ fault_kinds! {
     memory_stress => MemoryStress(memory_stress::MemoryStressFault),
     io_stress => IoStress(io_stress::IoStressFault),
     bandwidth => Bandwidth(bandwidth::BandwidthFault),
+    corrupt => Corrupt(corrupt::CorruptFault),
+    duplicate => Duplicate(duplicate::DuplicateFault),
+    reorder => Reorder(reorder::ReorderFault),
+    dns => Dns(dns::DnsFault),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,94 @@
+//! `duplicate` fault: send a share of the packets the node sends twice,
+//! through the NFQUEUE packet machinery ([`super::packet`]).
+//!
+//! The original is accepted, and an identical copy (the bytes NFQUEUE
+//! handed us, checksums included) goes out right after it through a raw
+//! IPv4 socket (`IP_HDRINCL`) of the agent's network namespace. The copy
+//! carries [`packet::MARK`], which the fault's chain returns first, so it is
+//! not queued (nor duplicated) again. The kernel routes the copy anew; on
+//! a node with policy routing by mark it could leave by another route.
+
+use faultline_proto::v1;
+
+use super::packet::{self, Decision, Handler, PacketKind, Plan, Rng, Scope};
+use crate::faults::Registration;
+use crate::journal::Owned;
+use crate::nfqueue::CopyMode;
+
+const NAME: &str = "duplicate";
+/// The start of every duplicate chain's name.
+pub const CHAIN_PREFIX: &str = "faultline-d-";
+
+static PACKET: PacketKind = PacketKind {
+    name: NAME,
+    prefix: CHAIN_PREFIX,
+    plan,
+    wrap: v1::observation::Kind::Duplicate,
+};
+
+pub const KIND: Registration = Registration {
+    name: NAME,
+    owns: &[Owned::IptablesChains {
+        table: packet::TABLE,
+        prefix: CHAIN_PREFIX,
+    }],
+    takes: |w| matches!(w, v1::fault_spec::Kind::Duplicate(_)),
+    backend: "nfqueue",
+    build: |s| packet::build(&PACKET, s),
+};
+
+fn plan(fault_id: &str, w: v1::fault_spec::Kind) -> packet::Result<Plan> {
+    let v1::fault_spec::Kind::Duplicate(w) = w else {
+        return Err(packet::Error::InvalidSpec {
+            kind: NAME,
+            message: "not a duplicate spec".into(),
+        });
+    };
+    let scope = Scope::from_wire(NAME, w.scope)?;
+    let percent = packet::percent(NAME, w.percent)?;
+    Ok(Plan {
+        scope_lines: scope.match_lines(),
+        interface: scope.interface.clone(),
+        copy: CopyMode::Packet,
+        effect: format!("duplicating {percent}% of packets {}", scope.describe()),
+        handler: Box::new(Duplicate {
+            percent,
+            rng: Rng::seeded(fault_id),
+        }),
+    })
+}
+
+struct Duplicate {
+    percent: f64,
+    rng: Rng,
+}
+
+impl Handler for Duplicate {
+    fn decide(&mut self, p: &[u8]) -> Decision {
+        // Only whole IPv4 packets can be sent again as they are.
+        if packet::ipv4_transport(p).is_some() && self.rng.chance(self.percent) {
+            Decision::Duplicate
+        } else {
+            Decision::Accept
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn about_the_asked_share_is_duplicated_and_non_ipv4_never() {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = 17;
+        let mut d = Duplicate {
+            percent: 20.0,
+            rng: Rng::seeded("t-1"),
+        };
+        let n = (0..10_000).filter(|_| d.decide(&p) == Decision::Duplicate).count();
+        assert!((1_800..2_200).contains(&n), "{n}");
+        assert_eq!(d.decide(&[0x60; 40]), Decision::Accept);
+    }
+}

@@ -1,0 +1,422 @@
+//! What the NFQUEUE packet faults share: `corrupt`, `duplicate`, `reorder`
+//! and `dns`.
+//!
+//! Per fault: one iptables chain in the `filter` table, named by the kind's
+//! prefix and the fault id ([`chain_name`]), jumped to from `OUTPUT`
+//! (packets this node sends; forwarded packets are not taken). The chain
+//! first returns the agent's own packets (duplicates and DNS answers carry
+//! [`MARK`]), the coordinator and SSH, then hands matching packets to an
+//! NFQUEUE queue bound by this fault's thread. The thread asks the kind's
+//! [`Handler`] what to do with each packet: accept, drop, accept a changed
+//! copy, hold it back, accept it and send it again, or drop it and send an
+//! answer instead.
+//!
+//! Why NFQUEUE and not netem: this kernel family often lacks `sch_netem`
+//! (see the README), while the xt `NFQUEUE` target is nearly everywhere.
+//! The rule uses `--queue-bypass`, so a dead agent lets packets through;
+//! restore removes the rules first, then releases every held packet, then
+//! unbinds. IPv4 only: an IPv6 destination is refused.
+//!
+//! Parts: `packet/scope.rs` (which packets, checked, as iptables matches),
+//! `packet/queue.rs` (the queue thread and the fault in place).
+
+mod queue;
+mod scope;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::v1;
+use nix::sys::eventfd::EventFd;
+
+use crate::faults::latency::{self, nfqueue::probe_queue, short_hash};
+use crate::faults::{self, Applied, FaultKind, Place, Prepared, Setup};
+use crate::firewall::{Exempt, Family, Firewall};
+use crate::journal::Object;
+use crate::nfqueue::{CopyMode, QueueSocket};
+
+pub use self::queue::Counters;
+use self::queue::{queue_loop, raw_socket, AppliedPacket};
+pub use self::scope::{ipv4_networks, percent, Scope};
+
+/// The iptables table of every packet fault's chain.
+pub const TABLE: &str = "filter";
+const HOOK: &str = "OUTPUT";
+/// The firewall mark of packets the agent sends itself (duplicates, DNS
+/// answers): the chains return them, so they are not queued again.
+pub const MARK: u32 = 0x4654_0d0d;
+/// Queue numbers of packet faults start here (latency's at 0x4600).
+const QUEUE_BASE: u16 = 0x4700;
+const QUEUE_TRIES: u16 = 256;
+const QUEUE_MAX_LEN: u32 = 10_000;
+/// Longest iptables chain name.
+const MAX_CHAIN: usize = 28;
+
+/// Errors of the packet faults.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {kind} spec: {message}")]
+    InvalidSpec { kind: &'static str, message: String },
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("nfqueue backend: {0}")]
+    Failed(String),
+}
+
+impl From<Error> for faults::Error {
+    fn from(e: Error) -> Self {
+        let refusal = !matches!(e, Error::Failed(_));
+        faults::Error::of(e, refusal)
+    }
+}
+
+/// Result of the packet faults.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The chain of a fault: `<prefix><fault id>` when that fits iptables' 28
+/// characters, else `<prefix>~<64-bit FNV-1a of the id, base32>`. Injective
+/// like latency's [`latency::nfqueue::chain_name`] (`~` is in no fault id);
+/// a hash collision is refused at apply (the chain exists).
+pub fn chain_name(prefix: &str, fault_id: &str) -> Result<String> {
+    faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::Refused(e.to_string()))?;
+    if prefix.len() + fault_id.len() <= MAX_CHAIN {
+        return Ok(format!("{prefix}{fault_id}"));
+    }
+    Ok(format!("{prefix}~{}", latency::nfqueue::hash_base32(fault_id)))
+}
+
+/// A xorshift generator for the per-packet coin flips.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded(fault_id: &str) -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Rng((t ^ ((short_hash(fault_id) as u64) << 32)) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: f64) -> bool {
+        self.unit() * 100.0 < percent
+    }
+}
+
+/// What becomes of one queued packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it go unchanged.
+    Accept,
+    /// Let it go with these bytes instead (counted as affected).
+    Change(Vec<u8>),
+    /// Drop it (counted as affected).
+    Drop,
+    /// Let it go after this long (counted as affected).
+    Hold(Duration),
+    /// Let it go, and send it once more (counted as affected).
+    Duplicate,
+    /// Drop it and send these bytes (an IPv4 packet) instead (counted as
+    /// affected).
+    Answer(Vec<u8>),
+}
+
+/// A kind's per-packet logic, run on the queue's thread.
+pub trait Handler: Send + 'static {
+    /// What to do with `packet` (its IPv4 header on; empty with
+    /// [`CopyMode::Meta`]).
+    fn decide(&mut self, packet: &[u8]) -> Decision;
+}
+
+/// What a kind makes of a fault: everything the shared machinery needs.
+pub struct Plan {
+    pub scope_lines: Vec<String>,
+    pub interface: Option<String>,
+    pub copy: CopyMode,
+    /// What the fault does, e.g. "corrupting 30% of packets to any
+    /// destination", for detail texts.
+    pub effect: String,
+    pub handler: Box<dyn Handler>,
+}
+
+/// A packet kind's static parts.
+pub struct PacketKind {
+    pub name: &'static str,
+    /// Its chains' prefix (`faultline-c-` ...), covered by its `owns`.
+    pub prefix: &'static str,
+    /// Checks a wire spec and makes the plan.
+    pub plan: fn(&str, v1::fault_spec::Kind) -> Result<Plan>,
+    /// Wraps the observation in the kind's variant.
+    pub wrap: fn(v1::PacketObservation) -> v1::observation::Kind,
+}
+
+/// The node's side of packet faults: iptables and a working NFQUEUE.
+#[derive(Clone)]
+pub struct Nfqueue {
+    pub firewall: Arc<dyn Firewall>,
+}
+
+impl Nfqueue {
+    /// `Some` when iptables (IPv4) is installed and an NFQUEUE socket binds.
+    pub fn detect() -> Option<Self> {
+        let fw = crate::firewall::SystemFirewall::detect();
+        if !fw.has_iptables(Family::V4) || probe_queue().is_err() {
+            return None;
+        }
+        Some(Nfqueue { firewall: Arc::new(fw) })
+    }
+}
+
+struct Kind {
+    kind: &'static PacketKind,
+    nfqueue: Option<Nfqueue>,
+    exempt: Exempt,
+}
+
+/// Sets a packet kind up on this node.
+pub fn build(kind: &'static PacketKind, setup: &Setup) -> Arc<dyn FaultKind> {
+    Arc::new(Kind {
+        kind,
+        nfqueue: setup.nfqueue.clone(),
+        exempt: setup.exempt.clone(),
+    })
+}
+
+impl FaultKind for Kind {
+    fn capabilities(&self) -> Vec<String> {
+        match self.nfqueue {
+            Some(_) => vec![format!("{}:nfqueue", self.kind.name)],
+            None => vec![],
+        }
+    }
+
+    fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind, place: &Place) -> faults::Result<Box<dyn Prepared>> {
+        faults::refuse_containers(self.kind.name, place)?;
+        let plan = (self.kind.plan)(fault_id, spec)?;
+        let chain = chain_name(self.kind.prefix, fault_id)?;
+        let Some(nfqueue) = self.nfqueue.clone() else {
+            return Err(Error::Refused(format!(
+                "{} needs iptables and the kernel's nfnetlink_queue, which this node lacks",
+                self.kind.name
+            ))
+            .into());
+        };
+        Ok(Box::new(PreparedPacket {
+            kind: self.kind,
+            fault_id: fault_id.to_string(),
+            chain,
+            plan,
+            nfqueue,
+            exempt: self.exempt.clone(),
+        }))
+    }
+}
+
+struct PreparedPacket {
+    kind: &'static PacketKind,
+    fault_id: String,
+    chain: String,
+    plan: Plan,
+    nfqueue: Nfqueue,
+    exempt: Exempt,
+}
+
+fn jump(interface: &Option<String>, chain: &str) -> String {
+    match interface {
+        Some(i) => format!("{HOOK} -o {i} -j {chain}"),
+        None => format!("{HOOK} ! -o lo -j {chain}"),
+    }
+}
+
+/// The `iptables-restore --noflush` script that installs a packet fault.
+pub fn install_script(
+    lines: &[String],
+    interface: &Option<String>,
+    exempt: &Exempt,
+    chain: &str,
+    queue: u16,
+) -> String {
+    let mut s = format!("*{TABLE}\n:{chain} - [0:0]\n-A {chain} -m mark --mark {MARK:#x} -j RETURN\n");
+    for h in latency::exempt_hosts(exempt).iter().filter(|h| h.is_ipv4()) {
+        s += &format!("-A {chain} -d {h} -j RETURN\n");
+    }
+    for p in &exempt.tcp_ports {
+        s += &format!("-A {chain} -p tcp --dport {p} -j RETURN\n-A {chain} -p tcp --sport {p} -j RETURN\n");
+    }
+    for m in lines {
+        let m = if m.is_empty() { String::new() } else { format!("{m} ") };
+        s += &format!("-A {chain} {m}-j NFQUEUE --queue-num {queue} --queue-bypass\n");
+    }
+    s += &format!("-I {}\nCOMMIT\n", jump(interface, chain));
+    s
+}
+
+/// The script that removes what [`install_script`] installed.
+pub fn remove_script(interface: &Option<String>, chain: &str) -> String {
+    format!(
+        "*{TABLE}\n-D {}\n-F {chain}\n-X {chain}\nCOMMIT\n",
+        jump(interface, chain)
+    )
+}
+
+impl Prepared for PreparedPacket {
+    fn undo_objects(&self) -> Vec<Object> {
+        vec![Object::IptablesChain {
+            ipv6: false,
+            table: TABLE.into(),
+            chain: self.chain.clone(),
+        }]
+    }
+
+    fn preview(&self) -> faults::Result<(String, String)> {
+        Ok((
+            format!(
+                "would be {}, with nfqueue: iptables {TABLE} chain {}",
+                self.plan.effect, self.chain
+            ),
+            "nfqueue".into(),
+        ))
+    }
+
+    fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
+        let fw = self.nfqueue.firewall.clone();
+        // Refuse rather than adopt a chain we did not make in this life.
+        if let Ok(save) = fw.iptables_save(Family::V4, TABLE) {
+            if crate::firewall::chains(&save).contains(&self.chain) {
+                return Err(Error::Refused(format!(
+                    "iptables chain {} already exists; is fault {} already injected?",
+                    self.chain, self.fault_id
+                ))
+                .into());
+            }
+        }
+        let start = QUEUE_BASE.wrapping_add((short_hash(&self.fault_id) % 0x100) as u16);
+        let mut last = None;
+        let mut sock = None;
+        for i in 0..QUEUE_TRIES {
+            match QueueSocket::bind_copying(start.wrapping_add(i), QUEUE_MAX_LEN, self.plan.copy) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let sock = sock.ok_or_else(|| {
+            Error::Failed(format!(
+                "no free NFQUEUE queue number from {start}: {}",
+                last.map(|e| e.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let queue = sock.queue();
+        let raw = raw_socket().map_err(|e| Error::Failed(format!("raw IPv4 socket: {e}")))?;
+        let stop = Arc::new(EventFd::new().map_err(|e| Error::Failed(format!("eventfd: {e}")))?);
+        let stop_thread = stop.clone();
+        let handler = self.plan.handler;
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-{queue}", self.kind.name))
+            .spawn(move || queue_loop(sock, raw, stop_thread, handler))
+            .map_err(|e| Error::Failed(format!("cannot start the queue thread: {e}")))?;
+        let mut applied = AppliedPacket {
+            kind: self.kind,
+            firewall: fw.clone(),
+            chain: self.chain,
+            interface: self.plan.interface,
+            queue,
+            effect: self.plan.effect,
+            stop,
+            thread: Some(thread),
+        };
+        let script = install_script(
+            &self.plan.scope_lines,
+            &applied.interface,
+            &self.exempt,
+            &applied.chain,
+            queue,
+        );
+        if let Err(e) = fw.iptables_restore(Family::V4, &script) {
+            let _ = applied.stop_thread();
+            return Err(Error::Failed(e.to_string()).into());
+        }
+        Ok(Box::new(applied))
+    }
+}
+
+/// The offset of the transport header and the transport protocol of an
+/// IPv4 packet, if it is one and is not a fragment after the first.
+pub fn ipv4_transport(p: &[u8]) -> Option<(usize, u8)> {
+    if p.len() < 20 || p[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let frag_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
+    if ihl < 20 || p.len() < ihl || frag_offset != 0 {
+        return None;
+    }
+    Some((ihl, p[9]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_names_carry_the_prefix_and_fit_iptables() {
+        assert_eq!(chain_name("faultline-c-", "r1-1").unwrap(), "faultline-c-r1-1");
+        let long = chain_name("faultline-c-", "r20261123-144000-abc123-12").unwrap();
+        assert!(long.len() <= MAX_CHAIN && long.starts_with("faultline-c-~"), "{long}");
+        assert_ne!(long, chain_name("faultline-c-", "r20261123-144000-abc123-13").unwrap());
+        assert!(chain_name("faultline-c-", "a b").is_err());
+    }
+
+    #[test]
+    fn install_script_returns_own_packets_and_exemptions_before_queueing() {
+        let exempt = Exempt::new(vec!["10.9.0.1".parse().unwrap()]);
+        let scope = Scope::from_wire(
+            "corrupt",
+            Some(v1::PacketScope {
+                destinations: vec!["10.9.0.2".into()],
+                dst_ports: vec![9000],
+                protocol: "udp".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        let s = install_script(&scope.match_lines(), &None, &exempt, "faultline-c-x", 18176);
+        assert_eq!(
+            s,
+            "*filter\n:faultline-c-x - [0:0]\n\
+             -A faultline-c-x -m mark --mark 0x46540d0d -j RETURN\n\
+             -A faultline-c-x -d 10.9.0.1/32 -j RETURN\n\
+             -A faultline-c-x -p tcp --dport 22 -j RETURN\n\
+             -A faultline-c-x -p tcp --sport 22 -j RETURN\n\
+             -A faultline-c-x -d 10.9.0.2/32 -p udp -m multiport --dports 9000 -j NFQUEUE --queue-num 18176 --queue-bypass\n\
+             -I OUTPUT ! -o lo -j faultline-c-x\nCOMMIT\n"
+        );
+        assert_eq!(
+            remove_script(&Some("eth0".into()), "c"),
+            "*filter\n-D OUTPUT -o eth0 -j c\n-F c\n-X c\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn ipv4_transport_skips_the_options_and_refuses_later_fragments() {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x46;
+        p[9] = 17;
+        p.extend([0; 4]);
+        assert_eq!(ipv4_transport(&p), Some((24, 17)));
+        p[6] = 0x00;
+        p[7] = 0x10;
+        assert_eq!(ipv4_transport(&p), None);
+        assert_eq!(ipv4_transport(&[0x60; 40]), None);
+    }
+}

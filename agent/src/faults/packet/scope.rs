@@ -1,0 +1,205 @@
+//! Which packets a packet fault takes: the scope from the wire, checked,
+//! and the iptables matches it makes.
+
+use faultline_proto::v1;
+
+use super::{Error, Result};
+use crate::cidr::Cidr;
+use crate::faults::latency::{self, Protocol, MAX_PORTS};
+
+/// Which packets leaving the node a fault takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub interface: Option<String>,
+    /// Empty means any destination.
+    pub destinations: Vec<Cidr>,
+    pub dst_ports: Vec<u16>,
+    pub src_ports: Vec<u16>,
+    pub protocol: Protocol,
+}
+
+fn ports(kind: &'static str, what: &str, raw: &[u32]) -> Result<Vec<u16>> {
+    let invalid = |message| Error::InvalidSpec { kind, message };
+    if raw.len() > MAX_PORTS {
+        return Err(invalid(format!("{what}: at most {MAX_PORTS} ports")));
+    }
+    raw.iter()
+        .map(|p| match u16::try_from(*p) {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(invalid(format!("{what}: {p} is not a port (1-65535)"))),
+        })
+        .collect()
+}
+
+/// IPv4 networks from the wire, refusing IPv6 (not yet).
+pub fn ipv4_networks(kind: &'static str, what: &str, raw: &[String]) -> Result<Vec<Cidr>> {
+    raw.iter()
+        .map(|d| {
+            let c = d.parse::<Cidr>().map_err(|e| Error::InvalidSpec {
+                kind,
+                message: format!("{what}: {e}"),
+            })?;
+            if !c.is_ipv4() {
+                return Err(Error::InvalidSpec {
+                    kind,
+                    message: format!("{what}: {c} is IPv6; {kind} takes IPv4 packets only (not yet IPv6)"),
+                });
+            }
+            Ok(c)
+        })
+        .collect()
+}
+
+impl Scope {
+    /// The scope of a wire spec; none means every packet.
+    pub fn from_wire(kind: &'static str, w: Option<v1::PacketScope>) -> Result<Self> {
+        let w = w.unwrap_or_default();
+        let invalid = |message| Error::InvalidSpec { kind, message };
+        let interface = match w.interface.as_str() {
+            "" => None,
+            i if latency::valid_interface(i) => Some(i.to_string()),
+            i => return Err(invalid(format!("interface {i:?} is not a valid interface name"))),
+        };
+        let protocol = match w.protocol.to_ascii_lowercase().as_str() {
+            "" | "any" | "all" => Protocol::Any,
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "icmp" => Protocol::Icmp,
+            p => return Err(invalid(format!("protocol {p:?}: use tcp, udp, icmp or leave it empty"))),
+        };
+        let dst_ports = ports(kind, "dst_ports", &w.dst_ports)?;
+        let src_ports = ports(kind, "src_ports", &w.src_ports)?;
+        if protocol == Protocol::Icmp && !(dst_ports.is_empty() && src_ports.is_empty()) {
+            return Err(invalid("icmp has no ports; drop the port lists".into()));
+        }
+        Ok(Scope {
+            interface,
+            destinations: ipv4_networks(kind, "destinations", &w.destinations)?,
+            dst_ports,
+            src_ports,
+            protocol,
+        })
+    }
+
+    /// iptables match arguments, one line per destination × protocol.
+    pub fn match_lines(&self) -> Vec<String> {
+        let dests: Vec<Option<String>> = if self.destinations.is_empty() {
+            vec![None]
+        } else {
+            self.destinations.iter().map(|c| Some(format!("-d {c}"))).collect()
+        };
+        let ported = !(self.dst_ports.is_empty() && self.src_ports.is_empty());
+        let protos: Vec<Option<&str>> = match (self.protocol, ported) {
+            (Protocol::Any, false) => vec![None],
+            (Protocol::Any, true) => vec![Some("tcp"), Some("udp")],
+            (Protocol::Tcp, _) => vec![Some("tcp")],
+            (Protocol::Udp, _) => vec![Some("udp")],
+            (Protocol::Icmp, _) => vec![Some("icmp")],
+        };
+        let list = |p: &[u16]| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        let mut out = Vec::new();
+        for d in &dests {
+            for p in &protos {
+                let mut parts: Vec<String> = d.iter().cloned().collect();
+                if let Some(p) = p {
+                    parts.push(format!("-p {p}"));
+                }
+                if ported {
+                    parts.push("-m multiport".into());
+                    if !self.dst_ports.is_empty() {
+                        parts.push(format!("--dports {}", list(&self.dst_ports)));
+                    }
+                    if !self.src_ports.is_empty() {
+                        parts.push(format!("--sports {}", list(&self.src_ports)));
+                    }
+                }
+                out.push(parts.join(" "));
+            }
+        }
+        out
+    }
+
+    /// "to 10.0.0.2/32 udp ports 53", for detail texts.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.destinations.is_empty() {
+            parts.push("to any destination".to_string());
+        } else {
+            let d: Vec<String> = self.destinations.iter().map(|c| c.to_string()).collect();
+            parts.push(format!("to {}", d.join(", ")));
+        }
+        if let Some(i) = &self.interface {
+            parts.push(format!("via {i}"));
+        }
+        match self.protocol {
+            Protocol::Any => {}
+            Protocol::Tcp => parts.push("tcp".into()),
+            Protocol::Udp => parts.push("udp".into()),
+            Protocol::Icmp => parts.push("icmp".into()),
+        }
+        let list = |p: &[u16]| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        if !self.dst_ports.is_empty() {
+            parts.push(format!("ports {}", list(&self.dst_ports)));
+        }
+        if !self.src_ports.is_empty() {
+            parts.push(format!("source ports {}", list(&self.src_ports)));
+        }
+        parts.join(" ")
+    }
+}
+
+/// A share of packets, checked: (0, 100].
+pub fn percent(kind: &'static str, p: f64) -> Result<f64> {
+    if p > 0.0 && p <= 100.0 {
+        Ok(p)
+    } else {
+        Err(Error::InvalidSpec {
+            kind,
+            message: format!("percent {p} is not within (0, 100]"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_scopes_and_shares_are_refused_with_the_reason() {
+        let bad = |w: v1::PacketScope, want: &str| {
+            let e = Scope::from_wire("corrupt", Some(w)).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should mention {want}");
+        };
+        bad(
+            v1::PacketScope {
+                destinations: vec!["fd00::1".into()],
+                ..Default::default()
+            },
+            "IPv4 packets only",
+        );
+        bad(
+            v1::PacketScope {
+                dst_ports: vec![0],
+                ..Default::default()
+            },
+            "not a port",
+        );
+        bad(
+            v1::PacketScope {
+                protocol: "sctp".into(),
+                ..Default::default()
+            },
+            "protocol",
+        );
+        bad(
+            v1::PacketScope {
+                interface: "a/b".into(),
+                ..Default::default()
+            },
+            "interface",
+        );
+        assert!(percent("corrupt", 0.0).is_err());
+        assert!(percent("corrupt", 100.5).is_err());
+        assert_eq!(percent("corrupt", 30.0).unwrap(), 30.0);
+    }
+}

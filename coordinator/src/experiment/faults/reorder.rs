@@ -1,0 +1,94 @@
+//! `reorder`: hold a share of the packets a target sends back by a gap so
+//! later ones overtake them, matched by destination, ports and protocol.
+//! The agent uses an NFQUEUE queue (see `agent/src/faults/reorder.rs`).
+
+use std::time::Duration;
+
+use faultline_proto::v1;
+use serde::Deserialize;
+
+use super::packet::{self, Scope};
+use super::{Kind, Observed};
+use crate::experiment::durations::{fmt_duration, Dur};
+use crate::experiment::peers::RawPeers;
+use crate::experiment::values::RawRate;
+
+/// Parameters of a `reorder` fault (egress of the target).
+#[derive(Debug, Clone)]
+pub struct ReorderFault {
+    /// Share of matching packets held back, in percent: (0, 100].
+    pub percent: f64,
+    /// How long a held packet waits. By default, 10 ms.
+    pub gap: Duration,
+    pub scope: Scope,
+}
+
+/// Why a written `reorder` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Packet(#[from] packet::Error),
+    #[error("reorder.gap {0}: must be within 1ms..=2s")]
+    Gap(String),
+}
+
+/// A `reorder` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReorder {
+    percent: RawRate,
+    gap: Option<Dur>,
+    interface: Option<String>,
+    #[serde(default)]
+    to: RawPeers,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    source_ports: Vec<u16>,
+    protocol: Option<String>,
+}
+
+impl Kind for ReorderFault {
+    const NAME: &'static str = "reorder";
+    type Raw = RawReorder;
+    type Error = Error;
+    type Wire = v1::ReorderSpec;
+    type Observation = v1::PacketObservation;
+
+    fn from_raw(r: RawReorder) -> Result<Self, Error> {
+        let gap = r.gap.map(|d| d.0).unwrap_or(Duration::from_millis(10));
+        if gap < Duration::from_millis(1) || gap > Duration::from_secs(2) {
+            return Err(Error::Gap(fmt_duration(gap)));
+        }
+        Ok(ReorderFault {
+            percent: packet::percent(Self::NAME, r.percent)?,
+            gap,
+            scope: Scope::check(Self::NAME, r.to, r.ports, r.source_ports, r.protocol, r.interface)?,
+        })
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "hold {}% of packets {} back by {}",
+            self.percent,
+            self.scope.summary(),
+            fmt_duration(self.gap)
+        )
+    }
+
+    fn to_wire(&self, peers: &[String]) -> v1::ReorderSpec {
+        v1::ReorderSpec {
+            scope: self.scope.to_wire(peers),
+            percent: self.percent,
+            gap_us: self.gap.as_micros() as u64,
+        }
+    }
+
+    fn peers(&self) -> Option<&crate::experiment::peers::Peers> {
+        Some(&self.scope.to)
+    }
+
+    fn observe(o: &v1::PacketObservation, state: v1::FaultState, into: &mut Observed) {
+        packet::observe(o, state, "held back", into);
+    }
+}

@@ -1,0 +1,330 @@
+//! corrupt, duplicate, reorder and dns in the namespace lab: each fault on
+//! host a (the NFQUEUE backend, IPv4), its effect measured at host b over
+//! N ≥ 1000 UDP datagrams (or DNS lookups), then restored with no rule or
+//! queue left. The dns test also kills the agent with -9 mid-fault: the
+//! rules stay but fail open (`--queue-bypass`), and the restarted agent
+//! removes them from its journal. Needs root and the lab's tools: without
+//! them each test prints why and returns, except under CI=true.
+
+use std::collections::HashMap;
+use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use faultline_tests::dns::{self, Lookup};
+use faultline_tests::lab::{enter_netns, lab_or_skip, Lab, LabHost};
+use faultline_tests::packets::{filter_chains as chains, udp_counter, udp_exchange};
+
+/// One lab at a time: they share the machine's CPU, and the measured
+/// fractions need the queue thread to keep up.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Datagrams per measurement.
+const N: u32 = 2000;
+
+fn experiment(b: &LabHost, fault: &str, duration: &str) -> String {
+    format!(
+        r#"name: packet-fault
+hypothesis:
+  probes:
+    - name: b-http
+      interval: 500ms
+      http: {{ url: "http://{}:8080/" }}
+baseline: 500ms
+duration: {duration}
+recovery: 1s
+faults:
+  - name: f
+    targets: {{ labels: {{ host: a }} }}
+    {fault}
+"#,
+        b.ip
+    )
+}
+
+/// The fault's only target in the report, once the run is over.
+fn restored(run: faultline_tests::lab::RunWatch) -> String {
+    let result = run.finish();
+    let t = &result.report.faults[0].targets[0];
+    assert_eq!(t.state, "restored", "{t:?}");
+    t.detail.clone()
+}
+
+#[test]
+fn corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver() {
+    if !lab_or_skip("corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let mut run = lab.submit(&experiment(
+        &b,
+        "corrupt: { percent: 30%, protocol: udp, ports: [9101], to: { zones: [b] } }",
+        "8s",
+    ));
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
+    assert!(chains(&a.netns).contains("faultline-c-"), "{}", chains(&a.netns));
+    let csum0 = udp_counter(&b.netns, "InCsumErrors");
+    let r = udp_exchange(&a, &b, 9101, N, Duration::from_micros(500));
+    let csum = udp_counter(&b.netns, "InCsumErrors") - csum0;
+    let lost = r.lost(N);
+    let share = lost as f64 * 100.0 / f64::from(N);
+    eprintln!(
+        "corrupt 30%: {lost} of {N} datagrams lost ({share:.1}%), {csum} bad checksums at b, {} damaged delivered",
+        r.damaged
+    );
+    assert_eq!(r.damaged, 0, "a corrupted datagram was delivered");
+    assert!((share - 30.0).abs() <= 5.0, "asked 30%, lost {share:.1}%");
+    assert!(
+        csum.abs_diff(lost) <= u64::from(N) / 100,
+        "{lost} lost but {csum} checksum errors"
+    );
+    let detail = restored(run);
+    assert!(detail.contains("affected"), "{detail}");
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+#[test]
+fn duplicate_20_percent_delivers_that_share_twice() {
+    if !lab_or_skip("duplicate_20_percent_delivers_that_share_twice") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let mut run = lab.submit(&experiment(
+        &b,
+        "duplicate: { percent: 20%, protocol: udp, ports: [9102], to: { zones: [b] } }",
+        "8s",
+    ));
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
+    let r = udp_exchange(&a, &b, 9102, N, Duration::from_micros(500));
+    let dups = r.duplicates();
+    let share = dups as f64 * 100.0 / f64::from(N);
+    eprintln!(
+        "duplicate 20%: {} of {N} lost, {dups} delivered twice ({share:.1}%), at most {} copies of one",
+        r.lost(N),
+        r.most_copies()
+    );
+    assert_eq!(r.lost(N), 0, "datagrams lost");
+    assert!(r.most_copies() <= 2, "a datagram arrived more than twice");
+    assert!((share - 20.0).abs() <= 4.0, "asked 20%, duplicated {share:.1}%");
+    assert_eq!(r.damaged, 0);
+    restored(run);
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+#[test]
+fn reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late() {
+    if !lab_or_skip("reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let mut run = lab.submit(&experiment(
+        &b,
+        "reorder: { percent: 25%, gap: 20ms, protocol: udp, ports: [9103], to: { zones: [b] } }",
+        "8s",
+    ));
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
+    let r = udp_exchange(&a, &b, 9103, N, Duration::from_micros(500));
+    // Late: arrived after a datagram sent after it.
+    let late = r.late();
+    let share = late as f64 * 100.0 / f64::from(N);
+    eprintln!(
+        "reorder 25% gap 20ms: {} of {N} delivered, {late} late ({share:.1}%)",
+        r.seqs.len()
+    );
+    assert_eq!(r.seqs.len() as u32, N, "datagrams lost");
+    assert!((share - 25.0).abs() <= 5.0, "asked 25%, {share:.1}% arrived late");
+    restored(run);
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+/// Starts the tiny DNS server in b on port 53.
+fn dns_server(b: &LabHost) -> dns::Server {
+    let (bns, bip) = (b.netns.clone(), b.ip);
+    let socket = std::thread::spawn(move || {
+        enter_netns(&bns).expect("enter b");
+        UdpSocket::bind((bip, 53)).expect("bind 53 in b")
+    })
+    .join()
+    .unwrap();
+    dns::Server::spawn(socket)
+}
+
+/// `n` lookups of each name from a, alternating; what each name got.
+fn lookups(
+    a: &LabHost,
+    server: SocketAddrV4,
+    names: &[&'static str],
+    n: u16,
+    timeout: Duration,
+) -> HashMap<&'static str, Vec<Lookup>> {
+    let ans = a.netns.clone();
+    let names = names.to_vec();
+    std::thread::spawn(move || {
+        enter_netns(&ans).expect("enter a");
+        let mut out: HashMap<&str, Vec<Lookup>> = HashMap::new();
+        for i in 0..n {
+            for name in &names {
+                out.entry(name).or_default().push(dns::lookup(server, name, i, timeout));
+            }
+        }
+        out
+    })
+    .join()
+    .unwrap()
+}
+
+/// "490 × Rcode(3, ..), 10 × Timeout", for failure messages.
+fn tally(lookups: &[Lookup]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for l in lookups {
+        let k = format!("{l:?}");
+        match counts.iter_mut().find(|(c, _)| *c == k) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((k, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} × {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolve() {
+    if !lab_or_skip("dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolve") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let server = dns_server(&b);
+    let resolver = SocketAddrV4::new(b.ip, 53);
+    let mut run = lab.submit(&experiment(
+        &b,
+        "dns: { names: ['*.example.com'], action: nxdomain }",
+        "10s",
+    ));
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
+    let t = Instant::now();
+    let got = lookups(
+        &a,
+        resolver,
+        &["db.example.com", "www.example.org"],
+        500,
+        Duration::from_secs(2),
+    );
+    let failed = got["db.example.com"]
+        .iter()
+        .filter(|l| matches!(l, Lookup::Rcode(3, from) if *from == std::net::SocketAddr::V4(resolver)))
+        .count();
+    let resolved = got["www.example.org"]
+        .iter()
+        .filter(|l| **l == Lookup::Address(dns::ANSWER))
+        .count();
+    eprintln!(
+        "dns nxdomain: {failed}/500 lookups of db.example.com got NXDOMAIN from {resolver}, {resolved}/500 of www.example.org resolved, in {:?}; the server answered {}",
+        t.elapsed(),
+        server.answered.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(failed, 500, "db.example.com got: {}", tally(&got["db.example.com"]));
+    assert_eq!(resolved, 500, "www.example.org got: {}", tally(&got["www.example.org"]));
+    assert_eq!(
+        server.answered.load(std::sync::atomic::Ordering::Relaxed),
+        500,
+        "chosen queries reached the resolver"
+    );
+    restored(run);
+    // Restored: the name resolves again.
+    let after = lookups(&a, resolver, &["db.example.com"], 1, Duration::from_secs(2));
+    assert_eq!(after["db.example.com"], vec![Lookup::Address(dns::ANSWER)]);
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+#[test]
+fn dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_the_rules() {
+    if !lab_or_skip("dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_the_rules") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    let _server = dns_server(&b);
+    let resolver = SocketAddrV4::new(b.ip, 53);
+    let mut run = lab.submit(&experiment(
+        &b,
+        "dns: { names: [db.example.com], action: timeout }",
+        "30s",
+    ));
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
+    let got = lookups(
+        &a,
+        resolver,
+        &["db.example.com", "other.example.com"],
+        5,
+        Duration::from_millis(500),
+    );
+    assert!(
+        got["db.example.com"].iter().all(|l| *l == Lookup::Timeout),
+        "{:?}",
+        got["db.example.com"]
+    );
+    assert!(
+        got["other.example.com"]
+            .iter()
+            .all(|l| *l == Lookup::Address(dns::ANSWER)),
+        "{:?}",
+        got["other.example.com"]
+    );
+    lab.kill_agent("a");
+    // The rules outlive the agent but fail open: nobody holds the queue.
+    assert!(chains(&a.netns).contains("faultline-n-"), "{}", chains(&a.netns));
+    let open = lookups(&a, resolver, &["db.example.com"], 1, Duration::from_secs(2));
+    assert_eq!(
+        open["db.example.com"],
+        vec![Lookup::Address(dns::ANSWER)],
+        "not failing open"
+    );
+    let t = Instant::now();
+    lab.start_agent("a");
+    let pid = lab.agent_pid("a").expect("restarted");
+    let info = lab
+        .wait_registered("a", pid, Duration::from_secs(20))
+        .expect("the restarted agent registers");
+    eprintln!(
+        "dns: agent kill -9, restart removed the rules before registering ({:?})",
+        t.elapsed()
+    );
+    assert_eq!(chains(&a.netns), "", "rules left after the restart");
+    let cleaned = info.cleaned.join("\n");
+    assert!(cleaned.contains("restored dns fault"), "{cleaned}");
+    let result = run.finish();
+    let t = &result.report.faults[0].targets[0];
+    assert_ne!(t.state, "injected", "{t:?}");
+    lab.assert_clean();
+}
