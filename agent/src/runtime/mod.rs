@@ -2,16 +2,29 @@
 //! of each one's init process, from which the fault kinds reach its
 //! namespaces (`/proc/<pid>/ns/*`) and its filesystem (`/proc/<pid>/root`).
 //!
-//! The agent detects a runtime at start ([`detect`]) and advertises it as a
-//! capability (`runtime:docker`). Only Docker (its Engine API over its unix
-//! socket, [`docker`]) is implemented; containerd and CRI-O are not yet.
+//! The agent uses **one** runtime, chosen at start ([`detect`], or the
+//! `--runtime` flag through [`Choice`]) and advertised as a capability
+//! (`runtime:docker`, `runtime:containerd`): the one that answers first of
+//! containerd with Kubernetes' namespace `k8s.io` (upstream, k3s/RKE2 and
+//! MicroK8s socket paths, [`containerd`]) and the Docker Engine API
+//! ([`docker`]). One, not several: a node's Kubernetes containers live in
+//! exactly one of them, and a container seen through two runtimes (Docker's
+//! containers are also in its containerd's `moby` namespace) must not be
+//! selected twice. Docker's own containerd (`moby`) is used only when asked
+//! for (`--runtime containerd --runtime-socket
+//! /var/run/docker/containerd/containerd.sock --runtime-namespace moby`).
+//! CRI-O is not implemented yet.
+//!
+//! Kubernetes pods are resolved from the runtime's CRI labels ([`pods`]).
 //!
 //! A fault whose Inject carries a [`ContainerSelector`] is resolved here to
 //! a [`Place::Containers`]; the kinds receive the place in
 //! [`crate::faults::FaultKind::prepare`].
 
+pub mod containerd;
 pub mod docker;
 pub mod netns;
+pub mod pods;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,13 +55,32 @@ pub enum Error {
     NoMatch(String),
     #[error("refused: {0}")]
     Protected(String),
+    #[error("container selector: percent {0}: must be within (0, 100]")]
+    Percent(f64),
+    #[error("container selector: pod.namespace is empty; name the pods' namespace")]
+    PodNamespace,
+    #[error("{percent}% of the {matching} {unit} matching {selector} rounds to zero; raise percent or use count")]
+    ZeroPercent {
+        percent: f64,
+        matching: usize,
+        unit: &'static str,
+        selector: String,
+    },
 }
 
 impl Error {
     /// Declined because of what was asked (or what the node lacks), rather
     /// than the runtime failing or nothing matching.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Regex { .. } | Error::NoRuntime | Error::Protected(_))
+        matches!(
+            self,
+            Error::Regex { .. }
+                | Error::NoRuntime
+                | Error::Protected(_)
+                | Error::Percent(_)
+                | Error::PodNamespace
+                | Error::ZeroPercent { .. }
+        )
     }
 }
 
@@ -87,16 +119,57 @@ pub trait ContainerRuntime: Send + Sync {
     fn upper_dir(&self, id: &str) -> Result<Option<std::path::PathBuf>>;
 }
 
-/// The first runtime that answers on this node, if any.
-pub fn detect() -> Option<Arc<dyn ContainerRuntime>> {
-    let d = docker::Docker::new(docker::DEFAULT_SOCKET);
-    match d.list() {
-        Ok(_) => Some(Arc::new(d)),
-        Err(e) => {
-            tracing::debug!(err = %e, "no docker runtime");
-            None
+/// Which runtime the agent uses (`--runtime`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Choice {
+    /// The first that answers ([`detect`]). The default.
+    #[default]
+    Auto,
+    /// No containers are targeted on this node.
+    None,
+    /// The Docker Engine API at this socket.
+    Docker { socket: String },
+    /// containerd at this socket, in this namespace.
+    Containerd { socket: String, namespace: String },
+}
+
+impl Choice {
+    /// The runtime this choice names, if it answers (a `list` succeeds).
+    pub fn open(&self) -> Option<Arc<dyn ContainerRuntime>> {
+        let candidates: Vec<Arc<dyn ContainerRuntime>> = match self {
+            Choice::None => return None,
+            Choice::Auto => return detect(),
+            Choice::Docker { socket } => vec![Arc::new(docker::Docker::new(socket))],
+            Choice::Containerd { socket, namespace } => {
+                vec![Arc::new(containerd::Containerd::new(socket, namespace.clone()))]
+            }
+        };
+        first_answering(candidates)
+    }
+}
+
+fn first_answering(candidates: Vec<Arc<dyn ContainerRuntime>>) -> Option<Arc<dyn ContainerRuntime>> {
+    for rt in candidates {
+        match rt.list() {
+            Ok(_) => return Some(rt),
+            Err(e) => tracing::debug!(runtime = rt.name(), err = %e, "container runtime not usable"),
         }
     }
+    None
+}
+
+/// The first runtime that answers on this node, if any: containerd at the
+/// Kubernetes socket paths (namespace `k8s.io`), then the Docker Engine.
+pub fn detect() -> Option<Arc<dyn ContainerRuntime>> {
+    let mut candidates: Vec<Arc<dyn ContainerRuntime>> = containerd::KUBERNETES_SOCKETS
+        .iter()
+        .filter(|s| std::path::Path::new(s).exists())
+        .map(|s| {
+            Arc::new(containerd::Containerd::new(*s, containerd::KUBERNETES_NAMESPACE)) as Arc<dyn ContainerRuntime>
+        })
+        .collect();
+    candidates.push(Arc::new(docker::Docker::new(docker::DEFAULT_SOCKET)));
+    first_answering(candidates)
 }
 
 /// A checked container selector.
@@ -109,6 +182,14 @@ pub struct ContainerSelector {
     pub count: Option<u32>,
     /// A kill may signal the container's PID 1. By default, false.
     pub allow_pid1: bool,
+    /// Percent of the matching containers (pods, with `pod`) per node.
+    pub percent: Option<f64>,
+    /// Kubernetes pods the containers belong to.
+    pub pod: Option<pods::PodSelector>,
+    /// The container's name within its pod (`io.kubernetes.container.name`).
+    pub container_name: Option<String>,
+    /// Pods in `kube-system` may be targeted. By default, false.
+    pub allow_kube_system: bool,
 }
 
 impl TryFrom<v1::ContainerSelector> for ContainerSelector {
@@ -122,23 +203,49 @@ impl TryFrom<v1::ContainerSelector> for ContainerSelector {
                 message: e.to_string(),
             })?),
         };
+        let percent = match w.percent {
+            p if p == 0.0 => None,
+            p if p > 0.0 && p <= 100.0 => Some(p),
+            p => return Err(Error::Percent(p)),
+        };
+        let pod = match w.pod {
+            None => None,
+            Some(p) if p.namespace.is_empty() => return Err(Error::PodNamespace),
+            Some(p) => Some(pods::PodSelector {
+                namespace: p.namespace,
+                labels: p.labels.into_iter().collect(),
+                name: Some(p.name).filter(|n| !n.is_empty()),
+            }),
+        };
         Ok(Self {
             name,
             image: Some(w.image).filter(|s| !s.is_empty()),
             labels: w.labels.into_iter().collect(),
             count: Some(w.count).filter(|c| *c > 0),
             allow_pid1: w.allow_pid1,
+            percent,
+            pod,
+            container_name: Some(w.container_name).filter(|n| !n.is_empty()),
+            allow_kube_system: w.allow_kube_system,
         })
     }
 }
 
 impl ContainerSelector {
-    fn matches(&self, c: &Container) -> bool {
+    /// Whether running application container `c` is selected; `pods`:
+    /// the pods' labels by uid.
+    fn matches(&self, c: &Container, pod_labels: &BTreeMap<String, BTreeMap<String, String>>) -> bool {
         c.running
             && c.pid > 0
+            && !pods::is_sandbox(c)
             && self.name.as_ref().is_none_or(|re| re.is_match(&c.name))
             && self.image.as_ref().is_none_or(|i| *i == c.image)
             && self.labels.iter().all(|(k, v)| c.labels.get(k) == Some(v))
+            && self.pod.as_ref().is_none_or(|p| p.matches(c, pod_labels))
+            && self
+                .container_name
+                .as_ref()
+                .is_none_or(|n| c.labels.get(pods::CONTAINER_NAME) == Some(n))
     }
 
     /// The selector in words, for messages.
@@ -152,6 +259,12 @@ impl ContainerSelector {
         }
         for (k, v) in &self.labels {
             parts.push(format!("label {k}={v}"));
+        }
+        if let Some(p) = &self.pod {
+            parts.push(p.describe());
+        }
+        if let Some(n) = &self.container_name {
+            parts.push(format!("container {n}"));
         }
         if parts.is_empty() {
             "any container".into()
@@ -236,18 +349,27 @@ pub fn ns_inode(pid: u32, ns: &str) -> Option<u64> {
     s.strip_prefix(&format!("{ns}:["))?.strip_suffix(']')?.parse().ok()
 }
 
-/// Resolves `sel` on this node: the running, unprotected containers that
-/// match, in name order, at most `count` of them.
+/// Resolves `sel` on this node: the running, unprotected application
+/// containers that match, in name order; then at most `count` (or
+/// `percent`) of them — of pods, with a pod selector, every selected
+/// pod's matching containers together.
 pub fn resolve(runtime: &dyn ContainerRuntime, sel: &ContainerSelector, protected: &Protected) -> Result<Place> {
-    let mut matching: Vec<Container> = runtime.list()?.into_iter().filter(|c| sel.matches(c)).collect();
+    let all = runtime.list()?;
+    let pod_labels = pods::pod_labels(&all);
+    let mut matching: Vec<Container> = all.into_iter().filter(|c| sel.matches(c, &pod_labels)).collect();
     matching.sort_by(|a, b| a.name.cmp(&b.name));
     let mut refused = Vec::new();
-    matching.retain(|c| match protected.why(c) {
-        Some(why) => {
-            refused.push(why);
-            false
+    matching.retain(|c| {
+        match protected
+            .why(c)
+            .or_else(|| pods::protected(c, &pod_labels, sel.allow_kube_system))
+        {
+            Some(why) => {
+                refused.push(why);
+                false
+            }
+            None => true,
         }
-        None => true,
     });
     if matching.is_empty() {
         return Err(match refused.into_iter().next() {
@@ -255,9 +377,37 @@ pub fn resolve(runtime: &dyn ContainerRuntime, sel: &ContainerSelector, protecte
             None => Error::NoMatch(sel.describe()),
         });
     }
-    if let Some(n) = sel.count {
-        matching.truncate(n as usize);
+    // What count and percent count: containers, or pods (by uid, in the
+    // order their first container sorts).
+    let unit_of = |c: &Container| match &sel.pod {
+        Some(_) => pods::pod_uid(c).unwrap_or(&c.id).to_string(),
+        None => c.id.clone(),
+    };
+    let mut units: Vec<String> = Vec::new();
+    for c in &matching {
+        let u = unit_of(c);
+        if !units.contains(&u) {
+            units.push(u);
+        }
     }
+    let keep = match (sel.count, sel.percent) {
+        (_, Some(p)) => {
+            let n = (units.len() as f64 * p / 100.0).floor() as usize;
+            if n == 0 {
+                return Err(Error::ZeroPercent {
+                    percent: p,
+                    matching: units.len(),
+                    unit: if sel.pod.is_some() { "pods" } else { "containers" },
+                    selector: sel.describe(),
+                });
+            }
+            n
+        }
+        (Some(n), None) => n as usize,
+        (None, None) => units.len(),
+    };
+    units.truncate(keep);
+    matching.retain(|c| units.contains(&unit_of(c)));
     Ok(Place::Containers {
         containers: matching,
         allow_pid1: sel.allow_pid1,
@@ -357,6 +507,128 @@ mod tests {
         };
         let err = resolve(&rt, &sel("", &[], 0), &me).unwrap_err();
         assert!(err.to_string().contains("agent's own"), "{err}");
+    }
+
+    fn k8s(uid: &str, pod: &str, kind: &str, extra: &[(&str, &str)]) -> Container {
+        let mut labels = vec![
+            (pods::POD_UID, uid),
+            (pods::POD_NAMESPACE, "shop"),
+            (pods::POD_NAME, pod),
+            (pods::CRI_CONTAINERD_KIND, kind),
+        ];
+        labels.extend_from_slice(extra);
+        let name = match extra.iter().find(|(k, _)| *k == pods::CONTAINER_NAME) {
+            Some((_, c)) => format!("shop/{pod}/{c}"),
+            None => format!("shop/{pod}"),
+        };
+        container(&format!("{uid}-{name}"), &name, &labels)
+    }
+
+    fn pod_sel(labels: &[(&str, &str)], container: &str, count: u32, percent: f64) -> ContainerSelector {
+        ContainerSelector::try_from(v1::ContainerSelector {
+            pod: Some(v1::PodSelector {
+                namespace: "shop".into(),
+                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                name: String::new(),
+            }),
+            container_name: container.into(),
+            count,
+            percent,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn ids(p: Place) -> Vec<String> {
+        let Place::Containers { containers, .. } = p else {
+            panic!()
+        };
+        containers.into_iter().map(|c| c.name).collect()
+    }
+
+    /// Three web pods of two containers each and one db pod, as the CRI
+    /// labels them (the pod labels on the sandboxes only).
+    fn shop() -> FakeRuntime {
+        let rt = FakeRuntime::default();
+        let mut all = Vec::new();
+        for (uid, pod, app) in [("u1", "web-1", "web"), ("u2", "web-2", "web"), ("u3", "web-3", "web"), ("u4", "db-0", "db")] {
+            all.push(k8s(uid, pod, "sandbox", &[("app", app)]));
+            all.push(k8s(uid, pod, "container", &[(pods::CONTAINER_NAME, "main")]));
+            all.push(k8s(uid, pod, "container", &[(pods::CONTAINER_NAME, "sidecar")]));
+        }
+        *rt.containers.lock().unwrap() = all;
+        rt
+    }
+
+    #[test]
+    fn a_pod_selector_matches_pod_labels_on_the_sandbox_and_never_targets_a_sandbox() {
+        let rt = shop();
+        let got = ids(resolve(&rt, &pod_sel(&[("app", "web")], "", 0, 0.0), &Protected::default()).unwrap());
+        assert_eq!(
+            got,
+            [
+                "shop/web-1/main",
+                "shop/web-1/sidecar",
+                "shop/web-2/main",
+                "shop/web-2/sidecar",
+                "shop/web-3/main",
+                "shop/web-3/sidecar"
+            ]
+        );
+        let got = ids(resolve(&rt, &pod_sel(&[("app", "db")], "sidecar", 0, 0.0), &Protected::default()).unwrap());
+        assert_eq!(got, ["shop/db-0/sidecar"]);
+        // Even an any-container selector leaves the sandboxes out.
+        let got = ids(resolve(&rt, &sel("", &[], 0), &Protected::default()).unwrap());
+        assert_eq!(got.len(), 8);
+    }
+
+    #[test]
+    fn count_and_percent_count_pods_with_a_pod_selector_and_containers_without() {
+        let rt = shop();
+        // 2 of 3 web pods (66.7 % rounds down), both containers of each.
+        let got = ids(resolve(&rt, &pod_sel(&[("app", "web")], "", 0, 70.0), &Protected::default()).unwrap());
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.iter().all(|n| n.starts_with("shop/web-1/") || n.starts_with("shop/web-2/")));
+        let got = ids(resolve(&rt, &pod_sel(&[("app", "web")], "", 1, 0.0), &Protected::default()).unwrap());
+        assert_eq!(got, ["shop/web-1/main", "shop/web-1/sidecar"]);
+        // Without a pod selector percent counts containers: 50 % of 8.
+        let mut s = sel("", &[], 0);
+        s.percent = Some(50.0);
+        assert_eq!(ids(resolve(&rt, &s, &Protected::default()).unwrap()).len(), 4);
+        let err = resolve(&rt, &pod_sel(&[("app", "db")], "", 0, 50.0), &Protected::default()).unwrap_err();
+        assert!(matches!(err, Error::ZeroPercent { matching: 1, unit: "pods", .. }), "{err}");
+        assert!(err.is_refusal());
+    }
+
+    #[test]
+    fn kube_system_pods_are_refused_naming_the_override() {
+        let rt = FakeRuntime::default();
+        let mut c = k8s("u9", "coredns", "container", &[(pods::CONTAINER_NAME, "coredns")]);
+        c.labels.insert(pods::POD_NAMESPACE.into(), pods::KUBE_SYSTEM.into());
+        *rt.containers.lock().unwrap() = vec![c];
+        let err = resolve(&rt, &sel("coredns", &[], 0), &Protected::default()).unwrap_err();
+        assert!(err.to_string().contains("allow_kube_system: true"), "{err}");
+        let mut s = sel("coredns", &[], 0);
+        s.allow_kube_system = true;
+        assert_eq!(ids(resolve(&rt, &s, &Protected::default()).unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn bad_percent_and_an_empty_pod_namespace_are_refused() {
+        for p in [-1.0, 100.5, f64::NAN] {
+            let err = ContainerSelector::try_from(v1::ContainerSelector {
+                percent: p,
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(matches!(err, Error::Percent(_)), "{err}");
+        }
+        let err = ContainerSelector::try_from(v1::ContainerSelector {
+            pod: Some(v1::PodSelector::default()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("pod.namespace"), "{err}");
     }
 
     #[test]
