@@ -13,9 +13,11 @@
 //! - [`qemu`]: a Debian kernel with `sch_netem` under qemu, with an initramfs of this host's binaries.
 //! - [`soak`]: many consecutive runs, sampling memory, descriptors and the database.
 //! - [`browser`]: headless Chromium over the DevTools protocol (console tests).
+//! - [`containerd`]: containers made in the Docker Engine's containerd with `ctr`, in a namespace of the test's own.
 //! - [`crashpoints`]: random SIGKILLs of agents and the coordinator around inject and restore.
 
 pub mod browser;
+pub mod containerd;
 pub mod crashpoints;
 pub mod docker;
 pub mod lab;

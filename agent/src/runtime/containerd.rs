@@ -126,6 +126,9 @@ struct GetTaskResponse {
 struct Process {
     #[prost(string, tag = "1")]
     container_id: String,
+    /// The task id: the container's id for its init process.
+    #[prost(string, tag = "2")]
+    id: String,
     #[prost(uint32, tag = "3")]
     pid: u32,
     #[prost(int32, tag = "4")]
@@ -170,7 +173,11 @@ impl tonic::codegen::Service<Uri> for UnixConnector {
 
     fn call(&mut self, _: Uri) -> Self::Future {
         let path = self.0.clone();
-        Box::pin(async move { Ok(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) })
+        Box::pin(async move {
+            Ok(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        })
     }
 }
 
@@ -268,11 +275,7 @@ impl Client {
         r.metadata_mut().insert("containerd-namespace", ns);
         match self
             .grpc
-            .unary::<Req, Resp, _>(
-                r,
-                PathAndQuery::from_static(method),
-                tonic_prost::ProstCodec::default(),
-            )
+            .unary::<Req, Resp, _>(r, PathAndQuery::from_static(method), tonic_prost::ProstCodec::default())
             .await
         {
             Ok(resp) => Ok(Some(resp.into_inner())),
@@ -333,12 +336,30 @@ impl ContainerRuntime for Containerd {
     fn list(&self) -> Result<Vec<Container>> {
         let (containers, tasks) = self.with_client("List", |mut c| {
             Box::pin(async move {
-                let cs: ListContainersResponse = c.unary(LIST_CONTAINERS, ListContainersRequest::default()).await?.unwrap_or_default();
-                let ts: ListTasksResponse = c.unary(LIST_TASKS, ListTasksRequest::default()).await?.unwrap_or_default();
+                let cs: ListContainersResponse = c
+                    .unary(LIST_CONTAINERS, ListContainersRequest::default())
+                    .await?
+                    .unwrap_or_default();
+                let ts: ListTasksResponse = c
+                    .unary(LIST_TASKS, ListTasksRequest::default())
+                    .await?
+                    .unwrap_or_default();
                 Ok((cs.containers, ts.tasks))
             })
         })?;
-        let tasks: BTreeMap<String, Process> = tasks.into_iter().map(|t| (t.container_id.clone(), t)).collect();
+        // Tasks/List fills the task's `id` (the container's id, for its
+        // init process) and leaves `container_id` empty (containerd 1.6).
+        let tasks: BTreeMap<String, Process> = tasks
+            .into_iter()
+            .map(|t| {
+                let id = if t.id.is_empty() {
+                    t.container_id.clone()
+                } else {
+                    t.id.clone()
+                };
+                (id, t)
+            })
+            .collect();
         Ok(containers
             .into_iter()
             .map(|c| {
@@ -355,7 +376,8 @@ impl ContainerRuntime for Containerd {
         let id = id.to_string();
         let (container, task) = self.with_client("Get", |mut c| {
             Box::pin(async move {
-                let cr: Option<GetContainerResponse> = c.unary(GET_CONTAINER, GetContainerRequest { id: id.clone() }).await?;
+                let cr: Option<GetContainerResponse> =
+                    c.unary(GET_CONTAINER, GetContainerRequest { id: id.clone() }).await?;
                 let Some(container) = cr.and_then(|r| r.container) else {
                     return Ok((None, None));
                 };
@@ -439,11 +461,15 @@ mod tests {
         let c = CtrContainer::decode(c.encode_to_vec().as_slice()).unwrap();
         let running = Process {
             container_id: "abc".into(),
+            id: "abc".into(),
             pid: 77,
             status: STATUS_RUNNING,
         };
         let got = to_container(c.clone(), Some(&running));
-        assert_eq!((got.name.as_str(), got.pid, got.running), ("shop/web-0/nginx", 77, true));
+        assert_eq!(
+            (got.name.as_str(), got.pid, got.running),
+            ("shop/web-0/nginx", 77, true)
+        );
         let stopped = Process { status: 3, ..running };
         assert_eq!(to_container(c.clone(), Some(&stopped)).pid, 0);
         let none = to_container(c, None);
@@ -455,7 +481,11 @@ mod tests {
     fn the_overlay_upperdir_is_read_from_the_snapshot_mounts() {
         let m = vec![Mount {
             r#type: "overlay".into(),
-            options: vec!["index=off".into(), "upperdir=/var/lib/x/fs".into(), "lowerdir=/a".into()],
+            options: vec![
+                "index=off".into(),
+                "upperdir=/var/lib/x/fs".into(),
+                "lowerdir=/a".into(),
+            ],
         }];
         assert_eq!(upperdir(&m), Some(PathBuf::from("/var/lib/x/fs")));
         assert_eq!(upperdir(&[]), None);

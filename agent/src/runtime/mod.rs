@@ -551,7 +551,12 @@ mod tests {
     fn shop() -> FakeRuntime {
         let rt = FakeRuntime::default();
         let mut all = Vec::new();
-        for (uid, pod, app) in [("u1", "web-1", "web"), ("u2", "web-2", "web"), ("u3", "web-3", "web"), ("u4", "db-0", "db")] {
+        for (uid, pod, app) in [
+            ("u1", "web-1", "web"),
+            ("u2", "web-2", "web"),
+            ("u3", "web-3", "web"),
+            ("u4", "db-0", "db"),
+        ] {
             all.push(k8s(uid, pod, "sandbox", &[("app", app)]));
             all.push(k8s(uid, pod, "container", &[(pods::CONTAINER_NAME, "main")]));
             all.push(k8s(uid, pod, "container", &[(pods::CONTAINER_NAME, "sidecar")]));
@@ -575,7 +580,12 @@ mod tests {
                 "shop/web-3/sidecar"
             ]
         );
-        let got = ids(resolve(&rt, &pod_sel(&[("app", "db")], "sidecar", 0, 0.0), &Protected::default()).unwrap());
+        let got = ids(resolve(
+            &rt,
+            &pod_sel(&[("app", "db")], "sidecar", 0, 0.0),
+            &Protected::default(),
+        )
+        .unwrap());
         assert_eq!(got, ["shop/db-0/sidecar"]);
         // Even an any-container selector leaves the sandboxes out.
         let got = ids(resolve(&rt, &sel("", &[], 0), &Protected::default()).unwrap());
@@ -588,7 +598,9 @@ mod tests {
         // 2 of 3 web pods (66.7 % rounds down), both containers of each.
         let got = ids(resolve(&rt, &pod_sel(&[("app", "web")], "", 0, 70.0), &Protected::default()).unwrap());
         assert_eq!(got.len(), 4, "{got:?}");
-        assert!(got.iter().all(|n| n.starts_with("shop/web-1/") || n.starts_with("shop/web-2/")));
+        assert!(got
+            .iter()
+            .all(|n| n.starts_with("shop/web-1/") || n.starts_with("shop/web-2/")));
         let got = ids(resolve(&rt, &pod_sel(&[("app", "web")], "", 1, 0.0), &Protected::default()).unwrap());
         assert_eq!(got, ["shop/web-1/main", "shop/web-1/sidecar"]);
         // Without a pod selector percent counts containers: 50 % of 8.
@@ -596,7 +608,17 @@ mod tests {
         s.percent = Some(50.0);
         assert_eq!(ids(resolve(&rt, &s, &Protected::default()).unwrap()).len(), 4);
         let err = resolve(&rt, &pod_sel(&[("app", "db")], "", 0, 50.0), &Protected::default()).unwrap_err();
-        assert!(matches!(err, Error::ZeroPercent { matching: 1, unit: "pods", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::ZeroPercent {
+                    matching: 1,
+                    unit: "pods",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.is_refusal());
     }
 

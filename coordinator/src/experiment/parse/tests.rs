@@ -419,7 +419,10 @@ fn pod_targets_and_percent_of_pods_go_on_the_wire() {
     assert_eq!(t.mode, Mode::All);
     let c = t.containers.as_ref().unwrap();
     let w = c.to_wire();
-    assert_eq!((w.percent, w.count, w.container_name.as_str(), w.allow_kube_system), (50.0, 0, "nginx", true));
+    assert_eq!(
+        (w.percent, w.count, w.container_name.as_str(), w.allow_kube_system),
+        (50.0, 0, "nginx", true)
+    );
     let p = w.pod.unwrap();
     assert_eq!((p.namespace.as_str(), p.name.as_str()), ("shop", "web-0"));
     assert_eq!(p.labels.get("app").map(String::as_str), Some("web"));
