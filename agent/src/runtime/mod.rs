@@ -204,7 +204,7 @@ impl TryFrom<v1::ContainerSelector> for ContainerSelector {
             })?),
         };
         let percent = match w.percent {
-            p if p == 0.0 => None,
+            0.0 => None,
             p if p > 0.0 && p <= 100.0 => Some(p),
             p => return Err(Error::Percent(p)),
         };
