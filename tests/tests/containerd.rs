@@ -408,3 +408,75 @@ async fn pods_labelled_as_cri_dockerd_does_are_selected_through_docker_and_perce
         6
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_from_an_image_with_runtime_containerd_flags_kills_in_a_container() {
+    if !containerd_or_skip("the_agent_binary_from_an_image_with_runtime_containerd_flags_kills_in_a_container") {
+        return;
+    }
+    let agent = faultline_tests::lab::agent_bin();
+    let mut lab = DockerLab::with_bins("ctrd-image", &[agent.as_path()]);
+    let target = lab.run("target", &[], LOOP);
+    let pt = lab.pid("target");
+    assert!(wait_for(Duration::from_secs(5), || in_ns(pt, "sleep").len() == 1));
+    let victim = in_ns(pt, "sleep");
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let h = Harness::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let vol = format!("{}:/var/lib/faultline-agent", state.path().display());
+    // As deploy/kubernetes/agent.yaml runs it, with containerd's socket
+    // where a Kubernetes node has it (here: Docker's containerd).
+    let sock = format!("-v={SOCKET}:/run/containerd/containerd.sock");
+    let mut args: Vec<&str> = vec![
+        "--pid=host",
+        "--network=host",
+        "--read-only",
+        "--user=0",
+        "--cap-drop=ALL",
+        "--entrypoint=/bin/faultline-agent",
+        &sock,
+        "-v",
+        &vol,
+    ];
+    for cap in ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "KILL", "DAC_OVERRIDE", "FOWNER"] {
+        args.push("--cap-add");
+        args.push(cap);
+    }
+    let url = h.url.clone();
+    let cmd = [
+        "--coordinator",
+        url.as_str(),
+        "--id",
+        "node-ctrd",
+        "--state-dir",
+        "/var/lib/faultline-agent",
+        "--no-sweep",
+        "--runtime",
+        "containerd",
+        "--runtime-namespace",
+        DOCKER_NAMESPACE,
+    ];
+    let agent_id = lab.run("agent", &args, &cmd);
+    let registered = h.coordinator.registry.wait_for(1, Duration::from_secs(15)).await;
+    assert!(
+        registered,
+        "the agent in the image did not register: {}",
+        docker(&["logs", &format!("{}-agent", lab.prefix)])
+    );
+    let caps = &h.coordinator.registry.agents()[0].capabilities;
+    assert!(caps.iter().any(|c| c == "runtime:containerd"), "{caps:?}");
+    let fault = format!("    targets: {{ containers: {{ name: \"^{target}$\" }} }}\n    kill: {{ name: sleep }}\n");
+    let r = h.run(&experiment(port, "1s", &fault), &[]).await.unwrap();
+    let t = &r.report.faults[0].targets[0];
+    println!("agent from the image, --runtime containerd: {t:?}");
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert_eq!(killed(&r), victim);
+    // Its own container, seen through containerd, is never a target.
+    let own = format!("    targets: {{ containers: {{ name: \"^{agent_id}$\" }} }}\n    kill: {{ name: sleep }}\n");
+    let r = h.run(&experiment(port, "500ms", &own), &[]).await.unwrap();
+    let t = &r.report.faults[0].targets[0];
+    assert_eq!(r.exit_code, 5, "{}", r.report.reason);
+    assert!(t.detail.contains("agent's own"), "{}", t.detail);
+    stop.cancel();
+}
