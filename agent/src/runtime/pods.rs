@@ -29,8 +29,9 @@ pub const DOCKER_TYPE: &str = "io.kubernetes.docker.type";
 pub const KUBE_SYSTEM: &str = "kube-system";
 /// Pods (and containers) carrying this label with value [`FAULTLINE`]
 /// are faultline's own (the manifests in `deploy/` set it on the
-/// coordinator and the agent) and are never targets.
-pub const APP_NAME: &str = "app.kubernetes.io/name";
+/// coordinator's and the agent's pods and containers) and are never
+/// targets.
+pub const PART_OF: &str = "app.kubernetes.io/part-of";
 pub const FAULTLINE: &str = "faultline";
 
 /// Which pods, as the experiment says (`targets.containers.pod`).
@@ -104,10 +105,10 @@ pub fn protected(
     pods: &BTreeMap<String, BTreeMap<String, String>>,
     allow_kube_system: bool,
 ) -> Option<String> {
-    let own = |labels: &BTreeMap<String, String>| labels.get(APP_NAME).map(String::as_str) == Some(FAULTLINE);
+    let own = |labels: &BTreeMap<String, String>| labels.get(PART_OF).map(String::as_str) == Some(FAULTLINE);
     if own(&c.labels) || pod_uid(c).and_then(|u| pods.get(u)).is_some_and(own) {
         return Some(format!(
-            "container {} is faultline's own ({APP_NAME}={FAULTLINE})",
+            "container {} is faultline's own ({PART_OF}={FAULTLINE})",
             c.name
         ));
     }
@@ -171,7 +172,7 @@ mod tests {
         let why = protected(&sys, &pods, false).unwrap();
         assert!(why.contains("allow_kube_system: true"), "{why}");
         assert!(protected(&sys, &pods, true).is_none());
-        let coord = pod("u4", "faultline", "coordinator", "sandbox", &[(APP_NAME, FAULTLINE)]);
+        let coord = pod("u4", "faultline", "coordinator", "sandbox", &[(PART_OF, FAULTLINE)]);
         let app = pod("u4", "faultline", "coordinator", "container", &[]);
         let pods = pod_labels(&[coord]);
         assert!(protected(&app, &pods, true).unwrap().contains("faultline's own"));
