@@ -76,11 +76,12 @@ struct Args {
     no_block: bool,
     /// Container runtime that resolves targets.containers: auto (containerd
     /// at its Kubernetes socket paths with namespace k8s.io, else Docker),
-    /// docker, containerd, or none.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "containerd", "none"])]
+    /// docker, containerd, crio, or none.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "containerd", "crio", "none"])]
     runtime: String,
-    /// The runtime's socket, with --runtime docker or containerd. Default:
-    /// /var/run/docker.sock for docker, /run/containerd/containerd.sock for containerd.
+    /// The runtime's socket, with --runtime docker, containerd or crio.
+    /// Default: /var/run/docker.sock for docker,
+    /// /run/containerd/containerd.sock for containerd, /var/run/crio/crio.sock for crio.
     #[arg(long, value_name = "PATH")]
     runtime_socket: Option<String>,
     /// containerd namespace, with --runtime containerd: k8s.io (Kubernetes,
@@ -173,9 +174,12 @@ async fn main() -> anyhow::Result<()> {
     config.block = !args.no_block;
     config.runtime = match (args.runtime.as_str(), args.runtime_socket, args.runtime_namespace) {
         ("auto" | "none", Some(_), _) | ("auto" | "none", _, Some(_)) => {
-            bail!("--runtime-socket and --runtime-namespace need --runtime docker or --runtime containerd")
+            bail!("--runtime-socket and --runtime-namespace need --runtime docker, containerd or crio")
         }
-        ("docker", _, Some(_)) => bail!("--runtime-namespace is for --runtime containerd"),
+        ("docker" | "crio", _, Some(_)) => bail!("--runtime-namespace is for --runtime containerd"),
+        ("crio", socket, None) => faultline_agent::runtime::Choice::Crio {
+            socket: socket.unwrap_or_else(|| faultline_agent::runtime::crio::DEFAULT_SOCKET.into()),
+        },
         ("none", ..) => faultline_agent::runtime::Choice::None,
         ("docker", socket, None) => faultline_agent::runtime::Choice::Docker {
             socket: socket.unwrap_or_else(|| faultline_agent::runtime::docker::DEFAULT_SOCKET.into()),

@@ -294,7 +294,7 @@ const SNAPSHOT_MOUNTS: &str = "/containerd.services.snapshots.v1.Snapshots/Mount
 /// A container's name: the CRI's `<pod namespace>/<pod name>/<container
 /// name>` (or `<pod namespace>/<pod name>` for a pod sandbox), nerdctl's
 /// `nerdctl/name` label, else its id (what Docker's `moby` namespace has).
-fn name_of(id: &str, labels: &BTreeMap<String, String>) -> String {
+pub(super) fn name_of(id: &str, labels: &BTreeMap<String, String>) -> String {
     let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
     match (
         get(super::pods::POD_NAMESPACE),

@@ -13,7 +13,9 @@
 //! selected twice. Docker's own containerd (`moby`) is used only when asked
 //! for (`--runtime containerd --runtime-socket
 //! /var/run/docker/containerd/containerd.sock --runtime-namespace moby`).
-//! CRI-O is not implemented yet.
+//! CRI-O ([`crio`]: its inspect HTTP API, containers found through their
+//! cgroups) comes after containerd in detection; it is proven only against
+//! recorded responses.
 //!
 //! Kubernetes pods are resolved from the runtime's CRI labels ([`pods`]).
 //!
@@ -22,6 +24,7 @@
 //! [`crate::faults::FaultKind::prepare`].
 
 pub mod containerd;
+pub mod crio;
 pub mod docker;
 pub mod netns;
 pub mod pods;
@@ -131,6 +134,8 @@ pub enum Choice {
     Docker { socket: String },
     /// containerd at this socket, in this namespace.
     Containerd { socket: String, namespace: String },
+    /// CRI-O at this socket.
+    Crio { socket: String },
 }
 
 impl Choice {
@@ -143,6 +148,7 @@ impl Choice {
             Choice::Containerd { socket, namespace } => {
                 vec![Arc::new(containerd::Containerd::new(socket, namespace.clone()))]
             }
+            Choice::Crio { socket } => vec![Arc::new(crio::Crio::new(socket))],
         };
         first_answering(candidates)
     }
@@ -159,7 +165,7 @@ fn first_answering(candidates: Vec<Arc<dyn ContainerRuntime>>) -> Option<Arc<dyn
 }
 
 /// The first runtime that answers on this node, if any: containerd at the
-/// Kubernetes socket paths (namespace `k8s.io`), then the Docker Engine.
+/// Kubernetes socket paths (namespace `k8s.io`), CRI-O, then the Docker Engine.
 pub fn detect() -> Option<Arc<dyn ContainerRuntime>> {
     let mut candidates: Vec<Arc<dyn ContainerRuntime>> = containerd::KUBERNETES_SOCKETS
         .iter()
@@ -168,6 +174,9 @@ pub fn detect() -> Option<Arc<dyn ContainerRuntime>> {
             Arc::new(containerd::Containerd::new(*s, containerd::KUBERNETES_NAMESPACE)) as Arc<dyn ContainerRuntime>
         })
         .collect();
+    if std::path::Path::new(crio::DEFAULT_SOCKET).exists() {
+        candidates.push(Arc::new(crio::Crio::new(crio::DEFAULT_SOCKET)));
+    }
     candidates.push(Arc::new(docker::Docker::new(docker::DEFAULT_SOCKET)));
     first_answering(candidates)
 }

@@ -8,7 +8,9 @@
 //! on its **sandbox** container only (the `pause` container holding the
 //! pod's namespaces): containerd's CRI plugin marks it
 //! `io.cri-containerd.kind=sandbox`, cri-dockerd
-//! `io.kubernetes.docker.type=podsandbox`. So pod labels are matched on the
+//! `io.kubernetes.docker.type=podsandbox`, CRI-O
+//! `io.kubernetes.cri-o.ContainerType=sandbox` (an annotation the CRI-O
+//! resolver copies into the labels). So pod labels are matched on the
 //! sandbox and joined to the application containers by pod uid. Sandboxes
 //! themselves are never targets: killing or filling a `pause` container
 //! tests nothing but the kubelet.
@@ -49,6 +51,7 @@ pub struct PodSelector {
 pub fn is_sandbox(c: &Container) -> bool {
     c.labels.get(CRI_CONTAINERD_KIND).map(String::as_str) == Some("sandbox")
         || c.labels.get(DOCKER_TYPE).map(String::as_str) == Some("podsandbox")
+        || c.labels.get(super::crio::CONTAINER_TYPE).map(String::as_str) == Some("sandbox")
 }
 
 /// The pods' own labels on this node, by pod uid, read off the sandboxes.
