@@ -28,6 +28,7 @@ pub mod crio;
 pub mod docker;
 pub mod netns;
 pub mod pods;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
