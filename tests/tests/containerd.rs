@@ -580,3 +580,35 @@ async fn an_agent_starting_without_records_sweeps_its_objects_inside_containers_
     );
     assert_eq!(lab.pid("victim"), pid, "the container runs on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_containerd_containers_writable_layer_is_found_through_its_snapshot() {
+    if !containerd_or_skip("a_stopped_containerd_containers_writable_layer_is_found_through_its_snapshot") {
+        return;
+    }
+    let docker_lab = DockerLab::new("ctrd-upper");
+    let mut lab = CtrLab::new("ctrd-upper", &docker_lab.image);
+    lab.run("c", &[], LOOP);
+    let pid = lab.pid("c");
+    std::fs::write(format!("/proc/{pid}/root/tmp/marker"), b"written while running").unwrap();
+    let rt = Containerd::new(SOCKET, lab.namespace.clone());
+    lab.ctr(&["tasks", "kill", "-s", "SIGKILL", "c"]);
+    assert!(wait_for(Duration::from_secs(5), || tokio::task::block_in_place(|| rt
+        .inspect("c")
+        .unwrap()
+        .is_some_and(|c| !c.running))));
+    let upper = tokio::task::block_in_place(|| rt.upper_dir("c"))
+        .unwrap()
+        .expect("an overlay upperdir");
+    println!("stopped container's writable layer: {}", upper.display());
+    assert_eq!(
+        std::fs::read(upper.join("tmp/marker")).unwrap(),
+        b"written while running",
+        "the file written inside the container is in that layer"
+    );
+    // Docker's containers keep their layers outside containerd.
+    let mut dlab = docker_lab;
+    let id = dlab.run("d", &[], LOOP);
+    let moby = Containerd::new(SOCKET, DOCKER_NAMESPACE);
+    assert_eq!(tokio::task::block_in_place(|| moby.upper_dir(&id)).unwrap(), None);
+}
