@@ -12,7 +12,7 @@
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
 //! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
 //! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
-//! - [`runtime`]: container runtimes (Docker Engine API, containerd gRPC, CRI-O inspect API), container and pod selectors, the sweep inside containers resolved to a [`runtime::Place`], and entering a container's network namespace.
+//! - [`runtime`]: container runtimes (Docker Engine API, containerd gRPC, CRI-O inspect API), container and pod selectors resolved to a [`runtime::Place`], entering a container's network namespace, and the sweep inside containers.
 //! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids, verdicts).
 //! - [`journal`]: the undo journal and the start-up sweep of orphaned objects (whose names the kinds declare).
 //! - [`cidr`]: IP networks as `addr/prefix`.
