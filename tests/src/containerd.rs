@@ -170,3 +170,38 @@ impl Drop for CtrLab {
 pub fn namespace_exists(ns: &str) -> bool {
     ctr(&["namespaces", "ls", "-q"]).lines().any(|l| l.trim() == ns)
 }
+
+/// PID 1 (`sh`) restarts `sleep` whenever it dies.
+pub const LOOP: &[&str] = &["/bin/sh", "-c", "while :; do /bin/sleep 1000; done"];
+
+/// Host pids of the processes named `name` in the pid namespace of `pid`.
+pub fn in_ns(pid: u32, name: &str) -> Vec<u32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let same = std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|n| n == ns);
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if same && comm.trim() == name {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Polls `f` every 50 ms for at most `limit`.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
