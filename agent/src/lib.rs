@@ -346,6 +346,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             backend: String::new(),
             at_unix_ms: faultline_proto::now_unix_ms(),
             observation: None,
+            containers: Vec::new(),
         });
     }
     let (table, table_task) = FaultTable::spawn(

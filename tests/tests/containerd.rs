@@ -351,6 +351,66 @@ async fn pods_labelled_as_cri_dockerd_does_are_selected_through_docker_and_perce
     assert_eq!(r.exit_code, 0, "{}", r.report.reason);
     assert_eq!(killed(&r), before[5]);
     assert_eq!(in_ns(lab.pid(names[4]), "sleep"), before[4]);
+    // blast_radius.max_targets counts containers: every web pod is 4
+    // containers on this one node, over a limit of 3; refused before
+    // anything is injected.
+    // (After the kills above, every loop has started its sleep again.)
+    assert!(wait_for(Duration::from_secs(5), || names.iter().all(|n| in_ns(
+        lab.pid(n),
+        "sleep"
+    )
+    .len()
+        == 1)));
+    let now: Vec<Vec<u32>> = names.iter().map(|n| in_ns(lab.pid(n), "sleep")).collect();
+    let fault = format!(
+        "    targets: {{ containers: {{ pod: {{ namespace: {pns}, labels: {{ app: web }} }} }} }}\n    kill: {{ name: sleep, count: all, allow_mass_kill: true }}\n"
+    );
+    let yaml = format!("{}blast_radius: {{ max_targets: 3 }}\n", experiment(port, "1s", &fault));
+    let plan = h
+        .control()
+        .await
+        .plan(faultline_proto::v1::PlanRequest {
+            source: Some(source(&yaml, &[])),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        plan.limits
+            .iter()
+            .any(|l| l.contains("4 containers exceed blast_radius.max_targets 3")),
+        "{:?} {:?}",
+        plan.limits,
+        plan.faults[0].previews
+    );
+    let r = h.run(&yaml, &[]).await.unwrap();
+    println!("blast radius over containers: exit {} {}", r.exit_code, r.report.reason);
+    assert_eq!(r.exit_code, 2, "{}", r.report.reason);
+    assert!(
+        r.report
+            .reason
+            .contains("4 containers exceed blast_radius.max_targets 3"),
+        "{}",
+        r.report.reason
+    );
+    let after: Vec<Vec<u32>> = names.iter().map(|n| in_ns(lab.pid(n), "sleep")).collect();
+    assert_eq!(after, now, "nothing was killed");
+    assert!(wait_for(Duration::from_secs(5), || names.iter().all(|n| in_ns(
+        lab.pid(n),
+        "sleep"
+    )
+    .len()
+        == 1)));
+    let yaml = format!("{}blast_radius: {{ max_targets: 4 }}\n", experiment(port, "1s", &fault));
+    let r = h.run(&yaml, &[]).await.unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert_eq!(killed(&r).len(), 4);
+    assert!(
+        r.events
+            .iter()
+            .any(|e| format!("{e:?}").contains("targets 4 container(s) (headroom 0)")),
+        "the run log counts the containers"
+    );
     // A percent that rounds to zero pods is refused, naming the numbers.
     let fault = format!(
         "    targets: {{ percent: 10, containers: {{ pod: {{ namespace: {pns} }} }} }}\n    kill: {{ name: sleep, count: all }}\n"
