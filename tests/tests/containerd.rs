@@ -404,7 +404,7 @@ async fn pods_labelled_as_cri_dockerd_does_are_selected_through_docker_and_perce
     let yaml = format!("{}blast_radius: {{ max_targets: 4 }}\n", experiment(port, "1s", &fault));
     let r = h.run(&yaml, &[]).await.unwrap();
     assert_eq!(r.exit_code, 0, "{}", r.report.reason);
-    assert_eq!(killed(&r).len(), 4);
+    assert_eq!(killed(&r).len(), 4, "{:?}", r.report.faults[0].targets);
     assert!(
         r.events
             .iter()
