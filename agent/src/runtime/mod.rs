@@ -151,13 +151,21 @@ impl Choice {
             }
             Choice::Crio { socket } => vec![Arc::new(crio::Crio::new(socket))],
         };
-        first_answering(candidates)
+        first_answering(candidates.into_iter().map(|c| (c, false)).collect())
     }
 }
 
-fn first_answering(candidates: Vec<Arc<dyn ContainerRuntime>>) -> Option<Arc<dyn ContainerRuntime>> {
-    for rt in candidates {
+/// The first candidate that answers; one marked `true` must also hold a
+/// container (see [`detect`]).
+fn first_answering(candidates: Vec<(Arc<dyn ContainerRuntime>, bool)>) -> Option<Arc<dyn ContainerRuntime>> {
+    for (rt, needs_containers) in candidates {
         match rt.list() {
+            Ok(c) if needs_containers && c.is_empty() => {
+                tracing::debug!(
+                    runtime = rt.name(),
+                    "container runtime answers but holds no Kubernetes container"
+                )
+            }
             Ok(_) => return Some(rt),
             Err(e) => tracing::debug!(runtime = rt.name(), err = %e, "container runtime not usable"),
         }
@@ -166,19 +174,24 @@ fn first_answering(candidates: Vec<Arc<dyn ContainerRuntime>>) -> Option<Arc<dyn
 }
 
 /// The first runtime that answers on this node, if any: containerd at the
-/// Kubernetes socket paths (namespace `k8s.io`), CRI-O, then the Docker Engine.
+/// Kubernetes socket paths (namespace `k8s.io`), CRI-O, then the Docker
+/// Engine. A containerd is taken only if its `k8s.io` namespace holds a
+/// container (every Kubernetes node runs sandboxes): Docker's own packages
+/// run a containerd at `/run/containerd/containerd.sock` too, with Docker's
+/// containers in `moby`, and on such a host Docker is the right choice.
 pub fn detect() -> Option<Arc<dyn ContainerRuntime>> {
-    let mut candidates: Vec<Arc<dyn ContainerRuntime>> = containerd::KUBERNETES_SOCKETS
+    let mut candidates: Vec<(Arc<dyn ContainerRuntime>, bool)> = containerd::KUBERNETES_SOCKETS
         .iter()
         .filter(|s| std::path::Path::new(s).exists())
         .map(|s| {
-            Arc::new(containerd::Containerd::new(*s, containerd::KUBERNETES_NAMESPACE)) as Arc<dyn ContainerRuntime>
+            let rt = Arc::new(containerd::Containerd::new(*s, containerd::KUBERNETES_NAMESPACE));
+            (rt as Arc<dyn ContainerRuntime>, true)
         })
         .collect();
     if std::path::Path::new(crio::DEFAULT_SOCKET).exists() {
-        candidates.push(Arc::new(crio::Crio::new(crio::DEFAULT_SOCKET)));
+        candidates.push((Arc::new(crio::Crio::new(crio::DEFAULT_SOCKET)), false));
     }
-    candidates.push(Arc::new(docker::Docker::new(docker::DEFAULT_SOCKET)));
+    candidates.push((Arc::new(docker::Docker::new(docker::DEFAULT_SOCKET)), false));
     first_answering(candidates)
 }
 

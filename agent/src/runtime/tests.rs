@@ -206,3 +206,17 @@ fn a_bad_name_regex_is_named() {
     .unwrap_err();
     assert!(err.to_string().contains("name_regex"), "{err}");
 }
+
+#[test]
+fn detection_skips_a_containerd_without_kubernetes_containers_for_docker() {
+    let empty: Arc<dyn ContainerRuntime> = Arc::new(FakeRuntime::default());
+    let docker = FakeRuntime::default();
+    *docker.containers.lock().unwrap() = vec![container("d1", "web", &[])];
+    let docker: Arc<dyn ContainerRuntime> = Arc::new(docker);
+    // An empty k8s.io namespace (Docker's packaged containerd) is passed over.
+    let got = first_answering(vec![(empty.clone(), true), (docker.clone(), false)]).unwrap();
+    assert!(Arc::ptr_eq(&got, &docker));
+    // Explicitly chosen, or last in line, an empty runtime is still used.
+    let got = first_answering(vec![(empty.clone(), false), (docker, false)]).unwrap();
+    assert!(Arc::ptr_eq(&got, &empty));
+}
