@@ -518,7 +518,9 @@ pub fn recover(journal: &Journal, cleaner: &Cleaner, fill_dirs: &[PathBuf], swee
         }
     }
     if sweep {
-        for obj in cleaner.find_orphans(fill_dirs) {
+        let (inside, failed) = crate::runtime::sweep::find_orphans(cleaner, fill_dirs);
+        lines.extend(failed);
+        for obj in cleaner.find_orphans(fill_dirs).into_iter().chain(inside) {
             match cleaner.remove(&obj) {
                 Ok(true) => lines.push(format!("removed orphaned {obj}")),
                 Ok(false) => {}

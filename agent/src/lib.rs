@@ -12,7 +12,7 @@
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
 //! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
 //! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
-//! - [`runtime`]: container runtimes (Docker Engine API), container selectors resolved to a [`runtime::Place`], and entering a container's network namespace.
+//! - [`runtime`]: container runtimes (Docker Engine API, containerd gRPC, CRI-O inspect API), container and pod selectors resolved to a [`runtime::Place`], entering a container's network namespace, and the sweep inside containers.
 //! - [`nfqueue`]: a minimal NFQUEUE netlink client (bind, packet ids or whole packets, verdicts, changed payloads).
 //! - [`journal`]: the undo journal and the start-up sweep of orphaned objects (whose names the kinds declare).
 //! - [`cidr`]: IP networks as `addr/prefix`.
@@ -117,6 +117,9 @@ pub struct AgentConfig {
     /// and fill paths to the flags and can only narrow the rest. By
     /// default, empty.
     pub policy: policy::AgentPolicy,
+    /// The container runtime containers are resolved through (`--runtime`).
+    /// By default, the first that answers ([`runtime::detect`]).
+    pub runtime: runtime::Choice,
 }
 
 /// The default state directory for `agent_id`.
@@ -178,6 +181,7 @@ impl AgentConfig {
             metrics: agent_metrics(),
             tls: None,
             policy: policy::AgentPolicy::default(),
+            runtime: runtime::Choice::Auto,
         }
     }
 }
@@ -276,7 +280,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if let Some(p) = config.policy.max_fill_used_percent {
         fill.max_used_percent = fill.max_used_percent.min(p);
     }
-    let runtime = runtime::detect();
+    let runtime = config.runtime.open();
+    if runtime.is_none() && !matches!(config.runtime, runtime::Choice::Auto | runtime::Choice::None) {
+        warn!(runtime = ?config.runtime, "the container runtime asked for does not answer; containers cannot be targeted on this node");
+    }
     let stress = config.stress.clone().map(|mut p| {
         if let Some(c) = config.policy.max_cpu_percent {
             p.max_cpu_percent = p.max_cpu_percent.min(c);
@@ -340,6 +347,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             backend: String::new(),
             at_unix_ms: faultline_proto::now_unix_ms(),
             observation: None,
+            containers: Vec::new(),
         });
     }
     let (table, table_task) = FaultTable::spawn(

@@ -74,6 +74,20 @@ struct Args {
     /// Refuse every block fault, even where nft is installed.
     #[arg(long)]
     no_block: bool,
+    /// Container runtime that resolves targets.containers: auto (containerd
+    /// at its Kubernetes socket paths with namespace k8s.io, else Docker),
+    /// docker, containerd, crio, or none.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "containerd", "crio", "none"])]
+    runtime: String,
+    /// The runtime's socket, with --runtime docker, containerd or crio.
+    /// Default: /var/run/docker.sock for docker,
+    /// /run/containerd/containerd.sock for containerd, /var/run/crio/crio.sock for crio.
+    #[arg(long, value_name = "PATH")]
+    runtime_socket: Option<String>,
+    /// containerd namespace, with --runtime containerd: k8s.io (Kubernetes,
+    /// the default) or moby (Docker's own containerd).
+    #[arg(long, value_name = "NS")]
+    runtime_namespace: Option<String>,
     /// Longest lease accepted from the coordinator.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     max_lease: Duration,
@@ -158,6 +172,24 @@ async fn main() -> anyhow::Result<()> {
         _ => Allowed::Auto,
     };
     config.block = !args.no_block;
+    config.runtime = match (args.runtime.as_str(), args.runtime_socket, args.runtime_namespace) {
+        ("auto" | "none", Some(_), _) | ("auto" | "none", _, Some(_)) => {
+            bail!("--runtime-socket and --runtime-namespace need --runtime docker, containerd or crio")
+        }
+        ("docker" | "crio", _, Some(_)) => bail!("--runtime-namespace is for --runtime containerd"),
+        ("crio", socket, None) => faultline_agent::runtime::Choice::Crio {
+            socket: socket.unwrap_or_else(|| faultline_agent::runtime::crio::DEFAULT_SOCKET.into()),
+        },
+        ("none", ..) => faultline_agent::runtime::Choice::None,
+        ("docker", socket, None) => faultline_agent::runtime::Choice::Docker {
+            socket: socket.unwrap_or_else(|| faultline_agent::runtime::docker::DEFAULT_SOCKET.into()),
+        },
+        ("containerd", socket, ns) => faultline_agent::runtime::Choice::Containerd {
+            socket: socket.unwrap_or_else(|| faultline_agent::runtime::containerd::KUBERNETES_SOCKETS[0].into()),
+            namespace: ns.unwrap_or_else(|| faultline_agent::runtime::containerd::KUBERNETES_NAMESPACE.into()),
+        },
+        _ => faultline_agent::runtime::Choice::Auto,
+    };
     config.cgroup_root = args.cgroup_root;
     if args.no_stress {
         config.stress = None;

@@ -111,13 +111,16 @@ impl ProcessTable for SystemProcessTable {
         // Only what selection needs: command line and owner. CPU and memory
         // are expensive to read for every process and are not used. Tasks
         // (threads) are not read: sysinfo would list each as a process of its
-        // own (`nothing()` still includes them).
+        // own (`nothing()` still includes them). The command line is read
+        // every time: `execve` keeps the pid and start time, so sysinfo
+        // treats an exec'd process as the one it cached (a container's loop
+        // forks `sh`, which then execs `sleep`).
         system.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
             ProcessRefreshKind::nothing()
                 .without_tasks()
-                .with_cmd(UpdateKind::OnlyIfNotSet)
+                .with_cmd(UpdateKind::Always)
                 .with_user(UpdateKind::OnlyIfNotSet),
         );
         Ok(system
@@ -130,7 +133,11 @@ impl ProcessTable for SystemProcessTable {
                 pid: pid.as_u32(),
                 tgid: pid.as_u32(),
                 ppid: p.parent().map(|p| p.as_u32()).unwrap_or(0),
-                name: p.name().to_string_lossy().into_owned(),
+                // sysinfo keeps the name it first saw (before any exec);
+                // the kernel's comm is current.
+                name: std::fs::read_to_string(format!("/proc/{}/comm", pid.as_u32()))
+                    .map(|c| c.trim_end_matches('\n').to_string())
+                    .unwrap_or_else(|_| p.name().to_string_lossy().into_owned()),
                 cmdline: p
                     .cmd()
                     .iter()
@@ -272,5 +279,38 @@ mod tests {
         assert_eq!(same, vec![me], "threads listed as processes: {procs:#?}");
         assert!(procs.iter().all(|p| p.pid != tid && p.name != "fl-test-thread"));
         assert!(procs.iter().all(|p| !p.is_thread()));
+    }
+
+    #[test]
+    fn a_process_that_execs_after_it_was_first_listed_is_listed_under_its_new_name() {
+        use std::io::Write;
+        // `sh` until it reads a line, then `sleep` under the same pid (a
+        // container's loop forking its next `sleep` looks like this).
+        let marker = format!("1001.{}", std::process::id());
+        let mut child = ChildGuard(
+            Command::new("sh")
+                .args(["-c", &format!("read _; exec sleep {marker}")])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id();
+        let table = SystemProcessTable::new();
+        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let t = std::time::Instant::now();
+        while comm().trim() != "sh" && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let before = table.list().unwrap().into_iter().find(|p| p.pid == pid).unwrap();
+        assert_eq!(before.name, "sh");
+        child.0.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let t = std::time::Instant::now();
+        while comm().trim() != "sleep" && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(comm().trim(), "sleep");
+        let after = table.list().unwrap().into_iter().find(|p| p.pid == pid).unwrap();
+        assert_eq!(after.name, "sleep", "{after:?}");
+        assert!(after.cmdline.contains(&marker), "{after:?}");
     }
 }

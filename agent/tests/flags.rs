@@ -60,3 +60,16 @@ fn non_loopback_metrics_need_metrics_public() {
     );
     refused(&["--id", "node-a", "--metrics-listen", "0.0.0.0:0"], "--metrics-public");
 }
+
+#[test]
+fn runtime_socket_and_namespace_need_a_runtime_that_takes_them() {
+    refused(
+        &["--id", "node-a", "--runtime-socket", "/run/x.sock"],
+        "--runtime-socket and --runtime-namespace need --runtime docker, containerd or crio",
+    );
+    refused(
+        &["--id", "node-a", "--runtime", "docker", "--runtime-namespace", "moby"],
+        "--runtime-namespace is for --runtime containerd",
+    );
+    refused(&["--id", "node-a", "--runtime", "podman"], "podman");
+}

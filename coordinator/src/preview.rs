@@ -26,14 +26,33 @@ pub const PREVIEW_TIMEOUT: Duration = Duration::from_secs(3);
 /// plan's order; "agent-id: no answer" for an agent that did not answer
 /// within `timeout`.
 pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Vec<Vec<String>> {
+    previews_with_containers(plan, registry, timeout)
+        .await
+        .into_iter()
+        .map(|f| f.into_iter().map(|p| p.line).collect())
+        .collect()
+}
+
+/// One target's answer to a dry run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preview {
+    /// "agent-id: detail".
+    pub line: String,
+    /// The containers the agent resolved the fault's selector to, when it
+    /// answered PLANNED; `None` for any other answer or none.
+    pub containers: Option<Vec<String>>,
+}
+
+/// Like [`previews`], with the containers each PLANNED answer names.
+pub async fn previews_with_containers(plan: &Plan, registry: &Registry, timeout: Duration) -> Vec<Vec<Preview>> {
     let rand = uuid::Uuid::new_v4().simple().to_string();
     // A valid run id (faultline_proto::ids) that no real run can have:
     // run ids start with `r`.
     let plan_id = format!("plan-{}", &rand[..12]);
-    let mut out: Vec<Vec<String>> = plan
+    let mut out: Vec<Vec<Preview>> = plan
         .faults
         .iter()
-        .map(|pf| vec![String::new(); pf.targets.len()])
+        .map(|pf| vec![Preview::default(); pf.targets.len()])
         .collect();
     let mut pending: HashMap<(String, String), (usize, usize)> = HashMap::new();
     let mut statuses = registry.subscribe(&plan_id);
@@ -46,7 +65,7 @@ pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Ve
                 .iter()
                 .any(|c| c == faultline_proto::CAPABILITY_DRY_RUN)
             {
-                out[fi][ti] = format!("{id}: no preview (this agent's version does not answer dry runs)");
+                out[fi][ti].line = format!("{id}: no preview (this agent's version does not answer dry runs)");
                 continue;
             }
             let inject = v1::Inject {
@@ -64,7 +83,7 @@ pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Ve
                 Ok(()) => {
                     pending.insert((fault_id.clone(), id.clone()), (fi, ti));
                 }
-                Err(e) => out[fi][ti] = format!("{id}: not asked: {e}"),
+                Err(e) => out[fi][ti].line = format!("{id}: not asked: {e}"),
             }
         }
     }
@@ -78,7 +97,10 @@ pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Ve
             continue;
         };
         let s = &st.status;
-        out[fi][ti] = match s.state() {
+        if s.state() == v1::FaultState::Planned {
+            out[fi][ti].containers = Some(s.containers.clone());
+        }
+        out[fi][ti].line = match s.state() {
             v1::FaultState::Planned => format!("{}: {}", st.agent_id, s.detail),
             other => {
                 let state = faultline_proto::fault_state_name(other);
@@ -90,9 +112,69 @@ pub async fn previews(plan: &Plan, registry: &Registry, timeout: Duration) -> Ve
     }
     registry.unsubscribe(&plan_id);
     for (fi, ti) in pending.into_values() {
-        out[fi][ti] = format!("{}: no answer", plan.faults[fi].targets[ti].agent_id);
+        out[fi][ti].line = format!("{}: no answer", plan.faults[fi].targets[ti].agent_id);
     }
     out
+}
+
+/// For faults that target containers, `blast_radius.max_targets` counts
+/// **containers** (all targets' together), which only the agents know: each
+/// planned target is asked for a dry run and the containers its PLANNED
+/// answer names are added up. Returns one line per such fault for the run
+/// log, or why the run must not start: too many containers, or a target
+/// that could not say (no answer, or a version without dry runs). A target
+/// that refused counts none (its real inject will be refused as well).
+pub async fn container_blast_radius(
+    plan: &Plan,
+    max_targets: Option<u32>,
+    registry: &Registry,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let Some(max) = max_targets else {
+        return Ok(Vec::new());
+    };
+    if !plan.faults.iter().any(|pf| pf.fault.targets.containers.is_some()) {
+        return Ok(Vec::new());
+    }
+    let answers = previews_with_containers(plan, registry, timeout).await;
+    count_containers(plan, max, &answers)
+}
+
+/// The counting of [`container_blast_radius`], over answers already had
+/// (`plan` shows it next to the previews).
+pub fn count_containers(plan: &Plan, max: u32, answers: &[Vec<Preview>]) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    for (pf, answers) in plan.faults.iter().zip(answers) {
+        if pf.fault.targets.containers.is_none() {
+            continue;
+        }
+        let mut total = 0usize;
+        for a in answers {
+            match &a.containers {
+                Some(c) => total += c.len(),
+                None if a.line.contains(": refused: ") || a.line.contains(": failed: ") => {}
+                None => {
+                    return Err(format!(
+                        "fault {:?} targets containers and blast_radius.max_targets {max} counts them, but {}",
+                        pf.fault.name, a.line
+                    ))
+                }
+            }
+        }
+        if total > max as usize {
+            return Err(format!(
+                "fault {:?}: {total} containers exceed blast_radius.max_targets {max} ({})",
+                pf.fault.name,
+                answers.iter().map(|a| a.line.as_str()).collect::<Vec<_>>().join("; ")
+            ));
+        }
+        lines.push(format!(
+            "blast_radius.max_targets {max}: fault {:?} targets {total} container(s) (headroom {})",
+            pf.fault.name,
+            max as usize - total
+        ));
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -170,5 +252,41 @@ mod tests {
             a3.try_recv().is_err(),
             "an agent without dry runs would have injected for real"
         );
+    }
+
+    #[test]
+    fn containers_are_counted_against_max_targets_across_targets() {
+        let exp = crate::experiment::parse(
+            "t.yaml",
+            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: { address: \"127.0.0.1:1\" }\nduration: 1s\nfaults:\n  - targets: { containers: { pod: { namespace: shop } } }\n    kill: { name: w }\nblast_radius: { max_targets: 3 }\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let caps = ["kill", "dry_run", "runtime:containerd"];
+        let fleet = [agent("a1", &caps), agent("a2", &caps)];
+        let p = plan(&exp, &fleet, &Context::unrestricted()).unwrap();
+        let planned = |n: usize| Preview {
+            line: "aX: would send SIGKILL".into(),
+            containers: Some((0..n).map(|i| format!("shop/web-{i}/main")).collect()),
+        };
+        let ok = count_containers(&p, 3, &[vec![planned(2), planned(1)]]).unwrap();
+        assert_eq!(
+            ok,
+            ["blast_radius.max_targets 3: fault \"kill-1\" targets 3 container(s) (headroom 0)"]
+        );
+        let err = count_containers(&p, 3, &[vec![planned(2), planned(2)]]).unwrap_err();
+        assert!(err.contains("4 containers exceed blast_radius.max_targets 3"), "{err}");
+        // A target that refused counts none; one that could not say stops the run.
+        let refused = Preview {
+            line: "a2: refused: no running container matches".into(),
+            containers: None,
+        };
+        assert!(count_containers(&p, 3, &[vec![planned(3), refused]]).is_ok());
+        let silent = Preview {
+            line: "a2: no answer".into(),
+            containers: None,
+        };
+        let err = count_containers(&p, 3, &[vec![planned(1), silent]]).unwrap_err();
+        assert!(err.contains("a2: no answer"), "{err}");
     }
 }

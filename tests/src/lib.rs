@@ -16,10 +16,12 @@
 //! - [`soak`]: many consecutive runs, sampling memory, descriptors and the database.
 //! - [`browser`]: headless Chromium over the DevTools protocol (console tests).
 //! - [`console_http`]: the console over raw HTTP: a lab with tokens, login, CSRF, headers.
+//! - [`containerd`]: containers made in the Docker Engine's containerd with `ctr`, in a namespace of the test's own.
 //! - [`crashpoints`]: random SIGKILLs of agents and the coordinator around inject and restore.
 
 pub mod browser;
 pub mod console_http;
+pub mod containerd;
 pub mod crashpoints;
 pub mod dns;
 pub mod docker;

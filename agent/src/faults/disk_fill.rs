@@ -30,6 +30,7 @@ use crate::faults::{self, Applied, FaultKind, Prepared, Registration, Report, Re
 use crate::journal::{Object, Owned};
 
 mod container;
+pub use container::open_in_root;
 pub use container::remove as remove_in_container;
 
 /// The start of every fill file's name; the orphan sweep removes files

@@ -36,22 +36,7 @@ impl Docker {
 
     /// `GET path`, returning the status code and body.
     fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
-        let io = |source| Error::Connect {
-            runtime: "docker",
-            socket: self.socket.display().to_string(),
-            source,
-        };
-        let mut s = UnixStream::connect(&self.socket).map_err(io)?;
-        s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-        s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").map_err(io)?;
-        let mut raw = Vec::new();
-        s.take(MAX_RESPONSE).read_to_end(&mut raw).map_err(io)?;
-        parse_response(&raw).map_err(|message| Error::Api {
-            runtime: "docker",
-            request: format!("GET {path}"),
-            message,
-        })
+        unix_get("docker", &self.socket, path)
     }
 
     fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<Option<T>> {
@@ -69,6 +54,28 @@ impl Docker {
             c => Err(api(format!("status {c}: {}", String::from_utf8_lossy(&body).trim()))),
         }
     }
+}
+
+/// `GET path` over the unix socket `socket` (HTTP/1.1, one request per
+/// connection), returning the status code and body; `runtime` names the
+/// runtime in errors. CRI-O's inspect API is served the same way.
+pub(super) fn unix_get(runtime: &'static str, socket: &std::path::Path, path: &str) -> Result<(u16, Vec<u8>)> {
+    let io = |source| Error::Connect {
+        runtime,
+        socket: socket.display().to_string(),
+        source,
+    };
+    let mut s = UnixStream::connect(socket).map_err(io)?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {runtime}\r\nConnection: close\r\n\r\n").map_err(io)?;
+    let mut raw = Vec::new();
+    s.take(MAX_RESPONSE).read_to_end(&mut raw).map_err(io)?;
+    parse_response(&raw).map_err(|message| Error::Api {
+        runtime,
+        request: format!("GET {path}"),
+        message,
+    })
 }
 
 /// Splits an HTTP/1.1 response into status and body, undoing chunked

@@ -2,16 +2,33 @@
 //! of each one's init process, from which the fault kinds reach its
 //! namespaces (`/proc/<pid>/ns/*`) and its filesystem (`/proc/<pid>/root`).
 //!
-//! The agent detects a runtime at start ([`detect`]) and advertises it as a
-//! capability (`runtime:docker`). Only Docker (its Engine API over its unix
-//! socket, [`docker`]) is implemented; containerd and CRI-O are not yet.
+//! The agent uses **one** runtime, chosen at start ([`detect`], or the
+//! `--runtime` flag through [`Choice`]) and advertised as a capability
+//! (`runtime:docker`, `runtime:containerd`): the one that answers first of
+//! containerd with Kubernetes' namespace `k8s.io` (upstream, k3s/RKE2 and
+//! MicroK8s socket paths, [`containerd`]) and the Docker Engine API
+//! ([`docker`]). One, not several: a node's Kubernetes containers live in
+//! exactly one of them, and a container seen through two runtimes (Docker's
+//! containers are also in its containerd's `moby` namespace) must not be
+//! selected twice. Docker's own containerd (`moby`) is used only when asked
+//! for (`--runtime containerd --runtime-socket
+//! /var/run/docker/containerd/containerd.sock --runtime-namespace moby`).
+//! CRI-O ([`crio`]: its inspect HTTP API, containers found through their
+//! cgroups) comes after containerd in detection; it is proven only against
+//! recorded responses.
+//!
+//! Kubernetes pods are resolved from the runtime's CRI labels ([`pods`]).
 //!
 //! A fault whose Inject carries a [`ContainerSelector`] is resolved here to
 //! a [`Place::Containers`]; the kinds receive the place in
 //! [`crate::faults::FaultKind::prepare`].
 
+pub mod containerd;
+pub mod crio;
 pub mod docker;
 pub mod netns;
+pub mod pods;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,13 +59,32 @@ pub enum Error {
     NoMatch(String),
     #[error("refused: {0}")]
     Protected(String),
+    #[error("container selector: percent {0}: must be within (0, 100]")]
+    Percent(f64),
+    #[error("container selector: pod.namespace is empty; name the pods' namespace")]
+    PodNamespace,
+    #[error("{percent}% of the {matching} {unit} matching {selector} rounds to zero; raise percent or use count")]
+    ZeroPercent {
+        percent: f64,
+        matching: usize,
+        unit: &'static str,
+        selector: String,
+    },
 }
 
 impl Error {
     /// Declined because of what was asked (or what the node lacks), rather
     /// than the runtime failing or nothing matching.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Regex { .. } | Error::NoRuntime | Error::Protected(_))
+        matches!(
+            self,
+            Error::Regex { .. }
+                | Error::NoRuntime
+                | Error::Protected(_)
+                | Error::Percent(_)
+                | Error::PodNamespace
+                | Error::ZeroPercent { .. }
+        )
     }
 }
 
@@ -87,16 +123,76 @@ pub trait ContainerRuntime: Send + Sync {
     fn upper_dir(&self, id: &str) -> Result<Option<std::path::PathBuf>>;
 }
 
-/// The first runtime that answers on this node, if any.
-pub fn detect() -> Option<Arc<dyn ContainerRuntime>> {
-    let d = docker::Docker::new(docker::DEFAULT_SOCKET);
-    match d.list() {
-        Ok(_) => Some(Arc::new(d)),
-        Err(e) => {
-            tracing::debug!(err = %e, "no docker runtime");
-            None
+/// Which runtime the agent uses (`--runtime`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Choice {
+    /// The first that answers ([`detect`]). The default.
+    #[default]
+    Auto,
+    /// No containers are targeted on this node.
+    None,
+    /// The Docker Engine API at this socket.
+    Docker { socket: String },
+    /// containerd at this socket, in this namespace.
+    Containerd { socket: String, namespace: String },
+    /// CRI-O at this socket.
+    Crio { socket: String },
+}
+
+impl Choice {
+    /// The runtime this choice names, if it answers (a `list` succeeds).
+    pub fn open(&self) -> Option<Arc<dyn ContainerRuntime>> {
+        let candidates: Vec<Arc<dyn ContainerRuntime>> = match self {
+            Choice::None => return None,
+            Choice::Auto => return detect(),
+            Choice::Docker { socket } => vec![Arc::new(docker::Docker::new(socket))],
+            Choice::Containerd { socket, namespace } => {
+                vec![Arc::new(containerd::Containerd::new(socket, namespace.clone()))]
+            }
+            Choice::Crio { socket } => vec![Arc::new(crio::Crio::new(socket))],
+        };
+        first_answering(candidates.into_iter().map(|c| (c, false)).collect())
+    }
+}
+
+/// The first candidate that answers; one marked `true` must also hold a
+/// container (see [`detect`]).
+fn first_answering(candidates: Vec<(Arc<dyn ContainerRuntime>, bool)>) -> Option<Arc<dyn ContainerRuntime>> {
+    for (rt, needs_containers) in candidates {
+        match rt.list() {
+            Ok(c) if needs_containers && c.is_empty() => {
+                tracing::debug!(
+                    runtime = rt.name(),
+                    "container runtime answers but holds no Kubernetes container"
+                )
+            }
+            Ok(_) => return Some(rt),
+            Err(e) => tracing::debug!(runtime = rt.name(), err = %e, "container runtime not usable"),
         }
     }
+    None
+}
+
+/// The first runtime that answers on this node, if any: containerd at the
+/// Kubernetes socket paths (namespace `k8s.io`), CRI-O, then the Docker
+/// Engine. A containerd is taken only if its `k8s.io` namespace holds a
+/// container (every Kubernetes node runs sandboxes): Docker's own packages
+/// run a containerd at `/run/containerd/containerd.sock` too, with Docker's
+/// containers in `moby`, and on such a host Docker is the right choice.
+pub fn detect() -> Option<Arc<dyn ContainerRuntime>> {
+    let mut candidates: Vec<(Arc<dyn ContainerRuntime>, bool)> = containerd::KUBERNETES_SOCKETS
+        .iter()
+        .filter(|s| std::path::Path::new(s).exists())
+        .map(|s| {
+            let rt = Arc::new(containerd::Containerd::new(*s, containerd::KUBERNETES_NAMESPACE));
+            (rt as Arc<dyn ContainerRuntime>, true)
+        })
+        .collect();
+    if std::path::Path::new(crio::DEFAULT_SOCKET).exists() {
+        candidates.push((Arc::new(crio::Crio::new(crio::DEFAULT_SOCKET)), false));
+    }
+    candidates.push((Arc::new(docker::Docker::new(docker::DEFAULT_SOCKET)), false));
+    first_answering(candidates)
 }
 
 /// A checked container selector.
@@ -109,6 +205,14 @@ pub struct ContainerSelector {
     pub count: Option<u32>,
     /// A kill may signal the container's PID 1. By default, false.
     pub allow_pid1: bool,
+    /// Percent of the matching containers (pods, with `pod`) per node.
+    pub percent: Option<f64>,
+    /// Kubernetes pods the containers belong to.
+    pub pod: Option<pods::PodSelector>,
+    /// The container's name within its pod (`io.kubernetes.container.name`).
+    pub container_name: Option<String>,
+    /// Pods in `kube-system` may be targeted. By default, false.
+    pub allow_kube_system: bool,
 }
 
 impl TryFrom<v1::ContainerSelector> for ContainerSelector {
@@ -122,23 +226,49 @@ impl TryFrom<v1::ContainerSelector> for ContainerSelector {
                 message: e.to_string(),
             })?),
         };
+        let percent = match w.percent {
+            0.0 => None,
+            p if p > 0.0 && p <= 100.0 => Some(p),
+            p => return Err(Error::Percent(p)),
+        };
+        let pod = match w.pod {
+            None => None,
+            Some(p) if p.namespace.is_empty() => return Err(Error::PodNamespace),
+            Some(p) => Some(pods::PodSelector {
+                namespace: p.namespace,
+                labels: p.labels.into_iter().collect(),
+                name: Some(p.name).filter(|n| !n.is_empty()),
+            }),
+        };
         Ok(Self {
             name,
             image: Some(w.image).filter(|s| !s.is_empty()),
             labels: w.labels.into_iter().collect(),
             count: Some(w.count).filter(|c| *c > 0),
             allow_pid1: w.allow_pid1,
+            percent,
+            pod,
+            container_name: Some(w.container_name).filter(|n| !n.is_empty()),
+            allow_kube_system: w.allow_kube_system,
         })
     }
 }
 
 impl ContainerSelector {
-    fn matches(&self, c: &Container) -> bool {
+    /// Whether running application container `c` is selected; `pods`:
+    /// the pods' labels by uid.
+    fn matches(&self, c: &Container, pod_labels: &BTreeMap<String, BTreeMap<String, String>>) -> bool {
         c.running
             && c.pid > 0
+            && !pods::is_sandbox(c)
             && self.name.as_ref().is_none_or(|re| re.is_match(&c.name))
             && self.image.as_ref().is_none_or(|i| *i == c.image)
             && self.labels.iter().all(|(k, v)| c.labels.get(k) == Some(v))
+            && self.pod.as_ref().is_none_or(|p| p.matches(c, pod_labels))
+            && self
+                .container_name
+                .as_ref()
+                .is_none_or(|n| c.labels.get(pods::CONTAINER_NAME) == Some(n))
     }
 
     /// The selector in words, for messages.
@@ -152,6 +282,12 @@ impl ContainerSelector {
         }
         for (k, v) in &self.labels {
             parts.push(format!("label {k}={v}"));
+        }
+        if let Some(p) = &self.pod {
+            parts.push(p.describe());
+        }
+        if let Some(n) = &self.container_name {
+            parts.push(format!("container {n}"));
         }
         if parts.is_empty() {
             "any container".into()
@@ -236,18 +372,27 @@ pub fn ns_inode(pid: u32, ns: &str) -> Option<u64> {
     s.strip_prefix(&format!("{ns}:["))?.strip_suffix(']')?.parse().ok()
 }
 
-/// Resolves `sel` on this node: the running, unprotected containers that
-/// match, in name order, at most `count` of them.
+/// Resolves `sel` on this node: the running, unprotected application
+/// containers that match, in name order; then at most `count` (or
+/// `percent`) of them — of pods, with a pod selector, every selected
+/// pod's matching containers together.
 pub fn resolve(runtime: &dyn ContainerRuntime, sel: &ContainerSelector, protected: &Protected) -> Result<Place> {
-    let mut matching: Vec<Container> = runtime.list()?.into_iter().filter(|c| sel.matches(c)).collect();
+    let all = runtime.list()?;
+    let pod_labels = pods::pod_labels(&all);
+    let mut matching: Vec<Container> = all.into_iter().filter(|c| sel.matches(c, &pod_labels)).collect();
     matching.sort_by(|a, b| a.name.cmp(&b.name));
     let mut refused = Vec::new();
-    matching.retain(|c| match protected.why(c) {
-        Some(why) => {
-            refused.push(why);
-            false
+    matching.retain(|c| {
+        match protected
+            .why(c)
+            .or_else(|| pods::protected(c, &pod_labels, sel.allow_kube_system))
+        {
+            Some(why) => {
+                refused.push(why);
+                false
+            }
+            None => true,
         }
-        None => true,
     });
     if matching.is_empty() {
         return Err(match refused.into_iter().next() {
@@ -255,9 +400,37 @@ pub fn resolve(runtime: &dyn ContainerRuntime, sel: &ContainerSelector, protecte
             None => Error::NoMatch(sel.describe()),
         });
     }
-    if let Some(n) = sel.count {
-        matching.truncate(n as usize);
+    // What count and percent count: containers, or pods (by uid, in the
+    // order their first container sorts).
+    let unit_of = |c: &Container| match &sel.pod {
+        Some(_) => pods::pod_uid(c).unwrap_or(&c.id).to_string(),
+        None => c.id.clone(),
+    };
+    let mut units: Vec<String> = Vec::new();
+    for c in &matching {
+        let u = unit_of(c);
+        if !units.contains(&u) {
+            units.push(u);
+        }
     }
+    let keep = match (sel.count, sel.percent) {
+        (_, Some(p)) => {
+            let n = (units.len() as f64 * p / 100.0).floor() as usize;
+            if n == 0 {
+                return Err(Error::ZeroPercent {
+                    percent: p,
+                    matching: units.len(),
+                    unit: if sel.pod.is_some() { "pods" } else { "containers" },
+                    selector: sel.describe(),
+                });
+            }
+            n
+        }
+        (Some(n), None) => n as usize,
+        (None, None) => units.len(),
+    };
+    units.truncate(keep);
+    matching.retain(|c| units.contains(&unit_of(c)));
     Ok(Place::Containers {
         containers: matching,
         allow_pid1: sel.allow_pid1,
@@ -305,67 +478,4 @@ pub mod fake {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::fake::{container, FakeRuntime};
-    use super::*;
-
-    fn sel(name: &str, labels: &[(&str, &str)], count: u32) -> ContainerSelector {
-        ContainerSelector::try_from(v1::ContainerSelector {
-            name_regex: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            count,
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn a_selector_resolves_to_matching_running_containers_in_name_order_up_to_count() {
-        let rt = FakeRuntime::default();
-        let mut stopped = container("c3", "web-0", &[("app", "web")]);
-        stopped.running = false;
-        *rt.containers.lock().unwrap() = vec![
-            container("c2", "web-2", &[("app", "web")]),
-            container("c1", "web-1", &[("app", "web")]),
-            container("c4", "db", &[("app", "db")]),
-            stopped,
-        ];
-        let p = resolve(&rt, &sel("^web", &[("app", "web")], 0), &Protected::default()).unwrap();
-        let Place::Containers { containers, .. } = p else {
-            panic!()
-        };
-        assert_eq!(
-            containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-            ["c1", "c2"]
-        );
-        let p = resolve(&rt, &sel("", &[("app", "web")], 1), &Protected::default()).unwrap();
-        let Place::Containers { containers, .. } = p else {
-            panic!()
-        };
-        assert_eq!(containers.len(), 1);
-        let err = resolve(&rt, &sel("nope", &[], 0), &Protected::default()).unwrap_err();
-        assert!(matches!(err, Error::NoMatch(_)), "{err}");
-    }
-
-    #[test]
-    fn the_agents_own_container_is_protected() {
-        let rt = FakeRuntime::default();
-        *rt.containers.lock().unwrap() = vec![container("abc123", "agent", &[])];
-        let me = Protected {
-            own_pid_ns: None,
-            own_cgroup: "12:pids:/docker/abc123\n".into(),
-        };
-        let err = resolve(&rt, &sel("", &[], 0), &me).unwrap_err();
-        assert!(err.to_string().contains("agent's own"), "{err}");
-    }
-
-    #[test]
-    fn a_bad_name_regex_is_named() {
-        let err = ContainerSelector::try_from(v1::ContainerSelector {
-            name_regex: "(".into(),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("name_regex"), "{err}");
-    }
-}
+mod tests;

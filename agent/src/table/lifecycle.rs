@@ -122,6 +122,7 @@ pub(super) fn status(
         backend: backend.to_string(),
         at_unix_ms: now_unix_ms(),
         observation: observation.map(|k| v1::Observation { kind: Some(k) }),
+        containers: Vec::new(),
     }
 }
 
@@ -165,7 +166,7 @@ fn prepare(
     spec: v1::FaultSpec,
     container: Option<v1::ContainerSelector>,
     active: &HashMap<String, Active>,
-) -> Result<(&'static Registration, Box<dyn Prepared>)> {
+) -> Result<(&'static Registration, Box<dyn Prepared>, Place)> {
     admit(fault_id, run_id, active)?;
     let wire = spec.kind.ok_or(Error::NoKind)?;
     let (reg, kind) = config.kinds.of(&wire).ok_or(Error::NoKind)?;
@@ -183,7 +184,7 @@ fn prepare(
         backend: reg.backend,
     })?;
     check_overlap(&prepared.undo_objects(), active)?;
-    Ok((reg, prepared))
+    Ok((reg, prepared, place))
 }
 
 /// Answers a dry-run Inject: the same checks as an inject and the fault's
@@ -196,14 +197,25 @@ pub(super) fn preview(
     container: Option<v1::ContainerSelector>,
     active: &HashMap<String, Active>,
 ) -> v1::FaultStatus {
-    let planned = prepare(config, fault_id, run_id, spec, container, active).and_then(|(reg, prepared)| {
-        prepared.preview().map_err(|source| Error::Fault {
-            source,
-            backend: reg.backend,
-        })
+    let planned = prepare(config, fault_id, run_id, spec, container, active).and_then(|(reg, prepared, place)| {
+        let containers = match place {
+            Place::Host => Vec::new(),
+            Place::Containers { containers, .. } => containers.into_iter().map(|c| c.name).collect(),
+        };
+        prepared
+            .preview()
+            .map(|p| (p, containers))
+            .map_err(|source| Error::Fault {
+                source,
+                backend: reg.backend,
+            })
     });
     match planned {
-        Ok((detail, backend)) => status(fault_id, run_id, v1::FaultState::Planned, detail, &backend, None),
+        Ok(((detail, backend), containers)) => {
+            let mut st = status(fault_id, run_id, v1::FaultState::Planned, detail, &backend, None);
+            st.containers = containers;
+            st
+        }
         Err(e) => status(fault_id, run_id, e.state(), e.to_string(), e.backend(), None),
     }
 }
@@ -219,7 +231,7 @@ pub(super) fn inject(
     container: Option<v1::ContainerSelector>,
     active: &HashMap<String, Active>,
 ) -> Result<(Box<dyn Applied>, Vec<Object>)> {
-    let (reg, prepared) = prepare(config, fault_id, run_id, spec, container, active)?;
+    let (reg, prepared, _) = prepare(config, fault_id, run_id, spec, container, active)?;
     let objects = prepared.undo_objects();
     let apply = |prepared: Box<dyn Prepared>| {
         prepared.apply().map_err(|source| Error::Fault {

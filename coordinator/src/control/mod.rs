@@ -200,9 +200,18 @@ impl Control for ControlService {
             },
         )
         .map_err(Error::from)?;
-        let mut previews = crate::preview::previews(&plan, &self.registry, crate::preview::PREVIEW_TIMEOUT)
-            .await
-            .into_iter();
+        let answers =
+            crate::preview::previews_with_containers(&plan, &self.registry, crate::preview::PREVIEW_TIMEOUT).await;
+        let mut limits = plan.limits.clone();
+        if let Some(max) = exp.blast_radius.max_targets {
+            match crate::preview::count_containers(&plan, max, &answers) {
+                Ok(lines) => limits.extend(lines),
+                Err(reason) => limits.push(format!("a run would be refused: {reason}")),
+            }
+        }
+        let mut previews = answers
+            .into_iter()
+            .map(|f| f.into_iter().map(|p| p.line).collect::<Vec<_>>());
         Ok(Response::new(v1::PlanResponse {
             experiment: exp.name.clone(),
             faults: plan
@@ -228,7 +237,7 @@ impl Control for ControlService {
                     },
                 })
                 .collect(),
-            limits: plan.limits,
+            limits,
         }))
     }
 

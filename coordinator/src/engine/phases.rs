@@ -119,6 +119,36 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         }
     };
 
+    // ---- blast radius over containers: only the agents can count them ----
+    let plan = match plan {
+        Some(p) => {
+            match crate::preview::container_blast_radius(
+                &p,
+                exp.blast_radius.max_targets,
+                &registry,
+                crate::preview::PREVIEW_TIMEOUT,
+            )
+            .await
+            {
+                Ok(lines) => {
+                    for l in lines {
+                        ctx.log(l).await;
+                    }
+                    Some(p)
+                }
+                Err(reason) => {
+                    warn!(run_id = %run_id, %reason, "blast radius over containers: run refused");
+                    verdict = Some(Verdict {
+                        outcome: Outcome::Invalid,
+                        reason,
+                    });
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
     // ---- error budget: measured before anything runs ----
     let budgets: Vec<_> = exp.error_budget.iter().chain(&policy.error_budget).cloned().collect();
     let mut budget_reports = Vec::new();

@@ -175,11 +175,31 @@ pub struct Containers {
     pub name: Option<String>,
     pub image: Option<String>,
     pub labels: BTreeMap<String, String>,
-    /// Containers per node; 0: all that match.
+    /// Containers (pods, with `pod`) per node; 0: all that match.
     pub count: u32,
+    /// Percent of the matching containers (pods, with `pod`) per node,
+    /// rounded down by the agent, which refuses a result of zero.
+    pub percent: Option<f64>,
     /// A kill may signal the container's PID 1 (e.g. to test a restart
     /// policy). By default, false.
     pub allow_pid1: bool,
+    /// Kubernetes pods the containers belong to.
+    pub pod: Option<Pod>,
+    /// The container's name within its pod.
+    pub container: Option<String>,
+    /// Pods in `kube-system` may be targeted. By default, false: they are
+    /// protected.
+    pub allow_kube_system: bool,
+}
+
+/// Kubernetes pods, resolved on each node from its runtime's CRI labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pod {
+    pub namespace: String,
+    /// Labels the pod carries, all of them.
+    pub labels: BTreeMap<String, String>,
+    /// The pod's exact name.
+    pub name: Option<String>,
 }
 
 /// How many of the matching agents are chosen.

@@ -1,12 +1,13 @@
 //! Which agents a fault goes to, as written: `targets: { labels, mode,
 //! count, percent, containers }`.
 //!
-//! With `containers: { name, image, labels, allow_pid1 }` the fault goes to
+//! With `containers: { name, image, labels, allow_pid1, pod: { namespace,
+//! labels, name }, container, allow_kube_system }` the fault goes to
 //! containers on every selected agent's node instead of the node itself:
-//! the labels select agents (all that match), and `mode`/`count` count
-//! containers on each node (`one`: the first matching container by name;
-//! `count: N`: up to N; `all`: every match). `percent` is not supported
-//! with containers yet.
+//! the labels select agents (all that match), and `mode`/`count`/`percent`
+//! count containers on each node — pods, with `pod` (`one`: the first
+//! matching container or pod by name; `count: N`: up to N; `percent: P`: P %
+//! of them rounded down, zero refused; `all`: every match).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use serde::Deserialize;
 
 use faultline_proto::v1;
 
-use super::model::{Containers, Mode, Targets};
+use super::model::{Containers, Mode, Pod, Targets};
 
 impl Containers {
     /// The selector on the wire.
@@ -25,6 +26,14 @@ impl Containers {
             labels: self.labels.clone().into_iter().collect(),
             count: self.count,
             allow_pid1: self.allow_pid1,
+            pod: self.pod.as_ref().map(|p| v1::PodSelector {
+                namespace: p.namespace.clone(),
+                labels: p.labels.clone().into_iter().collect(),
+                name: p.name.clone().unwrap_or_default(),
+            }),
+            container_name: self.container.clone().unwrap_or_default(),
+            allow_kube_system: self.allow_kube_system,
+            percent: self.percent.unwrap_or(0.0),
         }
     }
 
@@ -38,14 +47,26 @@ impl Containers {
             parts.push(format!("image={i}"));
         }
         parts.extend(self.labels.iter().map(|(k, v)| format!("{k}={v}")));
+        if let Some(p) = &self.pod {
+            parts.push(format!("pod namespace={}", p.namespace));
+            if let Some(n) = &p.name {
+                parts.push(format!("pod name={n}"));
+            }
+            parts.extend(p.labels.iter().map(|(k, v)| format!("pod {k}={v}")));
+        }
+        if let Some(c) = &self.container {
+            parts.push(format!("container={c}"));
+        }
         let what = if parts.is_empty() {
             "any".into()
         } else {
             parts.join(" ")
         };
-        match self.count {
-            0 => format!("containers {what} (all)"),
-            n => format!("containers {what} (at most {n} per node)"),
+        let unit = if self.pod.is_some() { "pods" } else { "containers" };
+        match (self.count, self.percent) {
+            (_, Some(p)) => format!("containers {what} ({p}% of matching {unit} per node)"),
+            (0, None) => format!("containers {what} (all)"),
+            (n, None) => format!("containers {what} (at most {n} {unit} per node)"),
         }
     }
 }
@@ -65,8 +86,8 @@ pub enum Error {
     Combination,
     #[error("targets.containers.name {regex:?}: not a regular expression: {message}")]
     ContainerName { regex: String, message: String },
-    #[error("targets: percent cannot count containers yet; use mode all, one or count with targets.containers")]
-    ContainerPercent,
+    #[error("targets.containers.pod.namespace: must not be empty; name the pods' namespace")]
+    PodNamespace,
 }
 
 /// Containers on the selected nodes, as written.
@@ -83,6 +104,23 @@ pub(crate) struct RawContainers {
     /// A kill may signal the container's PID 1. By default, false.
     #[serde(default)]
     allow_pid1: bool,
+    /// Kubernetes pods the containers belong to.
+    pod: Option<RawPod>,
+    /// The container's name within its pod.
+    container: Option<String>,
+    /// Pods in kube-system may be targeted. By default, false.
+    #[serde(default)]
+    allow_kube_system: bool,
+}
+
+/// `targets.containers.pod`, as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPod {
+    namespace: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -124,10 +162,19 @@ impl RawTargets {
                 message: e.to_string(),
             })?;
         }
-        let count = match mode {
-            Mode::All => 0,
-            Mode::Count(n) => n,
-            Mode::Percent(_) => return Err(Error::ContainerPercent),
+        let (count, percent) = match mode {
+            Mode::All => (0, None),
+            Mode::Count(n) => (n, None),
+            Mode::Percent(p) => (0, Some(p)),
+        };
+        let pod = match c.pod {
+            Some(p) if p.namespace.is_empty() => return Err(Error::PodNamespace),
+            Some(p) => Some(Pod {
+                namespace: p.namespace,
+                labels: p.labels,
+                name: p.name,
+            }),
+            None => None,
         };
         Ok(Targets {
             labels: self.labels,
@@ -137,7 +184,11 @@ impl RawTargets {
                 image: c.image,
                 labels: c.labels,
                 count,
+                percent,
                 allow_pid1: c.allow_pid1,
+                pod,
+                container: c.container,
+                allow_kube_system: c.allow_kube_system,
             }),
         })
     }

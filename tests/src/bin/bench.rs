@@ -213,6 +213,7 @@ async fn recording_agent(url: String, id: String, rec: Arc<Recorder>) {
                         backend: "recording".into(),
                         at_unix_ms: faultline_proto::now_unix_ms(),
                         observation: None,
+                        containers: Vec::new(),
                     };
                     let _ = tx.send(v1::AgentMessage { msg: Some(v1::agent_message::Msg::FaultStatus(st)) }).await;
                 }

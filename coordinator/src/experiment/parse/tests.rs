@@ -405,10 +405,38 @@ fn container_targets_count_containers_and_go_on_the_wire() {
     );
     let err = parse("e.yaml", &bad, &vars()).unwrap_err().to_string();
     assert!(err.contains("targets.containers.name"), "{err}");
+}
+
+#[test]
+fn pod_targets_and_percent_of_pods_go_on_the_wire() {
     let pct = GOOD.replace(
         "targets: { labels: { role: web }, mode: count, count: 1 }",
-        "targets: { percent: 50, containers: { image: web } }",
+        "targets: { percent: 50, containers: { pod: { namespace: shop, labels: { app: web }, name: web-0 }, container: nginx, allow_kube_system: true } }",
     );
-    let err = parse("e.yaml", &pct, &vars()).unwrap_err().to_string();
-    assert!(err.contains("percent cannot count containers"), "{err}");
+    let e = parse("e.yaml", &pct, &vars()).unwrap();
+    let t = &e.faults[0].targets;
+    // Every matching agent; half of the pods on each.
+    assert_eq!(t.mode, Mode::All);
+    let c = t.containers.as_ref().unwrap();
+    let w = c.to_wire();
+    assert_eq!(
+        (w.percent, w.count, w.container_name.as_str(), w.allow_kube_system),
+        (50.0, 0, "nginx", true)
+    );
+    let p = w.pod.unwrap();
+    assert_eq!((p.namespace.as_str(), p.name.as_str()), ("shop", "web-0"));
+    assert_eq!(p.labels.get("app").map(String::as_str), Some("web"));
+    assert!(c.describe().contains("50% of matching pods"), "{}", c.describe());
+    let empty = GOOD.replace(
+        "targets: { labels: { role: web }, mode: count, count: 1 }",
+        "targets: { containers: { pod: { namespace: \"\" } } }",
+    );
+    let err = parse("e.yaml", &empty, &vars()).unwrap_err().to_string();
+    assert!(err.contains("targets.containers.pod.namespace"), "{err}");
+    let missing = GOOD.replace(
+        "targets: { labels: { role: web }, mode: count, count: 1 }",
+        "targets: { containers: { pod: { labels: { app: web } } } }",
+    );
+    let err = parse("e.yaml", &missing, &vars()).unwrap_err().to_string();
+    assert!(err.contains("namespace"), "{err}");
 }
