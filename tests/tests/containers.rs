@@ -488,9 +488,12 @@ async fn the_agent_running_from_an_image_with_the_daemonsets_settings_kills_in_a
     let h = Harness::start().await;
     let state = tempfile::tempdir().unwrap();
     let vol = format!("{}:/var/lib/faultline-agent", state.path().display());
-    // As deploy/kubernetes/agent.yaml runs it: host PID namespace, host
-    // network, the runtime socket, a read-only root, every capability
-    // dropped but the listed ones, as root, not privileged.
+    // As deploy/kubernetes/agent.yaml runs it on a cri-dockerd node (the
+    // manifest mounts containerd's socket directory, and says to mount
+    // docker.sock instead there; tests/tests/containerd.rs runs the
+    // containerd variant): host PID namespace, host network, the runtime
+    // socket, a read-only root, every capability dropped but the listed
+    // ones, as root, not privileged.
     let mut args: Vec<&str> = vec![
         "--pid=host",
         "--network=host",
