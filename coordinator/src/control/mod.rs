@@ -190,6 +190,8 @@ impl Control for ControlService {
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         self.security.control_caller(&req)?;
         let (exp, _) = parse_source(req.into_inner().source).await?;
+        let exp = crate::group_agents::resolve(&exp, &self.registry.agents())
+            .map_err(|e| Error::Plan(planner::Error::from(e)))?;
         let plan = planner::plan(
             &exp,
             &self.registry.agents(),
@@ -228,6 +230,7 @@ impl Control for ControlService {
                     },
                 })
                 .collect(),
+            groups: planned_groups(&exp, &plan),
             limits: plan.limits,
         }))
     }
@@ -537,4 +540,39 @@ impl Control for ControlService {
         let text = text.ok_or(Error::Format(r.format))?;
         Ok(Response::new(v1::GetReportResponse { report: text }))
     }
+}
+
+/// The hypothesis' groups as `plan` shows them: each with its definition,
+/// the agents it resolved to and the probe instances that measure it.
+fn planned_groups(exp: &Experiment, plan: &planner::Plan) -> Vec<v1::PlannedGroup> {
+    exp.groups
+        .iter()
+        .map(|g| {
+            let resolved = plan.groups.iter().find(|r| r.group == g.name);
+            let mut definition: Vec<String> = Vec::new();
+            if let Some(sel) = &g.agents {
+                definition.push(format!("agents {}", crate::group_agents::fmt_selector(sel)));
+            }
+            definition.extend(g.values.iter().map(|(k, v)| format!("{k}={v}")));
+            v1::PlannedGroup {
+                name: g.name.clone(),
+                definition: definition.join(", "),
+                agents: resolved
+                    .into_iter()
+                    .flat_map(|r| &r.members)
+                    .map(|m| v1::GroupAgent {
+                        agent_id: m.agent.clone(),
+                        address: m.address.clone(),
+                    })
+                    .collect(),
+                probes: exp
+                    .hypothesis
+                    .probes
+                    .iter()
+                    .filter(|p| p.group.as_ref().is_some_and(|pg| pg.group == g.name))
+                    .map(|p| format!("{}: {} {}", p.name, p.kind.name(), p.kind.target()))
+                    .collect(),
+            }
+        })
+        .collect()
 }
