@@ -257,4 +257,40 @@ judge:
             }
         );
     }
+
+    #[test]
+    fn a_fault_on_groups_targets_the_union_of_their_agents_and_an_empty_group_refuses_the_plan() {
+        use crate::planner::{plan, Context};
+        let agents = [
+            agent("n3", "canary", &["10.0.0.3"]),
+            agent("n1", "stable", &["10.0.0.1"]),
+            agent("n2", "canary", &["10.0.0.2"]),
+            agent("n4", "other", &["10.0.0.4"]),
+        ];
+        let targets_of = |text: &str| -> Vec<String> {
+            let exp = crate::experiment::parse("sel.yaml", text, &HashMap::new()).unwrap();
+            let p = plan(&resolve(&exp, &agents).unwrap(), &agents, &Context::unrestricted()).unwrap();
+            let g: Vec<(String, usize)> = p.groups.iter().map(|g| (g.group.clone(), g.members.len())).collect();
+            assert_eq!(g, [("control".to_string(), 1), ("canary".into(), 2)]);
+            p.faults[0].targets.iter().map(|t| t.agent_id.clone()).collect()
+        };
+        assert_eq!(targets_of(FILE), ["n1", "n2", "n3"]);
+        let one = FILE.replace("groups: [control, canary]", "groups: [canary]");
+        assert_eq!(targets_of(&one), ["n2", "n3"]);
+        let both = FILE.replace(
+            "groups: [control, canary]",
+            "labels: { track: canary }, groups: [control]",
+        );
+        let exp = crate::experiment::parse("sel.yaml", &both, &HashMap::new()).unwrap();
+        let e = plan(&exp, &agents, &Context::unrestricted()).unwrap_err();
+        assert!(matches!(e, crate::planner::Error::NoMatch { .. }), "{e}");
+        // No canary agent: refused with the group's selector, exit 5.
+        let e = plan(&exp, &agents[1..2], &Context::unrestricted()).unwrap_err();
+        assert_eq!(e.outcome(), crate::outcome::Outcome::Error);
+        assert!(
+            e.to_string()
+                .starts_with("group \"canary\": no connected agent matches agents {track=canary}"),
+            "{e}"
+        );
+    }
 }
