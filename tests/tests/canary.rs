@@ -165,7 +165,9 @@ fn a_gate_over_groups_of_agents_probes_each_agent_pools_the_canary_and_refuses_a
         })
         .expect("plan")
         .into_inner();
-    let groups: Vec<(String, Vec<(String, String)>, Vec<String>)> = plan
+    // Each group: its name, its (agent, address) pairs and its probe instances.
+    type Planned = (String, Vec<(String, String)>, Vec<String>);
+    let groups: Vec<Planned> = plan
         .groups
         .iter()
         .map(|g| {

@@ -342,8 +342,8 @@ pub(super) fn substitute(
                     let missing: Vec<&str> = all
                         .iter()
                         .filter(|o| {
-                            !o.values.contains_key(key)
-                                && !(o.agents.is_some() && super::selectors::FROM_AGENT.contains(&key))
+                            let from_agent = o.agents.is_some() && super::selectors::FROM_AGENT.contains(&key);
+                            !(o.values.contains_key(key) || from_agent)
                         })
                         .map(|o| o.name.as_str())
                         .collect();
