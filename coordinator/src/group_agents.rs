@@ -33,6 +33,9 @@ pub enum Error {
     /// that makes a probe's URL invalid).
     #[error("{0}")]
     Read(#[from] ParseError),
+    /// The blocking task reading the file again did not finish.
+    #[error("reading the experiment again with its groups' agents failed: {0}")]
+    Task(String),
 }
 
 /// A group that selects agents, with the agents it selected.
@@ -123,6 +126,18 @@ pub fn resolve(exp: &Experiment, agents: &[AgentInfo]) -> Result<Experiment, Err
         .map(|g| (g.group, g.members))
         .collect();
     Ok(crate::experiment::parse::parse_resolved(source, &by_group)?)
+}
+
+/// [`resolve`] on the blocking pool: reading the file once per agent is
+/// parsing, which runs off the async runtime like every other parse.
+pub async fn resolve_off_runtime(exp: &Experiment, agents: Vec<AgentInfo>) -> Result<Experiment, Error> {
+    if exp.unresolved.is_none() {
+        return Ok(exp.clone());
+    }
+    let exp = exp.clone();
+    tokio::task::spawn_blocking(move || resolve(&exp, &agents))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
 }
 
 fn known(agents: &[AgentInfo]) -> String {
