@@ -397,7 +397,7 @@ pub(super) fn combine(
             return Err(at(
                 "faults",
                 format!(
-                    "fault {:?} {uses}; faults are the same for every group (they hit both groups' targets, or a shared dependency, at the same time): select the nodes of every group with targets.labels, or write one fault per group",
+                    "fault {:?} {uses}; faults are the same for every group (they hit both groups' targets, or a shared dependency, at the same time): select the nodes of every group with targets.labels (or targets.groups, for groups that select agents), or write one fault per group",
                     f.name
                 ),
             ));
