@@ -249,19 +249,13 @@ impl Prepared for PreparedCpu {
         let limits: Vec<(&str, String)> = if self.stress.layout.is_v2() {
             vec![
                 ("cpu.max", format!("{quota_us} {period_us}")),
-                (
-                    "cpu.weight",
-                    ((100.0 * cores).round() as u64).clamp(1, 10_000).to_string(),
-                ),
+                ("cpu.weight", ((100.0 * cores).round() as u64).clamp(1, 10_000).to_string()),
             ]
         } else {
             vec![
                 ("cpu.cfs_period_us", period_us.to_string()),
                 ("cpu.cfs_quota_us", quota_us.to_string()),
-                (
-                    "cpu.shares",
-                    ((1024.0 * cores).round() as u64).clamp(2, 262_144).to_string(),
-                ),
+                ("cpu.shares", ((1024.0 * cores).round() as u64).clamp(2, 262_144).to_string()),
             ]
         };
         let group = stress::start(

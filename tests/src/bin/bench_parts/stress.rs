@@ -122,10 +122,7 @@ pub async fn run(secs: u64) {
                 ));
             }
         }
-        println!(
-            "| {workers} | {load}% | {asked:.1}% | {} | {} | {before} |",
-            cells[0], cells[1]
-        );
+        println!("| {workers} | {load}% | {asked:.1}% | {} | {} | {before} |", cells[0], cells[1]);
     }
     println!();
     println!("## Memory: requested vs resident (the cgroup's charge, read at restore)");
