@@ -12,6 +12,7 @@
 //!   fault kind in [`experiment::faults`] (YAML, validation, domain type, wire
 //!   spec, summary, how its observation reads).
 //! - [`planner`]: target selection and blast-radius checks.
+//! - [`group_agents`]: the agents of groups that select agents by label, resolved against the registry.
 //! - [`preview`]: dry-run Injects, so `plan` shows what each agent would do.
 //! - [`policy`]: the coordinator's policy file (fleet-wide limits).
 //! - [`engine`]: the run engine, one concept per file (phases, placements, leases, guardrails, judging, report assembly).
@@ -55,6 +56,7 @@ pub mod experiment;
 pub mod follow;
 pub mod gameday;
 pub mod gate;
+pub mod group_agents;
 pub mod link;
 #[cfg(feature = "local")]
 pub mod local;

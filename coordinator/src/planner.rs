@@ -63,6 +63,10 @@ pub enum Error {
     /// `max_duration`) refused the run.
     #[error("refused by {limit}")]
     RunLimit { limit: String },
+    /// A group that selects agents could not be resolved (no agent
+    /// matches its labels, or one has no address).
+    #[error("{0}")]
+    Group(#[from] crate::group_agents::Error),
 }
 
 /// What the planner needs besides the experiment and the fleet.
@@ -92,12 +96,16 @@ impl Error {
     /// (invalid, exit 2) or agents are missing (error, exit 5).
     pub fn outcome(&self) -> Outcome {
         match self {
-            Error::BlastRadius { .. } | Error::ZeroTargets { .. } | Error::RunLimit { .. } => Outcome::Invalid,
+            Error::BlastRadius { .. }
+            | Error::ZeroTargets { .. }
+            | Error::RunLimit { .. }
+            | Error::Group(crate::group_agents::Error::Read(_)) => Outcome::Invalid,
             Error::NoMatch { .. }
             | Error::TooFew { .. }
             | Error::Capability { .. }
             | Error::EmptyZone { .. }
-            | Error::NoPeers { .. } => Outcome::Error,
+            | Error::NoPeers { .. }
+            | Error::Group(_) => Outcome::Error,
         }
     }
 }
@@ -166,6 +174,8 @@ fn resolve_peers(fault: &Fault, peers: &Peers, target: &AgentInfo, agents: &[Age
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub faults: Vec<PlannedFault>,
+    /// The groups that select agents, with the agents they selected.
+    pub groups: Vec<crate::group_agents::GroupAgents>,
     /// Every limit that applied, with its headroom, in words.
     pub limits: Vec<String>,
 }
@@ -275,16 +285,28 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
     let mut out = Vec::new();
     let mut limits = Vec::new();
     run_limits(exp, ctx, &mut limits)?;
+    let groups = crate::group_agents::members(exp, agents)?;
     let src = if ctx.policy.source.is_empty() {
         "policy"
     } else {
         ctx.policy.source.as_str()
     };
     for (index, fault) in exp.faults.iter().enumerate() {
-        let selector = fmt_labels(&fault.targets.labels);
+        let mut selector = fmt_labels(&fault.targets.labels);
+        if !fault.targets.groups.is_empty() {
+            selector += &format!(" in groups {}", fault.targets.groups.join(", "));
+        }
+        // With targets.groups: the union of those groups' agents.
+        let in_groups = |a: &AgentInfo| {
+            fault.targets.groups.is_empty()
+                || groups
+                    .iter()
+                    .filter(|g| fault.targets.groups.contains(&g.group))
+                    .any(|g| g.members.iter().any(|m| m.agent == a.agent_id))
+        };
         let mut matching: Vec<&AgentInfo> = agents
             .iter()
-            .filter(|a| fault.targets.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+            .filter(|a| fault.targets.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)) && in_groups(a))
             .collect();
         matching.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         if matching.is_empty() {
@@ -476,7 +498,11 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
             "no blast_radius in the experiment and no coordinator policy: every selected agent is targeted".into(),
         );
     }
-    Ok(Plan { faults: out, limits })
+    Ok(Plan {
+        faults: out,
+        limits,
+        groups,
+    })
 }
 
 #[cfg(test)]

@@ -1320,6 +1320,43 @@ fn validate_and_plan_show_both_groups_and_the_judge() {
     );
 }
 
+/// `plan` (local mode) shows a group that selects agents with the agent it
+/// resolved to, that agent's address and the probe instance at it; a group
+/// matching no agent refuses the plan with exit 5, naming the group.
+#[test]
+fn plan_shows_a_group_of_agents_with_their_addresses_and_refuses_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agents.yaml");
+    let yaml = |canary: &str| {
+        format!(
+            "name: g\nhypothesis:\n  groups:\n    control: {{ agents: {{ track: stable }} }}\n    canary: {{ agents: {{ track: {canary} }} }}\n  probes:\n    - name: api\n      per_group: true\n      tcp: {{ address: \"${{group.address}}:1\" }}\nduration: 1s\nfaults:\n  - targets: {{ groups: [control, canary] }}\n    kill: {{ name: faultline-no-such-process }}\njudge: {{}}\n"
+        )
+    };
+    std::fs::write(&file, yaml("stable")).unwrap();
+    let out = faultline(&["plan", file.to_str().unwrap(), "--no-store", "--label", "track=stable"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let agent = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("    agent "))
+        .unwrap_or_else(|| panic!("no agent line in:\n{stdout}"));
+    let (id, address) = agent.split_once(" at ").expect("agent ID at ADDRESS");
+    assert!(
+        stdout.contains(&format!(
+            "  group canary (agents {{track=stable}})\n    agent {id} at {address}\n    probe api [canary/{id}]: tcp {address}:1\n"
+        )),
+        "{stdout}"
+    );
+    std::fs::write(&file, yaml("canary")).unwrap();
+    let out = faultline(&["plan", file.to_str().unwrap(), "--no-store", "--label", "track=stable"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("group \"canary\": no connected agent matches agents {track=canary}"),
+        "{stderr}"
+    );
+}
+
 /// Runs `faultline serve --no-store --listen 127.0.0.1:0 ARGS` with a 10 s
 /// deadline; its exit code and stderr.
 fn serve_refusal(args: &[&str]) -> (Option<i32>, String) {

@@ -74,14 +74,23 @@ async fn plan(url: &str, source: &common::Source) -> i32 {
     for l in &p.limits {
         println!("  {l}");
     }
-    // The groups and the judge, read from the same file the coordinator
-    // planned (it accepted it, so it parses).
-    if let Ok(e) = source.parse() {
-        let g = super::validate::groups_and_judge(&e);
-        if !g.is_empty() {
-            println!("groups:");
-            print!("{g}");
+    // The groups as the coordinator resolved them (a group that selects
+    // agents, with its agents and addresses), then the judge, read from the
+    // same file the coordinator planned (it accepted it, so it parses).
+    if !p.groups.is_empty() {
+        println!("groups:");
+        for g in &p.groups {
+            println!("  group {} ({})", g.name, g.definition);
+            for a in &g.agents {
+                println!("    agent {} at {}", a.agent_id, a.address);
+            }
+            for probe in &g.probes {
+                println!("    probe {probe}");
+            }
         }
+    }
+    if let Ok(e) = source.parse() {
+        print!("{}", super::validate::judge_lines(&e));
     }
     0
 }

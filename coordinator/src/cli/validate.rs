@@ -58,11 +58,30 @@ fn validate(file: &str, vars: &[String]) -> Result<(), String> {
 /// The groups with the probes that run for each, and the judge: what
 /// `validate` and `plan` show of a release gate. Empty without groups.
 pub fn groups_and_judge(e: &crate::experiment::Experiment) -> String {
+    let mut o = group_lines(e);
+    o += &judge_lines(e);
+    o
+}
+
+/// The groups with the probes that run for each. A group that selects
+/// agents shows its selector; its probes run once per matching agent,
+/// which only `plan` (and a run) knows.
+fn group_lines(e: &crate::experiment::Experiment) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     for g in &e.groups {
-        let values: Vec<String> = g.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut values: Vec<String> = g.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(sel) = &g.agents {
+            values.insert(0, format!("agents {}", crate::group_agents::fmt_selector(sel)));
+        }
         let _ = writeln!(o, "  group {} ({})", g.name, values.join(", "));
+        if g.agents.is_some() {
+            let _ = writeln!(
+                o,
+                "    (one probe instance per matching agent, with its ${{group.address}} and ${{group.agent}}, resolved when the run is planned)"
+            );
+            continue;
+        }
         for p in e
             .hypothesis
             .probes
@@ -72,6 +91,13 @@ pub fn groups_and_judge(e: &crate::experiment::Experiment) -> String {
             let _ = writeln!(o, "    probe {}: {} {}", p.name, p.kind.name(), p.kind.target());
         }
     }
+    o
+}
+
+/// Shared probes, the faults and the judge of a release gate.
+pub fn judge_lines(e: &crate::experiment::Experiment) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
     let shared: Vec<&str> = e
         .hypothesis
         .probes

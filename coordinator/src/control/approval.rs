@@ -16,6 +16,9 @@ impl ControlService {
         let Some((a, client)) = self.notifier.as_ref().and_then(|n| n.approval()) else {
             return Ok(());
         };
+        let Ok(exp) = &crate::group_agents::resolve_off_runtime(exp, self.registry.agents()).await else {
+            return Ok(());
+        };
         let Ok(plan) = planner::plan(
             exp,
             &self.registry.agents(),

@@ -190,6 +190,9 @@ impl Control for ControlService {
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         self.security.control_caller(&req)?;
         let (exp, _) = parse_source(req.into_inner().source).await?;
+        let exp = crate::group_agents::resolve_off_runtime(&exp, self.registry.agents())
+            .await
+            .map_err(|e| Error::Plan(planner::Error::from(e)))?;
         let plan = planner::plan(
             &exp,
             &self.registry.agents(),
@@ -237,6 +240,7 @@ impl Control for ControlService {
                     },
                 })
                 .collect(),
+            groups: planned_groups(&exp, &plan),
             limits,
         }))
     }
@@ -546,4 +550,39 @@ impl Control for ControlService {
         let text = text.ok_or(Error::Format(r.format))?;
         Ok(Response::new(v1::GetReportResponse { report: text }))
     }
+}
+
+/// The hypothesis' groups as `plan` shows them: each with its definition,
+/// the agents it resolved to and the probe instances that measure it.
+fn planned_groups(exp: &Experiment, plan: &planner::Plan) -> Vec<v1::PlannedGroup> {
+    exp.groups
+        .iter()
+        .map(|g| {
+            let resolved = plan.groups.iter().find(|r| r.group == g.name);
+            let mut definition: Vec<String> = Vec::new();
+            if let Some(sel) = &g.agents {
+                definition.push(format!("agents {}", crate::group_agents::fmt_selector(sel)));
+            }
+            definition.extend(g.values.iter().map(|(k, v)| format!("{k}={v}")));
+            v1::PlannedGroup {
+                name: g.name.clone(),
+                definition: definition.join(", "),
+                agents: resolved
+                    .into_iter()
+                    .flat_map(|r| &r.members)
+                    .map(|m| v1::GroupAgent {
+                        agent_id: m.agent.clone(),
+                        address: m.address.clone(),
+                    })
+                    .collect(),
+                probes: exp
+                    .hypothesis
+                    .probes
+                    .iter()
+                    .filter(|p| p.group.as_ref().is_some_and(|pg| pg.group == g.name))
+                    .map(|p| format!("{}: {} {}", p.name, p.kind.name(), p.kind.target()))
+                    .collect(),
+            }
+        })
+        .collect()
 }

@@ -20,12 +20,13 @@ use crate::stats::Sample;
 
 use super::judge::Verdict;
 
-/// The samples of `metric` of the probe instance at `index`, in `phases`.
-fn values<'a>(all: &'a [Vec<Sample>], index: Option<usize>, spec: &'a JudgeSpec) -> impl Iterator<Item = &'a Sample> {
+/// The samples of `metric` of the probe instances at `indices` (a group
+/// that selects agents has one per agent, pooled here), in `phases`.
+fn values<'a>(all: &'a [Vec<Sample>], indices: &'a [usize], spec: &'a JudgeSpec) -> impl Iterator<Item = &'a Sample> {
     let phases = spec.run_phases();
-    index
-        .and_then(|i| all.get(i))
-        .into_iter()
+    indices
+        .iter()
+        .filter_map(|&i| all.get(i))
         .flatten()
         .filter(move |s| phases.contains(&s.phase))
 }
@@ -38,20 +39,21 @@ pub(super) fn samples_of(
     metric: Metric,
     all: &[Vec<Sample>],
 ) -> Samples {
-    let index = |group: &str| {
-        let want = ProbeGroup {
-            probe: probe.to_string(),
-            group: group.to_string(),
-        };
+    // Every instance of the probe in the group: one, or one per agent.
+    let index = |group: &str| -> Vec<usize> {
+        let of = |g: &ProbeGroup| g.probe == probe && g.group == group;
         exp.hypothesis
             .probes
             .iter()
-            .position(|p| p.group.as_ref() == Some(&want))
+            .enumerate()
+            .filter(|(_, p)| p.group.as_ref().is_some_and(of))
+            .map(|(i, _)| i)
+            .collect()
     };
     let (canary, control) = (index(&spec.canary), index(&spec.control));
     match metric {
         Metric::SuccessRate => {
-            let count = |i| {
+            let count = |i: &[usize]| {
                 let (mut ok, mut n) = (0u64, 0u64);
                 for s in values(all, i, spec) {
                     n += 1;
@@ -59,7 +61,7 @@ pub(super) fn samples_of(
                 }
                 (ok, n)
             };
-            let ((canary_ok, canary_n), (control_ok, control_n)) = (count(canary), count(control));
+            let ((canary_ok, canary_n), (control_ok, control_n)) = (count(&canary), count(&control));
             Samples::Proportion {
                 canary_ok,
                 canary_n,
@@ -70,20 +72,20 @@ pub(super) fn samples_of(
         // Latency of successful samples only: a timeout's latency is the
         // timeout, not the service's (the success rate counts it).
         Metric::Latency => {
-            let lat = |i| values(all, i, spec).filter(|s| s.ok).map(|s| s.latency_ms).collect();
+            let lat = |i: &[usize]| values(all, i, spec).filter(|s| s.ok).map(|s| s.latency_ms).collect();
             Samples::Continuous {
-                canary: lat(canary),
-                control: lat(control),
+                canary: lat(&canary),
+                control: lat(&control),
             }
         }
         // Every value read, success or not (a value out of a tolerance's
         // bounds is still what the canary measured); NaN is kept for the
         // metric's `nan` strategy to handle.
         Metric::Value => {
-            let val = |i| values(all, i, spec).filter_map(|s| s.value).collect();
+            let val = |i: &[usize]| values(all, i, spec).filter_map(|s| s.value).collect();
             Samples::Continuous {
-                canary: val(canary),
-                control: val(control),
+                canary: val(&canary),
+                control: val(&control),
             }
         }
     }

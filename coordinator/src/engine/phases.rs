@@ -62,6 +62,13 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
     }))
     .await;
     ctx.enter(Phase::Validate, Duration::ZERO).await;
+    // Groups that select agents: their per-group probes (one instance per
+    // matching agent) are known only now; a group with no agent refuses
+    // the plan below.
+    let (exp, unresolved) = match crate::group_agents::resolve_off_runtime(&exp, registry.agents()).await {
+        Ok(resolved) => (resolved, None),
+        Err(e) => (exp, Some(e)),
+    };
     let mut status_rx = registry.subscribe(&run_id);
     let mut targets: Vec<Placement> = Vec::new();
     let mut fault_ids: Vec<String> = Vec::new();
@@ -70,15 +77,18 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
 
     // ---- plan ----
     ctx.enter(Phase::Plan, Duration::ZERO).await;
-    let plan = planner::plan(
-        &exp,
-        &registry.agents(),
-        &planner::Context {
-            policy: &policy,
-            now: time::OffsetDateTime::now_utc(),
-            running,
-        },
-    );
+    let plan = match unresolved {
+        Some(e) => Err(planner::Error::from(e)),
+        None => planner::plan(
+            &exp,
+            &registry.agents(),
+            &planner::Context {
+                policy: &policy,
+                now: time::OffsetDateTime::now_utc(),
+                running,
+            },
+        ),
+    };
     let probe_stop = CancellationToken::new();
     // Probe tasks stop when the run ends, however it ends (also a panic).
     let _probes_stop = probe_stop.clone().drop_guard();
@@ -95,6 +105,16 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
 
     let plan: Option<Plan> = match plan {
         Ok(p) => {
+            for g in &p.groups {
+                let members: Vec<String> = g.members.iter().map(|m| format!("{} {}", m.agent, m.address)).collect();
+                ctx.log(format!(
+                    "plan: group {} (agents {}): {}",
+                    g.group,
+                    crate::group_agents::fmt_selector(&g.selector),
+                    members.join(", ")
+                ))
+                .await;
+            }
             for pf in &p.faults {
                 let ids: Vec<&str> = pf.targets.iter().map(|t| t.agent_id.as_str()).collect();
                 ctx.log(format!(

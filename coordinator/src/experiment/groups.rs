@@ -23,6 +23,11 @@
 //! same for every group: a fault or a probe without `per_group` that
 //! mentions `${group.KEY}` is refused, because faults hit both groups'
 //! targets (or a shared dependency) at the same time.
+//!
+//! A group may also select agents by label (`agents: { track: canary }`):
+//! its per-group probes then run once per matching agent, with
+//! `${group.address}` and `${group.agent}` taken from that agent, once the
+//! run is planned (see [`super::selectors`] and [`crate::group_agents`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -47,19 +52,30 @@ pub struct Group {
     pub name: String,
     /// Values for `${group.KEY}`, e.g. `host`, `url`, `track`.
     pub values: BTreeMap<String, String>,
+    /// `agents: { LABEL: VALUE, ... }`: the agents this group is made of
+    /// (every connected agent carrying all these labels), resolved when a
+    /// run is planned. None for a group of values only.
+    pub agents: Option<BTreeMap<String, String>>,
 }
 
 /// Which group a per-group probe instance measures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeGroup {
-    /// The probe's name as written (the instance is named `NAME [GROUP]`).
+    /// The probe's name as written (the instance is named `NAME [GROUP]`,
+    /// or `NAME [GROUP/AGENT]` for a group that selects agents).
     pub probe: String,
     pub group: String,
+    /// The agent this instance measures, for a group that selects agents
+    /// (once resolved); the judge pools every agent's instance of a group.
+    pub agent: Option<String>,
 }
 
-/// The name of `probe`'s instance for `group`.
-pub fn instance_name(probe: &str, group: &str) -> String {
-    format!("{probe} [{group}]")
+/// The name of `probe`'s instance for `group` (and one of its agents).
+pub fn instance_name(probe: &str, group: &str, agent: Option<&str>) -> String {
+    match agent {
+        Some(a) => format!("{probe} [{group}/{a}]"),
+        None => format!("{probe} [{group}]"),
+    }
 }
 
 /// `hypothesis.groups` as written, in file order.
@@ -78,7 +94,7 @@ impl<'de> Deserialize<'de> for RawGroups {
                 use serde::de::Error as _;
                 let mut out: Vec<Group> = Vec::new();
                 while let Some(name) = m.next_key::<String>()? {
-                    let values: BTreeMap<String, Scalar> = m.next_value()?;
+                    let values: BTreeMap<String, Entry> = m.next_value()?;
                     if !valid_name(&name) {
                         return Err(A::Error::custom(format!(
                             "hypothesis.groups: group name {name:?}: use letters, digits, '-' and '_'"
@@ -90,7 +106,25 @@ impl<'de> Deserialize<'de> for RawGroups {
                         )));
                     }
                     let mut vals = BTreeMap::new();
-                    for (k, Scalar(v)) in values {
+                    let mut agents = None;
+                    for (k, entry) in values {
+                        let v = match (k.as_str(), entry) {
+                            ("agents", Entry::Labels(l)) => {
+                                agents = Some(super::selectors::check_selector(&name, l).map_err(A::Error::custom)?);
+                                continue;
+                            }
+                            ("agents", Entry::Scalar(_)) => {
+                                return Err(A::Error::custom(format!(
+                                    "hypothesis.groups.{name}.agents: expected a mapping of agent labels, e.g. agents: {{ track: canary }}"
+                                )))
+                            }
+                            (_, Entry::Labels(_)) => {
+                                return Err(A::Error::custom(format!(
+                                    "hypothesis.groups.{name}.{k}: a value must be a string, number or boolean (only `agents` takes a mapping of labels)"
+                                )))
+                            }
+                            (_, Entry::Scalar(v)) => v,
+                        };
                         if !valid_name(&k) || k == "name" {
                             return Err(A::Error::custom(format!(
                                 "hypothesis.groups.{name}: key {k:?}: use letters, digits, '-' and '_' (and not `name`, which is the group's own name)"
@@ -103,7 +137,18 @@ impl<'de> Deserialize<'de> for RawGroups {
                         }
                         vals.insert(k, v);
                     }
-                    out.push(Group { name, values: vals });
+                    if agents.is_some() {
+                        if let Some(k) = vals.keys().find(|k| super::selectors::FROM_AGENT.contains(&k.as_str())) {
+                            return Err(A::Error::custom(format!(
+                                "hypothesis.groups.{name}.{k}: this group selects agents, and ${{group.{k}}} is each agent's own; remove `{k}` from the group"
+                            )));
+                        }
+                    }
+                    out.push(Group {
+                        name,
+                        values: vals,
+                        agents,
+                    });
                     if out.len() > MAX_GROUPS {
                         return Err(A::Error::custom(format!(
                             "hypothesis.groups: more than {MAX_GROUPS} groups"
@@ -119,6 +164,47 @@ impl<'de> Deserialize<'de> for RawGroups {
 
 /// A group value: a string, number or boolean as written.
 struct Scalar(String);
+
+/// What a group's key holds: a value, or (under `agents`) labels.
+enum Entry {
+    Scalar(String),
+    Labels(BTreeMap<String, String>),
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean (or, under agents, a mapping of labels)")
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Entry, E> {
+                Ok(Entry::Scalar(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Entry, E> {
+                Ok(Entry::Scalar(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Entry, E> {
+                Ok(Entry::Scalar(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Entry, E> {
+                Ok(Entry::Scalar(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Entry, E> {
+                Ok(Entry::Scalar(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Entry, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, Scalar(v))) = m.next_entry::<String, Scalar>()? {
+                    out.insert(k, v);
+                }
+                Ok(Entry::Labels(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -148,7 +234,7 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
@@ -179,7 +265,7 @@ pub(super) fn read(file: &str, text: &str) -> Result<Vec<Group>> {
             let msg = e.to_string();
             // Our own refusals of the groups (names, values) are final;
             // anything else is reported by the full parse.
-            if msg.contains("hypothesis.groups") || msg.contains("a string, number or boolean") {
+            if msg.contains("hypothesis.groups") || msg.contains("string, number or boolean") {
                 let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
                 let message = match msg.rfind(" at line ") {
                     Some(i) => msg[..i].to_string(),
@@ -198,9 +284,17 @@ pub(super) fn read(file: &str, text: &str) -> Result<Vec<Group>> {
     }
 }
 
-/// Replaces every `${group.KEY}` of `text` with `group`'s value; with no
-/// group (the file defines none), any such placeholder is an error.
-pub(super) fn substitute(file: &str, text: &str, group: Option<&Group>, all: &[Group]) -> Result<String> {
+/// Replaces every `${group.KEY}` of `text` with `group`'s value (and, for
+/// a group that selects agents, `${group.address}` / `${group.agent}` with
+/// `member`'s); with no group (the file defines none), any such
+/// placeholder is an error.
+pub(super) fn substitute(
+    file: &str,
+    text: &str,
+    group: Option<&Group>,
+    member: Option<&super::selectors::Member>,
+    all: &[Group],
+) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
@@ -237,6 +331,8 @@ pub(super) fn substitute(file: &str, text: &str, group: Option<&Group>, all: &[G
             };
             let value = if key == "name" {
                 Some(g.name.as_str())
+            } else if let (Some(_), Some(v)) = (&g.agents, member.and_then(|m| m.value(key))) {
+                Some(v)
             } else {
                 g.values.get(key).map(String::as_str).or(default)
             };
@@ -245,11 +341,14 @@ pub(super) fn substitute(file: &str, text: &str, group: Option<&Group>, all: &[G
                 None => {
                     let missing: Vec<&str> = all
                         .iter()
-                        .filter(|o| !o.values.contains_key(key))
+                        .filter(|o| {
+                            let from_agent = o.agents.is_some() && super::selectors::FROM_AGENT.contains(&key);
+                            !(o.values.contains_key(key) || from_agent)
+                        })
                         .map(|o| o.name.as_str())
                         .collect();
                     return Err(err(format!(
-                        "${{{name}}}: group {:?} has no value {key:?} (missing in: {}); add `{key}: ...` to each group under hypothesis.groups or write ${{{name}:-default}}",
+                        "${{{name}}}: group {:?} has no value {key:?} (missing in: {}); add `{key}: ...` to each group under hypothesis.groups or write ${{{name}:-default}} (address and agent come from a group's agents, with agents: {{ LABEL: VALUE }})",
                         g.name,
                         missing.join(", ")
                     )));
@@ -263,10 +362,16 @@ pub(super) fn substitute(file: &str, text: &str, group: Option<&Group>, all: &[G
     Ok(out)
 }
 
-/// Makes one experiment of the per-group readings (in the order of
-/// `groups`): per-group probes once per group, everything else from the
-/// first reading, which must equal every other.
-pub(super) fn combine(file: &str, text: &str, groups: Vec<Group>, readings: Vec<Experiment>) -> Result<Experiment> {
+/// Makes one experiment of the readings (one per group, or per agent of a
+/// group that selects agents, in the order of `readings`): per-group
+/// probes once per reading, everything else from the first reading, which
+/// must equal every other.
+pub(super) fn combine(
+    file: &str,
+    text: &str,
+    groups: Vec<Group>,
+    readings: Vec<(super::selectors::Reading, Experiment)>,
+) -> Result<Experiment> {
     let at = |key: &str, message: String| {
         let (line, column) = super::parse::locate(text, key);
         Error {
@@ -276,6 +381,7 @@ pub(super) fn combine(file: &str, text: &str, groups: Vec<Group>, readings: Vec<
             message,
         }
     };
+    let (which, readings): (Vec<super::selectors::Reading>, Vec<Experiment>) = readings.into_iter().unzip();
     let mut readings = readings.into_iter();
     let Some(mut first) = readings.next() else {
         unreachable!("combine is called with one reading per group, and there is at least one group")
@@ -291,7 +397,7 @@ pub(super) fn combine(file: &str, text: &str, groups: Vec<Group>, readings: Vec<
             return Err(at(
                 "faults",
                 format!(
-                    "fault {:?} {uses}; faults are the same for every group (they hit both groups' targets, or a shared dependency, at the same time): select the nodes of every group with targets.labels, or write one fault per group",
+                    "fault {:?} {uses}; faults are the same for every group (they hit both groups' targets, or a shared dependency, at the same time): select the nodes of every group with targets.labels (or targets.groups, for groups that select agents), or write one fault per group",
                     f.name
                 ),
             ));
@@ -328,13 +434,16 @@ pub(super) fn combine(file: &str, text: &str, groups: Vec<Group>, readings: Vec<
             probes.push(p.clone());
             continue;
         }
-        for (g, reading) in groups.iter().zip(std::iter::once(&first).chain(&others)) {
+        for (r, reading) in which.iter().zip(std::iter::once(&first).chain(&others)) {
+            let g = &groups[r.group];
+            let agent = r.member.as_ref().map(|m| m.agent.clone());
             let mut q = reading.hypothesis.probes[i].clone();
+            q.name = instance_name(&q.name, &g.name, agent.as_deref());
             q.group = Some(ProbeGroup {
-                probe: q.name.clone(),
+                probe: reading.hypothesis.probes[i].name.clone(),
                 group: g.name.clone(),
+                agent,
             });
-            q.name = instance_name(&q.name, &g.name);
             probes.push(q);
         }
     }
@@ -351,6 +460,7 @@ mod tests {
         Group {
             name: name.into(),
             values: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            agents: None,
         }
     }
 
@@ -359,17 +469,17 @@ mod tests {
         let all = [g("control", &[("host", "a:1")]), g("canary", &[])];
         let t = "url: http://${group.host}/x?g=${group.name} ${x} $${group.host}\n";
         assert_eq!(
-            substitute("f", t, Some(&all[0]), &all).unwrap(),
+            substitute("f", t, Some(&all[0]), None, &all).unwrap(),
             "url: http://a:1/x?g=control ${x} ${group.host}\n"
         );
-        let e = substitute("f", "a: 1\nurl: http://${group.host}/\n", Some(&all[1]), &all).unwrap_err();
+        let e = substitute("f", "a: 1\nurl: http://${group.host}/\n", Some(&all[1]), None, &all).unwrap_err();
         assert_eq!((e.line, e.column), (2, 13), "{e}");
         assert!(e.message.contains("group \"canary\" has no value \"host\""), "{e}");
         assert_eq!(
-            substitute("f", "u: ${group.host:-b:2}\n", Some(&all[1]), &all).unwrap(),
+            substitute("f", "u: ${group.host:-b:2}\n", Some(&all[1]), None, &all).unwrap(),
             "u: b:2\n"
         );
-        let e = substitute("f", "u: ${group.host}\n", None, &[]).unwrap_err();
+        let e = substitute("f", "u: ${group.host}\n", None, None, &[]).unwrap_err();
         assert!(e.message.contains("no groups are defined"), "{e}");
     }
 }

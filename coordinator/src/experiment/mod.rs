@@ -11,6 +11,7 @@ pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod peers;
+pub mod selectors;
 pub mod stop_conditions;
 pub mod targets;
 pub mod tolerances;

@@ -41,6 +41,11 @@ pub struct Experiment {
     /// The canary judge: compares two groups metric by metric; see
     /// [`super::judge`]. By default, none.
     pub judge: Option<super::judge::JudgeSpec>,
+    /// The text to read again once the agents of the groups that select
+    /// agents are known ([`crate::group_agents::resolve`]); None when no
+    /// group selects agents, and once resolved. Until then each per-group
+    /// probe of such a group has one stand-in instance.
+    pub unresolved: Option<std::sync::Arc<super::selectors::Source>>,
 }
 
 /// What must stay true while faults are injected.
@@ -161,6 +166,9 @@ pub struct Fault {
 pub struct Targets {
     /// Every label must match; empty selects every connected agent.
     pub labels: BTreeMap<String, String>,
+    /// `targets.groups`: only the agents of these groups (each selects
+    /// agents by label), all of them together. Empty: no group narrows.
+    pub groups: Vec<String>,
     pub mode: Mode,
     /// Narrows the fault to containers on each selected node; `None`: the
     /// nodes themselves.

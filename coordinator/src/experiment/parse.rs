@@ -11,7 +11,7 @@
 //! of the fault or probe. Every error names `file:line:column`, the field,
 //! and what is allowed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use super::durations::{
     fmt_duration, Dur, DEFAULT_BASELINE, DEFAULT_INTERVAL, DEFAULT_LEASE, DEFAULT_RECOVERY, MAX_LEASE, MAX_WINDOW,
 };
 use super::model::*;
+use super::selectors::{Member, Source};
 use super::stop_conditions::StopCondition;
 use super::vars::substitute;
 
@@ -48,36 +49,73 @@ impl fmt::Display for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Parses experiment `source` read from `file`, substituting `vars`.
+///
+/// Groups that select agents are read with a stand-in agent; the result
+/// keeps the text in [`Experiment::unresolved`] for
+/// [`crate::group_agents::resolve`] to read again once the agents are known.
 pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result<Experiment> {
     super::limits::check_source(file, source, vars)?;
     let text = substitute(file, source, vars)?;
     super::limits::check(file, &text)?;
-    let groups = super::groups::read(file, &text)?;
+    let exp = parse_text(file, &text, None)?;
+    if exp.groups.iter().any(|g| g.agents.is_some()) {
+        return Ok(Experiment {
+            unresolved: Some(std::sync::Arc::new(Source {
+                file: file.to_string(),
+                text,
+            })),
+            ..exp
+        });
+    }
+    Ok(exp)
+}
+
+/// Reads `source` again with the agents of each group that selects agents
+/// (`members`, by group name): each per-group probe once per agent.
+pub fn parse_resolved(source: &Source, members: &BTreeMap<String, Vec<Member>>) -> Result<Experiment> {
+    parse_text(&source.file, &source.text, Some(members))
+}
+
+/// Parses `text` (variables already substituted).
+fn parse_text(file: &str, text: &str, members: Option<&BTreeMap<String, Vec<Member>>>) -> Result<Experiment> {
+    let groups = super::groups::read(file, text)?;
     if groups.is_empty() {
-        let text = super::groups::substitute(file, &text, None, &[])?;
+        let text = super::groups::substitute(file, text, None, None, &[])?;
         let (raw, judge) = read_raw(file, &text)?;
         let exp = raw.into_experiment(file, &text)?;
+        super::selectors::check_fault_groups(file, &text, &exp)?;
         return with_judge(file, &text, exp, judge);
     }
-    let mut readings = Vec::with_capacity(groups.len());
+    let which = super::selectors::readings(&groups, members);
+    let mut readings = Vec::with_capacity(which.len());
     let mut judge = None;
-    for g in &groups {
+    for r in which {
+        let g = &groups[r.group];
         // An error on a line that reads differently per group names the group.
         let in_group = |mut e: Error| {
             let line = e.line.checked_sub(1).and_then(|i| text.lines().nth(i)).unwrap_or("");
             if line.contains("${group.") {
-                e.message = format!("{} (reading the file for group {:?})", e.message, g.name);
+                e.message = match &r.member {
+                    Some(m) => format!(
+                        "{} (reading the file for group {:?}, agent {:?})",
+                        e.message, g.name, m.agent
+                    ),
+                    None => format!("{} (reading the file for group {:?})", e.message, g.name),
+                };
             }
             e
         };
-        let t = super::groups::substitute(file, &text, Some(g), &groups)?;
+        let member = super::selectors::substituted(&groups, &r);
+        let t = super::groups::substitute(file, text, Some(g), member.as_ref(), &groups)?;
         super::limits::check(file, &t)?;
         let (raw, j) = read_raw(file, &t).map_err(in_group)?;
         judge = judge.or(j);
-        readings.push(raw.into_experiment(file, &t).map_err(in_group)?);
+        let exp = raw.into_experiment(file, &t).map_err(in_group)?;
+        readings.push((r, exp));
     }
-    let exp = super::groups::combine(file, &text, groups, readings)?;
-    with_judge(file, &text, exp, judge)
+    let exp = super::groups::combine(file, text, groups, readings)?;
+    super::selectors::check_fault_groups(file, text, &exp)?;
+    with_judge(file, text, exp, judge)
 }
 
 /// Checks the `judge:` section against the experiment's groups and probes.
@@ -186,7 +224,7 @@ fn plain_words(message: &str) -> String {
         ),
         (
             "expected struct RawTargets",
-            "expected a mapping with labels, mode, count, percent or containers",
+            "expected a mapping with labels, groups, mode, count, percent or containers",
         ),
         ("expected u32", "expected a whole number from 0 to 4294967295"),
         ("expected u16", "expected a whole number from 0 to 65535"),
@@ -470,6 +508,7 @@ impl RawExperiment {
             error_budget: self.error_budget,
             groups: Vec::new(),
             judge: None,
+            unresolved: None,
         })
     }
 }

@@ -128,6 +128,10 @@ pub(crate) struct RawPod {
 pub(crate) struct RawTargets {
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Groups (under hypothesis.groups, each selecting agents) whose agents
+    /// the fault goes to; checked against the groups once they are read.
+    #[serde(default)]
+    groups: Vec<String>,
     mode: Option<String>,
     count: Option<u32>,
     percent: Option<f64>,
@@ -152,6 +156,7 @@ impl RawTargets {
         let Some(c) = self.containers else {
             return Ok(Targets {
                 labels: self.labels,
+                groups: self.groups,
                 mode,
                 containers: None,
             });
@@ -178,6 +183,7 @@ impl RawTargets {
         };
         Ok(Targets {
             labels: self.labels,
+            groups: self.groups,
             mode: Mode::All,
             containers: Some(Containers {
                 name: c.name,
