@@ -414,6 +414,13 @@ fn connect_median(addr: &str, n: usize) -> Duration {
     v[n / 2]
 }
 
+/// [`connect_median`] from inside the network namespace of process `pid`
+/// (another container: the connections cross the bridge between them).
+fn connect_median_from(pid: u32, addr: &str, n: usize) -> Duration {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    faultline_agent::runtime::netns::enter(&ns, || connect_median(addr, n)).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_its_sibling() {
     if !docker_or_skip("latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_its_sibling") {
@@ -423,17 +430,21 @@ async fn latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_it
     let serve = &["/bin/faultline-test-http", "--listen", "0.0.0.0:8080"];
     lab.run("a", &[], serve);
     lab.run("b", &[], serve);
-    let ((ip_a, gw), (ip_b, _)) = (lab.addr("a"), lab.addr("b"));
+    // The client: a third container, so every measured connection goes
+    // from one container's network namespace to another's.
+    lab.run("c", &[], serve);
+    let ((ip_a, _), (ip_b, _), (ip_c, _)) = (lab.addr("a"), lab.addr("b"), lab.addr("c"));
+    let pid_c = lab.pid("c");
     let (addr_a, addr_b) = (format!("{ip_a}:8080"), format!("{ip_b}:8080"));
     assert!(wait_for(Duration::from_secs(5), || reachable(&addr_a) && reachable(&addr_b)));
-    let before = connect_median(&addr_a, 9);
+    let before = connect_median_from(pid_c, &addr_a, 9);
     let mut h = Harness::start().await;
     h.add_agent("node-a", &[]).await;
     let h = std::sync::Arc::new(h);
-    // Egress of container a towards the host's end of the bridge: the
-    // SYN-ACK of every connection the host opens to it waits 100 ms.
+    // Egress of container a towards container c: the SYN-ACK of every
+    // connection c opens to it waits 100 ms.
     let fault = format!(
-        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    latency: {{ delay: 100ms, to: {{ cidrs: [{gw}/32] }} }}\n",
+        "    targets: {{ containers: {{ name: \"^{}-a$\" }} }}\n    latency: {{ delay: 100ms, to: {{ cidrs: [{ip_c}/32] }} }}\n",
         lab.prefix
     );
     let yaml = experiment(0, "6s", &fault).replace("127.0.0.1:0", &addr_b);
@@ -443,16 +454,20 @@ async fn latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_it
     };
     let delayed = tokio::task::block_in_place(|| {
         wait_for(Duration::from_secs(5), || {
-            connect_median(&addr_a, 1) > Duration::from_millis(50)
+            connect_median_from(pid_c, &addr_a, 1) > Duration::from_millis(50)
         })
     });
     assert!(delayed, "the delay never showed");
-    let (during_a, during_b) =
-        tokio::task::block_in_place(|| (connect_median(&addr_a, 21), connect_median(&addr_b, 21)));
+    let (during_a, during_b) = tokio::task::block_in_place(|| {
+        (
+            connect_median_from(pid_c, &addr_a, 21),
+            connect_median_from(pid_c, &addr_b, 21),
+        )
+    });
     let r = run.await.unwrap().unwrap();
     let t = &r.report.faults[0].targets[0];
     println!(
-        "latency into a container: connect median before {before:?}, during {during_a:?}; sibling during {during_b:?}; {t:?}"
+        "latency into a container, measured from another container: connect median before {before:?}, during {during_a:?}; sibling during {during_b:?}; {t:?}"
     );
     assert_eq!(r.exit_code, 0, "{}", r.report.reason);
     let added = during_a.saturating_sub(before);
@@ -462,7 +477,10 @@ async fn latency_in_a_containers_network_namespace_delays_it_by_100ms_and_not_it
     );
     assert!(during_b < Duration::from_millis(20), "sibling {during_b:?}");
     assert_eq!(t.state, "restored", "{t:?}");
-    assert!(connect_median(&addr_a, 5) < Duration::from_millis(20), "restored");
+    assert!(
+        connect_median_from(pid_c, &addr_a, 5) < Duration::from_millis(20),
+        "restored"
+    );
     // Nothing left in a's namespace (iptables chains of the fault).
     let out = std::process::Command::new("nsenter")
         .args(["-t", &lab.pid("a").to_string(), "-n", "iptables-legacy-save"])
