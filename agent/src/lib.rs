@@ -348,6 +348,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             at_unix_ms: faultline_proto::now_unix_ms(),
             observation: None,
             containers: Vec::new(),
+            matching_units: 0,
+            selected_units: 0,
         });
     }
     let (table, table_task) = FaultTable::spawn(

@@ -276,7 +276,7 @@ fn run_limits(exp: &Experiment, ctx: &Context<'_>, limits: &mut Vec<String>) -> 
 }
 
 /// Zone of an agent, for per-zone limits.
-fn zone_of(a: &AgentInfo) -> &str {
+pub(crate) fn zone_of(a: &AgentInfo) -> &str {
     a.labels.get(ZONE_LABEL).map(String::as_str).unwrap_or("(no zone)")
 }
 
@@ -443,7 +443,11 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
                 maxp - pct
             ));
         }
-        if let Some(maxz) = exp.blast_radius.max_percent_per_zone {
+        // A fault on containers is held to the percentages over containers
+        // (or pods), which only the agents can count: see
+        // crate::preview::count_containers.
+        let on_containers = fault.targets.containers.is_some();
+        if let Some(maxz) = exp.blast_radius.max_percent_per_zone.filter(|_| !on_containers) {
             let mut zones: BTreeMap<&str, usize> = BTreeMap::new();
             for t in &targets {
                 *zones.entry(zone_of(t)).or_default() += 1;
@@ -466,7 +470,7 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
                 ));
             }
         }
-        if let Some(maxp) = exp.blast_radius.max_percent {
+        if let Some(maxp) = exp.blast_radius.max_percent.filter(|_| !on_containers) {
             let pct = targets.len() as f64 * 100.0 / matching.len() as f64;
             if pct > maxp + 1e-9 {
                 return Err(Error::BlastRadius {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use faultline_proto::v1;
 
 use crate::engine::spec_to_wire;
+use crate::experiment::BlastRadius;
 use crate::planner::Plan;
 use crate::registry::Registry;
 
@@ -41,6 +42,9 @@ pub struct Preview {
     /// The containers the agent resolved the fault's selector to, when it
     /// answered PLANNED; `None` for any other answer or none.
     pub containers: Option<Vec<String>>,
+    /// With `containers`: (selected, matched) units on that node —
+    /// containers, or pods with a pod selector.
+    pub units: Option<(u32, u32)>,
 }
 
 /// Like [`previews`], with the containers each PLANNED answer names.
@@ -99,6 +103,7 @@ pub async fn previews_with_containers(plan: &Plan, registry: &Registry, timeout:
         let s = &st.status;
         if s.state() == v1::FaultState::Planned {
             out[fi][ti].containers = Some(s.containers.clone());
+            out[fi][ti].units = Some((s.selected_units, s.matching_units));
         }
         out[fi][ti].line = match s.state() {
             v1::FaultState::Planned => format!("{}: {}", st.agent_id, s.detail),
@@ -117,62 +122,115 @@ pub async fn previews_with_containers(plan: &Plan, registry: &Registry, timeout:
     out
 }
 
-/// For faults that target containers, `blast_radius.max_targets` counts
-/// **containers** (all targets' together), which only the agents know: each
-/// planned target is asked for a dry run and the containers its PLANNED
-/// answer names are added up. Returns one line per such fault for the run
-/// log, or why the run must not start: too many containers, or a target
-/// that could not say (no answer, or a version without dry runs). A target
-/// that refused counts none (its real inject will be refused as well).
+/// For faults that target containers, the blast radius counts
+/// **containers** (or pods, with a pod selector), which only the agents
+/// know: each planned target is asked for a dry run, and its PLANNED answer
+/// names the containers it would hit and how many units it selected of how
+/// many matched. `max_targets` caps the containers of all targets together;
+/// `max_percent` the units selected over the units matched, all targets
+/// together; `max_percent_per_zone` the same within each zone (the agents'
+/// `zone` label). Returns one line per limit and fault for the run log, or
+/// why the run must not start: over a limit, or a target that could not
+/// say (no answer, or a version without dry runs). A target that refused
+/// counts none (its real inject will be refused as well).
 pub async fn container_blast_radius(
     plan: &Plan,
-    max_targets: Option<u32>,
+    limits: &BlastRadius,
     registry: &Registry,
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
-    let Some(max) = max_targets else {
-        return Ok(Vec::new());
-    };
-    if !plan.faults.iter().any(|pf| pf.fault.targets.containers.is_some()) {
+    if !counts_containers(plan, limits) {
         return Ok(Vec::new());
     }
     let answers = previews_with_containers(plan, registry, timeout).await;
-    count_containers(plan, max, &answers)
+    count_containers(plan, limits, &answers)
+}
+
+/// Whether [`container_blast_radius`] has anything to check.
+pub fn counts_containers(plan: &Plan, limits: &BlastRadius) -> bool {
+    (limits.max_targets.is_some() || limits.max_percent.is_some() || limits.max_percent_per_zone.is_some())
+        && plan.faults.iter().any(|pf| pf.fault.targets.containers.is_some())
 }
 
 /// The counting of [`container_blast_radius`], over answers already had
 /// (`plan` shows it next to the previews).
-pub fn count_containers(plan: &Plan, max: u32, answers: &[Vec<Preview>]) -> Result<Vec<String>, String> {
+pub fn count_containers(plan: &Plan, limits: &BlastRadius, answers: &[Vec<Preview>]) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
     for (pf, answers) in plan.faults.iter().zip(answers) {
-        if pf.fault.targets.containers.is_none() {
+        let Some(sel) = &pf.fault.targets.containers else {
             continue;
-        }
+        };
+        let unit = if sel.pod.is_some() { "pod" } else { "container" };
         let mut total = 0usize;
-        for a in answers {
+        // zone -> (selected, matched) units
+        let mut zones: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for (a, agent) in answers.iter().zip(&pf.targets) {
             match &a.containers {
-                Some(c) => total += c.len(),
+                Some(c) => {
+                    total += c.len();
+                    let (s, m) = a.units.unwrap_or((c.len() as u32, c.len() as u32));
+                    let z = zones.entry(crate::planner::zone_of(agent)).or_default();
+                    z.0 += s as u64;
+                    z.1 += m as u64;
+                }
                 None if a.line.contains(": refused: ") || a.line.contains(": failed: ") => {}
                 None => {
                     return Err(format!(
-                        "fault {:?} targets containers and blast_radius.max_targets {max} counts them, but {}",
+                        "fault {:?} targets containers and the blast radius counts them, but {}",
                         pf.fault.name, a.line
                     ))
                 }
             }
         }
-        if total > max as usize {
-            return Err(format!(
-                "fault {:?}: {total} containers exceed blast_radius.max_targets {max} ({})",
+        if let Some(max) = limits.max_targets {
+            if total > max as usize {
+                return Err(format!(
+                    "fault {:?}: {total} containers exceed blast_radius.max_targets {max} ({})",
+                    pf.fault.name,
+                    answers.iter().map(|a| a.line.as_str()).collect::<Vec<_>>().join("; ")
+                ));
+            }
+            lines.push(format!(
+                "blast_radius.max_targets {max}: fault {:?} targets {total} container(s) (headroom {})",
                 pf.fault.name,
-                answers.iter().map(|a| a.line.as_str()).collect::<Vec<_>>().join("; ")
+                max as usize - total
             ));
         }
-        lines.push(format!(
-            "blast_radius.max_targets {max}: fault {:?} targets {total} container(s) (headroom {})",
-            pf.fault.name,
-            max as usize - total
-        ));
+        let pct = |(s, m): (u64, u64)| if m == 0 { 0.0 } else { s as f64 * 100.0 / m as f64 };
+        if let Some(maxp) = limits.max_percent {
+            let all = zones.values().fold((0, 0), |acc, z| (acc.0 + z.0, acc.1 + z.1));
+            let p = pct(all);
+            if p > maxp + 1e-9 {
+                return Err(format!(
+                    "fault {:?}: {} of {} matching {unit}s is {p:.1}%, over blast_radius.max_percent {maxp}%",
+                    pf.fault.name, all.0, all.1
+                ));
+            }
+            lines.push(format!(
+                "blast_radius.max_percent {maxp}%: fault {:?} targets {p:.1}% of {} matching {unit}s (headroom {:.1} points)",
+                pf.fault.name,
+                all.1,
+                maxp - p
+            ));
+        }
+        if let Some(maxz) = limits.max_percent_per_zone {
+            for (zone, z) in &zones {
+                let p = pct(*z);
+                if p > maxz + 1e-9 {
+                    return Err(format!(
+                        "fault {:?}: {} of {} matching {unit}s of zone {zone} is {p:.1}%, over blast_radius.max_percent_per_zone {maxz}%",
+                        pf.fault.name, z.0, z.1
+                    ));
+                }
+                lines.push(format!(
+                    "blast_radius.max_percent_per_zone {maxz}%: fault {:?} targets {p:.1}% of zone {zone}'s matching {unit}s ({} of {}; headroom {:.1} points)",
+                    pf.fault.name,
+                    z.0,
+                    z.1,
+                    maxz - p
+                ));
+            }
+        }
     }
     Ok(lines)
 }
@@ -268,25 +326,73 @@ mod tests {
         let planned = |n: usize| Preview {
             line: "aX: would send SIGKILL".into(),
             containers: Some((0..n).map(|i| format!("shop/web-{i}/main")).collect()),
+            units: Some((n as u32, n as u32)),
         };
-        let ok = count_containers(&p, 3, &[vec![planned(2), planned(1)]]).unwrap();
+        let limits = BlastRadius {
+            max_targets: Some(3),
+            ..Default::default()
+        };
+        let ok = count_containers(&p, &limits, &[vec![planned(2), planned(1)]]).unwrap();
         assert_eq!(
             ok,
             ["blast_radius.max_targets 3: fault \"kill-1\" targets 3 container(s) (headroom 0)"]
         );
-        let err = count_containers(&p, 3, &[vec![planned(2), planned(2)]]).unwrap_err();
+        let err = count_containers(&p, &limits, &[vec![planned(2), planned(2)]]).unwrap_err();
         assert!(err.contains("4 containers exceed blast_radius.max_targets 3"), "{err}");
         // A target that refused counts none; one that could not say stops the run.
         let refused = Preview {
             line: "a2: refused: no running container matches".into(),
-            containers: None,
+            ..Default::default()
         };
-        assert!(count_containers(&p, 3, &[vec![planned(3), refused]]).is_ok());
+        assert!(count_containers(&p, &limits, &[vec![planned(3), refused]]).is_ok());
         let silent = Preview {
             line: "a2: no answer".into(),
-            containers: None,
+            ..Default::default()
         };
-        let err = count_containers(&p, 3, &[vec![planned(1), silent]]).unwrap_err();
+        let err = count_containers(&p, &limits, &[vec![planned(1), silent]]).unwrap_err();
         assert!(err.contains("a2: no answer"), "{err}");
+    }
+
+    #[test]
+    fn max_percent_and_per_zone_count_pods_selected_of_pods_matched() {
+        let exp = crate::experiment::parse(
+            "t.yaml",
+            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: { address: \"127.0.0.1:1\" }\nduration: 1s\nfaults:\n  - targets: { percent: 50, containers: { pod: { namespace: shop } } }\n    kill: { name: w }\nblast_radius: { max_percent: 50, max_percent_per_zone: 60 }\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let caps = ["kill", "dry_run", "runtime:containerd"];
+        let mut a1 = agent("a1", &caps);
+        a1.labels.insert("zone".into(), "z1".into());
+        let mut a2 = agent("a2", &caps);
+        a2.labels.insert("zone".into(), "z2".into());
+        let p = plan(&exp, &[a1, a2], &Context::unrestricted()).unwrap();
+        // The agent-count percentages do not apply to a container fault: both agents planned.
+        assert_eq!(p.faults[0].targets.len(), 2);
+        let planned = |sel: u32, matched: u32| Preview {
+            line: "aX: would send SIGKILL".into(),
+            containers: Some((0..sel * 2).map(|i| format!("shop/web-{i}/c")).collect()),
+            units: Some((sel, matched)),
+        };
+        let ok = count_containers(&p, &exp.blast_radius, &[vec![planned(2, 4), planned(1, 2)]]).unwrap();
+        assert!(
+            ok.iter().any(|l| l.contains("targets 50.0% of 6 matching pods")),
+            "{ok:?}"
+        );
+        assert!(
+            ok.iter().any(|l| l.contains("zone z2's matching pods (1 of 2")),
+            "{ok:?}"
+        );
+        let err = count_containers(&p, &exp.blast_radius, &[vec![planned(3, 4), planned(1, 2)]]).unwrap_err();
+        assert!(
+            err.contains("4 of 6 matching pods is 66.7%, over blast_radius.max_percent 50%"),
+            "{err}"
+        );
+        let limits = BlastRadius {
+            max_percent_per_zone: Some(60.0),
+            ..Default::default()
+        };
+        let err = count_containers(&p, &limits, &[vec![planned(3, 4), planned(0, 2)]]).unwrap_err();
+        assert!(err.contains("3 of 4 matching pods of zone z1 is 75.0%"), "{err}");
     }
 }

@@ -395,6 +395,24 @@ async fn pods_labelled_as_cri_dockerd_does_are_selected_through_docker_and_perce
     );
     let after: Vec<Vec<u32>> = names.iter().map(|n| in_ns(lab.pid(n), "sleep")).collect();
     assert_eq!(after, now, "nothing was killed");
+    // blast_radius.max_percent counts pods too: 50 % of the 2 web pods is
+    // over a limit of 40 %, refused before anything is injected.
+    let half = format!(
+        "    targets: {{ percent: 50, containers: {{ pod: {{ namespace: {pns}, labels: {{ app: web }} }} }} }}\n    kill: {{ name: sleep, count: all }}\n"
+    );
+    let yaml = format!("{}blast_radius: {{ max_percent: 40 }}\n", experiment(port, "1s", &half));
+    let r = h.run(&yaml, &[]).await.unwrap();
+    println!("max_percent over pods: exit {} {}", r.exit_code, r.report.reason);
+    assert_eq!(r.exit_code, 2, "{}", r.report.reason);
+    assert!(
+        r.report
+            .reason
+            .contains("1 of 2 matching pods is 50.0%, over blast_radius.max_percent 40%"),
+        "{}",
+        r.report.reason
+    );
+    let after: Vec<Vec<u32>> = names.iter().map(|n| in_ns(lab.pid(n), "sleep")).collect();
+    assert_eq!(after, now, "nothing was killed");
     assert!(wait_for(Duration::from_secs(5), || names.iter().all(|n| in_ns(
         lab.pid(n),
         "sleep"

@@ -349,7 +349,9 @@ impl FaultKind for Kill {
         let spec = KillSpec::try_from(w)?;
         let (processes, containers) = match place {
             faults::Place::Host => (self.processes.clone(), None),
-            faults::Place::Containers { containers, allow_pid1 } => {
+            faults::Place::Containers {
+                containers, allow_pid1, ..
+            } => {
                 let table = InContainers::new(self.processes.clone(), containers, *allow_pid1);
                 (Arc::new(table) as Arc<dyn ProcessTable>, Some(containers.clone()))
             }

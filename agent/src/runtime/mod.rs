@@ -307,6 +307,10 @@ pub enum Place {
         containers: Vec<Container>,
         /// A kill may signal each container's PID 1.
         allow_pid1: bool,
+        /// (selected, matched): how many units (containers, or pods with a
+        /// pod selector) were selected after `count`/`percent`, of how many
+        /// matched; the coordinator's blast-radius percentages use them.
+        units: (usize, usize),
     },
 }
 
@@ -429,11 +433,13 @@ pub fn resolve(runtime: &dyn ContainerRuntime, sel: &ContainerSelector, protecte
         (Some(n), None) => n as usize,
         (None, None) => units.len(),
     };
+    let matched_units = units.len();
     units.truncate(keep);
     matching.retain(|c| units.contains(&unit_of(c)));
     Ok(Place::Containers {
         containers: matching,
         allow_pid1: sel.allow_pid1,
+        units: (units.len(), matched_units),
     })
 }
 

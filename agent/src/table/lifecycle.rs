@@ -123,6 +123,8 @@ pub(super) fn status(
         at_unix_ms: now_unix_ms(),
         observation: observation.map(|k| v1::Observation { kind: Some(k) }),
         containers: Vec::new(),
+        matching_units: 0,
+        selected_units: 0,
     }
 }
 
@@ -199,8 +201,8 @@ pub(super) fn preview(
 ) -> v1::FaultStatus {
     let planned = prepare(config, fault_id, run_id, spec, container, active).and_then(|(reg, prepared, place)| {
         let containers = match place {
-            Place::Host => Vec::new(),
-            Place::Containers { containers, .. } => containers.into_iter().map(|c| c.name).collect(),
+            Place::Host => (Vec::new(), (0, 0)),
+            Place::Containers { containers, units, .. } => (containers.into_iter().map(|c| c.name).collect(), units),
         };
         prepared
             .preview()
@@ -211,9 +213,11 @@ pub(super) fn preview(
             })
     });
     match planned {
-        Ok(((detail, backend), containers)) => {
+        Ok(((detail, backend), (containers, (selected, matched)))) => {
             let mut st = status(fault_id, run_id, v1::FaultState::Planned, detail, &backend, None);
             st.containers = containers;
+            st.selected_units = selected as u32;
+            st.matching_units = matched as u32;
             st
         }
         Err(e) => status(fault_id, run_id, e.state(), e.to_string(), e.backend(), None),

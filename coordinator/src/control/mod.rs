@@ -206,8 +206,8 @@ impl Control for ControlService {
         let answers =
             crate::preview::previews_with_containers(&plan, &self.registry, crate::preview::PREVIEW_TIMEOUT).await;
         let mut limits = plan.limits.clone();
-        if let Some(max) = exp.blast_radius.max_targets {
-            match crate::preview::count_containers(&plan, max, &answers) {
+        if crate::preview::counts_containers(&plan, &exp.blast_radius) {
+            match crate::preview::count_containers(&plan, &exp.blast_radius, &answers) {
                 Ok(lines) => limits.extend(lines),
                 Err(reason) => limits.push(format!("a run would be refused: {reason}")),
             }

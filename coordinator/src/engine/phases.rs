@@ -144,7 +144,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         Some(p) => {
             match crate::preview::container_blast_radius(
                 &p,
-                exp.blast_radius.max_targets,
+                &exp.blast_radius,
                 &registry,
                 crate::preview::PREVIEW_TIMEOUT,
             )

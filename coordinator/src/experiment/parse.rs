@@ -433,7 +433,17 @@ impl RawExperiment {
                     ));
                 }
             }
-            if let (Some(max), Mode::All) = (self.blast_radius.max_percent, f.targets.mode) {
+            // On containers, the percentage counts containers (or pods): all
+            // nodes may be planned; `count`/`percent` of the selector decide,
+            // checked against the agents' dry runs before inject.
+            let every_container = f
+                .targets
+                .containers
+                .as_ref()
+                .map(|c| c.count == 0 && c.percent.is_none());
+            if let (Some(max), Mode::All, None | Some(true)) =
+                (self.blast_radius.max_percent, f.targets.mode, every_container)
+            {
                 if max < 100.0 {
                     return Err(at(
                         "faults",

@@ -214,6 +214,8 @@ async fn recording_agent(url: String, id: String, rec: Arc<Recorder>) {
                         at_unix_ms: faultline_proto::now_unix_ms(),
                         observation: None,
                         containers: Vec::new(),
+                        matching_units: 0,
+                        selected_units: 0,
                     };
                     let _ = tx.send(v1::AgentMessage { msg: Some(v1::agent_message::Msg::FaultStatus(st)) }).await;
                 }
