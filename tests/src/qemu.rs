@@ -370,3 +370,32 @@ pub fn boot(kernel: &Path, initrd: &[u8], memory_mib: u32, limit: Duration) -> R
         )),
     }
 }
+
+/// The value of the first `@@ KEY ...` line a guest's `/init` printed on
+/// the serial console (the tests' convention for reading results).
+pub fn console_field<'a>(console: &'a str, key: &str) -> Option<&'a str> {
+    let tag = format!("@@ {key}");
+    // A line may start with the firmware's terminal escapes: find the tag.
+    console
+        .lines()
+        .find_map(|l| l.find(&tag).map(|i| &l[i + tag.len()..]))
+        .map(str::trim)
+}
+
+/// The kernel package, or `None` after printing why the test skips (and
+/// panicking under `CI=true`, which forbids skipping).
+pub fn kernel_deb_or_skip(test: &str) -> Option<PathBuf> {
+    if let Some(deb) = kernel_deb() {
+        return Some(deb);
+    }
+    let msg = format!(
+        "{test} needs Debian's kernel package: mkdir -p {dir} && cd {dir} && apt-get download linux-image-amd64 $(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image/{{print $2}}') (or set FAULTLINE_KERNEL_DEB)",
+        dir = KERNEL_CACHE
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{msg} (CI=true forbids skipping)"
+    );
+    eprintln!("skipping {msg}");
+    None
+}

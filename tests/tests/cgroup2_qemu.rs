@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use faultline_tests::lab::{agent_bin, faultline_bin, root_or_skip};
-use faultline_tests::qemu::{self, Kernel, QEMU_TOOLS};
+use faultline_tests::qemu::{self, console_field as field, Kernel, QEMU_TOOLS};
 use faultline_tests::tools::present_or_skip;
 
 const LOCAL_RUN: &str = r#"name: stress-on-cgroup-v2
@@ -109,15 +109,6 @@ echo o > /proc/sysrq-trigger
 sleep 10
 "#;
 
-/// The value of the first `@@ KEY ...` line.
-fn field<'a>(console: &'a str, key: &str) -> Option<&'a str> {
-    let tag = format!("@@ {key}");
-    console
-        .lines()
-        .find_map(|l| l.find(&tag).map(|i| &l[i + tag.len()..]))
-        .map(str::trim)
-}
-
 /// The figure `name` of fault `fault`'s first target in the JSON report.
 fn figure(report: &serde_json::Value, fault: usize, name: &str) -> Option<f64> {
     report["faults"][fault]["targets"][0]["figures"]
@@ -133,16 +124,7 @@ fn stress_on_cgroup_v2_measures_its_figures_and_a_restarted_agent_removes_an_orp
     if !root_or_skip(test) || !present_or_skip(test, QEMU_TOOLS) {
         return;
     }
-    let Some(deb) = qemu::kernel_deb() else {
-        let msg = format!(
-            "{test} needs Debian's kernel package in {} (see tests/tests/netem_qemu.rs; or set FAULTLINE_KERNEL_DEB)",
-            qemu::KERNEL_CACHE
-        );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{msg} (CI=true forbids skipping)"
-        );
-        eprintln!("skipping {msg}");
+    let Some(deb) = qemu::kernel_deb_or_skip(test) else {
         return;
     };
     let kernel = Kernel::unpack(&deb).expect("unpack the kernel package");

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use faultline_tests::lab::{agent_bin, faultline_bin, root_or_skip};
-use faultline_tests::qemu::{self, Kernel, QEMU_TOOLS};
+use faultline_tests::qemu::{self, console_field as field, Kernel, QEMU_TOOLS};
 use faultline_tests::tools::present_or_skip;
 
 const LOCAL_RUN: &str = r#"name: netem-in-a-vm
@@ -112,16 +112,6 @@ echo o > /proc/sysrq-trigger
 sleep 10
 "#;
 
-/// The value of the first `@@ KEY ...` line.
-fn field<'a>(console: &'a str, key: &str) -> Option<&'a str> {
-    let tag = format!("@@ {key}");
-    // A line may start with the firmware's terminal escapes: find the tag.
-    console
-        .lines()
-        .find_map(|l| l.find(&tag).map(|i| &l[i + tag.len()..]))
-        .map(str::trim)
-}
-
 /// The median latency of the first probe in a phase (`baseline`,
 /// `during`, `recovery`) of the JSON report.
 fn p50(report: &serde_json::Value, phase: &str) -> Option<f64> {
@@ -134,16 +124,7 @@ fn netem_latency_on_a_real_kernel_is_measured_restored_and_cleaned_after_kill_9(
     if !root_or_skip(test) || !present_or_skip(test, QEMU_TOOLS) {
         return;
     }
-    let Some(deb) = qemu::kernel_deb() else {
-        let msg = format!(
-            "{test} needs Debian's kernel package: mkdir -p {dir} && cd {dir} && apt-get download linux-image-amd64 $(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image/{{print $2}}') (or set FAULTLINE_KERNEL_DEB)",
-            dir = qemu::KERNEL_CACHE
-        );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{msg} (CI=true forbids skipping)"
-        );
-        eprintln!("skipping {msg}");
+    let Some(deb) = qemu::kernel_deb_or_skip(test) else {
         return;
     };
     let kernel = Kernel::unpack(&deb).expect("unpack the kernel package");
