@@ -41,6 +41,8 @@ fn control() -> ControlService {
         shutdown: tokio_util::sync::CancellationToken::new(),
         tracker: tokio_util::task::TaskTracker::new(),
         events: Arc::new(faultline_coordinator::events::EventLog::new(store)),
+        gamedays: Arc::default(),
+        notifier: None,
     }
 }
 
