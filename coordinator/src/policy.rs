@@ -67,14 +67,23 @@ fn hhmm(s: &str) -> Option<u16> {
     (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
 }
 
+/// Why a window's text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// Not `DAYS HH:MM-HH:MM`.
+    #[error("window {0:?}: write DAYS HH:MM-HH:MM, e.g. \"Mon-Fri 09:00-17:00\" or \"Sat,Sun 10:00-12:00\"")]
+    Syntax(String),
+    /// The end is not after the start.
+    #[error("window {0:?}: the end must be after the start (windows do not wrap past midnight; write two)")]
+    Wraps(String),
+}
+
 impl std::str::FromStr for Window {
-    type Err = String;
+    type Err = WindowError;
 
     /// `"Mon-Fri 09:00-17:00"`, `"Sat,Sun 10:00-12:00"`, or `"09:00-17:00"` (every day).
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
-        let bad = || {
-            format!("window {text:?}: write DAYS HH:MM-HH:MM, e.g. \"Mon-Fri 09:00-17:00\" or \"Sat,Sun 10:00-12:00\"")
-        };
+    fn from_str(text: &str) -> std::result::Result<Self, WindowError> {
+        let bad = || WindowError::Syntax(text.to_string());
         let (days_part, hours) = match text.trim().rsplit_once(' ') {
             Some((d, h)) => (Some(d), h),
             None => (None, text.trim()),
@@ -101,9 +110,7 @@ impl std::str::FromStr for Window {
         let (s, e) = hours.split_once('-').ok_or_else(bad)?;
         let (start, end) = (hhmm(s).ok_or_else(bad)?, hhmm(e).ok_or_else(bad)?);
         if start >= end {
-            return Err(format!(
-                "window {text:?}: the end must be after the start (windows do not wrap past midnight; write two)"
-            ));
+            return Err(WindowError::Wraps(text.to_string()));
         }
         Ok(Window {
             days,
@@ -343,10 +350,10 @@ mod tests {
         assert_eq!(w.days, [false, false, false, false, false, true, true]);
         let w: Window = "Fri-Mon 00:00-24:00".parse().unwrap();
         assert_eq!(w.days, [true, false, false, false, true, true, true]);
-        assert!("Mon-Fri 17:00-09:00"
-            .parse::<Window>()
-            .unwrap_err()
-            .contains("do not wrap"));
+        assert_eq!(
+            "Mon-Fri 17:00-09:00".parse::<Window>(),
+            Err(WindowError::Wraps("Mon-Fri 17:00-09:00".into()))
+        );
         assert!("someday 10:00-11:00".parse::<Window>().is_err());
     }
 

@@ -49,8 +49,8 @@ pub enum Error {
     NeverFires(String),
     #[error("time zone {0:?} is not an IANA time zone name; write e.g. UTC or Europe/Paris")]
     TimeZone(String),
-    #[error("window {window:?}: {why}")]
-    Window { window: String, why: String },
+    #[error(transparent)]
+    Window(#[from] crate::policy::WindowError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -93,14 +93,7 @@ impl Timing {
             "" => chrono_tz::UTC,
             t => chrono_tz::Tz::from_str(t).map_err(|_| Error::TimeZone(t.to_string()))?,
         };
-        let window = window
-            .map(|w| {
-                w.parse::<Window>().map_err(|why| Error::Window {
-                    window: w.to_string(),
-                    why,
-                })
-            })
-            .transpose()?;
+        let window = window.map(|w| w.parse::<Window>().map_err(Error::Window)).transpose()?;
         let timing = Timing {
             cron: parsed,
             tz,
@@ -385,10 +378,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("time zone \"Mars/Olympus\""));
-        assert!(Timing::new("0 9 * * *", "UTC", Some("9-5"))
-            .unwrap_err()
-            .to_string()
-            .contains("window \"9-5\""));
+        // Named once: the window's own error already starts with it.
+        let e = Timing::new("0 9 * * *", "UTC", Some("9-5")).unwrap_err().to_string();
+        assert_eq!(e.matches("window \"9-5\"").count(), 1, "{e}");
         for e in [
             Timing::new("every day", "UTC", None).unwrap_err().to_string(),
             Timing::new("0 9 * * *", "Mars/Olympus", None).unwrap_err().to_string(),

@@ -271,7 +271,7 @@ faults:
         out
     }
 
-    fn all_clean(&self) -> Result<(), String> {
+    fn all_clean(&self) -> anyhow::Result<()> {
         let left = self.lab.leftovers();
         let fills: Vec<String> = HOSTS
             .iter()
@@ -297,7 +297,7 @@ faults:
         if left.is_empty() && fills.is_empty() && records.is_empty() && other.is_empty() {
             Ok(())
         } else {
-            Err([left, fills, records, other].concat().join("; "))
+            Err(anyhow::anyhow!([left, fills, records, other].concat().join("; ")))
         }
     }
 

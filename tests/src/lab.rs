@@ -135,18 +135,18 @@ pub struct Lab {
     logs: tempfile::TempDir,
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+fn ip(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run ip: {e} (install iproute2)"))?;
+        .map_err(|e| anyhow::anyhow!("cannot run ip: {e} (install iproute2)"))?;
     if !out.status.success() {
-        return Err(format!(
+        anyhow::bail!(
             "ip {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -286,7 +286,7 @@ impl Lab {
         lab
     }
 
-    fn wire(&mut self, specs: &[HostSpec]) -> Result<(), String> {
+    fn wire(&mut self, specs: &[HostSpec]) -> anyhow::Result<()> {
         ip(&["netns", "add", &self.hub])?;
         self.namespaces.push(self.hub.clone());
         ip(&["-n", &self.hub, "link", "set", "lo", "up"])?;
@@ -332,7 +332,7 @@ impl Lab {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("starting the http service on {}: {e}", s.name))?;
+                .map_err(|e| anyhow::anyhow!("starting the http service on {}: {e}", s.name))?;
             let mut line = String::new();
             if let Some(out) = child.stdout.take() {
                 use std::io::BufRead;
@@ -343,7 +343,7 @@ impl Lab {
                 cmdline_regex: format!("faultline-test-http --listen {listen} --tag {tag}$"),
             });
             if line.trim() != HTTP_PORT.to_string() {
-                return Err(format!("http service on {} did not start (printed {line:?})", s.name));
+                anyhow::bail!("http service on {} did not start (printed {line:?})", s.name);
             }
             self.hosts.push(LabHost {
                 name: s.name.clone(),

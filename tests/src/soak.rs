@@ -185,9 +185,9 @@ pub fn soak(runs: usize, every: usize, mut progress: impl FnMut(&SoakSample)) ->
 }
 
 /// The bounds of the module docs; Err names every one broken.
-pub fn check(r: &SoakResult) -> Result<(), String> {
+pub fn check(r: &SoakResult) -> anyhow::Result<()> {
     let (Some(first), Some(last)) = (r.samples.first(), r.samples.last()) else {
-        return Err("no samples".into());
+        anyhow::bail!("no samples");
     };
     let mut broken = Vec::new();
     let grew = |a: u64, b: u64| b.saturating_sub(a);
@@ -229,7 +229,7 @@ pub fn check(r: &SoakResult) -> Result<(), String> {
     if broken.is_empty() {
         Ok(())
     } else {
-        Err(broken.join("\n"))
+        Err(anyhow::anyhow!(broken.join("\n")))
     }
 }
 

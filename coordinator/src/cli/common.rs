@@ -19,15 +19,65 @@ pub fn eprint_err(msg: impl std::fmt::Display) {
     eprintln!("faultline: {msg}");
 }
 
+/// Why a CLI helper failed. Every message is worded for the user at the
+/// command line: it names the file, flag or URL involved and, where there
+/// is one, the fix (a flag or variable of this CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A repeated `KEY=VALUE` flag without `=` or with an empty key.
+    #[error("{flag} {value:?}: expected KEY=VALUE, e.g. {flag} port=8080")]
+    KeyValue { flag: String, value: String },
+    /// The experiment file could not be read.
+    #[error("cannot read experiment file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The experiment file was refused by the parser; `advice` says how to
+    /// set an unset variable where the user is.
+    #[error("{error}{}", advice.as_deref().map(|a| format!("; {a}")).unwrap_or_default())]
+    Parse {
+        error: experiment::ParseError,
+        advice: Option<String>,
+    },
+    /// A coordinator URL without `http://` or `https://`.
+    #[error("coordinator URL {url:?} has no scheme: write http://{url} (or https://{url} for a coordinator started with --tls-dir)")]
+    NoScheme { url: String },
+    /// A coordinator URL that is not a valid URI.
+    #[error("invalid coordinator URL {url:?}: {detail} (expected e.g. {DEFAULT_COORDINATOR})")]
+    BadUrl { url: String, detail: String },
+    /// An `https://` URL without the CA to verify the coordinator.
+    #[error("{url} uses TLS: set FAULTLINE_TLS_DIR to the directory `faultline certs init` made (its ca.pem verifies the coordinator)")]
+    NoTlsDir { url: String },
+    /// A file of `FAULTLINE_TLS_DIR` could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The TLS configuration was refused by the transport.
+    #[error("TLS setup for {url}: {detail}")]
+    Tls { url: String, detail: String },
+    /// `FAULTLINE_TOKEN` cannot go in an HTTP header.
+    #[error("FAULTLINE_TOKEN has characters a header cannot carry")]
+    Token,
+    /// Nothing usable answered at the URL; `why` says what was seen and
+    /// the likely fix ([`explain_connect`], [`explain_transport`]).
+    #[error("{why}")]
+    Unreachable { url: String, why: String },
+}
+
 /// Parses repeated `KEY=VALUE` flags.
-pub fn key_values(flag: &str, raw: &[String]) -> Result<BTreeMap<String, String>, String> {
+pub fn key_values(flag: &str, raw: &[String]) -> Result<BTreeMap<String, String>, Error> {
     let mut out = BTreeMap::new();
     for kv in raw {
         match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => {
                 out.insert(k.to_string(), v.to_string());
             }
-            _ => return Err(format!("{flag} {kv:?}: expected KEY=VALUE, e.g. {flag} port=8080")),
+            _ => {
+                return Err(Error::KeyValue {
+                    flag: flag.to_string(),
+                    value: kv.clone(),
+                })
+            }
         }
     }
     Ok(out)
@@ -42,8 +92,11 @@ pub struct Source {
 
 impl Source {
     /// Reads `path`; errors are already worded for the user.
-    pub fn read(path: &str, vars: &[String]) -> Result<Source, String> {
-        let yaml = std::fs::read_to_string(path).map_err(|e| format!("cannot read experiment file {path}: {e}"))?;
+    pub fn read(path: &str, vars: &[String]) -> Result<Source, Error> {
+        let yaml = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_string(),
+            source,
+        })?;
         let vars = key_values("--var", vars)?.into_iter().collect();
         Ok(Source {
             name: path.to_string(),
@@ -53,23 +106,20 @@ impl Source {
     }
 
     /// Parses the file; an unset variable's error says to pass `--var`.
-    pub fn parse(&self) -> Result<Experiment, String> {
+    pub fn parse(&self) -> Result<Experiment, Error> {
         self.parse_advising(|name| format!("pass --var {name}=VALUE"))
     }
 
     /// Parses the file; `how_to_set(name)` tells the user how to set an
     /// unset `${name}` where they are (the parser names no flags).
-    pub fn parse_advising(&self, how_to_set: impl Fn(&str) -> String) -> Result<Experiment, String> {
-        experiment::parse(&self.name, &self.yaml, &self.vars).map_err(|e| {
-            let unset = e
+    pub fn parse_advising(&self, how_to_set: impl Fn(&str) -> String) -> Result<Experiment, Error> {
+        experiment::parse(&self.name, &self.yaml, &self.vars).map_err(|error| {
+            let advice = error
                 .message
                 .strip_prefix("variable ${")
                 .and_then(|rest| rest.split_once("} is not set"))
-                .map(|(name, _)| name);
-            match unset {
-                Some(name) => format!("{e}; {}", how_to_set(name)),
-                None => e.to_string(),
-            }
+                .map(|(name, _)| how_to_set(name));
+            Error::Parse { error, advice }
         })
     }
 
@@ -187,47 +237,43 @@ fn explain_transport(url: &str, s: &tonic::Status) -> String {
 /// token) and, for `https://` URLs, `FAULTLINE_TLS_DIR` (its `ca.pem`, and
 /// `cli.pem`/`cli.key` if present, as `faultline certs init` writes them).
 /// Errors say what was tried and the likely fix.
-pub async fn control(url: &str) -> Result<Client, String> {
+pub async fn control(url: &str) -> Result<Client, Error> {
     if !url.contains("://") {
-        return Err(format!(
-            "coordinator URL {url:?} has no scheme: write http://{url} (or https://{url} for a coordinator started with --tls-dir)"
-        ));
+        return Err(Error::NoScheme { url: url.to_string() });
     }
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| {
-            format!(
-                "invalid coordinator URL {url:?}: {} (expected e.g. {DEFAULT_COORDINATOR})",
-                chain(&e)
-            )
+        .map_err(|e| Error::BadUrl {
+            url: url.to_string(),
+            detail: chain(&e),
         })?
         .connect_timeout(std::time::Duration::from_secs(5));
     if url.starts_with("https://") {
         let Some(dir) = std::env::var_os("FAULTLINE_TLS_DIR") else {
-            return Err(format!(
-                "{url} uses TLS: set FAULTLINE_TLS_DIR to the directory `faultline certs init` made (its ca.pem verifies the coordinator)"
-            ));
+            return Err(Error::NoTlsDir { url: url.to_string() });
         };
         let dir = std::path::PathBuf::from(dir);
-        let ca = std::fs::read(dir.join("ca.pem"))
-            .map_err(|e| format!("cannot read {}: {e}", dir.join("ca.pem").display()))?;
+        let ca = std::fs::read(dir.join("ca.pem")).map_err(|source| Error::TlsFile {
+            path: dir.join("ca.pem"),
+            source,
+        })?;
         let mut tls =
             tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
         if let (Ok(cert), Ok(key)) = (std::fs::read(dir.join("cli.pem")), std::fs::read(dir.join("cli.key"))) {
             tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
         }
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|e| format!("TLS setup for {url}: {e}"))?;
+        endpoint = endpoint.tls_config(tls).map_err(|e| Error::Tls {
+            url: url.to_string(),
+            detail: chain(&e),
+        })?;
     }
     let token = match std::env::var("FAULTLINE_TOKEN") {
-        Ok(t) if !t.is_empty() => Some(
-            format!("Bearer {}", t.trim())
-                .parse()
-                .map_err(|_| "FAULTLINE_TOKEN has characters a header cannot carry".to_string())?,
-        ),
+        Ok(t) if !t.is_empty() => Some(format!("Bearer {}", t.trim()).parse().map_err(|_| Error::Token)?),
         _ => None,
     };
-    let channel = endpoint.connect().await.map_err(|e| explain_connect(url, &e))?;
+    let channel = endpoint.connect().await.map_err(|e| Error::Unreachable {
+        url: url.to_string(),
+        why: explain_connect(url, &e),
+    })?;
     let mut client = ControlClient::with_interceptor(channel, Auth(token));
     // A connection is not yet a coordinator: a metrics port or a TLS port
     // accepts it too and only the first call fails, with "transport error".
@@ -240,7 +286,10 @@ pub async fn control(url: &str) -> Result<Client, String> {
         })
         .await
     {
-        Err(s) if is_transport(&s) => Err(explain_transport(url, &s)),
+        Err(s) if is_transport(&s) => Err(Error::Unreachable {
+            url: url.to_string(),
+            why: explain_transport(url, &s),
+        }),
         _ => Ok(client),
     }
 }
@@ -349,20 +398,20 @@ impl ExperimentArgs {
     /// Reads and validates the file and the local agent's flags; on error
     /// prints it and returns the exit code (2).
     pub fn load(&self) -> Result<(Source, LocalAgent), i32> {
-        let fail = |e: String| {
+        fn fail(e: impl std::fmt::Display) -> i32 {
             eprint_err(e);
             Outcome::Invalid.exit_code()
-        };
+        }
         let source = Source::read(&self.file, &self.vars).map_err(fail)?;
         let labels = key_values("--label", &self.labels).map_err(fail)?;
         if self.coordinator.is_some() && !labels.is_empty() {
             return Err(fail(
-                "--label applies to the local agent and cannot be combined with --coordinator (label remote agents with faultline-agent --label)".into(),
+                "--label applies to the local agent and cannot be combined with --coordinator (label remote agents with faultline-agent --label)",
             ));
         }
         if self.coordinator.is_some() && !self.allow_fill.is_empty() {
             return Err(fail(
-                "--allow-fill applies to the local agent and cannot be combined with --coordinator (remote agents allow fill paths with faultline-agent --allow-fill)".into(),
+                "--allow-fill applies to the local agent and cannot be combined with --coordinator (remote agents allow fill paths with faultline-agent --allow-fill)",
             ));
         }
         source.parse().map_err(fail)?;
@@ -386,15 +435,14 @@ impl ExperimentArgs {
 
     /// The local-mode policy (`--policy`); on error prints it and returns 2.
     pub fn policy(&self) -> Result<crate::policy::Policy, i32> {
-        let fail = |e: String| {
+        fn fail(e: impl std::fmt::Display) -> i32 {
             eprint_err(e);
             Outcome::Invalid.exit_code()
-        };
+        }
         match (&self.policy, &self.coordinator) {
             (None, _) => Ok(crate::policy::Policy::default()),
             (Some(_), Some(_)) => Err(fail(
-                "--policy applies to local mode; a remote coordinator plans within its own (faultline serve --policy)"
-                    .into(),
+                "--policy applies to local mode; a remote coordinator plans within its own (faultline serve --policy)",
             )),
             (Some(path), None) => crate::policy::Policy::load(path).map_err(|e| fail(e.to_string())),
         }

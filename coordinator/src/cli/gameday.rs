@@ -82,26 +82,61 @@ pub(crate) fn is_game_day(text: &str) -> bool {
     text.lines().any(|l| l.starts_with("experiments:"))
 }
 
+/// Why a game-day file was refused. Each message starts with the place
+/// (`file:line:column`, and the entry for a listed experiment).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The game-day file could not be read.
+    #[error("cannot read game-day file {file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    /// The file is too large or too deeply nested.
+    #[error(transparent)]
+    Limits(#[from] crate::experiment::ParseError),
+    /// The YAML does not have a game day's shape.
+    #[error("{at}: {message}")]
+    Yaml { at: String, message: String },
+    /// `experiments:` lists nothing.
+    #[error("{at}: experiments: at least one is needed")]
+    NoExperiments { at: String },
+    /// An entry's weight is zero, negative or not a number.
+    #[error("{at}.weight {weight}: must be above 0")]
+    Weight { at: String, weight: f64 },
+    /// A listed experiment could not be read.
+    #[error("{at}: {source}")]
+    Entry { at: String, source: common::Error },
+    /// A listed experiment was refused by the parser: its message names the
+    /// experiment's own file and line, and its advice the entry whose vars
+    /// set an unset variable.
+    #[error(transparent)]
+    Experiment(common::Error),
+}
+
 /// Reads the game-day file `file` and every experiment it lists, and
 /// validates them; errors are already worded for the user
 /// (file:line:column first).
-pub fn load(file: &str) -> Result<Suite, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read game-day file {file}: {e}"))?;
-    crate::experiment::limits::check(file, &text).map_err(|e| e.to_string())?;
+pub fn load(file: &str) -> Result<Suite, LoadError> {
+    let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
+        file: file.to_string(),
+        source,
+    })?;
+    crate::experiment::limits::check(file, &text)?;
     let gd: RawGameDay = serde_norway::from_str(&text).map_err(|e| {
         let mut message = e.to_string();
         // serde_norway appends " at line L column C"; it goes in front.
         if let Some(i) = message.rfind(" at line ") {
             message.truncate(i);
         }
-        match e.location() {
-            Some(l) => format!("{file}:{}:{}: {message}", l.line(), l.column()),
-            None => format!("{file}: {message}"),
-        }
+        let at = match e.location() {
+            Some(l) => format!("{file}:{}:{}", l.line(), l.column()),
+            None => file.to_string(),
+        };
+        LoadError::Yaml { at, message }
     })?;
     if gd.experiments.is_empty() {
         let (line, col) = key_position(&text, "experiments");
-        return Err(format!("{file}:{line}:{col}: experiments: at least one is needed"));
+        return Err(LoadError::NoExperiments {
+            at: format!("{file}:{line}:{col}"),
+        });
     }
     let base = Path::new(file).parent().unwrap_or(Path::new("."));
     // Read and validate every experiment first: a typo in the last one
@@ -110,13 +145,15 @@ pub fn load(file: &str) -> Result<Suite, String> {
     for (i, e) in gd.experiments.iter().enumerate() {
         let (line, col) = entry_position(&text, i);
         let at = format!("{file}:{line}:{col}: experiments[{i}]");
-        if let Some(w) = e.weight.filter(|w| !(*w > 0.0 && w.is_finite())) {
-            return Err(format!("{at}.weight {w}: must be above 0"));
+        if let Some(weight) = e.weight.filter(|w| !(*w > 0.0 && w.is_finite())) {
+            return Err(LoadError::Weight { at, weight });
         }
         let path = base.join(&e.file);
         let vars: Vec<String> = e.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let src = Source::read(&path.display().to_string(), &vars).map_err(|err| format!("{at}: {err}"))?;
-        src.parse_advising(|name| format!("set {name} in the vars of {at}"))?;
+        let src = Source::read(&path.display().to_string(), &vars)
+            .map_err(|source| LoadError::Entry { at: at.clone(), source })?;
+        src.parse_advising(|name| format!("set {name} in the vars of {at}"))
+            .map_err(LoadError::Experiment)?;
         members.push(Member {
             file: e.file.clone(),
             weight: e.weight.unwrap_or(1.0),
@@ -184,7 +221,7 @@ pub async fn main(a: Args) -> i32 {
 /// Runs `suite` on the coordinator at `url` and waits for its summary;
 /// errors come with the exit code.
 async fn run_on(url: &str, suite: &Suite, quiet: bool) -> Result<Summary, (String, i32)> {
-    let mut c = common::control(url).await.map_err(|e| (e, 5))?;
+    let mut c = common::control(url).await.map_err(|e| (e.to_string(), 5))?;
     let status = |s: tonic::Status| (s.message().to_string(), common::status_exit(&s));
     let mut stream = c
         .run_game_day(v1::RunGameDayRequest {

@@ -6,8 +6,7 @@
 
 use faultline_proto::v1;
 
-use super::common::{self, eprint_err};
-use super::runs::open_db;
+use super::common;
 use crate::trend::{self, Margin};
 
 #[derive(clap::Args, Debug)]
@@ -30,39 +29,31 @@ pub struct Args {
 }
 
 pub async fn main(a: Args) -> i32 {
-    let runs: Vec<v1::GameDayRunInfo> = match &a.coordinator {
-        Some(url) => {
-            let mut c = match common::control_or_exit(url).await {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match c
+    let (name, limit) = (a.name.clone(), a.limit);
+    let runs: Vec<v1::GameDayRunInfo> = match super::runs::rows(
+        &a.coordinator,
+        &a.db,
+        |mut c| async move {
+            let r = c
                 .list_game_days(v1::ListGameDaysRequest {
-                    name: a.name.clone().unwrap_or_default(),
-                    limit: a.limit,
+                    name: name.unwrap_or_default(),
+                    limit,
                 })
-                .await
-            {
-                Ok(r) => r.into_inner().runs,
-                Err(s) => {
-                    eprint_err(s.message());
-                    return common::status_exit(&s);
-                }
-            }
-        }
-        None => {
-            let db = match open_db(&a.db) {
-                Ok(db) => db,
-                Err(code) => return code,
-            };
-            match db.gamedays(a.name.as_deref(), a.limit as usize) {
-                Ok(rows) => rows.into_iter().map(Into::into).collect(),
-                Err(e) => {
-                    eprint_err(e);
-                    return 5;
-                }
-            }
-        }
+                .await?;
+            Ok(r.into_inner().runs)
+        },
+        |db| {
+            Ok(db
+                .gamedays(a.name.as_deref(), a.limit as usize)?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        },
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     if a.json {
         for g in &runs {

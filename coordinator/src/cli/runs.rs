@@ -38,6 +38,33 @@ pub enum Action {
     Prune(super::prune::Args),
 }
 
+/// History rows from the coordinator at `coordinator` (through `remote`,
+/// a Control call) or, without one, from the history database `db`
+/// (through `local`); on error prints it and returns the exit code.
+pub async fn rows<T, Fut>(
+    coordinator: &Option<String>,
+    db: &Option<String>,
+    remote: impl FnOnce(common::Client) -> Fut,
+    local: impl FnOnce(&Store) -> store::Result<Vec<T>>,
+) -> Result<Vec<T>, i32>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, tonic::Status>>,
+{
+    match coordinator {
+        Some(url) => {
+            let c = common::control_or_exit(url).await?;
+            remote(c).await.map_err(|s| {
+                eprint_err(s.message());
+                common::status_exit(&s)
+            })
+        }
+        None => local(&open_db(db)?).map_err(|e| {
+            eprint_err(e);
+            5
+        }),
+    }
+}
+
 /// Opens the database named by `--db` or the default one, for reading.
 pub fn open_db(db: &Option<String>) -> Result<Store, i32> {
     let path = db
@@ -67,39 +94,31 @@ pub async fn main(a: Args) -> i32 {
             return 2;
         }
     }
-    let runs: Vec<v1::RunSummary> = match &a.coordinator {
-        Some(url) => {
-            let mut c = match common::control_or_exit(url).await {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match c
+    let (limit, outcome) = (a.limit, a.outcome.clone());
+    let runs: Vec<v1::RunSummary> = match rows(
+        &a.coordinator,
+        &a.db,
+        |mut c| async move {
+            let r = c
                 .list_runs(v1::ListRunsRequest {
-                    limit: a.limit,
-                    outcome: a.outcome.clone().unwrap_or_default(),
+                    limit,
+                    outcome: outcome.unwrap_or_default(),
                 })
-                .await
-            {
-                Ok(r) => r.into_inner().runs,
-                Err(s) => {
-                    eprint_err(s.message());
-                    return common::status_exit(&s);
-                }
-            }
-        }
-        None => {
-            let db = match open_db(&a.db) {
-                Ok(db) => db,
-                Err(code) => return code,
-            };
-            match db.list(a.limit as usize, a.outcome.as_deref()) {
-                Ok(rows) => rows.into_iter().map(Into::into).collect(),
-                Err(e) => {
-                    eprint_err(e);
-                    return 5;
-                }
-            }
-        }
+                .await?;
+            Ok(r.into_inner().runs)
+        },
+        |db| {
+            Ok(db
+                .list(a.limit as usize, a.outcome.as_deref())?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        },
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     if a.json {
         for r in &runs {

@@ -49,7 +49,7 @@ pub async fn main(a: Args) -> i32 {
         if let Err(e) = crate::schedule::Timing::new(cron, tz, window.as_deref()) {
             let flag = match e {
                 crate::schedule::Error::TimeZone(_) => "--tz",
-                crate::schedule::Error::Window { .. } => "--window",
+                crate::schedule::Error::Window(_) => "--window",
                 _ => "--cron",
             };
             eprint_err(format!("{flag}: {e}"));

@@ -28,8 +28,17 @@ pub fn main(a: Args) -> i32 {
     code
 }
 
+/// Why a file did not validate.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Experiment(#[from] super::common::Error),
+    #[error(transparent)]
+    GameDay(#[from] gameday::LoadError),
+}
+
 /// Checks one file and prints what it holds.
-fn validate(file: &str, vars: &[String]) -> Result<(), String> {
+fn validate(file: &str, vars: &[String]) -> Result<(), Error> {
     let src = Source::read(file, vars)?;
     if gameday::is_game_day(&src.yaml) {
         let gd = gameday::load(file)?;

@@ -187,21 +187,42 @@ struct RawJudgedMetricFields {
     test: Option<Test>,
 }
 
-impl TryFrom<RawJudgedMetricFields> for RawJudgedMetric {
-    type Error = String;
+/// Why an entry of `judge.metrics` was refused; `what` is its probe and
+/// metric (`latency-p api latency`). serde places the message at the entry.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum MetricError {
+    #[error("{what}: {field}: {value} is not a ratio of at least 1.0 (1.0: any significant change in the bad direction fails; 1.2: up to 20% is allowed)")]
+    Allowed {
+        what: String,
+        field: &'static str,
+        value: f64,
+    },
+    #[error("{what}: {field}: {value} must be a ratio at least the allowed one ({allowed})")]
+    Critical {
+        what: String,
+        field: &'static str,
+        value: f64,
+        allowed: f64,
+    },
+    #[error("{what}: weight: {weight} is not within (0, 100]")]
+    Weight { what: String, weight: f64 },
+    #[error("{what}: test: welch applies to continuous metrics (latency, value); a success rate is compared with a test of proportions")]
+    WelchOnRate { what: String },
+    #[error("{what}: name: must not be empty")]
+    EmptyName { what: String },
+}
 
-    fn try_from(f: RawJudgedMetricFields) -> std::result::Result<Self, String> {
+impl TryFrom<RawJudgedMetricFields> for RawJudgedMetric {
+    type Error = MetricError;
+
+    fn try_from(f: RawJudgedMetricFields) -> std::result::Result<Self, MetricError> {
         let what = format!("{} {}", f.probe, f.metric);
         for (field, v) in [
             ("allowed_increase", f.allowed_increase),
             ("allowed_decrease", f.allowed_decrease),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v >= 1.0) {
-                    return Err(format!(
-                        "{what}: {field}: {v} is not a ratio of at least 1.0 (1.0: any significant change in the bad direction fails; 1.2: up to 20% is allowed)"
-                    ));
-                }
+            if let Some(value) = v.filter(|v| !(v.is_finite() && *v >= 1.0)) {
+                return Err(MetricError::Allowed { what, field, value });
             }
         }
         for (field, v, allowed) in [
@@ -216,26 +237,23 @@ impl TryFrom<RawJudgedMetricFields> for RawJudgedMetric {
                 f.allowed_decrease.unwrap_or(1.0),
             ),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v >= allowed) {
-                    return Err(format!(
-                        "{what}: {field}: {v} must be a ratio at least the allowed one ({allowed})"
-                    ));
-                }
+            if let Some(value) = v.filter(|v| !(v.is_finite() && *v >= allowed)) {
+                return Err(MetricError::Critical {
+                    what,
+                    field,
+                    value,
+                    allowed,
+                });
             }
         }
-        if let Some(w) = f.weight {
-            if !(w.is_finite() && w > 0.0 && w <= 100.0) {
-                return Err(format!("{what}: weight: {w} is not within (0, 100]"));
-            }
+        if let Some(weight) = f.weight.filter(|w| !(w.is_finite() && *w > 0.0 && *w <= 100.0)) {
+            return Err(MetricError::Weight { what, weight });
         }
         if f.test == Some(Test::Welch) && f.metric == Metric::SuccessRate {
-            return Err(format!(
-                "{what}: test: welch applies to continuous metrics (latency, value); a success rate is compared with a test of proportions"
-            ));
+            return Err(MetricError::WelchOnRate { what });
         }
         if f.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-            return Err(format!("{what}: name: must not be empty"));
+            return Err(MetricError::EmptyName { what });
         }
         Ok(RawJudgedMetric {
             probe: f.probe.clone(),

@@ -39,8 +39,12 @@ pub(crate) fn compile(field: &'static str, pattern: &str) -> Result<Regex> {
 /// an internal enum.
 pub(crate) struct NumberOrText<T> {
     pub expecting: &'static str,
-    /// Numbers arrive as f64; integers are exact up to 2^53.
-    pub number: fn(f64) -> std::result::Result<T, String>,
+    /// Numbers arrive as f64; integers are exact up to 2^53. None for a
+    /// number the field does not take.
+    pub number: fn(f64) -> Option<T>,
+    /// What a refused number is, in the file's words: the error reads
+    /// `{refused} {number}: {fix}`.
+    pub refused: (&'static str, &'static str),
     pub text: fn(String) -> T,
 }
 
@@ -52,7 +56,8 @@ impl<'de, T> serde::de::Visitor<'de> for NumberOrText<T> {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
-        (self.number)(v).map_err(E::custom)
+        let (what, fix) = self.refused;
+        (self.number)(v).ok_or_else(|| E::custom(format!("{what} {v}: {fix}")))
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
@@ -93,7 +98,8 @@ impl<'de> Deserialize<'de> for RawRate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NumberOrText {
             expecting: "a fraction (0.95) or a percentage (\"95%\")",
-            number: |v| Ok(RawRate::Fraction(v)),
+            number: |v| Some(RawRate::Fraction(v)),
+            refused: ("rate", "write a fraction (0.95) or a percentage (\"95%\")"),
             text: RawRate::Text,
         })
     }
@@ -109,15 +115,8 @@ impl<'de> Deserialize<'de> for RawSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NumberOrText {
             expecting: "a size: a number of bytes or a number with a unit (512MiB, 2GB)",
-            number: |v| {
-                if v >= 1.0 && v.fract() == 0.0 && v <= u64::MAX as f64 {
-                    Ok(RawSize::N(v as u64))
-                } else {
-                    Err(format!(
-                        "{v} is not a size: write a whole number of bytes or a unit, e.g. 512MiB"
-                    ))
-                }
-            },
+            number: |v| (v >= 1.0 && v.fract() == 0.0 && v <= u64::MAX as f64).then_some(RawSize::N(v as u64)),
+            refused: ("size", "write a whole number of bytes or a unit, e.g. 512MiB"),
             text: RawSize::Text,
         })
     }

@@ -65,15 +65,11 @@ impl<'de> Deserialize<'de> for RawCount {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NumberOrText {
             expecting: "a number of processes (at least 1) or \"all\"",
-            number: |v| {
-                if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) {
-                    Ok(RawCount::N(v as u32))
-                } else {
-                    Err(format!(
-                        "kill.count {v}: write a whole number of processes (at least 1) or \"all\""
-                    ))
-                }
-            },
+            number: |v| (v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX)).then_some(RawCount::N(v as u32)),
+            refused: (
+                "kill.count",
+                "write a whole number of processes (at least 1) or \"all\"",
+            ),
             text: RawCount::Text,
         })
     }
