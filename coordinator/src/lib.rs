@@ -13,6 +13,7 @@
 //!   spec, summary, how its observation reads).
 //! - [`planner`]: target selection and blast-radius checks.
 //! - [`group_agents`]: the agents of groups that select agents by label, resolved against the registry.
+//! - [`group_pods`]: the pods of groups of pods, from the agents' answers to pod queries.
 //! - [`preview`]: dry-run Injects, so `plan` shows what each agent would do.
 //! - [`policy`]: the coordinator's policy file (fleet-wide limits).
 //! - [`engine`]: the run engine, one concept per file (phases, placements, leases, guardrails, judging, report assembly).
@@ -57,6 +58,7 @@ pub mod follow;
 pub mod gameday;
 pub mod gate;
 pub mod group_agents;
+pub mod group_pods;
 pub mod link;
 #[cfg(feature = "local")]
 pub mod local;

@@ -190,7 +190,7 @@ impl Control for ControlService {
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         self.security.control_caller(&req)?;
         let (exp, _) = parse_source(req.into_inner().source).await?;
-        let exp = crate::group_agents::resolve_off_runtime(&exp, self.registry.agents())
+        let exp = crate::group_agents::resolve_off_runtime(&exp, &self.registry)
             .await
             .map_err(|e| Error::Plan(planner::Error::from(e)))?;
         let plan = planner::plan(

@@ -65,7 +65,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
     // Groups that select agents: their per-group probes (one instance per
     // matching agent) are known only now; a group with no agent refuses
     // the plan below.
-    let (exp, unresolved) = match crate::group_agents::resolve_off_runtime(&exp, registry.agents()).await {
+    let (exp, unresolved) = match crate::group_agents::resolve_off_runtime(&exp, &registry).await {
         Ok(resolved) => (resolved, None),
         Err(e) => (exp, Some(e)),
     };

@@ -201,7 +201,7 @@ pub struct Containers {
 }
 
 /// Kubernetes pods, resolved on each node from its runtime's CRI labels.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
     pub namespace: String,
     /// Labels the pod carries, all of them.
