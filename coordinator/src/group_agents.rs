@@ -37,6 +37,15 @@ pub enum Error {
     /// A matching agent reported no address a probe could use.
     #[error("group {group:?}: agent {agent} reports no IP address for ${{group.address}}")]
     NoAddress { group: String, agent: String },
+    /// A fault's `percent` of a group's pods rounds to none.
+    #[error(
+        "fault {fault:?}: its percent of group {group:?}'s {pods} pod(s) rounds to zero; raise percent or use count"
+    )]
+    ZeroPods { fault: String, group: String, pods: usize },
+    /// A fault on groups of pods would hit more pods than
+    /// `blast_radius.max_targets`.
+    #[error("fault {fault:?}: {pods} pods of its groups exceed blast_radius.max_targets {max}")]
+    BlastRadius { fault: String, pods: usize, max: u32 },
     /// No agent runs a pod the group's pod selector matches.
     #[error("group {group:?}: no pod matches pods {selector}; {known}")]
     NoPod {
@@ -204,51 +213,81 @@ pub fn resolve_with_pods(
             .find(|w| w.name == g.name)
             .and_then(|w| w.members.clone());
     }
-    expand_pod_faults(&mut out);
+    expand_pod_faults(&mut out)?;
     Ok(out)
 }
 
 /// Each fault whose `targets.groups` names groups of pods becomes one
-/// fault per such group (named `NAME [GROUP]` when there are several),
-/// narrowed to that group's agents and carrying its pod selector as
-/// container targets, with the fault's mode counting pods per node (as
-/// `targets.containers` does). All are injected together, so every group's
-/// pods get the same fault at the same time; the blast radius then counts
-/// the pods of each from the agents' dry runs.
-pub fn expand_pod_faults(exp: &mut Experiment) {
+/// fault per pod of those groups (named `NAME [GROUP/NAMESPACE/POD]`),
+/// on the agent of the pod's node, carrying a selector of exactly that pod
+/// (its namespace, name and the group's labels) as container targets.
+/// One per pod, not one per group: network faults act on one network
+/// namespace per fault, and a group's pods each have their own. The
+/// fault's mode picks pods of each group (`one`/`count: N`: the first N by
+/// node and name; `percent: P`: P % rounded down). All are injected
+/// together, so every pod gets the same fault at the same time; the blast
+/// radius is checked over all of them ([`check_pod_blast_radius`]) and per
+/// pod from the agents' dry runs.
+pub fn expand_pod_faults(exp: &mut Experiment) -> Result<(), Error> {
     use crate::experiment::Mode;
     let mut out = Vec::with_capacity(exp.faults.len());
     for f in std::mem::take(&mut exp.faults) {
-        let pod_groups: Vec<(&str, &crate::experiment::selectors::PodGroup)> = f
+        let groups: Vec<&crate::experiment::groups::Group> = f
             .targets
             .groups
             .iter()
             .filter_map(|n| exp.groups.iter().find(|g| &g.name == n))
-            .filter_map(|g| Some((g.name.as_str(), g.pods.as_ref()?)))
+            .filter(|g| g.pods.is_some())
             .collect();
-        if pod_groups.is_empty() {
+        if groups.is_empty() {
             out.push(f);
             continue;
         }
-        let several = pod_groups.len() > 1;
-        for (name, pg) in pod_groups {
-            let mut one = f.clone();
-            if several {
-                one.name = format!("{} [{name}]", f.name);
+        let mut total = 0usize;
+        for g in groups {
+            let (Some(pg), Some(members)) = (&g.pods, &g.members) else {
+                continue;
+            };
+            let keep = match f.targets.mode {
+                Mode::All => members.len(),
+                Mode::Count(n) => (n as usize).min(members.len()),
+                Mode::Percent(p) => (members.len() as f64 * p / 100.0).floor() as usize,
+            };
+            if keep == 0 {
+                return Err(Error::ZeroPods {
+                    fault: f.name.clone(),
+                    group: g.name.clone(),
+                    pods: members.len(),
+                });
             }
-            one.targets.groups = vec![name.to_string()];
-            let mut c = pg.containers();
-            match f.targets.mode {
-                Mode::All => {}
-                Mode::Count(n) => c.count = n,
-                Mode::Percent(p) => c.percent = Some(p),
+            for m in &members[..keep] {
+                let Some(pod) = &m.pod else { continue };
+                let mut one = f.clone();
+                one.name = format!("{} [{}/{pod}]", f.name, g.name);
+                one.targets.groups = vec![g.name.clone()];
+                one.targets.node = Some(m.agent.clone());
+                one.targets.mode = Mode::All;
+                let mut c = pg.containers();
+                if let Some(p) = c.pod.as_mut() {
+                    p.name = pod.split_once('/').map(|(_, n)| n.to_string());
+                }
+                one.targets.containers = Some(c);
+                out.push(one);
+                total += 1;
             }
-            one.targets.mode = Mode::All;
-            one.targets.containers = Some(c);
-            out.push(one);
+        }
+        if let Some(max) = exp.blast_radius.max_targets {
+            if total > max as usize {
+                return Err(Error::BlastRadius {
+                    fault: f.name.clone(),
+                    pods: total,
+                    max,
+                });
+            }
         }
     }
     exp.faults = out;
+    Ok(())
 }
 
 /// [`resolve`] on the blocking pool (reading the file once per agent is

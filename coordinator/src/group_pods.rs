@@ -276,28 +276,28 @@ judge:
             ],
             "the canary group is restricted to zone a's agent"
         );
-        // One fault per group, carrying the group's pod selector.
-        let faults: Vec<(String, Vec<String>, String)> = r
+        // One fault per pod, on its node, carrying a selector of that pod.
+        let faults: Vec<(String, Option<String>, String)> = r
             .faults
             .iter()
             .map(|f| {
                 let c = f.targets.containers.as_ref().unwrap();
-                (f.name.clone(), f.targets.groups.clone(), c.describe())
+                (f.name.clone(), f.targets.node.clone(), c.describe())
             })
             .collect();
+        let want = |name: &str, node: &str, pod: &str, track: &str| {
+            (
+                name.to_string(),
+                Some(node.to_string()),
+                format!("containers pod namespace=shop pod name={pod} pod track={track} (all)"),
+            )
+        };
         assert_eq!(
             faults,
             [
-                (
-                    "slow [control]".to_string(),
-                    vec!["control".to_string()],
-                    "containers pod namespace=shop pod track=stable (all)".to_string()
-                ),
-                (
-                    "slow [canary]".into(),
-                    vec!["canary".into()],
-                    "containers pod namespace=shop pod track=canary (all)".into()
-                ),
+                want("slow [control/shop/web-stable-0]", "n1", "web-stable-0", "stable"),
+                want("slow [control/shop/web-stable-1]", "n2", "web-stable-1", "stable"),
+                want("slow [canary/shop/web-canary-0]", "n1", "web-canary-0", "canary"),
             ]
         );
         let p = crate::planner::plan(&r, &registry.agents(), &crate::planner::Context::unrestricted()).unwrap();
@@ -308,10 +308,38 @@ judge:
             .collect();
         assert_eq!(
             targets,
-            [vec!["n1", "n2"], vec!["n1"]],
-            "each group's fault goes to its pods' nodes"
+            [vec!["n1"], vec!["n2"], vec!["n1"]],
+            "each pod's fault goes to its node"
         );
-        let groups: Vec<(String, Vec<(String, String, Option<String>)>)> = p
+        // blast_radius.max_targets counts the pods of all groups together.
+        let mut small = r.clone();
+        small.blast_radius.max_targets = Some(2);
+        small.faults = exp.faults.clone();
+        for g in small.groups.iter_mut() {
+            assert!(g.members.is_some());
+        }
+        let e = crate::group_agents::expand_pod_faults(&mut small).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "fault \"slow\": 3 pods of its groups exceed blast_radius.max_targets 2"
+        );
+        assert_eq!(
+            crate::planner::Error::from(e).outcome(),
+            crate::outcome::Outcome::Invalid,
+            "exit 2"
+        );
+        // count: 1 takes the first pod of each group.
+        let mut one = r.clone();
+        one.faults = exp.faults.clone();
+        one.faults[0].targets.mode = crate::experiment::Mode::Count(1);
+        crate::group_agents::expand_pod_faults(&mut one).unwrap();
+        let names: Vec<&str> = one.faults.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["slow [control/shop/web-stable-0]", "slow [canary/shop/web-canary-0]"]
+        );
+        type Members = Vec<(String, String, Option<String>)>;
+        let groups: Vec<(String, Members)> = p
             .groups
             .iter()
             .map(|g| {

@@ -20,6 +20,7 @@
 //! - [`probes`]: one module per probe kind (http, tcp, command: YAML,
 //!   validation, check) and the sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
+//! - [`blast_radius`]: the plan's blast-radius and policy limits, checked before anything is injected.
 //! - [`canary`]: the canary judge (canary vs control under a fault, scored 0–100).
 //! - [`verdict`]: tolerance checks.
 //! - [`report`]: the report model (JSON) and its Markdown, JUnit and HTML renderings.
@@ -46,6 +47,7 @@
 //! - [`local`]: local mode (in-process coordinator + agent).
 //! - [`cli`]: the `faultline` command line, one subcommand per file.
 
+pub mod blast_radius;
 pub mod canary;
 pub mod certs;
 pub mod cli;

@@ -560,6 +560,9 @@ fn planned_groups(exp: &Experiment, plan: &planner::Plan) -> Vec<v1::PlannedGrou
         .map(|g| {
             let resolved = plan.groups.iter().find(|r| r.group == g.name);
             let mut definition: Vec<String> = Vec::new();
+            if let Some(pods) = &g.pods {
+                definition.push(format!("pods {}", pods.describe()));
+            }
             if let Some(sel) = &g.agents {
                 definition.push(format!("agents {}", crate::group_agents::fmt_selector(sel)));
             }
@@ -573,6 +576,7 @@ fn planned_groups(exp: &Experiment, plan: &planner::Plan) -> Vec<v1::PlannedGrou
                     .map(|m| v1::GroupAgent {
                         agent_id: m.agent.clone(),
                         address: m.address.clone(),
+                        pod: m.pod.clone().unwrap_or_default(),
                     })
                     .collect(),
                 probes: exp

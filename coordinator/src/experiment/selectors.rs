@@ -198,9 +198,11 @@ pub(super) fn check_pods(
                     at(&k)
                 ))
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "hypothesis.groups.{group}.pods: unknown field {k:?}; use namespace, labels, name, allow_kube_system"
-            )),
+            ))
+            }
         }
     }
     let Some(namespace) = namespace.filter(|n| !n.is_empty()) else {
