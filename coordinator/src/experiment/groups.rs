@@ -28,6 +28,11 @@
 //! its per-group probes then run once per matching agent, with
 //! `${group.address}` and `${group.agent}` taken from that agent, once the
 //! run is planned (see [`super::selectors`] and [`crate::group_agents`]).
+//! Or it may select pods (`pods: { namespace: shop, labels: { track:
+//! canary } }`): its per-group probes then run once per matching pod, with
+//! `${group.address}` the pod's IP, `${group.pod}` its namespace/name and
+//! `${group.agent}` the agent of its node, as the agents answer at plan
+//! time ([`crate::group_pods`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
