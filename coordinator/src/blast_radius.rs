@@ -235,3 +235,193 @@ pub(crate) fn fault_limits(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use crate::experiment::Experiment;
+    use crate::outcome::Outcome;
+    use crate::planner::{plan, Context, Error, Plan};
+    use crate::policy::Policy;
+    use crate::registry::AgentInfo;
+
+    fn plan_free(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
+        plan(exp, agents, &Context::unrestricted())
+    }
+
+    fn agent(id: &str, zone: &str) -> AgentInfo {
+        AgentInfo {
+            agent_id: id.into(),
+            hostname: id.into(),
+            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+            addresses: vec![],
+            capabilities: vec!["kill".into()],
+            version: "t".into(),
+            pid: 1,
+            connected_at_unix_ms: 0,
+            last_heartbeat_unix_ms: 0,
+            active_faults: 0,
+            cleaned: vec![],
+        }
+    }
+
+    fn exp(targets: &str, blast: &str) -> Experiment {
+        let src = format!(
+            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{ address: \"127.0.0.1:1\" }}\nduration: 1s\nfaults:\n  - targets: {targets}\n    kill: {{ name: x }}\n{blast}"
+        );
+        crate::experiment::parse("t.yaml", &src, &HashMap::new()).unwrap()
+    }
+
+    fn with_policy<'a>(policy: &'a Policy, now: time::OffsetDateTime, running: usize) -> Context<'a> {
+        Context { policy, now, running }
+    }
+
+    fn fleet() -> Vec<AgentInfo> {
+        vec![
+            agent("a1", "a"),
+            agent("a2", "a"),
+            agent("b1", "b"),
+            AgentInfo {
+                labels: BTreeMap::from([
+                    ("zone".to_string(), "b".to_string()),
+                    ("tier".to_string(), "db".to_string()),
+                ]),
+                ..agent("b2", "b")
+            },
+        ]
+    }
+
+    const TUESDAY_10: time::OffsetDateTime = time::macros::datetime!(2026-11-24 10:00 UTC);
+
+    #[test]
+    fn every_policy_limit_refuses_with_its_name_and_shows_headroom_when_it_holds() {
+        let policy = Policy::parse(
+            "policy.yaml",
+            "max_fleet_percent: 50\nprotected_labels: [tier=db]\nallowed_windows: [\"Mon-Fri 09:00-17:00\"]\nmax_concurrent_runs: 2\nmax_duration: 1m\n",
+        )
+        .unwrap();
+        let fleet = fleet();
+        // Holds: 2 of 4 agents, inside the window, one other run, 1s < 1m.
+        let p = plan(
+            &exp("{ labels: { zone: a } }", ""),
+            &fleet,
+            &with_policy(&policy, TUESDAY_10, 1),
+        )
+        .unwrap();
+        let limits = p.limits.join("\n");
+        for want in [
+            "policy.yaml allowed_windows Mon-Fri 09:00-17:00: now (Tuesday 10:00 (UTC)) is inside",
+            "policy.yaml max_concurrent_runs 2: 2 with this run (headroom 0)",
+            "policy.yaml max_duration 1m: duration 1s (headroom 59s)",
+            "policy.yaml max_fleet_percent 50%: fault \"kill-1\" targets 50.0% of 4 connected (headroom 0.0 points)",
+            "policy.yaml protected_labels: fault \"kill-1\" matches no protected agent",
+        ] {
+            assert!(limits.contains(want), "missing {want:?} in:\n{limits}");
+        }
+        let refusals = [
+            (
+                plan(&exp("{ mode: all }", ""), &fleet, &with_policy(&policy, TUESDAY_10, 0)),
+                "max_fleet_percent 50%",
+            ),
+            (
+                plan(
+                    &exp("{ labels: { tier: db } }", ""),
+                    &fleet,
+                    &with_policy(&policy, TUESDAY_10, 0),
+                ),
+                "protected_labels: every matching agent is protected: b2 (tier=db)",
+            ),
+            (
+                plan(
+                    &exp("{ labels: { zone: a } }", ""),
+                    &fleet,
+                    &with_policy(&policy, time::macros::datetime!(2026-11-28 10:00 UTC), 0),
+                ),
+                "allowed_windows: runs may start only in Mon-Fri 09:00-17:00; it is Saturday 10:00",
+            ),
+            (
+                plan(
+                    &exp("{ labels: { zone: a } }", ""),
+                    &fleet,
+                    &with_policy(&policy, TUESDAY_10, 2),
+                ),
+                "max_concurrent_runs 2: 2 run(s) already in flight",
+            ),
+        ];
+        for (r, want) in refusals {
+            let e = r.unwrap_err();
+            assert_eq!(e.outcome(), Outcome::Invalid, "{e}");
+            assert!(e.to_string().contains(want), "{e} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn protected_agents_are_left_out_of_the_selection_and_said_so() {
+        let policy = Policy::parse("p.yaml", "protected_labels: [tier=db]\n").unwrap();
+        let p = plan(
+            &exp("{ labels: { zone: b } }", ""),
+            &fleet(),
+            &with_policy(&policy, TUESDAY_10, 0),
+        )
+        .unwrap();
+        assert_eq!(
+            p.faults[0]
+                .targets
+                .iter()
+                .map(|t| t.agent_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b1"]
+        );
+        assert!(
+            p.limits.iter().any(|l| l.contains("leaves out b2 (tier=db)")),
+            "{:?}",
+            p.limits
+        );
+    }
+
+    #[test]
+    fn durations_and_per_zone_limits_of_the_experiment() {
+        let src = |blast: &str, duration: &str| {
+            format!(
+                "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{ address: \"127.0.0.1:1\" }}\nduration: {duration}\nfaults:\n  - targets: {{ labels: {{ zone: a }} }}\n    kill: {{ name: x }}\n{blast}"
+            )
+        };
+        let parse = |t: &str| crate::experiment::parse("t.yaml", t, &HashMap::new()).unwrap();
+        // The parser already refuses this; the planner holds the line too.
+        let mut long = parse(&src("blast_radius: { max_duration: 1m }\n", "1m"));
+        long.blast_radius.max_duration = Some(std::time::Duration::from_secs(30));
+        let e = plan_free(&long, &fleet()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("blast_radius.max_duration 30s: the experiment's duration is 1m"),
+            "{e}"
+        );
+        let policy = Policy::parse("p.yaml", "max_duration: 30s\n").unwrap();
+        let e = plan(&parse(&src("", "1m")), &fleet(), &with_policy(&policy, TUESDAY_10, 0)).unwrap_err();
+        assert!(e.to_string().contains("p.yaml max_duration 30s"), "{e}");
+        // 2 of the 2 agents of zone a is 100%.
+        let e = plan_free(
+            &parse(&src("blast_radius: { max_percent_per_zone: 50 }\n", "1s")),
+            &fleet(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("2 of 2 agents of zone a is 100.0%, over blast_radius.max_percent_per_zone 50%"),
+            "{e}"
+        );
+        let ok = plan_free(
+            &parse(&src("blast_radius: { max_percent_per_zone: 100 }\n", "1s")),
+            &fleet(),
+        )
+        .unwrap();
+        assert!(
+            ok.limits
+                .iter()
+                .any(|l| l.contains("zone a (2 of 2; headroom 0.0 points)")),
+            "{:?}",
+            ok.limits
+        );
+    }
+}
