@@ -197,6 +197,20 @@ async fn groups_of_pods_are_probed_at_their_ips_faulted_together_and_judged() {
             p.name, p.target, p.baseline.p50_ms, p.during.p50_ms, p.during.samples
         );
     }
+    // The run log names each group's pods with their IPs and node.
+    let log: Vec<&str> = r
+        .events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(faultline_proto::v1::run_event::Event::Log(l)) => Some(l.message.as_str()),
+            _ => None,
+        })
+        .collect();
+    let canary_line = format!(
+        "plan: group canary (pods {{namespace={ns}, track=canary}}): {ns}/web-canary-0 {} on node-a",
+        ips[2]
+    );
+    assert!(log.contains(&canary_line.as_str()), "{canary_line:?} not in {log:#?}");
     let names: Vec<&str> = r.report.probes.iter().map(|p| p.name.as_str()).collect();
     let want: Vec<String> = [("control", 0), ("control", 1), ("canary", 2)]
         .iter()
