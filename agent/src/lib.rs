@@ -320,6 +320,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if let Some(rt) = &runtime {
         // Not a kind either: faults may target this node's containers.
         capabilities.push(format!("runtime:{}", rt.name()));
+        // And it answers pod queries (groups of pods, for release gates).
+        capabilities.push(faultline_proto::CAPABILITY_POD_ADDRESSES.into());
     }
     info!(capabilities = %capabilities.join(","), exempt = ?exempt.coordinator, "node probed");
     // Put the node back before registering: faults a previous run of this
@@ -350,6 +352,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             containers: Vec::new(),
             matching_units: 0,
             selected_units: 0,
+            pods: Vec::new(),
         });
     }
     let (table, table_task) = FaultTable::spawn(

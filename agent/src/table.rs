@@ -216,6 +216,10 @@ async fn run(
                 container,
             } => {
                 let container = container.map(|c| *c);
+                if dry_run && spec.kind.is_none() && container.as_ref().is_some_and(|c| c.pod.is_some()) {
+                    let _ = out.send(lifecycle::pod_query(&config, &fault_id, &run_id, container));
+                    continue;
+                }
                 if dry_run {
                     let _ = out.send(preview(&config, &fault_id, &run_id, spec, container, &active));
                     continue;

@@ -8,6 +8,14 @@
 //! A selector that matches no connected agent refuses the run, naming the
 //! group, its selector and the labels the connected agents carry (outcome
 //! `error`, exit 5, like a fault whose labels match no agent).
+//!
+//! Groups of pods (`pods: { namespace, labels }`) are resolved the same
+//! way from the agents' answers to pod queries ([`crate::group_pods`]):
+//! each matching pod is a member, at its own IP; a selector matching no pod
+//! refuses the run naming the group and the pods the agents run. A fault
+//! on `targets.groups` of pods becomes one fault per group with the
+//! group's pod selector as its container targets ([`expand_pod_faults`]):
+//! the same fault, injected at the same time on every group's pods.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,6 +37,22 @@ pub enum Error {
     /// A matching agent reported no address a probe could use.
     #[error("group {group:?}: agent {agent} reports no IP address for ${{group.address}}")]
     NoAddress { group: String, agent: String },
+    /// A fault's `percent` of a group's pods rounds to none.
+    #[error(
+        "fault {fault:?}: its percent of group {group:?}'s {pods} pod(s) rounds to zero; raise percent or use count"
+    )]
+    ZeroPods { fault: String, group: String, pods: usize },
+    /// A fault on groups of pods would hit more pods than
+    /// `blast_radius.max_targets`.
+    #[error("fault {fault:?}: {pods} pods of its groups exceed blast_radius.max_targets {max}")]
+    BlastRadius { fault: String, pods: usize, max: u32 },
+    /// No agent runs a pod the group's pod selector matches.
+    #[error("group {group:?}: no pod matches pods {selector}; {known}")]
+    NoPod {
+        group: String,
+        selector: String,
+        known: String,
+    },
     /// The file, read again with the agents, was refused (e.g. an address
     /// that makes a probe's URL invalid).
     #[error("{0}")]
@@ -42,7 +66,10 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupAgents {
     pub group: String,
+    /// The agent selector (empty for a group of pods without `agents`).
     pub selector: BTreeMap<String, String>,
+    /// For a group of pods: its pod selector (members are then pods).
+    pub pods: Option<crate::experiment::selectors::PodGroup>,
     /// Sorted by agent id.
     pub members: Vec<Member>,
 }
@@ -83,6 +110,20 @@ pub fn address_of(agent: &AgentInfo) -> Option<String> {
 pub fn members(exp: &Experiment, agents: &[AgentInfo]) -> Result<Vec<GroupAgents>, Error> {
     let mut out = Vec::new();
     for g in &exp.groups {
+        if let Some(pods) = &g.pods {
+            let members = g.members.clone().ok_or_else(|| Error::NoPod {
+                group: g.name.clone(),
+                selector: pods.describe(),
+                known: "the agents were not asked for their pods".into(),
+            })?;
+            out.push(GroupAgents {
+                group: g.name.clone(),
+                selector: g.agents.clone().unwrap_or_default(),
+                pods: Some(pods.clone()),
+                members,
+            });
+            continue;
+        }
         let Some(selector) = &g.agents else { continue };
         let mut matching: Vec<&AgentInfo> = agents.iter().filter(|a| matches(selector, a)).collect();
         matching.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
@@ -97,6 +138,7 @@ pub fn members(exp: &Experiment, agents: &[AgentInfo]) -> Result<Vec<GroupAgents
             .into_iter()
             .map(|a| {
                 Ok(Member {
+                    pod: None,
                     agent: a.agent_id.clone(),
                     address: address_of(a).ok_or_else(|| Error::NoAddress {
                         group: g.name.clone(),
@@ -108,6 +150,7 @@ pub fn members(exp: &Experiment, agents: &[AgentInfo]) -> Result<Vec<GroupAgents
         out.push(GroupAgents {
             group: g.name.clone(),
             selector: selector.clone(),
+            pods: None,
             members,
         });
     }
@@ -118,24 +161,146 @@ pub fn members(exp: &Experiment, agents: &[AgentInfo]) -> Result<Vec<GroupAgents
 /// that selects agents runs once per matching agent (named `NAME
 /// [GROUP/AGENT]`). An experiment with no such group comes back as it is.
 pub fn resolve(exp: &Experiment, agents: &[AgentInfo]) -> Result<Experiment, Error> {
+    resolve_with_pods(exp, agents, &BTreeMap::new())
+}
+
+/// [`resolve`], with the pods of each group of pods as the agents answered
+/// ([`crate::group_pods::query`]): each per-group probe of such a group
+/// runs once per pod (named `NAME [GROUP/NAMESPACE/POD]`, with
+/// `${group.address}` the pod's IP, `${group.pod}` its namespace/name and
+/// `${group.agent}` the agent on its node), and faults on the groups go to
+/// their pods.
+pub fn resolve_with_pods(
+    exp: &Experiment,
+    agents: &[AgentInfo],
+    pods: &BTreeMap<String, crate::group_pods::PodsOf>,
+) -> Result<Experiment, Error> {
     let Some(source) = &exp.unresolved else {
         return Ok(exp.clone());
     };
-    let by_group: BTreeMap<String, Vec<Member>> = members(exp, agents)?
-        .into_iter()
-        .map(|g| (g.group, g.members))
+    let mut with_pods = exp.clone();
+    for g in with_pods.groups.iter_mut() {
+        let Some(sel) = &g.pods else { continue };
+        let found = pods.get(&g.name);
+        let members = found.map(|f| f.members.clone()).unwrap_or_default();
+        if members.is_empty() {
+            return Err(Error::NoPod {
+                group: g.name.clone(),
+                selector: sel.describe(),
+                known: found
+                    .map(|f| f.known())
+                    .unwrap_or_else(|| "the agents were not asked for their pods".into()),
+            });
+        }
+        if let Some(m) = members.iter().find(|m| m.address.is_empty()) {
+            return Err(Error::NoAddress {
+                group: g.name.clone(),
+                agent: format!("{} (pod {})", m.agent, m.pod.as_deref().unwrap_or("?")),
+            });
+        }
+        g.members = Some(members);
+    }
+    let resolved_groups = members(&with_pods, agents)?;
+    let by_group: BTreeMap<String, Vec<Member>> = resolved_groups
+        .iter()
+        .map(|g| (g.group.clone(), g.members.clone()))
         .collect();
-    Ok(crate::experiment::parse::parse_resolved(source, &by_group)?)
+    let mut out = crate::experiment::parse::parse_resolved(source, &by_group)?;
+    for g in out.groups.iter_mut() {
+        g.members = with_pods
+            .groups
+            .iter()
+            .find(|w| w.name == g.name)
+            .and_then(|w| w.members.clone());
+    }
+    expand_pod_faults(&mut out)?;
+    Ok(out)
 }
 
-/// [`resolve`] on the blocking pool: reading the file once per agent is
-/// parsing, which runs off the async runtime like every other parse.
-pub async fn resolve_off_runtime(exp: &Experiment, agents: Vec<AgentInfo>) -> Result<Experiment, Error> {
+/// Each fault whose `targets.groups` names groups of pods becomes one
+/// fault per pod of those groups (named `NAME [GROUP/NAMESPACE/POD]`),
+/// on the agent of the pod's node, carrying a selector of exactly that pod
+/// (its namespace, name and the group's labels) as container targets.
+/// One per pod, not one per group: network faults act on one network
+/// namespace per fault, and a group's pods each have their own. The
+/// fault's mode picks pods of each group (`one`/`count: N`: the first N by
+/// node and name; `percent: P`: P % rounded down). All are injected
+/// together, so every pod gets the same fault at the same time; the blast
+/// radius is checked over all of them ([`check_pod_blast_radius`]) and per
+/// pod from the agents' dry runs.
+pub fn expand_pod_faults(exp: &mut Experiment) -> Result<(), Error> {
+    use crate::experiment::Mode;
+    let mut out = Vec::with_capacity(exp.faults.len());
+    for f in std::mem::take(&mut exp.faults) {
+        let groups: Vec<&crate::experiment::groups::Group> = f
+            .targets
+            .groups
+            .iter()
+            .filter_map(|n| exp.groups.iter().find(|g| &g.name == n))
+            .filter(|g| g.pods.is_some())
+            .collect();
+        if groups.is_empty() {
+            out.push(f);
+            continue;
+        }
+        let mut total = 0usize;
+        for g in groups {
+            let (Some(pg), Some(members)) = (&g.pods, &g.members) else {
+                continue;
+            };
+            let keep = match f.targets.mode {
+                Mode::All => members.len(),
+                Mode::Count(n) => (n as usize).min(members.len()),
+                Mode::Percent(p) => (members.len() as f64 * p / 100.0).floor() as usize,
+            };
+            if keep == 0 {
+                return Err(Error::ZeroPods {
+                    fault: f.name.clone(),
+                    group: g.name.clone(),
+                    pods: members.len(),
+                });
+            }
+            for m in &members[..keep] {
+                let Some(pod) = &m.pod else { continue };
+                let mut one = f.clone();
+                one.name = format!("{} [{}/{pod}]", f.name, g.name);
+                one.targets.groups = vec![g.name.clone()];
+                one.targets.node = Some(m.agent.clone());
+                one.targets.mode = Mode::All;
+                let mut c = pg.containers();
+                if let Some(p) = c.pod.as_mut() {
+                    p.name = pod.split_once('/').map(|(_, n)| n.to_string());
+                }
+                one.targets.containers = Some(c);
+                out.push(one);
+                total += 1;
+            }
+        }
+        if let Some(max) = exp.blast_radius.max_targets {
+            if total > max as usize {
+                return Err(Error::BlastRadius {
+                    fault: f.name.clone(),
+                    pods: total,
+                    max,
+                });
+            }
+        }
+    }
+    exp.faults = out;
+    Ok(())
+}
+
+/// [`resolve`] on the blocking pool (reading the file once per agent is
+/// parsing, which runs off the async runtime like every other parse),
+/// after asking the agents for the pods of every group of pods.
+pub async fn resolve_off_runtime(exp: &Experiment, registry: &crate::registry::Registry) -> Result<Experiment, Error> {
     if exp.unresolved.is_none() {
         return Ok(exp.clone());
     }
+    let pods = crate::group_pods::query(exp, registry, crate::preview::PREVIEW_TIMEOUT).await;
     let exp = exp.clone();
-    tokio::task::spawn_blocking(move || resolve(&exp, &agents))
+    let agents = registry.agents();
+    tokio::task::spawn_blocking(move || resolve_with_pods(&exp, &agents, &pods))
         .await
         .map_err(|e| Error::Task(e.to_string()))?
 }

@@ -13,12 +13,14 @@
 //!   spec, summary, how its observation reads).
 //! - [`planner`]: target selection and blast-radius checks.
 //! - [`group_agents`]: the agents of groups that select agents by label, resolved against the registry.
+//! - [`group_pods`]: the pods of groups of pods, from the agents' answers to pod queries.
 //! - [`preview`]: dry-run Injects, so `plan` shows what each agent would do.
 //! - [`policy`]: the coordinator's policy file (fleet-wide limits).
 //! - [`engine`]: the run engine, one concept per file (phases, placements, leases, guardrails, judging, report assembly).
 //! - [`probes`]: one module per probe kind (http, tcp, command: YAML,
 //!   validation, check) and the sampler.
 //! - [`stats`]: sample statistics (success rate, percentiles).
+//! - [`blast_radius`]: the plan's blast-radius and policy limits, checked before anything is injected.
 //! - [`canary`]: the canary judge (canary vs control under a fault, scored 0–100).
 //! - [`verdict`]: tolerance checks.
 //! - [`report`]: the report model (JSON) and its Markdown, JUnit and HTML renderings.
@@ -45,6 +47,7 @@
 //! - [`local`]: local mode (in-process coordinator + agent).
 //! - [`cli`]: the `faultline` command line, one subcommand per file.
 
+pub mod blast_radius;
 pub mod canary;
 pub mod certs;
 pub mod cli;
@@ -57,6 +60,7 @@ pub mod follow;
 pub mod gameday;
 pub mod gate;
 pub mod group_agents;
+pub mod group_pods;
 pub mod link;
 #[cfg(feature = "local")]
 pub mod local;

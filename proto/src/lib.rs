@@ -29,6 +29,13 @@ pub mod v1 {
 /// only agents that advertise this.
 pub const CAPABILITY_DRY_RUN: &str = "dry_run";
 
+/// The capability an agent advertises when it answers a **pod query**: a
+/// dry-run Inject whose spec has no fault kind and whose container
+/// selector has a pod selector, answered PLANNED with the matching pods and
+/// their IP addresses (`FaultStatus.pods`). The coordinator resolves groups
+/// of pods (`hypothesis.groups.NAME.pods`) with it.
+pub const CAPABILITY_POD_ADDRESSES: &str = "pod_addresses";
+
 /// The lower-case name of a fault state ("injected", "restored", ...), as
 /// logs, events and metric labels show it.
 pub fn fault_state_name(state: v1::FaultState) -> &'static str {

@@ -4,7 +4,8 @@
 //! image (built from host files) passed through `docker save | ctr images
 //! import`, nothing is pulled. containerd itself then records the labels and
 //! the image, as it does for Kubernetes' CRI plugin; [`CtrLab`]'s `Drop`
-//! removes the tasks, containers, image, snapshots and the namespace.
+//! removes the tasks, containers, image, snapshots, the namespace and the
+//! cgroups runc made for the namespace ([`cgroups_left`]).
 //!
 //! [`DockerLab`]: crate::docker::DockerLab
 
@@ -163,6 +164,51 @@ impl Drop for CtrLab {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        remove_cgroups(&ns);
+    }
+}
+
+/// Where cgroup v1 controllers are mounted on this machine.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup directories runc made for containerd namespace `ns`: with
+/// no cgroups path in the spec, `ctr` puts each container in
+/// `/<namespace>/<id>`, so every v1 controller gets a `<namespace>`
+/// directory (and the unified hierarchy one, on a hybrid host). runc
+/// removes the container's own directory when the task is deleted, not the
+/// namespace's: nobody else does.
+pub fn cgroups_left(ns: &str) -> Vec<std::path::PathBuf> {
+    let Ok(controllers) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Vec::new();
+    };
+    let mut out: Vec<std::path::PathBuf> = controllers
+        .flatten()
+        .map(|c| c.path().join(ns))
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes the cgroup directories of namespace `ns` (children first, by
+/// `rmdir`: a cgroup that still holds a process stays, and nothing else
+/// is touched). Bounded: the kernel frees a cgroup asynchronously after
+/// its last process exits, so a few retries.
+fn remove_cgroups(ns: &str) {
+    for _ in 0..20 {
+        let left = cgroups_left(ns);
+        if left.is_empty() {
+            return;
+        }
+        for dir in left {
+            if let Ok(children) = std::fs::read_dir(&dir) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use faultline_agent::runtime::containerd::{Containerd, DOCKER_NAMESPACE};
 use faultline_agent::runtime::{Choice, ContainerRuntime};
-use faultline_tests::containerd::{containerd_or_skip, in_ns, namespace_exists, wait_for, CtrLab, LOOP, SOCKET};
+use faultline_tests::containerd::{
+    cgroups_left, containerd_or_skip, in_ns, namespace_exists, wait_for, CtrLab, LOOP, SOCKET,
+};
 use faultline_tests::docker::{docker, DockerLab};
 use faultline_tests::*;
 use tokio_util::sync::CancellationToken;
@@ -264,6 +266,11 @@ async fn pods_made_in_containerd_are_selected_by_their_sandboxs_labels_and_kube_
     stop.cancel();
     drop(lab);
     assert!(!namespace_exists(&ns), "the containerd namespace was removed");
+    assert_eq!(
+        cgroups_left(&ns),
+        Vec::<std::path::PathBuf>::new(),
+        "the cgroups runc made for the namespace were removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ pub mod containerd;
 pub mod crio;
 pub mod docker;
 pub mod netns;
+pub mod pod_addresses;
 pub mod pods;
 pub mod sweep;
 

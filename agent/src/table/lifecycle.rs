@@ -125,6 +125,7 @@ pub(super) fn status(
         containers: Vec::new(),
         matching_units: 0,
         selected_units: 0,
+        pods: Vec::new(),
     }
 }
 
@@ -221,6 +222,47 @@ pub(super) fn preview(
             st
         }
         Err(e) => status(fault_id, run_id, e.state(), e.to_string(), e.backend(), None),
+    }
+}
+
+/// Answers a pod query (a dry run with no fault kind and a pod selector,
+/// see [`faultline_proto::CAPABILITY_POD_ADDRESSES`]): PLANNED with the
+/// matching pods and their addresses (none: the detail names the pods this
+/// node runs), REFUSED for a protected pod or no runtime. Touches nothing.
+pub(super) fn pod_query(
+    config: &TableConfig,
+    fault_id: &str,
+    run_id: &str,
+    container: Option<v1::ContainerSelector>,
+) -> v1::FaultStatus {
+    let answer = (|| {
+        let sel = runtime::ContainerSelector::try_from(container.unwrap_or_default())?;
+        let rt = config.runtime.as_deref().ok_or(runtime::Error::NoRuntime)?;
+        let proc = std::path::Path::new("/proc");
+        runtime::pod_addresses::query(rt, &sel, &config.protected_containers, proc)
+    })();
+    match answer {
+        Ok(a) => {
+            let detail = if a.pods.is_empty() {
+                match a.seen.is_empty() {
+                    true => "no pod matches; this node runs no pod".to_string(),
+                    false => format!("no pod matches; pods on this node: {}", a.seen.join("; ")),
+                }
+            } else {
+                format!("{} pod(s) match", a.pods.len())
+            };
+            let mut st = status(fault_id, run_id, v1::FaultState::Planned, detail, "", None);
+            st.pods = a.pods;
+            st
+        }
+        Err(e) => {
+            let state = if e.is_refusal() {
+                v1::FaultState::Refused
+            } else {
+                v1::FaultState::Failed
+            };
+            status(fault_id, run_id, state, e.to_string(), "", None)
+        }
     }
 }
 

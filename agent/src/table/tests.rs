@@ -367,3 +367,83 @@ async fn a_container_fault_without_a_runtime_is_refused_and_touches_nothing() {
     assert!(st.detail.contains("no container runtime"), "{}", st.detail);
     assert_eq!(t.active_faults(), 0);
 }
+
+#[tokio::test]
+async fn a_kindless_dry_run_with_a_pod_selector_answers_the_matching_pods_and_touches_nothing() {
+    use crate::runtime::fake::{container, FakeRuntime};
+    use crate::runtime::pods;
+    let rt = Arc::new(FakeRuntime::default());
+    *rt.containers.lock().unwrap() = vec![
+        container(
+            "s1",
+            "k8s_POD_web-0",
+            &[
+                (pods::POD_UID, "u1"),
+                (pods::POD_NAMESPACE, "shop"),
+                (pods::POD_NAME, "web-0"),
+                (pods::DOCKER_TYPE, "podsandbox"),
+                ("track", "canary"),
+            ],
+        ),
+        container(
+            "c1",
+            "k8s_main_web-0",
+            &[
+                (pods::POD_UID, "u1"),
+                (pods::POD_NAMESPACE, "shop"),
+                (pods::POD_NAME, "web-0"),
+                (pods::DOCKER_TYPE, "container"),
+            ],
+        ),
+    ];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (t, _) = FaultTable::spawn(
+        TableConfig {
+            runtime: Some(rt),
+            ..TableConfig::basic(Arc::new(FakeProcesses::new(Vec::new())))
+        },
+        tx,
+    );
+    let query = |track: &str| Command::Inject {
+        fault_id: format!("plan-q-{track}"),
+        run_id: "plan-q".into(),
+        spec: v1::FaultSpec::default(),
+        lease: Duration::ZERO,
+        dry_run: true,
+        container: Some(Box::new(v1::ContainerSelector {
+            pod: Some(v1::PodSelector {
+                namespace: "shop".into(),
+                labels: [("track".to_string(), track.to_string())].into(),
+                name: String::new(),
+            }),
+            ..Default::default()
+        })),
+    };
+    assert!(t.send(query("canary")).await);
+    let st = rx.recv().await.unwrap();
+    assert_eq!(st.state(), v1::FaultState::Planned, "{}", st.detail);
+    let got: Vec<(&str, &str, &str)> = st
+        .pods
+        .iter()
+        .map(|p| (p.namespace.as_str(), p.name.as_str(), p.ip.as_str()))
+        .collect();
+    // The fake's pid has no /proc entry: no address (the coordinator refuses that).
+    assert_eq!(got, [("shop", "web-0", "")]);
+    assert!(t.send(query("stable")).await);
+    let st = rx.recv().await.unwrap();
+    assert_eq!(st.state(), v1::FaultState::Planned);
+    assert!(st.pods.is_empty());
+    assert_eq!(
+        st.detail,
+        "no pod matches; pods on this node: shop/web-0 {track=canary}"
+    );
+    // A kind-less inject that is not a pod query is still refused.
+    let mut not_dry = query("canary");
+    if let Command::Inject { dry_run, .. } = &mut not_dry {
+        *dry_run = false;
+    }
+    assert!(t.send(not_dry).await);
+    let st = rx.recv().await.unwrap();
+    assert_ne!(st.state(), v1::FaultState::Planned);
+    assert!(st.pods.is_empty());
+}

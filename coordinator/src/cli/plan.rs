@@ -82,7 +82,11 @@ async fn plan(url: &str, source: &common::Source) -> i32 {
         for g in &p.groups {
             println!("  group {} ({})", g.name, g.definition);
             for a in &g.agents {
-                println!("    agent {} at {}", a.agent_id, a.address);
+                if a.pod.is_empty() {
+                    println!("    agent {} at {}", a.agent_id, a.address);
+                } else {
+                    println!("    pod {} at {} on agent {}", a.pod, a.address, a.agent_id);
+                }
             }
             for probe in &g.probes {
                 println!("    probe {probe}");

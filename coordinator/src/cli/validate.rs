@@ -83,7 +83,17 @@ fn group_lines(e: &crate::experiment::Experiment) -> String {
         if let Some(sel) = &g.agents {
             values.insert(0, format!("agents {}", crate::group_agents::fmt_selector(sel)));
         }
+        if let Some(pods) = &g.pods {
+            values.insert(0, format!("pods {}", pods.describe()));
+        }
         let _ = writeln!(o, "  group {} ({})", g.name, values.join(", "));
+        if g.pods.is_some() {
+            let _ = writeln!(
+                o,
+                "    (one probe instance per matching pod, with its IP as ${{group.address}}, ${{group.pod}} and ${{group.agent}}, resolved when the run is planned by asking the agents)"
+            );
+            continue;
+        }
         if g.agents.is_some() {
             let _ = writeln!(
                 o,

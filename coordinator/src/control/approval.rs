@@ -16,7 +16,7 @@ impl ControlService {
         let Some((a, client)) = self.notifier.as_ref().and_then(|n| n.approval()) else {
             return Ok(());
         };
-        let Ok(exp) = &crate::group_agents::resolve_off_runtime(exp, self.registry.agents()).await else {
+        let Ok(exp) = &crate::group_agents::resolve_off_runtime(exp, &self.registry).await else {
             return Ok(());
         };
         let Ok(plan) = planner::plan(

@@ -190,7 +190,7 @@ impl Control for ControlService {
     async fn plan(&self, req: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         self.security.control_caller(&req)?;
         let (exp, _) = parse_source(req.into_inner().source).await?;
-        let exp = crate::group_agents::resolve_off_runtime(&exp, self.registry.agents())
+        let exp = crate::group_agents::resolve_off_runtime(&exp, &self.registry)
             .await
             .map_err(|e| Error::Plan(planner::Error::from(e)))?;
         let plan = planner::plan(
@@ -560,6 +560,9 @@ fn planned_groups(exp: &Experiment, plan: &planner::Plan) -> Vec<v1::PlannedGrou
         .map(|g| {
             let resolved = plan.groups.iter().find(|r| r.group == g.name);
             let mut definition: Vec<String> = Vec::new();
+            if let Some(pods) = &g.pods {
+                definition.push(format!("pods {}", pods.describe()));
+            }
             if let Some(sel) = &g.agents {
                 definition.push(format!("agents {}", crate::group_agents::fmt_selector(sel)));
             }
@@ -573,6 +576,7 @@ fn planned_groups(exp: &Experiment, plan: &planner::Plan) -> Vec<v1::PlannedGrou
                     .map(|m| v1::GroupAgent {
                         agent_id: m.agent.clone(),
                         address: m.address.clone(),
+                        pod: m.pod.clone().unwrap_or_default(),
                     })
                     .collect(),
                 probes: exp

@@ -65,7 +65,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
     // Groups that select agents: their per-group probes (one instance per
     // matching agent) are known only now; a group with no agent refuses
     // the plan below.
-    let (exp, unresolved) = match crate::group_agents::resolve_off_runtime(&exp, registry.agents()).await {
+    let (exp, unresolved) = match crate::group_agents::resolve_off_runtime(&exp, &registry).await {
         Ok(resolved) => (resolved, None),
         Err(e) => (exp, Some(e)),
     };
@@ -106,14 +106,20 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
     let plan: Option<Plan> = match plan {
         Ok(p) => {
             for g in &p.groups {
-                let members: Vec<String> = g.members.iter().map(|m| format!("{} {}", m.agent, m.address)).collect();
-                ctx.log(format!(
-                    "plan: group {} (agents {}): {}",
-                    g.group,
-                    crate::group_agents::fmt_selector(&g.selector),
-                    members.join(", ")
-                ))
-                .await;
+                let members: Vec<String> = g
+                    .members
+                    .iter()
+                    .map(|m| match &m.pod {
+                        Some(pod) => format!("{pod} {} on {}", m.address, m.agent),
+                        None => format!("{} {}", m.agent, m.address),
+                    })
+                    .collect();
+                let selector = match &g.pods {
+                    Some(p) => format!("pods {}", p.describe()),
+                    None => format!("agents {}", crate::group_agents::fmt_selector(&g.selector)),
+                };
+                ctx.log(format!("plan: group {} ({selector}): {}", g.group, members.join(", ")))
+                    .await;
             }
             for pf in &p.faults {
                 let ids: Vec<&str> = pf.targets.iter().map(|t| t.agent_id.as_str()).collect();

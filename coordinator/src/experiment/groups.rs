@@ -28,6 +28,11 @@
 //! its per-group probes then run once per matching agent, with
 //! `${group.address}` and `${group.agent}` taken from that agent, once the
 //! run is planned (see [`super::selectors`] and [`crate::group_agents`]).
+//! Or it may select pods (`pods: { namespace: shop, labels: { track:
+//! canary } }`): its per-group probes then run once per matching pod, with
+//! `${group.address}` the pod's IP, `${group.pod}` its namespace/name and
+//! `${group.agent}` the agent of its node, as the agents answer at plan
+//! time ([`crate::group_pods`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +61,22 @@ pub struct Group {
     /// (every connected agent carrying all these labels), resolved when a
     /// run is planned. None for a group of values only.
     pub agents: Option<BTreeMap<String, String>>,
+    /// `pods: { namespace, labels, name, allow_kube_system }`: the pods
+    /// this group is made of (on the agents of `agents`, or on every agent
+    /// that answers pod queries), resolved when a run is planned by asking
+    /// the agents. None for a group that selects no pods.
+    pub pods: Option<super::selectors::PodGroup>,
+    /// For a group of pods, once the agents answered: its pods, each with
+    /// the agent on its node and its IP. None until then.
+    pub members: Option<Vec<super::selectors::Member>>,
+}
+
+impl Group {
+    /// Whether the group is made of members (agents or pods) known only
+    /// once a run is planned.
+    pub fn selects(&self) -> bool {
+        self.agents.is_some() || self.pods.is_some()
+    }
 }
 
 /// Which group a per-group probe instance measures.
@@ -67,7 +88,11 @@ pub struct ProbeGroup {
     pub group: String,
     /// The agent this instance measures, for a group that selects agents
     /// (once resolved); the judge pools every agent's instance of a group.
+    /// For a group of pods: the agent whose node runs the pod.
     pub agent: Option<String>,
+    /// The pod (`namespace/name`) this instance measures, for a group of
+    /// pods; the judge pools every pod of a group.
+    pub pod: Option<String>,
 }
 
 /// The name of `probe`'s instance for `group` (and one of its agents).
@@ -107,11 +132,22 @@ impl<'de> Deserialize<'de> for RawGroups {
                     }
                     let mut vals = BTreeMap::new();
                     let mut agents = None;
+                    let mut pods = None;
                     for (k, entry) in values {
                         let v = match (k.as_str(), entry) {
                             ("agents", Entry::Labels(l)) => {
+                                let l = super::selectors::scalars(&name, "agents", l).map_err(A::Error::custom)?;
                                 agents = Some(super::selectors::check_selector(&name, l).map_err(A::Error::custom)?);
                                 continue;
+                            }
+                            ("pods", Entry::Labels(m)) => {
+                                pods = Some(super::selectors::check_pods(&name, m).map_err(A::Error::custom)?);
+                                continue;
+                            }
+                            ("pods", Entry::Scalar(_)) => {
+                                return Err(A::Error::custom(format!(
+                                    "hypothesis.groups.{name}.pods: expected a pod selector, e.g. pods: {{ namespace: shop, labels: {{ track: canary }} }}"
+                                )))
                             }
                             ("agents", Entry::Scalar(_)) => {
                                 return Err(A::Error::custom(format!(
@@ -120,7 +156,7 @@ impl<'de> Deserialize<'de> for RawGroups {
                             }
                             (_, Entry::Labels(_)) => {
                                 return Err(A::Error::custom(format!(
-                                    "hypothesis.groups.{name}.{k}: a value must be a string, number or boolean (only `agents` takes a mapping of labels)"
+                                    "hypothesis.groups.{name}.{k}: a value must be a string, number or boolean (only `agents` and `pods` take a mapping)"
                                 )))
                             }
                             (_, Entry::Scalar(v)) => v,
@@ -137,10 +173,10 @@ impl<'de> Deserialize<'de> for RawGroups {
                         }
                         vals.insert(k, v);
                     }
-                    if agents.is_some() {
+                    if agents.is_some() || pods.is_some() {
                         if let Some(k) = vals.keys().find(|k| super::selectors::FROM_AGENT.contains(&k.as_str())) {
                             return Err(A::Error::custom(format!(
-                                "hypothesis.groups.{name}.{k}: this group selects agents, and ${{group.{k}}} is each agent's own; remove `{k}` from the group"
+                                "hypothesis.groups.{name}.{k}: this group selects agents or pods, and ${{group.{k}}} is each member's own; remove `{k}` from the group"
                             )));
                         }
                     }
@@ -148,6 +184,8 @@ impl<'de> Deserialize<'de> for RawGroups {
                         name,
                         values: vals,
                         agents,
+                        pods,
+                        members: None,
                     });
                     if out.len() > MAX_GROUPS {
                         return Err(A::Error::custom(format!(
@@ -162,13 +200,11 @@ impl<'de> Deserialize<'de> for RawGroups {
     }
 }
 
-/// A group value: a string, number or boolean as written.
-struct Scalar(String);
-
-/// What a group's key holds: a value, or (under `agents`) labels.
-enum Entry {
+/// What a group's key holds: a value, or (under `agents` and `pods`) a
+/// mapping (whose values may be mappings again: `pods.labels`).
+pub(super) enum Entry {
     Scalar(String),
-    Labels(BTreeMap<String, String>),
+    Labels(BTreeMap<String, Entry>),
 }
 
 impl<'de> Deserialize<'de> for Entry {
@@ -196,38 +232,10 @@ impl<'de> Deserialize<'de> for Entry {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Entry, A::Error> {
                 let mut out = BTreeMap::new();
-                while let Some((k, Scalar(v))) = m.next_entry::<String, Scalar>()? {
+                while let Some((k, v)) = m.next_entry::<String, Entry>()? {
                     out.insert(k, v);
                 }
                 Ok(Entry::Labels(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-            fn visit_str<E>(self, v: &str) -> std::result::Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> std::result::Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> std::result::Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> std::result::Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_bool<E>(self, v: bool) -> std::result::Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
             }
         }
         d.deserialize_any(V)
@@ -331,7 +339,7 @@ pub(super) fn substitute(
             };
             let value = if key == "name" {
                 Some(g.name.as_str())
-            } else if let (Some(_), Some(v)) = (&g.agents, member.and_then(|m| m.value(key))) {
+            } else if let (true, Some(v)) = (g.selects(), member.and_then(|m| m.value(key))) {
                 Some(v)
             } else {
                 g.values.get(key).map(String::as_str).or(default)
@@ -342,13 +350,13 @@ pub(super) fn substitute(
                     let missing: Vec<&str> = all
                         .iter()
                         .filter(|o| {
-                            let from_agent = o.agents.is_some() && super::selectors::FROM_AGENT.contains(&key);
+                            let from_agent = o.selects() && super::selectors::FROM_AGENT.contains(&key);
                             !(o.values.contains_key(key) || from_agent)
                         })
                         .map(|o| o.name.as_str())
                         .collect();
                     return Err(err(format!(
-                        "${{{name}}}: group {:?} has no value {key:?} (missing in: {}); add `{key}: ...` to each group under hypothesis.groups or write ${{{name}:-default}} (address and agent come from a group's agents, with agents: {{ LABEL: VALUE }})",
+                        "${{{name}}}: group {:?} has no value {key:?} (missing in: {}); add `{key}: ...` to each group under hypothesis.groups or write ${{{name}:-default}} (address and agent come from a group's agents, with agents: {{ LABEL: VALUE }}; address, agent and pod from a group's pods, with pods: {{ namespace: NS, labels: {{ ... }} }})",
                         g.name,
                         missing.join(", ")
                     )));
@@ -437,12 +445,14 @@ pub(super) fn combine(
         for (r, reading) in which.iter().zip(std::iter::once(&first).chain(&others)) {
             let g = &groups[r.group];
             let agent = r.member.as_ref().map(|m| m.agent.clone());
+            let pod = r.member.as_ref().and_then(|m| m.pod.clone());
             let mut q = reading.hypothesis.probes[i].clone();
-            q.name = instance_name(&q.name, &g.name, agent.as_deref());
+            q.name = instance_name(&q.name, &g.name, pod.as_deref().or(agent.as_deref()));
             q.group = Some(ProbeGroup {
                 probe: reading.hypothesis.probes[i].name.clone(),
                 group: g.name.clone(),
                 agent,
+                pod,
             });
             probes.push(q);
         }
@@ -461,6 +471,8 @@ mod tests {
             name: name.into(),
             values: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             agents: None,
+            pods: None,
+            members: None,
         }
     }
 

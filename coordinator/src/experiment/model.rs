@@ -173,6 +173,10 @@ pub struct Targets {
     /// Narrows the fault to containers on each selected node; `None`: the
     /// nodes themselves.
     pub containers: Option<Containers>,
+    /// The one agent the fault goes to: set when a fault on groups of pods
+    /// becomes one fault per pod ([`crate::group_agents::expand_pod_faults`]),
+    /// to the agent of the pod's node; never written in a file. None: any.
+    pub node: Option<String>,
 }
 
 /// Containers on a node a fault goes to (resolved by the agent through its
@@ -201,7 +205,7 @@ pub struct Containers {
 }
 
 /// Kubernetes pods, resolved on each node from its runtime's CRI labels.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
     pub namespace: String,
     /// Labels the pod carries, all of them.

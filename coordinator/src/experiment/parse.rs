@@ -58,7 +58,7 @@ pub fn parse(file: &str, source: &str, vars: &HashMap<String, String>) -> Result
     let text = substitute(file, source, vars)?;
     super::limits::check(file, &text)?;
     let exp = parse_text(file, &text, None)?;
-    if exp.groups.iter().any(|g| g.agents.is_some()) {
+    if exp.groups.iter().any(|g| g.selects()) {
         return Ok(Experiment {
             unresolved: Some(std::sync::Arc::new(Source {
                 file: file.to_string(),

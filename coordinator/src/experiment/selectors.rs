@@ -27,8 +27,47 @@ use std::collections::BTreeMap;
 use super::model::Experiment;
 use super::parse::{Error, Result};
 
-/// The `${group.KEY}` keys an agent of a selecting group supplies.
-pub const FROM_AGENT: [&str; 2] = ["address", "agent"];
+/// The `${group.KEY}` keys a member of a selecting group supplies (`pod`
+/// only a group of pods).
+pub const FROM_AGENT: [&str; 3] = ["address", "agent", "pod"];
+
+/// A group of pods (`hypothesis.groups.NAME.pods`), the same selector as a
+/// fault's `targets.containers.pod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodGroup {
+    pub pod: super::model::Pod,
+    /// Pods in `kube-system` may be selected. By default, false, as for a
+    /// fault's targets.
+    pub allow_kube_system: bool,
+}
+
+impl PodGroup {
+    /// The container selector a fault on this group's pods carries (every
+    /// container of every matching pod on a node).
+    pub fn containers(&self) -> super::model::Containers {
+        super::model::Containers {
+            name: None,
+            image: None,
+            labels: BTreeMap::new(),
+            count: 0,
+            percent: None,
+            allow_pid1: false,
+            pod: Some(self.pod.clone()),
+            container: None,
+            allow_kube_system: self.allow_kube_system,
+        }
+    }
+
+    /// `{namespace=NS, name=N, k=v, ...}`, as plans and errors write it.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("namespace={}", self.pod.namespace)];
+        if let Some(n) = &self.pod.name {
+            parts.push(format!("name={n}"));
+        }
+        parts.extend(self.pod.labels.iter().map(|(k, v)| format!("{k}={v}")));
+        format!("{{{}}}", parts.join(", "))
+    }
+}
 
 /// The address put in while no agent is known (validation): TEST-NET-1
 /// (RFC 5737), which routes nowhere, so nothing is ever probed with it.
@@ -41,6 +80,9 @@ pub struct Member {
     pub agent: String,
     /// The address probes use to reach it (`${group.address}`).
     pub address: String,
+    /// For a group of pods: the pod (`namespace/name`, `${group.pod}`) on
+    /// `agent`'s node, whose IP `address` is.
+    pub pod: Option<String>,
 }
 
 impl Member {
@@ -49,14 +91,16 @@ impl Member {
         match key {
             "address" => Some(&self.address),
             "agent" => Some(&self.agent),
+            "pod" => self.pod.as_deref(),
             _ => None,
         }
     }
 
-    fn stand_in() -> Member {
+    fn stand_in(pods: bool) -> Member {
         Member {
             agent: "agent".into(),
             address: STAND_IN_ADDRESS.into(),
+            pod: pods.then(|| "namespace/pod".into()),
         }
     }
 }
@@ -86,8 +130,8 @@ pub(super) fn readings(
 ) -> Vec<Reading> {
     let mut out = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        match (&g.agents, members.and_then(|m| m.get(&g.name))) {
-            (Some(_), Some(ms)) => out.extend(ms.iter().map(|m| Reading {
+        match (g.selects(), members.and_then(|m| m.get(&g.name))) {
+            (true, Some(ms)) => out.extend(ms.iter().map(|m| Reading {
                 group: i,
                 member: Some(m.clone()),
             })),
@@ -100,9 +144,90 @@ pub(super) fn readings(
 /// The agent whose values `${group.address}` / `${group.agent}` take in
 /// `r`: its member, or a stand-in for a selecting group not yet resolved.
 pub(super) fn substituted(groups: &[super::groups::Group], r: &Reading) -> Option<Member> {
-    r.member
-        .clone()
-        .or_else(|| groups[r.group].agents.as_ref().map(|_| Member::stand_in()))
+    r.member.clone().or_else(|| {
+        let g = &groups[r.group];
+        g.selects().then(|| Member::stand_in(g.pods.is_some()))
+    })
+}
+
+/// The values of mapping `key` of group `group`, which must all be
+/// strings, numbers or booleans.
+pub(super) fn scalars(
+    group: &str,
+    key: &str,
+    m: BTreeMap<String, super::groups::Entry>,
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    m.into_iter()
+        .map(|(k, v)| match v {
+            super::groups::Entry::Scalar(v) => Ok((k, v)),
+            super::groups::Entry::Labels(_) => Err(format!(
+                "hypothesis.groups.{group}.{key}.{k}: expected a string, number or boolean"
+            )),
+        })
+        .collect()
+}
+
+/// Checks `pods:` of group `group`: `namespace` (required), `labels`,
+/// `name`, `allow_kube_system`; kube-system only with
+/// `allow_kube_system: true`, as a fault's targets.
+pub(super) fn check_pods(
+    group: &str,
+    m: BTreeMap<String, super::groups::Entry>,
+) -> std::result::Result<PodGroup, String> {
+    use super::groups::Entry;
+    let at = |k: &str| format!("hypothesis.groups.{group}.pods.{k}");
+    let (mut namespace, mut name, mut labels, mut allow) = (None, None, BTreeMap::new(), false);
+    for (k, v) in m {
+        match (k.as_str(), v) {
+            ("namespace", Entry::Scalar(v)) => namespace = Some(v),
+            ("name", Entry::Scalar(v)) => name = Some(v),
+            ("labels", Entry::Labels(l)) => labels = scalars(group, "pods.labels", l)?,
+            ("allow_kube_system", Entry::Scalar(v)) => {
+                allow = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("{}: expected true or false", at(&k))),
+                }
+            }
+            ("namespace" | "name" | "allow_kube_system", Entry::Labels(_)) => {
+                return Err(format!("{}: expected a string", at(&k)))
+            }
+            ("labels", Entry::Scalar(_)) => {
+                return Err(format!(
+                    "{}: expected a mapping of pod labels, e.g. labels: {{ track: canary }}",
+                    at(&k)
+                ))
+            }
+            _ => {
+                return Err(format!(
+                "hypothesis.groups.{group}.pods: unknown field {k:?}; use namespace, labels, name, allow_kube_system"
+            ))
+            }
+        }
+    }
+    let Some(namespace) = namespace.filter(|n| !n.is_empty()) else {
+        return Err(format!(
+            "hypothesis.groups.{group}.pods.namespace: name the pods' namespace (e.g. pods: {{ namespace: shop, labels: {{ track: canary }} }})"
+        ));
+    };
+    if namespace == "kube-system" && !allow {
+        return Err(format!(
+            "hypothesis.groups.{group}.pods: kube-system pods are protected; set allow_kube_system: true in the group's pods to select them"
+        ));
+    }
+    if labels.is_empty() && name.is_none() {
+        return Err(format!(
+            "hypothesis.groups.{group}.pods: name at least one pod label or the pod's name; a whole namespace is rarely one version of a service"
+        ));
+    }
+    Ok(PodGroup {
+        pod: super::model::Pod {
+            namespace,
+            labels,
+            name,
+        },
+        allow_kube_system: allow,
+    })
 }
 
 /// Checks `agents:` of group `group`.
@@ -140,8 +265,23 @@ pub(super) fn check_fault_groups(file: &str, text: &str, exp: &Experiment) -> Re
                     f.name,
                     exp.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
                 )),
-                Some(g) if g.agents.is_none() => Some(format!(
-                    "fault {:?}: targets.groups names group {name:?}, which selects no agents; give it agents: {{ LABEL: VALUE }} or select the nodes with targets.labels",
+                Some(g) if !g.selects() => Some(format!(
+                    "fault {:?}: targets.groups names group {name:?}, which selects no agents or pods; give it agents: {{ LABEL: VALUE }} (or pods: {{ namespace: NS, labels: {{ ... }} }}) or select the nodes with targets.labels",
+                    f.name
+                )),
+                Some(g)
+                    if g.pods.is_some()
+                        && f.targets.groups.iter().any(|o| {
+                            exp.groups.iter().any(|h| &h.name == o && h.agents.is_some() && h.pods.is_none())
+                        }) =>
+                {
+                    Some(format!(
+                        "fault {:?}: targets.groups mixes groups of pods ({name:?}) and groups of agents; write one fault for each",
+                        f.name
+                    ))
+                }
+                Some(g) if g.pods.is_some() && f.targets.containers.is_some() => Some(format!(
+                    "fault {:?}: targets.groups names group {name:?}, a group of pods, so the fault goes to the group's pods; remove targets.containers",
                     f.name
                 )),
                 Some(_) => None,

@@ -159,6 +159,7 @@ impl RawTargets {
                 groups: self.groups,
                 mode,
                 containers: None,
+                node: None,
             });
         };
         if let Some(re) = &c.name {
@@ -196,6 +197,7 @@ impl RawTargets {
                 container: c.container,
                 allow_kube_system: c.allow_kube_system,
             }),
+            node: None,
         })
     }
 }

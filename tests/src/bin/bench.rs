@@ -216,6 +216,7 @@ async fn recording_agent(url: String, id: String, rec: Arc<Recorder>) {
                         containers: Vec::new(),
                         matching_units: 0,
                         selected_units: 0,
+                        pods: Vec::new(),
                     };
                     let _ = tx.send(v1::AgentMessage { msg: Some(v1::agent_message::Msg::FaultStatus(st)) }).await;
                 }

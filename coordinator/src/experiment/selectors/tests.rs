@@ -90,7 +90,7 @@ fn a_bad_selector_is_refused_at_its_line() {
         "    control: { port: { a: b } }\n    canary: { port: \"1\" }",
         "{}",
     ));
-    assert!(e.contains("only `agents` takes a mapping"), "{e}");
+    assert!(e.contains("only `agents` and `pods` take a mapping"), "{e}");
     let e = err(&file(
         "    control: { agents: { track: stable }, address: \"10.0.0.1\" }\n    canary: { agents: { track: canary } }",
         "{}",
@@ -136,4 +136,79 @@ fn address_and_agent_outside_a_selecting_group_say_where_they_come_from() {
     let e = err(&file("    control: { port: \"1\" }\n    canary: { port: \"2\" }", "{}"));
     assert!(e.contains("group \"control\" has no value \"address\""), "{e}");
     assert!(e.contains("address and agent come from a group's agents"), "{e}");
+}
+
+const POD_GROUPS: &str = "    control: { pods: { namespace: shop, labels: { track: stable } } }\n    canary: { pods: { namespace: shop, labels: { track: canary } }, port: \"8080\" }";
+
+#[test]
+fn groups_of_pods_validate_with_a_stand_in_pod_and_refuse_what_cannot_be_meant() {
+    let e = parse(
+        "pods.yaml",
+        &file(POD_GROUPS, "{ groups: [control, canary] }"),
+        &HashMap::new(),
+    )
+    .unwrap();
+    let sel: Vec<Option<String>> = e.groups.iter().map(|g| g.pods.as_ref().map(|p| p.describe())).collect();
+    assert_eq!(
+        sel,
+        [
+            Some("{namespace=shop, track=stable}".to_string()),
+            Some("{namespace=shop, track=canary}".into())
+        ]
+    );
+    assert!(e.unresolved.is_some(), "pods are resolved when the run is planned");
+    let targets: Vec<String> = e.hypothesis.probes.iter().map(|p| p.kind.target()).collect();
+    assert_eq!(targets, ["192.0.2.1:80", "192.0.2.1:8080"]);
+    // ${group.pod} exists for groups of pods only.
+    let with_pod = file(POD_GROUPS, "{ groups: [control, canary] }").replace("${group.port:-80}", "80/${group.pod}");
+    assert!(parse("pods.yaml", &with_pod, &HashMap::new()).is_ok());
+    let agents_pod = file(GROUPS, "{ groups: [control, canary] }").replace("${group.port:-80}", "80/${group.pod}");
+    assert!(
+        err(&agents_pod).contains("has no value \"pod\""),
+        "{}",
+        err(&agents_pod)
+    );
+    // kube-system needs the opt-in, like a fault's targets.
+    let sys = POD_GROUPS.replacen("namespace: shop", "namespace: kube-system", 1);
+    let e = err(&file(&sys, "{ groups: [control, canary] }"));
+    assert!(
+        e.contains("kube-system pods are protected; set allow_kube_system: true"),
+        "{e}"
+    );
+    let allowed = POD_GROUPS.replacen(
+        "namespace: shop,",
+        "namespace: kube-system, allow_kube_system: true,",
+        1,
+    );
+    assert!(parse(
+        "pods.yaml",
+        &file(&allowed, "{ groups: [control, canary] }"),
+        &HashMap::new()
+    )
+    .is_ok());
+    let e = err(&file(
+        "    control: { pods: { labels: { a: b } } }\n    canary: { pods: { namespace: shop, labels: { a: c } } }",
+        "{ labels: { zone: a } }",
+    ));
+    assert!(
+        e.contains("hypothesis.groups.control.pods.namespace: name the pods' namespace"),
+        "{e}"
+    );
+    let e = err(&file(
+        "    control: { pods: { namespace: shop, lables: { a: b } } }\n    canary: { pods: { namespace: shop, labels: { a: c } } }",
+        "{ labels: { zone: a } }",
+    ));
+    assert!(e.contains("unknown field \"lables\""), "{e}");
+    // The fault goes to the groups' pods: no containers of its own, no mix with groups of agents.
+    let e = err(&file(
+        POD_GROUPS,
+        "{ groups: [control, canary], containers: { name: web } }",
+    ));
+    assert!(
+        e.contains("a group of pods, so the fault goes to the group's pods; remove targets.containers"),
+        "{e}"
+    );
+    let mixed = "    control: { agents: { track: stable } }\n    canary: { pods: { namespace: shop, labels: { track: canary } } }";
+    let e = err(&file(mixed, "{ groups: [control, canary] }"));
+    assert!(e.contains("mixes groups of pods"), "{e}");
 }
