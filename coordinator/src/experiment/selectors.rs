@@ -150,19 +150,48 @@ pub(super) fn substituted(groups: &[super::groups::Group], r: &Reading) -> Optio
     })
 }
 
+/// Why a group's `agents:` or `pods:` selector was refused; serde places
+/// the message at the group. `at` is the field's path, e.g.
+/// `hypothesis.groups.canary.pods.namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum SelectorError {
+    #[error("{at}: expected a string, number or boolean")]
+    NotScalar { at: String },
+    #[error("{at}: expected true or false")]
+    NotBool { at: String },
+    #[error("{at}: expected a string")]
+    NotString { at: String },
+    #[error("{at}: expected a mapping of pod labels, e.g. labels: {{ track: canary }}")]
+    NotLabels { at: String },
+    #[error("{at}: unknown field {field:?}; use namespace, labels, name, allow_kube_system")]
+    UnknownPodField { at: String, field: String },
+    #[error("{at}: name the pods' namespace (e.g. pods: {{ namespace: shop, labels: {{ track: canary }} }})")]
+    NoNamespace { at: String },
+    #[error("{at}: kube-system pods are protected; set allow_kube_system: true in the group's pods to select them")]
+    KubeSystem { at: String },
+    #[error(
+        "{at}: name at least one pod label or the pod's name; a whole namespace is rarely one version of a service"
+    )]
+    WholeNamespace { at: String },
+    #[error("{at}: name at least one label (e.g. agents: {{ track: canary }}); an empty selector would put every agent in the group")]
+    EmptyAgents { at: String },
+    #[error("{at}: label {key:?}={value:?}: a label key and value must be 1 to 253 characters")]
+    LabelLength { at: String, key: String, value: String },
+}
+
 /// The values of mapping `key` of group `group`, which must all be
 /// strings, numbers or booleans.
 pub(super) fn scalars(
     group: &str,
     key: &str,
     m: BTreeMap<String, super::groups::Entry>,
-) -> std::result::Result<BTreeMap<String, String>, String> {
+) -> std::result::Result<BTreeMap<String, String>, SelectorError> {
     m.into_iter()
         .map(|(k, v)| match v {
             super::groups::Entry::Scalar(v) => Ok((k, v)),
-            super::groups::Entry::Labels(_) => Err(format!(
-                "hypothesis.groups.{group}.{key}.{k}: expected a string, number or boolean"
-            )),
+            super::groups::Entry::Labels(_) => Err(SelectorError::NotScalar {
+                at: format!("hypothesis.groups.{group}.{key}.{k}"),
+            }),
         })
         .collect()
 }
@@ -173,9 +202,10 @@ pub(super) fn scalars(
 pub(super) fn check_pods(
     group: &str,
     m: BTreeMap<String, super::groups::Entry>,
-) -> std::result::Result<PodGroup, String> {
+) -> std::result::Result<PodGroup, SelectorError> {
     use super::groups::Entry;
-    let at = |k: &str| format!("hypothesis.groups.{group}.pods.{k}");
+    let pods = format!("hypothesis.groups.{group}.pods");
+    let at = |k: &str| format!("{pods}.{k}");
     let (mut namespace, mut name, mut labels, mut allow) = (None, None, BTreeMap::new(), false);
     for (k, v) in m {
         match (k.as_str(), v) {
@@ -186,39 +216,24 @@ pub(super) fn check_pods(
                 allow = match v.as_str() {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(format!("{}: expected true or false", at(&k))),
+                    _ => return Err(SelectorError::NotBool { at: at(&k) }),
                 }
             }
             ("namespace" | "name" | "allow_kube_system", Entry::Labels(_)) => {
-                return Err(format!("{}: expected a string", at(&k)))
+                return Err(SelectorError::NotString { at: at(&k) })
             }
-            ("labels", Entry::Scalar(_)) => {
-                return Err(format!(
-                    "{}: expected a mapping of pod labels, e.g. labels: {{ track: canary }}",
-                    at(&k)
-                ))
-            }
-            _ => {
-                return Err(format!(
-                "hypothesis.groups.{group}.pods: unknown field {k:?}; use namespace, labels, name, allow_kube_system"
-            ))
-            }
+            ("labels", Entry::Scalar(_)) => return Err(SelectorError::NotLabels { at: at(&k) }),
+            _ => return Err(SelectorError::UnknownPodField { at: pods, field: k }),
         }
     }
     let Some(namespace) = namespace.filter(|n| !n.is_empty()) else {
-        return Err(format!(
-            "hypothesis.groups.{group}.pods.namespace: name the pods' namespace (e.g. pods: {{ namespace: shop, labels: {{ track: canary }} }})"
-        ));
+        return Err(SelectorError::NoNamespace { at: at("namespace") });
     };
     if namespace == "kube-system" && !allow {
-        return Err(format!(
-            "hypothesis.groups.{group}.pods: kube-system pods are protected; set allow_kube_system: true in the group's pods to select them"
-        ));
+        return Err(SelectorError::KubeSystem { at: pods });
     }
     if labels.is_empty() && name.is_none() {
-        return Err(format!(
-            "hypothesis.groups.{group}.pods: name at least one pod label or the pod's name; a whole namespace is rarely one version of a service"
-        ));
+        return Err(SelectorError::WholeNamespace { at: pods });
     }
     Ok(PodGroup {
         pod: super::model::Pod {
@@ -234,17 +249,18 @@ pub(super) fn check_pods(
 pub(super) fn check_selector(
     group: &str,
     labels: BTreeMap<String, String>,
-) -> std::result::Result<BTreeMap<String, String>, String> {
+) -> std::result::Result<BTreeMap<String, String>, SelectorError> {
+    let at = || format!("hypothesis.groups.{group}.agents");
     if labels.is_empty() {
-        return Err(format!(
-            "hypothesis.groups.{group}.agents: name at least one label (e.g. agents: {{ track: canary }}); an empty selector would put every agent in the group"
-        ));
+        return Err(SelectorError::EmptyAgents { at: at() });
     }
     for (k, v) in &labels {
         if k.is_empty() || v.is_empty() || k.len() > 253 || v.len() > 253 {
-            return Err(format!(
-                "hypothesis.groups.{group}.agents: label {k:?}={v:?}: a label key and value must be 1 to 253 characters"
-            ));
+            return Err(SelectorError::LabelLength {
+                at: at(),
+                key: k.clone(),
+                value: v.clone(),
+            });
         }
     }
     Ok(labels)
