@@ -240,38 +240,11 @@ pub(crate) fn fault_limits(
 mod tests {
     use std::collections::{BTreeMap, HashMap};
 
-    use crate::experiment::Experiment;
     use crate::outcome::Outcome;
-    use crate::planner::{plan, Context, Error, Plan};
+    use crate::planner::tests::{agent, exp, plan_free};
+    use crate::planner::{plan, Context};
     use crate::policy::Policy;
     use crate::registry::AgentInfo;
-
-    fn plan_free(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
-        plan(exp, agents, &Context::unrestricted())
-    }
-
-    fn agent(id: &str, zone: &str) -> AgentInfo {
-        AgentInfo {
-            agent_id: id.into(),
-            hostname: id.into(),
-            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-            addresses: vec![],
-            capabilities: vec!["kill".into()],
-            version: "t".into(),
-            pid: 1,
-            connected_at_unix_ms: 0,
-            last_heartbeat_unix_ms: 0,
-            active_faults: 0,
-            cleaned: vec![],
-        }
-    }
-
-    fn exp(targets: &str, blast: &str) -> Experiment {
-        let src = format!(
-            "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{ address: \"127.0.0.1:1\" }}\nduration: 1s\nfaults:\n  - targets: {targets}\n    kill: {{ name: x }}\n{blast}"
-        );
-        crate::experiment::parse("t.yaml", &src, &HashMap::new()).unwrap()
-    }
 
     fn with_policy<'a>(policy: &'a Policy, now: time::OffsetDateTime, running: usize) -> Context<'a> {
         Context { policy, now, running }

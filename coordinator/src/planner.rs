@@ -328,15 +328,15 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn plan_free(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
+    pub(crate) fn plan_free(exp: &Experiment, agents: &[AgentInfo]) -> Result<Plan, Error> {
         plan(exp, agents, &Context::unrestricted())
     }
 
-    fn agent(id: &str, zone: &str) -> AgentInfo {
+    pub(crate) fn agent(id: &str, zone: &str) -> AgentInfo {
         AgentInfo {
             agent_id: id.into(),
             hostname: id.into(),
@@ -352,7 +352,7 @@ mod tests {
         }
     }
 
-    fn exp(targets: &str, blast: &str) -> Experiment {
+    pub(crate) fn exp(targets: &str, blast: &str) -> Experiment {
         let src = format!(
             "name: t\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{ address: \"127.0.0.1:1\" }}\nduration: 1s\nfaults:\n  - targets: {targets}\n    kill: {{ name: x }}\n{blast}"
         );
