@@ -28,6 +28,7 @@
 //! what the kinds' specs share), `packet/queue.rs` (the queue thread and
 //! the fault in place), `packet/netem.rs` (the netem backend).
 
+mod container;
 mod netem;
 mod queue;
 mod scope;
@@ -278,8 +279,24 @@ impl FaultKind for Kind {
     }
 
     fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind, place: &Place) -> faults::Result<Box<dyn Prepared>> {
-        faults::refuse_containers(self.kind.name, place)?;
         let mut plan = (self.kind.plan)(fault_id, spec)?;
+        // In a container: its network namespace, with nfqueue only (netem
+        // would need the container's interface, which the spec cannot
+        // name; the node's `tc` sees the host's).
+        let in_netns = match place {
+            Place::Host => None,
+            Place::Containers { containers, .. } => {
+                if plan.backend == Choice::Netem {
+                    return Err(Error::Refused(format!(
+                        "{} in containers runs over nfqueue only; use backend: nfqueue (or auto)",
+                        self.kind.name
+                    ))
+                    .into());
+                }
+                plan.backend = Choice::Nfqueue;
+                Some(container::InNetns::new(self.kind.name, containers)?)
+            }
+        };
         let use_netem = match (plan.backend, &plan.netem, &self.netem) {
             (Choice::Nfqueue, _, _) => false,
             (Choice::Netem, None, _) => {
@@ -311,14 +328,18 @@ impl FaultKind for Kind {
         let Some(nfqueue) = self.nfqueue.clone() else {
             return Err(self.no_nfqueue().into());
         };
-        Ok(Box::new(PreparedPacket {
+        let prepared = Box::new(PreparedPacket {
             kind: self.kind,
             fault_id: fault_id.to_string(),
             chain,
             plan,
             nfqueue,
             exempt: self.exempt.clone(),
-        }))
+        });
+        Ok(match in_netns {
+            Some(netns) => netns.wrap(prepared),
+            None => prepared,
+        })
     }
 }
 
