@@ -12,7 +12,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use faultline_tests::docker::{docker_or_skip, DockerLab};
-use faultline_tests::packets::{Received, PAYLOAD};
+use faultline_tests::packets::{receive, send, Received};
 use faultline_tests::Harness;
 
 const TEST_HTTP: &str = env!("CARGO_BIN_EXE_faultline-test-http");
@@ -43,30 +43,14 @@ fn exchange(from: Option<u32>, to_pid: u32, to: &str, n: u32) -> Received {
                 let sock = UdpSocket::bind(to).expect("bind the receiver");
                 sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
                 ready_tx.send(()).unwrap();
-                let mut r = Received::default();
-                let mut buf = [0u8; 2048];
-                let limit = Instant::now() + Duration::from_secs(60);
-                while Instant::now() < limit {
-                    let Ok(len) = sock.recv(&mut buf) else { break };
-                    if len != PAYLOAD || buf[4..len].iter().any(|b| *b != 0xa5) {
-                        r.damaged += 1;
-                        continue;
-                    }
-                    r.seqs.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
-                }
-                r
+                receive(&sock)
             })
         });
         ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
         s.spawn(move || {
             in_netns_of(from, || {
                 let sock = UdpSocket::bind("0.0.0.0:0").expect("bind the sender");
-                let mut buf = [0xa5u8; PAYLOAD];
-                for seq in 0..n {
-                    buf[..4].copy_from_slice(&seq.to_be_bytes());
-                    sock.send_to(&buf, to).expect("send");
-                    std::thread::sleep(Duration::from_micros(500));
-                }
+                send(&sock, to, n, Duration::from_micros(500));
             })
         })
         .join()

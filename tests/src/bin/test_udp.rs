@@ -7,13 +7,13 @@
 //!   minute), and prints one line: `received=.. lost=.. duplicates=..
 //!   late=.. damaged=.. most_copies=..` (see `faultline_tests::packets`).
 //! - `faultline-test-udp send ADDR:PORT N PACE_US` sends N datagrams of
-//!   [`PAYLOAD`] bytes, a big-endian sequence number then 0xa5s, one every
+//!   `PAYLOAD` bytes, a big-endian sequence number then 0xa5s, one every
 //!   PACE_US microseconds.
 
 use std::net::UdpSocket;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use faultline_tests::packets::{Received, PAYLOAD};
+use faultline_tests::packets::{receive, send, Received};
 
 fn usage() -> ! {
     eprintln!("usage: faultline-test-udp recv ADDR:PORT SENT | send ADDR:PORT N PACE_US");
@@ -34,20 +34,16 @@ fn main() {
                 eprintln!("faultline-test-udp: cannot bind {addr}: {e}");
                 std::process::exit(1)
             });
-            let mut r = Received::default();
-            let mut buf = [0u8; 2048];
-            let limit = Instant::now() + Duration::from_secs(60);
-            // Until the first datagram, wait up to the limit; then a quiet second ends it.
+            // Wait up to 30 s for the first datagram, then a quiet second ends it.
             let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-            while Instant::now() < limit {
-                let Ok(len) = s.recv(&mut buf) else { break };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                if len != PAYLOAD || buf[4..len].iter().any(|b| *b != 0xa5) {
-                    r.damaged += 1;
-                    continue;
+            let mut first = [0u8; 2048];
+            let r = match s.peek(&mut first) {
+                Ok(_) => {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                    receive(&s)
                 }
-                r.seqs.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
-            }
+                Err(_) => Received::default(),
+            };
             println!(
                 "received={} lost={} duplicates={} late={} damaged={} most_copies={}",
                 r.seqs.len(),
@@ -65,15 +61,8 @@ fn main() {
                 eprintln!("faultline-test-udp: cannot bind a sender: {e}");
                 std::process::exit(1)
             });
-            let mut buf = [0xa5u8; PAYLOAD];
-            for seq in 0..n {
-                buf[..4].copy_from_slice(&seq.to_be_bytes());
-                if let Err(e) = s.send_to(&buf, &addr) {
-                    eprintln!("faultline-test-udp: send to {addr}: {e}");
-                    std::process::exit(1)
-                }
-                std::thread::sleep(pace);
-            }
+            let to = addr.parse().unwrap_or_else(|_| usage());
+            send(&s, to, n, pace);
         }
         _ => usage(),
     }
