@@ -1,8 +1,9 @@
 //! The traffic-control boundary (`tc`): queueing disciplines and filters.
 //!
-//! The netem latency backend talks to the [`Tc`] trait with typed calls, so
-//! its logic (which handle it owns, what it refuses to replace) is unit
-//! tested with a recording fake; [`SystemTc`] renders the calls as `tc`
+//! The netem tree (latency, corrupt, duplicate, reorder) and bandwidth's
+//! tbf talk to the [`Tc`] trait with typed calls, so their logic (which
+//! handle they own, what they refuse to replace) is unit tested with the
+//! recording fake `fake::FakeTc` (tests only); [`SystemTc`] renders the calls as `tc`
 //! command lines.
 
 use std::process::Command;
