@@ -216,6 +216,15 @@ fn corrupt_duplicate_and_reorder_over_netem_reach_their_rates_and_restore() {
         let target = &report["faults"][0]["targets"][0];
         assert_eq!(target["backend"], "netem", "{kind}: {target}\n{}", show());
         assert_eq!(target["state"], "restored", "{kind}: {target}");
+        // netem counts nothing: no packet figures, a note that says so.
+        assert!(
+            target["figures"].as_array().is_none_or(Vec::is_empty),
+            "{kind}: {target}"
+        );
+        assert!(
+            target["notes"].to_string().contains("counts no packets"),
+            "{kind}: {target}"
+        );
         assert_eq!(
             get("STILL-IN-PLACE"),
             "1",

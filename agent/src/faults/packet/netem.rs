@@ -11,7 +11,8 @@
 //! The qdiscs are named like a netem latency fault's, so the latency kind's
 //! sweep naming ([`crate::journal::Owned::RootQdiscs`] `fa00`) covers them,
 //! and only one netem fault (of any kind) holds an interface at a time.
-//! netem counts no packets per effect, so the observation's counters stay 0.
+//! netem counts no packets per effect: the observation says so
+//! (`uncounted`) and its counters stay 0.
 
 use std::sync::Arc;
 
@@ -109,6 +110,7 @@ impl AppliedNetem {
             objects: vec![self.tree.describe()],
             packets_seen: 0,
             packets_affected: 0,
+            uncounted: true,
         })
     }
 }

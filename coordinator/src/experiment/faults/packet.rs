@@ -233,6 +233,13 @@ pub(crate) fn percent(kind: &'static str, raw: RawRate) -> Result<f64, Error> {
 /// fault is restored; `affected` names what the kind did to a packet.
 pub fn observe(o: &v1::PacketObservation, state: v1::FaultState, affected: &str, into: &mut Observed) {
     into.objects = o.objects.clone();
+    if o.uncounted {
+        let note = "the backend (netem) counts no packets".to_string();
+        if !into.notes.contains(&note) {
+            into.notes.push(note);
+        }
+        return;
+    }
     if state != v1::FaultState::Injected {
         into.set_figure("seen", o.packets_seen as f64, "packets");
         into.set_figure(affected, o.packets_affected as f64, "packets");
@@ -342,5 +349,28 @@ backend: netem
             e.contains("corrupt.backend \"ebpf\": use netem, nfqueue or auto"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_netem_observation_has_no_packet_figures_but_a_note() {
+        use faultline_proto::v1;
+        let mut into = super::Observed::default();
+        let o = v1::PacketObservation {
+            objects: vec!["qdisc prio fa01: + netem on eth0".into()],
+            uncounted: true,
+            ..Default::default()
+        };
+        super::observe(&o, v1::FaultState::Restored, "corrupted", &mut into);
+        super::observe(&o, v1::FaultState::Restored, "corrupted", &mut into);
+        assert!(into.figures.is_empty(), "{:?}", into.figures);
+        assert_eq!(into.notes, vec!["the backend (netem) counts no packets".to_string()]);
+        let counted = v1::PacketObservation {
+            packets_seen: 10,
+            packets_affected: 3,
+            ..Default::default()
+        };
+        let mut into = super::Observed::default();
+        super::observe(&counted, v1::FaultState::Restored, "corrupted", &mut into);
+        assert_eq!(into.figures.len(), 2);
     }
 }
