@@ -174,4 +174,37 @@ mod tests {
         let e = kind.prepare("r1-1", duplicate(""), &place(u32::MAX)).err().unwrap();
         assert!(e.is_refusal() && e.to_string().contains("in 0 namespaces"), "{e}");
     }
+
+    #[test]
+    fn in_a_container_the_undo_record_names_the_chain_inside_its_namespace() {
+        let procs = Arc::new(crate::process::fake::FakeProcesses::new(vec![]));
+        let mut setup = Setup::basic(procs);
+        // prepare touches no firewall: the real one is only named here.
+        setup.nfqueue = Some(crate::faults::packet::Nfqueue {
+            firewall: Arc::new(crate::firewall::SystemFirewall::detect()),
+        });
+        let kinds = Kinds::new(&setup);
+        let kind = kinds.of(&duplicate("")).unwrap().1;
+        // This test's own network namespace stands in for a container's.
+        let me = std::process::id();
+        let inode = ns_inode(me, "net").expect("own network namespace");
+        let prepared = kind.prepare("r1-1", duplicate(""), &place(me)).unwrap();
+        let objects = prepared.undo_objects();
+        let [Object::InContainerNetns {
+            container_id,
+            netns_inode,
+            object,
+        }] = objects.as_slice()
+        else {
+            panic!("{objects:?}")
+        };
+        assert_eq!((container_id.as_str(), *netns_inode), ("c1", inode));
+        assert!(
+            matches!(object.as_ref(), Object::IptablesChain { chain, ipv6: false, .. } if chain == "faultline-d-r1-1"),
+            "{object:?}"
+        );
+        let (detail, backend) = prepared.preview().unwrap();
+        assert_eq!(backend, "nfqueue");
+        assert!(detail.ends_with(&format!("in net:[{inode}]")), "{detail}");
+    }
 }
