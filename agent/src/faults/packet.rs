@@ -1,9 +1,11 @@
-//! What the NFQUEUE packet faults share: `corrupt`, `duplicate`, `reorder`
-//! and `dns`.
+//! What the packet faults share: `corrupt`, `duplicate`, `reorder` and
+//! `dns`: their spec parts, the choice of backend, and the NFQUEUE
+//! machinery.
 //!
-//! Per fault: one iptables chain in the `filter` table, named by the kind's
-//! prefix and the fault id ([`chain_name`]), jumped to from `OUTPUT`
-//! (packets this node sends; forwarded packets are not taken). The chain
+//! With NFQUEUE, per fault: one iptables chain in the `filter` table,
+//! named by the kind's prefix and the fault id ([`chain_name`]), jumped to
+//! from `OUTPUT` (packets this node sends; forwarded ones are not taken).
+//! The chain
 //! first returns the agent's own packets (duplicates and DNS answers carry
 //! [`MARK`]), the coordinator and SSH, then hands matching packets to an
 //! NFQUEUE queue bound by this fault's thread. The thread asks the kind's
@@ -24,9 +26,14 @@
 //! `delay G reorder` instead of a queue; see `packet/netem.rs`. `dns` has
 //! none (netem cannot read a query).
 //!
+//! In containers (`targets.containers`) the NFQUEUE form runs inside the
+//! container's network namespace (`packet/container.rs`); netem is refused
+//! there.
+//!
 //! Parts: `packet/scope.rs` (which packets, checked, as iptables matches;
 //! what the kinds' specs share), `packet/queue.rs` (the queue thread and
-//! the fault in place), `packet/netem.rs` (the netem backend).
+//! the fault in place), `packet/netem.rs` (the netem backend),
+//! `packet/container.rs` (inside a container's network namespace).
 
 mod container;
 mod netem;
