@@ -5,12 +5,15 @@
 //! chain, the queue socket and the raw socket that sends the copies all in
 //! a's namespace). Measured at c over 2000 datagrams sent from a's
 //! namespace; the same datagrams sent from the host are not duplicated;
-//! after the run nothing of the fault is left in a's namespace. With
-//! `CI=true` a missing engine fails.
+//! after the run nothing of the fault is left in a's namespace. And `dns`
+//! (nxdomain for `*.example.com`) in container a: its lookups of a chosen
+//! name fail from the resolver's address, other names and the host's
+//! lookups resolve. With `CI=true` a missing engine fails.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use faultline_tests::dns::{self, Lookup};
 use faultline_tests::docker::{docker_or_skip, DockerLab};
 use faultline_tests::packets::{receive, send, Received};
 use faultline_tests::Harness;
@@ -147,6 +150,88 @@ faults:
         (from_host.duplicates(), from_host.lost(500)),
         (0, 0),
         "the host's packets were touched"
+    );
+    assert_eq!(chains(pid_a), "", "left in a's namespace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_in_a_containers_network_namespace_fails_its_lookups_and_not_the_hosts() {
+    if !docker_or_skip("dns_in_a_containers_network_namespace_fails_its_lookups_and_not_the_hosts") {
+        return;
+    }
+    let mut lab = DockerLab::with_bins("dns", &[std::path::Path::new(TEST_HTTP)]);
+    let serve = &["/bin/faultline-test-http", "--listen", "0.0.0.0:8080"];
+    lab.run("a", &[], serve);
+    lab.run("c", &[], serve);
+    let ((ip_a, _), (ip_c, _)) = (lab.addr("a"), lab.addr("c"));
+    let (pid_a, pid_c) = (lab.pid("a"), lab.pid("c"));
+    // The resolver: a tiny DNS server on c's address, in c's namespace.
+    let resolver: std::net::SocketAddrV4 = format!("{ip_c}:53").parse().unwrap();
+    let socket = in_netns_of(Some(pid_c), || UdpSocket::bind(resolver).expect("bind 53 in c"));
+    let server = dns::Server::spawn(socket);
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[]).await;
+    let h = std::sync::Arc::new(h);
+    let yaml = format!(
+        r#"name: dns-in-a-container
+hypothesis:
+  probes:
+    - name: web
+      interval: 200ms
+      http: {{ url: "http://{ip_a}:8080/" }}
+baseline: 200ms
+duration: 8s
+recovery: 500ms
+faults:
+  - name: f
+    targets: {{ containers: {{ name: "^{}-a$" }} }}
+    dns: {{ names: ['*.example.com'], action: nxdomain }}
+"#,
+        lab.prefix
+    );
+    let run = {
+        let h = h.clone();
+        tokio::spawn(async move { h.run(&yaml, &[]).await })
+    };
+    let lookups = |pid: Option<u32>, name: &'static str, n: u16| -> Vec<Lookup> {
+        in_netns_of(pid, move || {
+            (0..n)
+                .map(|i| dns::lookup(resolver, name, i, Duration::from_secs(2)))
+                .collect()
+        })
+    };
+    let (chosen, other, host) = tokio::task::block_in_place(|| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) && !chains(pid_a).contains("faultline-n-") {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (
+            lookups(Some(pid_a), "db.example.com", 100),
+            lookups(Some(pid_a), "www.example.org", 100),
+            lookups(None, "db.example.com", 20),
+        )
+    });
+    let r = run.await.unwrap().unwrap();
+    let t = &r.report.faults[0].targets[0];
+    let failed = chosen
+        .iter()
+        .filter(|l| matches!(l, Lookup::Rcode(3, from) if *from == std::net::SocketAddr::V4(resolver)))
+        .count();
+    let resolved = |v: &[Lookup]| v.iter().filter(|l| **l == Lookup::Address(dns::ANSWER)).count();
+    println!(
+        "dns nxdomain in container a: {failed}/100 lookups of db.example.com got NXDOMAIN from {resolver}, {}/100 of www.example.org resolved, {}/20 from the host resolved; {t:?}",
+        resolved(&other),
+        resolved(&host)
+    );
+    assert_eq!(r.exit_code, 0, "{}", r.report.reason);
+    assert_eq!(t.state, "restored", "{t:?}");
+    assert_eq!(failed, 100, "{chosen:?}");
+    assert_eq!(resolved(&other), 100, "{other:?}");
+    assert_eq!(resolved(&host), 20, "the host's lookups were touched: {host:?}");
+    assert_eq!(
+        server.answered.load(std::sync::atomic::Ordering::Relaxed),
+        120,
+        "the chosen queries of a reached the resolver"
     );
     assert_eq!(chains(pid_a), "", "left in a's namespace");
 }
