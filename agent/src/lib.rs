@@ -8,7 +8,7 @@
 //! - [`backoff`]: capped exponential backoff with jitter for reconnects.
 //! - [`link`]: the agent side of the stream: Hello, heartbeats, commands, statuses.
 //! - [`table`]: the kind-agnostic task that owns every applied fault, its lease, undo record and restore.
-//! - [`faults`]: the fault-kind trait and registry, and one module per kind (`kill`, `disk_fill`, `latency`, `block`, the stress kinds, `bandwidth`, and the NFQUEUE packet kinds `corrupt`, `duplicate`, `reorder`, `dns`).
+//! - [`faults`]: the fault-kind trait and registry, and one module per kind (`kill`, `disk_fill`, `latency`, `block`, the stress kinds, `bandwidth`, and the packet kinds `corrupt`, `duplicate`, `reorder` (netem or NFQUEUE) and `dns` (NFQUEUE)).
 //! - [`process`]: the process boundary (list, signal), real and fakeable.
 //! - [`firewall`]: the packet-filter boundary (iptables-restore, nft), real and fakeable.
 //! - [`qdisc`]: the traffic-control boundary (`tc`), real and fakeable.
@@ -84,7 +84,8 @@ pub struct AgentConfig {
     /// leave a filesystem (95 % by default).
     pub fill: FillPolicy,
     /// Which latency backends may be used. By default, whichever works
-    /// (netem where the kernel has it, else nfqueue).
+    /// (netem where the kernel has it, else nfqueue). The packet kinds
+    /// (corrupt, duplicate, reorder) may use netem only where latency may.
     pub latency_backend: Allowed,
     /// Whether block faults may use nftables. By default, yes if `nft` is installed.
     pub block: bool,

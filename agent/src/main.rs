@@ -35,7 +35,8 @@ struct Args {
     #[arg(long, default_value_t = 95.0)]
     max_fill_used_percent: f64,
     /// Latency backend: auto (netem where the kernel has it, else nfqueue),
-    /// netem, nfqueue, or none (refuse every latency fault).
+    /// netem, nfqueue, or none (refuse every latency fault). Anything but
+    /// auto or netem also keeps corrupt, duplicate and reorder off netem.
     #[arg(long, default_value = "auto", value_parser = ["auto", "netem", "nfqueue", "none"])]
     latency_backend: String,
     /// Where the cgroup filesystems are mounted, for cpu_stress and

@@ -1,8 +1,9 @@
 //! The traffic-control boundary (`tc`): queueing disciplines and filters.
 //!
-//! The netem latency backend talks to the [`Tc`] trait with typed calls, so
-//! its logic (which handle it owns, what it refuses to replace) is unit
-//! tested with a recording fake; [`SystemTc`] renders the calls as `tc`
+//! The netem tree (latency, corrupt, duplicate, reorder) and bandwidth's
+//! tbf talk to the [`Tc`] trait with typed calls, so their logic (which
+//! handle they own, what they refuse to replace) is unit tested with the
+//! recording fake `fake::FakeTc` (tests only); [`SystemTc`] renders the calls as `tc`
 //! command lines.
 
 use std::process::Command;
@@ -46,12 +47,10 @@ pub enum Parent {
 pub enum QdiscKind {
     /// `prio` with `bands` bands; unclassified traffic goes to bands 1-3 as
     /// with the default priomap, so only filtered traffic reaches the last.
-    Prio { bands: u8 },
-    Netem {
-        delay: Duration,
-        jitter: Duration,
-        loss_percent: f64,
+    Prio {
+        bands: u8,
     },
+    Netem(Netem),
     /// Token bucket filter: `rate_bps` bits per second, a bucket of
     /// `burst` bytes, packets waiting longer than `latency` dropped.
     Tbf {
@@ -59,6 +58,22 @@ pub enum QdiscKind {
         burst: u64,
         latency: Duration,
     },
+}
+
+/// A netem qdisc's parameters. Percentages are 0 when unused.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Netem {
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub loss_percent: f64,
+    /// netem `corrupt`: flips one random bit of a share of the packets
+    /// (after filling in an offloaded checksum, so receivers drop them).
+    pub corrupt_percent: f64,
+    /// netem `duplicate`: queues a share of the packets twice.
+    pub duplicate_percent: f64,
+    /// netem `reorder`: the share of packets sent at once, ahead of the
+    /// ones waiting out `delay` (netem reorders only with a delay).
+    pub reorder_percent: Option<f64>,
 }
 
 /// A u32 classifier sending matching packets to `major:band`.
@@ -156,17 +171,22 @@ pub fn qdisc_args(dev: &str, parent: Parent, handle: u16, kind: &QdiscKind) -> V
             a.extend(["prio".into(), "bands".into(), bands.to_string(), "priomap".into()]);
             a.extend("1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1".split(' ').map(String::from));
         }
-        QdiscKind::Netem {
-            delay,
-            jitter,
-            loss_percent,
-        } => {
-            a.extend(["netem".into(), "delay".into(), us(*delay)]);
-            if !jitter.is_zero() {
-                a.push(us(*jitter));
+        QdiscKind::Netem(n) => {
+            a.extend(["netem".into(), "delay".into(), us(n.delay)]);
+            if !n.jitter.is_zero() {
+                a.push(us(n.jitter));
             }
-            if *loss_percent > 0.0 {
-                a.extend(["loss".into(), format!("{loss_percent}%")]);
+            for (what, p) in [
+                ("loss", n.loss_percent),
+                ("corrupt", n.corrupt_percent),
+                ("duplicate", n.duplicate_percent),
+            ] {
+                if p > 0.0 {
+                    a.extend([what.into(), format!("{p}%")]);
+                }
+            }
+            if let Some(p) = n.reorder_percent {
+                a.extend(["reorder".into(), format!("{p}%")]);
             }
         }
         QdiscKind::Tbf {
@@ -270,6 +290,86 @@ impl Tc for SystemTc {
     }
 }
 
+/// The recording fake of [`Tc`], shared by every test of a qdisc user.
+#[cfg(test)]
+pub mod fake {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records typed tc calls and keeps a model of each device's root.
+    #[derive(Default)]
+    pub struct FakeTc {
+        pub calls: Mutex<Vec<String>>,
+        pub roots: Mutex<std::collections::HashMap<String, Qdisc>>,
+        pub fail_filters: bool,
+        /// (dev, parent, prio) → whether its filters are IPv6: the kernel
+        /// keeps one protocol per priority of a parent.
+        pub prios: Mutex<std::collections::HashMap<(String, u16, u16), bool>>,
+    }
+
+    impl Tc for FakeTc {
+        fn root_qdisc(&self, dev: &str) -> Result<Option<Qdisc>> {
+            Ok(self.roots.lock().unwrap().get(dev).cloned())
+        }
+        fn add_qdisc(&self, dev: &str, parent: Parent, handle: u16, kind: &QdiscKind) -> Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(qdisc_args(dev, parent, handle, kind).join(" "));
+            if parent == Parent::Root {
+                let kind = match kind {
+                    QdiscKind::Prio { .. } => "prio",
+                    QdiscKind::Netem { .. } => "netem",
+                    QdiscKind::Tbf { .. } => "tbf",
+                };
+                self.roots.lock().unwrap().insert(
+                    dev.into(),
+                    Qdisc {
+                        kind: kind.into(),
+                        handle,
+                    },
+                );
+            }
+            Ok(())
+        }
+        fn add_filter(&self, dev: &str, parent: u16, prio: u16, f: &Filter) -> Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(filter_args(dev, parent, prio, f).join(" "));
+            if self.fail_filters {
+                return Err(Error::Failed {
+                    args: "filter".into(),
+                    stderr: "RTNETLINK answers: Invalid argument".into(),
+                });
+            }
+            // As the kernel does (found on a real kernel under qemu): a
+            // second protocol at a priority that already holds filters of
+            // another is refused.
+            let mut prios = self.prios.lock().unwrap();
+            match prios.get(&(dev.to_string(), parent, prio)) {
+                Some(v6) if *v6 != f.v6 => Err(Error::Failed {
+                    args: "filter".into(),
+                    stderr: "Error: Filter with specified priority/protocol not found.".into(),
+                }),
+                _ => {
+                    prios.insert((dev.to_string(), parent, prio), f.v6);
+                    Ok(())
+                }
+            }
+        }
+        fn delete_root(&self, dev: &str) -> Result<()> {
+            self.calls.lock().unwrap().push(format!("qdisc del dev {dev} root"));
+            self.roots.lock().unwrap().remove(dev);
+            Ok(())
+        }
+        fn roots(&self) -> Result<Vec<(String, Qdisc)>> {
+            Ok(self.roots.lock().unwrap().clone().into_iter().collect())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,16 +406,35 @@ mod tests {
             "eth0",
             Parent::Class(0xfa12, 4),
             0xfb12,
-            &QdiscKind::Netem {
+            &QdiscKind::Netem(Netem {
                 delay: Duration::from_millis(100),
                 jitter: Duration::from_millis(5),
                 loss_percent: 10.0,
-            },
+                ..Default::default()
+            }),
         );
         assert_eq!(
             a.join(" "),
             "qdisc add dev eth0 parent fa12:4 handle fb12: netem delay 100000us 5000us loss 10%"
         );
+        let packets = |n: Netem| qdisc_args("eth0", Parent::Class(0xfa12, 4), 0xfb12, &QdiscKind::Netem(n)).join(" ");
+        assert!(packets(Netem {
+            corrupt_percent: 30.0,
+            ..Default::default()
+        })
+        .ends_with("netem delay 0us corrupt 30%"));
+        assert!(packets(Netem {
+            duplicate_percent: 2.5,
+            ..Default::default()
+        })
+        .ends_with("netem delay 0us duplicate 2.5%"));
+        // reorder 0% is meaningful (every packet waits): it is written.
+        assert!(packets(Netem {
+            delay: Duration::from_millis(10),
+            reorder_percent: Some(0.0),
+            ..Default::default()
+        })
+        .ends_with("netem delay 10000us reorder 0%"));
         let f = Filter {
             v6: false,
             dst: Some("10.0.0.0/24".parse().unwrap()),

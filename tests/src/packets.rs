@@ -62,6 +62,34 @@ impl Received {
     }
 }
 
+/// Collects numbered datagrams on `sock` until its read timeout passes
+/// with nothing (at most a minute).
+pub fn receive(sock: &UdpSocket) -> Received {
+    let mut r = Received::default();
+    let mut buf = [0u8; 2048];
+    let limit = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < limit {
+        let Ok(len) = sock.recv(&mut buf) else { break };
+        if len != PAYLOAD || buf[4..len].iter().any(|b| *b != 0xa5) {
+            r.damaged += 1;
+            continue;
+        }
+        r.seqs.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+    }
+    r
+}
+
+/// Sends `n` numbered datagrams of [`PAYLOAD`] bytes (a big-endian
+/// sequence number, then 0xa5s) from `sock` to `to`, one every `pace`.
+pub fn send(sock: &UdpSocket, to: std::net::SocketAddr, n: u32, pace: Duration) {
+    let mut buf = [0xa5u8; PAYLOAD];
+    for seq in 0..n {
+        buf[..4].copy_from_slice(&seq.to_be_bytes());
+        sock.send_to(&buf, to).expect("send");
+        std::thread::sleep(pace);
+    }
+}
+
 /// Sends `n` numbered datagrams from `a` to `b`:`port`, one every `pace`,
 /// and collects what `b` receives until it has been quiet for a second
 /// (at most a minute).
@@ -73,29 +101,13 @@ pub fn udp_exchange(a: &LabHost, b: &LabHost, port: u16, n: u32, pace: Duration)
         let s = UdpSocket::bind((bip, port)).expect("bind receiver");
         s.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
         ready_tx.send(()).expect("ready");
-        let mut r = Received::default();
-        let mut buf = [0u8; 2048];
-        let limit = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < limit {
-            let Ok(len) = s.recv(&mut buf) else { break };
-            if len != PAYLOAD || buf[4..len].iter().any(|b| *b != 0xa5) {
-                r.damaged += 1;
-                continue;
-            }
-            r.seqs.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
-        }
-        r
+        receive(&s)
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
     let sender = std::thread::spawn(move || {
         enter_netns(&ans).expect("enter a");
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind sender");
-        let mut buf = [0xa5u8; PAYLOAD];
-        for seq in 0..n {
-            buf[..4].copy_from_slice(&seq.to_be_bytes());
-            s.send_to(&buf, SocketAddrV4::new(bip, port)).expect("send");
-            std::thread::sleep(pace);
-        }
+        send(&s, SocketAddrV4::new(bip, port).into(), n, pace);
     });
     sender.join().expect("sender");
     receiver.join().expect("receiver")

@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddrV4, UdpSocket};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use faultline_tests::dns::{self, Lookup};
-use faultline_tests::lab::{enter_netns, lab_or_skip, Lab, LabHost};
+use faultline_tests::lab::{enter_netns, lab_or_skip, Lab, LabHost, RunWatch};
 use faultline_tests::packets::{filter_chains as chains, udp_counter, udp_exchange};
 
 /// One lab at a time: they share the machine's CPU, and the measured
@@ -42,6 +42,28 @@ faults:
     )
 }
 
+/// A lab of hosts a (zone a) and b (zone b), one lab at a time; `None`
+/// when `test` skips. Bind the guard first so it is released last.
+fn lab(test: &str) -> Option<(MutexGuard<'static, ()>, Lab, LabHost, LabHost)> {
+    if !lab_or_skip(test) {
+        return None;
+    }
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
+    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    Some((one, lab, a, b))
+}
+
+/// Submits `fault` on host a and waits until it is in place (observe).
+fn inject(lab: &Lab, b: &LabHost, fault: &str, duration: &str) -> RunWatch {
+    let mut run = lab.submit(&experiment(b, fault, duration));
+    assert!(
+        run.wait_phase("observe", Duration::from_secs(30)),
+        "never reached observe"
+    );
+    run
+}
+
 /// The fault's only target in the report, once the run is over.
 fn restored(run: faultline_tests::lab::RunWatch) -> String {
     let result = run.finish();
@@ -52,20 +74,14 @@ fn restored(run: faultline_tests::lab::RunWatch) -> String {
 
 #[test]
 fn corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver() {
-    if !lab_or_skip("corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver") {
+    let Some((_one, lab, a, b)) = lab("corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver") else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
-    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
-    let mut run = lab.submit(&experiment(
+    };
+    let run = inject(
+        &lab,
         &b,
         "corrupt: { percent: 30%, protocol: udp, ports: [9101], to: { zones: [b] } }",
         "8s",
-    ));
-    assert!(
-        run.wait_phase("observe", Duration::from_secs(30)),
-        "never reached observe"
     );
     assert!(chains(&a.netns).contains("faultline-c-"), "{}", chains(&a.netns));
     let csum0 = udp_counter(&b.netns, "InCsumErrors");
@@ -91,20 +107,14 @@ fn corrupt_30_percent_drops_that_share_as_bad_checksums_at_the_receiver() {
 
 #[test]
 fn duplicate_20_percent_delivers_that_share_twice() {
-    if !lab_or_skip("duplicate_20_percent_delivers_that_share_twice") {
+    let Some((_one, lab, a, b)) = lab("duplicate_20_percent_delivers_that_share_twice") else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
-    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
-    let mut run = lab.submit(&experiment(
+    };
+    let run = inject(
+        &lab,
         &b,
         "duplicate: { percent: 20%, protocol: udp, ports: [9102], to: { zones: [b] } }",
         "8s",
-    ));
-    assert!(
-        run.wait_phase("observe", Duration::from_secs(30)),
-        "never reached observe"
     );
     let r = udp_exchange(&a, &b, 9102, N, Duration::from_micros(500));
     let dups = r.duplicates();
@@ -125,20 +135,14 @@ fn duplicate_20_percent_delivers_that_share_twice() {
 
 #[test]
 fn reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late() {
-    if !lab_or_skip("reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late") {
+    let Some((_one, lab, a, b)) = lab("reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late") else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
-    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
-    let mut run = lab.submit(&experiment(
+    };
+    let run = inject(
+        &lab,
         &b,
         "reorder: { percent: 25%, gap: 20ms, protocol: udp, ports: [9103], to: { zones: [b] } }",
         "8s",
-    ));
-    assert!(
-        run.wait_phase("observe", Duration::from_secs(30)),
-        "never reached observe"
     );
     let r = udp_exchange(&a, &b, 9103, N, Duration::from_micros(500));
     // Late: arrived after a datagram sent after it.
@@ -210,23 +214,13 @@ fn tally(lookups: &[Lookup]) -> String {
 
 #[test]
 fn dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolve() {
-    if !lab_or_skip("dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolve") {
+    let Some((_one, lab, a, b)) = lab("dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolve")
+    else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(&[("a", "a"), ("b", "b")]);
-    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    };
     let server = dns_server(&b);
     let resolver = SocketAddrV4::new(b.ip, 53);
-    let mut run = lab.submit(&experiment(
-        &b,
-        "dns: { names: ['*.example.com'], action: nxdomain }",
-        "10s",
-    ));
-    assert!(
-        run.wait_phase("observe", Duration::from_secs(30)),
-        "never reached observe"
-    );
+    let run = inject(&lab, &b, "dns: { names: ['*.example.com'], action: nxdomain }", "10s");
     let t = Instant::now();
     let got = lookups(
         &a,
@@ -265,23 +259,14 @@ fn dns_nxdomain_fails_the_chosen_names_from_the_resolver_and_others_still_resolv
 
 #[test]
 fn dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_the_rules() {
-    if !lab_or_skip("dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_the_rules") {
+    let Some((_one, mut lab, a, b)) =
+        lab("dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_the_rules")
+    else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = Lab::new(&[("a", "a"), ("b", "b")]);
-    let (a, b) = (lab.host("a").clone(), lab.host("b").clone());
+    };
     let _server = dns_server(&b);
     let resolver = SocketAddrV4::new(b.ip, 53);
-    let mut run = lab.submit(&experiment(
-        &b,
-        "dns: { names: [db.example.com], action: timeout }",
-        "30s",
-    ));
-    assert!(
-        run.wait_phase("observe", Duration::from_secs(30)),
-        "never reached observe"
-    );
+    let run = inject(&lab, &b, "dns: { names: [db.example.com], action: timeout }", "30s");
     let got = lookups(
         &a,
         resolver,
@@ -326,5 +311,37 @@ fn dns_timeout_drops_the_queries_and_after_an_agent_kill_9_the_restart_removes_t
     let result = run.finish();
     let t = &result.report.faults[0].targets[0];
     assert_ne!(t.state, "injected", "{t:?}");
+    lab.assert_clean();
+}
+
+#[test]
+fn backend_netem_on_a_kernel_without_sch_netem_is_refused_before_injecting_and_names_nfqueue() {
+    let Some((_one, lab, a, b)) =
+        lab("backend_netem_on_a_kernel_without_sch_netem_is_refused_before_injecting_and_names_nfqueue")
+    else {
+        return;
+    };
+    // This machine's kernel has no sch_netem (see the README): the agents
+    // advertise `corrupt:nfqueue` only, so the planner refuses.
+    let result = lab
+        .submit(&experiment(
+            &b,
+            "corrupt: { percent: 30%, protocol: udp, ports: [9104], to: { zones: [b] }, backend: netem }",
+            "2s",
+        ))
+        .finish();
+    let reason = result.report.reason.clone();
+    eprintln!("backend: netem here: exit {}, {reason}", result.exit_code);
+    assert_eq!(result.exit_code, 5, "{reason}");
+    assert!(
+        reason.contains("backend: netem needs the kernel's sch_netem; use backend: nfqueue"),
+        "{reason}"
+    );
+    assert!(reason.contains("corrupt:nfqueue"), "{reason}");
+    assert!(
+        result.report.faults.iter().all(|f| f.targets.is_empty()),
+        "nothing injected"
+    );
+    assert_eq!(chains(&a.netns), "");
     lab.assert_clean();
 }

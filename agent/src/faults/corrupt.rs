@@ -11,10 +11,11 @@
 
 use faultline_proto::v1;
 
-use super::packet::{self, Decision, Handler, PacketKind, Plan, Rng, Scope};
+use super::packet::{self, Common, Decision, Handler, PacketKind, Plan, Rng};
 use crate::faults::Registration;
 use crate::journal::Owned;
 use crate::nfqueue::CopyMode;
+use crate::qdisc;
 
 const NAME: &str = "corrupt";
 /// The start of every corrupt chain's name.
@@ -34,8 +35,8 @@ pub const KIND: Registration = Registration {
         prefix: CHAIN_PREFIX,
     }],
     takes: |w| matches!(w, v1::fault_spec::Kind::Corrupt(_)),
-    backend: "nfqueue",
-    build: |s| packet::build(&PACKET, s),
+    backend: "",
+    build: |s| packet::build(&PACKET, s, true),
 };
 
 fn plan(fault_id: &str, w: v1::fault_spec::Kind) -> packet::Result<Plan> {
@@ -45,18 +46,18 @@ fn plan(fault_id: &str, w: v1::fault_spec::Kind) -> packet::Result<Plan> {
             message: "not a corrupt spec".into(),
         });
     };
-    let scope = Scope::from_wire(NAME, w.scope)?;
-    let percent = packet::percent(NAME, w.percent)?;
-    Ok(Plan {
-        scope_lines: scope.match_lines(),
-        interface: scope.interface.clone(),
-        copy: CopyMode::Packet,
-        effect: format!("corrupting {percent}% of packets {}", scope.describe()),
-        handler: Box::new(Corrupt {
-            percent,
-            rng: Rng::seeded(fault_id),
-        }),
-    })
+    let c = Common::from_wire(NAME, w.scope, w.percent, &w.backend)?;
+    let percent = c.percent;
+    let effect = format!("corrupting {percent}% of packets {}", c.scope.describe());
+    let handler = Box::new(Corrupt {
+        percent,
+        rng: Rng::seeded(fault_id),
+    });
+    let netem = qdisc::Netem {
+        corrupt_percent: percent,
+        ..Default::default()
+    };
+    Ok(c.plan(CopyMode::Packet, effect, handler, netem))
 }
 
 struct Corrupt {

@@ -16,6 +16,7 @@
 use faultline_proto::v1;
 
 use super::packet::{self, Decision, Handler, PacketKind, Plan};
+use crate::faults::latency::Choice;
 use crate::faults::Registration;
 use crate::journal::Owned;
 use crate::nfqueue::CopyMode;
@@ -41,7 +42,7 @@ pub const KIND: Registration = Registration {
     }],
     takes: |w| matches!(w, v1::fault_spec::Kind::Dns(_)),
     backend: "nfqueue",
-    build: |s| packet::build(&PACKET, s),
+    build: |s| packet::build(&PACKET, s, false),
 };
 
 /// What a chosen lookup gets.
@@ -144,6 +145,8 @@ fn plan(_fault_id: &str, w: v1::fault_spec::Kind) -> packet::Result<Plan> {
         copy: CopyMode::Packet,
         effect: format!("{how} to DNS lookups of {which}"),
         handler: Box::new(Dns { names, action }),
+        backend: Choice::Nfqueue,
+        netem: None,
     })
 }
 

@@ -1,9 +1,11 @@
-//! What the NFQUEUE packet faults share: `corrupt`, `duplicate`, `reorder`
-//! and `dns`.
+//! What the packet faults share: `corrupt`, `duplicate`, `reorder` and
+//! `dns`: their spec parts, the choice of backend, and the NFQUEUE
+//! machinery.
 //!
-//! Per fault: one iptables chain in the `filter` table, named by the kind's
-//! prefix and the fault id ([`chain_name`]), jumped to from `OUTPUT`
-//! (packets this node sends; forwarded packets are not taken). The chain
+//! With NFQUEUE, per fault: one iptables chain in the `filter` table,
+//! named by the kind's prefix and the fault id ([`chain_name`]), jumped to
+//! from `OUTPUT` (packets this node sends; forwarded ones are not taken).
+//! The chain
 //! first returns the agent's own packets (duplicates and DNS answers carry
 //! [`MARK`]), the coordinator and SSH, then hands matching packets to an
 //! NFQUEUE queue bound by this fault's thread. The thread asks the kind's
@@ -11,15 +13,30 @@
 //! copy, hold it back, accept it and send it again, or drop it and send an
 //! answer instead.
 //!
-//! Why NFQUEUE and not netem: this kernel family often lacks `sch_netem`
-//! (see the README), while the xt `NFQUEUE` target is nearly everywhere.
-//! The rule uses `--queue-bypass`, so a dead agent lets packets through;
-//! restore removes the rules first, then releases every held packet, then
-//! unbinds. IPv4 only: an IPv6 destination is refused.
+//! Why NFQUEUE as well as netem: this kernel family often lacks
+//! `sch_netem` (see the README), while the xt `NFQUEUE` target is nearly
+//! everywhere. The rule uses `--queue-bypass`, so a dead agent lets packets
+//! through; restore removes the rules first, then releases every held
+//! packet, then unbinds. IPv4 only: an IPv6 destination is refused.
 //!
-//! Parts: `packet/scope.rs` (which packets, checked, as iptables matches),
-//! `packet/queue.rs` (the queue thread and the fault in place).
+//! `corrupt`, `duplicate` and `reorder` also have a netem backend
+//! (`backend: netem`, the default where the node has `sch_netem`, as for
+//! latency): the latency netem backend's tree (prio + netem child + u32
+//! filters for the scope) with netem's own `corrupt`, `duplicate` or
+//! `delay G reorder` instead of a queue; see `packet/netem.rs`. `dns` has
+//! none (netem cannot read a query).
+//!
+//! In containers (`targets.containers`) the NFQUEUE form runs inside the
+//! container's network namespace (`packet/container.rs`); netem is refused
+//! there.
+//!
+//! Parts: `packet/scope.rs` (which packets, checked, as iptables matches;
+//! what the kinds' specs share), `packet/queue.rs` (the queue thread and
+//! the fault in place), `packet/netem.rs` (the netem backend),
+//! `packet/container.rs` (inside a container's network namespace).
 
+mod container;
+mod netem;
 mod queue;
 mod scope;
 
@@ -29,7 +46,7 @@ use std::time::Duration;
 use faultline_proto::v1;
 use nix::sys::eventfd::EventFd;
 
-use crate::faults::latency::{self, nfqueue::probe_queue, short_hash};
+use crate::faults::latency::{self, nfqueue::probe_queue, short_hash, Choice};
 use crate::faults::{self, Applied, FaultKind, Place, Prepared, Setup};
 use crate::firewall::{Exempt, Family, Firewall};
 use crate::journal::Object;
@@ -37,7 +54,7 @@ use crate::nfqueue::{CopyMode, QueueSocket};
 
 pub use self::queue::Counters;
 use self::queue::{queue_loop, raw_socket, AppliedPacket};
-pub use self::scope::{ipv4_networks, percent, Scope};
+pub use self::scope::{backend, ipv4_networks, percent, Common, Scope};
 
 /// The iptables table of every packet fault's chain.
 pub const TABLE: &str = "filter";
@@ -61,11 +78,18 @@ pub enum Error {
     Refused(String),
     #[error("nfqueue backend: {0}")]
     Failed(String),
+    /// From the netem tree (shared with latency), refusals included.
+    #[error(transparent)]
+    Netem(#[from] latency::Error),
 }
 
 impl From<Error> for faults::Error {
     fn from(e: Error) -> Self {
-        let refusal = !matches!(e, Error::Failed(_));
+        let refusal = match &e {
+            Error::Failed(_) => false,
+            Error::Netem(e) => e.is_refusal(),
+            _ => true,
+        };
         faults::Error::of(e, refusal)
     }
 }
@@ -145,6 +169,35 @@ pub struct Plan {
     /// destination", for detail texts.
     pub effect: String,
     pub handler: Box<dyn Handler>,
+    /// The backend asked for.
+    pub backend: Choice,
+    /// What the netem backend does instead; `None`: nfqueue only (dns).
+    pub netem: Option<NetemPlan>,
+}
+
+/// A packet fault as a netem qdisc over the fault's scope.
+pub struct NetemPlan {
+    pub qdisc: crate::qdisc::Netem,
+    pub scope: Scope,
+}
+
+impl Common {
+    /// The plan of a kind with these shared fields: `handler` for the
+    /// nfqueue backend, `qdisc` for the netem one.
+    pub fn plan(self, copy: CopyMode, effect: String, handler: Box<dyn Handler>, qdisc: crate::qdisc::Netem) -> Plan {
+        Plan {
+            scope_lines: self.scope.match_lines(),
+            interface: self.scope.interface.clone(),
+            copy,
+            effect,
+            handler,
+            backend: self.backend,
+            netem: Some(NetemPlan {
+                qdisc,
+                scope: self.scope,
+            }),
+        }
+    }
 }
 
 /// A packet kind's static parts.
@@ -178,45 +231,122 @@ impl Nfqueue {
 struct Kind {
     kind: &'static PacketKind,
     nfqueue: Option<Nfqueue>,
+    /// The netem tree builder, where the node has `sch_netem` and `tc`.
+    netem: Option<Arc<latency::netem::Netem>>,
+    /// Why netem is missing, e.g. "netem: the kernel has no sch_netem module".
+    netem_missing: String,
+    /// Whether the kind has a netem form (not dns).
+    has_netem_form: bool,
     exempt: Exempt,
 }
 
-/// Sets a packet kind up on this node.
-pub fn build(kind: &'static PacketKind, setup: &Setup) -> Arc<dyn FaultKind> {
+/// Sets a packet kind up on this node; `has_netem_form` says whether its
+/// plans carry a [`NetemPlan`].
+pub fn build(kind: &'static PacketKind, setup: &Setup, has_netem_form: bool) -> Arc<dyn FaultKind> {
     Arc::new(Kind {
         kind,
         nfqueue: setup.nfqueue.clone(),
+        netem: setup.latency.tree.clone(),
+        netem_missing: setup.latency.why_missing("netem"),
+        has_netem_form,
         exempt: setup.exempt.clone(),
     })
 }
 
+impl Kind {
+    fn no_nfqueue(&self) -> Error {
+        Error::Refused(format!(
+            "{} needs iptables and the kernel's nfnetlink_queue, which this node lacks",
+            self.kind.name
+        ))
+    }
+
+    fn no_netem(&self) -> Error {
+        let why = if self.netem_missing.is_empty() {
+            "netem: tc or sch_netem is missing".to_string()
+        } else {
+            self.netem_missing.clone()
+        };
+        Error::Refused(format!(
+            "the netem backend is not available here ({why}); use backend: nfqueue"
+        ))
+    }
+}
+
 impl FaultKind for Kind {
     fn capabilities(&self) -> Vec<String> {
-        match self.nfqueue {
-            Some(_) => vec![format!("{}:nfqueue", self.kind.name)],
-            None => vec![],
+        let mut c = Vec::new();
+        if self.has_netem_form && self.netem.is_some() {
+            c.push(format!("{}:netem", self.kind.name));
         }
+        if self.nfqueue.is_some() {
+            c.push(format!("{}:nfqueue", self.kind.name));
+        }
+        c
     }
 
     fn prepare(&self, fault_id: &str, spec: v1::fault_spec::Kind, place: &Place) -> faults::Result<Box<dyn Prepared>> {
-        faults::refuse_containers(self.kind.name, place)?;
-        let plan = (self.kind.plan)(fault_id, spec)?;
+        let mut plan = (self.kind.plan)(fault_id, spec)?;
+        // In a container: its network namespace, with nfqueue only (netem
+        // would need the container's interface, which the spec cannot
+        // name; the node's `tc` sees the host's).
+        let in_netns = match place {
+            Place::Host => None,
+            Place::Containers { containers, .. } => {
+                if plan.backend == Choice::Netem {
+                    return Err(Error::Refused(format!(
+                        "{} in containers runs over nfqueue only; use backend: nfqueue (or auto)",
+                        self.kind.name
+                    ))
+                    .into());
+                }
+                plan.backend = Choice::Nfqueue;
+                Some(container::InNetns::new(self.kind.name, containers)?)
+            }
+        };
+        let use_netem = match (plan.backend, &plan.netem, &self.netem) {
+            (Choice::Nfqueue, _, _) => false,
+            (Choice::Netem, None, _) => {
+                return Err(Error::InvalidSpec {
+                    kind: self.kind.name,
+                    message: "there is no netem form of this kind; use backend: nfqueue".into(),
+                }
+                .into())
+            }
+            (Choice::Netem, Some(_), None) => return Err(self.no_netem().into()),
+            (Choice::Netem, Some(_), Some(_)) => true,
+            (Choice::Auto, Some(_), Some(_)) => true,
+            (Choice::Auto, _, _) => false,
+        };
+        if use_netem {
+            let (Some(tree), Some(np)) = (self.netem.clone(), plan.netem.take()) else {
+                return Err(self.no_netem().into());
+            };
+            return Ok(Box::new(netem::PreparedNetem::new(
+                self.kind,
+                fault_id,
+                tree,
+                np,
+                plan.effect,
+                self.exempt.clone(),
+            )?));
+        }
         let chain = chain_name(self.kind.prefix, fault_id)?;
         let Some(nfqueue) = self.nfqueue.clone() else {
-            return Err(Error::Refused(format!(
-                "{} needs iptables and the kernel's nfnetlink_queue, which this node lacks",
-                self.kind.name
-            ))
-            .into());
+            return Err(self.no_nfqueue().into());
         };
-        Ok(Box::new(PreparedPacket {
+        let prepared = Box::new(PreparedPacket {
             kind: self.kind,
             fault_id: fault_id.to_string(),
             chain,
             plan,
             nfqueue,
             exempt: self.exempt.clone(),
-        }))
+        });
+        Ok(match in_netns {
+            Some(netns) => netns.wrap(prepared),
+            None => prepared,
+        })
     }
 }
 

@@ -30,6 +30,9 @@ pub trait AppliedLatency: Send {
 pub struct Backends {
     pub netem: Option<Arc<dyn LatencyBackend>>,
     pub nfqueue: Option<Arc<dyn LatencyBackend>>,
+    /// The netem backend's tree builder, which the packet kinds (corrupt,
+    /// duplicate, reorder) use too; `Some` exactly when `netem` is.
+    pub tree: Option<Arc<netem::Netem>>,
     /// Why a backend is unavailable, for refusals: `(name, reason)`.
     pub missing: Vec<(&'static str, String)>,
 }
@@ -58,7 +61,11 @@ impl Backends {
         if matches!(allowed, Allowed::Auto | Allowed::Netem) {
             let tc = SystemTc::detect();
             match (tc.installed(), netem::kernel_has_netem(root)) {
-                (true, true) => b.netem = Some(Arc::new(netem::Netem::new(Arc::new(tc), root))),
+                (true, true) => {
+                    let tree = Arc::new(netem::Netem::new(Arc::new(tc), root));
+                    b.netem = Some(tree.clone());
+                    b.tree = Some(tree);
+                }
                 (false, _) => b.missing.push(("netem", "tc is not installed".into())),
                 (true, false) => b.missing.push(("netem", "the kernel has no sch_netem module".into())),
             }
@@ -96,6 +103,17 @@ impl Backends {
             c.push("latency:nfqueue".into());
         }
         c
+    }
+
+    /// Why `name` is unavailable, e.g. "netem: the kernel has no sch_netem
+    /// module"; empty when it is available.
+    pub fn why_missing(&self, name: &str) -> String {
+        self.missing
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(n, r)| format!("{n}: {r}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The backend for `choice`, or a refusal that says why none fits.

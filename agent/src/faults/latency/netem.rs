@@ -18,9 +18,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{exempt_hosts, short_hash, AppliedLatency, Counters, Error, LatencyBackend, LatencySpec, Result};
+use super::{exempt_hosts, short_hash, AppliedLatency, Counters, Error, LatencyBackend, LatencySpec, Protocol, Result};
+use crate::cidr::Cidr;
 use crate::firewall::Exempt;
-use crate::qdisc::{Filter, Parent, QdiscKind, Tc};
+use crate::qdisc::{self, Filter, Parent, QdiscKind, Tc};
 
 /// Major handles of faultline's prio qdiscs are `fa00`..`faff`.
 pub const OWN_PRIO: u16 = 0xfa00;
@@ -84,9 +85,9 @@ impl Netem {
     /// fault takes the interface's root and a second one on the same
     /// interface is refused here, before its undo record is written (a
     /// record naming the first fault's qdisc would remove it on recovery).
-    fn placement(&self, fault_id: &str, spec: &LatencySpec) -> Result<(String, u16)> {
+    pub fn placement(&self, fault_id: &str, interface: &Option<String>) -> Result<(String, u16)> {
         faultline_proto::ids::validate_fault_id(fault_id).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-        let dev = match &spec.interface {
+        let dev = match interface {
             Some(i) => i.clone(),
             None => default_route_interface(&self.root).ok_or_else(|| {
                 Error::Refused("netem needs an interface and this node has no IPv4 default route; set interface".into())
@@ -99,7 +100,7 @@ impl Netem {
         match current {
             Some(q) if q.handle & 0xff00 == OWN_PRIO => {
                 return Err(Error::Refused(format!(
-                    "another faultline latency fault (qdisc {:x}:) already holds the root qdisc of {dev}",
+                    "another faultline netem fault (qdisc {:x}:) already holds the root qdisc of {dev}",
                     q.handle
                 )))
             }
@@ -113,60 +114,28 @@ impl Netem {
         }
         Ok((dev, OWN_PRIO | (short_hash(fault_id) & 0xff) as u16))
     }
-}
 
-struct Applied {
-    tc: Arc<dyn Tc>,
-    dev: String,
-    handle: u16,
-}
-
-impl AppliedLatency for Applied {
-    fn objects(&self) -> Vec<String> {
-        vec![format!("qdisc prio {:x}: + netem on {}", self.handle, self.dev)]
-    }
-
-    fn restore(self: Box<Self>) -> Result<Counters> {
+    /// Builds the tree (prio, a netem child with `netem`, the filters of
+    /// `scope` after the exemptions) on the interface [`Netem::placement`]
+    /// picks. On failure what was built is removed again.
+    pub fn apply_tree(
+        &self,
+        fault_id: &str,
+        interface: &Option<String>,
+        netem: qdisc::Netem,
+        scope: &Match,
+        exempt: &Exempt,
+    ) -> Result<Tree> {
         let err = |message: String| Error::Backend {
             backend: "netem",
             message,
         };
-        match self.tc.root_qdisc(&self.dev).map_err(|e| err(e.to_string()))? {
-            Some(q) if q.handle == self.handle => {
-                self.tc.delete_root(&self.dev).map_err(|e| err(e.to_string()))?;
-                Ok(Counters::default())
-            }
-            // Someone replaced or removed our qdisc: not ours to delete.
-            Some(q) => Err(err(format!(
-                "the root qdisc of {} is now {} {:x}:, not ours ({:x}:); left it alone",
-                self.dev, q.kind, q.handle, self.handle
-            ))),
-            None => Ok(Counters::default()),
-        }
-    }
-}
-
-impl LatencyBackend for Netem {
-    fn name(&self) -> &'static str {
-        "netem"
-    }
-
-    fn plan(&self, fault_id: &str, spec: &LatencySpec) -> Result<Vec<crate::journal::Object>> {
-        let (dev, handle) = self.placement(fault_id, spec)?;
-        Ok(vec![crate::journal::Object::Qdisc { dev, handle }])
-    }
-
-    fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>> {
-        let err = |message: String| Error::Backend {
-            backend: "netem",
-            message,
-        };
-        let (dev, handle) = self.placement(fault_id, spec)?;
+        let (dev, handle) = self.placement(fault_id, interface)?;
         let low = handle & 0xff;
         self.tc
             .add_qdisc(&dev, Parent::Root, handle, &QdiscKind::Prio { bands: BANDS })
             .map_err(|e| err(e.to_string()))?;
-        let applied = Applied {
+        let tree = Tree {
             tc: self.tc.clone(),
             dev: dev.clone(),
             handle,
@@ -177,14 +146,10 @@ impl LatencyBackend for Netem {
                     &dev,
                     Parent::Class(handle, NETEM_BAND),
                     OWN_NETEM | low,
-                    &QdiscKind::Netem {
-                        delay: spec.delay,
-                        jitter: spec.jitter,
-                        loss_percent: spec.loss_percent,
-                    },
+                    &QdiscKind::Netem(netem),
                 )
                 .map_err(|e| err(e.to_string()))?;
-            for f in filters(spec, exempt) {
+            for f in filters(scope, exempt) {
                 // One priority per protocol: the kernel refuses an IPv6
                 // filter at a priority that holds IPv4 ones ("Filter with
                 // specified priority/protocol not found").
@@ -202,16 +167,117 @@ impl LatencyBackend for Netem {
         };
         if let Err(e) = build() {
             // Deleting our root removes the netem child and filters with it.
-            let _ = Box::new(applied).restore();
+            let _ = tree.remove();
             return Err(e);
         }
-        Ok(Box::new(applied))
+        Ok(tree)
+    }
+}
+
+/// Which packets go to the netem band.
+#[derive(Debug, Clone, Copy)]
+pub struct Match<'a> {
+    /// Empty means any destination.
+    pub destinations: &'a [Cidr],
+    pub dst_ports: &'a [u16],
+    pub src_ports: &'a [u16],
+    pub protocol: Protocol,
+    /// Leave IPv6 packets alone even with no destination (the packet kinds
+    /// take IPv4 only, like their nfqueue backend).
+    pub ipv4_only: bool,
+}
+
+impl<'a> Match<'a> {
+    /// The packets of a latency fault.
+    pub fn of(spec: &'a LatencySpec) -> Self {
+        Match {
+            destinations: &spec.destinations,
+            dst_ports: &spec.dst_ports,
+            src_ports: &spec.src_ports,
+            protocol: spec.protocol,
+            ipv4_only: false,
+        }
+    }
+
+    fn families(&self) -> (bool, bool) {
+        if self.destinations.is_empty() {
+            (true, !self.ipv4_only)
+        } else {
+            (
+                self.destinations.iter().any(|d| d.is_ipv4()),
+                self.destinations.iter().any(|d| !d.is_ipv4()),
+            )
+        }
+    }
+}
+
+/// A netem tree in place: a root prio qdisc of faultline's range on one
+/// interface.
+pub struct Tree {
+    tc: Arc<dyn Tc>,
+    dev: String,
+    handle: u16,
+}
+
+impl Tree {
+    /// The tree in words, for reports and logs.
+    pub fn describe(&self) -> String {
+        format!("qdisc prio {:x}: + netem on {}", self.handle, self.dev)
+    }
+
+    /// Deletes the root qdisc if it is still this tree's.
+    pub fn remove(self) -> Result<()> {
+        let err = |message: String| Error::Backend {
+            backend: "netem",
+            message,
+        };
+        match self.tc.root_qdisc(&self.dev).map_err(|e| err(e.to_string()))? {
+            Some(q) if q.handle == self.handle => self.tc.delete_root(&self.dev).map_err(|e| err(e.to_string())),
+            // Someone replaced or removed our qdisc: not ours to delete.
+            Some(q) => Err(err(format!(
+                "the root qdisc of {} is now {} {:x}:, not ours ({:x}:); left it alone",
+                self.dev, q.kind, q.handle, self.handle
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AppliedLatency for Tree {
+    fn objects(&self) -> Vec<String> {
+        vec![self.describe()]
+    }
+
+    fn restore(self: Box<Self>) -> Result<Counters> {
+        self.remove().map(|()| Counters::default())
+    }
+}
+
+impl LatencyBackend for Netem {
+    fn name(&self) -> &'static str {
+        "netem"
+    }
+
+    fn plan(&self, fault_id: &str, spec: &LatencySpec) -> Result<Vec<crate::journal::Object>> {
+        let (dev, handle) = self.placement(fault_id, &spec.interface)?;
+        Ok(vec![crate::journal::Object::Qdisc { dev, handle }])
+    }
+
+    fn apply(&self, fault_id: &str, spec: &LatencySpec, exempt: &Exempt) -> Result<Box<dyn AppliedLatency>> {
+        let netem = qdisc::Netem {
+            delay: spec.delay,
+            jitter: spec.jitter,
+            loss_percent: spec.loss_percent,
+            ..Default::default()
+        };
+        let tree = self.apply_tree(fault_id, &spec.interface, netem, &Match::of(spec), exempt)?;
+        Ok(Box::new(tree))
     }
 }
 
 /// Filters in the order they are added: exemptions to the normal band,
 /// then the scope to the netem band.
-fn filters(spec: &LatencySpec, exempt: &Exempt) -> Vec<Filter> {
+fn filters(spec: &Match, exempt: &Exempt) -> Vec<Filter> {
     let mut out = Vec::new();
     for h in exempt_hosts(exempt) {
         out.push(Filter {
@@ -260,8 +326,8 @@ fn filters(spec: &LatencySpec, exempt: &Exempt) -> Vec<Filter> {
                 .collect()
         };
         for dst in &dsts {
-            for dport in opt(&spec.dst_ports) {
-                for sport in opt(&spec.src_ports) {
+            for dport in opt(spec.dst_ports) {
+                for sport in opt(spec.src_ports) {
                     out.push(Filter {
                         v6: fam_v6,
                         dst: *dst,
@@ -284,82 +350,10 @@ fn filters(spec: &LatencySpec, exempt: &Exempt) -> Vec<Filter> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::latency::{Choice, Protocol};
-    use crate::qdisc::{self, Qdisc};
-    use std::sync::Mutex;
+    use crate::faults::latency::Choice;
+    use crate::qdisc::fake::FakeTc;
+    use crate::qdisc::Qdisc;
     use std::time::Duration;
-
-    /// Records typed tc calls and keeps a model of each device's root.
-    #[derive(Default)]
-    struct FakeTc {
-        calls: Mutex<Vec<String>>,
-        roots: Mutex<std::collections::HashMap<String, Qdisc>>,
-        fail_filters: bool,
-        /// (dev, parent, prio) → whether its filters are IPv6: the kernel
-        /// keeps one protocol per priority of a parent.
-        prios: Mutex<std::collections::HashMap<(String, u16, u16), bool>>,
-    }
-
-    impl Tc for FakeTc {
-        fn root_qdisc(&self, dev: &str) -> qdisc::Result<Option<Qdisc>> {
-            Ok(self.roots.lock().unwrap().get(dev).cloned())
-        }
-        fn add_qdisc(&self, dev: &str, parent: Parent, handle: u16, kind: &QdiscKind) -> qdisc::Result<()> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(qdisc::qdisc_args(dev, parent, handle, kind).join(" "));
-            if parent == Parent::Root {
-                let kind = match kind {
-                    QdiscKind::Prio { .. } => "prio",
-                    QdiscKind::Netem { .. } => "netem",
-                    QdiscKind::Tbf { .. } => "tbf",
-                };
-                self.roots.lock().unwrap().insert(
-                    dev.into(),
-                    Qdisc {
-                        kind: kind.into(),
-                        handle,
-                    },
-                );
-            }
-            Ok(())
-        }
-        fn add_filter(&self, dev: &str, parent: u16, prio: u16, f: &Filter) -> qdisc::Result<()> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(qdisc::filter_args(dev, parent, prio, f).join(" "));
-            if self.fail_filters {
-                return Err(qdisc::Error::Failed {
-                    args: "filter".into(),
-                    stderr: "RTNETLINK answers: Invalid argument".into(),
-                });
-            }
-            // As the kernel does (found on a real kernel under qemu): a
-            // second protocol at a priority that already holds filters of
-            // another is refused.
-            let mut prios = self.prios.lock().unwrap();
-            match prios.get(&(dev.to_string(), parent, prio)) {
-                Some(v6) if *v6 != f.v6 => Err(qdisc::Error::Failed {
-                    args: "filter".into(),
-                    stderr: "Error: Filter with specified priority/protocol not found.".into(),
-                }),
-                _ => {
-                    prios.insert((dev.to_string(), parent, prio), f.v6);
-                    Ok(())
-                }
-            }
-        }
-        fn delete_root(&self, dev: &str) -> qdisc::Result<()> {
-            self.calls.lock().unwrap().push(format!("qdisc del dev {dev} root"));
-            self.roots.lock().unwrap().remove(dev);
-            Ok(())
-        }
-        fn roots(&self) -> qdisc::Result<Vec<(String, Qdisc)>> {
-            Ok(self.roots.lock().unwrap().clone().into_iter().collect())
-        }
-    }
 
     fn spec() -> LatencySpec {
         LatencySpec {
@@ -436,12 +430,12 @@ mod tests {
             .apply("r2-1", &spec(), &Exempt::default())
             .err()
             .unwrap();
-        assert!(e.to_string().contains("another faultline latency fault"), "{e}");
+        assert!(e.to_string().contains("another faultline netem fault"), "{e}");
         // Planning refuses too, so no undo record naming the first fault's
         // qdisc is written (handles are 8 bits: two ids can share one).
         let e = netem(tc.clone()).plan("r2-1", &spec()).unwrap_err();
         assert!(
-            e.is_refusal() && e.to_string().contains("another faultline latency fault"),
+            e.is_refusal() && e.to_string().contains("another faultline netem fault"),
             "{e}"
         );
         first.restore().unwrap();

@@ -176,6 +176,7 @@ impl AppliedPacket {
             objects: self.objects(),
             packets_seen: c.seen,
             packets_affected: c.affected,
+            uncounted: false,
         })
     }
 }

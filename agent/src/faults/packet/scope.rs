@@ -5,7 +5,7 @@ use faultline_proto::v1;
 
 use super::{Error, Result};
 use crate::cidr::Cidr;
-use crate::faults::latency::{self, Protocol, MAX_PORTS};
+use crate::faults::latency::{self, netem::Match, Choice, Protocol, MAX_PORTS};
 
 /// Which packets leaving the node a fault takes.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +148,52 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// The same packets as u32 filters of a netem tree (IPv4 only).
+    pub fn netem_match(&self) -> Match<'_> {
+        Match {
+            destinations: &self.destinations,
+            dst_ports: &self.dst_ports,
+            src_ports: &self.src_ports,
+            protocol: self.protocol,
+            ipv4_only: true,
+        }
+    }
+}
+
+/// What the `corrupt`, `duplicate` and `reorder` specs share, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Common {
+    pub scope: Scope,
+    /// (0, 100].
+    pub percent: f64,
+    pub backend: Choice,
+}
+
+impl Common {
+    /// Checks the shared fields of a `kind` wire spec.
+    pub fn from_wire(kind: &'static str, scope: Option<v1::PacketScope>, percent: f64, backend: &str) -> Result<Self> {
+        Ok(Common {
+            scope: Scope::from_wire(kind, scope)?,
+            percent: self::percent(kind, percent)?,
+            backend: self::backend(kind, backend)?,
+        })
+    }
+}
+
+/// The backend asked for: `netem`, `nfqueue`, or empty / `auto`.
+pub fn backend(kind: &'static str, raw: &str) -> Result<Choice> {
+    match raw {
+        "" | "auto" => Ok(Choice::Auto),
+        "netem" => Ok(Choice::Netem),
+        "nfqueue" => Ok(Choice::Nfqueue),
+        b => Err(Error::InvalidSpec {
+            kind,
+            message: format!("backend {b:?}: use netem, nfqueue or auto"),
+        }),
+    }
+}
+
 /// A share of packets, checked: (0, 100].
 pub fn percent(kind: &'static str, p: f64) -> Result<f64> {
     if p > 0.0 && p <= 100.0 {
@@ -201,5 +247,9 @@ mod tests {
         assert!(percent("corrupt", 0.0).is_err());
         assert!(percent("corrupt", 100.5).is_err());
         assert_eq!(percent("corrupt", 30.0).unwrap(), 30.0);
+        assert_eq!(backend("corrupt", "").unwrap(), Choice::Auto);
+        assert_eq!(backend("corrupt", "netem").unwrap(), Choice::Netem);
+        let e = backend("corrupt", "ebpf").unwrap_err().to_string();
+        assert!(e.contains("use netem, nfqueue or auto"), "{e}");
     }
 }

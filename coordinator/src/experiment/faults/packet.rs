@@ -1,10 +1,12 @@
 //! What the packet kinds (`corrupt`, `duplicate`, `reorder`) share on the
 //! coordinator: the scope as written (destinations, ports, protocol,
-//! interface), the share of packets, and how their observation reads. The
-//! agent applies them with an NFQUEUE queue, IPv4 only: resolved IPv6
-//! peer addresses are left out of the wire spec.
+//! interface), the share of packets, the backend, and how their
+//! observation reads. The agent applies them with netem (where its kernel
+//! has `sch_netem`) or an NFQUEUE queue, IPv4 only: resolved IPv6 peer
+//! addresses are left out of the wire spec.
 
 use faultline_proto::v1;
+use serde::Deserialize;
 
 use super::Observed;
 use crate::experiment::peers::{self, check_ports, join_ports, Peers, RawPeers};
@@ -25,8 +27,89 @@ pub enum Error {
     IcmpPorts { kind: &'static str },
     #[error("{kind}.to: {cidr} is IPv6; {kind} takes IPv4 packets only (not yet IPv6)")]
     Ipv6 { kind: &'static str, cidr: String },
+    #[error("{kind}.backend {name:?}: use netem, nfqueue or auto")]
+    Backend { kind: &'static str, name: String },
     #[error(transparent)]
     Peers(#[from] peers::Error),
+}
+
+/// A `corrupt` or `duplicate` as written (`reorder` adds `gap`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShare {
+    percent: RawRate,
+    interface: Option<String>,
+    #[serde(default)]
+    to: RawPeers,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    source_ports: Vec<u16>,
+    protocol: Option<String>,
+    backend: Option<String>,
+}
+
+/// What `corrupt`, `duplicate` and `reorder` share, checked.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// Share of matching packets, in percent: (0, 100].
+    pub percent: f64,
+    pub scope: Scope,
+    /// `netem` or `nfqueue`; `None` lets the agent pick (netem where its
+    /// kernel has it, as for latency).
+    pub backend: Option<String>,
+}
+
+impl Share {
+    /// Checks a `corrupt` or `duplicate` as written under `kind`.
+    pub(crate) fn check(kind: &'static str, r: RawShare) -> Result<Self, Error> {
+        Ok(Share {
+            percent: percent(kind, r.percent)?,
+            scope: Scope::check(kind, r.to, r.ports, r.source_ports, r.protocol, r.interface)?,
+            backend: backend(kind, r.backend)?,
+        })
+    }
+
+    /// "corrupt 30% of packets to zones b udp ports 9000 backend netem".
+    pub fn summary(&self, verb: &str) -> String {
+        let mut s = format!("{verb} {}% of packets {}", self.percent, self.scope.summary());
+        if let Some(b) = &self.backend {
+            s += &format!(" backend {b}");
+        }
+        s
+    }
+
+    /// A requested backend must be advertised as `<kind>:<backend>`; else
+    /// any backend of the kind will do.
+    pub fn runs_on(&self, kind: &str, caps: &[String]) -> bool {
+        match &self.backend {
+            Some(b) => caps.iter().any(|c| *c == format!("{kind}:{b}")),
+            None => caps.iter().any(|c| c.starts_with(&format!("{kind}:"))),
+        }
+    }
+
+    /// What the fault needs of an agent, for the planner's refusal.
+    pub fn requirement(&self, kind: &str) -> String {
+        match self.backend.as_deref() {
+            Some("netem") => {
+                format!("{kind} (backend: netem needs the kernel's sch_netem; use backend: nfqueue without it)")
+            }
+            Some(b) => format!("{kind} (backend {b})"),
+            None => kind.to_string(),
+        }
+    }
+}
+
+/// A backend as written: `netem`, `nfqueue`, or `auto` / absent (`None`).
+pub(crate) fn backend(kind: &'static str, raw: Option<String>) -> Result<Option<String>, Error> {
+    match raw.as_deref() {
+        None | Some("auto") => Ok(None),
+        Some("netem" | "nfqueue") => Ok(raw),
+        Some(b) => Err(Error::Backend {
+            kind,
+            name: b.to_string(),
+        }),
+    }
 }
 
 /// Which packets a packet fault takes, checked.
@@ -150,6 +233,13 @@ pub(crate) fn percent(kind: &'static str, raw: RawRate) -> Result<f64, Error> {
 /// fault is restored; `affected` names what the kind did to a packet.
 pub fn observe(o: &v1::PacketObservation, state: v1::FaultState, affected: &str, into: &mut Observed) {
     into.objects = o.objects.clone();
+    if o.uncounted {
+        let note = "the backend (netem) counts no packets".to_string();
+        if !into.notes.contains(&note) {
+            into.notes.push(note);
+        }
+        return;
+    }
     if state != v1::FaultState::Injected {
         into.set_figure("seen", o.packets_seen as f64, "packets");
         into.set_figure(affected, o.packets_affected as f64, "packets");
@@ -159,6 +249,7 @@ pub fn observe(o: &v1::PacketObservation, state: v1::FaultState, affected: &str,
 #[cfg(test)]
 mod tests {
     use super::super::corrupt::CorruptFault;
+    use super::super::duplicate::DuplicateFault;
     use super::super::reorder::ReorderFault;
     use super::super::Kind;
 
@@ -201,5 +292,85 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("reorder.gap 5s"), "{e}");
+    }
+
+    #[test]
+    fn a_backend_goes_to_the_wire_and_needs_its_capability() {
+        let caps = vec!["corrupt:nfqueue".to_string(), "reorder:nfqueue".to_string()];
+        let f = CorruptFault::from_raw(
+            serde_norway::from_str(
+                "percent: 5
+backend: netem
+",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(f.to_wire(&[]).backend, "netem");
+        assert!(f.summary().ends_with("backend netem"), "{}", f.summary());
+        assert!(!f.runs_on(&caps));
+        assert!(f.runs_on(&["corrupt:netem".to_string()]));
+        assert!(f.requirement().contains("use backend: nfqueue"), "{}", f.requirement());
+        let auto = CorruptFault::from_raw(
+            serde_norway::from_str(
+                "percent: 5
+",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(auto.to_wire(&[]).backend, "");
+        assert!(auto.runs_on(&caps) && !auto.runs_on(&["duplicate:netem".to_string()]));
+        let d = DuplicateFault::from_raw(
+            serde_norway::from_str(
+                "percent: 5
+backend: nfqueue
+",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(d.to_wire(&[]).backend, "nfqueue");
+        let r = ReorderFault::from_raw(
+            serde_norway::from_str(
+                "percent: 5
+backend: netem
+",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.to_wire(&[]).backend, "netem");
+        assert!(!r.runs_on(&caps));
+        let e = CorruptFault::from_raw(serde_norway::from_str("percent: 5\nbackend: ebpf\n").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("corrupt.backend \"ebpf\": use netem, nfqueue or auto"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_netem_observation_has_no_packet_figures_but_a_note() {
+        use faultline_proto::v1;
+        let mut into = super::Observed::default();
+        let o = v1::PacketObservation {
+            objects: vec!["qdisc prio fa01: + netem on eth0".into()],
+            uncounted: true,
+            ..Default::default()
+        };
+        super::observe(&o, v1::FaultState::Restored, "corrupted", &mut into);
+        super::observe(&o, v1::FaultState::Restored, "corrupted", &mut into);
+        assert!(into.figures.is_empty(), "{:?}", into.figures);
+        assert_eq!(into.notes, vec!["the backend (netem) counts no packets".to_string()]);
+        let counted = v1::PacketObservation {
+            packets_seen: 10,
+            packets_affected: 3,
+            ..Default::default()
+        };
+        let mut into = super::Observed::default();
+        super::observe(&counted, v1::FaultState::Restored, "corrupted", &mut into);
+        assert_eq!(into.figures.len(), 2);
     }
 }

@@ -1,13 +1,15 @@
 //! `reorder`: hold a share of the packets a target sends back by a gap so
 //! later ones overtake them, matched by destination, ports and protocol.
-//! The agent uses an NFQUEUE queue (see `agent/src/faults/reorder.rs`).
+//! The agent uses netem (`delay <gap> reorder <100 - percent>%`: netem
+//! reorders only behind a delay) where its kernel has `sch_netem`, else an
+//! NFQUEUE queue (`backend:` picks one; see `agent/src/faults/reorder.rs`).
 
 use std::time::Duration;
 
 use faultline_proto::v1;
 use serde::Deserialize;
 
-use super::packet::{self, Scope};
+use super::packet::{self, Scope, Share};
 use super::{Kind, Observed};
 use crate::experiment::durations::{fmt_duration, Dur};
 use crate::experiment::peers::RawPeers;
@@ -16,11 +18,10 @@ use crate::experiment::values::RawRate;
 /// Parameters of a `reorder` fault (egress of the target).
 #[derive(Debug, Clone)]
 pub struct ReorderFault {
-    /// Share of matching packets held back, in percent: (0, 100].
-    pub percent: f64,
+    /// The share of matching packets held back, their scope, the backend.
+    pub share: Share,
     /// How long a held packet waits. By default, 10 ms.
     pub gap: Duration,
-    pub scope: Scope,
 }
 
 /// Why a written `reorder` is refused.
@@ -46,6 +47,7 @@ pub struct RawReorder {
     #[serde(default)]
     source_ports: Vec<u16>,
     protocol: Option<String>,
+    backend: Option<String>,
 }
 
 impl Kind for ReorderFault {
@@ -61,31 +63,47 @@ impl Kind for ReorderFault {
             return Err(Error::Gap(fmt_duration(gap)));
         }
         Ok(ReorderFault {
-            percent: packet::percent(Self::NAME, r.percent)?,
+            share: Share {
+                percent: packet::percent(Self::NAME, r.percent)?,
+                scope: Scope::check(Self::NAME, r.to, r.ports, r.source_ports, r.protocol, r.interface)?,
+                backend: packet::backend(Self::NAME, r.backend)?,
+            },
             gap,
-            scope: Scope::check(Self::NAME, r.to, r.ports, r.source_ports, r.protocol, r.interface)?,
         })
     }
 
     fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "hold {}% of packets {} back by {}",
-            self.percent,
-            self.scope.summary(),
+            self.share.percent,
+            self.share.scope.summary(),
             fmt_duration(self.gap)
-        )
+        );
+        if let Some(b) = &self.share.backend {
+            s += &format!(" backend {b}");
+        }
+        s
     }
 
     fn to_wire(&self, peers: &[String]) -> v1::ReorderSpec {
         v1::ReorderSpec {
-            scope: self.scope.to_wire(peers),
-            percent: self.percent,
+            scope: self.share.scope.to_wire(peers),
+            percent: self.share.percent,
             gap_us: self.gap.as_micros() as u64,
+            backend: self.share.backend.clone().unwrap_or_default(),
         }
     }
 
     fn peers(&self) -> Option<&crate::experiment::peers::Peers> {
-        Some(&self.scope.to)
+        Some(&self.share.scope.to)
+    }
+
+    fn runs_on(&self, caps: &[String]) -> bool {
+        self.share.runs_on(Self::NAME, caps)
+    }
+
+    fn requirement(&self) -> String {
+        self.share.requirement(Self::NAME)
     }
 
     fn observe(o: &v1::PacketObservation, state: v1::FaultState, into: &mut Observed) {
