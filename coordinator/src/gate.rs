@@ -61,10 +61,7 @@ pub type StartRun = Arc<dyn Fn(Experiment, String, String) -> StartFuture + Send
 /// What [`StartRun`] returns: the run's id and its events, or why it did
 /// not start.
 pub type StartFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<(String, mpsc::Receiver<v1::RunEvent>), crate::control::Error>>
-            + Send,
-    >,
+    Box<dyn std::future::Future<Output = Result<(String, mpsc::Receiver<v1::RunEvent>), crate::control::Error>> + Send>,
 >;
 
 /// The gate's settings.

@@ -189,7 +189,8 @@ async fn approver(
                         .lines()
                         .find_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
                         })
                         .unwrap_or(0usize);
                     if buf.len() >= i + 4 + len {
@@ -238,7 +239,11 @@ async fn the_gate_asks_the_approval_webhook_and_a_refusal_halts_the_rollout_with
     let notify = dir.path().join("notify.yaml");
     std::fs::write(&notify, format!("approval:\n  url: {url}\n  timeout: 2s\n")).unwrap();
     let c = faultline_coordinator::Coordinator::new();
-    let n = Notifier::start(Config::load(&notify).expect("notify config"), c.metrics.clone(), Retry::default());
+    let n = Notifier::start(
+        Config::load(&notify).expect("notify config"),
+        c.metrics.clone(),
+        Retry::default(),
+    );
     let mut h = Harness::start_with("127.0.0.1:0", c.with_notifier(n)).await;
     h.add_agent("node-a", &[("zone", "a")]).await;
     let mut victim = sleeper();
@@ -288,7 +293,10 @@ async fn the_gate_asks_the_approval_webhook_and_a_refusal_halts_the_rollout_with
     let (status, text) = post(addr, "/gate/gated", &body, None).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(bodies.lock().unwrap().len(), 2);
-    assert!(victim.wait_exit(Duration::from_secs(5)), "the approved run killed its target");
+    assert!(
+        victim.wait_exit(Duration::from_secs(5)),
+        "the approved run killed its target"
+    );
     h.stop().await;
     stop.cancel();
 }

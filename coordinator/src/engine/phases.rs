@@ -55,6 +55,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         events,
         phase_tx,
         phases: Vec::new(),
+        points_sent: Default::default(),
     };
     ctx.emit(v1::run_event::Event::Started(v1::RunStarted {
         experiment: exp.name.clone(),
