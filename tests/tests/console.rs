@@ -40,6 +40,19 @@ faults:
     )
 }
 
+/// `experiment` with a second probe, `down`, of a port where nothing
+/// listens: every sample fails (it has no tolerance, so the run goes on).
+fn experiment_with_a_failing_probe(port: u16, victim: &ChildGuard, duration: &str) -> String {
+    experiment(port, victim, duration).replacen(
+        "  probes:\n",
+        &format!(
+            "  probes:\n    - name: down\n      interval: 100ms\n      timeout: 200ms\n      tcp: {{ address: \"127.0.0.1:{}\" }}\n",
+            closed_port()
+        ),
+        1,
+    )
+}
+
 /// Waits (at most 10 s) until the run is in its observe phase.
 async fn wait_observe(stream: &mut tonic::Streaming<v1::RunEvent>) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -609,7 +622,7 @@ async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_withou
     let victim = sleeper();
     let lab = lab().await;
     let (ui, c) = (lab.ui, lab.h.coordinator.clone());
-    let (run_id, mut stream) = submit(&lab.h, &experiment(port, &victim, "30s")).await;
+    let (run_id, mut stream) = submit(&lab.h, &experiment_with_a_failing_probe(port, &victim, "30s")).await;
     wait_observe(&mut stream).await;
     tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
     let in_flight = || c.runs.is_known(&run_id) && c.runs.report(&run_id).is_none();
@@ -648,6 +661,18 @@ async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_withou
     assert!(
         b.wait_for(from, Duration::from_secs(10)).await.expect("eval"),
         "the chart has the baseline's points: {}",
+        b.eval("document.getElementById('charts').innerHTML")
+            .await
+            .expect("eval")
+    );
+    // The failing probe's chart: no line, a red tick per failed sample.
+    let failing = "(() => { const s = document.querySelector('svg.chart.live[data-probe=down]'); \
+                   return !!s && s.getAttribute('data-points') === '0' && !s.querySelector('polyline') \
+                   && Number(s.getAttribute('data-failures')) >= 5 \
+                   && s.querySelectorAll('line.failure').length === Number(s.getAttribute('data-failures')) })()";
+    assert!(
+        b.wait_for(failing, Duration::from_secs(10)).await.expect("eval"),
+        "failed samples are marked: {}",
         b.eval("document.getElementById('charts').innerHTML")
             .await
             .expect("eval")
