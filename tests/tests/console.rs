@@ -783,3 +783,57 @@ async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_withou
     h.stop().await;
     stop.cancel();
 }
+
+/// The probe progress events a client (and the live chart) gets carry each
+/// sample once, including those of the restore and recover phases, which
+/// often end before the once-a-second progress tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_progress_carries_each_sample_once_up_to_the_end_of_recovery() {
+    let stop = CancellationToken::new();
+    let port = serve_http_in_process(stop.clone()).await;
+    let victim = sleeper();
+    let mut h = Harness::start().await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+    let r = h
+        .run(&experiment_with_baseline(port, &victim, "500ms", "800ms"), &[])
+        .await
+        .expect("run");
+    assert_eq!(r.exit_code, 0, "{:?}", r.report.reason);
+    let recover_at = r
+        .events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(v1::run_event::Event::Phase(p)) if p.phase == "recover" => Some(e.elapsed_ms),
+            _ => None,
+        })
+        .expect("a recover phase");
+    let points: Vec<u64> = r
+        .events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(v1::run_event::Event::Probe(p)) => Some(p.points.iter().map(|x| x.at_ms)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let p = &r.report.probes[0];
+    let taken = p.baseline.samples + p.during.samples + p.recovery.samples;
+    assert!(
+        points.windows(2).all(|w| w[0] < w[1]),
+        "points come in order, none twice: {points:?}"
+    );
+    assert!(
+        points.iter().any(|&at| at >= recover_at),
+        "recovery's samples reach the client (recover began at {recover_at} ms): {points:?}"
+    );
+    // The report counts baseline, observe and restore/recover samples; a
+    // point may also come from the short steady and inject phases, and a
+    // sample in flight when the probes stopped may miss the last event.
+    let n = points.len() as u32;
+    assert!(
+        n + 2 >= taken && n <= taken + 4,
+        "{n} points for {taken} samples in the report"
+    );
+    h.stop().await;
+    stop.cancel();
+}

@@ -18,7 +18,7 @@ use super::gate;
 use super::judge::{aborted, judge, phase_stats, recovered_now, Verdict};
 use super::observe::{wait_with_progress, Observe};
 use super::placement::{drain_statuses, wait_for_acks, Placement, TargetState};
-use super::progress::emit_progress;
+use super::progress::{emit_final, emit_progress};
 use super::restore::restore;
 use super::stops;
 use super::{spec_to_wire, RunInput, RunOutput, Sent, ACK_TIMEOUT};
@@ -390,6 +390,9 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
 
     // ---- verdict ----
     probe_stop.cancel();
+    // Restore and recover often end before a progress tick: their samples
+    // would never reach a chart.
+    emit_final(&ctx, &exp, &samples).await;
     ctx.enter(Phase::Verdict, Duration::ZERO).await;
     drain_statuses(&ctx, &mut targets, &mut status_rx).await;
     registry.unsubscribe(&run_id);

@@ -37,6 +37,24 @@ pub(super) async fn emit_progress(ctx: &Ctx, exp: &Experiment, samples: &probes:
     }
 }
 
+/// A last progress for the phase the run is in, once its probes have
+/// stopped, if any sample has not gone out as a point yet.
+pub(super) async fn emit_final(ctx: &Ctx, exp: &Experiment, samples: &probes::Samples) {
+    let Some(phase) = ctx.phases.last().map(|p| p.phase) else {
+        return;
+    };
+    let unsent = match (samples.lock(), ctx.points_sent.lock()) {
+        (Ok(all), Ok(sent)) => all
+            .iter()
+            .enumerate()
+            .any(|(i, s)| s.len() > sent.get(i).copied().unwrap_or(0)),
+        _ => false,
+    };
+    if unsent {
+        emit_progress(ctx, exp, samples, phase).await;
+    }
+}
+
 /// The event for one probe's samples `s`, of which the first `sent` were
 /// sent as points already.
 fn progress(name: &str, s: &[Sample], phase: Phase, sent: usize) -> v1::ProbeProgress {
