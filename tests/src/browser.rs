@@ -143,8 +143,15 @@ impl Browser {
     pub async fn wait_for(&mut self, expr: &str, limit: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if self.eval(expr).await? == json!(true) {
-                return Ok(true);
+            match self.eval(expr).await {
+                Ok(v) if v == json!(true) => return Ok(true),
+                Ok(_) => {}
+                // A navigation under way (a form just submitted) destroys
+                // the page's execution context ("Execution context was
+                // destroyed", "Inspected target navigated or closed"): not
+                // there yet.
+                Err(e) if ["context", "navigated"].iter().any(|m| e.to_string().contains(m)) => {}
+                Err(e) => return Err(e),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -112,8 +112,9 @@
         width: Math.max(x(to) - x(phaseAt.inject), 1), height: H - T - B, fill: "#f8d7d7" });
     }
     if (c.band) {
+      // At least 3 px high: a narrow band stays visible beside a tall spike.
       var band = el(svg, "rect", { "class": "band", x: L, y: y(c.band.high), width: W - L - R,
-        height: Math.max(y(c.band.low) - y(c.band.high), 1), fill: "#cfe3f5", "fill-opacity": 0.8 });
+        height: Math.max(y(c.band.low) - y(c.band.high), 3), fill: "#cfe3f5", "fill-opacity": 0.8 });
       el(band, "title", {}).textContent = "baseline p5-p95 of " + c.band.samples + " samples: " +
         fmt(c.band.low) + " to " + fmt(c.band.high) + (c.band.unit === "ms" ? " ms" : "");
       svg.setAttribute("data-band", c.band.low + "-" + c.band.high);
