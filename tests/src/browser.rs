@@ -144,7 +144,7 @@ impl Browser {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             match self.eval(expr).await {
-                Ok(v) if v == json!(true) => return Ok(true),
+                Ok(Value::Bool(true)) => return Ok(true),
                 Ok(_) => {}
                 // A navigation under way (a form just submitted) destroys
                 // the page's execution context ("Execution context was
