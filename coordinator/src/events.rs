@@ -239,6 +239,16 @@ fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
         ),
         Event::Log(l) => ("log", l.message.clone()),
         Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
+        // JSON, so a late follower gets the check back (see `follow`) and
+        // a live page its current state.
+        Event::Check(c) => (
+            "check",
+            serde_json::json!({
+                "kind": c.kind, "name": c.name, "state": c.state,
+                "detail": c.detail, "at_unix_ms": c.at_unix_ms,
+            })
+            .to_string(),
+        ),
         Event::Probe(_) => return None,
     })
 }

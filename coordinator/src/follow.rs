@@ -178,6 +178,12 @@ impl Stored {
                 planned_ms: 0,
             }),
             "finished" => Event::Finished(self.finished(&e.text)),
+            "check" => match stored_check(&e.text) {
+                Some(c) => Event::Check(c),
+                None => Event::Log(v1::LogLine {
+                    message: e.text.clone(),
+                }),
+            },
             _ => Event::Log(v1::LogLine {
                 message: e.text.clone(),
             }),
@@ -307,6 +313,19 @@ async fn send_stored(tx: &Sink, stored: &Stored, next: &mut u64, end: u64) -> bo
         *next += 1;
     }
     true
+}
+
+/// A check event as the store keeps it (JSON, see `crate::events`).
+fn stored_check(text: &str) -> Option<v1::CheckChanged> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    Some(v1::CheckChanged {
+        kind: s("kind")?,
+        name: s("name")?,
+        state: s("state")?,
+        detail: s("detail").unwrap_or_default(),
+        at_unix_ms: v.get("at_unix_ms").and_then(|x| x.as_u64()).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
       if (key !== null) { rows[k] = tr; }
     }
     fill(tr, cells);
+    return tr;
   }
   function at(ms) { return started ? new Date(started + ms).toISOString() : ""; }
   function secs(ms) { return "+" + (ms / 1000).toFixed(1) + " s"; }
@@ -168,6 +169,13 @@
     if (d.baseline) { c.band = d.baseline; }
     latest = Math.max(latest, d.elapsed_ms);
     draw(d.probe);
+  });
+  // Guardrails and stop conditions: one row each, its current state.
+  on("check", function (d) {
+    var tr = row("checks", d.kind + "/" + d.name, [d.kind === "guardrail" ? "guardrail" : "stop condition",
+      d.name, d.state, d.detail, d.at_unix_ms ? new Date(d.at_unix_ms).toISOString() : ""]);
+    tr.setAttribute("data-check", d.kind + "/" + d.name);
+    tr.setAttribute("data-state", d.state);
   });
   on("log", function (d) { log(secs(d.elapsed_ms) + " " + d.message); });
   on("finished", function (d) {

@@ -4,7 +4,7 @@
 //! serves: the run's stored events first, then its live ones without a gap
 //! or a duplicate, until RunFinished. Each event becomes one SSE message
 //! whose `event:` is its kind (`started`, `phase`, `probe`, `fault`,
-//! `log`, `finished`) and whose `data:` is one line of JSON. A comment
+//! `check`, `log`, `finished`) and whose `data:` is one line of JSON. A comment
 //! line every [`KEEPALIVE`] keeps proxies from closing an idle stream.
 
 use std::time::Duration;
@@ -102,6 +102,13 @@ pub fn message(ev: &v1::RunEvent) -> String {
             json!({"outcome": f.outcome, "exit_code": f.exit_code, "reason": f.reason}),
         ),
         Some(Event::Log(l)) => ("log", json!({"message": l.message})),
+        Some(Event::Check(c)) => (
+            "check",
+            json!({
+                "kind": c.kind, "name": c.name, "state": c.state,
+                "detail": c.detail, "at_unix_ms": c.at_unix_ms,
+            }),
+        ),
         None => ("log", json!({"message": ""})),
     };
     let mut data = data;

@@ -333,7 +333,8 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                     lease: exp.lease,
                     baseline: phase_stats(&samples, &exp, &[Phase::Baseline]),
                     abort_reason: &abort_reason,
-                    stop_fired: Some(fired),
+                    stop_evaluated: Some(fired),
+                    stop_names: stop_conditions.iter().map(|c| c.name.clone()).collect(),
                 }),
             )
             .await
