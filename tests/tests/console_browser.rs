@@ -3,7 +3,7 @@
 //! watches a run live (phases, targets, the probe chart with its baseline
 //! band and fault window, checked in the DOM and in a screenshot's pixels)
 //! and aborts it; a read-only session cannot abort, and a POST without the
-//! CSRF token is refused.
+//! CSRF token is refused; a guardrail's row turns from ok to breached live.
 
 use std::time::{Duration, Instant};
 
@@ -402,4 +402,93 @@ async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_withou
     let Lab { h, .. } = lab;
     h.stop().await;
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_headless_chromium_a_guardrail_row_turns_from_ok_to_breached_without_a_reload() {
+    let Some(binary) = faultline_tests::browser::chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
+        );
+        eprintln!("skipping: chromium is not installed");
+        return;
+    };
+    // The probed service; cancelling `service` closes its listener, so
+    // the guardrail's probe is refused from then on.
+    let service = CancellationToken::new();
+    let port = serve_http_in_process(service.clone()).await;
+    let victim = sleeper();
+    let lab = lab().await;
+    let (ui, c) = (lab.ui, lab.h.coordinator.clone());
+    let yaml = experiment_with_baseline(port, &victim, "500ms", "30s").replace(
+        "        - success_rate: \"90%\"\n",
+        "        - success_rate: \"90%\"\n          guardrail: true\n          window: 1s\n",
+    );
+    assert!(yaml.contains("guardrail: true"), "{yaml}");
+    let mut b = Browser::start(&binary).await.expect("start chromium");
+    b.goto(&format!("http://{ui}/login")).await.expect("goto");
+    assert!(b
+        .wait_for(
+            "document.querySelector('input[name=token]') !== null",
+            Duration::from_secs(10)
+        )
+        .await
+        .expect("eval"));
+    b.eval(&format!(
+        "document.querySelector('input[name=token]').value = '{READ_ONLY}'; document.forms[0].submit(); true"
+    ))
+    .await
+    .expect("log in");
+    assert!(b
+        .wait_for("location.pathname === '/fleet'", Duration::from_secs(10))
+        .await
+        .expect("eval"));
+    let (run_id, mut stream) = submit(&lab.h, &yaml).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    b.goto(&format!("http://{ui}/runs/{run_id}")).await.expect("goto");
+    let row = "document.querySelector('#checks tr[data-check^=\"guardrail/\"]')";
+    let ok = format!("!!{row} && {row}.getAttribute('data-state') === 'ok'");
+    assert!(
+        b.wait_for(&ok, Duration::from_secs(20)).await.expect("eval"),
+        "the guardrail shows ok during observe: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    assert_eq!(
+        b.eval(&format!("{row}.cells[1].textContent")).await.expect("eval"),
+        serde_json::json!("web: success rate >= 90.0% over 1s")
+    );
+    // A mark on the page's window and on the row: a reload would lose both.
+    b.eval(&format!("window.faultlineMark = {row}; true"))
+        .await
+        .expect("mark");
+    service.cancel();
+    let breached = format!(
+        "window.faultlineMark === {row} && {row}.getAttribute('data-state') === 'breached' \
+         && {row}.cells[2].textContent === 'breached' \
+         && document.querySelectorAll('#checks tbody tr').length === 1"
+    );
+    assert!(
+        b.wait_for(&breached, Duration::from_secs(20)).await.expect("eval"),
+        "the same row turns breached without a reload: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    assert!(
+        b.wait_for(
+            "document.getElementById('outcome').textContent === 'aborted'",
+            Duration::from_secs(20)
+        )
+        .await
+        .expect("eval"),
+        "the breached guardrail aborts the run: {}",
+        b.eval("document.body.innerText").await.expect("eval")
+    );
+    let report = c.runs.report(&run_id).expect("the run ended");
+    assert_eq!(report.outcome.as_str(), "aborted");
+    let by = report.aborted_by.clone().unwrap_or_default();
+    assert!(by.starts_with("guardrail web: success rate >= 90.0%"), "{by}");
+    assert_eq!(report.faults[0].targets[0].state, "restored");
+    drop(b);
+    let Lab { h, .. } = lab;
+    h.stop().await;
 }
