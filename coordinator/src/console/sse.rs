@@ -179,4 +179,23 @@ mod tests {
             json!({"low": 1.0, "high": 4.5, "unit": "ms", "samples": 10})
         );
     }
+
+    #[test]
+    fn check_events_are_check_messages_with_their_state() {
+        let ev = v1::RunEvent {
+            run_id: "r".into(),
+            elapsed_ms: 2100,
+            event: Some(Event::Check(v1::CheckChanged {
+                kind: "stop_condition".into(),
+                name: "error-storm".into(),
+                state: "error".into(),
+                detail: "timeout".into(),
+                at_unix_ms: 1_700_000_000_000,
+            })),
+        };
+        assert_eq!(
+            message(&ev),
+            "event: check\ndata: {\"at_unix_ms\":1700000000000,\"detail\":\"timeout\",\"elapsed_ms\":2100,\"kind\":\"stop_condition\",\"name\":\"error-storm\",\"state\":\"error\"}\n\n"
+        );
+    }
 }

@@ -176,6 +176,28 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_stop_condition_whose_query_fails_shows_error_and_the_run_goes_on() {
+        // A port nothing listens on: the query is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let yaml = format!(
+            "name: t\nhypothesis:\n  probes:\n    - name: ok\n      interval: 200ms\n      command: {{ run: \"true\" }}\n      tolerances:\n        - success_rate: \"90%\"\nbaseline: 500ms\nduration: 2s\nrecovery: 500ms\nfaults:\n  - kill: {{ name: x }}\nstop_conditions:\n  - name: down\n    severity: critical\n    prometheus: {{ url: \"http://127.0.0.1:{port}\", query: \"up == 0\" }}\n"
+        );
+        let (report, events) = run_yaml("r-check-error", &yaml, Policy::default(), |_| {}).await;
+        assert_eq!(report.outcome, Outcome::Passed, "{}", report.reason);
+        assert_eq!(
+            checks(&events, "stop_condition"),
+            [
+                ("down".to_string(), "pending".to_string()),
+                ("down".to_string(), "error".to_string()),
+            ],
+            "one event per change, not one per evaluation"
+        );
+    }
+
     #[test]
     fn a_check_is_one_line() {
         let c = v1::CheckChanged {
