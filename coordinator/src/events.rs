@@ -239,6 +239,16 @@ fn stored_event(ev: &v1::RunEvent) -> Option<(&'static str, String)> {
         ),
         Event::Log(l) => ("log", l.message.clone()),
         Event::Finished(f) => ("finished", format!("{}: {}", f.outcome, f.reason)),
+        // JSON, so a late follower gets the check back (see `follow`) and
+        // a live page its current state.
+        Event::Check(c) => (
+            "check",
+            serde_json::json!({
+                "kind": c.kind, "name": c.name, "state": c.state,
+                "detail": c.detail, "at_unix_ms": c.at_unix_ms,
+            })
+            .to_string(),
+        ),
         Event::Probe(_) => return None,
     })
 }
@@ -317,5 +327,36 @@ mod tests {
             client_rx.recv().await.is_none(),
             "the client's stream ends with the writer"
         );
+    }
+
+    #[tokio::test]
+    async fn a_check_is_stored_and_a_late_follower_gets_it_back_as_a_check() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let log = Arc::new(EventLog::new(store.clone()));
+        let (client, _client_rx) = mpsc::channel(16);
+        let (events, writer) = log.open("r1", "exp", "t.yaml", client);
+        let writer = tokio::spawn(writer);
+        let check = v1::CheckChanged {
+            kind: "guardrail".into(),
+            name: "web: success rate >= 90.0% over 1s".into(),
+            state: "breached".into(),
+            detail: "measured 0.0% (10 samples)".into(),
+            at_unix_ms: 1_700_000_000_000,
+        };
+        events.send(v1::RunEvent {
+            run_id: "r1".into(),
+            elapsed_ms: 5,
+            event: Some(v1::run_event::Event::Check(check.clone())),
+        });
+        drop(events);
+        writer.await.unwrap();
+        assert_eq!(kinds(&store, "r1")[0].0, "check");
+        // Followed after the fact (from the store), it is a check again,
+        // so a live page opened late shows the state, not a log line.
+        let (tx, mut rx) = mpsc::channel(16);
+        let task = crate::follow::follow(store.clone(), log.followers(), "r1", 0, tx).expect("known run");
+        tokio::spawn(task);
+        let got = rx.recv().await.expect("one event").expect("ok");
+        assert_eq!(got.event, Some(v1::run_event::Event::Check(check)));
     }
 }

@@ -10,7 +10,11 @@
 //! falls behind the broadcast (it keeps [`LIVE_BUFFER`] events) refills the
 //! gap from the store, since every indexed event is stored before it is
 //! published. Probe progress is not stored: it is sent live only and has no
-//! index.
+//! index. So that a follower who comes late still gets the whole chart,
+//! the live run keeps each probe's points so far (the newest
+//! [`CHART_POINTS`]) and a subscription hands them over as one progress
+//! event per probe, taken under the same lock as the publishing: every
+//! point is in that snapshot or arrives live, once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +27,11 @@ use crate::store::{EventRow, RunRow, Store};
 /// Events a slow follower may lag behind before it refills from the store.
 /// By default, 256.
 pub const LIVE_BUFFER: usize = 256;
+
+/// Chart points kept per probe of a run in flight, for late followers. By
+/// default, 5000 (over four minutes of a probe sampling every 50 ms; the
+/// console's chart keeps as many).
+pub const CHART_POINTS: usize = 5000;
 
 /// One published event: its index among the run's stored events, if stored.
 #[derive(Debug, Clone)]
@@ -41,12 +50,39 @@ struct Live {
     /// Stored events published so far (the next index).
     stored: u64,
     tx: broadcast::Sender<Published>,
+    /// Per probe, in the order they first reported: the latest progress
+    /// with every point published so far (the newest [`CHART_POINTS`]).
+    chart: Vec<v1::RunEvent>,
+}
+
+impl Live {
+    fn keep_points(&mut self, ev: &v1::RunEvent) {
+        let Some(Event::Probe(p)) = &ev.event else { return };
+        let kept = self.chart.iter_mut().find_map(|e| match &mut e.event {
+            Some(Event::Probe(k)) if k.probe == p.probe => Some((&mut e.elapsed_ms, k)),
+            _ => None,
+        });
+        match kept {
+            Some((elapsed, k)) => {
+                let mut points = std::mem::take(&mut k.points);
+                points.extend(p.points.iter().cloned());
+                let over = points.len().saturating_sub(CHART_POINTS);
+                points.drain(..over);
+                *k = v1::ProbeProgress { points, ..p.clone() };
+                *elapsed = ev.elapsed_ms;
+            }
+            None => self.chart.push(ev.clone()),
+        }
+    }
 }
 
 /// A follower's subscription to a live run.
 pub struct Subscription {
     /// Stored events published before the subscription: all in the store.
     pub stored: u64,
+    /// Each probe's progress with its chart points published before the
+    /// subscription (later ones arrive on `rx`).
+    pub chart: Vec<v1::RunEvent>,
     pub rx: broadcast::Receiver<Published>,
 }
 
@@ -58,7 +94,14 @@ impl Followers {
     /// Makes `run_id` followable; call before its first event.
     pub fn open(&self, run_id: &str) {
         let (tx, _) = broadcast::channel(LIVE_BUFFER);
-        self.lock().insert(run_id.to_string(), Live { stored: 0, tx });
+        self.lock().insert(
+            run_id.to_string(),
+            Live {
+                stored: 0,
+                tx,
+                chart: Vec::new(),
+            },
+        );
     }
 
     /// Publishes an event of `run_id`; `stored` says whether it was written
@@ -70,6 +113,7 @@ impl Followers {
             live.stored += 1;
             live.stored - 1
         });
+        live.keep_points(event);
         if live.tx.receiver_count() > 0 {
             let _ = live.tx.send(Published {
                 index,
@@ -87,6 +131,7 @@ impl Followers {
     pub fn subscribe(&self, run_id: &str) -> Option<Subscription> {
         self.lock().get(run_id).map(|l| Subscription {
             stored: l.stored,
+            chart: l.chart.clone(),
             rx: l.tx.subscribe(),
         })
     }
@@ -133,6 +178,12 @@ impl Stored {
                 planned_ms: 0,
             }),
             "finished" => Event::Finished(self.finished(&e.text)),
+            "check" => match stored_check(&e.text) {
+                Some(c) => Event::Check(c),
+                None => Event::Log(v1::LogLine {
+                    message: e.text.clone(),
+                }),
+            },
             _ => Event::Log(v1::LogLine {
                 message: e.text.clone(),
             }),
@@ -211,6 +262,11 @@ pub fn follow(
             }
             return;
         };
+        for ev in std::mem::take(&mut sub.chart) {
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
         loop {
             let p = match sub.rx.recv().await {
                 Ok(p) => p,
@@ -257,4 +313,73 @@ async fn send_stored(tx: &Sink, stored: &Stored, next: &mut u64, end: u64) -> bo
         *next += 1;
     }
     true
+}
+
+/// A check event as the store keeps it (JSON, see `crate::events`).
+fn stored_check(text: &str) -> Option<v1::CheckChanged> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    Some(v1::CheckChanged {
+        kind: s("kind")?,
+        name: s("name")?,
+        state: s("state")?,
+        detail: s("detail").unwrap_or_default(),
+        at_unix_ms: v.get("at_unix_ms").and_then(|x| x.as_u64()).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(elapsed_ms: u64, probe: &str, at: std::ops::Range<u64>) -> v1::RunEvent {
+        v1::RunEvent {
+            run_id: "r1".into(),
+            elapsed_ms,
+            event: Some(Event::Probe(v1::ProbeProgress {
+                probe: probe.into(),
+                samples: at.end as u32,
+                points: at
+                    .map(|at_ms| v1::ProbePoint {
+                        at_ms,
+                        ok: true,
+                        latency_us: 1000,
+                        value: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn points(ev: &v1::RunEvent) -> Vec<u64> {
+        match &ev.event {
+            Some(Event::Probe(p)) => p.points.iter().map(|x| x.at_ms).collect(),
+            other => panic!("not a probe event: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_follower_gets_every_chart_point_so_far_once_and_the_rest_live() {
+        let f = Followers::default();
+        f.open("r1");
+        f.publish("r1", false, &progress(1000, "web", 0..3));
+        f.publish("r1", false, &progress(1100, "db", 0..1));
+        f.publish("r1", false, &progress(2000, "web", 3..5));
+        let mut sub = f.subscribe("r1").expect("in flight");
+        assert_eq!(sub.chart.len(), 2, "one event per probe");
+        assert_eq!(points(&sub.chart[0]), [0, 1, 2, 3, 4]);
+        assert_eq!(sub.chart[0].elapsed_ms, 2000, "the latest progress");
+        assert!(matches!(&sub.chart[0].event, Some(Event::Probe(p)) if p.samples == 5));
+        assert_eq!(points(&sub.chart[1]), [0]);
+        f.publish("r1", false, &progress(3000, "web", 5..6));
+        let live = sub.rx.recv().await.expect("live");
+        assert_eq!(points(&live.event), [5], "only the new point arrives live");
+        // A long run keeps the newest points.
+        f.publish("r1", false, &progress(4000, "web", 6..(CHART_POINTS as u64 + 10)));
+        let sub = f.subscribe("r1").expect("in flight");
+        let kept = points(&sub.chart[0]);
+        assert_eq!(kept.len(), CHART_POINTS);
+        assert_eq!(kept.last(), Some(&(CHART_POINTS as u64 + 9)));
+    }
 }

@@ -16,7 +16,9 @@
 //!   their own); the audit log records the token's name.
 //! - Answers: 200 passed; 412 failed (the canary or a tolerance did not
 //!   pass); 409 aborted or not steady; 400 a bad request or experiment
-//!   file; 401 no or a wrong token; 404 no such experiment; 405 not POST;
+//!   file; 401 no or a wrong token; 403 the approval webhook (`serve
+//!   --notify`, asked as for any submitted run) refused the run or could
+//!   not be asked, with its reason; 404 no such experiment; 405 not POST;
 //!   503 emergency stop or the coordinator not serving yet; 500 error.
 //!   The body is the gate's summary (score and one line per metric).
 //!
@@ -52,10 +54,14 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts a run: what `Coordinator::serve` hands the gate once it serves
 /// (the same path SubmitRun and schedules take).
-pub type StartRun = Arc<
-    dyn Fn(Experiment, String, &str) -> Result<(String, mpsc::Receiver<v1::RunEvent>), crate::control::Error>
-        + Send
-        + Sync,
+/// Asynchronous because the approval webhook (`serve --notify`) is asked
+/// before the run starts, like for SubmitRun.
+pub type StartRun = Arc<dyn Fn(Experiment, String, String) -> StartFuture + Send + Sync>;
+
+/// What [`StartRun`] returns: the run's id and its events, or why it did
+/// not start.
+pub type StartFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(String, mpsc::Receiver<v1::RunEvent>), crate::control::Error>> + Send>,
 >;
 
 /// The gate's settings.
@@ -127,6 +133,7 @@ fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -366,9 +373,11 @@ async fn handle(req: Request, gate: &Gate, peer: &str) -> Answer {
     let Some(start) = gate.start.get() else {
         return answer(503, "the coordinator is not serving runs yet");
     };
-    let (run_id, mut rx) = match start(exp, source, &who) {
+    let (run_id, mut rx) = match start(exp, source, who.clone()).await {
         Ok(x) => x,
         Err(e @ crate::control::Error::Stopped(_)) => return answer(503, e.to_string()),
+        // The rollout halts with the approver's reason; nothing ran.
+        Err(e @ crate::control::Error::NotApproved(_)) => return answer(403, e.to_string()),
         Err(e) => return answer(500, e.to_string()),
     };
     info!(run_id = %run_id, experiment = %name, caller = %who, target = %payload.name, namespace = %payload.namespace, phase = %payload.phase, "gate run started");

@@ -216,11 +216,16 @@ impl Coordinator {
         // The gate endpoint starts runs the way SubmitRun does.
         {
             let c = control.clone();
-            let _ = self.run_starter.set(Arc::new(move |exp, source, who: &str| {
-                if let Some(why) = c.runs.stopped() {
-                    return Err(crate::control::Error::Stopped(why));
-                }
-                Ok(c.start_run(exp, source, who))
+            // ...including the approval webhook's pre-flight check.
+            let _ = self.run_starter.set(Arc::new(move |exp, source, who: String| {
+                let c = c.clone();
+                Box::pin(async move {
+                    if let Some(why) = c.runs.stopped() {
+                        return Err(crate::control::Error::Stopped(why));
+                    }
+                    c.approve(&exp, &source, &who).await?;
+                    Ok(c.start_run(exp, source, &who))
+                })
             }));
         }
         // The scheduler starts runs the way SubmitRun does.

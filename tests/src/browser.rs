@@ -132,7 +132,8 @@ impl Browser {
             .call(
                 Some(()),
                 "Runtime.evaluate",
-                json!({"expression": expr, "returnByValue": true}),
+                // A promise (a fetch from the page) is awaited.
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
             )
             .await?;
         Ok(r["result"]["value"].clone())
@@ -142,8 +143,15 @@ impl Browser {
     pub async fn wait_for(&mut self, expr: &str, limit: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if self.eval(expr).await? == json!(true) {
-                return Ok(true);
+            match self.eval(expr).await {
+                Ok(Value::Bool(true)) => return Ok(true),
+                Ok(_) => {}
+                // A navigation under way (a form just submitted) destroys
+                // the page's execution context ("Execution context was
+                // destroyed", "Inspected target navigated or closed"): not
+                // there yet.
+                Err(e) if ["context", "navigated"].iter().any(|m| e.to_string().contains(m)) => {}
+                Err(e) => return Err(e),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -157,6 +165,51 @@ impl Browser {
             .await?;
         base64_decode(r["data"].as_str().unwrap_or_default())
     }
+}
+
+/// The colours of a rectangle of a PNG screenshot (in CSS pixels, as
+/// `getBoundingClientRect` gives them: headless Chromium draws at a device
+/// pixel ratio of 1), as RGB triples with their pixel counts.
+pub fn png_colours(png_bytes: &[u8], x: u32, y: u32, w: u32, h: u32) -> anyhow::Result<Vec<([u8; 3], usize)>> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes)).read_info()?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| anyhow::anyhow!("the screenshot is too large to decode"))?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf)?;
+    let px = match info.color_type {
+        png::ColorType::Rgba => 4,
+        png::ColorType::Rgb => 3,
+        other => anyhow::bail!("unexpected PNG colour type {other:?}"),
+    };
+    if info.bit_depth != png::BitDepth::Eight {
+        anyhow::bail!("unexpected PNG bit depth {:?}", info.bit_depth);
+    }
+    let mut counts: std::collections::HashMap<[u8; 3], usize> = std::collections::HashMap::new();
+    for row in y..(y + h).min(info.height) {
+        for col in x..(x + w).min(info.width) {
+            let i = (row as usize * info.width as usize + col as usize) * px;
+            if let Some(c) = buf.get(i..i + 3) {
+                *counts.entry([c[0], c[1], c[2]]).or_default() += 1;
+            }
+        }
+    }
+    let mut v: Vec<([u8; 3], usize)> = counts.into_iter().collect();
+    v.sort_by_key(|c| std::cmp::Reverse(c.1));
+    Ok(v)
+}
+
+/// How many of `colours` are within 24 per channel of `rgb`.
+pub fn near(colours: &[([u8; 3], usize)], rgb: [u8; 3]) -> usize {
+    colours
+        .iter()
+        .filter(|(c, _)| {
+            c.iter()
+                .zip(rgb)
+                .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() < 24)
+        })
+        .map(|(_, n)| n)
+        .sum()
 }
 
 impl Drop for Browser {

@@ -1,10 +1,11 @@
 //! The web console over real HTTP on loopback, for the console tests: a
 //! coordinator wanting tokens with its console, raw HTTP/1.1 requests,
-//! login, CSRF tokens and the security headers every page must carry.
+//! login, CSRF tokens and the security headers every page must carry; the
+//! experiments the console tests run.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use faultline_coordinator::console::Console;
 use faultline_coordinator::security::{Security, Tokens};
@@ -13,7 +14,7 @@ use faultline_proto::v1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::{source, Harness};
+use crate::{closed_port, source, ChildGuard, Harness};
 
 pub const OPERATOR: &str = "op-0123456789abcdef";
 pub const READ_ONLY: &str = "ro-0123456789abcdef";
@@ -170,4 +171,62 @@ pub async fn submit(h: &Harness, yaml: &str) -> (String, tonic::Streaming<v1::Ru
     let mut stream = c.submit_run(req).await.expect("submit").into_inner();
     let first = stream.message().await.expect("stream").expect("a first event");
     (first.run_id, stream)
+}
+
+/// A run of `duration` killing `victim` on node-a with a probe on `port`.
+pub fn experiment(port: u16, victim: &ChildGuard, duration: &str) -> String {
+    experiment_with_baseline(port, victim, "500ms", duration)
+}
+
+pub fn experiment_with_baseline(port: u16, victim: &ChildGuard, baseline: &str, duration: &str) -> String {
+    let cmdline = &victim.cmdline_regex;
+    format!(
+        r#"name: console
+hypothesis:
+  probes:
+    - name: web
+      interval: 50ms
+      http: {{ url: "http://127.0.0.1:{port}/" }}
+      tolerances:
+        - success_rate: "90%"
+baseline: {baseline}
+duration: {duration}
+recovery: 500ms
+faults:
+  - name: k
+    targets: {{ labels: {{ zone: a }} }}
+    kill: {{ cmdline: '{cmdline}' }}
+"#
+    )
+}
+
+/// `experiment` with a second probe, `down`, of a port where nothing
+/// listens: every sample fails (it has no tolerance, so the run goes on).
+pub fn experiment_with_a_failing_probe(port: u16, victim: &ChildGuard, duration: &str) -> String {
+    experiment(port, victim, duration).replacen(
+        "  probes:\n",
+        &format!(
+            "  probes:\n    - name: down\n      interval: 100ms\n      timeout: 200ms\n      tcp: {{ address: \"127.0.0.1:{}\" }}\n",
+            closed_port()
+        ),
+        1,
+    )
+}
+
+/// Waits (at most 10 s) until the run is in its observe phase.
+pub async fn wait_observe(stream: &mut tonic::Streaming<v1::RunEvent>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(ev))) => {
+                if let Some(v1::run_event::Event::Phase(p)) = &ev.event {
+                    if p.phase == "observe" {
+                        return;
+                    }
+                }
+            }
+            other => panic!("no observe phase: {other:?}"),
+        }
+    }
+    panic!("no observe phase within 10 s");
 }

@@ -155,3 +155,148 @@ async fn the_gate_answers_flagger_webhooks_200_for_a_passing_canary_and_412_for_
     h.stop().await;
     stop.cancel();
 }
+
+/// A one-request-at-a-time approval webhook on loopback: answers the
+/// request numbered `n` (from 0) with `answers[n]` (the last one after
+/// that) and keeps every body it received. Bounded: 64 KiB and 5 s per
+/// request; stops with `stop`.
+async fn approver(
+    answers: Vec<(u16, &'static str)>,
+    stop: CancellationToken,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/approve", l.local_addr().unwrap());
+    let bodies: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut sock = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = l.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            };
+            let read = async {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.ok()?;
+                    if n == 0 || buf.len() > 65_536 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(i) = text.find("\r\n\r\n") else { continue };
+                    let len = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0usize);
+                    if buf.len() >= i + 4 + len {
+                        return Some(String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string());
+                    }
+                }
+            };
+            let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(5), read).await else {
+                continue;
+            };
+            let n = {
+                let mut b = seen.lock().unwrap();
+                b.push(body);
+                b.len() - 1
+            };
+            let (status, text) = answers[n.min(answers.len() - 1)];
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (url, bodies)
+}
+
+/// A gate-triggered run goes through the same pre-flight approval as
+/// SubmitRun: a 403 from the approver halts the rollout with the
+/// approver's reason (the gate answers 403, nothing is killed, no run is
+/// recorded); once the approver answers 200 the same call runs and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_asks_the_approval_webhook_and_a_refusal_halts_the_rollout_with_its_reason() {
+    use faultline_coordinator::notify::{deliver::Retry, Config, Notifier};
+    let stop = CancellationToken::new();
+    let control = serve_http_in_process(stop.clone()).await;
+    let same = serve_http_in_process(stop.clone()).await;
+    let (url, bodies) = approver(
+        vec![
+            (403, r#"{"reason":"change freeze until Monday"}"#),
+            (200, r#"{"ok":true}"#),
+        ],
+        stop.clone(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(&notify, format!("approval:\n  url: {url}\n  timeout: 2s\n")).unwrap();
+    let c = faultline_coordinator::Coordinator::new();
+    let n = Notifier::start(
+        Config::load(&notify).expect("notify config"),
+        c.metrics.clone(),
+        Retry::default(),
+    );
+    let mut h = Harness::start_with("127.0.0.1:0", c.with_notifier(n)).await;
+    h.add_agent("node-a", &[("zone", "a")]).await;
+    let mut victim = sleeper();
+    std::fs::write(dir.path().join("gated.yaml"), gate_experiment(&victim.cmdline_regex)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gate::serve(
+        listener,
+        Gate {
+            dir: dir.path().to_path_buf(),
+            tokens: None,
+            start: h.coordinator.run_starter.clone(),
+            tls: None,
+        },
+        stop.clone(),
+    ));
+    let body = payload(&format!(r#""control_port":"{control}","canary_port":"{same}""#));
+
+    let (status, text) = post(addr, "/gate/gated", &body, None).await;
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(
+        text.trim(),
+        "the approval webhook refused the run (403): change freeze until Monday"
+    );
+    let asked: serde_json::Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(asked["event"], "run.approval");
+    assert_eq!(asked["experiment"], "gate-test");
+    assert_eq!(asked["faults"][0]["targets"], serde_json::json!(["node-a"]));
+    assert!(
+        asked["caller"].as_str().unwrap_or("").starts_with("gate:127.0.0.1:"),
+        "{asked}"
+    );
+    assert!(!victim.exited(), "a refused gate run killed its target");
+    let mut cc = h.control().await;
+    let runs = cc
+        .list_runs(faultline_proto::v1::ListRunsRequest {
+            limit: 10,
+            outcome: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert!(runs.is_empty(), "a refused gate call recorded a run: {runs:?}");
+
+    // Approved: the same call runs the experiment and the canary passes.
+    let (status, text) = post(addr, "/gate/gated", &body, None).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(bodies.lock().unwrap().len(), 2);
+    assert!(
+        victim.wait_exit(Duration::from_secs(5)),
+        "the approved run killed its target"
+    );
+    h.stop().await;
+    stop.cancel();
+}

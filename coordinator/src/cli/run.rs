@@ -338,6 +338,7 @@ impl Progress {
                 None => return,
             },
             Some(Event::Log(l)) => format!("{t}   {}", l.message),
+            Some(Event::Check(c)) => format!("{t}   {}", crate::engine::checks::line(c)),
             Some(Event::Finished(f)) => format!("{t} ■ {} (exit {}): {}", f.outcome, f.exit_code, f.reason),
             None => return,
         };

@@ -1,5 +1,7 @@
 //! The Live run page: phases with absolute and relative times, each
-//! target's state, probe samples and the log, filled in by
+//! target's state, each guardrail's and stop condition's current state,
+//! probe samples with a live chart per probe (samples over time, the
+//! baseline band, the fault window) and the log, filled in by
 //! `/static/console.js` from the run's Server-Sent Events; and its Abort
 //! button (operators only, refused on the server for read-only sessions).
 
@@ -33,7 +35,11 @@ pub fn page(c: &Coordinator, session: &Session, run_id: &str) -> Response {
 {abort}\n<p><a href=\"/runs/{id}/report\">Full report</a> (when the run has ended) · <span id=\"stream\">connecting…</span></p>\n\
 <h2>Phases</h2>\n<table id=\"phases\"><thead><tr><th>Phase</th><th>At</th><th>+elapsed</th><th>Planned</th></tr></thead><tbody></tbody></table>\n\
 <h2>Targets</h2>\n<table id=\"targets\"><thead><tr><th>Agent</th><th>Fault</th><th>State</th><th>Detail</th><th>Backend</th><th>At</th></tr></thead><tbody></tbody></table>\n\
-<h2>Probes</h2>\n<table id=\"probes\"><thead><tr><th>Probe</th><th>Phase</th><th>Samples</th><th>Succeeded</th><th>Last latency</th><th>Last error</th></tr></thead><tbody></tbody></table>\n\
+<h2>Guardrails and stop conditions</h2>\n<p>Each check's current state during observe: pending, ok, breached (a breached guardrail or critical stop condition aborts the run), error (a stop condition's query failed).</p>\n\
+<table id=\"checks\"><thead><tr><th>Kind</th><th>Check</th><th>State</th><th>Detail</th><th>Since</th></tr></thead><tbody></tbody></table>\n\
+<h2>Probes</h2>\n<p>Charts: latency of successful samples (or the measured value) over time since the start; \
+red ticks are failed samples, the blue band is the baseline's p5&ndash;p95, the red shade the fault window (inject until restored).</p>\n\
+<div id=\"charts\"></div>\n<table id=\"probes\"><thead><tr><th>Probe</th><th>Phase</th><th>Samples</th><th>Succeeded</th><th>Last latency</th><th>Last error</th></tr></thead><tbody></tbody></table>\n\
 <h2>Log</h2>\n<ol id=\"log\"></ol>\n</div>",
         started_ms = run.started_unix_ms,
         exp = esc(&run.experiment),

@@ -14,7 +14,8 @@
 //! - `layout`: the page shell shared by every page.
 //! - `fleet`: the Fleet page (agents from the registry).
 //! - `runs`: the Runs page (history from the store) and each run's HTML report.
-//! - `live`: the Live run page and its Abort button.
+//! - `live`: the Live run page (its probe charts are drawn by console.js)
+//!   and its Abort button.
 //! - `stop`: the fleet-wide emergency stop, with a confirmation step.
 //! - `sse`: a run's events as a Server-Sent Events stream.
 //! - `trend`: the Experiments page and one experiment's trend (figures over

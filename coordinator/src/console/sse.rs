@@ -4,7 +4,7 @@
 //! serves: the run's stored events first, then its live ones without a gap
 //! or a duplicate, until RunFinished. Each event becomes one SSE message
 //! whose `event:` is its kind (`started`, `phase`, `probe`, `fault`,
-//! `log`, `finished`) and whose `data:` is one line of JSON. A comment
+//! `check`, `log`, `finished`) and whose `data:` is one line of JSON. A comment
 //! line every [`KEEPALIVE`] keeps proxies from closing an idle stream.
 
 use std::time::Duration;
@@ -75,6 +75,13 @@ pub fn message(ev: &v1::RunEvent) -> String {
             json!({
                 "probe": p.probe, "phase": p.phase, "samples": p.samples, "successes": p.successes,
                 "last_latency_us": p.last_latency_us, "last_error": p.last_error,
+                // Compact for the chart: [at_ms, ok (0/1), latency ms, value or null].
+                "points": p.points.iter().map(|x| json!([
+                    x.at_ms, u8::from(x.ok), x.latency_us as f64 / 1000.0, x.value.filter(|v| v.is_finite()),
+                ])).collect::<Vec<_>>(),
+                "baseline": p.baseline.as_ref().map(|b| json!({
+                    "low": b.low, "high": b.high, "unit": b.unit, "samples": b.samples,
+                })),
             }),
         ),
         Some(Event::Fault(f)) => {
@@ -95,6 +102,13 @@ pub fn message(ev: &v1::RunEvent) -> String {
             json!({"outcome": f.outcome, "exit_code": f.exit_code, "reason": f.reason}),
         ),
         Some(Event::Log(l)) => ("log", json!({"message": l.message})),
+        Some(Event::Check(c)) => (
+            "check",
+            json!({
+                "kind": c.kind, "name": c.name, "state": c.state,
+                "detail": c.detail, "at_unix_ms": c.at_unix_ms,
+            }),
+        ),
         None => ("log", json!({"message": ""})),
     };
     let mut data = data;
@@ -120,6 +134,68 @@ mod tests {
         assert_eq!(
             m,
             "event: log\ndata: {\"elapsed_ms\":42,\"message\":\"two\\nlines\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn probe_events_carry_chart_points_and_the_baseline_band() {
+        let ev = v1::RunEvent {
+            run_id: "r".into(),
+            elapsed_ms: 1500,
+            event: Some(Event::Probe(v1::ProbeProgress {
+                probe: "web".into(),
+                phase: "observe".into(),
+                samples: 2,
+                successes: 1,
+                points: vec![
+                    v1::ProbePoint {
+                        at_ms: 1200,
+                        ok: true,
+                        latency_us: 2500,
+                        value: None,
+                    },
+                    v1::ProbePoint {
+                        at_ms: 1300,
+                        ok: false,
+                        latency_us: 300_000,
+                        value: Some(f64::NAN),
+                    },
+                ],
+                baseline: Some(v1::ProbeBand {
+                    low: 1.0,
+                    high: 4.5,
+                    unit: "ms".into(),
+                    samples: 10,
+                }),
+                ..Default::default()
+            })),
+        };
+        let m = message(&ev);
+        let data: serde_json::Value =
+            serde_json::from_str(m.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data["points"], json!([[1200, 1, 2.5, null], [1300, 0, 300.0, null]]));
+        assert_eq!(
+            data["baseline"],
+            json!({"low": 1.0, "high": 4.5, "unit": "ms", "samples": 10})
+        );
+    }
+
+    #[test]
+    fn check_events_are_check_messages_with_their_state() {
+        let ev = v1::RunEvent {
+            run_id: "r".into(),
+            elapsed_ms: 2100,
+            event: Some(Event::Check(v1::CheckChanged {
+                kind: "stop_condition".into(),
+                name: "error-storm".into(),
+                state: "error".into(),
+                detail: "timeout".into(),
+                at_unix_ms: 1_700_000_000_000,
+            })),
+        };
+        assert_eq!(
+            message(&ev),
+            "event: check\ndata: {\"at_unix_ms\":1700000000000,\"detail\":\"timeout\",\"elapsed_ms\":2100,\"kind\":\"stop_condition\",\"name\":\"error-storm\",\"state\":\"error\"}\n\n"
         );
     }
 }

@@ -41,6 +41,9 @@ pub enum Error {
     GameDay(#[from] crate::gameday::Error),
     #[error("set either an experiment source or a game day, not both")]
     SourceAndGameDay,
+    /// The approval webhook said no (or could not be asked).
+    #[error("{0}")]
+    NotApproved(#[from] crate::notify::approval::Refusal),
 }
 
 impl From<Error> for Status {
@@ -63,7 +66,7 @@ impl From<Error> for Status {
             Error::UnknownRun(_) => Status::not_found(msg),
             Error::RunInFlight(_) => Status::failed_precondition(msg),
             Error::ShuttingDown => Status::unavailable(msg),
-            Error::Stopped(_) => Status::failed_precondition(msg),
+            Error::Stopped(_) | Error::NotApproved(_) => Status::failed_precondition(msg),
         }
     }
 }

@@ -22,6 +22,9 @@ pub(super) struct Ctx {
     pub(super) events: RunEvents,
     pub(super) phase_tx: watch::Sender<Phase>,
     pub(super) phases: Vec<PhaseSpan>,
+    /// Per probe, how many of its samples went out as chart points in
+    /// progress events (each goes out once).
+    pub(super) points_sent: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Ctx {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::checks::State;
 use crate::experiment::Experiment;
 use crate::outcome::Phase;
 use crate::stats::{PhaseStats, Sample};
@@ -14,6 +15,67 @@ pub const GUARDRAIL_EVERY: Duration = Duration::from_millis(200);
 /// unlucky sample does not abort a run.
 pub const GUARDRAIL_MIN_SAMPLES: usize = 3;
 
+/// One guardrail's state at one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardrailState {
+    /// `PROBE: TOLERANCE over WINDOW`, unique per guardrail of a run.
+    pub name: String,
+    pub state: State,
+    /// The measured figure, or why it is pending.
+    pub detail: String,
+    /// Why the run is aborted, when breached.
+    pub violation: Option<String>,
+}
+
+/// Every guardrail's state over the observe samples of its last window
+/// before `now_ms`, in the order of the probes and their guardrails.
+pub fn guardrail_states(
+    all: &[Vec<Sample>],
+    exp: &Experiment,
+    baseline: &[PhaseStats],
+    now_ms: u64,
+) -> Vec<GuardrailState> {
+    let mut out = Vec::new();
+    for (i, probe) in exp.hypothesis.probes.iter().enumerate() {
+        let samples = all.get(i).map(Vec::as_slice).unwrap_or_default();
+        for g in &probe.guardrails {
+            let window = crate::experiment::fmt_duration(g.window);
+            let name = format!("{}: {} over {window}", probe.name, g.tolerance);
+            let window_ms = g.window.as_millis() as u64;
+            let recent: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.phase == Phase::Observe && s.at_ms + window_ms >= now_ms)
+                .collect();
+            if recent.len() < GUARDRAIL_MIN_SAMPLES {
+                out.push(GuardrailState {
+                    name,
+                    state: State::Pending,
+                    detail: format!("{} of {GUARDRAIL_MIN_SAMPLES} samples in the window", recent.len()),
+                    violation: None,
+                });
+                continue;
+            }
+            let stats = PhaseStats::of(recent.iter().copied());
+            let empty = PhaseStats::of(std::iter::empty());
+            let c = verdict::check(&g.tolerance, &stats, baseline.get(i).unwrap_or(&empty));
+            let detail = format!("measured {} ({} samples)", c.measured, recent.len());
+            let violation = (!c.passed).then(|| {
+                format!(
+                    "guardrail {}: {} over the last {window}: {detail}",
+                    probe.name, g.tolerance
+                )
+            });
+            out.push(GuardrailState {
+                name,
+                state: if c.passed { State::Ok } else { State::Breached },
+                detail,
+                violation,
+            });
+        }
+    }
+    out
+}
+
 /// The first guardrail violated by the observe samples of the last window
 /// before `now_ms`, in words.
 pub fn guardrail_violation(
@@ -22,33 +84,9 @@ pub fn guardrail_violation(
     baseline: &[PhaseStats],
     now_ms: u64,
 ) -> Option<String> {
-    for (i, probe) in exp.hypothesis.probes.iter().enumerate() {
-        let Some(samples) = all.get(i) else { continue };
-        for g in &probe.guardrails {
-            let window_ms = g.window.as_millis() as u64;
-            let recent: Vec<&Sample> = samples
-                .iter()
-                .filter(|s| s.phase == Phase::Observe && s.at_ms + window_ms >= now_ms)
-                .collect();
-            if recent.len() < GUARDRAIL_MIN_SAMPLES {
-                continue;
-            }
-            let stats = PhaseStats::of(recent.iter().copied());
-            let empty = PhaseStats::of(std::iter::empty());
-            let c = verdict::check(&g.tolerance, &stats, baseline.get(i).unwrap_or(&empty));
-            if !c.passed {
-                return Some(format!(
-                    "guardrail {}: {} over the last {}: measured {} ({} samples)",
-                    probe.name,
-                    g.tolerance,
-                    crate::experiment::fmt_duration(g.window),
-                    c.measured,
-                    recent.len()
-                ));
-            }
-        }
-    }
-    None
+    guardrail_states(all, exp, baseline, now_ms)
+        .into_iter()
+        .find_map(|g| g.violation)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //!   leases, statuses).
 //! - `leases`: lease renewals during observe.
 //! - [`guardrails`]: guardrail checks during observe.
+//! - [`checks`]: guardrail and stop-condition states as run events.
 //! - `progress`: probe progress events.
 //! - `budget`: the error-budget gate before a run and the budget after it.
 //! - [`stops`]: stop conditions evaluated during observe.
@@ -41,6 +42,7 @@ use crate::report::Report;
 
 mod assembly;
 mod budget;
+pub mod checks;
 mod context;
 pub mod gate;
 pub mod guardrails;
@@ -57,7 +59,7 @@ pub mod stops;
 mod testing;
 pub mod wire;
 
-pub use guardrails::{guardrail_violation, GUARDRAIL_EVERY, GUARDRAIL_MIN_SAMPLES};
+pub use guardrails::{guardrail_states, guardrail_violation, GUARDRAIL_EVERY, GUARDRAIL_MIN_SAMPLES};
 pub use panics::{execute_with, Sent};
 pub use wire::spec_to_wire;
 

@@ -8,8 +8,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::checks::{Checks, Kind, State};
 use super::context::Ctx;
-use super::guardrails::{guardrail_violation, GUARDRAIL_EVERY};
+use super::guardrails::{guardrail_states, GUARDRAIL_EVERY};
 use super::leases::renew_leases;
 use super::placement::{apply_status, Placement};
 use super::progress::emit_progress;
@@ -30,8 +31,11 @@ pub(super) struct Observe<'a> {
     pub(super) baseline: Vec<PhaseStats>,
     /// Where a tripped guardrail writes why the run is aborted.
     pub(super) abort_reason: &'a AbortReason,
-    /// Critical stop conditions that turned true.
-    pub(super) stop_fired: Option<mpsc::UnboundedReceiver<super::stops::Fired>>,
+    /// The stop conditions' evaluations (a critical one that turned true
+    /// aborts the run).
+    pub(super) stop_evaluated: Option<mpsc::UnboundedReceiver<super::stops::Evaluated>>,
+    /// The stop conditions' names, shown `pending` until first evaluated.
+    pub(super) stop_names: Vec<String>,
 }
 
 /// Waits `len` while sending progress once a second; during observe also
@@ -55,7 +59,28 @@ pub(super) async fn wait_with_progress(
     let guarded = observe.is_some() && exp.hypothesis.probes.iter().any(|p| !p.guardrails.is_empty());
     let mut guard = tokio::time::interval_at(Instant::now() + GUARDRAIL_EVERY, GUARDRAIL_EVERY);
     let mut last_progress = Instant::now();
-    let mut fired_rx = observe.as_mut().and_then(|o| o.stop_fired.take());
+    let mut evaluated_rx = observe.as_mut().and_then(|o| o.stop_evaluated.take());
+    // Every check shows from the start of observe, pending until judged.
+    let mut checks = Checks::default();
+    if let Some(o) = observe.as_ref() {
+        let all: Vec<Vec<Sample>> = samples.lock().map(|s| s.clone()).unwrap_or_default();
+        for g in guardrail_states(&all, exp, &o.baseline, ctx.elapsed_ms()) {
+            checks
+                .set(ctx, Kind::Guardrail, &g.name, State::Pending, g.detail)
+                .await;
+        }
+        for name in &o.stop_names {
+            checks
+                .set(
+                    ctx,
+                    Kind::StopCondition,
+                    name,
+                    State::Pending,
+                    "not evaluated yet".into(),
+                )
+                .await;
+        }
+    }
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return false,
@@ -73,7 +98,11 @@ pub(super) async fn wait_with_progress(
             _ = guard.tick(), if guarded => {
                 if let Some(o) = observe.as_ref() {
                     let all: Vec<Vec<Sample>> = samples.lock().map(|s| s.clone()).unwrap_or_default();
-                    if let Some(why) = guardrail_violation(&all, exp, &o.baseline, ctx.elapsed_ms()) {
+                    let states = guardrail_states(&all, exp, &o.baseline, ctx.elapsed_ms());
+                    for g in &states {
+                        checks.set(ctx, Kind::Guardrail, &g.name, g.state, g.detail.clone()).await;
+                    }
+                    if let Some(why) = states.into_iter().find_map(|g| g.violation) {
                         warn!(run_id = %ctx.run_id, %why, "guardrail tripped: aborting the run");
                         if let Ok(mut r) = o.abort_reason.lock() {
                             r.get_or_insert(why.clone());
@@ -88,8 +117,9 @@ pub(super) async fn wait_with_progress(
                     renew_leases(o.registry, o.targets, o.lease);
                 }
             }
-            Some(fired) = recv_fired(fired_rx.as_mut()) => {
-                if let Some(o) = observe.as_ref() {
+            Some(eval) = recv_evaluated(evaluated_rx.as_mut()) => {
+                checks.set(ctx, Kind::StopCondition, &eval.name, eval.state, eval.detail).await;
+                if let (Some(o), Some(fired)) = (observe.as_ref(), eval.fired) {
                     warn!(run_id = %ctx.run_id, why = %fired.why, "stop condition: aborting the run");
                     if let Ok(mut r) = o.abort_reason.lock() {
                         r.get_or_insert(fired.why.clone());
@@ -114,7 +144,9 @@ async fn recv_opt(rx: Option<&mut mpsc::UnboundedReceiver<StatusFromAgent>>) -> 
     }
 }
 
-async fn recv_fired(rx: Option<&mut mpsc::UnboundedReceiver<super::stops::Fired>>) -> Option<super::stops::Fired> {
+async fn recv_evaluated(
+    rx: Option<&mut mpsc::UnboundedReceiver<super::stops::Evaluated>>,
+) -> Option<super::stops::Evaluated> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

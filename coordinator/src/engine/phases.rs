@@ -18,7 +18,7 @@ use super::gate;
 use super::judge::{aborted, judge, phase_stats, recovered_now, Verdict};
 use super::observe::{wait_with_progress, Observe};
 use super::placement::{drain_statuses, wait_for_acks, Placement, TargetState};
-use super::progress::emit_progress;
+use super::progress::{emit_final, emit_progress};
 use super::restore::restore;
 use super::stops;
 use super::{spec_to_wire, RunInput, RunOutput, Sent, ACK_TIMEOUT};
@@ -55,6 +55,7 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
         events,
         phase_tx,
         phases: Vec::new(),
+        points_sent: Default::default(),
     };
     ctx.emit(v1::run_event::Event::Started(v1::RunStarted {
         experiment: exp.name.clone(),
@@ -338,7 +339,8 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
                     lease: exp.lease,
                     baseline: phase_stats(&samples, &exp, &[Phase::Baseline]),
                     abort_reason: &abort_reason,
-                    stop_fired: Some(fired),
+                    stop_evaluated: Some(fired),
+                    stop_names: stop_conditions.iter().map(|c| c.name.clone()).collect(),
                 }),
             )
             .await
@@ -395,6 +397,9 @@ pub(super) async fn execute_inner(input: RunInput, sent: Sent) -> RunOutput {
 
     // ---- verdict ----
     probe_stop.cancel();
+    // Restore and recover often end before a progress tick: their samples
+    // would never reach a chart.
+    emit_final(&ctx, &exp, &samples).await;
     ctx.enter(Phase::Verdict, Duration::ZERO).await;
     drain_statuses(&ctx, &mut targets, &mut status_rx).await;
     registry.unsubscribe(&run_id);

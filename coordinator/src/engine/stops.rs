@@ -1,7 +1,9 @@
 //! Evaluating stop conditions while faults are injected: one task per
 //! condition, started with the observe phase and stopped when it ends. A
-//! `critical` condition that turns true is sent to the observe loop, which
-//! aborts the run (and restores); every evaluation is kept for the report.
+//! condition's every evaluation is sent to the observe loop, which reports
+//! its state as a check (see `checks`) and, for a `critical` condition that
+//! turned true, aborts the run (and restores); every evaluation is kept for
+//! the report.
 //!
 //! A condition whose query fails (Prometheus down, a bad token) is recorded
 //! with its error but does not stop the run: a monitoring outage is not
@@ -14,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::checks::State;
 use crate::experiment::stop_conditions::{Severity, StopCondition};
 use crate::probes::Clients;
 use crate::report::{StopConditionReport, StopEvaluation};
@@ -25,6 +28,18 @@ pub struct Fired {
     pub at_ms: u64,
 }
 
+/// One evaluation, as the observe loop sees it.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// The condition's name.
+    pub name: String,
+    pub state: State,
+    /// The value or the error, in words.
+    pub detail: String,
+    /// Set when a critical condition turned true: the run must stop.
+    pub fired: Option<Fired>,
+}
+
 /// The evaluations of every condition, indexed like the conditions.
 pub type Evaluations = Arc<Mutex<Vec<Vec<StopEvaluation>>>>;
 
@@ -33,7 +48,7 @@ pub fn start(
     conditions: &[StopCondition],
     run_start: Instant,
     stop: CancellationToken,
-) -> (Evaluations, mpsc::UnboundedReceiver<Fired>) {
+) -> (Evaluations, mpsc::UnboundedReceiver<Evaluated>) {
     let evals: Evaluations = Arc::new(Mutex::new(vec![Vec::new(); conditions.len()]));
     let (tx, rx) = mpsc::unbounded_channel();
     let clients = Clients::default();
@@ -73,17 +88,34 @@ pub fn start(
                         error: Some("timeout".into()),
                     },
                 };
-                if eval.fired && cond.severity == Severity::Critical {
-                    let _ = tx.send(Fired {
-                        why: format!(
-                            "stop condition {} (critical) is true: {} returned {}",
-                            cond.name,
-                            cond.query.query,
-                            eval.value.map(crate::verdict::num).unwrap_or_else(|| "a series".into())
+                let fired = (eval.fired && cond.severity == Severity::Critical).then(|| Fired {
+                    why: format!(
+                        "stop condition {} (critical) is true: {} returned {}",
+                        cond.name,
+                        cond.query.query,
+                        eval.value.map(crate::verdict::num).unwrap_or_else(|| "a series".into())
+                    ),
+                    at_ms,
+                });
+                let value = eval.value.map(crate::verdict::num);
+                let (state, detail) = match (&eval.error, eval.fired) {
+                    (Some(e), _) => (State::Error, e.clone()),
+                    (None, true) => (
+                        State::Breached,
+                        format!(
+                            "true ({} severity): returned {}",
+                            cond.severity,
+                            value.unwrap_or_else(|| "a series".into())
                         ),
-                        at_ms,
-                    });
-                }
+                    ),
+                    (None, false) => (State::Ok, "false: no series returned".to_string()),
+                };
+                let _ = tx.send(Evaluated {
+                    name: cond.name.clone(),
+                    state,
+                    detail,
+                    fired,
+                });
                 if let Ok(mut all) = evals.lock() {
                     all[i].push(eval);
                 }

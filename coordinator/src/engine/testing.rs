@@ -100,22 +100,37 @@ pub(crate) async fn query_api(value: &'static str) -> u16 {
 /// Runs a one-kill experiment (probe `true`, 1s baseline, 4s observe)
 /// with `extra` appended to its YAML, against an acking agent.
 pub(crate) async fn run_with(run_id: &str, extra: &str, policy: Policy) -> Report {
+    let yaml = format!(
+        "name: t\nhypothesis:\n  probes:\n    - name: ok\n      interval: 200ms\n      command: {{ run: \"true\" }}\n      tolerances:\n        - success_rate: \"90%\"\nbaseline: 1s\nduration: 4s\nrecovery: 1s\nfaults:\n  - kill: {{ name: x }}\n{extra}"
+    );
+    run_yaml(run_id, &yaml, policy, |_| {}).await.0
+}
+
+/// Runs `yaml` against an acking agent; `on_event` sees each event the
+/// submitting client gets, as it gets it. Returns the report and those
+/// events.
+pub(crate) async fn run_yaml(
+    run_id: &str,
+    yaml: &str,
+    policy: Policy,
+    mut on_event: impl FnMut(&v1::RunEvent) + Send + 'static,
+) -> (Report, Vec<v1::RunEvent>) {
     let registry = Arc::new(Registry::new());
     acking_agent(&registry, "a1");
-    let exp = crate::experiment::parse(
-        "t.yaml",
-        &format!(
-            "name: t\nhypothesis:\n  probes:\n    - name: ok\n      interval: 200ms\n      command: {{ run: \"true\" }}\n      tolerances:\n        - success_rate: \"90%\"\nbaseline: 1s\nduration: 4s\nrecovery: 1s\nfaults:\n  - kill: {{ name: x }}\n{extra}"
-        ),
-        &HashMap::new(),
-    )
-    .expect("experiment");
+    let exp = crate::experiment::parse("t.yaml", yaml, &HashMap::new()).expect("experiment");
     let (client, mut rx) = mpsc::channel(1024);
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let seen = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            on_event(&ev);
+            all.push(ev);
+        }
+        all
+    });
     let log = Arc::new(EventLog::new(Arc::new(Store::in_memory().expect("store"))));
     let (events, writer) = log.open(run_id, "t", "t.yaml", client);
-    tokio::spawn(writer);
-    execute(RunInput {
+    let writer = tokio::spawn(writer);
+    let report = execute(RunInput {
         run_id: run_id.into(),
         experiment: exp,
         source_name: "t.yaml".into(),
@@ -128,5 +143,10 @@ pub(crate) async fn run_with(run_id: &str, extra: &str, policy: Policy) -> Repor
         metrics: faultline_proto::metrics::Metrics::new(),
     })
     .await
-    .report
+    .report;
+    // The writer ends once the run's handles are dropped, then the client
+    // channel closes.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), seen).await;
+    (report, seen.ok().and_then(Result::ok).unwrap_or_default())
 }
