@@ -178,6 +178,47 @@ async fn read_only_sessions_missing_csrf_tokens_and_gets_change_nothing() {
         audit.iter().any(|a| a.action == "stop" && a.caller == "console:alice"),
         "{audit:?}"
     );
+    // While stopped, the stop page offers operators a Resume button; a
+    // read-only session, a missing CSRF token and a GET do not resume.
+    let page = http(ui, "GET", "/stop", Some(&op), None).await;
+    assert!(page.body.contains("id=\"resume\""), "{}", page.body);
+    let page = http(ui, "GET", "/stop", Some(&ro), None).await;
+    assert!(!page.body.contains("id=\"resume\""), "{}", page.body);
+    let r = http(ui, "POST", "/resume", Some(&ro), Some(&format!("csrf={ro_csrf}"))).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(http(ui, "POST", "/resume", Some(&op), None).await.status, 403);
+    let _ = http(ui, "GET", &format!("/resume?csrf={op_csrf}"), Some(&op), None).await;
+    assert!(c.runs.stopped().is_some(), "nothing above resumed");
+    let r = http(ui, "POST", "/resume", Some(&op), Some(&format!("csrf={op_csrf}"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("Resumed"), "{}", r.body);
+    assert_eq!(c.runs.stopped(), None, "the operator resumed");
+    let audit = c.store.audit_list(20).expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "resume" && a.caller == "console:alice"),
+        "{audit:?}"
+    );
+    // The Runs page filters by outcome and by experiment name.
+    let runs = |q: String| {
+        let ro = ro.clone();
+        async move { http(ui, "GET", &format!("/runs{q}"), Some(&ro), None).await }
+    };
+    let row = format!("<a href=\"/runs/{run_id}\">");
+    assert!(runs(String::new()).await.body.contains(&row));
+    assert!(runs("?outcome=aborted".into()).await.body.contains(&row));
+    assert!(runs("?outcome=aborted&experiment=conso".into())
+        .await
+        .body
+        .contains(&row));
+    let passed = runs("?outcome=passed".into()).await;
+    assert_eq!(passed.status, 200);
+    assert!(!passed.body.contains(&row), "{}", passed.body);
+    assert!(!runs("?experiment=no-such-experiment".into()).await.body.contains(&row));
+    let bad = runs("?outcome=bogus".into()).await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.body.contains("use one of"), "{}", bad.body);
     let Lab { h, .. } = lab;
     h.stop().await;
     stop.cancel();

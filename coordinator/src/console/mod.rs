@@ -213,7 +213,7 @@ impl Console {
         match (post, req.path.as_str()) {
             (false, "/") => Response::redirect("/fleet"),
             (false, "/fleet") => fleet::page(c, &session),
-            (false, "/runs") => runs::page(c, &session),
+            (false, "/runs") => runs::page(c, &session, req),
             (false, "/experiments") => trend::index(c, &session),
             (false, "/experiments/trend") => trend::page(c, &session, req),
             (false, "/gamedays") => gamedays::page(c, &session),
@@ -221,6 +221,7 @@ impl Console {
             (false, "/audit") => audit::page(c, &session),
             (false, "/stop") => stop::confirm(c, &session),
             (true, "/stop") => stop::post(c, &session, req),
+            (true, "/resume") => stop::resume(c, &session),
             (true, "/logout") => {
                 self.sessions.logout(req);
                 Response::redirect("/login").with_header("set-cookie", auth::clear_cookie())

@@ -1,10 +1,12 @@
-//! The Runs page (history from the store, with outcomes) and each run's
-//! full HTML report, the same one `faultline report --format html` gives.
+//! The Runs page (history from the store, with outcomes; filtered by
+//! outcome and experiment name through a GET form, so a filtered view is a
+//! link to share) and each run's full HTML report, the same one
+//! `faultline report --format html` gives.
 
 use std::fmt::Write;
 
 use super::auth::Session;
-use super::http::{esc, Response, REPORT_CSP};
+use super::http::{esc, parse_form, Request, Response, REPORT_CSP};
 use super::layout;
 use crate::server::Coordinator;
 use crate::store::Stored;
@@ -12,12 +14,53 @@ use crate::store::Stored;
 /// Runs listed on the page, newest first.
 pub const RUNS_SHOWN: usize = 200;
 
-pub fn page(c: &Coordinator, session: &Session) -> Response {
-    let rows = match c.store.list(RUNS_SHOWN, None) {
-        Ok(r) => r,
+/// Runs read from the store to filter by experiment name: the page shows
+/// the newest [`RUNS_SHOWN`] of those that match.
+const RUNS_SCANNED: usize = 5000;
+
+pub fn page(c: &Coordinator, session: &Session, req: &Request) -> Response {
+    let q = parse_form(&req.query);
+    let outcome = q.get("outcome").map(|s| s.trim()).filter(|s| !s.is_empty());
+    if let Some(o) = outcome.filter(|o| !crate::control::RUN_STATUSES.contains(o)) {
+        return Response::text(
+            400,
+            format!(
+                "outcome {o:?}: use one of {}\n",
+                crate::control::RUN_STATUSES.join(", ")
+            ),
+        );
+    }
+    let name = q.get("experiment").map(|s| s.trim()).unwrap_or("");
+    let scanned = if name.is_empty() { RUNS_SHOWN } else { RUNS_SCANNED };
+    let rows: Vec<_> = match c.store.list(scanned, outcome) {
+        Ok(r) => r
+            .into_iter()
+            .filter(|r| r.experiment.contains(name))
+            .take(RUNS_SHOWN)
+            .collect(),
         Err(e) => return Response::text(500, format!("cannot read the run history: {e}\n")),
     };
-    let mut b = format!("<p>The last {RUNS_SHOWN} runs at most, newest first.</p>\n");
+    let options: String = std::iter::once("")
+        .chain(crate::control::RUN_STATUSES.iter().copied())
+        .map(|o| {
+            format!(
+                "<option value=\"{o}\"{}>{}</option>",
+                if Some(o) == outcome || (o.is_empty() && outcome.is_none()) {
+                    " selected"
+                } else {
+                    ""
+                },
+                if o.is_empty() { "any" } else { o }
+            )
+        })
+        .collect();
+    let mut b = format!(
+        "<form method=\"get\" action=\"/runs\" id=\"filters\"><label>Outcome <select name=\"outcome\">{options}</select></label> \
+<label>Experiment contains <input name=\"experiment\" value=\"{}\"></label> <button>Filter</button> <a href=\"/runs\">clear</a></form>\n\
+<p>{} run(s) shown, newest first (at most {RUNS_SHOWN}).</p>\n",
+        esc(name),
+        rows.len()
+    );
     b.push_str("<table id=\"runs\"><thead><tr><th>Run</th><th>Experiment</th><th>Outcome</th><th>Started</th><th>Finished</th><th>Reason</th><th>Report</th></tr></thead><tbody>\n");
     for r in rows {
         let id = esc(&r.run_id);

@@ -33,6 +33,23 @@ pub fn abort_run(runs: &Runs, store: &Store, who: &str, run_id: &str, reason: &s
     found
 }
 
+/// Ends an emergency stop (runs may start again); false if there was none.
+/// Audited either way.
+pub fn resume(runs: &Runs, store: &Store, who: &str) -> bool {
+    let was_stopped = runs.resume();
+    audit(
+        store,
+        who,
+        "resume",
+        "*",
+        if was_stopped { "resumed" } else { "was not stopped" },
+    );
+    if was_stopped {
+        tracing::info!(caller = %who, "resumed after an emergency stop: runs may start again");
+    }
+    was_stopped
+}
+
 /// The emergency stop: aborts every run in flight, refuses new ones until
 /// a resume, and tells every agent to restore everything it holds.
 pub fn emergency_stop(runs: &Runs, registry: &Registry, store: &Store, who: &str, reason: &str) -> v1::StopResponse {

@@ -266,16 +266,7 @@ impl Control for ControlService {
 
     async fn resume(&self, req: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
         let who = self.security.control_operator(&req)?;
-        let was_stopped = self.runs.resume();
-        self.audit(
-            &who,
-            "resume",
-            "*",
-            if was_stopped { "resumed" } else { "was not stopped" },
-        );
-        if was_stopped {
-            info!("resumed after an emergency stop: runs may start again");
-        }
+        let was_stopped = actions::resume(&self.runs, &self.store, &who);
         Ok(Response::new(v1::ResumeResponse { was_stopped }))
     }
 
