@@ -3,7 +3,8 @@
 //! watches a run live (phases, targets, the probe chart with its baseline
 //! band and fault window, checked in the DOM and in a screenshot's pixels)
 //! and aborts it; a read-only session cannot abort, and a POST without the
-//! CSRF token is refused; a guardrail's row turns from ok to breached live.
+//! CSRF token is refused; a guardrail's row turns from ok to breached live
+//! in a run started with the `faultline run --coordinator` CLI.
 
 use std::time::{Duration, Instant};
 
@@ -444,8 +445,52 @@ async fn in_headless_chromium_a_guardrail_row_turns_from_ok_to_breached_without_
         .wait_for("location.pathname === '/fleet'", Duration::from_secs(10))
         .await
         .expect("eval"));
-    let (run_id, mut stream) = submit(&lab.h, &yaml).await;
-    tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    // The run is started from the CLI, as an operator would: the page
+    // follows a run it did not start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("guardrail.yaml");
+    std::fs::write(&file, &yaml).expect("write experiment");
+    let mut cli = tokio::process::Command::new(faultline_tests::lab::faultline_bin())
+        .arg("run")
+        .arg(&file)
+        .args(["--coordinator", &lab.h.url])
+        .env("FAULTLINE_TOKEN", OPERATOR)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start faultline run");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(cli.stderr.take().expect("stderr")));
+    let mut printed = Vec::new();
+    let run_id = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            printed.push(l.clone());
+            // "[   0.0s] run r-… of \"console\" started (…)"
+            if let Some(id) = l.split(" run ").nth(1).and_then(|r| r.split(' ').next()) {
+                if l.contains(" started ") {
+                    return Some(id.to_string());
+                }
+            }
+            if printed.len() > 200 {
+                break;
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("the CLI printed no run id: {printed:?}"));
+    let cli_lines = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if rest.len() < 1000 {
+                rest.push(l);
+            }
+        }
+        rest
+    });
     b.goto(&format!("http://{ui}/runs/{run_id}")).await.expect("goto");
     let row = "document.querySelector('#checks tr[data-check^=\"guardrail/\"]')";
     let ok = format!("!!{row} && {row}.getAttribute('data-state') === 'ok'");
@@ -488,6 +533,19 @@ async fn in_headless_chromium_a_guardrail_row_turns_from_ok_to_breached_without_
     let by = report.aborted_by.clone().unwrap_or_default();
     assert!(by.starts_with("guardrail web: success rate >= 90.0%"), "{by}");
     assert_eq!(report.faults[0].targets[0].state, "restored");
+    // The CLI that started the run saw the same end: exit 3 (aborted),
+    // with the guardrail's state change printed.
+    let status = tokio::time::timeout(Duration::from_secs(20), cli.wait())
+        .await
+        .expect("the CLI exits after the run")
+        .expect("wait");
+    let rest = cli_lines.await.expect("stderr reader");
+    assert_eq!(status.code(), Some(3), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("guardrail web") && l.contains("breached")),
+        "{rest:?}"
+    );
     drop(b);
     let Lab { h, .. } = lab;
     h.stop().await;
