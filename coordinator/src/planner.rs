@@ -276,11 +276,10 @@ pub fn plan(exp: &Experiment, agents: &[AgentInfo], ctx: &Context<'_>) -> Result
                 fault: fault.name.clone(),
                 agent: a.agent_id.clone(),
                 kind,
-                // Fault kinds only (`dry_run` and `runtime:*` are not).
                 supports: a
                     .capabilities
                     .iter()
-                    .filter(|c| *c != faultline_proto::CAPABILITY_DRY_RUN && !c.starts_with("runtime:"))
+                    .filter(|c| faultline_proto::is_fault_kind_capability(c))
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -451,8 +450,14 @@ pub(crate) mod tests {
 
     #[test]
     fn latency_needs_a_backend_capability_and_the_requested_backend() {
+        // Only fault kinds are listed: not what else the agent can do.
         let fleet = [
-            net_agent("a1", "a", "10.9.0.2", &["kill"]),
+            net_agent(
+                "a1",
+                "a",
+                "10.9.0.2",
+                &["kill", "dry_run", "pod_addresses", "runtime:docker"],
+            ),
             net_agent("b1", "b", "10.9.0.3", &["kill"]),
         ];
         let err = plan_free(&net_exp("latency: { delay: 10ms, to: { zones: [a] } }"), &fleet).unwrap_err();

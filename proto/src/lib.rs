@@ -36,6 +36,13 @@ pub const CAPABILITY_DRY_RUN: &str = "dry_run";
 /// of pods (`hypothesis.groups.NAME.pods`) with it.
 pub const CAPABILITY_POD_ADDRESSES: &str = "pod_addresses";
 
+/// Whether capability `c` names a fault kind (`kill`, `latency:netem`),
+/// not something else the agent can do (`dry_run`, `pod_addresses`,
+/// `runtime:*`): what a refusal lists as the kinds an agent supports.
+pub fn is_fault_kind_capability(c: &str) -> bool {
+    c != CAPABILITY_DRY_RUN && c != CAPABILITY_POD_ADDRESSES && !c.starts_with("runtime:")
+}
+
 /// The lower-case name of a fault state ("injected", "restored", ...), as
 /// logs, events and metric labels show it.
 pub fn fault_state_name(state: v1::FaultState) -> &'static str {
