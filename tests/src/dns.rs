@@ -3,7 +3,7 @@
 //! query and reads the answer's response code. Only what the tests need:
 //! one question, no compression, no TCP.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,10 +37,12 @@ pub enum Lookup {
     Mismatch(String),
 }
 
-/// One lookup of `name` at `server` from a fresh socket of the calling
-/// thread's namespace.
-pub fn lookup(server: SocketAddrV4, name: &str, id: u16, timeout: Duration) -> Lookup {
-    let s = UdpSocket::bind("0.0.0.0:0").expect("bind client socket");
+/// One lookup of `name` at `server` (IPv4 or IPv6) from a fresh socket of
+/// the calling thread's namespace.
+pub fn lookup(server: impl Into<SocketAddr>, name: &str, id: u16, timeout: Duration) -> Lookup {
+    let server: SocketAddr = server.into();
+    let any = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = UdpSocket::bind(any).expect("bind client socket");
     s.set_read_timeout(Some(timeout)).expect("timeout");
     let q = query(id, name);
     s.send_to(&q, server).expect("send query");

@@ -4,7 +4,7 @@
 //! `faultline-bench packets`.
 
 use std::collections::HashMap;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::lab::{enter_netns, in_netns, LabHost};
@@ -90,15 +90,20 @@ pub fn send(sock: &UdpSocket, to: std::net::SocketAddr, n: u32, pace: Duration) 
     }
 }
 
-/// Sends `n` numbered datagrams from `a` to `b`:`port`, one every `pace`,
-/// and collects what `b` receives until it has been quiet for a second
-/// (at most a minute).
+/// Sends `n` numbered datagrams from `a` to `b`:`port` (b's IPv4
+/// address), one every `pace`, and collects what `b` receives until it has
+/// been quiet for a second (at most a minute).
 pub fn udp_exchange(a: &LabHost, b: &LabHost, port: u16, n: u32, pace: Duration) -> Received {
-    let (ans, bns, bip) = (a.netns.clone(), b.netns.clone(), b.ip);
+    udp_exchange_to(a, b, SocketAddrV4::new(b.ip, port).into(), n, pace)
+}
+
+/// [`udp_exchange`] to any address of `b`, IPv4 or IPv6 (`to`).
+pub fn udp_exchange_to(a: &LabHost, b: &LabHost, to: SocketAddr, n: u32, pace: Duration) -> Received {
+    let (ans, bns) = (a.netns.clone(), b.netns.clone());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
         enter_netns(&bns).expect("enter b");
-        let s = UdpSocket::bind((bip, port)).expect("bind receiver");
+        let s = UdpSocket::bind(to).expect("bind receiver");
         s.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
         ready_tx.send(()).expect("ready");
         receive(&s)
@@ -106,11 +111,55 @@ pub fn udp_exchange(a: &LabHost, b: &LabHost, port: u16, n: u32, pace: Duration)
     ready_rx.recv_timeout(Duration::from_secs(5)).expect("receiver ready");
     let sender = std::thread::spawn(move || {
         enter_netns(&ans).expect("enter a");
-        let s = UdpSocket::bind("0.0.0.0:0").expect("bind sender");
-        send(&s, SocketAddrV4::new(bip, port).into(), n, pace);
+        let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = UdpSocket::bind(any).expect("bind sender");
+        send(&s, to, n, pace);
     });
     sender.join().expect("sender");
     receiver.join().expect("receiver")
+}
+
+/// The IPv6 address [`add_ipv6`] gives the `i`-th lab host (0-based):
+/// `fd00:77::11`, `fd00:77::12` ..., a ULA next to the lab's 10.77.0.0/24.
+pub fn lab_ipv6(i: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x11 + u16::from(i))
+}
+
+/// Gives `host` the address [`lab_ipv6`]`(i)`/64 on its `eth0` (the lab's
+/// bridge carries IPv6 as it is), without duplicate address detection so
+/// it is usable at once. It goes with the host's namespace.
+pub fn add_ipv6(host: &LabHost, i: u8) -> Ipv6Addr {
+    let addr = lab_ipv6(i);
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            host.netns.as_str(),
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .output()
+        .expect("run ip addr add");
+    assert!(
+        out.status.success(),
+        "ip addr add {addr} in {}: {}",
+        host.netns,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    addr
+}
+
+/// A counter of `/proc/net/snmp6` in `netns`, e.g. `Udp6InCsumErrors`.
+pub fn udp6_counter(netns: &str, name: &str) -> u64 {
+    let snmp = in_netns(netns, &["cat", "/proc/net/snmp6"]);
+    snmp.lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/net/snmp6 of {netns}"))
 }
 
 /// A counter of the `Udp:` lines of `/proc/net/snmp` in `netns`.
@@ -128,10 +177,10 @@ pub fn udp_counter(netns: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no Udp {name} in {snmp}"))
 }
 
-/// faultline lines of the filter table in `netns` (the agent uses
-/// iptables-legacy where it is installed).
+/// faultline lines of the filter table in `netns`, IPv4 and IPv6 (the
+/// agent uses iptables-legacy and ip6tables-legacy where installed).
 pub fn filter_chains(netns: &str) -> String {
-    ["iptables-legacy-save", "iptables-nft-save"]
+    ["iptables-legacy-save", "ip6tables-legacy-save", "iptables-nft-save"]
         .iter()
         .map(|tool| in_netns(netns, &[tool, "-t", "filter"]))
         .collect::<String>()

@@ -1,19 +1,22 @@
 //! corrupt, duplicate, reorder and dns in the namespace lab: each fault on
-//! host a (the NFQUEUE backend, IPv4), its effect measured at host b over
-//! N ≥ 1000 UDP datagrams (or DNS lookups), then restored with no rule or
-//! queue left. The dns test also kills the agent with -9 mid-fault: the
+//! host a (the NFQUEUE backend, IPv4, and IPv6 over ip6tables with the lab
+//! hosts given fd00:77::/64 addresses), its effect measured at host b over
+//! N ≥ 1000 UDP datagrams (or DNS lookups), then restored with no rule
+//! (iptables or ip6tables) or queue left. The dns test also kills the agent with -9 mid-fault: the
 //! rules stay but fail open (`--queue-bypass`), and the restarted agent
 //! removes them from its journal. Needs root and the lab's tools: without
 //! them each test prints why and returns, except under CI=true.
 
 use std::collections::HashMap;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use faultline_tests::dns::{self, Lookup};
-use faultline_tests::lab::{enter_netns, lab_or_skip, Lab, LabHost, RunWatch};
-use faultline_tests::packets::{filter_chains as chains, udp_counter, udp_exchange};
+use faultline_tests::lab::{enter_netns, in_netns, lab_or_skip, Lab, LabHost, RunWatch};
+use faultline_tests::packets::{
+    add_ipv6, filter_chains as chains, udp6_counter, udp_counter, udp_exchange, udp_exchange_to,
+};
 
 /// One lab at a time: they share the machine's CPU, and the measured
 /// fractions need the queue thread to keep up.
@@ -159,12 +162,17 @@ fn reorder_25_percent_with_a_20ms_gap_makes_that_share_arrive_late() {
     lab.assert_clean();
 }
 
-/// Starts the tiny DNS server in b on port 53.
+/// Starts the tiny DNS server in b on port 53 of its IPv4 address.
 fn dns_server(b: &LabHost) -> dns::Server {
-    let (bns, bip) = (b.netns.clone(), b.ip);
+    dns_server_on(b, SocketAddrV4::new(b.ip, 53).into())
+}
+
+/// Starts the tiny DNS server in b on `addr`.
+fn dns_server_on(b: &LabHost, addr: SocketAddr) -> dns::Server {
+    let bns = b.netns.clone();
     let socket = std::thread::spawn(move || {
         enter_netns(&bns).expect("enter b");
-        UdpSocket::bind((bip, 53)).expect("bind 53 in b")
+        UdpSocket::bind(addr).expect("bind 53 in b")
     })
     .join()
     .unwrap();
@@ -174,12 +182,13 @@ fn dns_server(b: &LabHost) -> dns::Server {
 /// `n` lookups of each name from a, alternating; what each name got.
 fn lookups(
     a: &LabHost,
-    server: SocketAddrV4,
+    server: impl Into<SocketAddr>,
     names: &[&'static str],
     n: u16,
     timeout: Duration,
 ) -> HashMap<&'static str, Vec<Lookup>> {
     let ans = a.netns.clone();
+    let server: SocketAddr = server.into();
     let names = names.to_vec();
     std::thread::spawn(move || {
         enter_netns(&ans).expect("enter a");
@@ -342,6 +351,188 @@ fn backend_netem_on_a_kernel_without_sch_netem_is_refused_before_injecting_and_n
         result.report.faults.iter().all(|f| f.targets.is_empty()),
         "nothing injected"
     );
+    assert_eq!(chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+/// A lab as [`lab`] makes it, with a and b given IPv6 addresses too
+/// (fd00:77::11 and fd00:77::12); b's is returned. The addresses go with
+/// the lab's namespaces.
+fn lab6(test: &str) -> Option<(MutexGuard<'static, ()>, Lab, LabHost, LabHost, Ipv6Addr)> {
+    let (one, lab, a, b) = lab(test)?;
+    add_ipv6(&a, 0);
+    let b6 = add_ipv6(&b, 1);
+    Some((one, lab, a, b, b6))
+}
+
+/// faultline lines of ip6tables' filter table in `netns`.
+fn ip6_chains(netns: &str) -> String {
+    in_netns(netns, &["ip6tables-legacy-save", "-t", "filter"])
+        .lines()
+        .filter(|l| l.contains("faultline"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// faultline lines of iptables' (IPv4) filter table in `netns`.
+fn ip4_chains(netns: &str) -> String {
+    in_netns(netns, &["iptables-legacy-save", "-t", "filter"])
+        .lines()
+        .filter(|l| l.contains("faultline"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Injects `fault` on a, checks that it took an ip6tables chain with
+/// `prefix` and no iptables one, and sends N datagrams to `to` (IPv6).
+fn over_ipv6(
+    lab: &Lab,
+    a: &LabHost,
+    b: &LabHost,
+    fault: &str,
+    prefix: &str,
+    to: SocketAddr,
+) -> (RunWatch, faultline_tests::packets::Received) {
+    let run = inject(lab, b, fault, "8s");
+    let v6 = ip6_chains(&a.netns);
+    assert!(v6.contains(prefix), "no {prefix} chain in ip6tables: {v6:?}");
+    assert_eq!(ip4_chains(&a.netns), "", "an IPv6 destination took an iptables chain");
+    let r = udp_exchange_to(a, b, to, N, Duration::from_micros(500));
+    (run, r)
+}
+
+#[test]
+fn over_ipv6_corrupt_duplicate_and_reorder_hit_their_shares_through_ip6tables_and_leave_no_chain() {
+    let Some((_one, lab, a, b, b6)) =
+        lab6("over_ipv6_corrupt_duplicate_and_reorder_hit_their_shares_through_ip6tables_and_leave_no_chain")
+    else {
+        return;
+    };
+    let to = |port: u16| SocketAddr::from((b6, port));
+    // Neighbour discovery before any fault: the first datagrams of a
+    // measurement must not wait on it.
+    let warm = udp_exchange_to(&a, &b, to(9110), 10, Duration::from_millis(1));
+    assert_eq!(warm.lost(10), 0, "IPv6 between a and b does not work: {warm:?}");
+
+    // corrupt 30%: the flipped payload bit fails the (mandatory) UDP checksum.
+    let csum0 = udp6_counter(&b.netns, "Udp6InCsumErrors");
+    let (run, r) = over_ipv6(
+        &lab,
+        &a,
+        &b,
+        &format!("corrupt: {{ percent: 30%, protocol: udp, ports: [9111], to: {{ cidrs: ['{b6}/128'] }} }}"),
+        "faultline-c-",
+        to(9111),
+    );
+    let csum = udp6_counter(&b.netns, "Udp6InCsumErrors") - csum0;
+    let lost = r.lost(N);
+    let share = lost as f64 * 100.0 / f64::from(N);
+    eprintln!(
+        "IPv6 corrupt 30%: {lost} of {N} datagrams lost ({share:.1}%), {csum} bad checksums at b, {} damaged delivered",
+        r.damaged
+    );
+    assert_eq!(r.damaged, 0, "a corrupted datagram was delivered");
+    assert!((share - 30.0).abs() <= 5.0, "asked 30%, lost {share:.1}%");
+    assert!(
+        csum.abs_diff(lost) <= u64::from(N) / 100,
+        "{lost} lost but {csum} checksum errors"
+    );
+    let detail = restored(run);
+    assert!(detail.contains("ip6tables filter chain faultline-c-"), "{detail}");
+    assert_eq!(chains(&a.netns), "");
+
+    // duplicate 20%: the copies go out through a raw IPv6 socket.
+    let (run, r) = over_ipv6(
+        &lab,
+        &a,
+        &b,
+        &format!("duplicate: {{ percent: 20%, protocol: udp, ports: [9112], to: {{ cidrs: ['{b6}'] }} }}"),
+        "faultline-d-",
+        to(9112),
+    );
+    let dups = r.duplicates();
+    let share = dups as f64 * 100.0 / f64::from(N);
+    eprintln!(
+        "IPv6 duplicate 20%: {} of {N} lost, {dups} delivered twice ({share:.1}%), at most {} copies of one",
+        r.lost(N),
+        r.most_copies()
+    );
+    assert_eq!(r.lost(N), 0, "datagrams lost");
+    assert!(r.most_copies() <= 2, "a datagram arrived more than twice");
+    assert!((share - 20.0).abs() <= 4.0, "asked 20%, duplicated {share:.1}%");
+    assert_eq!(r.damaged, 0);
+    restored(run);
+    assert_eq!(chains(&a.netns), "");
+
+    // reorder 25% with a 20 ms gap.
+    let (run, r) = over_ipv6(
+        &lab,
+        &a,
+        &b,
+        &format!("reorder: {{ percent: 25%, gap: 20ms, protocol: udp, ports: [9113], to: {{ cidrs: ['{b6}/128'] }} }}"),
+        "faultline-r-",
+        to(9113),
+    );
+    let late = r.late();
+    let share = late as f64 * 100.0 / f64::from(N);
+    eprintln!(
+        "IPv6 reorder 25% gap 20ms: {} of {N} delivered, {late} late ({share:.1}%)",
+        r.seqs.len()
+    );
+    assert_eq!(r.seqs.len() as u32, N, "datagrams lost");
+    assert!((share - 25.0).abs() <= 5.0, "asked 25%, {share:.1}% arrived late");
+    restored(run);
+    assert_eq!(chains(&a.netns), "");
+    assert_eq!(ip6_chains(&a.netns), "");
+    lab.assert_clean();
+}
+
+#[test]
+fn dns_servfail_answers_the_chosen_queries_to_an_ipv6_resolver_over_ipv6() {
+    let Some((_one, lab, a, b, b6)) = lab6("dns_servfail_answers_the_chosen_queries_to_an_ipv6_resolver_over_ipv6")
+    else {
+        return;
+    };
+    let resolver = SocketAddr::from((b6, 53));
+    let server = dns_server_on(&b, resolver);
+    let run = inject(
+        &lab,
+        &b,
+        &format!("dns: {{ names: ['*.example.com'], action: servfail, resolvers: ['{b6}'] }}"),
+        "10s",
+    );
+    assert!(
+        ip6_chains(&a.netns).contains("faultline-n-"),
+        "{}",
+        ip6_chains(&a.netns)
+    );
+    assert_eq!(ip4_chains(&a.netns), "", "an IPv6 resolver took an iptables chain");
+    let got = lookups(
+        &a,
+        resolver,
+        &["db.example.com", "www.example.org"],
+        300,
+        Duration::from_secs(2),
+    );
+    let failed = got["db.example.com"]
+        .iter()
+        .filter(|l| matches!(l, Lookup::Rcode(2, from) if *from == resolver))
+        .count();
+    let resolved = got["www.example.org"]
+        .iter()
+        .filter(|l| **l == Lookup::Address(dns::ANSWER))
+        .count();
+    let answered = server.answered.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "IPv6 dns servfail: {failed}/300 lookups of db.example.com got SERVFAIL from {resolver}, {resolved}/300 of www.example.org resolved; the server answered {answered}"
+    );
+    assert_eq!(failed, 300, "db.example.com got: {}", tally(&got["db.example.com"]));
+    assert_eq!(resolved, 300, "www.example.org got: {}", tally(&got["www.example.org"]));
+    assert_eq!(answered, 300, "chosen queries reached the resolver");
+    let detail = restored(run);
+    assert!(detail.contains("ip6tables filter chain faultline-n-"), "{detail}");
+    let after = lookups(&a, resolver, &["db.example.com"], 1, Duration::from_secs(2));
+    assert_eq!(after["db.example.com"], vec![Lookup::Address(dns::ANSWER)]);
     assert_eq!(chains(&a.netns), "");
     lab.assert_clean();
 }

@@ -7,7 +7,10 @@
 //! checksum fails: UDP datagrams are dropped (`InCsumErrors`), TCP segments
 //! are dropped and retransmitted. The bit is taken from the transport
 //! payload, or from the transport header of a packet without payload
-//! (a bare TCP ACK); the IP header is never touched.
+//! (a bare TCP ACK); the IP header is never touched. IPv4 and IPv6 alike:
+//! over IPv6 the UDP checksum is mandatory (RFC 8200 §8.1), so a flipped
+//! payload bit fails it just the same; the IPv6 extension headers are
+//! skipped like the IPv4 options.
 
 use faultline_proto::v1;
 
@@ -68,10 +71,11 @@ struct Corrupt {
 /// Where the bit to flip may be: the transport payload if there is one,
 /// else the transport header; `None` when the packet has neither.
 pub fn corruptible(p: &[u8]) -> Option<std::ops::Range<usize>> {
-    let (off, proto) = packet::ipv4_transport(p)?;
+    let (off, proto) = packet::transport(p)?;
     let header = match proto {
         6 if p.len() >= off + 13 => usize::from(p[off + 12] >> 4) * 4,
-        17 | 1 => 8,
+        // UDP, ICMP, ICMPv6: 8-byte headers.
+        17 | 1 | 58 => 8,
         _ => 0,
     };
     let payload = (off + header).min(p.len());
@@ -122,6 +126,29 @@ mod tests {
                 panic!("not changed")
             };
             assert_eq!(q[..28], p[..28], "headers changed");
+            let flipped: u32 = q.iter().zip(&p).map(|(a, b)| (a ^ b).count_ones()).sum();
+            assert_eq!(flipped, 1);
+        }
+    }
+
+    #[test]
+    fn over_ipv6_a_payload_bit_flips_after_the_extension_headers() {
+        // IPv6, next header hop-by-hop (8 bytes), then UDP, then 50 bytes.
+        let mut p = vec![0x60, 0, 0, 0, 0, 66, 0, 64];
+        p.extend_from_slice(&[0xfd; 32]);
+        p.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0x30, 0x39, 0x23, 0x28, 0, 58, 0x12, 0x34]);
+        p.extend_from_slice(&[0u8; 50]);
+        assert_eq!(corruptible(&p), Some(56..106));
+        let mut c = Corrupt {
+            percent: 100.0,
+            rng: Rng::seeded("t-1"),
+        };
+        for _ in 0..50 {
+            let Decision::Change(q) = c.decide(&p) else {
+                panic!("not changed")
+            };
+            assert_eq!(q[..56], p[..56], "headers changed");
             let flipped: u32 = q.iter().zip(&p).map(|(a, b)| (a ^ b).count_ones()).sum();
             assert_eq!(flipped, 1);
         }

@@ -7,8 +7,12 @@
 //! each query. A query for a name not chosen goes on untouched. A chosen
 //! one over UDP is dropped, and for `nxdomain` / `servfail` an answer with
 //! the query's id and question and that response code is sent back to the
-//! asking socket from the resolver's address and port (a raw IPv4 socket,
-//! marked so the chain returns it); the resolver never sees the query.
+//! asking socket from the resolver's address and port (a raw socket of the
+//! query's family, marked so the chain returns it); the resolver never
+//! sees the query. IPv4 and IPv6 resolvers alike: the chain is in
+//! iptables and ip6tables, and an answer to an IPv6 query is an IPv6/UDP
+//! packet (its UDP checksum, mandatory over IPv6, over the IPv6
+//! pseudo-header).
 //! Over TCP a chosen query's segment is dropped whatever the action (the
 //! client times out and retries until it gives up): forging a TCP answer
 //! needs the stream's sequence numbers, which is not done (yet).
@@ -119,16 +123,11 @@ fn plan(_fault_id: &str, w: v1::fault_spec::Kind) -> packet::Result<Plan> {
         "timeout" => Action::Timeout,
         a => return Err(invalid(format!("action {a:?}: use nxdomain, servfail or timeout"))),
     };
-    let resolvers = packet::ipv4_networks(NAME, "resolvers", &w.resolvers)?;
-    let dests: Vec<String> = if resolvers.is_empty() {
-        vec![String::new()]
-    } else {
-        resolvers.iter().map(|c| format!("-d {c} ")).collect()
-    };
-    let scope_lines = dests
-        .iter()
-        .flat_map(|d| [format!("{d}-p udp --dport 53"), format!("{d}-p tcp --dport 53")])
-        .collect();
+    let resolvers = packet::networks(NAME, "resolvers", &w.resolvers)?;
+    let scope_lines = packet::FamilyLines::for_destinations(
+        &resolvers,
+        &["-p udp --dport 53".to_string(), "-p tcp --dport 53".to_string()],
+    );
     let which = if names.is_empty() {
         "every name".to_string()
     } else {
@@ -218,9 +217,47 @@ fn fold(mut acc: u32) -> u16 {
     !(acc as u16)
 }
 
-/// An IPv4/UDP packet carrying `dns` from the query's destination to its
-/// source, ports swapped.
+/// A UDP packet carrying `dns` from the query's destination to its
+/// source, ports swapped, in the query's IP family.
 pub fn reply_packet(query: &[u8], udp_off: usize, dns: &[u8]) -> Vec<u8> {
+    if query[0] >> 4 == 6 {
+        reply_packet_v6(query, udp_off, dns)
+    } else {
+        reply_packet_v4(query, udp_off, dns)
+    }
+}
+
+/// [`reply_packet`] over IPv6: a 40-byte header (no extension headers),
+/// then UDP with its checksum over the IPv6 pseudo-header (RFC 8200 §8.1).
+fn reply_packet_v6(query: &[u8], udp_off: usize, dns: &[u8]) -> Vec<u8> {
+    let (src, dst) = (&query[24..40], &query[8..24]);
+    let (sport, dport) = (&query[udp_off + 2..udp_off + 4], &query[udp_off..udp_off + 2]);
+    let udp_len = 8 + dns.len();
+    let mut p = Vec::with_capacity(40 + udp_len);
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[17, 64]);
+    p.extend_from_slice(src);
+    p.extend_from_slice(dst);
+    p.extend_from_slice(sport);
+    p.extend_from_slice(dport);
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(dns);
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(src);
+    pseudo.extend_from_slice(dst);
+    pseudo.extend_from_slice(&(udp_len as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    let sum = match fold(sum16(&p[40..], sum16(&pseudo, 0))) {
+        0 => 0xffff,
+        s => s,
+    };
+    p[46..48].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+fn reply_packet_v4(query: &[u8], udp_off: usize, dns: &[u8]) -> Vec<u8> {
     let (src, dst) = (&query[16..20], &query[12..16]);
     let (sport, dport) = (&query[udp_off + 2..udp_off + 4], &query[udp_off..udp_off + 2]);
     let udp_len = 8 + dns.len();
@@ -259,7 +296,7 @@ impl Dns {
 
 impl Handler for Dns {
     fn decide(&mut self, p: &[u8]) -> Decision {
-        let Some((off, proto)) = packet::ipv4_transport(p) else {
+        let Some((off, proto)) = packet::transport(p) else {
             return Decision::Accept;
         };
         match proto {
@@ -348,6 +385,55 @@ mod tests {
         assert_eq!(d.decide(&udp_packet(&query("example.org"))), Decision::Accept);
         d.action = Action::Timeout;
         assert_eq!(d.decide(&p), Decision::Drop);
+    }
+
+    #[test]
+    fn a_chosen_query_to_an_ipv6_resolver_is_answered_over_ipv6_with_a_valid_udp_checksum() {
+        let q = query("db.example.com");
+        let udp_len = (8 + q.len()) as u16;
+        let client: [u8; 16] = "fd00:77::11".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let resolver: [u8; 16] = "fd00:77::12".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&udp_len.to_be_bytes());
+        p.extend_from_slice(&[17, 64]);
+        p.extend_from_slice(&client);
+        p.extend_from_slice(&resolver);
+        p.extend_from_slice(&40000u16.to_be_bytes());
+        p.extend_from_slice(&53u16.to_be_bytes());
+        p.extend_from_slice(&udp_len.to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&q);
+        let mut d = Dns {
+            names: vec![Pattern::parse("*.example.com").unwrap()],
+            action: Action::ServFail,
+        };
+        let Decision::Answer(r) = d.decide(&p) else {
+            panic!("not answered")
+        };
+        assert_eq!((r[0] >> 4, r[6]), (6, 17));
+        assert_eq!(usize::from(u16::from_be_bytes([r[4], r[5]])), r.len() - 40);
+        assert_eq!(&r[8..24], &resolver, "from the resolver");
+        assert_eq!(&r[24..40], &client);
+        assert_eq!(u16::from_be_bytes([r[40], r[41]]), 53);
+        assert_eq!(u16::from_be_bytes([r[42], r[43]]), 40000);
+        // The receiver's check: the sum over pseudo-header and datagram,
+        // checksum included, folds to zero.
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&r[8..40]);
+        pseudo.extend_from_slice(&((r.len() - 40) as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        assert_eq!(fold(sum16(&r[40..], sum16(&pseudo, 0))), 0, "UDP checksum");
+        let dns = &r[48..];
+        assert_eq!((&dns[..2], dns[3] & 0x0f), (&[0x12, 0x34][..], 2));
+        assert_eq!(&dns[12..], &q[12..], "the question");
+        // An IPv6 resolver in the spec makes an ip6tables line only.
+        let w = v1::fault_spec::Kind::Dns(v1::DnsSpec {
+            resolvers: vec!["fd00:77::12".into()],
+            ..Default::default()
+        });
+        let lines = plan("t-1", w).unwrap().scope_lines;
+        assert!(lines.v4.is_empty() && lines.v6_asked, "{lines:?}");
+        assert_eq!(lines.v6[0], "-d fd00:77::12/128 -p udp --dport 53");
     }
 
     #[test]

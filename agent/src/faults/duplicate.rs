@@ -3,7 +3,9 @@
 //!
 //! The original is accepted, and an identical copy (the bytes NFQUEUE
 //! handed us, checksums included) goes out right after it through a raw
-//! IPv4 socket (`IP_HDRINCL`) of the agent's network namespace. The copy
+//! socket of its family (IPv4 `IP_HDRINCL`, or IPv6 `IPPROTO_RAW`, which
+//! Linux also takes with the header included) of the agent's network
+//! namespace. The copy
 //! carries [`packet::MARK`], which the fault's chain returns first, so it is
 //! not queued (nor duplicated) again. The kernel routes the copy anew; on
 //! a node with policy routing by mark it could leave by another route.
@@ -66,8 +68,8 @@ struct Duplicate {
 
 impl Handler for Duplicate {
     fn decide(&mut self, p: &[u8]) -> Decision {
-        // Only whole IPv4 packets can be sent again as they are.
-        if packet::ipv4_transport(p).is_some() && self.rng.chance(self.percent) {
+        // Only whole IP packets (not later fragments) are sent again.
+        if packet::transport(p).is_some() && self.rng.chance(self.percent) {
             Decision::Duplicate
         } else {
             Decision::Accept
@@ -80,7 +82,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn about_the_asked_share_is_duplicated_and_non_ipv4_never() {
+    fn about_the_asked_share_is_duplicated_over_ipv4_and_ipv6_and_non_ip_never() {
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
         p[9] = 17;
@@ -90,6 +92,11 @@ mod tests {
         };
         let n = (0..10_000).filter(|_| d.decide(&p) == Decision::Duplicate).count();
         assert!((1_800..2_200).contains(&n), "{n}");
-        assert_eq!(d.decide(&[0x60; 40]), Decision::Accept);
+        let mut q = vec![0u8; 48];
+        q[0] = 0x60;
+        q[6] = 17;
+        let n = (0..10_000).filter(|_| d.decide(&q) == Decision::Duplicate).count();
+        assert!((1_800..2_200).contains(&n), "{n}");
+        assert_eq!(d.decide(&[0x20; 40]), Decision::Accept);
     }
 }

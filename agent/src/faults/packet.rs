@@ -4,8 +4,10 @@
 //!
 //! With NFQUEUE, per fault: one iptables chain in the `filter` table,
 //! named by the kind's prefix and the fault id ([`chain_name`]), jumped to
-//! from `OUTPUT` (packets this node sends; forwarded ones are not taken).
-//! The chain
+//! from `OUTPUT` (packets this node sends; forwarded ones are not taken),
+//! and the same chain in ip6tables' `filter` table for IPv6 (both queue to
+//! the one NFQUEUE queue; NFQUEUE is family-blind). The
+//! chain
 //! first returns the agent's own packets (duplicates and DNS answers carry
 //! [`MARK`]), the coordinator and SSH, then hands matching packets to an
 //! NFQUEUE queue bound by this fault's thread. The thread asks the kind's
@@ -17,27 +19,35 @@
 //! `sch_netem` (see the README), while the xt `NFQUEUE` target is nearly
 //! everywhere. The rule uses `--queue-bypass`, so a dead agent lets packets
 //! through; restore removes the rules first, then releases every held
-//! packet, then unbinds. IPv4 only: an IPv6 destination is refused.
+//! packet, then unbinds. IPv6: an IPv6 destination gets an ip6tables
+//! chain (refused where ip6tables is missing); a fault to any destination
+//! covers IPv6 too where ip6tables is installed (as latency's nfqueue
+//! backend does), else IPv4 only.
 //!
 //! `corrupt`, `duplicate` and `reorder` also have a netem backend
 //! (`backend: netem`, the default where the node has `sch_netem`, as for
 //! latency): the latency netem backend's tree (prio + netem child + u32
 //! filters for the scope) with netem's own `corrupt`, `duplicate` or
 //! `delay G reorder` instead of a queue; see `packet/netem.rs`. `dns` has
-//! none (netem cannot read a query).
+//! none (netem cannot read a query). The netem form is IPv4 only: with an
+//! IPv6 destination, `auto` picks nfqueue and `backend: netem` is refused.
 //!
 //! In containers (`targets.containers`) the NFQUEUE form runs inside the
 //! container's network namespace (`packet/container.rs`); netem is refused
 //! there.
 //!
 //! Parts: `packet/scope.rs` (which packets, checked, as iptables matches;
-//! what the kinds' specs share), `packet/queue.rs` (the queue thread and
+//! what the kinds' specs share), `packet/headers.rs` (where the transport
+//! header of an IPv4 or IPv6 packet starts), `packet/rules.rs` (the
+//! iptables-restore scripts), `packet/queue.rs` (the queue thread and
 //! the fault in place), `packet/netem.rs` (the netem backend),
 //! `packet/container.rs` (inside a container's network namespace).
 
 mod container;
+mod headers;
 mod netem;
 mod queue;
+mod rules;
 mod scope;
 
 use std::sync::Arc;
@@ -52,9 +62,11 @@ use crate::firewall::{Exempt, Family, Firewall};
 use crate::journal::Object;
 use crate::nfqueue::{CopyMode, QueueSocket};
 
+pub use self::headers::transport;
 pub use self::queue::Counters;
-use self::queue::{queue_loop, raw_socket, AppliedPacket};
-pub use self::scope::{backend, ipv4_networks, percent, Common, Scope};
+use self::queue::{queue_loop, AppliedPacket, RawSockets};
+pub use self::rules::{install_script, remove_script};
+pub use self::scope::{backend, networks, percent, Common, FamilyLines, Scope};
 
 /// The iptables table of every packet fault's chain.
 pub const TABLE: &str = "filter";
@@ -148,21 +160,22 @@ pub enum Decision {
     Hold(Duration),
     /// Let it go, and send it once more (counted as affected).
     Duplicate,
-    /// Drop it and send these bytes (an IPv4 packet) instead (counted as
-    /// affected).
+    /// Drop it and send these bytes (an IPv4 or IPv6 packet) instead
+    /// (counted as affected).
     Answer(Vec<u8>),
 }
 
 /// A kind's per-packet logic, run on the queue's thread.
 pub trait Handler: Send + 'static {
-    /// What to do with `packet` (its IPv4 header on; empty with
+    /// What to do with `packet` (its IPv4 or IPv6 header on; empty with
     /// [`CopyMode::Meta`]).
     fn decide(&mut self, packet: &[u8]) -> Decision;
 }
 
 /// What a kind makes of a fault: everything the shared machinery needs.
 pub struct Plan {
-    pub scope_lines: Vec<String>,
+    /// The iptables / ip6tables match lines of the packets to queue.
+    pub scope_lines: FamilyLines,
     pub interface: Option<String>,
     pub copy: CopyMode,
     /// What the fault does, e.g. "corrupting 30% of packets to any
@@ -215,6 +228,9 @@ pub struct PacketKind {
 #[derive(Clone)]
 pub struct Nfqueue {
     pub firewall: Arc<dyn Firewall>,
+    /// Whether ip6tables is installed: a fault to any destination then
+    /// covers IPv6 too, and an IPv6 destination can be taken at all.
+    pub ipv6: bool,
 }
 
 impl Nfqueue {
@@ -224,7 +240,11 @@ impl Nfqueue {
         if !fw.has_iptables(Family::V4) || probe_queue().is_err() {
             return None;
         }
-        Some(Nfqueue { firewall: Arc::new(fw) })
+        let ipv6 = fw.has_iptables(Family::V6);
+        Some(Nfqueue {
+            firewall: Arc::new(fw),
+            ipv6,
+        })
     }
 }
 
@@ -313,6 +333,15 @@ impl FaultKind for Kind {
                 }
                 .into())
             }
+            // netem's u32 filters match IPv4 only.
+            (Choice::Netem, Some(_), _) if plan.scope_lines.v6_asked => {
+                return Err(Error::Refused(format!(
+                    "the netem backend of {} takes IPv4 destinations only; use backend: nfqueue (or auto) for IPv6",
+                    self.kind.name
+                ))
+                .into())
+            }
+            (Choice::Auto, _, _) if plan.scope_lines.v6_asked => false,
             (Choice::Netem, Some(_), None) => return Err(self.no_netem().into()),
             (Choice::Netem, Some(_), Some(_)) => true,
             (Choice::Auto, Some(_), Some(_)) => true,
@@ -335,10 +364,23 @@ impl FaultKind for Kind {
         let Some(nfqueue) = self.nfqueue.clone() else {
             return Err(self.no_nfqueue().into());
         };
+        if !nfqueue.ipv6 {
+            if plan.scope_lines.v6_asked {
+                return Err(Error::Refused(format!(
+                    "{} to an IPv6 destination needs ip6tables, which this node lacks",
+                    self.kind.name
+                ))
+                .into());
+            }
+            // Any destination, without ip6tables: IPv4 only.
+            plan.scope_lines.v6.clear();
+        }
+        let families = plan.scope_lines.families();
         let prepared = Box::new(PreparedPacket {
             kind: self.kind,
             fault_id: fault_id.to_string(),
             chain,
+            families,
             plan,
             nfqueue,
             exempt: self.exempt.clone(),
@@ -354,63 +396,32 @@ struct PreparedPacket {
     kind: &'static PacketKind,
     fault_id: String,
     chain: String,
+    /// The families whose filter table gets the chain, IPv4 first.
+    families: Vec<Family>,
     plan: Plan,
     nfqueue: Nfqueue,
     exempt: Exempt,
 }
 
-fn jump(interface: &Option<String>, chain: &str) -> String {
-    match interface {
-        Some(i) => format!("{HOOK} -o {i} -j {chain}"),
-        None => format!("{HOOK} ! -o lo -j {chain}"),
-    }
-}
-
-/// The `iptables-restore --noflush` script that installs a packet fault.
-pub fn install_script(
-    lines: &[String],
-    interface: &Option<String>,
-    exempt: &Exempt,
-    chain: &str,
-    queue: u16,
-) -> String {
-    let mut s = format!("*{TABLE}\n:{chain} - [0:0]\n-A {chain} -m mark --mark {MARK:#x} -j RETURN\n");
-    for h in latency::exempt_hosts(exempt).iter().filter(|h| h.is_ipv4()) {
-        s += &format!("-A {chain} -d {h} -j RETURN\n");
-    }
-    for p in &exempt.tcp_ports {
-        s += &format!("-A {chain} -p tcp --dport {p} -j RETURN\n-A {chain} -p tcp --sport {p} -j RETURN\n");
-    }
-    for m in lines {
-        let m = if m.is_empty() { String::new() } else { format!("{m} ") };
-        s += &format!("-A {chain} {m}-j NFQUEUE --queue-num {queue} --queue-bypass\n");
-    }
-    s += &format!("-I {}\nCOMMIT\n", jump(interface, chain));
-    s
-}
-
-/// The script that removes what [`install_script`] installed.
-pub fn remove_script(interface: &Option<String>, chain: &str) -> String {
-    format!(
-        "*{TABLE}\n-D {}\n-F {chain}\n-X {chain}\nCOMMIT\n",
-        jump(interface, chain)
-    )
-}
-
 impl Prepared for PreparedPacket {
     fn undo_objects(&self) -> Vec<Object> {
-        vec![Object::IptablesChain {
-            ipv6: false,
-            table: TABLE.into(),
-            chain: self.chain.clone(),
-        }]
+        self.families
+            .iter()
+            .map(|f| Object::IptablesChain {
+                ipv6: *f == Family::V6,
+                table: TABLE.into(),
+                chain: self.chain.clone(),
+            })
+            .collect()
     }
 
     fn preview(&self) -> faults::Result<(String, String)> {
         Ok((
             format!(
-                "would be {}, with nfqueue: iptables {TABLE} chain {}",
-                self.plan.effect, self.chain
+                "would be {}, with nfqueue: {} {TABLE} chain {}",
+                self.plan.effect,
+                tools(&self.families),
+                self.chain
             ),
             "nfqueue".into(),
         ))
@@ -419,13 +430,17 @@ impl Prepared for PreparedPacket {
     fn apply(self: Box<Self>) -> faults::Result<Box<dyn Applied>> {
         let fw = self.nfqueue.firewall.clone();
         // Refuse rather than adopt a chain we did not make in this life.
-        if let Ok(save) = fw.iptables_save(Family::V4, TABLE) {
-            if crate::firewall::chains(&save).contains(&self.chain) {
-                return Err(Error::Refused(format!(
-                    "iptables chain {} already exists; is fault {} already injected?",
-                    self.chain, self.fault_id
-                ))
-                .into());
+        for f in &self.families {
+            if let Ok(save) = fw.iptables_save(*f, TABLE) {
+                if crate::firewall::chains(&save).contains(&self.chain) {
+                    return Err(Error::Refused(format!(
+                        "{} chain {} already exists; is fault {} already injected?",
+                        tools(&[*f]),
+                        self.chain,
+                        self.fault_id
+                    ))
+                    .into());
+                }
             }
         }
         let start = QUEUE_BASE.wrapping_add((short_hash(&self.fault_id) % 0x100) as u16);
@@ -447,7 +462,19 @@ impl Prepared for PreparedPacket {
             ))
         })?;
         let queue = sock.queue();
-        let raw = raw_socket().map_err(|e| Error::Failed(format!("raw IPv4 socket: {e}")))?;
+        // Any destination takes IPv6 where the node can (a kernel booted
+        // with ipv6.disable=1 has ip6tables but no AF_INET6); an IPv6
+        // destination needs it.
+        let v6_optional = !self.plan.scope_lines.v6_asked;
+        let mut families = self.families;
+        let raw = match RawSockets::open(&families) {
+            Ok(raw) => raw,
+            Err(_) if v6_optional && families.contains(&Family::V6) => {
+                families.retain(|f| *f == Family::V4);
+                RawSockets::open(&families).map_err(|e| Error::Failed(format!("raw socket: {e}")))?
+            }
+            Err(e) => return Err(Error::Failed(format!("raw socket: {e}")).into()),
+        };
         let stop = Arc::new(EventFd::new().map_err(|e| Error::Failed(format!("eventfd: {e}")))?);
         let stop_thread = stop.clone();
         let handler = self.plan.handler;
@@ -459,39 +486,45 @@ impl Prepared for PreparedPacket {
             kind: self.kind,
             firewall: fw.clone(),
             chain: self.chain,
+            families: Vec::new(),
             interface: self.plan.interface,
             queue,
             effect: self.plan.effect,
             stop,
             thread: Some(thread),
         };
-        let script = install_script(
-            &self.plan.scope_lines,
-            &applied.interface,
-            &self.exempt,
-            &applied.chain,
-            queue,
-        );
-        if let Err(e) = fw.iptables_restore(Family::V4, &script) {
-            let _ = applied.stop_thread();
-            return Err(Error::Failed(e.to_string()).into());
+        for f in families {
+            let script = install_script(
+                f,
+                self.plan.scope_lines.of(f),
+                &applied.interface,
+                &self.exempt,
+                &applied.chain,
+                queue,
+            );
+            if let Err(e) = fw.iptables_restore(f, &script) {
+                if f == Family::V6 && v6_optional {
+                    // IPv4 is in place; this node cannot take IPv6.
+                    continue;
+                }
+                // Undo the families already in place, then stop the queue.
+                let _ = applied.remove_rules();
+                let _ = applied.stop_thread();
+                return Err(Error::Failed(e.to_string()).into());
+            }
+            applied.families.push(f);
         }
         Ok(Box::new(applied))
     }
 }
 
-/// The offset of the transport header and the transport protocol of an
-/// IPv4 packet, if it is one and is not a fragment after the first.
-pub fn ipv4_transport(p: &[u8]) -> Option<(usize, u8)> {
-    if p.len() < 20 || p[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let frag_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
-    if ihl < 20 || p.len() < ihl || frag_offset != 0 {
-        return None;
-    }
-    Some((ihl, p[9]))
+/// "iptables", "ip6tables" or "iptables+ip6tables", for texts.
+pub fn tools(families: &[Family]) -> String {
+    families
+        .iter()
+        .map(|f| if *f == Family::V4 { "iptables" } else { "ip6tables" })
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 #[cfg(test)]
@@ -507,46 +540,76 @@ mod tests {
         assert!(chain_name("faultline-c-", "a b").is_err());
     }
 
-    #[test]
-    fn install_script_returns_own_packets_and_exemptions_before_queueing() {
-        let exempt = Exempt::new(vec!["10.9.0.1".parse().unwrap()]);
-        let scope = Scope::from_wire(
-            "corrupt",
-            Some(v1::PacketScope {
-                destinations: vec!["10.9.0.2".into()],
-                dst_ports: vec![9000],
-                protocol: "udp".into(),
+    fn duplicate(dests: &[&str], backend: &str) -> v1::fault_spec::Kind {
+        v1::fault_spec::Kind::Duplicate(v1::DuplicateSpec {
+            scope: Some(v1::PacketScope {
+                destinations: dests.iter().map(|d| d.to_string()).collect(),
                 ..Default::default()
             }),
-        )
-        .unwrap();
-        let s = install_script(&scope.match_lines(), &None, &exempt, "faultline-c-x", 18176);
-        assert_eq!(
-            s,
-            "*filter\n:faultline-c-x - [0:0]\n\
-             -A faultline-c-x -m mark --mark 0x46540d0d -j RETURN\n\
-             -A faultline-c-x -d 10.9.0.1/32 -j RETURN\n\
-             -A faultline-c-x -p tcp --dport 22 -j RETURN\n\
-             -A faultline-c-x -p tcp --sport 22 -j RETURN\n\
-             -A faultline-c-x -d 10.9.0.2/32 -p udp -m multiport --dports 9000 -j NFQUEUE --queue-num 18176 --queue-bypass\n\
-             -I OUTPUT ! -o lo -j faultline-c-x\nCOMMIT\n"
-        );
-        assert_eq!(
-            remove_script(&Some("eth0".into()), "c"),
-            "*filter\n-D OUTPUT -o eth0 -j c\n-F c\n-X c\nCOMMIT\n"
-        );
+            percent: 20.0,
+            backend: backend.into(),
+        })
+    }
+
+    /// The chains a prepared fault's undo record names, as (ipv6, chain).
+    fn chains_of(p: &dyn Prepared) -> Vec<(bool, String)> {
+        p.undo_objects()
+            .into_iter()
+            .map(|o| match o {
+                Object::IptablesChain { ipv6, chain, .. } => (ipv6, chain),
+                o => panic!("{o:?}"),
+            })
+            .collect()
     }
 
     #[test]
-    fn ipv4_transport_skips_the_options_and_refuses_later_fragments() {
-        let mut p = vec![0u8; 28];
-        p[0] = 0x46;
-        p[9] = 17;
-        p.extend([0; 4]);
-        assert_eq!(ipv4_transport(&p), Some((24, 17)));
-        p[6] = 0x00;
-        p[7] = 0x10;
-        assert_eq!(ipv4_transport(&p), None);
-        assert_eq!(ipv4_transport(&[0x60; 40]), None);
+    fn ipv6_destinations_get_an_ip6tables_chain_and_netem_or_a_node_without_ip6tables_refuses_them() {
+        let kinds_with = |ipv6: bool| {
+            let procs = Arc::new(crate::process::fake::FakeProcesses::new(vec![]));
+            let mut setup = Setup::basic(procs);
+            // prepare touches no firewall: the real one is only named here.
+            setup.nfqueue = Some(Nfqueue {
+                firewall: Arc::new(crate::firewall::SystemFirewall::detect()),
+                ipv6,
+            });
+            faults::Kinds::new(&setup)
+        };
+        let kinds = kinds_with(true);
+        let kind = kinds.of(&duplicate(&[], "")).unwrap().1;
+        let chain = "faultline-d-r1-1".to_string();
+        let p = kind
+            .prepare("r1-1", duplicate(&["fd00:77::12"], ""), &Place::Host)
+            .unwrap();
+        assert_eq!(chains_of(p.as_ref()), vec![(true, chain.clone())]);
+        let (detail, backend) = p.preview().unwrap();
+        assert_eq!(backend, "nfqueue");
+        assert!(
+            detail.contains("with nfqueue: ip6tables filter chain faultline-d-r1-1"),
+            "{detail}"
+        );
+        let p = kind.prepare("r1-1", duplicate(&[], "nfqueue"), &Place::Host).unwrap();
+        assert_eq!(
+            chains_of(p.as_ref()),
+            vec![(false, chain.clone()), (true, chain.clone())]
+        );
+        let e = kind
+            .prepare("r1-1", duplicate(&["10.0.0.2", "fd00::1"], "netem"), &Place::Host)
+            .err()
+            .unwrap();
+        assert!(e.is_refusal(), "{e}");
+        assert!(
+            e.to_string().contains("IPv4 destinations only; use backend: nfqueue"),
+            "{e}"
+        );
+
+        let kinds = kinds_with(false);
+        let kind = kinds.of(&duplicate(&[], "")).unwrap().1;
+        let e = kind
+            .prepare("r1-1", duplicate(&["fd00:77::12"], ""), &Place::Host)
+            .err()
+            .unwrap();
+        assert!(e.is_refusal() && e.to_string().contains("needs ip6tables"), "{e}");
+        let p = kind.prepare("r1-1", duplicate(&[], ""), &Place::Host).unwrap();
+        assert_eq!(chains_of(p.as_ref()), vec![(false, chain)]);
     }
 }

@@ -182,8 +182,8 @@ pub struct Match<'a> {
     pub dst_ports: &'a [u16],
     pub src_ports: &'a [u16],
     pub protocol: Protocol,
-    /// Leave IPv6 packets alone even with no destination (the packet kinds
-    /// take IPv4 only, like their nfqueue backend).
+    /// Leave IPv6 packets alone even with no destination (the netem form
+    /// of the packet kinds is IPv4 only; their nfqueue form takes IPv6).
     pub ipv4_only: bool,
 }
 

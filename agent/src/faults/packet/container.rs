@@ -182,6 +182,7 @@ mod tests {
         // prepare touches no firewall: the real one is only named here.
         setup.nfqueue = Some(crate::faults::packet::Nfqueue {
             firewall: Arc::new(crate::firewall::SystemFirewall::detect()),
+            ipv6: false,
         });
         let kinds = Kinds::new(&setup);
         let kind = kinds.of(&duplicate("")).unwrap().1;

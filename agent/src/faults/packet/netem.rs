@@ -204,7 +204,7 @@ mod tests {
                 && scoped.ends_with(":4"),
             "{scoped}"
         );
-        // IPv4 only, like the nfqueue backend.
+        // IPv4 only (an IPv6 destination takes the nfqueue backend).
         assert!(!calls.iter().any(|c| c.contains("protocol ipv6 prio 11")), "{calls:?}");
         let report = applied.restore().await.unwrap();
         assert!(report.detail.starts_with("removed qdisc prio fa"), "{}", report.detail);

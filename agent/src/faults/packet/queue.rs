@@ -1,12 +1,13 @@
 //! A packet fault's queue thread: reads each queued packet, asks the
 //! kind's [`Handler`] what to do, gives the verdict (holding packets back
-//! where told), sends duplicates and answers from a marked raw socket; and
+//! where told), sends duplicates and answers from a marked raw socket of
+//! the packet's family; and
 //! the fault in place, whose restore removes the rules, then stops the
 //! thread, which lets every held packet go.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use faultline_proto::v1;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::EventFd;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6};
 use nix::sys::time::TimeSpec;
 
 use super::{remove_script, Decision, Error, Handler, PacketKind, MARK, TABLE};
@@ -23,26 +24,50 @@ use crate::faults::{Applied, Report, Restoring};
 use crate::firewall::{Family, Firewall};
 use crate::nfqueue::{QueueSocket, Verdict};
 
-/// A raw IPv4 socket for packets the agent sends (`IPPROTO_RAW` implies
-/// `IP_HDRINCL`: we give the whole IP header), marked with [`MARK`].
-pub(super) fn raw_socket() -> nix::Result<OwnedFd> {
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::Raw,
-    )?;
+/// A raw socket of `family` for packets the agent sends, marked with
+/// [`MARK`]. `IPPROTO_RAW` implies `IP_HDRINCL` for IPv4, and Linux sets
+/// the same "header included" mode for an `AF_INET6` `IPPROTO_RAW`
+/// socket: we give the whole IP header either way, checksums included.
+fn raw_socket(family: AddressFamily) -> nix::Result<OwnedFd> {
+    let fd = socket::socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Raw)?;
     socket::setsockopt(&fd, socket::sockopt::Mark, &MARK)?;
     Ok(fd)
 }
 
-fn send_raw(raw: &OwnedFd, packet: &[u8]) -> bool {
-    if packet.len() < 20 {
-        return false;
+/// The raw sockets of the families a fault takes.
+pub(super) struct RawSockets {
+    v4: Option<OwnedFd>,
+    v6: Option<OwnedFd>,
+}
+
+impl RawSockets {
+    pub(super) fn open(families: &[Family]) -> nix::Result<Self> {
+        let open = |f: Family, af| families.contains(&f).then(|| raw_socket(af)).transpose();
+        Ok(RawSockets {
+            v4: open(Family::V4, AddressFamily::Inet)?,
+            v6: open(Family::V6, AddressFamily::Inet6)?,
+        })
     }
-    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-    socket::sendto(std::os::fd::AsRawFd::as_raw_fd(raw), packet, &addr, MsgFlags::empty()).is_ok()
+
+    /// Sends a whole IPv4 or IPv6 packet to its destination address.
+    fn send(&self, packet: &[u8]) -> bool {
+        let sent = match (packet.first().map(|b| b >> 4), &self.v4, &self.v6) {
+            (Some(4), Some(raw), _) if packet.len() >= 20 => {
+                let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+                let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+                socket::sendto(std::os::fd::AsRawFd::as_raw_fd(raw), packet, &addr, MsgFlags::empty())
+            }
+            (Some(6), _, Some(raw)) if packet.len() >= 40 => {
+                let mut dst = [0u8; 16];
+                dst.copy_from_slice(&packet[24..40]);
+                // Port 0: the protocol is the socket's (IPPROTO_RAW).
+                let addr = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::from(dst), 0, 0, 0));
+                socket::sendto(std::os::fd::AsRawFd::as_raw_fd(raw), packet, &addr, MsgFlags::empty())
+            }
+            _ => return false,
+        };
+        sent.is_ok()
+    }
 }
 
 /// Packets seen and affected by a queue.
@@ -54,7 +79,7 @@ pub struct Counters {
 
 pub(super) fn queue_loop(
     mut sock: QueueSocket,
-    raw: OwnedFd,
+    raw: RawSockets,
     stop: Arc<EventFd>,
     mut handler: Box<dyn Handler>,
 ) -> (Counters, Option<String>) {
@@ -110,11 +135,11 @@ pub(super) fn queue_loop(
                     }
                     Decision::Duplicate => {
                         let r = sock.verdict(p.id, Verdict::Accept);
-                        send_raw(&raw, &p.payload);
+                        raw.send(&p.payload);
                         r
                     }
                     Decision::Answer(bytes) => {
-                        send_raw(&raw, &bytes);
+                        raw.send(&bytes);
                         sock.verdict(p.id, Verdict::Drop)
                     }
                 };
@@ -147,6 +172,8 @@ pub(super) struct AppliedPacket {
     pub(super) kind: &'static PacketKind,
     pub(super) firewall: Arc<dyn Firewall>,
     pub(super) chain: String,
+    /// The families whose chain is in place.
+    pub(super) families: Vec<Family>,
     pub(super) interface: Option<String>,
     pub(super) queue: u16,
     pub(super) effect: String,
@@ -164,16 +191,32 @@ impl AppliedPacket {
         }
     }
 
+    /// Removes the chain of every family in place; the errors, if any.
+    pub(super) fn remove_rules(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for f in std::mem::take(&mut self.families) {
+            if let Err(e) = self
+                .firewall
+                .iptables_restore(f, &remove_script(&self.interface, &self.chain))
+            {
+                // Still listed: the undo journal keeps it for a later try.
+                self.families.push(f);
+                errors.push(e.to_string());
+            }
+        }
+        errors
+    }
+
     fn objects(&self) -> Vec<String> {
         vec![
-            format!("iptables {TABLE} chain {}", self.chain),
+            format!("{} {TABLE} chain {}", super::tools(&self.families), self.chain),
             format!("nfqueue {}", self.queue),
         ]
     }
 
-    fn observation(&self, c: Counters) -> v1::observation::Kind {
+    fn observation(&self, objects: Vec<String>, c: Counters) -> v1::observation::Kind {
         (self.kind.wrap)(v1::PacketObservation {
-            objects: self.objects(),
+            objects,
             packets_seen: c.seen,
             packets_affected: c.affected,
             uncounted: false,
@@ -197,22 +240,17 @@ impl Applied for AppliedPacket {
     fn injected(&self) -> Report {
         Report {
             detail: format!("{}, with nfqueue: {}", self.effect, self.objects().join(", ")),
-            observation: Some(self.observation(Counters::default())),
+            observation: Some(self.observation(self.objects(), Counters::default())),
         }
     }
 
     fn restore(mut self: Box<Self>) -> Restoring {
-        let mut errors = Vec::new();
-        if let Err(e) = self
-            .firewall
-            .iptables_restore(Family::V4, &remove_script(&self.interface, &self.chain))
-        {
-            errors.push(e.to_string());
-        }
+        // Named before removal, for the report.
+        let objects = self.objects();
+        let mut errors = self.remove_rules();
         let (c, err) = self.stop_thread();
         errors.extend(err);
-        let objects = self.objects();
-        let observation = self.observation(c);
+        let observation = self.observation(objects.clone(), c);
         Box::pin(async move {
             if !errors.is_empty() {
                 return Err(Error::Failed(errors.join("; ")).into());

@@ -1,11 +1,12 @@
 //! Which packets a packet fault takes: the scope from the wire, checked,
-//! and the iptables matches it makes.
+//! and the iptables / ip6tables matches it makes, per IP family.
 
 use faultline_proto::v1;
 
 use super::{Error, Result};
 use crate::cidr::Cidr;
 use crate::faults::latency::{self, netem::Match, Choice, Protocol, MAX_PORTS};
+use crate::firewall::Family;
 
 /// Which packets leaving the node a fault takes.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,23 +32,85 @@ fn ports(kind: &'static str, what: &str, raw: &[u32]) -> Result<Vec<u16>> {
         .collect()
 }
 
-/// IPv4 networks from the wire, refusing IPv6 (not yet).
-pub fn ipv4_networks(kind: &'static str, what: &str, raw: &[String]) -> Result<Vec<Cidr>> {
+/// Networks (IPv4 or IPv6) from the wire.
+pub fn networks(kind: &'static str, what: &str, raw: &[String]) -> Result<Vec<Cidr>> {
     raw.iter()
         .map(|d| {
-            let c = d.parse::<Cidr>().map_err(|e| Error::InvalidSpec {
+            d.parse::<Cidr>().map_err(|e| Error::InvalidSpec {
                 kind,
                 message: format!("{what}: {e}"),
-            })?;
-            if !c.is_ipv4() {
-                return Err(Error::InvalidSpec {
-                    kind,
-                    message: format!("{what}: {c} is IPv6; {kind} takes IPv4 packets only (not yet IPv6)"),
-                });
-            }
-            Ok(c)
+            })
         })
         .collect()
+}
+
+/// Match lines per IP family: the iptables ones for [`Family::V4`], the
+/// ip6tables ones for [`Family::V6`]. A family with no line is not touched.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FamilyLines {
+    pub v4: Vec<String>,
+    pub v6: Vec<String>,
+    /// Whether the IPv6 lines come from IPv6 destinations named in the
+    /// spec (then a node without ip6tables refuses the fault) rather than
+    /// from "any destination" (then it covers IPv4 only, and the fault's
+    /// objects name an iptables chain alone).
+    pub v6_asked: bool,
+}
+
+impl FamilyLines {
+    pub fn of(&self, family: Family) -> &[String] {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+
+    /// The families with lines, IPv4 first.
+    pub fn families(&self) -> Vec<Family> {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|f| !self.of(*f).is_empty())
+            .collect()
+    }
+
+    /// Lines for every destination in `destinations` (empty: any) of each
+    /// family, each line followed by `rest`.
+    pub fn for_destinations(destinations: &[Cidr], rest: &[String]) -> Self {
+        let family_lines = |v4: bool| -> Vec<String> {
+            let dests: Vec<String> = if destinations.is_empty() {
+                vec![String::new()]
+            } else {
+                destinations
+                    .iter()
+                    .filter(|c| c.is_ipv4() == v4)
+                    .map(|c| format!("-d {c}"))
+                    .collect()
+            };
+            dests
+                .iter()
+                .flat_map(|d| {
+                    rest.iter().map(move |r| {
+                        let r = if v4 {
+                            r.clone()
+                        } else {
+                            r.replace("-p icmp", "-p ipv6-icmp")
+                        };
+                        [d.as_str(), r.as_str()]
+                            .iter()
+                            .filter(|s| !s.is_empty())
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                })
+                .collect()
+        };
+        FamilyLines {
+            v4: family_lines(true),
+            v6: family_lines(false),
+            v6_asked: destinations.iter().any(|c| !c.is_ipv4()),
+        }
+    }
 }
 
 impl Scope {
@@ -74,20 +137,16 @@ impl Scope {
         }
         Ok(Scope {
             interface,
-            destinations: ipv4_networks(kind, "destinations", &w.destinations)?,
+            destinations: networks(kind, "destinations", &w.destinations)?,
             dst_ports,
             src_ports,
             protocol,
         })
     }
 
-    /// iptables match arguments, one line per destination × protocol.
-    pub fn match_lines(&self) -> Vec<String> {
-        let dests: Vec<Option<String>> = if self.destinations.is_empty() {
-            vec![None]
-        } else {
-            self.destinations.iter().map(|c| Some(format!("-d {c}"))).collect()
-        };
+    /// iptables and ip6tables match arguments, one line per destination ×
+    /// protocol (`icmp` is `ipv6-icmp` for ip6tables).
+    pub fn match_lines(&self) -> FamilyLines {
         let ported = !(self.dst_ports.is_empty() && self.src_ports.is_empty());
         let protos: Vec<Option<&str>> = match (self.protocol, ported) {
             (Protocol::Any, false) => vec![None],
@@ -97,10 +156,10 @@ impl Scope {
             (Protocol::Icmp, _) => vec![Some("icmp")],
         };
         let list = |p: &[u16]| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
-        let mut out = Vec::new();
-        for d in &dests {
-            for p in &protos {
-                let mut parts: Vec<String> = d.iter().cloned().collect();
+        let rest: Vec<String> = protos
+            .iter()
+            .map(|p| {
+                let mut parts: Vec<String> = Vec::new();
                 if let Some(p) = p {
                     parts.push(format!("-p {p}"));
                 }
@@ -113,10 +172,15 @@ impl Scope {
                         parts.push(format!("--sports {}", list(&self.src_ports)));
                     }
                 }
-                out.push(parts.join(" "));
-            }
-        }
-        out
+                parts.join(" ")
+            })
+            .collect();
+        FamilyLines::for_destinations(&self.destinations, &rest)
+    }
+
+    /// Whether an IPv6 destination is named (netem then cannot take it).
+    pub fn has_ipv6(&self) -> bool {
+        self.destinations.iter().any(|c| !c.is_ipv4())
     }
 
     /// "to 10.0.0.2/32 udp ports 53", for detail texts.
@@ -149,7 +213,9 @@ impl Scope {
 }
 
 impl Scope {
-    /// The same packets as u32 filters of a netem tree (IPv4 only).
+    /// The same packets as u32 filters of a netem tree (IPv4 only: the
+    /// netem form refuses IPv6 destinations, and "any destination" means
+    /// any IPv4 one there).
     pub fn netem_match(&self) -> Match<'_> {
         Match {
             destinations: &self.destinations,
@@ -218,10 +284,10 @@ mod tests {
         };
         bad(
             v1::PacketScope {
-                destinations: vec!["fd00::1".into()],
+                destinations: vec!["fd00::1/200".into()],
                 ..Default::default()
             },
-            "IPv4 packets only",
+            "destinations",
         );
         bad(
             v1::PacketScope {
@@ -251,5 +317,38 @@ mod tests {
         assert_eq!(backend("corrupt", "netem").unwrap(), Choice::Netem);
         let e = backend("corrupt", "ebpf").unwrap_err().to_string();
         assert!(e.contains("use netem, nfqueue or auto"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_destinations_make_ip6tables_lines_and_any_destination_makes_both() {
+        let scope = |dests: &[&str], protocol: &str, ports: Vec<u32>| {
+            Scope::from_wire(
+                "corrupt",
+                Some(v1::PacketScope {
+                    destinations: dests.iter().map(|d| d.to_string()).collect(),
+                    dst_ports: ports,
+                    protocol: protocol.into(),
+                    ..Default::default()
+                }),
+            )
+            .unwrap()
+        };
+        let l = scope(&["10.0.0.2", "fd00:77::12/128"], "udp", vec![9000]).match_lines();
+        assert_eq!(l.v4, vec!["-d 10.0.0.2/32 -p udp -m multiport --dports 9000"]);
+        assert_eq!(l.v6, vec!["-d fd00:77::12/128 -p udp -m multiport --dports 9000"]);
+        assert!(l.v6_asked);
+        assert_eq!(l.families(), vec![Family::V4, Family::V6]);
+        let l = scope(&["fd00::/64"], "icmp", vec![]).match_lines();
+        assert_eq!(
+            (l.v4.len(), l.v6.as_slice()),
+            (0, &["-d fd00::/64 -p ipv6-icmp".to_string()][..])
+        );
+        assert_eq!(l.families(), vec![Family::V6]);
+        let l = scope(&[], "", vec![]).match_lines();
+        assert_eq!(
+            (l.v4, l.v6, l.v6_asked),
+            (vec![String::new()], vec![String::new()], false)
+        );
+        assert!(scope(&["fd00::1"], "", vec![]).has_ipv6());
     }
 }

@@ -18,7 +18,8 @@ pub struct DnsFault {
     pub names: Vec<String>,
     /// nxdomain, servfail or timeout.
     pub action: String,
-    /// Only queries to these resolvers (IPv4 address or CIDR); empty: any.
+    /// Only queries to these resolvers (IPv4 or IPv6 address or CIDR);
+    /// empty: any.
     pub resolvers: Vec<String>,
 }
 
@@ -31,7 +32,7 @@ pub enum Error {
     TooMany,
     #[error("dns.action {0:?}: use nxdomain, servfail or timeout")]
     Action(String),
-    #[error("dns.resolvers: {0:?} is not an IPv4 address or CIDR (IPv6 not yet)")]
+    #[error("dns.resolvers: {0:?} is not an IPv4 or IPv6 address or CIDR")]
     Resolver(String),
 }
 
@@ -61,7 +62,12 @@ fn valid_resolver(r: &str) -> bool {
         Some((a, p)) => (a, Some(p)),
         None => (r, None),
     };
-    a.parse::<std::net::Ipv4Addr>().is_ok() && p.is_none_or(|p| matches!(p.parse::<u8>(), Ok(n) if n <= 32))
+    let max = match a.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    p.is_none_or(|p| matches!(p.parse::<u8>(), Ok(n) if n <= max))
 }
 
 impl Kind for DnsFault {
@@ -138,9 +144,16 @@ mod tests {
         assert_eq!(parse("{}").unwrap().to_wire(&[]).action, "nxdomain");
         assert!(parse("names: ['a b']").unwrap_err().to_string().contains("dns.names"));
         assert!(parse("action: refuse").unwrap_err().to_string().contains("dns.action"));
-        assert!(parse("resolvers: ['fd00::1']")
-            .unwrap_err()
-            .to_string()
-            .contains("IPv6 not yet"));
+        assert_eq!(
+            parse("resolvers: ['fd00::53', 'fd00:1::/64']")
+                .unwrap()
+                .to_wire(&[])
+                .resolvers,
+            vec!["fd00::53".to_string(), "fd00:1::/64".to_string()]
+        );
+        for bad in ["fd00::1/129", "10.0.0.1/33", "resolver.local"] {
+            let e = parse(&format!("resolvers: ['{bad}']")).unwrap_err().to_string();
+            assert!(e.contains("not an IPv4 or IPv6 address or CIDR"), "{bad}: {e}");
+        }
     }
 }

@@ -32,7 +32,7 @@ impl Kind for DuplicateFault {
 
     fn to_wire(&self, peers: &[String]) -> v1::DuplicateSpec {
         v1::DuplicateSpec {
-            scope: self.share.scope.to_wire(peers),
+            scope: self.share.wire_scope(peers),
             percent: self.share.percent,
             backend: self.share.backend.clone().unwrap_or_default(),
         }

@@ -2,8 +2,11 @@
 //! coordinator: the scope as written (destinations, ports, protocol,
 //! interface), the share of packets, the backend, and how their
 //! observation reads. The agent applies them with netem (where its kernel
-//! has `sch_netem`) or an NFQUEUE queue, IPv4 only: resolved IPv6 peer
-//! addresses are left out of the wire spec.
+//! has `sch_netem`) or an NFQUEUE queue. The NFQUEUE backend takes IPv4
+//! and IPv6 (iptables and ip6tables chains); netem's filters are IPv4
+//! only, so with `backend: netem` an IPv6 CIDR is refused and resolved
+//! IPv6 peer addresses are left out of the wire spec. Without a backend,
+//! an IPv6 destination makes the agent pick nfqueue.
 
 use faultline_proto::v1;
 use serde::Deserialize;
@@ -25,7 +28,7 @@ pub enum Error {
     Protocol { kind: &'static str, name: String },
     #[error("{kind}: icmp has no ports; remove ports/source_ports or use tcp/udp")]
     IcmpPorts { kind: &'static str },
-    #[error("{kind}.to: {cidr} is IPv6; {kind} takes IPv4 packets only (not yet IPv6)")]
+    #[error("{kind}.to: {cidr} is IPv6; backend: netem takes IPv4 only (use backend: nfqueue, or leave backend out)")]
     Ipv6 { kind: &'static str, cidr: String },
     #[error("{kind}.backend {name:?}: use netem, nfqueue or auto")]
     Backend { kind: &'static str, name: String },
@@ -63,11 +66,29 @@ pub struct Share {
 impl Share {
     /// Checks a `corrupt` or `duplicate` as written under `kind`.
     pub(crate) fn check(kind: &'static str, r: RawShare) -> Result<Self, Error> {
-        Ok(Share {
+        Share {
             percent: percent(kind, r.percent)?,
             scope: Scope::check(kind, r.to, r.ports, r.source_ports, r.protocol, r.interface)?,
             backend: backend(kind, r.backend)?,
-        })
+        }
+        .checked(kind)
+    }
+
+    /// Refuses an IPv6 CIDR with `backend: netem` (netem's u32 filters
+    /// match IPv4 only; the nfqueue backend takes both).
+    pub(crate) fn checked(self, kind: &'static str) -> Result<Self, Error> {
+        if self.backend.as_deref() == Some("netem") {
+            if let Some(c) = self.scope.to.cidrs.iter().find(|c| c.contains(':')) {
+                return Err(Error::Ipv6 { kind, cidr: c.clone() });
+            }
+        }
+        Ok(self)
+    }
+
+    /// The wire scope: `peers` resolved for the target, IPv6 ones left out
+    /// for `backend: netem` only.
+    pub fn wire_scope(&self, peers: &[String]) -> Option<v1::PacketScope> {
+        self.scope.to_wire(peers, self.backend.as_deref() != Some("netem"))
     }
 
     /// "corrupt 30% of packets to zones b udp ports 9000 backend netem".
@@ -173,9 +194,6 @@ impl Scope {
             return Err(Error::IcmpPorts { kind });
         }
         let to = to.check(field(kind, "to"))?;
-        if let Some(c) = to.cidrs.iter().find(|c| c.contains(':')) {
-            return Err(Error::Ipv6 { kind, cidr: c.clone() });
-        }
         Ok(Scope {
             interface,
             to,
@@ -203,12 +221,13 @@ impl Scope {
         parts.join(" ")
     }
 
-    /// The wire scope; `peers` resolved for the target, IPv4 ones kept.
-    pub fn to_wire(&self, peers: &[String]) -> Option<v1::PacketScope> {
+    /// The wire scope; `peers` resolved for the target, IPv6 ones kept
+    /// when `ipv6`.
+    pub fn to_wire(&self, peers: &[String], ipv6: bool) -> Option<v1::PacketScope> {
         let ports = |p: &[u16]| p.iter().map(|p| u32::from(*p)).collect::<Vec<u32>>();
         Some(v1::PacketScope {
             interface: self.interface.clone().unwrap_or_default(),
-            destinations: peers.iter().filter(|p| !p.contains(':')).cloned().collect(),
+            destinations: peers.iter().filter(|p| ipv6 || !p.contains(':')).cloned().collect(),
             dst_ports: ports(&self.dst_ports),
             src_ports: ports(&self.src_ports),
             protocol: self.protocol.clone().unwrap_or_default(),
@@ -254,7 +273,7 @@ mod tests {
     use super::super::Kind;
 
     #[test]
-    fn shares_scopes_and_gaps_are_checked_and_ipv6_peers_are_left_out_of_the_wire() {
+    fn shares_scopes_and_gaps_are_checked_and_ipv6_peers_go_to_the_wire_except_for_netem() {
         let f = CorruptFault::from_raw(
             serde_norway::from_str(
                 "percent: 30%\nprotocol: udp\nports: [9000]\nto: { zones: [b], cidrs: [10.0.0.0/8] }\n",
@@ -268,7 +287,28 @@ mod tests {
         );
         let w = f.to_wire(&["10.77.0.12/32".into(), "fd00::12/128".into()]);
         let scope = w.scope.unwrap();
-        assert_eq!(scope.destinations, vec!["10.77.0.12/32".to_string()]);
+        assert_eq!(
+            scope.destinations,
+            vec!["10.77.0.12/32".to_string(), "fd00::12/128".to_string()]
+        );
+        let netem = CorruptFault::from_raw(
+            serde_norway::from_str(
+                "percent: 5
+backend: netem
+",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let nw = netem.to_wire(&["10.77.0.12/32".into(), "fd00::12/128".into()]);
+        assert_eq!(nw.scope.unwrap().destinations, vec!["10.77.0.12/32".to_string()]);
+        for backend in ["", "\nbackend: nfqueue"] {
+            let yaml = format!("percent: 5\nto: {{ cidrs: ['fd00::1'] }}{backend}");
+            assert!(
+                DuplicateFault::from_raw(serde_norway::from_str(&yaml).unwrap()).is_ok(),
+                "{yaml}"
+            );
+        }
         assert_eq!(
             (w.percent, scope.dst_ports, scope.protocol.as_str()),
             (30.0, vec![9000], "udp")
@@ -277,7 +317,10 @@ mod tests {
             ("percent: 0", "corrupt.percent 0"),
             ("percent: 101%", "corrupt.percent 101"),
             ("percent: lots", "corrupt.percent \"lots\""),
-            ("percent: 5\nto: { cidrs: ['fd00::1'] }", "IPv4 packets only"),
+            (
+                "percent: 5\nto: { cidrs: ['fd00::1'] }\nbackend: netem",
+                "backend: netem takes IPv4 only (use backend: nfqueue",
+            ),
             ("percent: 5\nprotocol: icmp\nports: [1]", "icmp has no ports"),
             ("percent: 5\nprotocol: sctp", "corrupt.protocol"),
         ] {

@@ -67,7 +67,8 @@ impl Kind for ReorderFault {
                 percent: packet::percent(Self::NAME, r.percent)?,
                 scope: Scope::check(Self::NAME, r.to, r.ports, r.source_ports, r.protocol, r.interface)?,
                 backend: packet::backend(Self::NAME, r.backend)?,
-            },
+            }
+            .checked(Self::NAME)?,
             gap,
         })
     }
@@ -87,7 +88,7 @@ impl Kind for ReorderFault {
 
     fn to_wire(&self, peers: &[String]) -> v1::ReorderSpec {
         v1::ReorderSpec {
-            scope: self.share.scope.to_wire(peers),
+            scope: self.share.wire_scope(peers),
             percent: self.share.percent,
             gap_us: self.gap.as_micros() as u64,
             backend: self.share.backend.clone().unwrap_or_default(),

@@ -2,15 +2,16 @@
 //! and bandwidth, in the namespace lab (real agent binaries, NFQUEUE and
 //! tbf on this kernel): corrupt (share of UDP datagrams lost as bad
 //! checksums at the receiver), duplicate (share delivered twice), reorder
-//! (share arriving late), and bandwidth (bits per second through the tbf
-//! qdisc under one saturating TCP stream).
+//! (share arriving late), the same three over IPv6 (ip6tables chains; the
+//! lab hosts get fd00:77::/64 addresses), and bandwidth (bits per second
+//! through the tbf qdisc under one saturating TCP stream).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use faultline_tests::lab::{enter_netns, in_netns, Lab, LabHost};
-use faultline_tests::packets::{udp_counter, udp_exchange};
+use faultline_tests::packets::{add_ipv6, udp6_counter, udp_counter, udp_exchange, udp_exchange_to};
 
 fn experiment(b: &LabHost, fault: &str) -> String {
     format!(
@@ -163,6 +164,52 @@ pub fn run(n: u32) {
             "%",
         );
     }
+    // IPv6, over the nfqueue backend's ip6tables chains.
+    add_ipv6(&a, 0);
+    let b6 = add_ipv6(&b, 1);
+    let to6 = |port: u16| SocketAddr::from((b6, port));
+    // Neighbour discovery before the first measured datagram.
+    let _ = udp_exchange_to(&a, &b, to6(9290), 10, Duration::from_millis(1));
+    port += 1;
+    let (lost, csum) = with_fault(
+        &lab,
+        &format!("corrupt: {{ percent: 30, protocol: udp, ports: [{port}], to: {{ cidrs: ['{b6}'] }} }}"),
+        || {
+            let c0 = udp6_counter(&b.netns, "Udp6InCsumErrors");
+            let r = udp_exchange_to(&a, &b, to6(port), n, pace);
+            (r.lost(n), udp6_counter(&b.netns, "Udp6InCsumErrors") - c0)
+        },
+    );
+    row(
+        format!("IPv6 corrupt 30% (lost; {csum} csums)"),
+        30.0,
+        lost as f64 * 100.0 / f64::from(n),
+        "%",
+    );
+    port += 1;
+    let dups = with_fault(
+        &lab,
+        &format!("duplicate: {{ percent: 20, protocol: udp, ports: [{port}], to: {{ cidrs: ['{b6}'] }} }}"),
+        || udp_exchange_to(&a, &b, to6(port), n, pace).duplicates(),
+    );
+    row(
+        "IPv6 duplicate 20% (twice)".into(),
+        20.0,
+        dups as f64 * 100.0 / f64::from(n),
+        "%",
+    );
+    port += 1;
+    let late = with_fault(
+        &lab,
+        &format!("reorder: {{ percent: 25, gap: 20ms, protocol: udp, ports: [{port}], to: {{ cidrs: ['{b6}'] }} }}"),
+        || udp_exchange_to(&a, &b, to6(port), n, pace).late(),
+    );
+    row(
+        "IPv6 reorder 25% gap 20ms (late)".into(),
+        25.0,
+        late as f64 * 100.0 / f64::from(n),
+        "%",
+    );
     for mbit in [8.0, 20.0] {
         port += 1;
         let bps = with_fault(
