@@ -23,6 +23,20 @@ pub fn chromium() -> Option<PathBuf> {
     })
 }
 
+/// Chromium's binary; None, with the reason printed, when none is
+/// installed outside CI. Under `CI=true` a missing Chromium fails the test.
+pub fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
+        );
+        eprintln!("skipping: chromium is not installed");
+    }
+    found
+}
+
 /// A headless Chromium with one page; killed and reaped on drop.
 pub struct Browser {
     child: Child,
@@ -140,6 +154,30 @@ impl Browser {
     }
 
     /// Evaluates `expr` every 100 ms until it is `true`, at most `limit`.
+    /// Fills the console's login form (already open, or opened at `ui`'s
+    /// `/login` when `open` is set) with `token`, submits it and waits (at
+    /// most 10 s) for the Fleet page a login lands on.
+    pub async fn log_in(&mut self, ui: std::net::SocketAddr, token: &str, open: bool) -> anyhow::Result<()> {
+        if open {
+            self.goto(&format!("http://{ui}/login")).await?;
+        }
+        let form = "document.querySelector('input[name=token]') !== null";
+        anyhow::ensure!(
+            self.wait_for(form, Duration::from_secs(10)).await?,
+            "no login form at http://{ui}/login"
+        );
+        self.eval(&format!(
+            "document.querySelector('input[name=token]').value = '{token}'; document.forms[0].submit(); true"
+        ))
+        .await?;
+        anyhow::ensure!(
+            self.wait_for("location.pathname === '/fleet'", Duration::from_secs(10))
+                .await?,
+            "logging in did not land on /fleet"
+        );
+        Ok(())
+    }
+
     pub async fn wait_for(&mut self, expr: &str, limit: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {

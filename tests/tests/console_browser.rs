@@ -16,12 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_headless_chromium_an_operator_logs_in_sees_the_fleet_watches_a_run_live_and_aborts_it() {
-    let Some(binary) = faultline_tests::browser::chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
-        );
-        eprintln!("skipping: chromium is not installed");
+    let Some(binary) = faultline_tests::browser::chromium_or_skip() else {
         return;
     };
     let stop = CancellationToken::new();
@@ -230,12 +225,7 @@ async fn live_chart_is_drawn_and_screenshotted(b: &mut Browser) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_without_the_csrf_token_is_refused() {
-    let Some(binary) = faultline_tests::browser::chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
-        );
-        eprintln!("skipping: chromium is not installed");
+    let Some(binary) = faultline_tests::browser::chromium_or_skip() else {
         return;
     };
     let stop = CancellationToken::new();
@@ -248,22 +238,7 @@ async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_withou
     tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
     let in_flight = || c.runs.is_known(&run_id) && c.runs.report(&run_id).is_none();
     let mut b = Browser::start(&binary).await.expect("start chromium");
-    let log_in = |token: &'static str| {
-        format!("document.querySelector('input[name=token]').value = '{token}'; document.forms[0].submit(); true")
-    };
-    b.goto(&format!("http://{ui}/login")).await.expect("goto");
-    assert!(b
-        .wait_for(
-            "document.querySelector('input[name=token]') !== null",
-            Duration::from_secs(10)
-        )
-        .await
-        .expect("eval"));
-    b.eval(&log_in(READ_ONLY)).await.expect("log in");
-    assert!(b
-        .wait_for("location.pathname === '/fleet'", Duration::from_secs(10))
-        .await
-        .expect("eval"));
+    b.log_in(ui, READ_ONLY, true).await.expect("log in read-only");
     b.goto(&format!("http://{ui}/runs/{run_id}")).await.expect("goto");
     assert!(
         b.wait_for(
@@ -330,18 +305,7 @@ async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_withou
     b.eval("document.querySelector('form[action=\"/logout\"] button').click(); true")
         .await
         .expect("log out");
-    assert!(b
-        .wait_for(
-            "document.querySelector('input[name=token]') !== null",
-            Duration::from_secs(10)
-        )
-        .await
-        .expect("eval"));
-    b.eval(&log_in(OPERATOR)).await.expect("log in");
-    assert!(b
-        .wait_for("location.pathname === '/fleet'", Duration::from_secs(10))
-        .await
-        .expect("eval"));
+    b.log_in(ui, OPERATOR, false).await.expect("log in as an operator");
     b.goto(&format!("http://{ui}/runs/{run_id}")).await.expect("goto");
     assert!(b
         .wait_for("document.getElementById('abort') !== null", Duration::from_secs(10))
@@ -407,12 +371,7 @@ async fn in_headless_chromium_a_read_only_session_cannot_abort_and_a_form_withou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_headless_chromium_a_guardrail_row_turns_from_ok_to_breached_without_a_reload() {
-    let Some(binary) = faultline_tests::browser::chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
-        );
-        eprintln!("skipping: chromium is not installed");
+    let Some(binary) = faultline_tests::browser::chromium_or_skip() else {
         return;
     };
     // The probed service; cancelling `service` closes its listener, so
@@ -428,23 +387,7 @@ async fn in_headless_chromium_a_guardrail_row_turns_from_ok_to_breached_without_
     );
     assert!(yaml.contains("guardrail: true"), "{yaml}");
     let mut b = Browser::start(&binary).await.expect("start chromium");
-    b.goto(&format!("http://{ui}/login")).await.expect("goto");
-    assert!(b
-        .wait_for(
-            "document.querySelector('input[name=token]') !== null",
-            Duration::from_secs(10)
-        )
-        .await
-        .expect("eval"));
-    b.eval(&format!(
-        "document.querySelector('input[name=token]').value = '{READ_ONLY}'; document.forms[0].submit(); true"
-    ))
-    .await
-    .expect("log in");
-    assert!(b
-        .wait_for("location.pathname === '/fleet'", Duration::from_secs(10))
-        .await
-        .expect("eval"));
+    b.log_in(ui, READ_ONLY, true).await.expect("log in read-only");
     // The run is started from the CLI, as an operator would: the page
     // follows a run it did not start.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -274,12 +274,7 @@ async fn trend_game_day_schedule_and_audit_pages_show_the_history_with_regressio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_headless_chromium_a_trend_page_draws_its_charts_and_is_screenshotted() {
-    let Some(binary) = faultline_tests::browser::chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed and CI=true forbids skipping (install Debian's chromium)"
-        );
-        eprintln!("skipping: chromium is not installed");
+    let Some(binary) = faultline_tests::browser::chromium_or_skip() else {
         return;
     };
     let lab = lab().await;
@@ -288,27 +283,7 @@ async fn in_headless_chromium_a_trend_page_draws_its_charts_and_is_screenshotted
     let mut b = faultline_tests::browser::Browser::start(&binary)
         .await
         .expect("start chromium");
-    b.goto(&format!("http://{ui}/login")).await.expect("goto");
-    assert!(
-        b.wait_for(
-            "document.querySelector('input[name=token]') !== null",
-            Duration::from_secs(10)
-        )
-        .await
-        .expect("eval"),
-        "the login page loads"
-    );
-    b.eval(&format!(
-        "document.querySelector('input[name=token]').value = '{READ_ONLY}'; document.forms[0].submit(); true"
-    ))
-    .await
-    .expect("log in");
-    assert!(
-        b.wait_for("location.pathname === '/fleet'", Duration::from_secs(10))
-            .await
-            .expect("eval"),
-        "logged in"
-    );
+    b.log_in(ui, READ_ONLY, true).await.expect("log in read-only");
     b.goto(&format!("http://{ui}/experiments/trend?name=trendy"))
         .await
         .expect("goto");
