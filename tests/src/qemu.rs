@@ -61,20 +61,20 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub fn unpack(deb: &Path) -> Result<Kernel, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    pub fn unpack(deb: &Path) -> anyhow::Result<Kernel> {
+        let dir = tempfile::tempdir()?;
         let st = Command::new("dpkg-deb")
             .arg("-x")
             .arg(deb)
             .arg(dir.path())
             .status()
-            .map_err(|e| format!("dpkg-deb: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("dpkg-deb: {e}"))?;
         if !st.success() {
-            return Err(format!("dpkg-deb -x {} failed", deb.display()));
+            return Err(anyhow::anyhow!("dpkg-deb -x {} failed", deb.display()));
         }
         let boot = dir.path().join("boot");
         let vmlinuz = std::fs::read_dir(&boot)
-            .map_err(|e| format!("{}: {e}", boot.display()))?
+            .map_err(|e| anyhow::anyhow!("{}: {e}", boot.display()))?
             .flatten()
             .map(|e| e.path())
             .find(|p| {
@@ -83,7 +83,7 @@ impl Kernel {
                     .to_string_lossy()
                     .starts_with("vmlinuz-")
             })
-            .ok_or_else(|| format!("no vmlinuz in {}", deb.display()))?;
+            .ok_or_else(|| anyhow::anyhow!("no vmlinuz in {}", deb.display()))?;
         let release = vmlinuz
             .file_name()
             .unwrap_or_default()
@@ -101,14 +101,17 @@ impl Kernel {
 
     /// A module's file, by its path under `kernel/` (e.g.
     /// `net/sched/sch_netem.ko`), compressed or not.
-    pub fn module(&self, rel: &str) -> Result<PathBuf, String> {
+    pub fn module(&self, rel: &str) -> anyhow::Result<PathBuf> {
         for ext in ["", ".xz", ".zst"] {
             let p = self.modules.join(format!("{rel}{ext}"));
             if p.exists() {
                 return Ok(p);
             }
         }
-        Err(format!("module {rel} not in the kernel package ({})", self.release))
+        Err(anyhow::anyhow!(
+            "module {rel} not in the kernel package ({})",
+            self.release
+        ))
     }
 }
 
@@ -201,8 +204,11 @@ impl Cpio {
 }
 
 /// The shared libraries (and the loader) `ldd` names for `bin`.
-pub fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>, String> {
-    let out = Command::new("ldd").arg(bin).output().map_err(|e| format!("ldd: {e}"))?;
+pub fn shared_libs(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map_err(|e| anyhow::anyhow!("ldd: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut libs = Vec::new();
     for l in text.lines() {
@@ -235,13 +241,13 @@ pub fn initramfs(
     files: &[(&str, String)],
     modules: &[PathBuf],
     init: &str,
-) -> Result<Vec<u8>, String> {
+) -> anyhow::Result<Vec<u8>> {
     let mut c = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "tmp", "run", "etc", "lib/modules", "var"] {
         c.dir(d);
     }
     let mut libs: BTreeSet<PathBuf> = BTreeSet::new();
-    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let scratch = tempfile::tempdir()?;
     for (bin, name) in bins {
         // Debug builds carry hundreds of MB of debug info the guest does
         // not need in RAM: strip a copy when `strip` is there.
@@ -256,7 +262,7 @@ pub fn initramfs(
             Ok(s) if s.success() => std::fs::read(&stripped),
             _ => std::fs::read(bin),
         }
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", bin.display()))?;
         let name = name
             .map(str::to_string)
             .unwrap_or_else(|| bin.file_name().unwrap_or_default().to_string_lossy().into_owned());
@@ -266,7 +272,7 @@ pub fn initramfs(
     for lib in &libs {
         // Libraries at the path the loader looks for them, resolved to
         // their file's contents (no symlink chains to follow).
-        let data = std::fs::read(lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+        let data = std::fs::read(lib).map_err(|e| anyhow::anyhow!("{}: {e}", lib.display()))?;
         c.file(&lib.display().to_string(), &data, 0o755);
     }
     // The loader also looks in /lib64 and /lib on merged-/usr systems.
@@ -276,7 +282,7 @@ pub fn initramfs(
         }
     }
     for m in modules {
-        let data = std::fs::read(m).map_err(|e| format!("{}: {e}", m.display()))?;
+        let data = std::fs::read(m).map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
         let name = m.file_name().unwrap_or_default().to_string_lossy().into_owned();
         c.file(&format!("lib/modules/{name}"), &data, 0o644);
     }
@@ -307,10 +313,10 @@ pub struct Boot {
 
 /// Boots `kernel` with `initrd` and returns its console output once the
 /// guest powers off, or an error after `limit` (the qemu process is killed).
-pub fn boot(kernel: &Path, initrd: &[u8], memory_mib: u32, limit: Duration) -> Result<Boot, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+pub fn boot(kernel: &Path, initrd: &[u8], memory_mib: u32, limit: Duration) -> anyhow::Result<Boot> {
+    let dir = tempfile::tempdir()?;
     let initrd_path = dir.path().join("initrd.cpio");
-    std::fs::write(&initrd_path, initrd).map_err(|e| e.to_string())?;
+    std::fs::write(&initrd_path, initrd)?;
     let console = dir.path().join("console.log");
     let kvm = kvm_usable();
     let mut cmd = Command::new("qemu-system-x86_64");
@@ -341,7 +347,7 @@ pub fn boot(kernel: &Path, initrd: &[u8], memory_mib: u32, limit: Duration) -> R
         cmd.args(["-enable-kvm", "-cpu", "host"]);
     }
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("qemu-system-x86_64: {e}"))?;
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
@@ -365,7 +371,7 @@ pub fn boot(kernel: &Path, initrd: &[u8], memory_mib: u32, limit: Duration) -> R
             wall: started.elapsed(),
             kvm,
         }),
-        None => Err(format!(
+        None => Err(anyhow::anyhow!(
             "the guest did not power off within {limit:?}; qemu stderr: {err}\nconsole:\n{text}"
         )),
     }

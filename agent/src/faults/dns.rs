@@ -68,8 +68,13 @@ pub enum Pattern {
     Suffix(String),
 }
 
+/// A `dns.names` entry that is not a DNS name or `*.` suffix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("name {0:?} is not a DNS name (write db.example.com or *.example.com)")]
+pub struct BadName(pub String);
+
 impl Pattern {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, BadName> {
         let lower = raw.trim_end_matches('.').to_ascii_lowercase();
         let (suffix, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest.to_string()),
@@ -79,9 +84,7 @@ impl Pattern {
             !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(ok_label) {
-            return Err(format!(
-                "name {raw:?} is not a DNS name (write db.example.com or *.example.com)"
-            ));
+            return Err(BadName(raw.to_string()));
         }
         Ok(if suffix {
             Pattern::Suffix(name)
@@ -116,7 +119,7 @@ fn plan(_fault_id: &str, w: v1::fault_spec::Kind) -> packet::Result<Plan> {
         .iter()
         .map(|n| Pattern::parse(n))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+        .map_err(|e| invalid(e.to_string()))?;
     let action = match w.action.as_str() {
         "" | "nxdomain" => Action::NxDomain,
         "servfail" => Action::ServFail,
