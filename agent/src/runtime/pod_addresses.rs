@@ -231,16 +231,18 @@ fe800000000000000000000000000001 02 40 20 80     eth0
         let net = proc.path().join("4242/net");
         std::fs::create_dir_all(&net).unwrap();
         std::fs::write(net.join("fib_trie"), FIB_TRIE).unwrap();
-        let sel = ContainerSelector::try_from(v1::ContainerSelector {
-            pod: Some(v1::PodSelector {
-                namespace: "shop".into(),
-                labels: [("app".to_string(), "web".to_string())].into(),
-                name: String::new(),
-            }),
-            ..Default::default()
-        })
-        .unwrap();
-        let a = query(&rt, &sel, &Protected::default(), proc.path()).unwrap();
+        let app = |app: &str| {
+            ContainerSelector::try_from(v1::ContainerSelector {
+                pod: Some(v1::PodSelector {
+                    namespace: "shop".into(),
+                    labels: [("app".to_string(), app.to_string())].into(),
+                    name: String::new(),
+                }),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let a = query(&rt, &app("web"), &Protected::default(), proc.path()).unwrap();
         assert_eq!(a.pods.len(), 1, "{a:?}");
         assert_eq!(
             (
@@ -252,16 +254,7 @@ fe800000000000000000000000000001 02 40 20 80     eth0
         );
         assert_eq!(a.pods[0].containers.len(), 2);
         assert_eq!(a.seen, ["shop/web-0 {app=web}", "shop/db-0 {app=db}"]);
-        let none = ContainerSelector::try_from(v1::ContainerSelector {
-            pod: Some(v1::PodSelector {
-                namespace: "shop".into(),
-                labels: [("app".to_string(), "cart".to_string())].into(),
-                name: String::new(),
-            }),
-            ..Default::default()
-        })
-        .unwrap();
-        let a = query(&rt, &none, &Protected::default(), proc.path()).unwrap();
+        let a = query(&rt, &app("cart"), &Protected::default(), proc.path()).unwrap();
         assert!(a.pods.is_empty() && a.seen.len() == 2, "{a:?}");
     }
 }
